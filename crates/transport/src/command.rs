@@ -1,0 +1,108 @@
+//! What a remote command is (a POSIX sh script plus stdin) and what it returns.
+
+use std::fmt;
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::io::AsyncRead;
+
+/// Data fed to a remote command's standard input.
+///
+/// Secrets and file contents travel here, never in the command line, so they
+/// never show up in any process listing on either side.
+#[derive(Default)]
+pub enum Stdin {
+    /// No input: the remote side sees end-of-file at once.
+    #[default]
+    Empty,
+    /// A small buffer, wiped from memory when dropped.
+    Bytes(zeroize::Zeroizing<Vec<u8>>),
+    /// A stream read in chunks (large uploads are never held in memory).
+    Stream(Pin<Box<dyn AsyncRead + Send>>),
+}
+
+impl Stdin {
+    pub fn bytes(data: impl Into<Vec<u8>>) -> Self {
+        Stdin::Bytes(zeroize::Zeroizing::new(data.into()))
+    }
+}
+
+impl fmt::Debug for Stdin {
+    // Never print stdin: it may hold a secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stdin::Empty => f.write_str("Empty"),
+            Stdin::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
+            Stdin::Stream(_) => f.write_str("Stream"),
+        }
+    }
+}
+
+/// A command to run on a host: a POSIX `sh` script, its stdin and an optional timeout.
+///
+/// The script runs under `sh -c` whatever the user's login shell is, and under
+/// `sudo` when the host's connection is configured to become root.
+#[derive(Debug, Default)]
+pub struct Command {
+    pub script: String,
+    pub stdin: Stdin,
+    /// None = wait as long as it takes (package installs can take minutes).
+    pub timeout: Option<Duration>,
+}
+
+impl Command {
+    pub fn new(script: impl Into<String>) -> Self {
+        Command { script: script.into(), ..Default::default() }
+    }
+
+    pub fn stdin(mut self, stdin: Stdin) -> Self {
+        self.stdin = stdin;
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// What a finished command returned. A non-zero exit is not a transport error:
+/// the caller decides what it means.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Output {
+    /// None when the command was killed by a signal.
+    pub exit_status: Option<u32>,
+    pub exit_signal: Option<String>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    pub fn ok(stdout: impl Into<Vec<u8>>) -> Self {
+        Output { exit_status: Some(0), stdout: stdout.into(), ..Default::default() }
+    }
+
+    pub fn failed(status: u32, stderr: impl Into<Vec<u8>>) -> Self {
+        Output { exit_status: Some(status), stderr: stderr.into(), ..Default::default() }
+    }
+
+    pub fn success(&self) -> bool {
+        self.exit_status == Some(0)
+    }
+
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+
+    /// "exit status 3" or "killed by signal TERM", for messages.
+    pub fn describe_exit(&self) -> String {
+        match (&self.exit_status, &self.exit_signal) {
+            (Some(s), _) => format!("exit status {s}"),
+            (None, Some(sig)) => format!("killed by signal {sig}"),
+            (None, None) => "no exit status".to_string(),
+        }
+    }
+}
