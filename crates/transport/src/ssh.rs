@@ -88,7 +88,8 @@ pub struct ConnectOptions {
     pub ssh_config: Arc<SshConfig>,
     /// Default SSH user when neither the target nor ssh_config says.
     pub default_user: String,
-    pub use_agent: bool,
+    /// ssh-agent socket; defaults to $SSH_AUTH_SOCK. None disables the agent.
+    pub agent_socket: Option<PathBuf>,
     /// Asked for the passphrase of an encrypted key (after $PROVISION_SSH_PASSPHRASE).
     pub passphrase_prompt: Option<Arc<dyn Fn(&Path) -> Option<Zeroizing<String>> + Send + Sync>>,
 }
@@ -114,7 +115,7 @@ impl ConnectOptions {
             extra_known_hosts: extra,
             ssh_config: Arc::new(SshConfig::default()),
             default_user: std::env::var("USER").unwrap_or_else(|_| "root".into()),
-            use_agent: true,
+            agent_socket: std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty()).map(PathBuf::from),
             passphrase_prompt: None,
         }
     }
@@ -402,6 +403,7 @@ impl SshPool {
             Err(russh::keys::Error::KeyIsEncrypted) => {
                 let pass = std::env::var("PROVISION_SSH_PASSPHRASE")
                     .ok()
+                    .filter(|p| !p.is_empty())
                     .map(Zeroizing::new)
                     .or_else(|| self.opts.passphrase_prompt.as_ref().and_then(|p| p(path)))
                     .ok_or_else(|| TransportError::KeyEncrypted { path: path.to_path_buf() })?;
@@ -442,8 +444,8 @@ impl SshPool {
             }
         }
 
-        if !explicit && self.opts.use_agent && std::env::var_os("SSH_AUTH_SOCK").is_some() {
-            if let Ok(mut agent) = AgentClient::connect_env().await {
+        if let (false, Some(sock)) = (explicit, &self.opts.agent_socket) {
+            if let Ok(mut agent) = AgentClient::connect_uds(sock).await {
                 let ids = agent.request_identities().await.unwrap_or_default();
                 for id in ids {
                     let russh::keys::agent::AgentIdentity::PublicKey { key, comment } = id else { continue };
@@ -477,11 +479,21 @@ impl SshPool {
                     continue;
                 }
             };
-            let hash = if key.algorithm().is_rsa() { Some(rsa_hash(handle).await) } else { None };
-            let res = handle.authenticate_publickey(user, PrivateKeyWithHashAlg::new(key, hash)).await.map_err(lost)?;
+            // RSA: the server's preferred SHA-2 variant first, then the other one
+            // (server-sig-algs does not always reflect PubkeyAcceptedAlgorithms).
+            let hashes = if key.algorithm().is_rsa() {
+                let best = rsa_hash(handle).await;
+                let other = if best == HashAlg::Sha512 { HashAlg::Sha256 } else { HashAlg::Sha512 };
+                vec![Some(best), Some(other)]
+            } else {
+                vec![None]
+            };
             tried.push(path.display().to_string());
-            if res.success() {
-                return Ok(());
+            for hash in hashes {
+                let res = handle.authenticate_publickey(user, PrivateKeyWithHashAlg::new(key.clone(), hash)).await.map_err(lost)?;
+                if res.success() {
+                    return Ok(());
+                }
             }
         }
         Err(encrypted_error.unwrap_or(TransportError::AuthFailed { host: label.into(), user: user.into(), tried }))
