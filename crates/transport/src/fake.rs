@@ -17,9 +17,11 @@ pub struct Recorded {
     pub stdin: Vec<u8>,
 }
 
+type Responder = Arc<dyn Fn(&str) -> Output + Send + Sync>;
+
 struct Rule {
     needle: String,
-    output: Output,
+    output: Responder,
     once: bool,
 }
 
@@ -46,12 +48,18 @@ impl FakeTransport {
     }
 
     pub fn respond(&self, needle: impl Into<String>, output: Output) -> &Self {
-        self.rules.lock().unwrap().insert(0, Rule { needle: needle.into(), output, once: false });
+        self.rules.lock().unwrap().insert(0, Rule { needle: needle.into(), output: Arc::new(move |_| output.clone()), once: false });
         self
     }
 
     pub fn respond_once(&self, needle: impl Into<String>, output: Output) -> &Self {
-        self.rules.lock().unwrap().insert(0, Rule { needle: needle.into(), output, once: true });
+        self.rules.lock().unwrap().insert(0, Rule { needle: needle.into(), output: Arc::new(move |_| output.clone()), once: true });
+        self
+    }
+
+    /// Answers matching commands by computing the output from the script.
+    pub fn respond_with(&self, needle: impl Into<String>, f: impl Fn(&str) -> Output + Send + Sync + 'static) -> &Self {
+        self.rules.lock().unwrap().insert(0, Rule { needle: needle.into(), output: Arc::new(f), once: false });
         self
     }
 
@@ -99,7 +107,7 @@ impl Transport for FakeTransport {
         self.log.lock().unwrap().push(Recorded { script: cmd.script.clone(), stdin });
         let mut rules = self.rules.lock().unwrap();
         if let Some(i) = rules.iter().position(|r| cmd.script.contains(&r.needle)) {
-            let out = rules[i].output.clone();
+            let out = (rules[i].output)(&cmd.script);
             if rules[i].once {
                 rules.remove(i);
             }

@@ -1,0 +1,158 @@
+//! What a run reports, as events sent to sinks (terminal progress, JSON lines, the
+//! run log). Every string in an event has already been through secret redaction.
+
+use serde::Serialize;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum HostStatus {
+    Ok,
+    Changed,
+    /// --check: it would change.
+    WouldChange,
+    Skipped,
+    Failed,
+    Unreachable,
+}
+
+impl HostStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostStatus::Ok => "ok",
+            HostStatus::Changed => "changed",
+            HostStatus::WouldChange => "would change",
+            HostStatus::Skipped => "skipped",
+            HostStatus::Failed => "failed",
+            HostStatus::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// A failure, with everything a person needs to act on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailureInfo {
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<u32>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub stderr: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    RunStarted { hosts: usize, steps: usize, check: bool },
+    StepStarted { index: usize, title: String, hosts: Vec<String> },
+    /// The outcome of one step on one host.
+    HostResult {
+        index: usize,
+        step: String,
+        host: String,
+        status: HostStatus,
+        /// Why ok / skipped, or the change summaries.
+        details: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        diff: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        failure: Option<FailureInfo>,
+        #[serde(serialize_with = "millis")]
+        duration: Duration,
+    },
+    /// Every remote command, for the run log (not shown on the terminal).
+    Command {
+        host: String,
+        step: String,
+        command: String,
+        exit_status: Option<u32>,
+        #[serde(serialize_with = "millis")]
+        duration: Duration,
+        stdout: String,
+        stderr: String,
+    },
+    Interrupted,
+    RunFinished { recap: Recap, #[serde(serialize_with = "millis")] duration: Duration },
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+/// Counts per host, plus every failure, for the end of a run.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Recap {
+    pub hosts: Vec<HostRecap>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct HostRecap {
+    pub host: String,
+    pub ok: usize,
+    pub changed: usize,
+    pub would_change: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    pub unreachable: bool,
+    /// (step, failure) for each failure on this host.
+    pub failures: Vec<(String, FailureInfo)>,
+}
+
+impl Recap {
+    pub fn changed(&self) -> usize {
+        self.hosts.iter().map(|h| h.changed + h.would_change).sum()
+    }
+
+    pub fn failed_hosts(&self) -> usize {
+        self.hosts.iter().filter(|h| h.failed > 0 || h.unreachable).count()
+    }
+
+    pub fn is_success(&self) -> bool {
+        self.failed_hosts() == 0
+    }
+}
+
+/// Receives events. Sinks must be cheap: the runner calls them inline.
+pub trait EventSink: Send + Sync {
+    fn emit(&self, event: &Event);
+}
+
+/// Collects events in memory (tests, and the recap).
+#[derive(Default)]
+pub struct MemorySink {
+    pub events: std::sync::Mutex<Vec<Event>>,
+}
+
+impl EventSink for MemorySink {
+    fn emit(&self, event: &Event) {
+        self.events.lock().unwrap().push(event.clone());
+    }
+}
+
+impl MemorySink {
+    pub fn results(&self) -> Vec<(String, String, HostStatus)> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                Event::HostResult { step, host, status, .. } => Some((step.clone(), host.clone(), *status)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Sends every event to several sinks.
+pub struct Fanout(pub Vec<std::sync::Arc<dyn EventSink>>);
+
+impl EventSink for Fanout {
+    fn emit(&self, event: &Event) {
+        for s in &self.0 {
+            s.emit(event);
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! The engine of provision: inventory and playbook files, steps as pure checks over
+//! gathered facts, and a runner that applies plans on many hosts through the transport.
+//!
+//! The engine never imports russh: it talks to hosts only through
+//! `provision_transport::{Transport, Connector}`.
+
+pub mod diagnostic;
+pub mod event;
+pub mod facts;
+pub mod inventory;
+pub mod playbook_file;
+pub mod runner;
+pub mod selector;
+pub mod step;
+pub mod template;
+
+pub use event::{Event, EventSink, HostStatus};
+pub use runner::{RunOptions, Runner};
+pub use step::{Action, Change, Check, Facts, HostStep, Step, StepPlan};

@@ -1,0 +1,444 @@
+//! The runner: for each step, gather facts (batched, in parallel), plan (pure),
+//! then apply through the one dry-run gate, reporting every outcome as events.
+
+use crate::event::{Event, EventSink, FailureInfo, HostRecap, HostStatus, Recap};
+use crate::facts;
+use crate::step::{Action, Change, Check, Facts, Step, StepError};
+use provision_transport::{Command, Connector, Stdin, Target, Transport, TransportError, Upload};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// How a run behaves; the defaults are those of `provision run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Dry run: gather and plan, never apply. Enforced in one place: [`Runner::apply`].
+    pub check: bool,
+    /// Attach unified diffs of file contents to changes.
+    pub diff: bool,
+    /// Only these hosts may change (facts still come from the hosts steps need).
+    pub limit: Option<BTreeSet<String>>,
+    /// Hosts worked on at once.
+    pub forks: usize,
+    /// Gather the facts of all remaining steps of a host in one round trip, and
+    /// re-gather only after that host changed.
+    pub batch_facts: bool,
+    pub gather_timeout: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { check: false, diff: false, limit: None, forks: 64, batch_facts: true, gather_timeout: Duration::from_secs(300) }
+    }
+}
+
+/// Replaces known secret values in any text leaving the runner.
+pub type Redact = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
+pub fn no_redaction() -> Redact {
+    Arc::new(|s: &str| s.to_string())
+}
+
+/// Why a host dropped out of the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dead {
+    Failed,
+    Unreachable,
+}
+
+struct State {
+    conns: HashMap<String, Arc<dyn Transport>>,
+    dead: HashMap<String, Dead>,
+    /// (host, step index) to facts gathered since the host last changed.
+    cache: HashMap<(String, usize), Facts>,
+    recap: BTreeMap<String, HostRecap>,
+}
+
+pub struct Runner {
+    connector: Arc<dyn Connector>,
+    targets: Vec<Target>,
+    opts: RunOptions,
+    sink: Arc<dyn EventSink>,
+    redact: Redact,
+    cancel: tokio::sync::watch::Receiver<bool>,
+    nonce: String,
+    state: Mutex<State>,
+}
+
+impl Runner {
+    /// `targets`: every inventory host, in order, as the transport reaches them.
+    pub fn new(connector: Arc<dyn Connector>, targets: Vec<Target>, opts: RunOptions, sink: Arc<dyn EventSink>) -> Self {
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let recap = targets.iter().map(|t| (t.name.clone(), HostRecap { host: t.name.clone(), ..Default::default() })).collect();
+        Runner {
+            connector,
+            targets,
+            opts,
+            sink,
+            redact: no_redaction(),
+            cancel: rx,
+            nonce: facts::nonce(),
+            state: Mutex::new(State { conns: HashMap::new(), dead: HashMap::new(), cache: HashMap::new(), recap }),
+        }
+    }
+
+    pub fn with_redaction(mut self, redact: Redact) -> Self {
+        self.redact = redact;
+        self
+    }
+
+    /// When the receiver turns true (Ctrl-C), no new work starts; running commands finish.
+    pub fn with_cancel(mut self, cancel: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    fn cancelled(&self) -> bool {
+        *self.cancel.borrow()
+    }
+
+    fn emit(&self, e: Event) {
+        self.sink.emit(&e);
+    }
+
+    fn is_dead(&self, host: &str) -> bool {
+        self.state.lock().unwrap().dead.contains_key(host)
+    }
+
+    fn in_limit(&self, host: &str) -> bool {
+        self.opts.limit.as_ref().is_none_or(|l| l.contains(host))
+    }
+
+    /// Runs the steps in order, each across its hosts, and returns the recap.
+    pub async fn run(&self, steps: &[Box<dyn Step>]) -> Recap {
+        let started = Instant::now();
+        self.emit(Event::RunStarted { hosts: self.targets.len(), steps: steps.len(), check: self.opts.check });
+        for index in 0..steps.len() {
+            if self.cancelled() {
+                self.emit(Event::Interrupted);
+                break;
+            }
+            self.run_step(index, steps).await;
+        }
+        let recap = Recap { hosts: self.state.lock().unwrap().recap.values().cloned().collect() };
+        self.emit(Event::RunFinished { recap: recap.clone(), duration: started.elapsed() });
+        recap
+    }
+
+    async fn run_step(&self, index: usize, steps: &[Box<dyn Step>]) {
+        let step = &steps[index];
+        let title = step.title().to_string();
+        let targets: Vec<String> = step.targets().into_iter().filter(|h| self.in_limit(h) && !self.is_dead(h)).collect();
+        let mut gather_hosts: Vec<String> = targets.clone();
+        for h in step.fact_hosts() {
+            if !gather_hosts.contains(&h) && !self.is_dead(&h) {
+                gather_hosts.push(h);
+            }
+        }
+        if targets.is_empty() {
+            return;
+        }
+        self.emit(Event::StepStarted { index, title: title.clone(), hosts: targets.clone() });
+        let step_started = Instant::now();
+
+        // Facts, in parallel.
+        let forks = Arc::new(Semaphore::new(self.opts.forks.max(1)));
+        let gathered = futures::future::join_all(gather_hosts.iter().map(|h| {
+            let forks = forks.clone();
+            async move {
+                let _p = forks.acquire().await.expect("semaphore");
+                (h.clone(), self.facts_for(h, index, steps).await)
+            }
+        }))
+        .await;
+        let mut facts = BTreeMap::new();
+        for (host, res) in gathered {
+            match res {
+                Ok(Some(f)) => {
+                    facts.insert(host, f);
+                }
+                Ok(None) => {}
+                Err(e) => self.host_lost(index, &title, &host, &e, step_started),
+            }
+        }
+
+        let plan = step.plan(&facts);
+        let mut changes: Vec<(String, Vec<Change>)> = Vec::new();
+        for host in &targets {
+            if self.is_dead(host) {
+                continue;
+            }
+            match plan.hosts.get(host) {
+                None => {}
+                Some(Ok(Check::Ok(reason))) => self.result(index, &title, host, HostStatus::Ok, vec![reason.clone()], None, None, step_started),
+                Some(Ok(Check::Skip(reason))) => {
+                    self.result(index, &title, host, HostStatus::Skipped, vec![reason.clone()], None, None, step_started)
+                }
+                Some(Ok(Check::Change(c))) if c.is_empty() => {
+                    self.result(index, &title, host, HostStatus::Ok, vec![], None, None, step_started)
+                }
+                Some(Ok(Check::Change(c))) => changes.push((host.clone(), c.clone())),
+                Some(Err(e)) => self.fail(index, &title, host, failure_from_step(e), step_started),
+            }
+        }
+
+        // Apply: one host at a time when the plan says so (quorum), else in parallel.
+        if plan.serial {
+            let pos = |h: &String| plan.order.iter().position(|o| o == h).unwrap_or(usize::MAX);
+            changes.sort_by_key(|(h, _)| (pos(h), h.clone()));
+            for (host, c) in changes {
+                if self.cancelled() {
+                    break;
+                }
+                self.apply(index, &title, &host, c, step_started).await;
+            }
+        } else {
+            let title = &title;
+            futures::future::join_all(changes.into_iter().map(|(host, c)| {
+                let forks = forks.clone();
+                async move {
+                    let _p = forks.acquire().await.expect("semaphore");
+                    self.apply(index, title, &host, c, step_started).await
+                }
+            }))
+            .await;
+        }
+    }
+
+    async fn connection(&self, host: &str) -> Result<Arc<dyn Transport>, TransportError> {
+        if let Some(c) = self.state.lock().unwrap().conns.get(host) {
+            return Ok(c.clone());
+        }
+        let target = self.targets.iter().find(|t| t.name == host).cloned().unwrap_or_else(|| Target { name: host.into(), ..Default::default() });
+        let conn = self.connector.connect(&target).await?;
+        self.state.lock().unwrap().conns.insert(host.to_string(), conn.clone());
+        Ok(conn)
+    }
+
+    /// Facts of step `index` for `host`: from the cache, or by one batched
+    /// command covering this step and (when batching) every later step that
+    /// needs facts from this host.
+    async fn facts_for(&self, host: &str, index: usize, steps: &[Box<dyn Step>]) -> Result<Option<Facts>, RunnerError> {
+        if let Some(f) = self.state.lock().unwrap().cache.remove(&(host.to_string(), index)) {
+            return Ok(Some(f));
+        }
+        let Some(own) = steps[index].gather(host) else { return Ok(None) };
+        let mut cmds = vec![(index, own)];
+        if self.opts.batch_facts {
+            for (j, later) in steps.iter().enumerate().skip(index + 1) {
+                let concerned = later.targets().iter().any(|t| t == host && self.in_limit(t)) || later.fact_hosts().iter().any(|t| t == host);
+                if concerned {
+                    if let Some(g) = later.gather(host) {
+                        cmds.push((j, g));
+                    }
+                }
+            }
+        }
+        let conn = self.connection(host).await.map_err(RunnerError::Transport)?;
+        let script = facts::batch_script(&self.nonce, &cmds);
+        let started = Instant::now();
+        let out = conn.run(Command::new(script.clone()).timeout(self.opts.gather_timeout)).await.map_err(RunnerError::Transport)?;
+        let title = steps[index].title().to_string();
+        self.log_command(host, &title, &format!("(facts for {} step(s))\n{script}", cmds.len()), out.exit_status, started.elapsed(), &out.stdout_str(), &out.stderr_str());
+        let mut parsed = facts::parse_batch(&self.nonce, &out.stdout_str());
+        let own_pos = parsed.iter().position(|(k, _)| *k == index);
+        let Some(own_pos) = own_pos else {
+            return Err(RunnerError::Step(FailureInfo {
+                message: "fact gathering did not complete".into(),
+                command: Some(self.redact_str(&script)),
+                exit_status: out.exit_status,
+                stderr: self.redact_str(&out.stderr_str()),
+                hint: Some("is the remote shell POSIX sh? run `provision shell` with the command to see".into()),
+            }));
+        };
+        let (_, own_facts) = parsed.remove(own_pos);
+        let mut st = self.state.lock().unwrap();
+        for (k, f) in parsed {
+            st.cache.insert((host.to_string(), k), f);
+        }
+        Ok(Some(own_facts))
+    }
+
+    /// The one gate between a plan and the hosts: under --check nothing below runs.
+    async fn apply(&self, index: usize, title: &str, host: &str, changes: Vec<Change>, started: Instant) {
+        let summaries: Vec<String> = changes.iter().map(|c| self.redact_str(&c.summary)).collect();
+        let diff = if self.opts.diff { render_diffs(&changes).map(|d| self.redact_str(&d)) } else { None };
+        if self.opts.check {
+            self.result(index, title, host, HostStatus::WouldChange, summaries, diff, None, started);
+            return;
+        }
+        let conn = match self.connection(host).await {
+            Ok(c) => c,
+            Err(e) => return self.host_lost(index, title, host, &RunnerError::Transport(e), started),
+        };
+        // Whatever happens next, cached facts of this host are stale.
+        self.state.lock().unwrap().cache.retain(|(h, _), _| h != host);
+        for change in &changes {
+            for action in &change.actions {
+                if let Err(e) = self.run_action(&*conn, host, title, action).await {
+                    return match e {
+                        RunnerError::Transport(t) if t.is_unreachable() => self.host_lost(index, title, host, &RunnerError::Transport(t), started),
+                        other => self.fail(index, title, host, other.into_failure(&*self.redact), started),
+                    };
+                }
+            }
+        }
+        self.result(index, title, host, HostStatus::Changed, summaries, diff, None, started);
+    }
+
+    async fn run_action(&self, conn: &dyn Transport, host: &str, title: &str, action: &Action) -> Result<(), RunnerError> {
+        let started = Instant::now();
+        match action {
+            Action::Run { script, stdin } => {
+                let stdin = stdin.as_ref().map(|s| Stdin::Bytes(s.clone())).unwrap_or_default();
+                let out = conn.run(Command::new(script.clone()).stdin(stdin)).await.map_err(RunnerError::Transport)?;
+                self.log_command(host, title, script, out.exit_status, started.elapsed(), &out.stdout_str(), &out.stderr_str());
+                if !out.success() {
+                    return Err(RunnerError::Step(FailureInfo {
+                        message: format!("command failed with {}", out.describe_exit()),
+                        command: Some(self.redact_str(script)),
+                        exit_status: out.exit_status,
+                        stderr: self.redact_str(out.stderr_str().trim()),
+                        hint: None,
+                    }));
+                }
+            }
+            Action::Upload { dest, content, mode, owner, group } => {
+                let up = Upload {
+                    dest: dest.clone(),
+                    source: provision_transport::UploadSource::Bytes(content.clone()),
+                    mode: *mode,
+                    owner: owner.clone(),
+                    group: group.clone(),
+                };
+                let res = conn.upload(up).await;
+                let status = if res.is_ok() { Some(0) } else { None };
+                self.log_command(host, title, &action.describe(), status, started.elapsed(), "", &res.as_ref().err().map(|e| e.to_string()).unwrap_or_default());
+                res.map_err(RunnerError::Transport)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn redact_str(&self, s: &str) -> String {
+        (self.redact)(s)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn log_command(&self, host: &str, step: &str, command: &str, exit_status: Option<u32>, duration: Duration, stdout: &str, stderr: &str) {
+        self.emit(Event::Command {
+            host: host.into(),
+            step: step.into(),
+            command: self.redact_str(command),
+            exit_status,
+            duration,
+            stdout: self.redact_str(stdout),
+            stderr: self.redact_str(stderr),
+        });
+    }
+
+    fn host_lost(&self, index: usize, title: &str, host: &str, e: &RunnerError, started: Instant) {
+        let unreachable = matches!(e, RunnerError::Transport(t) if t.is_unreachable());
+        let failure = e.clone_failure(&*self.redact);
+        if unreachable {
+            {
+                let mut st = self.state.lock().unwrap();
+                st.dead.insert(host.into(), Dead::Unreachable);
+                st.conns.remove(host);
+                if let Some(r) = st.recap.get_mut(host) {
+                    r.unreachable = true;
+                    r.failures.push((title.to_string(), failure.clone()));
+                }
+            }
+            self.emit(Event::HostResult {
+                index,
+                step: title.into(),
+                host: host.into(),
+                status: HostStatus::Unreachable,
+                details: vec![],
+                diff: None,
+                failure: Some(failure),
+                duration: started.elapsed(),
+            });
+        } else {
+            self.fail(index, title, host, failure, started);
+        }
+    }
+
+    fn fail(&self, index: usize, title: &str, host: &str, failure: FailureInfo, started: Instant) {
+        {
+            let mut st = self.state.lock().unwrap();
+            st.dead.insert(host.into(), Dead::Failed);
+            if let Some(r) = st.recap.get_mut(host) {
+                r.failures.push((title.to_string(), failure.clone()));
+            }
+        }
+        self.result(index, title, host, HostStatus::Failed, vec![], None, Some(failure), started);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn result(
+        &self,
+        index: usize,
+        title: &str,
+        host: &str,
+        status: HostStatus,
+        details: Vec<String>,
+        diff: Option<String>,
+        failure: Option<FailureInfo>,
+        started: Instant,
+    ) {
+        {
+            let mut st = self.state.lock().unwrap();
+            let r = st.recap.entry(host.to_string()).or_insert_with(|| HostRecap { host: host.into(), ..Default::default() });
+            match status {
+                HostStatus::Ok => r.ok += 1,
+                HostStatus::Changed => r.changed += 1,
+                HostStatus::WouldChange => r.would_change += 1,
+                HostStatus::Skipped => r.skipped += 1,
+                HostStatus::Failed => r.failed += 1,
+                HostStatus::Unreachable => r.unreachable = true,
+            }
+        }
+        let details = details.iter().map(|d| self.redact_str(d)).collect();
+        self.emit(Event::HostResult { index, step: title.into(), host: host.into(), status, details, diff, failure, duration: started.elapsed() });
+    }
+}
+
+#[derive(Debug)]
+enum RunnerError {
+    Transport(TransportError),
+    Step(FailureInfo),
+}
+
+impl RunnerError {
+    fn clone_failure(&self, redact: &(dyn Fn(&str) -> String + Send + Sync)) -> FailureInfo {
+        match self {
+            RunnerError::Transport(e) => FailureInfo { message: redact(&e.to_string()), command: None, exit_status: None, stderr: String::new(), hint: None },
+            RunnerError::Step(f) => f.clone(),
+        }
+    }
+
+    fn into_failure(self, redact: &(dyn Fn(&str) -> String + Send + Sync)) -> FailureInfo {
+        self.clone_failure(redact)
+    }
+}
+
+fn failure_from_step(e: &StepError) -> FailureInfo {
+    FailureInfo { message: e.message.clone(), command: None, exit_status: None, stderr: String::new(), hint: e.hint.clone() }
+}
+
+/// Unified diffs of every file change, concatenated.
+fn render_diffs(changes: &[Change]) -> Option<String> {
+    let mut out = String::new();
+    for c in changes {
+        if let Some(d) = &c.diff {
+            let before = d.before.clone().unwrap_or_default();
+            let text = similar::TextDiff::from_lines(&before, &d.after);
+            let old_name = if d.before.is_some() { format!("a{}", d.path) } else { "/dev/null".to_string() };
+            out.push_str(&text.unified_diff().context_radius(3).header(&old_name, &format!("b{}", d.path)).to_string());
+        }
+    }
+    if out.is_empty() { None } else { Some(out) }
+}

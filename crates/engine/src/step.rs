@@ -1,0 +1,198 @@
+//! What a step is: hosts to gather facts from, a fact command, a pure check from
+//! facts to a plan, and the actions that carry the plan out (run by the engine).
+
+use std::collections::BTreeMap;
+use zeroize::Zeroizing;
+
+/// The output of a step's fact command on one host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub stdout: String,
+    pub exit_status: Option<u32>,
+}
+
+impl Facts {
+    pub fn new(stdout: impl Into<String>) -> Self {
+        Facts { stdout: stdout.into(), exit_status: Some(0) }
+    }
+
+    /// `key=value` lines (the format most fact commands print) as a map; other lines are ignored.
+    pub fn kv(&self) -> BTreeMap<&str, &str> {
+        self.stdout.lines().filter_map(|l| l.split_once('=')).collect()
+    }
+}
+
+/// Something the engine does on a host to apply a change. Steps only describe
+/// actions; the engine runs them through the transport (and not at all under --check).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// A POSIX sh script that must exit 0; `stdin` carries secrets or content, never argv.
+    Run { script: String, stdin: Option<Zeroizing<Vec<u8>>> },
+    /// Write a file atomically.
+    Upload { dest: String, content: Zeroizing<Vec<u8>>, mode: Option<u32>, owner: Option<String>, group: Option<String> },
+}
+
+impl Action {
+    pub fn run(script: impl Into<String>) -> Self {
+        Action::Run { script: script.into(), stdin: None }
+    }
+
+    pub fn run_with_stdin(script: impl Into<String>, stdin: impl Into<Vec<u8>>) -> Self {
+        Action::Run { script: script.into(), stdin: Some(Zeroizing::new(stdin.into())) }
+    }
+
+    /// The command as it is logged (uploads show their destination only).
+    pub fn describe(&self) -> String {
+        match self {
+            Action::Run { script, .. } => script.clone(),
+            Action::Upload { dest, content, mode, .. } => {
+                format!("upload {} bytes to {dest}{}", content.len(), mode.map(|m| format!(" (mode {m:o})")).unwrap_or_default())
+            }
+        }
+    }
+}
+
+/// Content change of a file, for `--diff`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDiff {
+    pub path: String,
+    pub before: Option<String>,
+    pub after: String,
+}
+
+/// One change a step makes on one host: what it means to a person, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub summary: String,
+    pub actions: Vec<Action>,
+    pub diff: Option<FileDiff>,
+}
+
+impl Change {
+    pub fn new(summary: impl Into<String>, actions: Vec<Action>) -> Self {
+        Change { summary: summary.into(), actions, diff: None }
+    }
+
+    pub fn with_diff(mut self, diff: FileDiff) -> Self {
+        self.diff = Some(diff);
+        self
+    }
+}
+
+/// The decision of a step for one host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// Nothing to do, and why ("swap /swapfile 2G active").
+    Ok(String),
+    Change(Vec<Change>),
+    /// Deliberately not run here ("not a manager"), not an error.
+    Skip(String),
+}
+
+/// Why a step cannot go on for a host: shown to the user with what to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepError {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl StepError {
+    pub fn new(message: impl Into<String>) -> Self {
+        StepError { message: message.into(), hint: None }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(h) = &self.hint {
+            write!(f, " ({h})")?;
+        }
+        Ok(())
+    }
+}
+
+/// A step's plan across its hosts.
+#[derive(Debug, Clone, Default)]
+pub struct StepPlan {
+    pub hosts: BTreeMap<String, Result<Check, StepError>>,
+    /// Apply host changes one at a time, in `order` (managers joining a swarm).
+    pub serial: bool,
+    /// Order of application; hosts not listed are applied after, by name.
+    pub order: Vec<String>,
+}
+
+/// A step of one host, built from rendered parameters. The general steps
+/// (`apt`, `template`, ...) are all of this kind.
+pub trait HostStep: Send + Sync {
+    /// A POSIX sh command printing what `check` needs; None when nothing is needed.
+    /// Must not change the host: it also runs under --check.
+    fn gather(&self) -> Option<String>;
+
+    /// Pure: facts to a decision.
+    fn check(&self, facts: &Facts) -> Result<Check, StepError>;
+}
+
+/// A playbook entry as the engine runs it: possibly looking at several hosts'
+/// facts at once (the swarm steps), or one host at a time (`PerHost`).
+pub trait Step: Send + Sync {
+    fn title(&self) -> &str;
+
+    /// Hosts the step may change, in inventory order.
+    fn targets(&self) -> Vec<String>;
+
+    /// Hosts whose facts the plan needs besides the targets, gathered even when
+    /// --limit keeps them from changing (a join step reads the managers' state
+    /// when only a new node may change). Default: none.
+    fn fact_hosts(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The fact command for one host (None: no facts needed from it).
+    fn gather(&self, host: &str) -> Option<String>;
+
+    /// Pure: all gathered facts to a plan. A host whose facts could not be
+    /// gathered is absent from `facts`.
+    fn plan(&self, facts: &BTreeMap<String, Facts>) -> StepPlan;
+}
+
+/// A step made of independent per-host steps.
+pub struct PerHost {
+    pub title: String,
+    /// Host name to its step, in inventory order.
+    pub hosts: Vec<(String, Box<dyn HostStep>)>,
+}
+
+impl Step for PerHost {
+    fn title(&self) -> &str {
+        &self.title
+    }
+
+    fn targets(&self) -> Vec<String> {
+        self.hosts.iter().map(|(h, _)| h.clone()).collect()
+    }
+
+    fn gather(&self, host: &str) -> Option<String> {
+        self.hosts.iter().find(|(h, _)| h == host).and_then(|(_, s)| s.gather())
+    }
+
+    fn plan(&self, facts: &BTreeMap<String, Facts>) -> StepPlan {
+        let mut plan = StepPlan::default();
+        let empty = Facts::default();
+        for (host, step) in &self.hosts {
+            let needs_facts = step.gather().is_some();
+            let result = match (needs_facts, facts.get(host)) {
+                (true, None) => continue, // unreachable host: the runner reports it
+                (true, Some(f)) => step.check(f),
+                (false, _) => step.check(&empty),
+            };
+            plan.hosts.insert(host.clone(), result);
+        }
+        plan
+    }
+}
