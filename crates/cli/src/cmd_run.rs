@@ -1,0 +1,299 @@
+//! `provision run`, `provision check-config` and `provision shell`: load and validate
+//! everything offline, then hand the steps to the engine.
+
+use crate::render::{JsonSink, LogSink, PlainSink, ProgressSink, recap_text};
+use anyhow::{Context, Result, anyhow};
+use provision_engine::diagnostic::ConfigError;
+use provision_engine::event::{EventSink, Fanout};
+use provision_engine::inventory::{Inventory, InventoryRules};
+use provision_engine::playbook_file::PlaybookFile;
+use provision_engine::runner::Redact;
+use provision_engine::selector::Selector;
+use provision_engine::{RunOptions, Runner};
+use provision_playbook::compile::{SecretsView, targets};
+use provision_secrets::{IdentitySources, Redactor, Secrets, SecretsFile};
+use provision_transport::ssh_config::SshConfig;
+use provision_transport::{Command, ConnectOptions, Connector, SshPool, Target};
+use std::collections::BTreeSet;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// Exit codes: 0 all good, 1 some host failed, 2 bad input (nothing ran), 130 interrupted.
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_CONFIG: u8 = 2;
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The cluster file (inventory).
+    pub cluster: PathBuf,
+    /// Dry run: gather facts and show what would change; change nothing.
+    #[arg(long)]
+    pub check: bool,
+    /// Show unified diffs of file contents (secrets redacted).
+    #[arg(long)]
+    pub diff: bool,
+    /// Only change these hosts (selector: names, roles, `swarm`, `!name`, comma-separated).
+    #[arg(long)]
+    pub limit: Option<String>,
+    /// Hosts worked on at once.
+    #[arg(long, default_value_t = 64)]
+    pub forks: usize,
+    /// `text` (default) or `json` (one event per line on stdout).
+    #[arg(long, default_value = "text")]
+    pub output: Output,
+    /// Show ok and skipped results too.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Identity for the secrets file (age key file or SSH private key).
+    #[arg(long, env = "PROVISION_IDENTITY")]
+    pub identity: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// Everything a run needs, loaded and checked before any connection.
+pub struct Loaded {
+    pub inv: Inventory,
+    pub secrets: Secrets,
+    pub redactor: Redactor,
+}
+
+/// Prints configuration diagnostics and turns them into exit code 2.
+pub fn config_error(e: ConfigError) -> anyhow::Error {
+    anyhow::Error::new(ConfigFailure(e.to_string()))
+}
+
+#[derive(Debug)]
+pub struct ConfigFailure(pub String);
+
+impl std::fmt::Display for ConfigFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigFailure {}
+
+pub fn load(cluster: &Path, identity: Option<PathBuf>) -> Result<Loaded> {
+    let inv = Inventory::load(cluster, &InventoryRules::default()).map_err(config_error)?;
+    for w in &inv.warnings {
+        eprintln!("{w}");
+    }
+    let secrets = match &inv.secrets {
+        None => Secrets::empty(),
+        Some(path) => SecretsFile::load(path, &IdentitySources::from_env(identity))
+            .map_err(|e| anyhow::Error::new(ConfigFailure(format!("{}: {e}", path.display()))))?,
+    };
+    let redactor = secrets.redactor();
+    Ok(Loaded { inv, secrets, redactor })
+}
+
+pub fn playbook_path(inv: &Inventory) -> Result<PathBuf> {
+    inv.playbook.clone().ok_or_else(|| {
+        anyhow::Error::new(ConfigFailure(format!(
+            "{}: no playbook: add `playbook = \"playbooks/NAME.toml\"` (relative to the cluster file)",
+            inv.path.display()
+        )))
+    })
+}
+
+pub fn compile(loaded: &Loaded) -> Result<provision_playbook::Compiled> {
+    let pb_path = playbook_path(&loaded.inv)?;
+    let known = provision_playbook::known_steps();
+    let pb = PlaybookFile::load(&pb_path, &known).map_err(config_error)?;
+    let redactor = loaded.redactor.clone();
+    let contains = move |t: &str| redactor.contains_secret(t.as_bytes());
+    let view = SecretsView { table: loaded.secrets.table(), contains_secret: &contains };
+    provision_playbook::compile(&loaded.inv, &pb, &view).map_err(config_error)
+}
+
+pub fn connect_options(inv: &Inventory) -> Result<ConnectOptions> {
+    let mut o = ConnectOptions::new(inv.ssh.known_hosts.clone());
+    o.policy = inv.ssh.host_key_policy;
+    if let Some(t) = inv.ssh.connect_timeout {
+        o.connect_timeout = t;
+    }
+    o.ssh_config = Arc::new(SshConfig::load_default().map_err(|e| anyhow!("{e}"))?);
+    o.passphrase_prompt = Some(Arc::new(|path: &Path| {
+        if !std::io::stdin().is_terminal() {
+            return None;
+        }
+        rpassword::prompt_password(format!("passphrase for {}: ", path.display())).ok().map(Zeroizing::new)
+    }));
+    Ok(o)
+}
+
+fn sudo_password(secrets: &Secrets) -> Option<Arc<Zeroizing<String>>> {
+    secrets.get("sudo_password").and_then(|v| v.as_str()).map(|s| Arc::new(Zeroizing::new(s.to_string())))
+}
+
+fn redact_fn(r: &Redactor) -> Redact {
+    let r = r.clone();
+    Arc::new(move |s: &str| r.redact(s).into_owned())
+}
+
+fn limit_set(inv: &Inventory, limit: Option<&str>) -> Result<Option<BTreeSet<String>>> {
+    let Some(l) = limit else { return Ok(None) };
+    let sel = Selector::parse(l).map_err(|e| anyhow::Error::new(ConfigFailure(format!("--limit {l}: {e}"))))?;
+    let unknown = sel.unknown_names(inv);
+    if !unknown.is_empty() {
+        return Err(anyhow::Error::new(ConfigFailure(format!("--limit {l}: unknown hosts {}", unknown.join(", ")))));
+    }
+    Ok(Some(sel.select(inv).into_iter().map(|h| h.name.clone()).collect()))
+}
+
+fn log_path(inv: &Inventory) -> PathBuf {
+    let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    inv.dir.join(".provision").join("logs").join(format!("run-{ts}-{}.log", std::process::id()))
+}
+
+pub fn run(args: RunArgs) -> Result<u8> {
+    let loaded = load(&args.cluster, args.identity.clone())?;
+    let compiled = compile(&loaded)?;
+    let limit = limit_set(&loaded.inv, args.limit.as_deref())?;
+    let opts = RunOptions { check: args.check, diff: args.diff, limit, forks: args.forks.max(1), ..Default::default() };
+    let log = log_path(&loaded.inv);
+    let mut sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(LogSink::create(&log).with_context(|| format!("cannot create the run log {}", log.display()))?)];
+    match args.output {
+        Output::Json => sinks.push(Arc::new(JsonSink)),
+        Output::Text if std::io::stderr().is_terminal() => sinks.push(Arc::new(ProgressSink::new(args.verbose))),
+        Output::Text => sinks.push(Arc::new(PlainSink::stderr(args.verbose))),
+    }
+    let sink = Arc::new(Fanout(sinks));
+    let targets = targets(&loaded.inv, sudo_password(&loaded.secrets));
+    let pool: Arc<dyn Connector> = Arc::new(SshPool::new(connect_options(&loaded.inv)?).map_err(|e| anyhow!("{e}"))?);
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let (recap, interrupted) = rt.block_on(async {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let runner = Runner::new(pool, targets, opts, sink).with_redaction(redact_fn(&loaded.redactor)).with_cancel(rx);
+        let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = interrupted.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                eprintln!("\ninterrupt: finishing the commands already running, then stopping (Ctrl-C again to abort now)");
+                let _ = tx.send(true);
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(EXIT_INTERRUPTED as i32);
+                }
+            }
+        });
+        let recap = runner.run(&compiled.steps).await;
+        (recap, interrupted.load(std::sync::atomic::Ordering::SeqCst))
+    });
+    if args.output == Output::Text {
+        eprint!("{}", recap_text(&recap, args.check));
+        eprintln!("log: {}", log.display());
+    }
+    Ok(if interrupted {
+        EXIT_INTERRUPTED
+    } else if recap.is_success() {
+        0
+    } else {
+        EXIT_FAILED
+    })
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CheckConfigArgs {
+    pub cluster: PathBuf,
+    #[arg(long, env = "PROVISION_IDENTITY")]
+    pub identity: Option<PathBuf>,
+}
+
+pub fn check_config(args: CheckConfigArgs) -> Result<u8> {
+    let loaded = load(&args.cluster, args.identity)?;
+    let compiled = compile(&loaded)?;
+    let per_host: usize = compiled.steps.iter().map(|s| s.targets().len()).sum();
+    println!(
+        "{}: ok: {} hosts, {} steps ({} host-steps), {} warning(s)",
+        args.cluster.display(),
+        loaded.inv.hosts.len(),
+        compiled.steps.len(),
+        per_host,
+        compiled.warnings.len()
+    );
+    Ok(0)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ShellArgs {
+    pub cluster: PathBuf,
+    /// Hosts to run on (selector); default all.
+    #[arg(long)]
+    pub limit: Option<String>,
+    #[arg(long, default_value_t = 64)]
+    pub forks: usize,
+    /// Give up on a host's command after this many seconds.
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    #[arg(long, env = "PROVISION_IDENTITY")]
+    pub identity: Option<PathBuf>,
+    /// The command, run by POSIX sh on each host.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+pub fn shell(args: ShellArgs) -> Result<u8> {
+    let loaded = load(&args.cluster, args.identity.clone())?;
+    let limit = limit_set(&loaded.inv, args.limit.as_deref())?;
+    let all = targets(&loaded.inv, sudo_password(&loaded.secrets));
+    let chosen: Vec<Target> = all.into_iter().filter(|t| limit.as_ref().is_none_or(|l| l.contains(&t.name))).collect();
+    let pool = SshPool::new(connect_options(&loaded.inv)?).map_err(|e| anyhow!("{e}"))?;
+    let script = args.command.join(" ");
+    let redactor = loaded.redactor.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let results = rt.block_on(async {
+        let sem = Arc::new(tokio::sync::Semaphore::new(args.forks.max(1)));
+        let futs = chosen.iter().map(|t| {
+            let (pool, sem, script) = (&pool, sem.clone(), script.clone());
+            async move {
+                let _p = sem.acquire().await.expect("semaphore");
+                let mut cmd = Command::new(script);
+                if let Some(s) = args.timeout {
+                    cmd = cmd.timeout(Duration::from_secs(s));
+                }
+                let res = match pool.session(t).await {
+                    Ok(s) => provision_transport::Transport::run(&*s, cmd).await,
+                    Err(e) => Err(e),
+                };
+                (t.name.clone(), res)
+            }
+        });
+        futures::future::join_all(futs).await
+    });
+    let mut failed = 0;
+    for (host, res) in results {
+        match res {
+            Ok(out) => {
+                let status = out.describe_exit();
+                if !out.success() {
+                    failed += 1;
+                }
+                println!("== {host} ({status})");
+                print!("{}", redactor.redact(&out.stdout_str()));
+                let err = out.stderr_str();
+                if !err.is_empty() {
+                    for l in redactor.redact(&err).lines() {
+                        println!("stderr: {l}");
+                    }
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                println!("== {host} (error)\n{}", redactor.redact(&e.to_string()));
+            }
+        }
+    }
+    eprintln!("{} host(s), {} failed", chosen.len(), failed);
+    Ok(if failed == 0 { 0 } else { EXIT_FAILED })
+}

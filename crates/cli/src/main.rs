@@ -1,0 +1,65 @@
+//! The `provision` command line: parses arguments, runs the library crates, formats
+//! errors for people and maps outcomes to exit codes.
+
+mod cmd_run;
+mod lab_cmd;
+mod render;
+mod secrets_cmd;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "provision", version, about = "Bare Linux servers to a production Docker Swarm, over SSH alone")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply the cluster's playbook: every step on its hosts, in order, idempotently.
+    Run(cmd_run::RunArgs),
+    /// Validate the inventory, playbook, templates and secrets offline.
+    CheckConfig(cmd_run::CheckConfigArgs),
+    /// Run an ad-hoc command on hosts in parallel and print the output per host.
+    Shell(cmd_run::ShellArgs),
+    /// Manage age-encrypted secrets files.
+    #[command(subcommand)]
+    Secrets(secrets_cmd::SecretsCommand),
+    /// Local lab of real Debian VMs to rehearse a cluster.
+    #[command(subcommand)]
+    Lab(lab_cmd::LabCommand),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Man,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => cmd_run::run(a),
+        Command::CheckConfig(a) => cmd_run::check_config(a),
+        Command::Shell(a) => cmd_run::shell(a),
+        Command::Secrets(cmd) => secrets_cmd::run(cmd),
+        Command::Lab(cmd) => lab_cmd::run(cmd),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "provision", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()).map(|_| 0).map_err(Into::into),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            if let Some(cfg) = err.downcast_ref::<cmd_run::ConfigFailure>() {
+                // Bad input: nothing ran anywhere.
+                eprintln!("{cfg}");
+                return ExitCode::from(cmd_run::EXIT_CONFIG);
+            }
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! Event sinks of the command line: live progress (a line per host on a terminal,
+//! a summary above a threshold), plain timestamped lines for logs and CI, JSON
+//! lines, the run log file, and the recap at the end.
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use provision_engine::event::{Event, EventSink, HostStatus, Recap};
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+/// Above this many hosts, the terminal shows one summary bar instead of a line per host.
+pub const PER_HOST_LINES_MAX: usize = 40;
+
+/// `HH:MM:SS` in UTC, for plain output.
+pub fn clock() -> String {
+    let s = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) % 86400;
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// One line per event that matters to a person; `ok` lines only when verbose.
+pub struct PlainSink {
+    pub verbose: bool,
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl PlainSink {
+    pub fn stderr(verbose: bool) -> Self {
+        PlainSink { verbose, out: Mutex::new(Box::new(std::io::stderr())) }
+    }
+}
+
+/// The line printed for one host result, or None when it is not shown.
+pub fn result_line(e: &Event, verbose: bool) -> Option<String> {
+    let Event::HostResult { step, host, status, details, diff, failure, .. } = e else { return None };
+    let shown = verbose || !matches!(status, HostStatus::Ok | HostStatus::Skipped);
+    if !shown {
+        return None;
+    }
+    let mut line = format!("{host}: {} {step}", status.as_str());
+    if !details.is_empty() {
+        line.push_str(": ");
+        line.push_str(&details.join("; "));
+    }
+    if let Some(f) = failure {
+        line.push_str(&format!(": {}", f.message));
+    }
+    if let Some(d) = diff {
+        line.push('\n');
+        line.push_str(d.trim_end());
+    }
+    Some(line)
+}
+
+impl EventSink for PlainSink {
+    fn emit(&self, e: &Event) {
+        let text = match e {
+            Event::RunStarted { hosts, steps, check } => {
+                Some(format!("{} steps on {} hosts{}", steps, hosts, if *check { " (check mode: nothing will change)" } else { "" }))
+            }
+            Event::StepStarted { index, title, hosts } => Some(format!("step {}: {title} ({} hosts)", index + 1, hosts.len())),
+            Event::HostResult { .. } => result_line(e, self.verbose),
+            Event::Interrupted => Some("interrupted: no new steps started".into()),
+            _ => None,
+        };
+        if let Some(t) = text {
+            let mut out = self.out.lock().unwrap();
+            for l in t.lines() {
+                let _ = writeln!(out, "[{}] {l}", clock());
+            }
+        }
+    }
+}
+
+/// Live progress on a terminal: a spinner line per host showing its current step,
+/// or one summary bar for large fleets; results print above the bars.
+pub struct ProgressSink {
+    verbose: bool,
+    multi: MultiProgress,
+    state: Mutex<ProgressState>,
+}
+
+#[derive(Default)]
+struct ProgressState {
+    bars: HashMap<String, ProgressBar>,
+    summary: Option<ProgressBar>,
+    done: usize,
+    total: usize,
+}
+
+impl ProgressSink {
+    pub fn new(verbose: bool) -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        ProgressSink { verbose, multi, state: Mutex::new(ProgressState::default()) }
+    }
+
+    fn style() -> ProgressStyle {
+        ProgressStyle::with_template("{spinner} {prefix:<20} {wide_msg}").expect("valid template")
+    }
+}
+
+impl EventSink for ProgressSink {
+    fn emit(&self, e: &Event) {
+        let mut st = self.state.lock().unwrap();
+        match e {
+            Event::StepStarted { title, hosts, index } => {
+                st.done = 0;
+                st.total = hosts.len();
+                if hosts.len() > PER_HOST_LINES_MAX {
+                    let bar = st.summary.get_or_insert_with(|| {
+                        let b = self.multi.add(ProgressBar::new(0));
+                        b.set_style(ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {wide_msg}").expect("valid template"));
+                        b.enable_steady_tick(std::time::Duration::from_millis(120));
+                        b
+                    });
+                    bar.set_length(hosts.len() as u64);
+                    bar.set_position(0);
+                    bar.set_message(format!("step {}: {title}", index + 1));
+                } else {
+                    for h in hosts {
+                        let bar = st.bars.entry(h.clone()).or_insert_with(|| {
+                            let b = self.multi.add(ProgressBar::new_spinner());
+                            b.set_style(Self::style());
+                            b.set_prefix(h.clone());
+                            b.enable_steady_tick(std::time::Duration::from_millis(120));
+                            b
+                        });
+                        bar.set_message(format!("step {}: {title}", index + 1));
+                    }
+                }
+            }
+            Event::HostResult { host, status, .. } => {
+                st.done += 1;
+                if let Some(line) = result_line(e, self.verbose) {
+                    let _ = self.multi.println(line);
+                }
+                if let Some(b) = st.bars.get(host) {
+                    b.set_message(format!("{}", status.as_str()));
+                }
+                if let Some(b) = &st.summary {
+                    b.set_position(st.done as u64);
+                }
+            }
+            Event::RunFinished { .. } => {
+                for b in st.bars.values() {
+                    b.finish_and_clear();
+                }
+                if let Some(b) = &st.summary {
+                    b.finish_and_clear();
+                }
+            }
+            Event::Interrupted => {
+                let _ = self.multi.println("interrupted: no new steps started");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `--output json`: one JSON object per line on stdout (commands go to the log only).
+pub struct JsonSink;
+
+impl EventSink for JsonSink {
+    fn emit(&self, e: &Event) {
+        if matches!(e, Event::Command { .. }) {
+            return;
+        }
+        if let Ok(line) = serde_json::to_string(e) {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+        }
+    }
+}
+
+/// The per-run log: every command with exit status, duration and output.
+pub struct LogSink {
+    file: Mutex<std::fs::File>,
+}
+
+impl LogSink {
+    pub fn create(path: &std::path::Path) -> std::io::Result<Self> {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+        Ok(LogSink { file: Mutex::new(file) })
+    }
+}
+
+impl EventSink for LogSink {
+    fn emit(&self, e: &Event) {
+        let mut f = self.file.lock().unwrap();
+        let ts = clock();
+        let _ = match e {
+            Event::Command { host, step, command, exit_status, duration, stdout, stderr } => writeln!(
+                f,
+                "[{ts}] {host} [{step}] exit={} {}ms\n$ {}\n{}{}",
+                exit_status.map(|s| s.to_string()).unwrap_or_else(|| "none".into()),
+                duration.as_millis(),
+                command.trim_end().replace('\n', "\n  "),
+                indent("stdout", stdout),
+                indent("stderr", stderr)
+            ),
+            Event::HostResult { .. } => writeln!(f, "[{ts}] {}", result_line(e, true).unwrap_or_default()),
+            other => writeln!(f, "[{ts}] {}", serde_json::to_string(other).unwrap_or_default()),
+        };
+    }
+}
+
+fn indent(label: &str, text: &str) -> String {
+    if text.trim().is_empty() {
+        return String::new();
+    }
+    let mut s = format!("  {label}:\n");
+    for l in text.lines() {
+        s.push_str("    ");
+        s.push_str(l);
+        s.push('\n');
+    }
+    s
+}
+
+/// The recap table and every failure with host, step, command, exit status and stderr.
+pub fn recap_text(recap: &Recap, check: bool) -> String {
+    let mut s = String::new();
+    let w = recap.hosts.iter().map(|h| h.host.len()).max().unwrap_or(4).max(4);
+    let changed_label = if check { "would change" } else { "changed" };
+    s.push_str(&format!("\n{:<w$}  {:>4}  {:>12}  {:>7}  {:>6}  {}\n", "HOST", "OK", changed_label.to_uppercase(), "SKIPPED", "FAILED", "UNREACHABLE"));
+    for h in &recap.hosts {
+        s.push_str(&format!(
+            "{:<w$}  {:>4}  {:>12}  {:>7}  {:>6}  {}\n",
+            h.host,
+            h.ok,
+            h.changed + h.would_change,
+            h.skipped,
+            h.failed,
+            if h.unreachable { "yes" } else { "" }
+        ));
+    }
+    for h in &recap.hosts {
+        for (step, f) in &h.failures {
+            s.push_str(&format!("\n{} failed in step `{step}`: {}\n", h.host, f.message));
+            if let Some(c) = &f.command {
+                s.push_str(&format!("  command: {}\n", c.lines().next().unwrap_or("")));
+            }
+            if let Some(code) = f.exit_status {
+                s.push_str(&format!("  exit status: {code}\n"));
+            }
+            if !f.stderr.is_empty() {
+                s.push_str("  stderr:\n");
+                for l in f.stderr.lines().take(20) {
+                    s.push_str(&format!("    {l}\n"));
+                }
+            }
+            if let Some(hint) = &f.hint {
+                s.push_str(&format!("  hint: {hint}\n"));
+            }
+        }
+    }
+    let total_changed = recap.changed();
+    s.push_str(&format!(
+        "\n{} host(s), {} {}, {} failed or unreachable\n",
+        recap.hosts.len(),
+        total_changed,
+        changed_label,
+        recap.failed_hosts()
+    ));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use provision_engine::event::{FailureInfo, HostRecap};
+
+    #[test]
+    fn recap_shows_failures_readably() {
+        let recap = Recap {
+            hosts: vec![
+                HostRecap { host: "web-1".into(), ok: 3, changed: 1, ..Default::default() },
+                HostRecap {
+                    host: "db-1".into(),
+                    ok: 1,
+                    failed: 1,
+                    failures: vec![(
+                        "apt".into(),
+                        FailureInfo {
+                            message: "command failed with exit status 100".into(),
+                            command: Some("apt-get install -y nginx".into()),
+                            exit_status: Some(100),
+                            stderr: "E: Unable to locate package nginx".into(),
+                            hint: None,
+                        },
+                    )],
+                    ..Default::default()
+                },
+            ],
+        };
+        let text = recap_text(&recap, false);
+        assert!(text.contains("web-1     3             1        0       0"), "{text}");
+        assert!(text.contains("db-1 failed in step `apt`: command failed with exit status 100\n  command: apt-get install -y nginx\n  exit status: 100\n  stderr:\n    E: Unable to locate package nginx\n"), "{text}");
+        assert!(text.ends_with("2 host(s), 1 changed, 1 failed or unreachable\n"), "{text}");
+    }
+}

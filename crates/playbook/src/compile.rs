@@ -1,0 +1,162 @@
+//! The playbook compiler: inventory + playbook file (+ secrets) to the ordered steps
+//! the engine runs. Everything is checked here, before any host is contacted.
+
+use crate::registry::{BuildCtx, host_step, known_steps};
+use provision_engine::diagnostic::{ConfigError, Diagnostic};
+use provision_engine::inventory::{Host, Inventory};
+use provision_engine::playbook_file::{PlaybookFile, StepSpec};
+use provision_engine::step::{Check, Facts, HostStep, PerHost, Step, StepError};
+use provision_engine::template::{self, TemplateError};
+use provision_transport::{Become, Target};
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+/// A playbook ready to run.
+pub struct Compiled {
+    pub steps: Vec<Box<dyn Step>>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Secret values as templates see them (`secrets.NAME`), and a test for "does
+/// this text contain a secret" (for file modes and diffs).
+pub struct SecretsView<'a> {
+    pub table: &'a toml::Table,
+    pub contains_secret: &'a (dyn Fn(&str) -> bool + Sync),
+}
+
+/// The template context of one host: `vars`, `host`, `hosts`, `cluster`, `secrets`.
+pub fn host_context(inv: &Inventory, host: &Host, secrets: &toml::Table) -> minijinja::Value {
+    let mut vars = inv.host_vars(host);
+    let host_table = vars.remove("host").unwrap_or_else(|| toml::Value::Table(Default::default()));
+    let hosts: Vec<toml::Value> = inv.hosts.iter().filter_map(|h| inv.host_vars(h).remove("host")).collect();
+    let mut ctx = toml::Table::new();
+    ctx.insert("vars".into(), toml::Value::Table(vars));
+    ctx.insert("host".into(), host_table);
+    ctx.insert("hosts".into(), toml::Value::Array(hosts));
+    let mut cluster = toml::Table::new();
+    cluster.insert("name".into(), inv.name.clone().into());
+    ctx.insert("cluster".into(), toml::Value::Table(cluster));
+    ctx.insert("secrets".into(), toml::Value::Table(secrets.clone()));
+    minijinja::Value::from(minijinja::value::Serde(ctx))
+}
+
+/// Compiles every step for every host it selects. All problems are collected and
+/// reported together, each at its line in the playbook.
+pub fn compile(inv: &Inventory, pb: &PlaybookFile, secrets: &SecretsView<'_>) -> Result<Compiled, ConfigError> {
+    let env = template::environment();
+    let mut diagnostics: Vec<Diagnostic> = Vec::new();
+    let mut steps: Vec<Box<dyn Step>> = Vec::new();
+    let base_dir = pb.path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+    let contexts: Vec<(String, minijinja::Value)> =
+        inv.hosts.iter().map(|h| (h.name.clone(), host_context(inv, h, secrets.table))).collect();
+
+    for spec in &pb.steps {
+        let unknown = spec.hosts.unknown_names(inv);
+        if !unknown.is_empty() {
+            diagnostics.push(
+                Diagnostic::error(&pb.path, (spec.line, spec.column), format!("step `{}` selects unknown hosts: {}", spec.name, unknown.join(", ")))
+                    .with_help("use `all`, a role (storage, manager, worker, lb), `swarm`, or host names from the inventory"),
+            );
+            continue;
+        }
+        let Some(ctor) = host_step(&spec.uses) else {
+            diagnostics.push(
+                Diagnostic::error(&pb.path, (spec.line, spec.column), format!("unknown step `{}`", spec.uses))
+                    .with_help(format!("built-in steps: {}", known_steps().join(", "))),
+            );
+            continue;
+        };
+        let mut per_host: Vec<(String, Box<dyn HostStep>)> = Vec::new();
+        for host in spec.hosts.select(inv) {
+            let ctx = &contexts.iter().find(|(n, _)| *n == host.name).expect("every host has a context").1;
+            if let Some(expr) = &spec.when {
+                match template::truthy(&env, expr, ctx) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        per_host.push((host.name.clone(), Box::new(Skipped(format!("`when = {expr}` is false")))));
+                        continue;
+                    }
+                    Err(e) => {
+                        push_unique(&mut diagnostics, when_error(pb, spec, &e));
+                        continue;
+                    }
+                }
+            }
+            let rendered = match template::render_toml(&env, "with", &toml::Value::Table(spec.with.clone()), ctx) {
+                Ok(toml::Value::Table(t)) => t,
+                Ok(_) => unreachable!("a table renders to a table"),
+                Err(e) => {
+                    push_unique(&mut diagnostics, with_error(pb, spec, &e, host));
+                    continue;
+                }
+            };
+            let render = |name: &str, body: &str| template::render(&env, name, body, ctx);
+            let has_secret = |text: &str| (secrets.contains_secret)(text);
+            let bctx = BuildCtx { host, base_dir: &base_dir, render: &render, has_secret: &has_secret };
+            match ctor(&rendered, &bctx) {
+                Ok(step) => per_host.push((host.name.clone(), step)),
+                Err(e) => {
+                    let key = e.key.clone().unwrap_or_default();
+                    push_unique(&mut diagnostics, spec.param_error(&pb.path, &key, e.message, e.help));
+                }
+            }
+        }
+        steps.push(Box::new(PerHost { title: spec.name.clone(), hosts: per_host }));
+    }
+    if diagnostics.is_empty() {
+        Ok(Compiled { steps, warnings: inv.warnings.clone() })
+    } else {
+        Err(ConfigError { diagnostics })
+    }
+}
+
+fn push_unique(all: &mut Vec<Diagnostic>, d: Diagnostic) {
+    if !all.contains(&d) {
+        all.push(d);
+    }
+}
+
+fn when_error(pb: &PlaybookFile, spec: &StepSpec, e: &TemplateError) -> Diagnostic {
+    Diagnostic::error(&pb.path, (spec.line, spec.column), format!("step `{}`: cannot evaluate `when`: {}", spec.name, e.message))
+        .with_help("`when` is a minijinja expression over vars, host, hosts and secrets, e.g. when = \"vars.use_lb\"")
+}
+
+fn with_error(pb: &PlaybookFile, spec: &StepSpec, e: &TemplateError, host: &Host) -> Diagnostic {
+    // render_toml names nested values "with.KEY[.SUB]"; point at KEY's line.
+    let key = e.name.strip_prefix("with.").map(|k| k.split('.').next().unwrap_or(k)).unwrap_or("");
+    spec.param_error(
+        &pb.path,
+        key,
+        format!("step `{}`, host {}: {}", spec.name, host.name, e.message),
+        Some("define it in [vars], in the host's vars, or in the secrets file".into()),
+    )
+}
+
+/// A host for which the step's `when` is false.
+struct Skipped(String);
+
+impl HostStep for Skipped {
+    fn gather(&self) -> Option<String> {
+        None
+    }
+
+    fn check(&self, _: &Facts) -> Result<Check, StepError> {
+        Ok(Check::Skip(self.0.clone()))
+    }
+}
+
+/// How the transport reaches each inventory host.
+pub fn targets(inv: &Inventory, sudo_password: Option<Arc<Zeroizing<String>>>) -> Vec<Target> {
+    inv.hosts
+        .iter()
+        .map(|h| Target {
+            name: h.name.clone(),
+            address: h.address.clone(),
+            port: Some(inv.ssh_port(h)),
+            user: h.user.clone().or(inv.ssh.user.clone()),
+            identity: inv.ssh.identity.clone(),
+            proxy_jump: inv.ssh.proxy_jump.clone(),
+            become_: if h.become_sudo || inv.ssh.become_sudo { Become::Sudo { password: sudo_password.clone() } } else { Become::No },
+        })
+        .collect()
+}

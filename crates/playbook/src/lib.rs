@@ -1,0 +1,12 @@
+//! The built-in steps of provision and the compiler that turns an inventory plus a
+//! playbook file into the ordered list of steps the engine runs.
+//!
+//! Steps never run commands: they build command strings (quoted with
+//! `provision_transport::shell::quote`) and return them in plans.
+
+pub mod compile;
+pub mod registry;
+pub mod steps;
+
+pub use compile::{Compiled, compile};
+pub use registry::{BuildCtx, ParamError, known_steps};

@@ -1,0 +1,72 @@
+//! The table of built-in steps: name to constructor, and what constructors get.
+
+use crate::steps;
+use provision_engine::inventory::Host;
+use provision_engine::step::HostStep;
+use provision_engine::template::TemplateError;
+use std::path::Path;
+
+/// What a per-host step constructor gets besides its (already rendered) parameters.
+pub struct BuildCtx<'a> {
+    pub host: &'a Host,
+    /// Directory of the playbook file: `src` paths of `template` and `copy` are relative to it.
+    pub base_dir: &'a Path,
+    /// Renders a template body (named for errors) with this host's context
+    /// (`vars`, `host`, `secrets`).
+    pub render: &'a dyn Fn(&str, &str) -> Result<String, TemplateError>,
+    /// True when `text` contains a secret value (files holding secrets must be 0600
+    /// and their diffs are redacted).
+    pub has_secret: &'a dyn Fn(&str) -> bool,
+}
+
+/// A bad parameter: which key, what is wrong, what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamError {
+    pub key: Option<String>,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl ParamError {
+    pub fn new(key: Option<&str>, message: impl Into<String>) -> Self {
+        ParamError { key: key.map(str::to_string), message: message.into(), help: None }
+    }
+
+    pub fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+/// Builds one host's instance of a step from its rendered `with` table.
+pub type HostStepCtor = fn(&toml::Table, &BuildCtx<'_>) -> Result<Box<dyn HostStep>, ParamError>;
+
+/// The general per-host steps, by name.
+pub fn host_step(name: &str) -> Option<HostStepCtor> {
+    steps::HOST_STEPS.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
+}
+
+/// Every step name a playbook may `use`.
+pub fn known_steps() -> Vec<&'static str> {
+    steps::HOST_STEPS.iter().map(|(n, _)| *n).collect()
+}
+
+/// Deserializes a `with` table into a step's parameter struct, turning serde's
+/// message into a ParamError naming the key (unknown keys get a suggestion).
+pub fn params<T: serde::de::DeserializeOwned>(with: &toml::Table, known: &[&str]) -> Result<T, ParamError> {
+    for key in with.keys() {
+        if !known.contains(&key.as_str()) {
+            let mut e = ParamError::new(Some(key), format!("unknown parameter `{key}`"));
+            e.help = Some(match provision_engine::diagnostic::did_you_mean(key, known) {
+                Some(s) => format!("did you mean `{s}`? (known: {})", known.join(", ")),
+                None => format!("known parameters: {}", known.join(", ")),
+            });
+            return Err(e);
+        }
+    }
+    toml::Value::Table(with.clone()).try_into::<T>().map_err(|e| {
+        let msg = e.message().to_string();
+        let key = known.iter().find(|k| msg.contains(&format!("`{k}`"))).map(|k| k.to_string());
+        ParamError { key, message: msg, help: None }
+    })
+}
