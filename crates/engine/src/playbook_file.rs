@@ -1,0 +1,269 @@
+//! Playbook files: an ordered list of `[[steps]]`, each naming a built-in step, its target hosts,
+//! an optional condition and its parameters, validated with positions for every problem.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::diagnostic::{ConfigError, Diagnostic, Reporter, did_you_mean, to_table};
+use crate::inventory::io_reason;
+use crate::selector::Selector;
+
+/// One `[[steps]]` entry, parsed but not yet built into a step.
+#[derive(Debug, Clone)]
+pub struct StepSpec {
+    /// Shown in output; defaults to `uses`.
+    pub name: String,
+    /// The built-in step, from `use`.
+    pub uses: String,
+    pub hosts: Selector,
+    /// A minijinja expression, evaluated later per host.
+    pub when: Option<String>,
+    /// Parameters, rendered and checked later by the step's constructor.
+    pub with: toml::Table,
+    /// Position of the `[[steps]]` header (or inline table).
+    pub line: usize,
+    pub column: usize,
+    /// Position of each top-level key of `with`, so a constructor can point at a bad parameter.
+    pub param_positions: BTreeMap<String, (usize, usize)>,
+}
+
+impl StepSpec {
+    /// A diagnostic at parameter `key` (or at the step itself when the key is absent).
+    pub fn param_error(
+        &self,
+        file: &Path,
+        key: &str,
+        message: String,
+        help: Option<String>,
+    ) -> Diagnostic {
+        let at = self
+            .param_positions
+            .get(key)
+            .copied()
+            .unwrap_or((self.line, self.column));
+        Diagnostic {
+            help,
+            ..Diagnostic::error(file, at, message)
+        }
+    }
+}
+
+/// A loaded playbook file.
+#[derive(Debug, Clone)]
+pub struct PlaybookFile {
+    pub path: PathBuf,
+    pub steps: Vec<StepSpec>,
+}
+
+const TOP_KEYS: &[&str] = &["steps"];
+const STEP_KEYS: &[&str] = &["name", "use", "hosts", "when", "with"];
+
+impl PlaybookFile {
+    /// Reads and validates a playbook; `known_steps` are the built-in step names.
+    pub fn load(path: &Path, known_steps: &[&str]) -> Result<PlaybookFile, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => PlaybookFile::parse(&text, path, known_steps),
+            Err(e) => Err(ConfigError {
+                diagnostics: vec![
+                    Diagnostic::error(
+                        path,
+                        (1, 1),
+                        format!("cannot read playbook: {}", io_reason(&e)),
+                    )
+                    .with_help(
+                        "check `playbook` in the inventory; it is relative to the inventory file",
+                    ),
+                ],
+            }),
+        }
+    }
+
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        known_steps: &[&str],
+    ) -> Result<PlaybookFile, ConfigError> {
+        let mut r = Reporter::new(text, path);
+        let Some(doc) = r.parse() else {
+            return Err(ConfigError {
+                diagnostics: r.finish(),
+            });
+        };
+        let steps = check(&mut r, &doc, known_steps);
+        if r.has_errors() {
+            return Err(ConfigError {
+                diagnostics: r.finish(),
+            });
+        }
+        Ok(PlaybookFile {
+            path: path.to_path_buf(),
+            steps,
+        })
+    }
+}
+
+fn check(r: &mut Reporter<'_>, doc: &DeTable<'_>, known: &[&str]) -> Vec<StepSpec> {
+    let suggested = r.unknown_keys(doc, TOP_KEYS, "");
+    let help = "add a [[steps]] block for each step, with use = \"<built-in step>\"";
+    let Some(value) = doc.get("steps") else {
+        if !suggested.contains(&"steps") {
+            r.error(&(0..0), "no steps defined", Some(help.into()));
+        }
+        return Vec::new();
+    };
+    let items = match value.get_ref() {
+        DeValue::Array(a) => a,
+        DeValue::Table(_) => {
+            r.error(
+                &value.span(),
+                "`steps` must be an array of tables, not a table",
+                Some("write [[steps]] (double brackets) before each step".into()),
+            );
+            return Vec::new();
+        }
+        _ => {
+            r.wrong_type(
+                value,
+                "`steps`",
+                "an array of tables",
+                "one [[steps]] block per step",
+            );
+            return Vec::new();
+        }
+    };
+    if items.is_empty() {
+        r.error(&value.span(), "no steps defined", Some(help.into()));
+    }
+    let mut steps = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match item.get_ref() {
+            DeValue::Table(t) => steps.extend(check_step(r, t, item.span(), i, known)),
+            _ => r.wrong_type(
+                item,
+                &format!("step #{}", i + 1),
+                "a table",
+                "one [[steps]] block per step",
+            ),
+        }
+    }
+    steps
+}
+
+fn check_step(
+    r: &mut Reporter<'_>,
+    t: &DeTable<'_>,
+    header: std::ops::Range<usize>,
+    index: usize,
+    known: &[&str],
+) -> Option<StepSpec> {
+    let errors_before = r.diagnostics.len();
+    let n = index + 1;
+    let str_of = |key: &str| t.get(key).and_then(|v| v.get_ref().as_str());
+    // Messages name the step the way output will: its name, else its `use`.
+    let label = match str_of("name").or_else(|| str_of("use")) {
+        Some(s) if !s.trim().is_empty() => format!("step `{s}`"),
+        _ => format!("step #{n}"),
+    };
+    let suggested = r.unknown_keys(t, STEP_KEYS, &format!(" in {label}"));
+
+    let uses = match t.get("use") {
+        Some(v) => check_use(r, v, &label, known),
+        None if suggested.contains(&"use") => None,
+        None => {
+            r.error(
+                &header,
+                format!("{label} has no `use`"),
+                Some(format!(
+                    "add use = \"<step>\" naming a built-in step ({})",
+                    known.join(", ")
+                )),
+            );
+            None
+        }
+    };
+    let name = match t.get("name") {
+        Some(v) => r
+            .nonempty_string(v, &format!("`name` in {label}"), "name = \"docker engine\"")
+            .map(str::to_string),
+        None => uses.clone(),
+    };
+    let hosts = match t.get("hosts") {
+        Some(v) => check_selector(r, v, &label),
+        None => Some(Selector::all()),
+    };
+    let when = match t.get("when") {
+        Some(v) => r
+            .nonempty_string(v, &format!("`when` in {label}"), "when = \"vars.use_lb\"")
+            .map(|s| Some(s.to_string())),
+        None => Some(None),
+    };
+    let mut param_positions = BTreeMap::new();
+    let with = match t.get("with") {
+        Some(v) => {
+            let what = format!("`with` in {label}");
+            r.table(v, &what, "with = { packages = [\"nginx\"] }")
+                .map(|w| {
+                    for key in w.keys() {
+                        param_positions.insert(key.get_ref().to_string(), r.pos(&key.span()));
+                    }
+                    to_table(w)
+                })
+        }
+        None => Some(toml::Table::new()),
+    };
+    if r.diagnostics.len() != errors_before {
+        return None;
+    }
+    let (line, column) = r.pos(&header);
+    Some(StepSpec {
+        name: name?,
+        uses: uses?,
+        hosts: hosts?,
+        when: when?,
+        with: with?,
+        line,
+        column,
+        param_positions,
+    })
+}
+
+fn check_use(
+    r: &mut Reporter<'_>,
+    v: &Spanned<DeValue<'_>>,
+    label: &str,
+    known: &[&str],
+) -> Option<String> {
+    let s = r.nonempty_string(v, &format!("`use` in {label}"), "use = \"apt\"")?;
+    if known.contains(&s) {
+        return Some(s.to_string());
+    }
+    let help = match did_you_mean(s, known) {
+        Some(m) => format!("did you mean `{m}`?"),
+        None => format!("built-in steps: {}", known.join(", ")),
+    };
+    r.error(&v.span(), format!("unknown step `{s}`"), Some(help));
+    None
+}
+
+fn check_selector(r: &mut Reporter<'_>, v: &Spanned<DeValue<'_>>, label: &str) -> Option<Selector> {
+    let s = r.string(v, &format!("`hosts` in {label}"), "hosts = \"swarm\"")?;
+    match Selector::parse(s) {
+        Ok(sel) => Some(sel),
+        Err(e) => {
+            r.error(
+                &v.span(),
+                format!("bad hosts selector `{s}` in {label}: {e}"),
+                Some(
+                    "write comma-separated terms: all, storage, manager, worker, lb, swarm \
+                     or a host name; \
+                     !term excludes, e.g. hosts = \"swarm,!manager-1\""
+                        .into(),
+                ),
+            );
+            None
+        }
+    }
+}
