@@ -46,8 +46,16 @@ pub struct FailureInfo {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    RunStarted { hosts: usize, steps: usize, check: bool },
-    StepStarted { index: usize, title: String, hosts: Vec<String> },
+    RunStarted {
+        hosts: usize,
+        steps: usize,
+        check: bool,
+    },
+    StepStarted {
+        index: usize,
+        title: String,
+        hosts: Vec<String>,
+    },
     /// The outcome of one step on one host.
     HostResult {
         index: usize,
@@ -75,7 +83,11 @@ pub enum Event {
         stderr: String,
     },
     Interrupted,
-    RunFinished { recap: Recap, #[serde(serialize_with = "millis")] duration: Duration },
+    RunFinished {
+        recap: Recap,
+        #[serde(serialize_with = "millis")]
+        duration: Duration,
+    },
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -107,7 +119,10 @@ impl Recap {
     }
 
     pub fn failed_hosts(&self) -> usize {
-        self.hosts.iter().filter(|h| h.failed > 0 || h.unreachable).count()
+        self.hosts
+            .iter()
+            .filter(|h| h.failed > 0 || h.unreachable)
+            .count()
     }
 
     pub fn is_success(&self) -> bool {
@@ -139,7 +154,9 @@ impl MemorySink {
             .unwrap()
             .iter()
             .filter_map(|e| match e {
-                Event::HostResult { step, host, status, .. } => Some((step.clone(), host.clone(), *status)),
+                Event::HostResult {
+                    step, host, status, ..
+                } => Some((step.clone(), host.clone(), *status)),
                 _ => None,
             })
             .collect()

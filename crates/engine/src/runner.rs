@@ -29,7 +29,14 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { check: false, diff: false, limit: None, forks: 64, batch_facts: true, gather_timeout: Duration::from_secs(300) }
+        RunOptions {
+            check: false,
+            diff: false,
+            limit: None,
+            forks: 64,
+            batch_facts: true,
+            gather_timeout: Duration::from_secs(300),
+        }
     }
 }
 
@@ -68,9 +75,25 @@ pub struct Runner {
 
 impl Runner {
     /// `targets`: every inventory host, in order, as the transport reaches them.
-    pub fn new(connector: Arc<dyn Connector>, targets: Vec<Target>, opts: RunOptions, sink: Arc<dyn EventSink>) -> Self {
+    pub fn new(
+        connector: Arc<dyn Connector>,
+        targets: Vec<Target>,
+        opts: RunOptions,
+        sink: Arc<dyn EventSink>,
+    ) -> Self {
         let (_tx, rx) = tokio::sync::watch::channel(false);
-        let recap = targets.iter().map(|t| (t.name.clone(), HostRecap { host: t.name.clone(), ..Default::default() })).collect();
+        let recap = targets
+            .iter()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    HostRecap {
+                        host: t.name.clone(),
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
         Runner {
             connector,
             targets,
@@ -79,7 +102,12 @@ impl Runner {
             redact: no_redaction(),
             cancel: rx,
             nonce: facts::nonce(),
-            state: Mutex::new(State { conns: HashMap::new(), dead: HashMap::new(), cache: HashMap::new(), recap }),
+            state: Mutex::new(State {
+                conns: HashMap::new(),
+                dead: HashMap::new(),
+                cache: HashMap::new(),
+                recap,
+            }),
         }
     }
 
@@ -113,7 +141,11 @@ impl Runner {
     /// Runs the steps in order, each across its hosts, and returns the recap.
     pub async fn run(&self, steps: &[Box<dyn Step>]) -> Recap {
         let started = Instant::now();
-        self.emit(Event::RunStarted { hosts: self.targets.len(), steps: steps.len(), check: self.opts.check });
+        self.emit(Event::RunStarted {
+            hosts: self.targets.len(),
+            steps: steps.len(),
+            check: self.opts.check,
+        });
         for index in 0..steps.len() {
             if self.cancelled() {
                 self.emit(Event::Interrupted);
@@ -121,15 +153,24 @@ impl Runner {
             }
             self.run_step(index, steps).await;
         }
-        let recap = Recap { hosts: self.state.lock().unwrap().recap.values().cloned().collect() };
-        self.emit(Event::RunFinished { recap: recap.clone(), duration: started.elapsed() });
+        let recap = Recap {
+            hosts: self.state.lock().unwrap().recap.values().cloned().collect(),
+        };
+        self.emit(Event::RunFinished {
+            recap: recap.clone(),
+            duration: started.elapsed(),
+        });
         recap
     }
 
     async fn run_step(&self, index: usize, steps: &[Box<dyn Step>]) {
         let step = &steps[index];
         let title = step.title().to_string();
-        let targets: Vec<String> = step.targets().into_iter().filter(|h| self.in_limit(h) && !self.is_dead(h)).collect();
+        let targets: Vec<String> = step
+            .targets()
+            .into_iter()
+            .filter(|h| self.in_limit(h) && !self.is_dead(h))
+            .collect();
         let mut gather_hosts: Vec<String> = targets.clone();
         for h in step.fact_hosts() {
             if !gather_hosts.contains(&h) && !self.is_dead(&h) {
@@ -139,7 +180,11 @@ impl Runner {
         if targets.is_empty() {
             return;
         }
-        self.emit(Event::StepStarted { index, title: title.clone(), hosts: targets.clone() });
+        self.emit(Event::StepStarted {
+            index,
+            title: title.clone(),
+            hosts: targets.clone(),
+        });
         let step_started = Instant::now();
 
         // Facts, in parallel.
@@ -171,13 +216,36 @@ impl Runner {
             }
             match plan.hosts.get(host) {
                 None => {}
-                Some(Ok(Check::Ok(reason))) => self.result(index, &title, host, HostStatus::Ok, vec![reason.clone()], None, None, step_started),
-                Some(Ok(Check::Skip(reason))) => {
-                    self.result(index, &title, host, HostStatus::Skipped, vec![reason.clone()], None, None, step_started)
-                }
-                Some(Ok(Check::Change(c))) if c.is_empty() => {
-                    self.result(index, &title, host, HostStatus::Ok, vec![], None, None, step_started)
-                }
+                Some(Ok(Check::Ok(reason))) => self.result(
+                    index,
+                    &title,
+                    host,
+                    HostStatus::Ok,
+                    vec![reason.clone()],
+                    None,
+                    None,
+                    step_started,
+                ),
+                Some(Ok(Check::Skip(reason))) => self.result(
+                    index,
+                    &title,
+                    host,
+                    HostStatus::Skipped,
+                    vec![reason.clone()],
+                    None,
+                    None,
+                    step_started,
+                ),
+                Some(Ok(Check::Change(c))) if c.is_empty() => self.result(
+                    index,
+                    &title,
+                    host,
+                    HostStatus::Ok,
+                    vec![],
+                    None,
+                    None,
+                    step_started,
+                ),
                 Some(Ok(Check::Change(c))) => changes.push((host.clone(), c.clone())),
                 Some(Err(e)) => self.fail(index, &title, host, failure_from_step(e), step_started),
             }
@@ -210,37 +278,78 @@ impl Runner {
         if let Some(c) = self.state.lock().unwrap().conns.get(host) {
             return Ok(c.clone());
         }
-        let target = self.targets.iter().find(|t| t.name == host).cloned().unwrap_or_else(|| Target { name: host.into(), ..Default::default() });
+        let target = self
+            .targets
+            .iter()
+            .find(|t| t.name == host)
+            .cloned()
+            .unwrap_or_else(|| Target {
+                name: host.into(),
+                ..Default::default()
+            });
         let conn = self.connector.connect(&target).await?;
-        self.state.lock().unwrap().conns.insert(host.to_string(), conn.clone());
+        self.state
+            .lock()
+            .unwrap()
+            .conns
+            .insert(host.to_string(), conn.clone());
         Ok(conn)
     }
 
     /// Facts of step `index` for `host`: from the cache, or by one batched
     /// command covering this step and (when batching) every later step that
     /// needs facts from this host.
-    async fn facts_for(&self, host: &str, index: usize, steps: &[Box<dyn Step>]) -> Result<Option<Facts>, RunnerError> {
-        if let Some(f) = self.state.lock().unwrap().cache.remove(&(host.to_string(), index)) {
+    async fn facts_for(
+        &self,
+        host: &str,
+        index: usize,
+        steps: &[Box<dyn Step>],
+    ) -> Result<Option<Facts>, RunnerError> {
+        if let Some(f) = self
+            .state
+            .lock()
+            .unwrap()
+            .cache
+            .remove(&(host.to_string(), index))
+        {
             return Ok(Some(f));
         }
-        let Some(own) = steps[index].gather(host) else { return Ok(None) };
+        let Some(own) = steps[index].gather(host) else {
+            return Ok(None);
+        };
         let mut cmds = vec![(index, own)];
         if self.opts.batch_facts {
             for (j, later) in steps.iter().enumerate().skip(index + 1) {
-                let concerned = later.targets().iter().any(|t| t == host && self.in_limit(t)) || later.fact_hosts().iter().any(|t| t == host);
-                if concerned {
-                    if let Some(g) = later.gather(host) {
-                        cmds.push((j, g));
-                    }
+                let concerned = later
+                    .targets()
+                    .iter()
+                    .any(|t| t == host && self.in_limit(t))
+                    || later.fact_hosts().iter().any(|t| t == host);
+                if concerned && let Some(g) = later.gather(host) {
+                    cmds.push((j, g));
                 }
             }
         }
-        let conn = self.connection(host).await.map_err(RunnerError::Transport)?;
+        let conn = self
+            .connection(host)
+            .await
+            .map_err(RunnerError::Transport)?;
         let script = facts::batch_script(&self.nonce, &cmds);
         let started = Instant::now();
-        let out = conn.run(Command::new(script.clone()).timeout(self.opts.gather_timeout)).await.map_err(RunnerError::Transport)?;
+        let out = conn
+            .run(Command::new(script.clone()).timeout(self.opts.gather_timeout))
+            .await
+            .map_err(RunnerError::Transport)?;
         let title = steps[index].title().to_string();
-        self.log_command(host, &title, &format!("(facts for {} step(s))\n{script}", cmds.len()), out.exit_status, started.elapsed(), &out.stdout_str(), &out.stderr_str());
+        self.log_command(
+            host,
+            &title,
+            &format!("(facts for {} step(s))\n{script}", cmds.len()),
+            out.exit_status,
+            started.elapsed(),
+            &out.stdout_str(),
+            &out.stderr_str(),
+        );
         let mut parsed = facts::parse_batch(&self.nonce, &out.stdout_str());
         let own_pos = parsed.iter().position(|(k, _)| *k == index);
         let Some(own_pos) = own_pos else {
@@ -249,7 +358,10 @@ impl Runner {
                 command: Some(self.redact_str(&script)),
                 exit_status: out.exit_status,
                 stderr: self.redact_str(&out.stderr_str()),
-                hint: Some("is the remote shell POSIX sh? run `provision shell` with the command to see".into()),
+                hint: Some(
+                    "is the remote shell POSIX sh? run `provision shell` with the command to see"
+                        .into(),
+                ),
             }));
         };
         let (_, own_facts) = parsed.remove(own_pos);
@@ -261,39 +373,105 @@ impl Runner {
     }
 
     /// The one gate between a plan and the hosts: under --check nothing below runs.
-    async fn apply(&self, index: usize, title: &str, host: &str, changes: Vec<Change>, started: Instant) {
-        let summaries: Vec<String> = changes.iter().map(|c| self.redact_str(&c.summary)).collect();
-        let diff = if self.opts.diff { render_diffs(&changes).map(|d| self.redact_str(&d)) } else { None };
+    async fn apply(
+        &self,
+        index: usize,
+        title: &str,
+        host: &str,
+        changes: Vec<Change>,
+        started: Instant,
+    ) {
+        let summaries: Vec<String> = changes
+            .iter()
+            .map(|c| self.redact_str(&c.summary))
+            .collect();
+        let diff = if self.opts.diff {
+            render_diffs(&changes).map(|d| self.redact_str(&d))
+        } else {
+            None
+        };
         if self.opts.check {
-            self.result(index, title, host, HostStatus::WouldChange, summaries, diff, None, started);
+            self.result(
+                index,
+                title,
+                host,
+                HostStatus::WouldChange,
+                summaries,
+                diff,
+                None,
+                started,
+            );
             return;
         }
         let conn = match self.connection(host).await {
             Ok(c) => c,
-            Err(e) => return self.host_lost(index, title, host, &RunnerError::Transport(e), started),
+            Err(e) => {
+                return self.host_lost(index, title, host, &RunnerError::Transport(e), started);
+            }
         };
         // Whatever happens next, cached facts of this host are stale.
-        self.state.lock().unwrap().cache.retain(|(h, _), _| h != host);
+        self.state
+            .lock()
+            .unwrap()
+            .cache
+            .retain(|(h, _), _| h != host);
         for change in &changes {
             for action in &change.actions {
                 if let Err(e) = self.run_action(&*conn, host, title, action).await {
                     return match e {
-                        RunnerError::Transport(t) if t.is_unreachable() => self.host_lost(index, title, host, &RunnerError::Transport(t), started),
-                        other => self.fail(index, title, host, other.into_failure(&*self.redact), started),
+                        RunnerError::Transport(t) if t.is_unreachable() => {
+                            self.host_lost(index, title, host, &RunnerError::Transport(t), started)
+                        }
+                        other => self.fail(
+                            index,
+                            title,
+                            host,
+                            other.into_failure(&*self.redact),
+                            started,
+                        ),
                     };
                 }
             }
         }
-        self.result(index, title, host, HostStatus::Changed, summaries, diff, None, started);
+        self.result(
+            index,
+            title,
+            host,
+            HostStatus::Changed,
+            summaries,
+            diff,
+            None,
+            started,
+        );
     }
 
-    async fn run_action(&self, conn: &dyn Transport, host: &str, title: &str, action: &Action) -> Result<(), RunnerError> {
+    async fn run_action(
+        &self,
+        conn: &dyn Transport,
+        host: &str,
+        title: &str,
+        action: &Action,
+    ) -> Result<(), RunnerError> {
         let started = Instant::now();
         match action {
             Action::Run { script, stdin } => {
-                let stdin = stdin.as_ref().map(|s| Stdin::Bytes(s.clone())).unwrap_or_default();
-                let out = conn.run(Command::new(script.clone()).stdin(stdin)).await.map_err(RunnerError::Transport)?;
-                self.log_command(host, title, script, out.exit_status, started.elapsed(), &out.stdout_str(), &out.stderr_str());
+                let stdin = stdin
+                    .as_ref()
+                    .map(|s| Stdin::Bytes(s.clone()))
+                    .unwrap_or_default();
+                let out = conn
+                    .run(Command::new(script.clone()).stdin(stdin))
+                    .await
+                    .map_err(RunnerError::Transport)?;
+                self.log_command(
+                    host,
+                    title,
+                    script,
+                    out.exit_status,
+                    started.elapsed(),
+                    &out.stdout_str(),
+                    &out.stderr_str(),
+                );
                 if !out.success() {
                     return Err(RunnerError::Step(FailureInfo {
                         message: format!("command failed with {}", out.describe_exit()),
@@ -304,7 +482,13 @@ impl Runner {
                     }));
                 }
             }
-            Action::Upload { dest, content, mode, owner, group } => {
+            Action::Upload {
+                dest,
+                content,
+                mode,
+                owner,
+                group,
+            } => {
                 let up = Upload {
                     dest: dest.clone(),
                     source: provision_transport::UploadSource::Bytes(content.clone()),
@@ -314,7 +498,18 @@ impl Runner {
                 };
                 let res = conn.upload(up).await;
                 let status = if res.is_ok() { Some(0) } else { None };
-                self.log_command(host, title, &action.describe(), status, started.elapsed(), "", &res.as_ref().err().map(|e| e.to_string()).unwrap_or_default());
+                self.log_command(
+                    host,
+                    title,
+                    &action.describe(),
+                    status,
+                    started.elapsed(),
+                    "",
+                    &res.as_ref()
+                        .err()
+                        .map(|e| e.to_string())
+                        .unwrap_or_default(),
+                );
                 res.map_err(RunnerError::Transport)?;
             }
         }
@@ -326,7 +521,16 @@ impl Runner {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn log_command(&self, host: &str, step: &str, command: &str, exit_status: Option<u32>, duration: Duration, stdout: &str, stderr: &str) {
+    fn log_command(
+        &self,
+        host: &str,
+        step: &str,
+        command: &str,
+        exit_status: Option<u32>,
+        duration: Duration,
+        stdout: &str,
+        stderr: &str,
+    ) {
         self.emit(Event::Command {
             host: host.into(),
             step: step.into(),
@@ -374,7 +578,16 @@ impl Runner {
                 r.failures.push((title.to_string(), failure.clone()));
             }
         }
-        self.result(index, title, host, HostStatus::Failed, vec![], None, Some(failure), started);
+        self.result(
+            index,
+            title,
+            host,
+            HostStatus::Failed,
+            vec![],
+            None,
+            Some(failure),
+            started,
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -391,7 +604,13 @@ impl Runner {
     ) {
         {
             let mut st = self.state.lock().unwrap();
-            let r = st.recap.entry(host.to_string()).or_insert_with(|| HostRecap { host: host.into(), ..Default::default() });
+            let r = st
+                .recap
+                .entry(host.to_string())
+                .or_insert_with(|| HostRecap {
+                    host: host.into(),
+                    ..Default::default()
+                });
             match status {
                 HostStatus::Ok => r.ok += 1,
                 HostStatus::Changed => r.changed += 1,
@@ -402,7 +621,16 @@ impl Runner {
             }
         }
         let details = details.iter().map(|d| self.redact_str(d)).collect();
-        self.emit(Event::HostResult { index, step: title.into(), host: host.into(), status, details, diff, failure, duration: started.elapsed() });
+        self.emit(Event::HostResult {
+            index,
+            step: title.into(),
+            host: host.into(),
+            status,
+            details,
+            diff,
+            failure,
+            duration: started.elapsed(),
+        });
     }
 }
 
@@ -415,7 +643,13 @@ enum RunnerError {
 impl RunnerError {
     fn clone_failure(&self, redact: &(dyn Fn(&str) -> String + Send + Sync)) -> FailureInfo {
         match self {
-            RunnerError::Transport(e) => FailureInfo { message: redact(&e.to_string()), command: None, exit_status: None, stderr: String::new(), hint: None },
+            RunnerError::Transport(e) => FailureInfo {
+                message: redact(&e.to_string()),
+                command: None,
+                exit_status: None,
+                stderr: String::new(),
+                hint: None,
+            },
             RunnerError::Step(f) => f.clone(),
         }
     }
@@ -426,7 +660,13 @@ impl RunnerError {
 }
 
 fn failure_from_step(e: &StepError) -> FailureInfo {
-    FailureInfo { message: e.message.clone(), command: None, exit_status: None, stderr: String::new(), hint: e.hint.clone() }
+    FailureInfo {
+        message: e.message.clone(),
+        command: None,
+        exit_status: None,
+        stderr: String::new(),
+        hint: e.hint.clone(),
+    }
 }
 
 /// Unified diffs of every file change, concatenated.
@@ -436,8 +676,18 @@ fn render_diffs(changes: &[Change]) -> Option<String> {
         if let Some(d) = &c.diff {
             let before = d.before.clone().unwrap_or_default();
             let text = similar::TextDiff::from_lines(&before, &d.after);
-            let old_name = if d.before.is_some() { format!("a{}", d.path) } else { "/dev/null".to_string() };
-            out.push_str(&text.unified_diff().context_radius(3).header(&old_name, &format!("b{}", d.path)).to_string());
+            let old_name = if d.before.is_some() {
+                format!("a{}", d.path)
+            } else {
+                "/dev/null".to_string()
+            };
+            out.push_str(
+                &text
+                    .unified_diff()
+                    .context_radius(3)
+                    .header(&old_name, &format!("b{}", d.path))
+                    .to_string(),
+            );
         }
     }
     if out.is_empty() { None } else { Some(out) }

@@ -13,12 +13,18 @@ pub struct Facts {
 
 impl Facts {
     pub fn new(stdout: impl Into<String>) -> Self {
-        Facts { stdout: stdout.into(), exit_status: Some(0) }
+        Facts {
+            stdout: stdout.into(),
+            exit_status: Some(0),
+        }
     }
 
     /// `key=value` lines (the format most fact commands print) as a map; other lines are ignored.
     pub fn kv(&self) -> BTreeMap<&str, &str> {
-        self.stdout.lines().filter_map(|l| l.split_once('=')).collect()
+        self.stdout
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .collect()
     }
 }
 
@@ -27,26 +33,50 @@ impl Facts {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// A POSIX sh script that must exit 0; `stdin` carries secrets or content, never argv.
-    Run { script: String, stdin: Option<Zeroizing<Vec<u8>>> },
+    Run {
+        script: String,
+        stdin: Option<Zeroizing<Vec<u8>>>,
+    },
     /// Write a file atomically.
-    Upload { dest: String, content: Zeroizing<Vec<u8>>, mode: Option<u32>, owner: Option<String>, group: Option<String> },
+    Upload {
+        dest: String,
+        content: Zeroizing<Vec<u8>>,
+        mode: Option<u32>,
+        owner: Option<String>,
+        group: Option<String>,
+    },
 }
 
 impl Action {
     pub fn run(script: impl Into<String>) -> Self {
-        Action::Run { script: script.into(), stdin: None }
+        Action::Run {
+            script: script.into(),
+            stdin: None,
+        }
     }
 
     pub fn run_with_stdin(script: impl Into<String>, stdin: impl Into<Vec<u8>>) -> Self {
-        Action::Run { script: script.into(), stdin: Some(Zeroizing::new(stdin.into())) }
+        Action::Run {
+            script: script.into(),
+            stdin: Some(Zeroizing::new(stdin.into())),
+        }
     }
 
     /// The command as it is logged (uploads show their destination only).
     pub fn describe(&self) -> String {
         match self {
             Action::Run { script, .. } => script.clone(),
-            Action::Upload { dest, content, mode, .. } => {
-                format!("upload {} bytes to {dest}{}", content.len(), mode.map(|m| format!(" (mode {m:o})")).unwrap_or_default())
+            Action::Upload {
+                dest,
+                content,
+                mode,
+                ..
+            } => {
+                format!(
+                    "upload {} bytes to {dest}{}",
+                    content.len(),
+                    mode.map(|m| format!(" (mode {m:o})")).unwrap_or_default()
+                )
             }
         }
     }
@@ -70,7 +100,11 @@ pub struct Change {
 
 impl Change {
     pub fn new(summary: impl Into<String>, actions: Vec<Action>) -> Self {
-        Change { summary: summary.into(), actions, diff: None }
+        Change {
+            summary: summary.into(),
+            actions,
+            diff: None,
+        }
     }
 
     pub fn with_diff(mut self, diff: FileDiff) -> Self {
@@ -98,7 +132,10 @@ pub struct StepError {
 
 impl StepError {
     pub fn new(message: impl Into<String>) -> Self {
-        StepError { message: message.into(), hint: None }
+        StepError {
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -178,7 +215,10 @@ impl Step for PerHost {
     }
 
     fn gather(&self, host: &str) -> Option<String> {
-        self.hosts.iter().find(|(h, _)| h == host).and_then(|(_, s)| s.gather())
+        self.hosts
+            .iter()
+            .find(|(h, _)| h == host)
+            .and_then(|(_, s)| s.gather())
     }
 
     fn plan(&self, facts: &BTreeMap<String, Facts>) -> StepPlan {

@@ -8,33 +8,61 @@ use minijinja::{Environment, UndefinedBehavior, Value};
 pub fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
-    let syntax = minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build().expect("default delimiters are valid");
+    let syntax = minijinja::syntax::SyntaxConfig::builder()
+        .keep_trailing_newline(true)
+        .build()
+        .expect("default delimiters are valid");
     env.set_syntax(syntax);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     env
 }
 
 /// Renders `source` (named `name` in errors) against `ctx`.
-pub fn render(env: &Environment<'_>, name: &str, source: &str, ctx: &Value) -> Result<String, TemplateError> {
-    env.render_named_str(name, source, ctx).map_err(|e| TemplateError::from_minijinja(name, &e))
+pub fn render(
+    env: &Environment<'_>,
+    name: &str,
+    source: &str,
+    ctx: &Value,
+) -> Result<String, TemplateError> {
+    env.render_named_str(name, source, ctx)
+        .map_err(|e| TemplateError::from_minijinja(name, &e))
 }
 
 /// Evaluates a `when` expression to a boolean.
 pub fn truthy(env: &Environment<'_>, expr: &str, ctx: &Value) -> Result<bool, TemplateError> {
-    let e = env.compile_expression_owned(expr.to_string()).map_err(|e| TemplateError::from_minijinja("when", &e))?;
-    let v = e.eval(ctx).map_err(|e| TemplateError::from_minijinja("when", &e))?;
+    let e = env
+        .compile_expression_owned(expr.to_string())
+        .map_err(|e| TemplateError::from_minijinja("when", &e))?;
+    let v = e
+        .eval(ctx)
+        .map_err(|e| TemplateError::from_minijinja("when", &e))?;
     if v.is_undefined() {
         // Strict mode does not reach values read straight out of an expression.
-        return Err(TemplateError { name: "when".into(), line: None, message: format!("`{expr}` is undefined (check [vars] and the host's vars)") });
+        return Err(TemplateError {
+            name: "when".into(),
+            line: None,
+            message: format!("`{expr}` is undefined (check [vars] and the host's vars)"),
+        });
     }
     Ok(v.is_true())
 }
 
 /// Renders every string inside a TOML value (tables and arrays recursively).
-pub fn render_toml(env: &Environment<'_>, name: &str, v: &toml::Value, ctx: &Value) -> Result<toml::Value, TemplateError> {
+pub fn render_toml(
+    env: &Environment<'_>,
+    name: &str,
+    v: &toml::Value,
+    ctx: &Value,
+) -> Result<toml::Value, TemplateError> {
     Ok(match v {
-        toml::Value::String(s) if s.contains("{{") || s.contains("{%") => toml::Value::String(render(env, name, s, ctx)?),
-        toml::Value::Array(a) => toml::Value::Array(a.iter().map(|x| render_toml(env, name, x, ctx)).collect::<Result<_, _>>()?),
+        toml::Value::String(s) if s.contains("{{") || s.contains("{%") => {
+            toml::Value::String(render(env, name, s, ctx)?)
+        }
+        toml::Value::Array(a) => toml::Value::Array(
+            a.iter()
+                .map(|x| render_toml(env, name, x, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
         toml::Value::Table(t) => {
             let mut out = toml::Table::new();
             for (k, x) in t {
@@ -57,11 +85,18 @@ pub struct TemplateError {
 
 impl TemplateError {
     fn from_minijinja(name: &str, e: &minijinja::Error) -> Self {
-        let mut message = e.detail().map(|d| format!("{}: {d}", e.kind())).unwrap_or_else(|| e.kind().to_string());
+        let mut message = e
+            .detail()
+            .map(|d| format!("{}: {d}", e.kind()))
+            .unwrap_or_else(|| e.kind().to_string());
         if e.kind() == minijinja::ErrorKind::UndefinedError {
             message.push_str(" (a variable or secret this template uses is not defined: check [vars], the host's vars, and the secrets file)");
         }
-        TemplateError { name: e.name().unwrap_or(name).to_string(), line: e.line(), message }
+        TemplateError {
+            name: e.name().unwrap_or(name).to_string(),
+            line: e.line(),
+            message,
+        }
     }
 }
 
@@ -72,12 +107,26 @@ mod tests {
     #[test]
     fn strict_undefined_names_template_and_line() {
         let env = environment();
-        let ctx = Value::from(minijinja::value::Serde(serde_json::json!({"vars": {"a": 1}, "secrets": {}})));
-        assert_eq!(render(&env, "t", "x={{ vars.a }}\n", &ctx).unwrap(), "x=1\n");
-        let e = render(&env, "daemon.json", "{\n  \"k\": \"{{ secrets.db_password }}\"\n}", &ctx).unwrap_err();
+        let ctx = Value::from(minijinja::value::Serde(
+            serde_json::json!({"vars": {"a": 1}, "secrets": {}}),
+        ));
+        assert_eq!(
+            render(&env, "t", "x={{ vars.a }}\n", &ctx).unwrap(),
+            "x=1\n"
+        );
+        let e = render(
+            &env,
+            "daemon.json",
+            "{\n  \"k\": \"{{ secrets.db_password }}\"\n}",
+            &ctx,
+        )
+        .unwrap_err();
         assert_eq!(e.name, "daemon.json");
         assert_eq!(e.line, Some(2));
-        assert!(e.to_string().starts_with("daemon.json:2: undefined value"), "{e}");
+        assert!(
+            e.to_string().starts_with("daemon.json:2: undefined value"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -90,7 +139,9 @@ mod tests {
     #[test]
     fn when_expressions() {
         let env = environment();
-        let ctx = Value::from(minijinja::value::Serde(serde_json::json!({"vars": {"lb": true, "n": 0}})));
+        let ctx = Value::from(minijinja::value::Serde(
+            serde_json::json!({"vars": {"lb": true, "n": 0}}),
+        ));
         assert!(truthy(&env, "vars.lb", &ctx).unwrap());
         assert!(!truthy(&env, "vars.n > 0", &ctx).unwrap());
         assert!(truthy(&env, "vars.missing", &ctx).is_err());
@@ -99,8 +150,11 @@ mod tests {
     #[test]
     fn renders_nested_toml() {
         let env = environment();
-        let ctx = Value::from(minijinja::value::Serde(serde_json::json!({"host": {"name": "web-1"}})));
-        let v: toml::Value = toml::from_str("a = \"{{ host.name }}\"\nb = [\"x{{ host.name }}\", 3]\n").unwrap();
+        let ctx = Value::from(minijinja::value::Serde(
+            serde_json::json!({"host": {"name": "web-1"}}),
+        ));
+        let v: toml::Value =
+            toml::from_str("a = \"{{ host.name }}\"\nb = [\"x{{ host.name }}\", 3]\n").unwrap();
         let r = render_toml(&env, "with", &v, &ctx).unwrap();
         let expected: toml::Value = toml::from_str("a = \"web-1\"\nb = [\"xweb-1\", 3]\n").unwrap();
         assert_eq!(r, expected);

@@ -24,7 +24,8 @@ impl HostStep for Marker {
                 vec![Action::run(format!("echo {} >> /etc/markers", self.0))],
             )])),
             "1" => Ok(Check::Ok(format!("{} present", self.0))),
-            other => Err(StepError::new(format!("unexpected count {other}")).hint("fix /etc/markers by hand")),
+            other => Err(StepError::new(format!("unexpected count {other}"))
+                .hint("fix /etc/markers by hand")),
         }
     }
 }
@@ -32,7 +33,10 @@ impl HostStep for Marker {
 fn step(name: &'static str, hosts: &[&str]) -> Box<dyn Step> {
     Box::new(PerHost {
         title: name.into(),
-        hosts: hosts.iter().map(|h| (h.to_string(), Box::new(Marker(name)) as Box<dyn HostStep>)).collect(),
+        hosts: hosts
+            .iter()
+            .map(|h| (h.to_string(), Box::new(Marker(name)) as Box<dyn HostStep>))
+            .collect(),
     })
 }
 
@@ -54,7 +58,9 @@ fn host(name: &str) -> Host {
     });
     let m = markers.clone();
     fake.respond_with(">> /etc/markers", move |script| {
-        m.lock().unwrap().insert(script.split_whitespace().nth(1).unwrap().to_string());
+        m.lock()
+            .unwrap()
+            .insert(script.split_whitespace().nth(1).unwrap().to_string());
         Output::ok("")
     });
     Host { fake, markers }
@@ -69,10 +75,20 @@ fn connector(hosts: &[&Host]) -> Arc<FakeConnector> {
 }
 
 fn targets(names: &[&str]) -> Vec<Target> {
-    names.iter().map(|n| Target { name: n.to_string(), ..Default::default() }).collect()
+    names
+        .iter()
+        .map(|n| Target {
+            name: n.to_string(),
+            ..Default::default()
+        })
+        .collect()
 }
 
-async fn run(hosts: &[&Host], steps: &[Box<dyn Step>], opts: RunOptions) -> (Recap, Arc<MemorySink>) {
+async fn run(
+    hosts: &[&Host],
+    steps: &[Box<dyn Step>],
+    opts: RunOptions,
+) -> (Recap, Arc<MemorySink>) {
     let names: Vec<&str> = hosts.iter().map(|h| h.fake.host()).collect::<Vec<_>>();
     let names: Vec<&str> = names.to_vec();
     let sink = Arc::new(MemorySink::default());
@@ -81,7 +97,11 @@ async fn run(hosts: &[&Host], steps: &[Box<dyn Step>], opts: RunOptions) -> (Rec
 }
 
 fn playbook() -> Vec<Box<dyn Step>> {
-    vec![step("a", &["h1", "h2"]), step("b", &["h1", "h2"]), step("c", &["h2"])]
+    vec![
+        step("a", &["h1", "h2"]),
+        step("b", &["h1", "h2"]),
+        step("c", &["h2"]),
+    ]
 }
 
 use provision_transport::Transport;
@@ -92,7 +112,10 @@ async fn converges_then_reruns_with_one_round_trip_per_host() {
     let (recap, _) = run(&[&h1, &h2], &playbook(), RunOptions::default()).await;
     assert!(recap.is_success());
     assert_eq!(recap.changed(), 5);
-    assert_eq!(*h2.markers.lock().unwrap(), HashSet::from(["a".into(), "b".into(), "c".into()]));
+    assert_eq!(
+        *h2.markers.lock().unwrap(),
+        HashSet::from(["a".into(), "b".into(), "c".into()])
+    );
 
     h1.fake.clear();
     h2.fake.clear();
@@ -103,19 +126,31 @@ async fn converges_then_reruns_with_one_round_trip_per_host() {
     assert_eq!(h1.fake.scripts().len(), 1);
     assert_eq!(h2.fake.scripts().len(), 1);
     let results = sink.results();
-    assert!(results.iter().all(|(_, _, s)| *s == HostStatus::Ok), "{results:?}");
+    assert!(
+        results.iter().all(|(_, _, s)| *s == HostStatus::Ok),
+        "{results:?}"
+    );
 }
 
 #[tokio::test]
 async fn check_mode_reports_and_changes_nothing() {
     let (h1, h2) = (host("h1"), host("h2"));
-    let opts = RunOptions { check: true, ..Default::default() };
+    let opts = RunOptions {
+        check: true,
+        ..Default::default()
+    };
     let (recap, sink) = run(&[&h1, &h2], &playbook(), opts).await;
     assert!(recap.is_success());
     assert_eq!(recap.hosts.iter().map(|h| h.would_change).sum::<usize>(), 5);
     assert!(h1.markers.lock().unwrap().is_empty() && h2.markers.lock().unwrap().is_empty());
     for h in [&h1, &h2] {
-        assert!(h.fake.scripts().iter().all(|s| !s.contains(">> /etc/markers")), "no mutation under --check");
+        assert!(
+            h.fake
+                .scripts()
+                .iter()
+                .all(|s| !s.contains(">> /etc/markers")),
+            "no mutation under --check"
+        );
     }
     let details: Vec<Vec<String>> = sink
         .events
@@ -127,13 +162,21 @@ async fn check_mode_reports_and_changes_nothing() {
             _ => None,
         })
         .collect();
-    assert_eq!(details, vec![vec!["add a".to_string()], vec!["add b".to_string()], vec!["add c".to_string()]]);
+    assert_eq!(
+        details,
+        vec![
+            vec!["add a".to_string()],
+            vec!["add b".to_string()],
+            vec!["add c".to_string()]
+        ]
+    );
 }
 
 #[tokio::test]
 async fn a_failing_host_drops_out_and_the_others_finish() {
     let (h1, h2) = (host("h1"), host("h2"));
-    h1.fake.respond("echo a >> /etc/markers", Output::failed(2, "disk full\n"));
+    h1.fake
+        .respond("echo a >> /etc/markers", Output::failed(2, "disk full\n"));
     let (recap, sink) = run(&[&h1, &h2], &playbook(), RunOptions::default()).await;
     assert!(!recap.is_success());
     assert_eq!(recap.failed_hosts(), 1);
@@ -143,9 +186,15 @@ async fn a_failing_host_drops_out_and_the_others_finish() {
     assert_eq!(failure.command.as_deref(), Some("echo a >> /etc/markers"));
     assert_eq!(failure.exit_status, Some(2));
     assert_eq!(failure.stderr, "disk full");
-    assert!(h1.fake.scripts().iter().all(|s| !s.contains("echo b")), "h1 is not touched after failing");
+    assert!(
+        h1.fake.scripts().iter().all(|s| !s.contains("echo b")),
+        "h1 is not touched after failing"
+    );
     assert_eq!(h2.markers.lock().unwrap().len(), 3, "h2 converged");
-    assert!(sink.results().contains(&("b".into(), "h2".into(), HostStatus::Changed)));
+    assert!(
+        sink.results()
+            .contains(&("b".into(), "h2".into(), HostStatus::Changed))
+    );
 }
 
 #[tokio::test]
@@ -157,24 +206,40 @@ async fn unreachable_host_is_reported_and_skipped() {
     assert!(r2.unreachable);
     assert_eq!(recap.failed_hosts(), 1);
     assert_eq!(h1.markers.lock().unwrap().len(), 2);
-    let h2_results: Vec<_> = sink.results().into_iter().filter(|(_, h, _)| h == "h2").collect();
-    assert_eq!(h2_results, vec![("a".to_string(), "h2".to_string(), HostStatus::Unreachable)], "reported once");
+    let h2_results: Vec<_> = sink
+        .results()
+        .into_iter()
+        .filter(|(_, h, _)| h == "h2")
+        .collect();
+    assert_eq!(
+        h2_results,
+        vec![("a".to_string(), "h2".to_string(), HostStatus::Unreachable)],
+        "reported once"
+    );
 }
 
 #[tokio::test]
 async fn limit_restricts_changes() {
     let (h1, h2) = (host("h1"), host("h2"));
-    let opts = RunOptions { limit: Some(BTreeSet::from(["h2".to_string()])), ..Default::default() };
+    let opts = RunOptions {
+        limit: Some(BTreeSet::from(["h2".to_string()])),
+        ..Default::default()
+    };
     let (recap, _) = run(&[&h1, &h2], &playbook(), opts).await;
     assert!(recap.is_success());
-    assert!(h1.fake.scripts().is_empty(), "h1 outside --limit is not touched");
+    assert!(
+        h1.fake.scripts().is_empty(),
+        "h1 outside --limit is not touched"
+    );
     assert_eq!(h2.markers.lock().unwrap().len(), 3);
 }
 
 #[tokio::test]
 async fn a_check_error_fails_the_host_with_its_hint() {
     let h1 = host("h1");
-    h1.fake.respond_with("<<pv-", |script| Output::ok(answer_batch(script, |_| ("7\n".into(), 0))));
+    h1.fake.respond_with("<<pv-", |script| {
+        Output::ok(answer_batch(script, |_| ("7\n".into(), 0)))
+    });
     let (recap, _) = run(&[&h1], &[step("a", &["h1"])], RunOptions::default()).await;
     let f = &recap.hosts[0].failures[0].1;
     assert_eq!(f.message, "unexpected count 7");
@@ -184,10 +249,18 @@ async fn a_check_error_fails_the_host_with_its_hint() {
 #[tokio::test]
 async fn secrets_are_redacted_from_every_event() {
     let h1 = host("h1");
-    h1.fake.respond("echo a >> /etc/markers", Output::failed(1, "token s3cr3t-value rejected"));
+    h1.fake.respond(
+        "echo a >> /etc/markers",
+        Output::failed(1, "token s3cr3t-value rejected"),
+    );
     let sink = Arc::new(MemorySink::default());
-    let runner = Runner::new(connector(&[&h1]), targets(&["h1"]), RunOptions::default(), sink.clone())
-        .with_redaction(Arc::new(|s: &str| s.replace("s3cr3t-value", "***")));
+    let runner = Runner::new(
+        connector(&[&h1]),
+        targets(&["h1"]),
+        RunOptions::default(),
+        sink.clone(),
+    )
+    .with_redaction(Arc::new(|s: &str| s.replace("s3cr3t-value", "***")));
     runner.run(&[step("a", &["h1"])]).await;
     let all = serde_json::to_string(&*sink.events.lock().unwrap()).unwrap();
     assert!(all.contains("token *** rejected"), "{all}");

@@ -19,8 +19,14 @@ pub struct KeyPair {
 
 /// Runs a program and panics with its stderr when it fails: test setup must not fail silently.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -28,18 +34,29 @@ pub fn run(cmd: &mut Command) -> String {
 pub fn keygen(dir: &Path, name: &str, kind: &str, passphrase: &str) -> KeyPair {
     let private = dir.join(name);
     let mut cmd = Command::new("ssh-keygen");
-    cmd.args(["-q", "-t", kind, "-N", passphrase, "-C", name, "-f"]).arg(&private);
+    cmd.args(["-q", "-t", kind, "-N", passphrase, "-C", name, "-f"])
+        .arg(&private);
     if kind == "rsa" {
         cmd.args(["-b", "2048"]);
     }
     run(&mut cmd);
-    let public_line = fs::read_to_string(private.with_extension("pub")).unwrap().trim().to_string();
-    KeyPair { private, public_line }
+    let public_line = fs::read_to_string(private.with_extension("pub"))
+        .unwrap()
+        .trim()
+        .to_string();
+    KeyPair {
+        private,
+        public_line,
+    }
 }
 
 /// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn sshd_path() -> PathBuf {
@@ -48,7 +65,9 @@ pub fn sshd_path() -> PathBuf {
             return PathBuf::from(p);
         }
     }
-    panic!("sshd not found: install it with `apt-get install openssh-server` (the test command .ci/run does)");
+    panic!(
+        "sshd not found: install it with `apt-get install openssh-server` (the test command .ci/run does)"
+    );
 }
 
 /// One real sshd listening on 127.0.0.1, in the foreground, logging to a file.
@@ -73,7 +92,10 @@ pub struct SshdOptions {
 
 impl Default for SshdOptions {
     fn default() -> Self {
-        SshdOptions { host_key_types: vec!["ed25519"], extra_config: String::new() }
+        SshdOptions {
+            host_key_types: vec!["ed25519"],
+            extra_config: String::new(),
+        }
     }
 }
 
@@ -85,12 +107,21 @@ impl Sshd {
     pub fn start_with(opts: SshdOptions) -> Sshd {
         // sshd refuses to start without its privilege-separation directory.
         let _ = fs::create_dir_all("/run/sshd");
-        let dir = tempfile::Builder::new().prefix("provision-sshd-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("provision-sshd-")
+            .tempdir()
+            .unwrap();
         let mut host_keys = Vec::new();
         let mut host_key_lines = String::new();
         for kind in &opts.host_key_types {
             let k = keygen(dir.path(), &format!("host_{kind}"), kind, "");
-            host_keys.push(k.public_line.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
+            host_keys.push(
+                k.public_line
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
             host_key_lines.push_str(&format!("HostKey {}\n", k.private.display()));
         }
         let authorized_keys = dir.path().join("authorized_keys");
@@ -117,7 +148,13 @@ impl Sshd {
             .stderr(log)
             .spawn()
             .expect("start sshd");
-        let mut sshd = Sshd { port, dir, host_keys, authorized_keys, child: Some(child) };
+        let mut sshd = Sshd {
+            port,
+            dir,
+            host_keys,
+            authorized_keys,
+            child: Some(child),
+        };
         sshd.wait_ready();
         sshd
     }
@@ -133,12 +170,19 @@ impl Sshd {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("sshd did not listen on port {} within 10 s: {}", self.port, self.log());
+        panic!(
+            "sshd did not listen on port {} within 10 s: {}",
+            self.port,
+            self.log()
+        );
     }
 
     /// Allows `key` to log in as any user.
     pub fn authorize(&self, key: &KeyPair) {
-        let mut f = fs::OpenOptions::new().append(true).open(&self.authorized_keys).unwrap();
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.authorized_keys)
+            .unwrap();
         writeln!(f, "{}", key.public_line).unwrap();
     }
 
@@ -176,10 +220,20 @@ impl Drop for Sshd {
 pub const SUDO_PASSWORD: &str = "correct horse battery staple";
 
 pub fn ensure_sudo_users() {
-    let lock = fs::OpenOptions::new().create(true).append(true).open("/tmp/provision-test-users.lock").unwrap();
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open("/tmp/provision-test-users.lock")
+        .unwrap();
     lock_file(&lock);
     for user in ["pv-nopw", "pv-pw", "pv-nosudo"] {
-        let exists = Command::new("id").arg(user).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap().success();
+        let exists = Command::new("id")
+            .arg(user)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
         if !exists {
             run(Command::new("useradd").args(["-m", "-s", "/bin/sh", user]));
         }
@@ -187,13 +241,25 @@ pub fn ensure_sudo_users() {
     // sshd with UsePAM=no refuses accounts whose password field is locked ("!").
     run(Command::new("usermod").args(["-p", "*", "pv-nopw"]));
     run(Command::new("usermod").args(["-p", "*", "pv-nosudo"]));
-    let mut chpasswd = Command::new("chpasswd").stdin(Stdio::piped()).spawn().unwrap();
-    chpasswd.stdin.take().unwrap().write_all(format!("pv-pw:{SUDO_PASSWORD}\n").as_bytes()).unwrap();
+    let mut chpasswd = Command::new("chpasswd")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    chpasswd
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("pv-pw:{SUDO_PASSWORD}\n").as_bytes())
+        .unwrap();
     assert!(chpasswd.wait().unwrap().success());
     let sudoers = "pv-nopw ALL=(ALL) NOPASSWD: ALL\npv-pw ALL=(ALL) ALL\n";
     fs::create_dir_all("/etc/sudoers.d").unwrap();
     fs::write("/etc/sudoers.d/provision-tests", sudoers).unwrap();
-    fs::set_permissions("/etc/sudoers.d/provision-tests", fs::Permissions::from_mode(0o440)).unwrap();
+    fs::set_permissions(
+        "/etc/sudoers.d/provision-tests",
+        fs::Permissions::from_mode(0o440),
+    )
+    .unwrap();
 }
 
 fn lock_file(f: &fs::File) {

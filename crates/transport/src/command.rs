@@ -51,7 +51,10 @@ pub struct Command {
 
 impl Command {
     pub fn new(script: impl Into<String>) -> Self {
-        Command { script: script.into(), ..Default::default() }
+        Command {
+            script: script.into(),
+            ..Default::default()
+        }
     }
 
     pub fn stdin(mut self, stdin: Stdin) -> Self {
@@ -78,11 +81,19 @@ pub struct Output {
 
 impl Output {
     pub fn ok(stdout: impl Into<Vec<u8>>) -> Self {
-        Output { exit_status: Some(0), stdout: stdout.into(), ..Default::default() }
+        Output {
+            exit_status: Some(0),
+            stdout: stdout.into(),
+            ..Default::default()
+        }
     }
 
     pub fn failed(status: u32, stderr: impl Into<Vec<u8>>) -> Self {
-        Output { exit_status: Some(status), stderr: stderr.into(), ..Default::default() }
+        Output {
+            exit_status: Some(status),
+            stderr: stderr.into(),
+            ..Default::default()
+        }
     }
 
     pub fn success(&self) -> bool {

@@ -8,17 +8,34 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
-    #[error("{host}: cannot connect to {addr}: {reason} (is the host up, and the address and port right?)")]
-    Unreachable { host: String, addr: String, reason: String },
+    #[error(
+        "{host}: cannot connect to {addr}: {reason} (is the host up, and the address and port right?)"
+    )]
+    Unreachable {
+        host: String,
+        addr: String,
+        reason: String,
+    },
 
-    #[error("{host}: no SSH answer from {addr} within {after:?} (is the host up? raise connect_timeout for slow networks)")]
-    ConnectTimeout { host: String, addr: String, after: Duration },
+    #[error(
+        "{host}: no SSH answer from {addr} within {after:?} (is the host up? raise connect_timeout for slow networks)"
+    )]
+    ConnectTimeout {
+        host: String,
+        addr: String,
+        after: Duration,
+    },
 
     #[error(
         "{host}: unknown host key {key_type} {fingerprint}, and the host key policy is strict; \
          verify the fingerprint, then add it to {known_hosts} (or run once with host_key_policy = \"accept-new\")"
     )]
-    HostKeyUnknown { host: String, key_type: String, fingerprint: String, known_hosts: PathBuf },
+    HostKeyUnknown {
+        host: String,
+        key_type: String,
+        fingerprint: String,
+        known_hosts: PathBuf,
+    },
 
     #[error(
         "{host}: HOST KEY CHANGED: {file}:{line} pins {known_fingerprint}, but the host presented {presented_fingerprint}; \
@@ -33,8 +50,15 @@ pub enum TransportError {
         presented_fingerprint: String,
     },
 
-    #[error("{host}: host key {fingerprint} is marked @revoked at {file}:{line}; nothing was run on this host")]
-    HostKeyRevoked { host: String, fingerprint: String, file: PathBuf, line: usize },
+    #[error(
+        "{host}: host key {fingerprint} is marked @revoked at {file}:{line}; nothing was run on this host"
+    )]
+    HostKeyRevoked {
+        host: String,
+        fingerprint: String,
+        file: PathBuf,
+        line: usize,
+    },
 
     #[error("cannot read known_hosts file {path}: {reason}")]
     KnownHosts { path: PathBuf, reason: String },
@@ -44,19 +68,31 @@ pub enum TransportError {
          or set [ssh] identity in the cluster file",
         if tried.is_empty() { "no key (no identity file found and no ssh-agent)".to_string() } else { tried.join(", ") }
     )]
-    AuthFailed { host: String, user: String, tried: Vec<String> },
+    AuthFailed {
+        host: String,
+        user: String,
+        tried: Vec<String>,
+    },
 
-    #[error("private key {path} is encrypted: set PROVISION_SSH_PASSPHRASE, load it into ssh-agent, or run from a terminal to be asked")]
+    #[error(
+        "private key {path} is encrypted: set PROVISION_SSH_PASSPHRASE, load it into ssh-agent, or run from a terminal to be asked"
+    )]
     KeyEncrypted { path: PathBuf },
 
     #[error("cannot load private key {path}: {reason}")]
     Key { path: PathBuf, reason: String },
 
-    #[error("{host}: connection lost while {during} (host rebooted, network down, or sshd killed); the host is now treated as unreachable")]
+    #[error(
+        "{host}: connection lost while {during} (host rebooted, network down, or sshd killed); the host is now treated as unreachable"
+    )]
     ConnectionLost { host: String, during: String },
 
     #[error("{host}: command did not finish within {after:?}: {command}")]
-    CommandTimeout { host: String, command: String, after: Duration },
+    CommandTimeout {
+        host: String,
+        command: String,
+        after: Duration,
+    },
 
     #[error(
         "{host}: sudo needs a password for {user} and none is configured: add `sudo_password` to the secrets file \
@@ -64,20 +100,33 @@ pub enum TransportError {
     )]
     SudoPasswordRequired { host: String, user: String },
 
-    #[error("{host}: sudo rejected the configured password for {user}: fix `sudo_password` in the secrets file")]
+    #[error(
+        "{host}: sudo rejected the configured password for {user}: fix `sudo_password` in the secrets file"
+    )]
     SudoPasswordRejected { host: String, user: String },
 
     #[error("{host}: upload to {path} failed: {reason}")]
-    Upload { host: String, path: String, reason: String },
+    Upload {
+        host: String,
+        path: String,
+        reason: String,
+    },
 
     #[error("{host}: SSH protocol error: {reason}")]
     Protocol { host: String, reason: String },
 
     #[error("{path}:{line}: {reason}")]
-    SshConfig { path: PathBuf, line: usize, reason: String },
+    SshConfig {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
 
     #[error("cannot read {path}: {source}")]
-    LocalIo { path: PathBuf, source: std::io::Error },
+    LocalIo {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl TransportError {
@@ -86,7 +135,9 @@ impl TransportError {
     pub fn is_unreachable(&self) -> bool {
         matches!(
             self,
-            TransportError::Unreachable { .. } | TransportError::ConnectTimeout { .. } | TransportError::ConnectionLost { .. }
+            TransportError::Unreachable { .. }
+                | TransportError::ConnectTimeout { .. }
+                | TransportError::ConnectionLost { .. }
         )
     }
 }

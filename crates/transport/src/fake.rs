@@ -48,18 +48,43 @@ impl FakeTransport {
     }
 
     pub fn respond(&self, needle: impl Into<String>, output: Output) -> &Self {
-        self.rules.lock().unwrap().insert(0, Rule { needle: needle.into(), output: Arc::new(move |_| output.clone()), once: false });
+        self.rules.lock().unwrap().insert(
+            0,
+            Rule {
+                needle: needle.into(),
+                output: Arc::new(move |_| output.clone()),
+                once: false,
+            },
+        );
         self
     }
 
     pub fn respond_once(&self, needle: impl Into<String>, output: Output) -> &Self {
-        self.rules.lock().unwrap().insert(0, Rule { needle: needle.into(), output: Arc::new(move |_| output.clone()), once: true });
+        self.rules.lock().unwrap().insert(
+            0,
+            Rule {
+                needle: needle.into(),
+                output: Arc::new(move |_| output.clone()),
+                once: true,
+            },
+        );
         self
     }
 
     /// Answers matching commands by computing the output from the script.
-    pub fn respond_with(&self, needle: impl Into<String>, f: impl Fn(&str) -> Output + Send + Sync + 'static) -> &Self {
-        self.rules.lock().unwrap().insert(0, Rule { needle: needle.into(), output: Arc::new(f), once: false });
+    pub fn respond_with(
+        &self,
+        needle: impl Into<String>,
+        f: impl Fn(&str) -> Output + Send + Sync + 'static,
+    ) -> &Self {
+        self.rules.lock().unwrap().insert(
+            0,
+            Rule {
+                needle: needle.into(),
+                output: Arc::new(f),
+                once: false,
+            },
+        );
         self
     }
 
@@ -77,7 +102,12 @@ impl FakeTransport {
     }
 
     pub fn scripts(&self) -> Vec<String> {
-        self.log.lock().unwrap().iter().map(|r| r.script.clone()).collect()
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.script.clone())
+            .collect()
     }
 
     pub fn clear(&self) {
@@ -93,18 +123,29 @@ impl Transport for FakeTransport {
 
     async fn run(&self, cmd: Command) -> Result<Output, TransportError> {
         if *self.unreachable.lock().unwrap() {
-            return Err(TransportError::ConnectionLost { host: self.host.clone(), during: format!("running `{}`", cmd.script) });
+            return Err(TransportError::ConnectionLost {
+                host: self.host.clone(),
+                during: format!("running `{}`", cmd.script),
+            });
         }
         let stdin = match cmd.stdin {
             Stdin::Empty => Vec::new(),
             Stdin::Bytes(b) => b.to_vec(),
             Stdin::Stream(mut r) => {
                 let mut v = Vec::new();
-                r.read_to_end(&mut v).await.map_err(|e| TransportError::Protocol { host: self.host.clone(), reason: e.to_string() })?;
+                r.read_to_end(&mut v)
+                    .await
+                    .map_err(|e| TransportError::Protocol {
+                        host: self.host.clone(),
+                        reason: e.to_string(),
+                    })?;
                 v
             }
         };
-        self.log.lock().unwrap().push(Recorded { script: cmd.script.clone(), stdin });
+        self.log.lock().unwrap().push(Recorded {
+            script: cmd.script.clone(),
+            stdin,
+        });
         let mut rules = self.rules.lock().unwrap();
         if let Some(i) = rules.iter().position(|r| cmd.script.contains(&r.needle)) {
             let out = (rules[i].output)(&cmd.script);
@@ -125,7 +166,10 @@ pub struct FakeConnector {
 
 impl FakeConnector {
     pub fn add(&self, fake: Arc<FakeTransport>) {
-        self.hosts.lock().unwrap().insert(fake.host().to_string(), fake);
+        self.hosts
+            .lock()
+            .unwrap()
+            .insert(fake.host().to_string(), fake);
     }
 
     pub fn get(&self, host: &str) -> Option<Arc<FakeTransport>> {
@@ -157,10 +201,21 @@ mod tests {
         let f = FakeTransport::new("h1");
         f.respond("cat /etc/hostname", Output::ok("web-1\n"));
         f.respond_once("false", Output::failed(1, "nope"));
-        assert_eq!(f.run(Command::new("cat /etc/hostname")).await.unwrap().stdout_str(), "web-1\n");
+        assert_eq!(
+            f.run(Command::new("cat /etc/hostname"))
+                .await
+                .unwrap()
+                .stdout_str(),
+            "web-1\n"
+        );
         assert!(!f.run(Command::new("false")).await.unwrap().success());
-        assert!(f.run(Command::new("false")).await.unwrap().success(), "once rules are used up");
-        f.run(Command::new("tee x").stdin(Stdin::bytes("data"))).await.unwrap();
+        assert!(
+            f.run(Command::new("false")).await.unwrap().success(),
+            "once rules are used up"
+        );
+        f.run(Command::new("tee x").stdin(Stdin::bytes("data")))
+            .await
+            .unwrap();
         assert_eq!(f.recorded().last().unwrap().stdin, b"data");
         assert_eq!(f.scripts().len(), 4);
     }
@@ -173,7 +228,10 @@ mod tests {
         let out = f.upload(Upload::bytes("/etc/x", "hi")).await.unwrap();
         assert_eq!(out, UploadOutcome::Unchanged);
         assert_eq!(f.scripts().len(), 1, "no write when content matches");
-        let out = f.upload(Upload::bytes("/etc/x", "hi").mode(0o600)).await.unwrap();
+        let out = f
+            .upload(Upload::bytes("/etc/x", "hi").mode(0o600))
+            .await
+            .unwrap();
         assert_eq!(out, UploadOutcome::Written);
         assert_eq!(f.scripts()[2], "chmod 600 /etc/x");
         f.clear();

@@ -11,7 +11,11 @@ use std::sync::Mutex;
 
 /// The name OpenSSH looks up: `host` on port 22, `[host]:port` otherwise.
 pub fn host_id(host: &str, port: u16) -> String {
-    if port == 22 { host.to_string() } else { format!("[{host}]:{port}") }
+    if port == 22 {
+        host.to_string()
+    } else {
+        format!("[{host}]:{port}")
+    }
 }
 
 /// SHA256 fingerprint as OpenSSH prints it (`SHA256:...`).
@@ -46,8 +50,15 @@ pub enum Verdict {
     Known,
     Unknown,
     /// The host is pinned to another key (of the same type, or only of other types).
-    Changed { file: PathBuf, line: usize, known_fingerprint: String },
-    Revoked { file: PathBuf, line: usize },
+    Changed {
+        file: PathBuf,
+        line: usize,
+        known_fingerprint: String,
+    },
+    Revoked {
+        file: PathBuf,
+        line: usize,
+    },
 }
 
 /// All entries of one or more known_hosts files, in lookup order.
@@ -65,7 +76,12 @@ impl KnownHosts {
             match std::fs::read_to_string(path) {
                 Ok(text) => kh.add_text(path, &text),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(TransportError::KnownHosts { path: path.clone(), reason: e.to_string() }),
+                Err(e) => {
+                    return Err(TransportError::KnownHosts {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    });
+                }
             }
         }
         Ok(kh)
@@ -80,7 +96,9 @@ impl KnownHosts {
     }
 
     fn matching<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a Entry> + 'a {
-        self.entries.iter().filter(move |e| patterns_match(&e.patterns, id))
+        self.entries
+            .iter()
+            .filter(move |e| patterns_match(&e.patterns, id))
     }
 
     /// Checks `key` for `host:port`.
@@ -93,7 +111,10 @@ impl KnownHosts {
             match e.marker {
                 Some(Marker::Revoked) => {
                     if e.key.key_data() == key.key_data() {
-                        return Verdict::Revoked { file: e.file.clone(), line: e.line };
+                        return Verdict::Revoked {
+                            file: e.file.clone(),
+                            line: e.line,
+                        };
                     }
                 }
                 Some(Marker::CertAuthority) => {}
@@ -113,7 +134,11 @@ impl KnownHosts {
             return Verdict::Known;
         }
         match same_type.or(other_type) {
-            Some(e) => Verdict::Changed { file: e.file.clone(), line: e.line, known_fingerprint: fingerprint(&e.key) },
+            Some(e) => Verdict::Changed {
+                file: e.file.clone(),
+                line: e.line,
+                known_fingerprint: fingerprint(&e.key),
+            },
             None => Verdict::Unknown,
         }
     }
@@ -153,18 +178,29 @@ fn parse_line(path: &Path, line: usize, raw: &str) -> Option<Entry> {
     let patterns = if let Some(h) = hosts.strip_prefix("|1|") {
         let (salt, hash) = h.split_once('|')?;
         let b64 = base64::engine::general_purpose::STANDARD;
-        Patterns::Hashed { salt: b64.decode(salt).ok()?, hash: b64.decode(hash).ok()? }
+        Patterns::Hashed {
+            salt: b64.decode(salt).ok()?,
+            hash: b64.decode(hash).ok()?,
+        }
     } else {
         Patterns::List(hosts.split(',').map(str::to_string).collect())
     };
     let key = PublicKey::from_openssh(key_text.trim()).ok()?;
-    Some(Entry { file: path.to_path_buf(), line, marker, patterns, key })
+    Some(Entry {
+        file: path.to_path_buf(),
+        line,
+        marker,
+        patterns,
+        key,
+    })
 }
 
 fn patterns_match(patterns: &Patterns, id: &str) -> bool {
     match patterns {
         Patterns::Hashed { salt, hash } => {
-            let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(salt) else { return false };
+            let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(salt) else {
+                return false;
+            };
             mac.update(id.as_bytes());
             mac.verify_slice(hash).is_ok()
         }
@@ -220,14 +256,23 @@ static APPEND_LOCK: Mutex<()> = Mutex::new(());
 /// Records `key` for `host:port` in `path` (accept-new). Idempotent: a key that
 /// is already there is not added twice. Creates the file (0600) and its directory.
 pub fn append(path: &Path, host: &str, port: u16, key: &PublicKey) -> Result<(), TransportError> {
-    let io_err = |e: std::io::Error| TransportError::KnownHosts { path: path.to_path_buf(), reason: e.to_string() };
+    let io_err = |e: std::io::Error| TransportError::KnownHosts {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
     let _guard = APPEND_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io_err)?;
     }
     let mut file = {
         use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new().create(true).append(true).read(true).mode(0o600).open(path).map_err(io_err)?
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io_err)?
     };
     lock_exclusive(&file).map_err(io_err)?;
     let existing = std::fs::read_to_string(path).map_err(io_err)?;
@@ -236,9 +281,16 @@ pub fn append(path: &Path, host: &str, port: u16, key: &PublicKey) -> Result<(),
     if kh.check(host, port, key) == Verdict::Known {
         return Ok(());
     }
-    let key_text = key.to_openssh().map_err(|e| TransportError::KnownHosts { path: path.to_path_buf(), reason: e.to_string() })?;
+    let key_text = key.to_openssh().map_err(|e| TransportError::KnownHosts {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     // Drop the key's comment: known_hosts lines are "hosts type base64".
-    let key_text = key_text.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    let key_text = key_text
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
     let mut line = String::new();
     if !existing.is_empty() && !existing.ends_with('\n') {
         line.push('\n');
@@ -259,15 +311,21 @@ fn lock_exclusive(file: &std::fs::File) -> std::io::Result<()> {
     // SAFETY: flock only reads the descriptor, which `file` keeps open; the lock
     // is released when the file is closed.
     let rc = unsafe { flock(file.as_raw_fd(), LOCK_EX) };
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const ED: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJysKfxnOUs0X2qKdEdZrXYREIGL9wShSgP6LjDxbWIf";
-    const ED2: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAID9J0YCQnVsXIYK6jy2a+t3mPE3IyInY9+3oBdrSWj8w";
+    const ED: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJysKfxnOUs0X2qKdEdZrXYREIGL9wShSgP6LjDxbWIf";
+    const ED2: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAID9J0YCQnVsXIYK6jy2a+t3mPE3IyInY9+3oBdrSWj8w";
     const EC: &str = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBLl+9xAHZtloQVcK62buikJtQxHJ5oqjDMwCazz6tZPloxgryfr8NmFeVSJ1TmgheB8VlG1zc+Hi6xzbUOGQbQQ=";
 
     fn key(s: &str) -> PublicKey {
@@ -282,7 +340,9 @@ mod tests {
 
     #[test]
     fn plain_and_bracketed_entries() {
-        let k = kh(&format!("# comment\n10.0.0.1 {ED}\n[127.0.0.1]:2222 {ED2}\n"));
+        let k = kh(&format!(
+            "# comment\n10.0.0.1 {ED}\n[127.0.0.1]:2222 {ED2}\n"
+        ));
         assert_eq!(k.check("10.0.0.1", 22, &key(ED)), Verdict::Known);
         assert_eq!(k.check("127.0.0.1", 2222, &key(ED2)), Verdict::Known);
         assert_eq!(k.check("127.0.0.1", 22, &key(ED2)), Verdict::Unknown);
@@ -293,7 +353,11 @@ mod tests {
     fn changed_key_names_file_and_line() {
         let k = kh(&format!("other {ED2}\n\n[h]:2200 {ED}\n"));
         match k.check("h", 2200, &key(ED2)) {
-            Verdict::Changed { file, line, known_fingerprint } => {
+            Verdict::Changed {
+                file,
+                line,
+                known_fingerprint,
+            } => {
                 assert_eq!(file, Path::new("kh"));
                 assert_eq!(line, 3);
                 assert_eq!(known_fingerprint, fingerprint(&key(ED)));
@@ -310,7 +374,10 @@ mod tests {
         assert_eq!(k.known_algorithms("h", 22).len(), 2);
         // Only an ECDSA key pinned, and an ed25519 key shows up: refused, not trusted.
         let k = kh(&format!("h {EC}\n"));
-        assert!(matches!(k.check("h", 22, &key(ED)), Verdict::Changed { line: 1, .. }));
+        assert!(matches!(
+            k.check("h", 22, &key(ED)),
+            Verdict::Changed { line: 1, .. }
+        ));
     }
 
     #[test]
@@ -325,15 +392,23 @@ mod tests {
         let k = kh(&line);
         assert_eq!(k.check("127.0.0.1", 2222, &key(ED)), Verdict::Known);
         assert_eq!(k.check("127.0.0.1", 2223, &key(ED)), Verdict::Unknown);
-        assert!(matches!(k.check("127.0.0.1", 2222, &key(ED2)), Verdict::Changed { .. }));
+        assert!(matches!(
+            k.check("127.0.0.1", 2222, &key(ED2)),
+            Verdict::Changed { .. }
+        ));
     }
 
     #[test]
     fn wildcards_negation_and_markers() {
-        let k = kh(&format!("*.example.com,!bad.example.com {ED}\n@revoked * {ED2}\n@cert-authority * {EC}\n"));
+        let k = kh(&format!(
+            "*.example.com,!bad.example.com {ED}\n@revoked * {ED2}\n@cert-authority * {EC}\n"
+        ));
         assert_eq!(k.check("a.example.com", 22, &key(ED)), Verdict::Known);
         assert_eq!(k.check("bad.example.com", 22, &key(ED)), Verdict::Unknown);
-        assert!(matches!(k.check("a.example.com", 22, &key(ED2)), Verdict::Revoked { line: 2, .. }));
+        assert!(matches!(
+            k.check("a.example.com", 22, &key(ED2)),
+            Verdict::Revoked { line: 2, .. }
+        ));
         // A CA line is not a pinned host key.
         assert_eq!(k.check("z", 22, &key(EC)), Verdict::Unknown);
     }
@@ -364,6 +439,9 @@ mod tests {
             "one line per host, whatever the concurrency"
         );
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

@@ -71,12 +71,17 @@ mod tests {
 
     #[test]
     fn join_quotes_each_word() {
-        assert_eq!(join(["docker", "node", "update", "--label-add", "a b=c"]), "docker node update --label-add 'a b=c'");
+        assert_eq!(
+            join(["docker", "node", "update", "--label-add", "a b=c"]),
+            "docker node update --label-add 'a b=c'"
+        );
     }
 
     #[test]
     fn quoted_strings_survive_a_real_shell() {
-        for s in ["it's", "a\"b", "$HOME", "`id`", "a\\b", "\n", "*", "x;y", "ünï", "-n"] {
+        for s in [
+            "it's", "a\"b", "$HOME", "`id`", "a\\b", "\n", "*", "x;y", "ünï", "-n",
+        ] {
             let out = std::process::Command::new("sh")
                 .arg("-c")
                 .arg(format!("printf %s {}", quote(s)))

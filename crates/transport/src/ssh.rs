@@ -8,11 +8,11 @@ use crate::shell::quote;
 use crate::ssh_config::{self, SshConfig};
 use crate::{Connector, Transport};
 use async_trait::async_trait;
+use russh::ChannelMsg;
 use russh::client::{self, Handle};
+use russh::keys::PublicKeyOrCertificate;
 use russh::keys::agent::client::AgentClient;
 use russh::keys::{Algorithm, HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
-use russh::ChannelMsg;
-use russh::keys::PublicKeyOrCertificate;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -41,14 +41,24 @@ pub enum Become {
     No,
     /// `sudo`, non-interactively; the password (from the secrets file) is fed
     /// through stdin only when sudo asks for one.
-    Sudo { password: Option<Arc<Zeroizing<String>>> },
+    Sudo {
+        password: Option<Arc<Zeroizing<String>>>,
+    },
 }
 
 impl std::fmt::Debug for Become {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Become::No => f.write_str("No"),
-            Become::Sudo { password } => write!(f, "Sudo {{ password: {} }}", if password.is_some() { "<redacted>" } else { "none" }),
+            Become::Sudo { password } => write!(
+                f,
+                "Sudo {{ password: {} }}",
+                if password.is_some() {
+                    "<redacted>"
+                } else {
+                    "none"
+                }
+            ),
         }
     }
 }
@@ -66,6 +76,9 @@ pub struct Target {
     pub proxy_jump: Option<String>,
     pub become_: Become,
 }
+
+/// Asks for the passphrase of an encrypted key file (None: give up on that key).
+pub type PassphrasePrompt = Arc<dyn Fn(&Path) -> Option<Zeroizing<String>> + Send + Sync>;
 
 /// Settings shared by every connection of a run.
 #[derive(Clone)]
@@ -91,7 +104,7 @@ pub struct ConnectOptions {
     /// ssh-agent socket; defaults to $SSH_AUTH_SOCK. None disables the agent.
     pub agent_socket: Option<PathBuf>,
     /// Asked for the passphrase of an encrypted key (after $PROVISION_SSH_PASSPHRASE).
-    pub passphrase_prompt: Option<Arc<dyn Fn(&Path) -> Option<Zeroizing<String>> + Send + Sync>>,
+    pub passphrase_prompt: Option<PassphrasePrompt>,
 }
 
 impl ConnectOptions {
@@ -115,7 +128,9 @@ impl ConnectOptions {
             extra_known_hosts: extra,
             ssh_config: Arc::new(SshConfig::default()),
             default_user: std::env::var("USER").unwrap_or_else(|_| "root".into()),
-            agent_socket: std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty()).map(PathBuf::from),
+            agent_socket: std::env::var_os("SSH_AUTH_SOCK")
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
             passphrase_prompt: None,
         }
     }
@@ -142,7 +157,10 @@ impl ClientHandler {
 impl client::Handler for ClientHandler {
     type Error = russh::Error;
 
-    async fn check_server_key(&mut self, server_key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        server_key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
         let key: &PublicKey = match server_key {
             PublicKeyOrCertificate::PublicKey { key, .. } => key,
             PublicKeyOrCertificate::Certificate(_) => {
@@ -162,24 +180,33 @@ impl client::Handler for ClientHandler {
                     fingerprint: fp,
                     known_hosts: self.record_to.clone(),
                 }),
-                HostKeyPolicy::AcceptNew => match known_hosts::append(&self.record_to, &self.host, self.port, key) {
-                    Ok(()) => {
-                        tracing::info!(host = %self.label, fingerprint = %fp, file = %self.record_to.display(), "recorded new host key");
-                        Ok(true)
+                HostKeyPolicy::AcceptNew => {
+                    match known_hosts::append(&self.record_to, &self.host, self.port, key) {
+                        Ok(()) => {
+                            tracing::info!(host = %self.label, fingerprint = %fp, file = %self.record_to.display(), "recorded new host key");
+                            Ok(true)
+                        }
+                        Err(e) => self.refuse(e),
                     }
-                    Err(e) => self.refuse(e),
-                },
+                }
             },
-            Verdict::Changed { file, line, known_fingerprint } => self.refuse(TransportError::HostKeyChanged {
+            Verdict::Changed {
+                file,
+                line,
+                known_fingerprint,
+            } => self.refuse(TransportError::HostKeyChanged {
                 host: self.label.clone(),
                 file,
                 line,
                 known_fingerprint,
                 presented_fingerprint: fp,
             }),
-            Verdict::Revoked { file, line } => {
-                self.refuse(TransportError::HostKeyRevoked { host: self.label.clone(), fingerprint: fp, file, line })
-            }
+            Verdict::Revoked { file, line } => self.refuse(TransportError::HostKeyRevoked {
+                host: self.label.clone(),
+                fingerprint: fp,
+                file,
+                line,
+            }),
         }
     }
 }
@@ -221,7 +248,13 @@ impl SshPool {
         files.extend(opts.extra_known_hosts.iter().cloned());
         let known = Arc::new(KnownHosts::load(&files)?);
         let connecting = Semaphore::new(opts.max_connecting.max(1));
-        Ok(SshPool { opts, known, keys: Mutex::new(HashMap::new()), sessions: Mutex::new(HashMap::new()), connecting })
+        Ok(SshPool {
+            opts,
+            known,
+            keys: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
+            connecting,
+        })
     }
 
     pub fn options(&self) -> &ConnectOptions {
@@ -233,34 +266,59 @@ impl SshPool {
     pub fn session<'a>(
         &'a self,
         target: &'a Target,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Arc<SshSession>, TransportError>> + Send + 'a>> {
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Arc<SshSession>, TransportError>> + Send + 'a>,
+    > {
         // Boxed because ProxyJump recurses into this function for the bastion.
         Box::pin(async move {
-            let key = format!("{}|{}|{:?}|{:?}", target.name, target.address, target.port, target.user);
-            let cell = self.sessions.lock().unwrap().entry(key.clone()).or_default().clone();
+            let key = format!(
+                "{}|{}|{:?}|{:?}",
+                target.name, target.address, target.port, target.user
+            );
+            let cell = self
+                .sessions
+                .lock()
+                .unwrap()
+                .entry(key.clone())
+                .or_default()
+                .clone();
             let session = cell.get_or_try_init(|| self.open(target)).await?.clone();
             if session.handle.is_closed() {
                 // A dead connection is not reused: the next call reconnects.
                 self.sessions.lock().unwrap().remove(&key);
-                return Err(TransportError::ConnectionLost { host: target.name.clone(), during: "reusing the connection".into() });
+                return Err(TransportError::ConnectionLost {
+                    host: target.name.clone(),
+                    during: "reusing the connection".into(),
+                });
             }
             Ok(session)
         })
     }
 
     async fn open(&self, target: &Target) -> Result<Arc<SshSession>, TransportError> {
-        let alias = if target.address.is_empty() { target.name.as_str() } else { target.address.as_str() };
+        let alias = if target.address.is_empty() {
+            target.name.as_str()
+        } else {
+            target.address.as_str()
+        };
         let cfg = self.opts.ssh_config.resolve(alias);
         let host = cfg.host_name.clone().unwrap_or_else(|| alias.to_string());
         let port = target.port.or(cfg.port).unwrap_or(22);
-        let user = target.user.clone().or(cfg.user.clone()).unwrap_or_else(|| self.opts.default_user.clone());
+        let user = target
+            .user
+            .clone()
+            .or(cfg.user.clone())
+            .unwrap_or_else(|| self.opts.default_user.clone());
         let label = target.name.clone();
         let jump_spec = target.proxy_jump.clone().or(cfg.proxy_jump.clone());
 
         let mut jump_session = None;
         let handle = if let Some(spec) = jump_spec.filter(|s| !s.eq_ignore_ascii_case("none")) {
-            let hops = ssh_config::parse_proxy_jump(&spec)
-                .map_err(|reason| TransportError::Protocol { host: label.clone(), reason: format!("ProxyJump: {reason}") })?;
+            let hops =
+                ssh_config::parse_proxy_jump(&spec).map_err(|reason| TransportError::Protocol {
+                    host: label.clone(),
+                    reason: format!("ProxyJump: {reason}"),
+                })?;
             // The last hop is the one that opens the TCP forward to the target;
             // earlier hops chain through each other.
             let mut prev: Option<String> = None;
@@ -275,11 +333,20 @@ impl SshPool {
                     proxy_jump: Some(prev.clone().unwrap_or_else(|| "none".into())),
                     become_: Become::No,
                 };
-                prev = Some(format!("{}{}{}", hop.user.map(|u| format!("{u}@")).unwrap_or_default(), hop.host, hop.port.map(|p| format!(":{p}")).unwrap_or_default()));
+                prev = Some(format!(
+                    "{}{}{}",
+                    hop.user.map(|u| format!("{u}@")).unwrap_or_default(),
+                    hop.host,
+                    hop.port.map(|p| format!(":{p}")).unwrap_or_default()
+                ));
                 bastion = Some(self.session(&jt).await?);
             }
             let bastion = bastion.expect("at least one hop");
-            let _permit = self.connecting.acquire().await.expect("semaphore never closed");
+            let _permit = self
+                .connecting
+                .acquire()
+                .await
+                .expect("semaphore never closed");
             let ch = bastion
                 .handle
                 .channel_open_direct_tcpip(host.clone(), port as u32, "127.0.0.1", 0)
@@ -289,14 +356,17 @@ impl SshPool {
                     addr: format!("{host}:{port} via {}", bastion.label),
                     reason: e.to_string(),
                 })?;
-            let h = self.handshake(&label, &host, port, ch.into_stream()).await?;
+            let h = self
+                .handshake(&label, &host, port, ch.into_stream())
+                .await?;
             jump_session = Some(bastion);
             h
         } else {
             self.connect_tcp(&label, &host, port).await?
         };
         let mut handle = handle;
-        self.authenticate(&mut handle, &label, &user, target, &cfg.identity_files).await?;
+        self.authenticate(&mut handle, &label, &user, target, &cfg.identity_files)
+            .await?;
         Ok(Arc::new(SshSession {
             label,
             user,
@@ -308,18 +378,42 @@ impl SshPool {
         }))
     }
 
-    async fn connect_tcp(&self, label: &str, host: &str, port: u16) -> Result<Handle<ClientHandler>, TransportError> {
+    async fn connect_tcp(
+        &self,
+        label: &str,
+        host: &str,
+        port: u16,
+    ) -> Result<Handle<ClientHandler>, TransportError> {
         let addr = format!("{host}:{port}");
         let deadline = Instant::now() + self.opts.retry_for;
         let mut backoff = Duration::from_millis(250);
         loop {
             let attempt = async {
-                let _permit = self.connecting.acquire().await.expect("semaphore never closed");
-                let tcp = match tokio::time::timeout(self.opts.connect_timeout, tokio::net::TcpStream::connect((host, port))).await {
+                let _permit = self
+                    .connecting
+                    .acquire()
+                    .await
+                    .expect("semaphore never closed");
+                let tcp = match tokio::time::timeout(
+                    self.opts.connect_timeout,
+                    tokio::net::TcpStream::connect((host, port)),
+                )
+                .await
+                {
                     Err(_) => {
-                        return Err(TransportError::ConnectTimeout { host: label.into(), addr: addr.clone(), after: self.opts.connect_timeout });
+                        return Err(TransportError::ConnectTimeout {
+                            host: label.into(),
+                            addr: addr.clone(),
+                            after: self.opts.connect_timeout,
+                        });
                     }
-                    Ok(Err(e)) => return Err(TransportError::Unreachable { host: label.into(), addr: addr.clone(), reason: e.to_string() }),
+                    Ok(Err(e)) => {
+                        return Err(TransportError::Unreachable {
+                            host: label.into(),
+                            addr: addr.clone(),
+                            reason: e.to_string(),
+                        });
+                    }
                     Ok(Ok(s)) => s,
                 };
                 let _ = tcp.set_nodelay(true);
@@ -337,7 +431,13 @@ impl SshPool {
         }
     }
 
-    async fn handshake<S>(&self, label: &str, host: &str, port: u16, stream: S) -> Result<Handle<ClientHandler>, TransportError>
+    async fn handshake<S>(
+        &self,
+        label: &str,
+        host: &str,
+        port: u16,
+        stream: S,
+    ) -> Result<Handle<ClientHandler>, TransportError>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -353,10 +453,18 @@ impl SshPool {
         };
         let config = Arc::new(self.client_config(host, port));
         let addr = format!("{host}:{port}");
-        let res = tokio::time::timeout(self.opts.connect_timeout, client::connect_stream(config, stream, handler)).await;
+        let res = tokio::time::timeout(
+            self.opts.connect_timeout,
+            client::connect_stream(config, stream, handler),
+        )
+        .await;
         let refused = refusal.lock().unwrap().take();
         match res {
-            Err(_) => Err(TransportError::ConnectTimeout { host: label.into(), addr, after: self.opts.connect_timeout }),
+            Err(_) => Err(TransportError::ConnectTimeout {
+                host: label.into(),
+                addr,
+                after: self.opts.connect_timeout,
+            }),
             Ok(Ok(h)) => Ok(h),
             Ok(Err(e)) => Err(refused.unwrap_or_else(|| classify_connect_error(label, &addr, e))),
         }
@@ -371,7 +479,14 @@ impl SshPool {
             let mut order: Vec<Algorithm> = Vec::new();
             for k in &known {
                 if k.clone().is_rsa() {
-                    order.extend([Algorithm::Rsa { hash: Some(HashAlg::Sha512) }, Algorithm::Rsa { hash: Some(HashAlg::Sha256) }]);
+                    order.extend([
+                        Algorithm::Rsa {
+                            hash: Some(HashAlg::Sha512),
+                        },
+                        Algorithm::Rsa {
+                            hash: Some(HashAlg::Sha256),
+                        },
+                    ]);
                 } else {
                     order.push(k.clone());
                 }
@@ -406,14 +521,28 @@ impl SshPool {
                     .filter(|p| !p.is_empty())
                     .map(Zeroizing::new)
                     .or_else(|| self.opts.passphrase_prompt.as_ref().and_then(|p| p(path)))
-                    .ok_or_else(|| TransportError::KeyEncrypted { path: path.to_path_buf() })?;
-                russh::keys::load_secret_key(path, Some(pass.as_str()))
-                    .map_err(|e| TransportError::Key { path: path.to_path_buf(), reason: format!("{e} (wrong passphrase?)") })?
+                    .ok_or_else(|| TransportError::KeyEncrypted {
+                        path: path.to_path_buf(),
+                    })?;
+                russh::keys::load_secret_key(path, Some(pass.as_str())).map_err(|e| {
+                    TransportError::Key {
+                        path: path.to_path_buf(),
+                        reason: format!("{e} (wrong passphrase?)"),
+                    }
+                })?
             }
-            Err(e) => return Err(TransportError::Key { path: path.to_path_buf(), reason: e.to_string() }),
+            Err(e) => {
+                return Err(TransportError::Key {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                });
+            }
         };
         let key = Arc::new(key);
-        self.keys.lock().unwrap().insert(path.to_path_buf(), key.clone());
+        self.keys
+            .lock()
+            .unwrap()
+            .insert(path.to_path_buf(), key.clone());
         Ok(key)
     }
 
@@ -425,7 +554,10 @@ impl SshPool {
         target: &Target,
         config_identities: &[PathBuf],
     ) -> Result<(), TransportError> {
-        let lost = |e: russh::Error| TransportError::ConnectionLost { host: label.into(), during: format!("authenticating: {e}") };
+        let lost = |e: russh::Error| TransportError::ConnectionLost {
+            host: label.into(),
+            during: format!("authenticating: {e}"),
+        };
         let mut tried: Vec<String> = Vec::new();
         let mut encrypted_error = None;
 
@@ -434,7 +566,9 @@ impl SshPool {
         let explicit = target.identity.is_some();
         let mut files: Vec<PathBuf> = Vec::new();
         if let Some(p) = &target.identity {
-            files.push(PathBuf::from(ssh_config::expand_tilde(&p.to_string_lossy())));
+            files.push(PathBuf::from(ssh_config::expand_tilde(
+                &p.to_string_lossy(),
+            )));
         } else {
             files.extend(config_identities.iter().cloned());
             if let Some(home) = ssh_config::home_dir() {
@@ -444,14 +578,28 @@ impl SshPool {
             }
         }
 
-        if let (false, Some(sock)) = (explicit, &self.opts.agent_socket) {
-            if let Ok(mut agent) = AgentClient::connect_uds(sock).await {
+        if let (false, Some(sock)) = (explicit, &self.opts.agent_socket)
+            && let Ok(mut agent) = AgentClient::connect_uds(sock).await
+        {
+            {
                 let ids = agent.request_identities().await.unwrap_or_default();
                 for id in ids {
-                    let russh::keys::agent::AgentIdentity::PublicKey { key, comment } = id else { continue };
-                    let hash = if key.algorithm().is_rsa() { Some(rsa_hash(handle).await) } else { None };
-                    let res = handle.authenticate_publickey_with(user, key.clone(), hash, &mut agent).await;
-                    tried.push(format!("agent key {} ({})", known_hosts::fingerprint(&key), comment));
+                    let russh::keys::agent::AgentIdentity::PublicKey { key, comment } = id else {
+                        continue;
+                    };
+                    let hash = if key.algorithm().is_rsa() {
+                        Some(rsa_hash(handle).await)
+                    } else {
+                        None
+                    };
+                    let res = handle
+                        .authenticate_publickey_with(user, key.clone(), hash, &mut agent)
+                        .await;
+                    tried.push(format!(
+                        "agent key {} ({})",
+                        known_hosts::fingerprint(&key),
+                        comment
+                    ));
                     if matches!(res, Ok(client::AuthResult::Success)) {
                         return Ok(());
                     }
@@ -483,20 +631,31 @@ impl SshPool {
             // (server-sig-algs does not always reflect PubkeyAcceptedAlgorithms).
             let hashes = if key.algorithm().is_rsa() {
                 let best = rsa_hash(handle).await;
-                let other = if best == HashAlg::Sha512 { HashAlg::Sha256 } else { HashAlg::Sha512 };
+                let other = if best == HashAlg::Sha512 {
+                    HashAlg::Sha256
+                } else {
+                    HashAlg::Sha512
+                };
                 vec![Some(best), Some(other)]
             } else {
                 vec![None]
             };
             tried.push(path.display().to_string());
             for hash in hashes {
-                let res = handle.authenticate_publickey(user, PrivateKeyWithHashAlg::new(key.clone(), hash)).await.map_err(lost)?;
+                let res = handle
+                    .authenticate_publickey(user, PrivateKeyWithHashAlg::new(key.clone(), hash))
+                    .await
+                    .map_err(lost)?;
                 if res.success() {
                     return Ok(());
                 }
             }
         }
-        Err(encrypted_error.unwrap_or(TransportError::AuthFailed { host: label.into(), user: user.into(), tried }))
+        Err(encrypted_error.unwrap_or(TransportError::AuthFailed {
+            host: label.into(),
+            user: user.into(),
+            tried,
+        }))
     }
 }
 
@@ -511,11 +670,20 @@ async fn rsa_hash(handle: &Handle<ClientHandler>) -> HashAlg {
 
 fn classify_connect_error(label: &str, addr: &str, e: russh::Error) -> TransportError {
     match e {
-        russh::Error::IO(io) => TransportError::Unreachable { host: label.into(), addr: addr.into(), reason: io.to_string() },
-        russh::Error::Disconnect | russh::Error::HUP => {
-            TransportError::Unreachable { host: label.into(), addr: addr.into(), reason: "the server closed the connection during the handshake".into() }
-        }
-        other => TransportError::Protocol { host: label.into(), reason: other.to_string() },
+        russh::Error::IO(io) => TransportError::Unreachable {
+            host: label.into(),
+            addr: addr.into(),
+            reason: io.to_string(),
+        },
+        russh::Error::Disconnect | russh::Error::HUP => TransportError::Unreachable {
+            host: label.into(),
+            addr: addr.into(),
+            reason: "the server closed the connection during the handshake".into(),
+        },
+        other => TransportError::Protocol {
+            host: label.into(),
+            reason: other.to_string(),
+        },
     }
 }
 
@@ -542,7 +710,9 @@ impl SshSession {
     /// Decides once per connection how to become root: not at all (already
     /// root), `sudo -n`, or `sudo -S` with the configured password.
     async fn sudo_mode(&self) -> Result<SudoMode, TransportError> {
-        let Become::Sudo { password } = &self.become_ else { return Ok(SudoMode::AlreadyRoot) };
+        let Become::Sudo { password } = &self.become_ else {
+            return Ok(SudoMode::AlreadyRoot);
+        };
         self.sudo_mode
             .get_or_try_init(|| async {
                 let probe = self.exec_raw("[ \"$(id -u)\" = 0 ] && echo root || { sudo -n true 2>/dev/null && echo nopasswd || echo password; }".into(), Stdin::Empty, None).await?;
@@ -581,20 +751,38 @@ impl SshSession {
             (SudoMode::Password, Become::Sudo { password: Some(pw) }) => {
                 // -k: always ask, so the password line is always consumed by sudo
                 // and never reaches the command's own stdin.
-                (format!("sudo -k -S -p {} -- {inner}", quote(SUDO_PROMPT)), Some(format!("{}\n", pw.as_str()).into_bytes()))
+                (
+                    format!("sudo -k -S -p {} -- {inner}", quote(SUDO_PROMPT)),
+                    Some(format!("{}\n", pw.as_str()).into_bytes()),
+                )
             }
             (SudoMode::Password, _) => (format!("sudo -n -- {inner}"), None),
         }
     }
 
-    async fn exec_raw(&self, wire: String, stdin: Stdin, timeout: Option<Duration>) -> Result<Output, TransportError> {
-        let _permit = self.channels.acquire().await.expect("semaphore never closed");
+    async fn exec_raw(
+        &self,
+        wire: String,
+        stdin: Stdin,
+        timeout: Option<Duration>,
+    ) -> Result<Output, TransportError> {
+        let _permit = self
+            .channels
+            .acquire()
+            .await
+            .expect("semaphore never closed");
         let short = summarize(&wire);
         let lost = |e: russh::Error| {
             if self.handle.is_closed() {
-                TransportError::ConnectionLost { host: self.label.clone(), during: format!("running `{short}`") }
+                TransportError::ConnectionLost {
+                    host: self.label.clone(),
+                    during: format!("running `{short}`"),
+                }
             } else {
-                TransportError::Protocol { host: self.label.clone(), reason: format!("{e} while running `{short}`") }
+                TransportError::Protocol {
+                    host: self.label.clone(),
+                    reason: format!("{e} while running `{short}`"),
+                }
             }
         };
         let channel = self.handle.channel_open_session().await.map_err(lost)?;
@@ -616,9 +804,15 @@ impl SshSession {
             while let Some(msg) = rx.wait().await {
                 match msg {
                     ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
-                    ChannelMsg::ExtendedData { data, ext: 1 } => out.stderr.extend_from_slice(&data),
+                    ChannelMsg::ExtendedData { data, ext: 1 } => {
+                        out.stderr.extend_from_slice(&data)
+                    }
                     ChannelMsg::ExitStatus { exit_status } => out.exit_status = Some(exit_status),
-                    ChannelMsg::ExitSignal { signal_name, error_message, .. } => {
+                    ChannelMsg::ExitSignal {
+                        signal_name,
+                        error_message,
+                        ..
+                    } => {
                         out.exit_signal = Some(format!("{signal_name:?}"));
                         if !error_message.is_empty() {
                             out.stderr.extend_from_slice(error_message.as_bytes());
@@ -635,16 +829,28 @@ impl SshSession {
                 Ok(o) => o,
                 Err(_) => {
                     writer.abort();
-                    return Err(TransportError::CommandTimeout { host: self.label.clone(), command: short, after: t });
+                    return Err(TransportError::CommandTimeout {
+                        host: self.label.clone(),
+                        command: short,
+                        after: t,
+                    });
                 }
             },
         };
         let _ = writer.await;
         if out.exit_status.is_none() && out.exit_signal.is_none() {
             return Err(if self.handle.is_closed() {
-                TransportError::ConnectionLost { host: self.label.clone(), during: format!("running `{short}`") }
+                TransportError::ConnectionLost {
+                    host: self.label.clone(),
+                    during: format!("running `{short}`"),
+                }
             } else {
-                TransportError::Protocol { host: self.label.clone(), reason: format!("channel closed without an exit status while running `{short}`") }
+                TransportError::Protocol {
+                    host: self.label.clone(),
+                    reason: format!(
+                        "channel closed without an exit status while running `{short}`"
+                    ),
+                }
             });
         }
         Ok(out)
@@ -654,7 +860,11 @@ impl SshSession {
 /// First line of a command, shortened, for error messages.
 fn summarize(wire: &str) -> String {
     let first = wire.lines().next().unwrap_or("");
-    if first.chars().count() > 160 { format!("{}...", first.chars().take(160).collect::<String>()) } else { first.to_string() }
+    if first.chars().count() > 160 {
+        format!("{}...", first.chars().take(160).collect::<String>())
+    } else {
+        first.to_string()
+    }
 }
 
 #[async_trait]
@@ -681,8 +891,14 @@ impl Transport for SshSession {
             },
         };
         let out = self.exec_raw(wire, stdin, cmd.timeout).await?;
-        if mode == SudoMode::Password && out.exit_status == Some(1) && String::from_utf8_lossy(&out.stderr).contains("incorrect password") {
-            return Err(TransportError::SudoPasswordRejected { host: self.label.clone(), user: self.user.clone() });
+        if mode == SudoMode::Password
+            && out.exit_status == Some(1)
+            && String::from_utf8_lossy(&out.stderr).contains("incorrect password")
+        {
+            return Err(TransportError::SudoPasswordRejected {
+                host: self.label.clone(),
+                user: self.user.clone(),
+            });
         }
         Ok(out)
     }
@@ -694,7 +910,9 @@ mod tests {
 
     #[test]
     fn become_debug_never_shows_password() {
-        let b = Become::Sudo { password: Some(Arc::new(Zeroizing::new("hunter2".into()))) };
+        let b = Become::Sudo {
+            password: Some(Arc::new(Zeroizing::new("hunter2".into()))),
+        };
         assert_eq!(format!("{b:?}"), "Sudo { password: <redacted> }");
     }
 

@@ -40,13 +40,23 @@ impl SshConfig {
     }
 
     pub fn load(path: &Path) -> Result<Self, TransportError> {
-        let mut cfg = SshConfig { blocks: vec![Block { patterns: vec!["*".into()], options: vec![] }] };
+        let mut cfg = SshConfig {
+            blocks: vec![Block {
+                patterns: vec!["*".into()],
+                options: vec![],
+            }],
+        };
         cfg.read_file(path, 0)?;
         Ok(cfg)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, TransportError> {
-        let mut cfg = SshConfig { blocks: vec![Block { patterns: vec!["*".into()], options: vec![] }] };
+        let mut cfg = SshConfig {
+            blocks: vec![Block {
+                patterns: vec!["*".into()],
+                options: vec![],
+            }],
+        };
         cfg.parse_into(text, path, 0)?;
         Ok(cfg)
     }
@@ -55,19 +65,27 @@ impl SshConfig {
         match std::fs::read_to_string(path) {
             Ok(text) => self.parse_into(&text, path, depth),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(TransportError::LocalIo { path: path.to_path_buf(), source: e }),
+            Err(e) => Err(TransportError::LocalIo {
+                path: path.to_path_buf(),
+                source: e,
+            }),
         }
     }
 
     fn parse_into(&mut self, text: &str, path: &Path, depth: usize) -> Result<(), TransportError> {
-        let err = |line: usize, reason: String| TransportError::SshConfig { path: path.to_path_buf(), line, reason };
+        let err = |line: usize, reason: String| TransportError::SshConfig {
+            path: path.to_path_buf(),
+            line,
+            reason,
+        };
         for (i, raw) in text.lines().enumerate() {
             let line_no = i + 1;
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (key, arg) = split_keyword(line).ok_or_else(|| err(line_no, format!("cannot parse `{line}`")))?;
+            let (key, arg) = split_keyword(line)
+                .ok_or_else(|| err(line_no, format!("cannot parse `{line}`")))?;
             let key = key.to_ascii_lowercase();
             match key.as_str() {
                 "host" => {
@@ -75,11 +93,17 @@ impl SshConfig {
                     if patterns.is_empty() {
                         return Err(err(line_no, "Host needs at least one pattern".into()));
                     }
-                    self.blocks.push(Block { patterns, options: vec![] });
+                    self.blocks.push(Block {
+                        patterns,
+                        options: vec![],
+                    });
                 }
                 // Match criteria (exec, canonical, ...) cannot be evaluated faithfully
                 // here; its options are ignored rather than applied to the wrong hosts.
-                "match" => self.blocks.push(Block { patterns: vec![], options: vec![] }),
+                "match" => self.blocks.push(Block {
+                    patterns: vec![],
+                    options: vec![],
+                }),
                 "include" => {
                     if depth > 8 {
                         return Err(err(line_no, "Include nested too deeply".into()));
@@ -92,7 +116,10 @@ impl SshConfig {
                 }
                 _ => {
                     if key == "port" && arg.parse::<u16>().is_err() {
-                        return Err(err(line_no, format!("Port `{arg}` is not a number between 1 and 65535")));
+                        return Err(err(
+                            line_no,
+                            format!("Port `{arg}` is not a number between 1 and 65535"),
+                        ));
                     }
                     if let Some(b) = self.blocks.last_mut() {
                         b.options.push((key, unquote(&arg)));
@@ -106,7 +133,11 @@ impl SshConfig {
     /// The settings that apply to `alias`, with `%h`, `%d`, `%r`, `%u` and `~` expanded in paths.
     pub fn resolve(&self, alias: &str) -> HostSettings {
         let mut s = HostSettings::default();
-        for block in self.blocks.iter().filter(|b| host_matches(&b.patterns, alias)) {
+        for block in self
+            .blocks
+            .iter()
+            .filter(|b| host_matches(&b.patterns, alias))
+        {
             for (key, arg) in &block.options {
                 match key.as_str() {
                     "hostname" if s.host_name.is_none() => s.host_name = Some(arg.clone()),
@@ -123,7 +154,11 @@ impl SshConfig {
             s.host_name = Some(h.replace("%h", alias));
         }
         let remote_user = s.user.clone().unwrap_or_else(local_user);
-        s.identity_files = s.identity_files.iter().map(|p| PathBuf::from(expand_tokens(&p.to_string_lossy(), &host, &remote_user))).collect();
+        s.identity_files = s
+            .identity_files
+            .iter()
+            .map(|p| PathBuf::from(expand_tokens(&p.to_string_lossy(), &host, &remote_user)))
+            .collect();
         s
     }
 }
@@ -172,47 +207,69 @@ fn split_args(arg: &str) -> Vec<String> {
 }
 
 fn unquote(arg: &str) -> String {
-    arg.strip_prefix('"').and_then(|a| a.strip_suffix('"')).unwrap_or(arg).to_string()
+    arg.strip_prefix('"')
+        .and_then(|a| a.strip_suffix('"'))
+        .unwrap_or(arg)
+        .to_string()
 }
 
 fn expand_include(pattern: &str) -> Vec<PathBuf> {
     let mut path = PathBuf::from(expand_tilde(pattern));
-    if path.is_relative() {
-        if let Some(home) = home_dir() {
-            path = home.join(".ssh").join(path);
-        }
+    if path.is_relative()
+        && let Some(home) = home_dir()
+    {
+        path = home.join(".ssh").join(path);
     }
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if !name.contains(['*', '?']) {
         return vec![path];
     }
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.file_name().is_some_and(|n| glob_match(&name, &n.to_string_lossy()))).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| glob_match(&name, &n.to_string_lossy()))
+                })
+                .collect()
+        })
         .unwrap_or_default();
     files.sort();
     files
 }
 
 pub(crate) fn home_dir() -> Option<PathBuf> {
-    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from)
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
 }
 
 fn local_user() -> String {
-    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "root".into())
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "root".into())
 }
 
 /// `~/x` to `$HOME/x`.
 pub fn expand_tilde(p: &str) -> String {
     match (p.strip_prefix("~/"), home_dir()) {
         (Some(rest), Some(home)) => home.join(rest).to_string_lossy().into_owned(),
-        _ if p == "~" => home_dir().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|| p.into()),
+        _ if p == "~" => home_dir()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|| p.into()),
         _ => p.to_string(),
     }
 }
 
 fn expand_tokens(p: &str, host: &str, remote_user: &str) -> String {
-    let home = home_dir().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    let home = home_dir()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let p = expand_tilde(p);
     let mut out = String::new();
     let mut chars = p.chars();
@@ -259,7 +316,9 @@ pub fn parse_proxy_jump(value: &str) -> Result<Vec<Jump>, String> {
                 None => (None, hop),
             };
             let (host, port) = if let Some(r) = rest.strip_prefix('[') {
-                let (h, after) = r.split_once(']').ok_or_else(|| format!("unclosed `[` in ProxyJump hop `{hop}`"))?;
+                let (h, after) = r
+                    .split_once(']')
+                    .ok_or_else(|| format!("unclosed `[` in ProxyJump hop `{hop}`"))?;
                 (h.to_string(), after.strip_prefix(':'))
             } else {
                 match rest.rsplit_once(':') {
@@ -267,7 +326,12 @@ pub fn parse_proxy_jump(value: &str) -> Result<Vec<Jump>, String> {
                     None => (rest.to_string(), None),
                 }
             };
-            let port = port.map(|p| p.parse::<u16>().map_err(|_| format!("bad port `{p}` in ProxyJump hop `{hop}`"))).transpose()?;
+            let port = port
+                .map(|p| {
+                    p.parse::<u16>()
+                        .map_err(|_| format!("bad port `{p}` in ProxyJump hop `{hop}`"))
+                })
+                .transpose()?;
             if host.is_empty() {
                 return Err(format!("empty host in ProxyJump hop `{hop}`"));
             }
@@ -286,12 +350,17 @@ mod tests {
 
     #[test]
     fn first_value_wins_and_identity_files_accumulate() {
-        let c = cfg("Host web-*\n  HostName 10.0.0.%h\n  User deploy\n  IdentityFile /k1\n\nHost *\n  User root\n  Port 2222\n  IdentityFile=/k2\n");
+        let c = cfg(
+            "Host web-*\n  HostName 10.0.0.%h\n  User deploy\n  IdentityFile /k1\n\nHost *\n  User root\n  Port 2222\n  IdentityFile=/k2\n",
+        );
         let s = c.resolve("web-1");
         assert_eq!(s.host_name.as_deref(), Some("10.0.0.web-1"));
         assert_eq!(s.user.as_deref(), Some("deploy"));
         assert_eq!(s.port, Some(2222));
-        assert_eq!(s.identity_files, vec![PathBuf::from("/k1"), PathBuf::from("/k2")]);
+        assert_eq!(
+            s.identity_files,
+            vec![PathBuf::from("/k1"), PathBuf::from("/k2")]
+        );
         let s = c.resolve("db");
         assert_eq!(s.user.as_deref(), Some("root"));
         assert_eq!(s.host_name, None);
@@ -299,8 +368,13 @@ mod tests {
 
     #[test]
     fn negated_patterns_and_match_blocks() {
-        let c = cfg("Host * !bastion\n ProxyJump admin@bastion:2200\nMatch exec true\n User nobody\nHost \"quoted\"\n Port 1\n");
-        assert_eq!(c.resolve("app").proxy_jump.as_deref(), Some("admin@bastion:2200"));
+        let c = cfg(
+            "Host * !bastion\n ProxyJump admin@bastion:2200\nMatch exec true\n User nobody\nHost \"quoted\"\n Port 1\n",
+        );
+        assert_eq!(
+            c.resolve("app").proxy_jump.as_deref(),
+            Some("admin@bastion:2200")
+        );
         assert_eq!(c.resolve("bastion").proxy_jump, None);
         assert_eq!(c.resolve("app").user, None, "Match blocks are not applied");
         assert_eq!(c.resolve("quoted").port, Some(1));
@@ -316,7 +390,10 @@ mod tests {
     #[test]
     fn bad_port_names_the_line() {
         let e = SshConfig::parse("Host a\n  Port ssh\n", Path::new("/cfg")).unwrap_err();
-        assert_eq!(e.to_string(), "/cfg:2: Port `ssh` is not a number between 1 and 65535");
+        assert_eq!(
+            e.to_string(),
+            "/cfg:2: Port `ssh` is not a number between 1 and 65535"
+        );
     }
 
     #[test]
@@ -324,9 +401,21 @@ mod tests {
         assert_eq!(
             parse_proxy_jump("a@b:2200,[::1]:22,c").unwrap(),
             vec![
-                Jump { user: Some("a".into()), host: "b".into(), port: Some(2200) },
-                Jump { user: None, host: "::1".into(), port: Some(22) },
-                Jump { user: None, host: "c".into(), port: None },
+                Jump {
+                    user: Some("a".into()),
+                    host: "b".into(),
+                    port: Some(2200)
+                },
+                Jump {
+                    user: None,
+                    host: "::1".into(),
+                    port: Some(22)
+                },
+                Jump {
+                    user: None,
+                    host: "c".into(),
+                    port: None
+                },
             ]
         );
         assert_eq!(parse_proxy_jump("none").unwrap(), vec![]);

@@ -1,10 +1,10 @@
 //! Atomic, idempotent file upload built from two shell commands: a check
 //! (hash + attributes) and a write that streams content through stdin.
 
+use crate::Transport;
 use crate::command::{Command, Output, Stdin};
 use crate::error::TransportError;
 use crate::shell::quote;
-use crate::Transport;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 
@@ -27,11 +27,23 @@ pub struct Upload {
 
 impl Upload {
     pub fn bytes(dest: impl Into<String>, data: impl Into<Vec<u8>>) -> Self {
-        Upload { dest: dest.into(), source: UploadSource::Bytes(zeroize::Zeroizing::new(data.into())), mode: None, owner: None, group: None }
+        Upload {
+            dest: dest.into(),
+            source: UploadSource::Bytes(zeroize::Zeroizing::new(data.into())),
+            mode: None,
+            owner: None,
+            group: None,
+        }
     }
 
     pub fn file(dest: impl Into<String>, path: impl Into<PathBuf>) -> Self {
-        Upload { dest: dest.into(), source: UploadSource::File(path.into()), mode: None, owner: None, group: None }
+        Upload {
+            dest: dest.into(),
+            source: UploadSource::File(path.into()),
+            mode: None,
+            owner: None,
+            group: None,
+        }
     }
 
     pub fn mode(mut self, mode: u32) -> Self {
@@ -66,7 +78,9 @@ pub struct RemoteFile {
 /// One round trip: `absent`, or `MODE OWNER GROUP` then the content hash.
 pub fn check_command(dest: &str) -> String {
     let d = quote(dest);
-    format!("if [ -f {d} ]; then stat -c '%a %U %G' -- {d} && sha256sum < {d}; else echo absent; fi")
+    format!(
+        "if [ -f {d} ]; then stat -c '%a %U %G' -- {d} && sha256sum < {d}; else echo absent; fi"
+    )
 }
 
 /// Parses the output of [`check_command`]; None when the file is absent.
@@ -81,14 +95,28 @@ pub fn parse_check(stdout: &str) -> Result<Option<RemoteFile>, String> {
         return Err(format!("unexpected stat output `{first}`"));
     };
     let mode = u32::from_str_radix(mode, 8).map_err(|_| format!("unexpected mode `{mode}`"))?;
-    let sha = lines.next().and_then(|l| l.split_whitespace().next()).ok_or("missing sha256sum output")?;
-    Ok(Some(RemoteFile { mode, owner: owner.into(), group: group.into(), sha256: sha.into() }))
+    let sha = lines
+        .next()
+        .and_then(|l| l.split_whitespace().next())
+        .ok_or("missing sha256sum output")?;
+    Ok(Some(RemoteFile {
+        mode,
+        owner: owner.into(),
+        group: group.into(),
+        sha256: sha.into(),
+    }))
 }
 
 /// The write command: stream stdin into a temp file next to `dest`, verify its
 /// hash, set attributes, then rename over `dest` (atomic on one filesystem).
 /// A failed or interrupted upload leaves `dest` as it was and removes the temp file.
-pub fn write_command(dest: &str, sha256: &str, mode: u32, owner: Option<&str>, group: Option<&str>) -> String {
+pub fn write_command(
+    dest: &str,
+    sha256: &str,
+    mode: u32,
+    owner: Option<&str>,
+    group: Option<&str>,
+) -> String {
     let d = quote(dest);
     let mut s = format!(
         "set -e; d={d}; t=$(mktemp \"$(dirname \"$d\")/.$(basename \"$d\").provision-XXXXXX\"); trap 'rm -f \"$t\"' EXIT; \
@@ -143,17 +171,31 @@ pub async fn local_sha256(source: &UploadSource) -> std::io::Result<String> {
 }
 
 fn upload_err(t: &(impl Transport + ?Sized), dest: &str, reason: String) -> TransportError {
-    TransportError::Upload { host: t.host().to_string(), path: dest.to_string(), reason }
+    TransportError::Upload {
+        host: t.host().to_string(),
+        path: dest.to_string(),
+        reason,
+    }
 }
 
 fn failed(t: &(impl Transport + ?Sized), dest: &str, out: &Output) -> TransportError {
-    upload_err(t, dest, format!("{}: {}", out.describe_exit(), out.stderr_str().trim()))
+    upload_err(
+        t,
+        dest,
+        format!("{}: {}", out.describe_exit(), out.stderr_str().trim()),
+    )
 }
 
 /// The generic upload every transport gets: check, then write only if needed.
-pub async fn upload_via_commands<T: Transport + ?Sized>(t: &T, up: Upload) -> Result<UploadOutcome, TransportError> {
+pub async fn upload_via_commands<T: Transport + ?Sized>(
+    t: &T,
+    up: Upload,
+) -> Result<UploadOutcome, TransportError> {
     let local_io = |e: std::io::Error| match &up.source {
-        UploadSource::File(p) => TransportError::LocalIo { path: p.clone(), source: e },
+        UploadSource::File(p) => TransportError::LocalIo {
+            path: p.clone(),
+            source: e,
+        },
         UploadSource::Bytes(_) => upload_err(t, &up.dest, e.to_string()),
     };
     let sha = local_sha256(&up.source).await.map_err(local_io)?;
@@ -164,22 +206,40 @@ pub async fn upload_via_commands<T: Transport + ?Sized>(t: &T, up: Upload) -> Re
     let remote = parse_check(&out.stdout_str()).map_err(|r| upload_err(t, &up.dest, r))?;
     let mode = up.mode.or(remote.as_ref().map(|r| r.mode)).unwrap_or(0o644);
     let (owner, group) = (up.owner.as_deref(), up.group.as_deref());
-    if let Some(r) = &remote {
-        if r.sha256 == sha {
-            let attrs_ok = r.mode == mode && owner.is_none_or(|o| o == r.owner) && group.is_none_or(|g| g == r.group);
+    if let Some(r) = &remote
+        && r.sha256 == sha
+    {
+        {
+            let attrs_ok = r.mode == mode
+                && owner.is_none_or(|o| o == r.owner)
+                && group.is_none_or(|g| g == r.group);
             if attrs_ok {
                 return Ok(UploadOutcome::Unchanged);
             }
-            let out = t.run(Command::new(attrs_command(&up.dest, mode, owner, group))).await?;
-            return if out.success() { Ok(UploadOutcome::Written) } else { Err(failed(t, &up.dest, &out)) };
+            let out = t
+                .run(Command::new(attrs_command(&up.dest, mode, owner, group)))
+                .await?;
+            return if out.success() {
+                Ok(UploadOutcome::Written)
+            } else {
+                Err(failed(t, &up.dest, &out))
+            };
         }
     }
     let stdin = match &up.source {
         UploadSource::Bytes(b) => Stdin::Bytes(b.clone()),
-        UploadSource::File(p) => Stdin::Stream(Box::pin(tokio::fs::File::open(p).await.map_err(local_io)?)),
+        UploadSource::File(p) => {
+            Stdin::Stream(Box::pin(tokio::fs::File::open(p).await.map_err(local_io)?))
+        }
     };
-    let out = t.run(Command::new(write_command(&up.dest, &sha, mode, owner, group)).stdin(stdin)).await?;
-    if out.success() { Ok(UploadOutcome::Written) } else { Err(failed(t, &up.dest, &out)) }
+    let out = t
+        .run(Command::new(write_command(&up.dest, &sha, mode, owner, group)).stdin(stdin))
+        .await?;
+    if out.success() {
+        Ok(UploadOutcome::Written)
+    } else {
+        Err(failed(t, &up.dest, &out))
+    }
 }
 
 #[cfg(test)]
@@ -199,7 +259,12 @@ mod tests {
         assert_eq!(parse_check("absent\n").unwrap(), None);
         assert_eq!(
             parse_check("600 root docker\nabc123  -\n").unwrap(),
-            Some(RemoteFile { mode: 0o600, owner: "root".into(), group: "docker".into(), sha256: "abc123".into() })
+            Some(RemoteFile {
+                mode: 0o600,
+                owner: "root".into(),
+                group: "docker".into(),
+                sha256: "abc123".into()
+            })
         );
         assert!(parse_check("").is_err());
         assert!(parse_check("rwx root root\nx -\n").is_err());
@@ -217,7 +282,10 @@ mod tests {
 
     #[test]
     fn attrs_command_is_exact() {
-        assert_eq!(attrs_command("/x", 0o600, None, Some("docker")), "chmod 600 /x && chown :docker /x");
+        assert_eq!(
+            attrs_command("/x", 0o600, None, Some("docker")),
+            "chmod 600 /x && chown :docker /x"
+        );
         assert_eq!(attrs_command("/x", 0o755, None, None), "chmod 755 /x");
     }
 
@@ -226,9 +294,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
         std::fs::write(&p, b"hello\n").unwrap();
-        let a = local_sha256(&UploadSource::Bytes(zeroize::Zeroizing::new(b"hello\n".to_vec()))).await.unwrap();
+        let a = local_sha256(&UploadSource::Bytes(zeroize::Zeroizing::new(
+            b"hello\n".to_vec(),
+        )))
+        .await
+        .unwrap();
         let b = local_sha256(&UploadSource::File(p)).await.unwrap();
         assert_eq!(a, b);
-        assert_eq!(a, "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03");
+        assert_eq!(
+            a,
+            "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
+        );
     }
 }

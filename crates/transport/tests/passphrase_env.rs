@@ -27,5 +27,11 @@ async fn passphrase_from_environment() {
         ..Default::default()
     };
     let s = SshPool::new(o).unwrap().session(&t).await.unwrap();
-    assert_eq!(s.run(Command::new("echo unlocked")).await.unwrap().stdout_str(), "unlocked\n");
+    assert_eq!(
+        s.run(Command::new("echo unlocked"))
+            .await
+            .unwrap()
+            .stdout_str(),
+        "unlocked\n"
+    );
 }

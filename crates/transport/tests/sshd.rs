@@ -4,8 +4,8 @@ use provision_testkit::{KeyPair, SUDO_PASSWORD, Sshd, SshdOptions, ensure_sudo_u
 use provision_transport::known_hosts;
 use provision_transport::ssh_config::SshConfig;
 use provision_transport::{
-    Become, Command, ConnectOptions, HostKeyPolicy, SshPool, Stdin, Target, Transport, TransportError, Upload,
-    UploadOutcome,
+    Become, Command, ConnectOptions, HostKeyPolicy, SshPool, Stdin, Target, Transport,
+    TransportError, Upload, UploadOutcome,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -68,7 +68,12 @@ impl Env {
 
 async fn run(t: &dyn Transport, script: &str) -> String {
     let out = t.run(Command::new(script)).await.unwrap();
-    assert!(out.success(), "{script}: {} {}", out.describe_exit(), out.stderr_str());
+    assert!(
+        out.success(),
+        "{script}: {} {}",
+        out.describe_exit(),
+        out.stderr_str()
+    );
     out.stdout_str()
 }
 
@@ -77,7 +82,11 @@ async fn key_types_ed25519_ecdsa_rsa() {
     for kind in ["ed25519", "ecdsa", "rsa"] {
         let e = env_with(SshdOptions::default(), kind);
         let s = e.session("root").await;
-        assert_eq!(run(&*s, "echo hello from $(id -un)").await, "hello from root\n", "key type {kind}");
+        assert_eq!(
+            run(&*s, "echo hello from $(id -un)").await,
+            "hello from root\n",
+            "key type {kind}"
+        );
     }
 }
 
@@ -86,7 +95,10 @@ async fn rsa_signs_with_sha2_never_sha1() {
     // A server that accepts exactly one RSA signature algorithm: logging in
     // proves we used it (SHA-1 `ssh-rsa` is refused by OpenSSH >= 8.8 anyway).
     for alg in ["rsa-sha2-512", "rsa-sha2-256"] {
-        let opts = SshdOptions { extra_config: format!("PubkeyAcceptedAlgorithms {alg}"), ..Default::default() };
+        let opts = SshdOptions {
+            extra_config: format!("PubkeyAcceptedAlgorithms {alg}"),
+            ..Default::default()
+        };
         let e = env_with(opts, "rsa");
         let s = e.session("root").await;
         assert_eq!(run(&*s, "echo rsa").await, "rsa\n", "with {alg}");
@@ -97,12 +109,18 @@ async fn rsa_signs_with_sha2_never_sha1() {
 async fn output_streams_and_exit_status_are_separate() {
     let e = env();
     let s = e.session("root").await;
-    let out = s.run(Command::new("echo out; echo err >&2; exit 3")).await.unwrap();
+    let out = s
+        .run(Command::new("echo out; echo err >&2; exit 3"))
+        .await
+        .unwrap();
     assert_eq!(out.stdout_str(), "out\n");
     assert_eq!(out.stderr_str(), "err\n");
     assert_eq!(out.exit_status, Some(3));
     // The script runs under sh -c, whatever the quoting inside.
-    assert_eq!(run(&*s, "printf '%s|' \"a b\" 'it'\\''s'").await, "a b|it's|");
+    assert_eq!(
+        run(&*s, "printf '%s|' \"a b\" 'it'\\''s'").await,
+        "a b|it's|"
+    );
 }
 
 #[tokio::test]
@@ -114,9 +132,16 @@ async fn encrypted_key_needs_a_passphrase() {
     let e = Env { sshd, key, dir };
     e.pin_host_key();
     let pool = SshPool::new(e.opts()).unwrap();
-    let err = pool.session(&e.target("root")).await.err().expect("no passphrase: must fail");
+    let err = pool
+        .session(&e.target("root"))
+        .await
+        .err()
+        .expect("no passphrase: must fail");
     assert!(matches!(err, TransportError::KeyEncrypted { .. }), "{err}");
-    assert!(err.to_string().contains("PROVISION_SSH_PASSPHRASE"), "error says what to do: {err}");
+    assert!(
+        err.to_string().contains("PROVISION_SSH_PASSPHRASE"),
+        "error says what to do: {err}"
+    );
 
     let mut o = e.opts();
     let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -151,7 +176,11 @@ async fn ssh_agent_authentication() {
     while !sock.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    provision_testkit::run(std::process::Command::new("ssh-add").env("SSH_AUTH_SOCK", &sock).arg(&e.key.private));
+    provision_testkit::run(
+        std::process::Command::new("ssh-add")
+            .env("SSH_AUTH_SOCK", &sock)
+            .arg(&e.key.private),
+    );
     // The key file is gone: only the agent can sign.
     std::fs::remove_file(&e.key.private).unwrap();
     let mut o = e.opts();
@@ -161,6 +190,7 @@ async fn ssh_agent_authentication() {
     t.identity = None;
     let res = pool.session(&t).await;
     agent.kill().unwrap();
+    agent.wait().unwrap();
     let s = res.unwrap();
     assert_eq!(run(&*s, "echo agent").await, "agent\n");
 }
@@ -169,8 +199,15 @@ async fn ssh_agent_authentication() {
 async fn unknown_host_strict_refuses_accept_new_records() {
     let e = env();
     let pool = SshPool::new(e.opts()).unwrap();
-    let err = pool.session(&e.target("root")).await.err().expect("strict must refuse an unknown key");
-    assert!(matches!(err, TransportError::HostKeyUnknown { .. }), "{err}");
+    let err = pool
+        .session(&e.target("root"))
+        .await
+        .err()
+        .expect("strict must refuse an unknown key");
+    assert!(
+        matches!(err, TransportError::HostKeyUnknown { .. }),
+        "{err}"
+    );
     assert!(!e.known_hosts().exists(), "strict never writes known_hosts");
 
     let mut o = e.opts();
@@ -207,7 +244,9 @@ async fn accept_new_is_safe_with_many_hosts_at_once() {
             ..Default::default()
         };
         let pool = pool.clone();
-        tasks.push(tokio::spawn(async move { pool.session(&t).await.map(|_| ()) }));
+        tasks.push(tokio::spawn(
+            async move { pool.session(&t).await.map(|_| ()) },
+        ));
     }
     for t in tasks {
         t.await.unwrap().unwrap();
@@ -224,14 +263,34 @@ async fn accept_new_is_safe_with_many_hosts_at_once() {
 async fn changed_host_key_is_refused_naming_file_line_and_fingerprints() {
     let e = env();
     let other = keygen(e.dir.path(), "impostor", "ed25519", "");
-    let other_key = other.public_line.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
-    std::fs::write(e.known_hosts(), format!("# pinned\n[127.0.0.1]:{} {}\n", e.sshd.port, other_key)).unwrap();
+    let other_key = other
+        .public_line
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    std::fs::write(
+        e.known_hosts(),
+        format!("# pinned\n[127.0.0.1]:{} {}\n", e.sshd.port, other_key),
+    )
+    .unwrap();
     for policy in [HostKeyPolicy::Strict, HostKeyPolicy::AcceptNew] {
         let mut o = e.opts();
         o.policy = policy;
         let pool = SshPool::new(o).unwrap();
-        let err = pool.session(&e.target("root")).await.err().expect("changed key must be refused");
-        let TransportError::HostKeyChanged { host, file, line, known_fingerprint, presented_fingerprint } = &err else {
+        let err = pool
+            .session(&e.target("root"))
+            .await
+            .err()
+            .expect("changed key must be refused");
+        let TransportError::HostKeyChanged {
+            host,
+            file,
+            line,
+            known_fingerprint,
+            presented_fingerprint,
+        } = &err
+        else {
             panic!("expected HostKeyChanged, got {err}")
         };
         assert_eq!(host, "node-1");
@@ -242,13 +301,22 @@ async fn changed_host_key_is_refused_naming_file_line_and_fingerprints() {
         assert_eq!(known_fingerprint, &pinned);
         assert_eq!(presented_fingerprint, &real);
         let msg = err.to_string();
-        assert!(msg.contains(&pinned) && msg.contains(&real) && msg.contains(":2"), "{msg}");
+        assert!(
+            msg.contains(&pinned) && msg.contains(&real) && msg.contains(":2"),
+            "{msg}"
+        );
     }
     // Nothing ran: the server never saw an authentication, so no command either.
     let log = e.sshd.log();
-    assert!(!log.contains("Accepted publickey"), "no login may happen:\n{log}");
+    assert!(
+        !log.contains("Accepted publickey"),
+        "no login may happen:\n{log}"
+    );
     assert_eq!(
-        std::fs::read_to_string(e.known_hosts()).unwrap().lines().count(),
+        std::fs::read_to_string(e.known_hosts())
+            .unwrap()
+            .lines()
+            .count(),
         2,
         "accept-new never overwrites a pin"
     );
@@ -260,7 +328,13 @@ fn fp(key_line: &str) -> String {
 
 #[tokio::test]
 async fn hashed_and_rsa_only_known_hosts_entries_from_openssh() {
-    let e = env_with(SshdOptions { host_key_types: vec!["ed25519", "rsa"], ..Default::default() }, "ed25519");
+    let e = env_with(
+        SshdOptions {
+            host_key_types: vec!["ed25519", "rsa"],
+            ..Default::default()
+        },
+        "ed25519",
+    );
     // Real hashed entries from ssh-keyscan -H, RSA only: we must ask for RSA and match.
     let scanned = provision_testkit::run(std::process::Command::new("ssh-keyscan").args([
         "-H",
@@ -287,7 +361,11 @@ async fn wrong_user_key_is_an_auth_error_naming_the_key() {
     t.identity = Some(stranger.private.clone());
     let err = pool.session(&t).await.err().expect("unauthorized key");
     assert!(matches!(err, TransportError::AuthFailed { .. }), "{err}");
-    assert!(err.to_string().contains(&stranger.private.display().to_string()), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&stranger.private.display().to_string()),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -298,7 +376,9 @@ async fn fifty_concurrent_commands_share_one_connection() {
     let mut tasks = Vec::new();
     for i in 0..50 {
         let s = s.clone();
-        tasks.push(tokio::spawn(async move { s.run(Command::new(format!("sleep 0.3; echo {i}"))).await }));
+        tasks.push(tokio::spawn(async move {
+            s.run(Command::new(format!("sleep 0.3; echo {i}"))).await
+        }));
     }
     for (i, t) in tasks.into_iter().enumerate() {
         let out = t.await.unwrap().unwrap();
@@ -307,7 +387,11 @@ async fn fifty_concurrent_commands_share_one_connection() {
     let took = start.elapsed();
     // 50 x 0.3 s one after another would be 15 s; 8 channels at a time is about 2 s.
     assert!(took < Duration::from_secs(8), "took {took:?}");
-    assert_eq!(e.sshd.log().matches("Accepted publickey").count(), 1, "one connection for everything");
+    assert_eq!(
+        e.sshd.log().matches("Accepted publickey").count(),
+        1,
+        "one connection for everything"
+    );
 }
 
 #[tokio::test]
@@ -315,12 +399,15 @@ async fn several_megabytes_of_stdin() {
     let e = env();
     let s = e.session("root").await;
     let data: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
-    let expected = provision_transport::upload::local_sha256(&provision_transport::UploadSource::Bytes(
-        Zeroizing::new(data.clone()),
-    ))
+    let expected = provision_transport::upload::local_sha256(
+        &provision_transport::UploadSource::Bytes(Zeroizing::new(data.clone())),
+    )
     .await
     .unwrap();
-    let out = s.run(Command::new("sha256sum | cut -d' ' -f1").stdin(Stdin::bytes(data))).await.unwrap();
+    let out = s
+        .run(Command::new("sha256sum | cut -d' ' -f1").stdin(Stdin::bytes(data)))
+        .await
+        .unwrap();
     assert_eq!(out.stdout_str().trim(), expected);
 }
 
@@ -337,28 +424,53 @@ async fn upload_is_atomic_and_detects_unchanged() {
     std::fs::write(&src, &data).unwrap();
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
 
-    assert_eq!(s.upload(Upload::file(&dest_s, &src).mode(0o640)).await.unwrap(), UploadOutcome::Written);
+    assert_eq!(
+        s.upload(Upload::file(&dest_s, &src).mode(0o640))
+            .await
+            .unwrap(),
+        UploadOutcome::Written
+    );
     assert_eq!(std::fs::read(&dest).unwrap(), data);
     assert_eq!(mode(&dest), 0o640);
-    assert_eq!(s.upload(Upload::file(&dest_s, &src).mode(0o640)).await.unwrap(), UploadOutcome::Unchanged);
-    let up = Upload::file(&dest_s, &src).mode(0o600).owner("root", "root");
+    assert_eq!(
+        s.upload(Upload::file(&dest_s, &src).mode(0o640))
+            .await
+            .unwrap(),
+        UploadOutcome::Unchanged
+    );
+    let up = Upload::file(&dest_s, &src)
+        .mode(0o600)
+        .owner("root", "root");
     assert_eq!(s.upload(up).await.unwrap(), UploadOutcome::Written);
     assert_eq!(mode(&dest), 0o600);
 
     // A transfer that arrives damaged leaves the old file intact and no temp file behind.
     let inode_before = std::fs::metadata(&dest).unwrap().ino();
     let broken = provision_transport::upload::write_command(&dest_s, "0000", 0o644, None, None);
-    let out = s.run(Command::new(broken).stdin(Stdin::bytes(b"partial".to_vec()))).await.unwrap();
+    let out = s
+        .run(Command::new(broken).stdin(Stdin::bytes(b"partial".to_vec())))
+        .await
+        .unwrap();
     assert!(!out.success());
     assert!(out.stderr_str().contains("damaged"), "{}", out.stderr_str());
     assert_eq!(std::fs::read(&dest).unwrap(), data, "old content kept");
     assert_eq!(std::fs::metadata(&dest).unwrap().ino(), inode_before);
-    let leftovers: Vec<_> = std::fs::read_dir(remote_dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(leftovers, vec![std::ffi::OsString::from("big.bin")], "no temp files left");
+    let leftovers: Vec<_> = std::fs::read_dir(remote_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        leftovers,
+        vec![std::ffi::OsString::from("big.bin")],
+        "no temp files left"
+    );
 
     // A real change replaces the file by rename (new inode), never in place.
     std::fs::write(&src, b"small now").unwrap();
-    assert_eq!(s.upload(Upload::file(&dest_s, &src)).await.unwrap(), UploadOutcome::Written);
+    assert_eq!(
+        s.upload(Upload::file(&dest_s, &src)).await.unwrap(),
+        UploadOutcome::Written
+    );
     assert_eq!(std::fs::read(&dest).unwrap(), b"small now");
     assert_ne!(std::fs::metadata(&dest).unwrap().ino(), inode_before);
     assert_eq!(mode(&dest), 0o600, "mode kept when not given");
@@ -379,14 +491,23 @@ async fn sudo_without_and_with_password() {
 
     let mut t = e.target("pv-pw");
     t.name = "pw-host".into();
-    t.become_ = Become::Sudo { password: password(SUDO_PASSWORD) };
+    t.become_ = Become::Sudo {
+        password: password(SUDO_PASSWORD),
+    };
     let s = pool.session(&t).await.unwrap();
     assert_eq!(run(&*s, "id -u").await, "0\n");
     // The command's own stdin arrives intact after the password line sudo consumed.
-    let out = s.run(Command::new("cat").stdin(Stdin::bytes("payload\n"))).await.unwrap();
+    let out = s
+        .run(Command::new("cat").stdin(Stdin::bytes("payload\n")))
+        .await
+        .unwrap();
     assert_eq!(out.stdout_str(), "payload\n");
     // The password is never in argv: look at every process while one runs.
-    let ps = s.run(Command::new("ps -eo args")).await.unwrap().stdout_str();
+    let ps = s
+        .run(Command::new("ps -eo args"))
+        .await
+        .unwrap()
+        .stdout_str();
     assert!(ps.contains("ps -eo args"), "{ps}");
     assert!(!ps.contains(SUDO_PASSWORD), "password leaked into argv");
 
@@ -395,15 +516,26 @@ async fn sudo_without_and_with_password() {
     t.become_ = Become::Sudo { password: None };
     let s = pool.session(&t).await.unwrap();
     let err = s.run(Command::new("id -u")).await.unwrap_err();
-    assert!(matches!(err, TransportError::SudoPasswordRequired { .. }), "{err}");
-    assert!(err.to_string().contains("sudo_password"), "says what to do: {err}");
+    assert!(
+        matches!(err, TransportError::SudoPasswordRequired { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("sudo_password"),
+        "says what to do: {err}"
+    );
 
     let mut t = e.target("pv-pw");
     t.name = "badpass-host".into();
-    t.become_ = Become::Sudo { password: password("wrong") };
+    t.become_ = Become::Sudo {
+        password: password("wrong"),
+    };
     let s = pool.session(&t).await.unwrap();
     let err = s.run(Command::new("id -u")).await.unwrap_err();
-    assert!(matches!(err, TransportError::SudoPasswordRejected { .. }), "{err}");
+    assert!(
+        matches!(err, TransportError::SudoPasswordRejected { .. }),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -411,8 +543,14 @@ async fn command_timeout_leaves_connection_usable() {
     let e = env();
     let s = e.session("root").await;
     let start = Instant::now();
-    let err = s.run(Command::new("sleep 30").timeout(Duration::from_millis(500))).await.unwrap_err();
-    assert!(matches!(err, TransportError::CommandTimeout { .. }), "{err}");
+    let err = s
+        .run(Command::new("sleep 30").timeout(Duration::from_millis(500)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TransportError::CommandTimeout { .. }),
+        "{err}"
+    );
     assert!(start.elapsed() < Duration::from_secs(3));
     assert_eq!(run(&*s, "echo still here").await, "still here\n");
 }
@@ -423,7 +561,12 @@ unsafe extern "C" {
 
 fn parent_of(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 #[tokio::test]
@@ -435,13 +578,20 @@ async fn sshd_killed_mid_command_is_connection_lost() {
     let s2 = s.clone();
     let task = tokio::spawn(async move { s2.run(Command::new(script)).await });
     let deadline = Instant::now() + Duration::from_secs(5);
-    while std::fs::read_to_string(&pidfile).map(|s| s.trim().is_empty()).unwrap_or(true) {
+    while std::fs::read_to_string(&pidfile)
+        .map(|s| s.trim().is_empty())
+        .unwrap_or(true)
+    {
         assert!(Instant::now() < deadline, "command did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Kill the listener and this connection's sshd processes (the session's
     // parent and the monitors above it, up to the listener).
-    let mut pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let mut pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let mut victims = vec![pid];
     while let Some(ppid) = parent_of(pid) {
         if ppid as u32 == e.sshd.pid() || ppid <= 1 {
@@ -456,9 +606,15 @@ async fn sshd_killed_mid_command_is_connection_lost() {
         unsafe { kill(v, 9) };
     }
     let start = Instant::now();
-    let res = tokio::time::timeout(Duration::from_secs(20), task).await.expect("no hang").unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("no hang")
+        .unwrap();
     let err = res.unwrap_err();
-    assert!(matches!(err, TransportError::ConnectionLost { .. }), "{err}");
+    assert!(
+        matches!(err, TransportError::ConnectionLost { .. }),
+        "{err}"
+    );
     assert!(err.is_unreachable());
     assert!(start.elapsed() < Duration::from_secs(10));
     let err = s.run(Command::new("true")).await.unwrap_err();
@@ -468,11 +624,18 @@ async fn sshd_killed_mid_command_is_connection_lost() {
 #[tokio::test]
 async fn proxy_jump_through_a_bastion() {
     let target = env();
-    let bastion = Sshd::start_with(SshdOptions { extra_config: "LogLevel DEBUG1".into(), ..Default::default() });
+    let bastion = Sshd::start_with(SshdOptions {
+        extra_config: "LogLevel DEBUG1".into(),
+        ..Default::default()
+    });
     bastion.authorize(&target.key);
     std::fs::write(
         target.known_hosts(),
-        format!("{}{}", target.sshd.known_hosts_line(), bastion.known_hosts_line()),
+        format!(
+            "{}{}",
+            target.sshd.known_hosts_line(),
+            bastion.known_hosts_line()
+        ),
     )
     .unwrap();
     let pool = SshPool::new(target.opts()).unwrap();
@@ -500,7 +663,10 @@ async fn ssh_config_supplies_hostname_port_user_identity() {
     o.ssh_config = Arc::new(SshConfig::parse(&cfg, Path::new("config")).unwrap());
     o.default_user = "nobody".into();
     let pool = SshPool::new(o).unwrap();
-    let t = Target { name: "lab-node".into(), ..Default::default() };
+    let t = Target {
+        name: "lab-node".into(),
+        ..Default::default()
+    };
     let s = pool.session(&t).await.unwrap();
     assert_eq!(run(&*s, "id -un").await, "root\n");
 }
@@ -511,12 +677,23 @@ async fn connect_retries_until_a_booting_host_answers() {
     e.pin_host_key();
     // A port that is closed now and starts relaying to the real sshd 1.5 s later.
     let late_port = provision_testkit::free_port();
-    let t = Target { port: Some(late_port), ..e.target("root") };
+    let t = Target {
+        port: Some(late_port),
+        ..e.target("root")
+    };
 
     let start = Instant::now();
-    let err = SshPool::new(e.opts()).unwrap().session(&t).await.err().expect("nothing listens yet");
+    let err = SshPool::new(e.opts())
+        .unwrap()
+        .session(&t)
+        .await
+        .err()
+        .expect("nothing listens yet");
     assert!(matches!(err, TransportError::Unreachable { .. }), "{err}");
-    assert!(start.elapsed() < Duration::from_secs(2), "no retry by default");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "no retry by default"
+    );
 
     let sshd_port = e.sshd.port;
     std::thread::spawn(move || {
