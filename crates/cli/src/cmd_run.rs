@@ -51,6 +51,9 @@ pub struct RunArgs {
     /// Identity for the secrets file (age key file or SSH private key).
     #[arg(long, env = "PROVISION_IDENTITY")]
     pub identity: Option<PathBuf>,
+    /// Use this playbook instead of the one the cluster file names.
+    #[arg(long)]
+    pub playbook: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -82,8 +85,11 @@ impl std::fmt::Display for ConfigFailure {
 
 impl std::error::Error for ConfigFailure {}
 
-pub fn load(cluster: &Path, identity: Option<PathBuf>) -> Result<Loaded> {
-    let inv = Inventory::load(cluster, &InventoryRules::default()).map_err(config_error)?;
+pub fn load(cluster: &Path, identity: Option<PathBuf>, playbook: Option<&Path>) -> Result<Loaded> {
+    let mut inv = Inventory::load(cluster, &InventoryRules::default()).map_err(config_error)?;
+    if let Some(p) = playbook {
+        inv.playbook = Some(std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
+    }
     for w in &inv.warnings {
         eprintln!("{w}");
     }
@@ -156,7 +162,7 @@ fn log_path(inv: &Inventory) -> PathBuf {
 }
 
 pub fn run(args: RunArgs) -> Result<u8> {
-    let loaded = load(&args.cluster, args.identity.clone())?;
+    let loaded = load(&args.cluster, args.identity.clone(), args.playbook.as_deref())?;
     let compiled = compile(&loaded)?;
     let limit = limit_set(&loaded.inv, args.limit.as_deref())?;
     let opts = RunOptions { check: args.check, diff: args.diff, limit, forks: args.forks.max(1), ..Default::default() };
@@ -206,12 +212,15 @@ pub fn run(args: RunArgs) -> Result<u8> {
 #[derive(clap::Args, Debug)]
 pub struct CheckConfigArgs {
     pub cluster: PathBuf,
+    /// Check this playbook instead of the one the cluster file names.
+    #[arg(long)]
+    pub playbook: Option<PathBuf>,
     #[arg(long, env = "PROVISION_IDENTITY")]
     pub identity: Option<PathBuf>,
 }
 
 pub fn check_config(args: CheckConfigArgs) -> Result<u8> {
-    let loaded = load(&args.cluster, args.identity)?;
+    let loaded = load(&args.cluster, args.identity, args.playbook.as_deref())?;
     let compiled = compile(&loaded)?;
     let per_host: usize = compiled.steps.iter().map(|s| s.targets().len()).sum();
     println!(
@@ -244,7 +253,7 @@ pub struct ShellArgs {
 }
 
 pub fn shell(args: ShellArgs) -> Result<u8> {
-    let loaded = load(&args.cluster, args.identity.clone())?;
+    let loaded = load(&args.cluster, args.identity.clone(), None)?;
     let limit = limit_set(&loaded.inv, args.limit.as_deref())?;
     let all = targets(&loaded.inv, sudo_password(&loaded.secrets));
     let chosen: Vec<Target> = all.into_iter().filter(|t| limit.as_ref().is_none_or(|l| l.contains(&t.name))).collect();
