@@ -99,7 +99,11 @@ pub fn load(cluster: &Path, identity: Option<PathBuf>, playbook: Option<&Path>) 
             .map_err(|e| anyhow::Error::new(ConfigFailure(format!("{}: {e}", path.display()))))?,
     };
     let redactor = secrets.redactor();
-    Ok(Loaded { inv, secrets, redactor })
+    Ok(Loaded {
+        inv,
+        secrets,
+        redactor,
+    })
 }
 
 pub fn playbook_path(inv: &Inventory) -> Result<PathBuf> {
@@ -117,7 +121,10 @@ pub fn compile(loaded: &Loaded) -> Result<provision_playbook::Compiled> {
     let pb = PlaybookFile::load(&pb_path, &known).map_err(config_error)?;
     let redactor = loaded.redactor.clone();
     let contains = move |t: &str| redactor.contains_secret(t.as_bytes());
-    let view = SecretsView { table: loaded.secrets.table(), contains_secret: &contains };
+    let view = SecretsView {
+        table: loaded.secrets.table(),
+        contains_secret: &contains,
+    };
     provision_playbook::compile(&loaded.inv, &pb, &view).map_err(config_error)
 }
 
@@ -132,13 +139,18 @@ pub fn connect_options(inv: &Inventory) -> Result<ConnectOptions> {
         if !std::io::stdin().is_terminal() {
             return None;
         }
-        rpassword::prompt_password(format!("passphrase for {}: ", path.display())).ok().map(Zeroizing::new)
+        rpassword::prompt_password(format!("passphrase for {}: ", path.display()))
+            .ok()
+            .map(Zeroizing::new)
     }));
     Ok(o)
 }
 
 fn sudo_password(secrets: &Secrets) -> Option<Arc<Zeroizing<String>>> {
-    secrets.get("sudo_password").and_then(|v| v.as_str()).map(|s| Arc::new(Zeroizing::new(s.to_string())))
+    secrets
+        .get("sudo_password")
+        .and_then(|v| v.as_str())
+        .map(|s| Arc::new(Zeroizing::new(s.to_string())))
 }
 
 fn redact_fn(r: &Redactor) -> Redact {
@@ -148,36 +160,69 @@ fn redact_fn(r: &Redactor) -> Redact {
 
 fn limit_set(inv: &Inventory, limit: Option<&str>) -> Result<Option<BTreeSet<String>>> {
     let Some(l) = limit else { return Ok(None) };
-    let sel = Selector::parse(l).map_err(|e| anyhow::Error::new(ConfigFailure(format!("--limit {l}: {e}"))))?;
+    let sel = Selector::parse(l)
+        .map_err(|e| anyhow::Error::new(ConfigFailure(format!("--limit {l}: {e}"))))?;
     let unknown = sel.unknown_names(inv);
     if !unknown.is_empty() {
-        return Err(anyhow::Error::new(ConfigFailure(format!("--limit {l}: unknown hosts {}", unknown.join(", ")))));
+        return Err(anyhow::Error::new(ConfigFailure(format!(
+            "--limit {l}: unknown hosts {}",
+            unknown.join(", ")
+        ))));
     }
-    Ok(Some(sel.select(inv).into_iter().map(|h| h.name.clone()).collect()))
+    Ok(Some(
+        sel.select(inv)
+            .into_iter()
+            .map(|h| h.name.clone())
+            .collect(),
+    ))
 }
 
 fn log_path(inv: &Inventory) -> PathBuf {
-    let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    inv.dir.join(".provision").join("logs").join(format!("run-{ts}-{}.log", std::process::id()))
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    inv.dir
+        .join(".provision")
+        .join("logs")
+        .join(format!("run-{ts}-{}.log", std::process::id()))
 }
 
 pub fn run(args: RunArgs) -> Result<u8> {
-    let loaded = load(&args.cluster, args.identity.clone(), args.playbook.as_deref())?;
+    let loaded = load(
+        &args.cluster,
+        args.identity.clone(),
+        args.playbook.as_deref(),
+    )?;
     let compiled = compile(&loaded)?;
     let limit = limit_set(&loaded.inv, args.limit.as_deref())?;
-    let opts = RunOptions { check: args.check, diff: args.diff, limit, forks: args.forks.max(1), ..Default::default() };
+    let opts = RunOptions {
+        check: args.check,
+        diff: args.diff,
+        limit,
+        forks: args.forks.max(1),
+        ..Default::default()
+    };
     let log = log_path(&loaded.inv);
-    let mut sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(LogSink::create(&log).with_context(|| format!("cannot create the run log {}", log.display()))?)];
+    let mut sinks: Vec<Arc<dyn EventSink>> =
+        vec![Arc::new(LogSink::create(&log).with_context(|| {
+            format!("cannot create the run log {}", log.display())
+        })?)];
     match args.output {
         Output::Json => sinks.push(Arc::new(JsonSink)),
-        Output::Text if std::io::stderr().is_terminal() => sinks.push(Arc::new(ProgressSink::new(args.verbose))),
+        Output::Text if std::io::stderr().is_terminal() => {
+            sinks.push(Arc::new(ProgressSink::new(args.verbose)))
+        }
         Output::Text => sinks.push(Arc::new(PlainSink::stderr(args.verbose))),
     }
     let sink = Arc::new(Fanout(sinks));
     let targets = targets(&loaded.inv, sudo_password(&loaded.secrets));
-    let pool: Arc<dyn Connector> = Arc::new(SshPool::new(connect_options(&loaded.inv)?).map_err(|e| anyhow!("{e}"))?);
+    let pool: Arc<dyn Connector> =
+        Arc::new(SshPool::new(connect_options(&loaded.inv)?).map_err(|e| anyhow!("{e}"))?);
 
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let (recap, interrupted) = rt.block_on(async {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let runner = Runner::new(pool, targets, opts, sink).with_redaction(redact_fn(&loaded.redactor)).with_cancel(rx);
@@ -256,11 +301,16 @@ pub fn shell(args: ShellArgs) -> Result<u8> {
     let loaded = load(&args.cluster, args.identity.clone(), None)?;
     let limit = limit_set(&loaded.inv, args.limit.as_deref())?;
     let all = targets(&loaded.inv, sudo_password(&loaded.secrets));
-    let chosen: Vec<Target> = all.into_iter().filter(|t| limit.as_ref().is_none_or(|l| l.contains(&t.name))).collect();
+    let chosen: Vec<Target> = all
+        .into_iter()
+        .filter(|t| limit.as_ref().is_none_or(|l| l.contains(&t.name)))
+        .collect();
     let pool = SshPool::new(connect_options(&loaded.inv)?).map_err(|e| anyhow!("{e}"))?;
     let script = args.command.join(" ");
     let redactor = loaded.redactor.clone();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let results = rt.block_on(async {
         let sem = Arc::new(tokio::sync::Semaphore::new(args.forks.max(1)));
         let futs = chosen.iter().map(|t| {

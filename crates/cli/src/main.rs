@@ -10,7 +10,11 @@ use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "provision", version, about = "Bare Linux servers to a production Docker Swarm, over SSH alone")]
+#[command(
+    name = "provision",
+    version,
+    about = "Bare Linux servers to a production Docker Swarm, over SSH alone"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -45,10 +49,18 @@ fn main() -> ExitCode {
         Command::Secrets(cmd) => secrets_cmd::run(cmd),
         Command::Lab(cmd) => lab_cmd::run(cmd),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "provision", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "provision",
+                &mut std::io::stdout(),
+            );
             Ok(0)
         }
-        Command::Man => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()).map(|_| 0).map_err(Into::into),
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map(|_| 0)
+            .map_err(Into::into),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -14,7 +14,11 @@ pub const PER_HOST_LINES_MAX: usize = 40;
 
 /// `HH:MM:SS` in UTC, for plain output.
 pub fn clock() -> String {
-    let s = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) % 86400;
+    let s = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        % 86400;
     format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
@@ -26,13 +30,27 @@ pub struct PlainSink {
 
 impl PlainSink {
     pub fn stderr(verbose: bool) -> Self {
-        PlainSink { verbose, out: Mutex::new(Box::new(std::io::stderr())) }
+        PlainSink {
+            verbose,
+            out: Mutex::new(Box::new(std::io::stderr())),
+        }
     }
 }
 
 /// The line printed for one host result, or None when it is not shown.
 pub fn result_line(e: &Event, verbose: bool) -> Option<String> {
-    let Event::HostResult { step, host, status, details, diff, failure, .. } = e else { return None };
+    let Event::HostResult {
+        step,
+        host,
+        status,
+        details,
+        diff,
+        failure,
+        ..
+    } = e
+    else {
+        return None;
+    };
     let shown = verbose || !matches!(status, HostStatus::Ok | HostStatus::Skipped);
     if !shown {
         return None;
@@ -55,10 +73,29 @@ pub fn result_line(e: &Event, verbose: bool) -> Option<String> {
 impl EventSink for PlainSink {
     fn emit(&self, e: &Event) {
         let text = match e {
-            Event::RunStarted { hosts, steps, check } => {
-                Some(format!("{} steps on {} hosts{}", steps, hosts, if *check { " (check mode: nothing will change)" } else { "" }))
-            }
-            Event::StepStarted { index, title, hosts } => Some(format!("step {}: {title} ({} hosts)", index + 1, hosts.len())),
+            Event::RunStarted {
+                hosts,
+                steps,
+                check,
+            } => Some(format!(
+                "{} steps on {} hosts{}",
+                steps,
+                hosts,
+                if *check {
+                    " (check mode: nothing will change)"
+                } else {
+                    ""
+                }
+            )),
+            Event::StepStarted {
+                index,
+                title,
+                hosts,
+            } => Some(format!(
+                "step {}: {title} ({} hosts)",
+                index + 1,
+                hosts.len()
+            )),
             Event::HostResult { .. } => result_line(e, self.verbose),
             Event::Interrupted => Some("interrupted: no new steps started".into()),
             _ => None,
@@ -91,7 +128,11 @@ struct ProgressState {
 impl ProgressSink {
     pub fn new(verbose: bool) -> Self {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-        ProgressSink { verbose, multi, state: Mutex::new(ProgressState::default()) }
+        ProgressSink {
+            verbose,
+            multi,
+            state: Mutex::new(ProgressState::default()),
+        }
     }
 
     fn style() -> ProgressStyle {
@@ -103,13 +144,22 @@ impl EventSink for ProgressSink {
     fn emit(&self, e: &Event) {
         let mut st = self.state.lock().unwrap();
         match e {
-            Event::StepStarted { title, hosts, index } => {
+            Event::StepStarted {
+                title,
+                hosts,
+                index,
+            } => {
                 st.done = 0;
                 st.total = hosts.len();
                 if hosts.len() > PER_HOST_LINES_MAX {
                     let bar = st.summary.get_or_insert_with(|| {
                         let b = self.multi.add(ProgressBar::new(0));
-                        b.set_style(ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {wide_msg}").expect("valid template"));
+                        b.set_style(
+                            ProgressStyle::with_template(
+                                "{spinner} [{bar:30}] {pos}/{len} {wide_msg}",
+                            )
+                            .expect("valid template"),
+                        );
                         b.enable_steady_tick(std::time::Duration::from_millis(120));
                         b
                     });
@@ -135,7 +185,7 @@ impl EventSink for ProgressSink {
                     let _ = self.multi.println(line);
                 }
                 if let Some(b) = st.bars.get(host) {
-                    b.set_message(format!("{}", status.as_str()));
+                    b.set_message(status.as_str());
                 }
                 if let Some(b) = &st.summary {
                     b.set_position(st.done as u64);
@@ -183,8 +233,14 @@ impl LogSink {
             std::fs::create_dir_all(d)?;
         }
         use std::os::unix::fs::OpenOptionsExt;
-        let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
-        Ok(LogSink { file: Mutex::new(file) })
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        Ok(LogSink {
+            file: Mutex::new(file),
+        })
     }
 }
 
@@ -193,17 +249,33 @@ impl EventSink for LogSink {
         let mut f = self.file.lock().unwrap();
         let ts = clock();
         let _ = match e {
-            Event::Command { host, step, command, exit_status, duration, stdout, stderr } => writeln!(
+            Event::Command {
+                host,
+                step,
+                command,
+                exit_status,
+                duration,
+                stdout,
+                stderr,
+            } => writeln!(
                 f,
                 "[{ts}] {host} [{step}] exit={} {}ms\n$ {}\n{}{}",
-                exit_status.map(|s| s.to_string()).unwrap_or_else(|| "none".into()),
+                exit_status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "none".into()),
                 duration.as_millis(),
                 command.trim_end().replace('\n', "\n  "),
                 indent("stdout", stdout),
                 indent("stderr", stderr)
             ),
-            Event::HostResult { .. } => writeln!(f, "[{ts}] {}", result_line(e, true).unwrap_or_default()),
-            other => writeln!(f, "[{ts}] {}", serde_json::to_string(other).unwrap_or_default()),
+            Event::HostResult { .. } => {
+                writeln!(f, "[{ts}] {}", result_line(e, true).unwrap_or_default())
+            }
+            other => writeln!(
+                f,
+                "[{ts}] {}",
+                serde_json::to_string(other).unwrap_or_default()
+            ),
         };
     }
 }
@@ -224,9 +296,23 @@ fn indent(label: &str, text: &str) -> String {
 /// The recap table and every failure with host, step, command, exit status and stderr.
 pub fn recap_text(recap: &Recap, check: bool) -> String {
     let mut s = String::new();
-    let w = recap.hosts.iter().map(|h| h.host.len()).max().unwrap_or(4).max(4);
+    let w = recap
+        .hosts
+        .iter()
+        .map(|h| h.host.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     let changed_label = if check { "would change" } else { "changed" };
-    s.push_str(&format!("\n{:<w$}  {:>4}  {:>12}  {:>7}  {:>6}  {}\n", "HOST", "OK", changed_label.to_uppercase(), "SKIPPED", "FAILED", "UNREACHABLE"));
+    s.push_str(&format!(
+        "\n{:<w$}  {:>4}  {:>12}  {:>7}  {:>6}  {}\n",
+        "HOST",
+        "OK",
+        changed_label.to_uppercase(),
+        "SKIPPED",
+        "FAILED",
+        "UNREACHABLE"
+    ));
     for h in &recap.hosts {
         s.push_str(&format!(
             "{:<w$}  {:>4}  {:>12}  {:>7}  {:>6}  {}\n",
@@ -240,7 +326,10 @@ pub fn recap_text(recap: &Recap, check: bool) -> String {
     }
     for h in &recap.hosts {
         for (step, f) in &h.failures {
-            s.push_str(&format!("\n{} failed in step `{step}`: {}\n", h.host, f.message));
+            s.push_str(&format!(
+                "\n{} failed in step `{step}`: {}\n",
+                h.host, f.message
+            ));
             if let Some(c) = &f.command {
                 s.push_str(&format!("  command: {}\n", c.lines().next().unwrap_or("")));
             }
@@ -278,7 +367,12 @@ mod tests {
     fn recap_shows_failures_readably() {
         let recap = Recap {
             hosts: vec![
-                HostRecap { host: "web-1".into(), ok: 3, changed: 1, ..Default::default() },
+                HostRecap {
+                    host: "web-1".into(),
+                    ok: 3,
+                    changed: 1,
+                    ..Default::default()
+                },
                 HostRecap {
                     host: "db-1".into(),
                     ok: 1,
@@ -298,8 +392,14 @@ mod tests {
             ],
         };
         let text = recap_text(&recap, false);
-        assert!(text.contains("web-1     3             1        0       0"), "{text}");
+        assert!(
+            text.contains("web-1     3             1        0       0"),
+            "{text}"
+        );
         assert!(text.contains("db-1 failed in step `apt`: command failed with exit status 100\n  command: apt-get install -y nginx\n  exit status: 100\n  stderr:\n    E: Unable to locate package nginx\n"), "{text}");
-        assert!(text.ends_with("2 host(s), 1 changed, 1 failed or unreachable\n"), "{text}");
+        assert!(
+            text.ends_with("2 host(s), 1 changed, 1 failed or unreachable\n"),
+            "{text}"
+        );
     }
 }

@@ -27,8 +27,14 @@ pub struct SecretsView<'a> {
 /// The template context of one host: `vars`, `host`, `hosts`, `cluster`, `secrets`.
 pub fn host_context(inv: &Inventory, host: &Host, secrets: &toml::Table) -> minijinja::Value {
     let mut vars = inv.host_vars(host);
-    let host_table = vars.remove("host").unwrap_or_else(|| toml::Value::Table(Default::default()));
-    let hosts: Vec<toml::Value> = inv.hosts.iter().filter_map(|h| inv.host_vars(h).remove("host")).collect();
+    let host_table = vars
+        .remove("host")
+        .unwrap_or_else(|| toml::Value::Table(Default::default()));
+    let hosts: Vec<toml::Value> = inv
+        .hosts
+        .iter()
+        .filter_map(|h| inv.host_vars(h).remove("host"))
+        .collect();
     let mut ctx = toml::Table::new();
     ctx.insert("vars".into(), toml::Value::Table(vars));
     ctx.insert("host".into(), host_table);
@@ -42,13 +48,24 @@ pub fn host_context(inv: &Inventory, host: &Host, secrets: &toml::Table) -> mini
 
 /// Compiles every step for every host it selects. All problems are collected and
 /// reported together, each at its line in the playbook.
-pub fn compile(inv: &Inventory, pb: &PlaybookFile, secrets: &SecretsView<'_>) -> Result<Compiled, ConfigError> {
+pub fn compile(
+    inv: &Inventory,
+    pb: &PlaybookFile,
+    secrets: &SecretsView<'_>,
+) -> Result<Compiled, ConfigError> {
     let env = template::environment();
     let mut diagnostics: Vec<Diagnostic> = Vec::new();
     let mut steps: Vec<Box<dyn Step>> = Vec::new();
-    let base_dir = pb.path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
-    let contexts: Vec<(String, minijinja::Value)> =
-        inv.hosts.iter().map(|h| (h.name.clone(), host_context(inv, h, secrets.table))).collect();
+    let base_dir = pb
+        .path
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
+    let contexts: Vec<(String, minijinja::Value)> = inv
+        .hosts
+        .iter()
+        .map(|h| (h.name.clone(), host_context(inv, h, secrets.table)))
+        .collect();
 
     for spec in &pb.steps {
         let unknown = spec.hosts.unknown_names(inv);
@@ -61,19 +78,30 @@ pub fn compile(inv: &Inventory, pb: &PlaybookFile, secrets: &SecretsView<'_>) ->
         }
         let Some(ctor) = host_step(&spec.uses) else {
             diagnostics.push(
-                Diagnostic::error(&pb.path, (spec.line, spec.column), format!("unknown step `{}`", spec.uses))
-                    .with_help(format!("built-in steps: {}", known_steps().join(", "))),
+                Diagnostic::error(
+                    &pb.path,
+                    (spec.line, spec.column),
+                    format!("unknown step `{}`", spec.uses),
+                )
+                .with_help(format!("built-in steps: {}", known_steps().join(", "))),
             );
             continue;
         };
         let mut per_host: Vec<(String, Box<dyn HostStep>)> = Vec::new();
         for host in spec.hosts.select(inv) {
-            let ctx = &contexts.iter().find(|(n, _)| *n == host.name).expect("every host has a context").1;
+            let ctx = &contexts
+                .iter()
+                .find(|(n, _)| *n == host.name)
+                .expect("every host has a context")
+                .1;
             if let Some(expr) = &spec.when {
                 match template::truthy(&env, expr, ctx) {
                     Ok(true) => {}
                     Ok(false) => {
-                        per_host.push((host.name.clone(), Box::new(Skipped(format!("`when = {expr}` is false")))));
+                        per_host.push((
+                            host.name.clone(),
+                            Box::new(Skipped(format!("`when = {expr}` is false"))),
+                        ));
                         continue;
                     }
                     Err(e) => {
@@ -82,7 +110,12 @@ pub fn compile(inv: &Inventory, pb: &PlaybookFile, secrets: &SecretsView<'_>) ->
                     }
                 }
             }
-            let rendered = match template::render_toml(&env, "with", &toml::Value::Table(spec.with.clone()), ctx) {
+            let rendered = match template::render_toml(
+                &env,
+                "with",
+                &toml::Value::Table(spec.with.clone()),
+                ctx,
+            ) {
                 Ok(toml::Value::Table(t)) => t,
                 Ok(_) => unreachable!("a table renders to a table"),
                 Err(e) => {
@@ -92,19 +125,33 @@ pub fn compile(inv: &Inventory, pb: &PlaybookFile, secrets: &SecretsView<'_>) ->
             };
             let render = |name: &str, body: &str| template::render(&env, name, body, ctx);
             let has_secret = |text: &str| (secrets.contains_secret)(text);
-            let bctx = BuildCtx { host, base_dir: &base_dir, render: &render, has_secret: &has_secret };
+            let bctx = BuildCtx {
+                host,
+                base_dir: &base_dir,
+                render: &render,
+                has_secret: &has_secret,
+            };
             match ctor(&rendered, &bctx) {
                 Ok(step) => per_host.push((host.name.clone(), step)),
                 Err(e) => {
                     let key = e.key.clone().unwrap_or_default();
-                    push_unique(&mut diagnostics, spec.param_error(&pb.path, &key, e.message, e.help));
+                    push_unique(
+                        &mut diagnostics,
+                        spec.param_error(&pb.path, &key, e.message, e.help),
+                    );
                 }
             }
         }
-        steps.push(Box::new(PerHost { title: spec.name.clone(), hosts: per_host }));
+        steps.push(Box::new(PerHost {
+            title: spec.name.clone(),
+            hosts: per_host,
+        }));
     }
     if diagnostics.is_empty() {
-        Ok(Compiled { steps, warnings: inv.warnings.clone() })
+        Ok(Compiled {
+            steps,
+            warnings: inv.warnings.clone(),
+        })
     } else {
         Err(ConfigError { diagnostics })
     }
@@ -123,7 +170,11 @@ fn when_error(pb: &PlaybookFile, spec: &StepSpec, e: &TemplateError) -> Diagnost
 
 fn with_error(pb: &PlaybookFile, spec: &StepSpec, e: &TemplateError, host: &Host) -> Diagnostic {
     // render_toml names nested values "with.KEY[.SUB]"; point at KEY's line.
-    let key = e.name.strip_prefix("with.").map(|k| k.split('.').next().unwrap_or(k)).unwrap_or("");
+    let key = e
+        .name
+        .strip_prefix("with.")
+        .map(|k| k.split('.').next().unwrap_or(k))
+        .unwrap_or("");
     spec.param_error(
         &pb.path,
         key,
@@ -156,7 +207,13 @@ pub fn targets(inv: &Inventory, sudo_password: Option<Arc<Zeroizing<String>>>) -
             user: h.user.clone().or(inv.ssh.user.clone()),
             identity: inv.ssh.identity.clone(),
             proxy_jump: inv.ssh.proxy_jump.clone(),
-            become_: if h.become_sudo || inv.ssh.become_sudo { Become::Sudo { password: sudo_password.clone() } } else { Become::No },
+            become_: if h.become_sudo || inv.ssh.become_sudo {
+                Become::Sudo {
+                    password: sudo_password.clone(),
+                }
+            } else {
+                Become::No
+            },
         })
         .collect()
 }

@@ -29,7 +29,11 @@ pub struct ParamError {
 
 impl ParamError {
     pub fn new(key: Option<&str>, message: impl Into<String>) -> Self {
-        ParamError { key: key.map(str::to_string), message: message.into(), help: None }
+        ParamError {
+            key: key.map(str::to_string),
+            message: message.into(),
+            help: None,
+        }
     }
 
     pub fn help(mut self, help: impl Into<String>) -> Self {
@@ -43,7 +47,10 @@ pub type HostStepCtor = fn(&toml::Table, &BuildCtx<'_>) -> Result<Box<dyn HostSt
 
 /// The general per-host steps, by name.
 pub fn host_step(name: &str) -> Option<HostStepCtor> {
-    steps::HOST_STEPS.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
+    steps::HOST_STEPS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, c)| *c)
 }
 
 /// Every step name a playbook may `use`.
@@ -53,20 +60,34 @@ pub fn known_steps() -> Vec<&'static str> {
 
 /// Deserializes a `with` table into a step's parameter struct, turning serde's
 /// message into a ParamError naming the key (unknown keys get a suggestion).
-pub fn params<T: serde::de::DeserializeOwned>(with: &toml::Table, known: &[&str]) -> Result<T, ParamError> {
+pub fn params<T: serde::de::DeserializeOwned>(
+    with: &toml::Table,
+    known: &[&str],
+) -> Result<T, ParamError> {
     for key in with.keys() {
         if !known.contains(&key.as_str()) {
             let mut e = ParamError::new(Some(key), format!("unknown parameter `{key}`"));
-            e.help = Some(match provision_engine::diagnostic::did_you_mean(key, known) {
-                Some(s) => format!("did you mean `{s}`? (known: {})", known.join(", ")),
-                None => format!("known parameters: {}", known.join(", ")),
-            });
+            e.help = Some(
+                match provision_engine::diagnostic::did_you_mean(key, known) {
+                    Some(s) => format!("did you mean `{s}`? (known: {})", known.join(", ")),
+                    None => format!("known parameters: {}", known.join(", ")),
+                },
+            );
             return Err(e);
         }
     }
-    toml::Value::Table(with.clone()).try_into::<T>().map_err(|e| {
-        let msg = e.message().to_string();
-        let key = known.iter().find(|k| msg.contains(&format!("`{k}`"))).map(|k| k.to_string());
-        ParamError { key, message: msg, help: None }
-    })
+    toml::Value::Table(with.clone())
+        .try_into::<T>()
+        .map_err(|e| {
+            let msg = e.message().to_string();
+            let key = known
+                .iter()
+                .find(|k| msg.contains(&format!("`{k}`")))
+                .map(|k| k.to_string());
+            ParamError {
+                key,
+                message: msg,
+                help: None,
+            }
+        })
 }

@@ -8,6 +8,7 @@ pub mod command;
 pub mod error;
 pub mod fake;
 pub mod known_hosts;
+mod resident;
 pub mod shell;
 pub mod ssh;
 pub mod ssh_config;

@@ -4,6 +4,7 @@
 use crate::command::{Command, Output, Stdin};
 use crate::error::TransportError;
 use crate::known_hosts::{self, KnownHosts, Verdict};
+use crate::resident::{Resident, ResidentError};
 use crate::shell::quote;
 use crate::ssh_config::{self, SshConfig};
 use crate::{Connector, Transport};
@@ -103,6 +104,9 @@ pub struct ConnectOptions {
     pub default_user: String,
     /// ssh-agent socket; defaults to $SSH_AUTH_SOCK. None disables the agent.
     pub agent_socket: Option<PathBuf>,
+    /// Send commands without stdin to a resident `sh` per channel instead of a new
+    /// exec channel each (saves the login shell's start-up on every command).
+    pub resident_shell: bool,
     /// Asked for the passphrase of an encrypted key (after $PROVISION_SSH_PASSPHRASE).
     pub passphrase_prompt: Option<PassphrasePrompt>,
 }
@@ -132,6 +136,7 @@ impl ConnectOptions {
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from),
             passphrase_prompt: None,
+            resident_shell: true,
         }
     }
 }
@@ -228,6 +233,10 @@ pub struct SshSession {
     channels: Semaphore,
     become_: Become,
     sudo_mode: OnceCell<SudoMode>,
+    resident: bool,
+    /// Idle resident shells, reused one command at a time each.
+    idle: Mutex<Vec<Resident>>,
+    nonce: String,
     // Keeps the bastion connection alive as long as this one.
     _jump: Option<Arc<SshSession>>,
 }
@@ -374,6 +383,9 @@ impl SshPool {
             channels: Semaphore::new(self.opts.max_channels.max(1)),
             become_: target.become_.clone(),
             sudo_mode: OnceCell::new(),
+            resident: self.opts.resident_shell,
+            idle: Mutex::new(Vec::new()),
+            nonce: session_nonce(),
             _jump: jump_session,
         }))
     }
@@ -857,6 +869,106 @@ impl SshSession {
     }
 }
 
+impl SshSession {
+    /// Runs a stdin-less command on an idle resident shell, starting one if none is idle.
+    async fn run_resident(
+        &self,
+        script: &str,
+        mode: SudoMode,
+        timeout: Option<Duration>,
+    ) -> Result<Output, TransportError> {
+        let _permit = self
+            .channels
+            .acquire()
+            .await
+            .expect("semaphore never closed");
+        let short = summarize(script);
+        let lost = |detail: String| {
+            if self.handle.is_closed() {
+                TransportError::ConnectionLost {
+                    host: self.label.clone(),
+                    during: format!("running `{short}`"),
+                }
+            } else {
+                TransportError::Protocol {
+                    host: self.label.clone(),
+                    reason: format!("resident shell: {detail} while running `{short}`"),
+                }
+            }
+        };
+        let idle = self.idle.lock().unwrap().pop();
+        let mut resident = match idle {
+            Some(r) => r,
+            None => {
+                // The resident is itself `sh`, started the way any command is (sudo included).
+                let (wire, prefix) = self.wire_shell(mode);
+                let channel = self
+                    .handle
+                    .channel_open_session()
+                    .await
+                    .map_err(|e| lost(e.to_string()))?;
+                channel
+                    .exec(true, wire.into_bytes())
+                    .await
+                    .map_err(|e| lost(e.to_string()))?;
+                let (rx, tx) = channel.split();
+                if let Some(p) = prefix {
+                    tx.data_bytes(p).await.map_err(|e| lost(e.to_string()))?;
+                }
+                Resident::new(tx, rx, self.nonce.clone())
+            }
+        };
+        let res = match timeout {
+            None => resident.run(script).await,
+            Some(t) => match tokio::time::timeout(t, resident.run(script)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    // The shell is busy with the stuck command: discard it.
+                    resident.close().await;
+                    return Err(TransportError::CommandTimeout {
+                        host: self.label.clone(),
+                        command: short,
+                        after: t,
+                    });
+                }
+            },
+        };
+        match res {
+            Ok(out) => {
+                self.idle.lock().unwrap().push(resident);
+                Ok(out)
+            }
+            Err(ResidentError::Closed) => Err(lost("the shell ended".into())),
+            Err(ResidentError::Send(e)) => Err(lost(e)),
+        }
+    }
+
+    /// How to start a resident shell: like [`SshSession::wire`] without `-c SCRIPT`.
+    fn wire_shell(&self, mode: SudoMode) -> (String, Option<Vec<u8>>) {
+        match (mode, &self.become_) {
+            (SudoMode::AlreadyRoot, _) => ("sh".into(), None),
+            (SudoMode::Password, Become::Sudo { password: Some(pw) }) => (
+                format!("sudo -k -S -p {} -- sh", quote(SUDO_PROMPT)),
+                Some(format!("{}\n", pw.as_str()).into_bytes()),
+            ),
+            (SudoMode::NoPassword | SudoMode::Password, _) => ("sudo -n -- sh".into(), None),
+        }
+    }
+}
+
+/// Marker nonce of a session's resident shells: unpredictable to command output.
+fn session_nonce() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    format!("{:016x}", h.finish())
+}
+
 /// First line of a command, shortened, for error messages.
 fn summarize(wire: &str) -> String {
     let first = wire.lines().next().unwrap_or("");
@@ -875,6 +987,9 @@ impl Transport for SshSession {
 
     async fn run(&self, cmd: Command) -> Result<Output, TransportError> {
         let mode = self.sudo_mode().await?;
+        if self.resident && matches!(cmd.stdin, Stdin::Empty) {
+            return self.run_resident(&cmd.script, mode, cmd.timeout).await;
+        }
         let (wire, prefix) = self.wire(&cmd.script, mode);
         let stdin = match prefix {
             None => cmd.stdin,

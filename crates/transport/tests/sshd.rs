@@ -715,3 +715,71 @@ async fn connect_retries_until_a_booting_host_answers() {
     assert!(start.elapsed() >= Duration::from_millis(1400));
     assert_eq!(run(&*s, "echo up").await, "up\n");
 }
+
+#[tokio::test]
+async fn stdin_less_commands_reuse_one_resident_shell() {
+    let e = env();
+    let s = e.session("root").await;
+    for i in 0..20u32 {
+        let out = s
+            .run(Command::new(format!(
+                "echo {i}; echo err{i} >&2; exit $(({i} % 3))"
+            )))
+            .await
+            .unwrap();
+        assert_eq!(out.stdout_str(), format!("{i}\n"));
+        assert_eq!(out.stderr_str(), format!("err{i}\n"));
+        assert_eq!(out.exit_status, Some(i % 3));
+    }
+    let out = s
+        .run(Command::new("echo a; echo b >&2; exit 7"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            out.stdout_str().as_str(),
+            out.stderr_str().as_str(),
+            out.exit_status
+        ),
+        ("a\n", "b\n", Some(7))
+    );
+    let sessions = e.sshd.log().matches("Starting session").count();
+    assert_eq!(
+        sessions,
+        1,
+        "one channel served every command:\n{}",
+        e.sshd.log()
+    );
+}
+
+#[tokio::test]
+async fn exec_channels_when_resident_shell_is_off() {
+    let e = env();
+    e.pin_host_key();
+    let mut o = e.opts();
+    o.resident_shell = false;
+    let s = SshPool::new(o)
+        .unwrap()
+        .session(&e.target("root"))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let out = s
+            .run(Command::new("echo out; echo err >&2; exit 3"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                out.stdout_str().as_str(),
+                out.stderr_str().as_str(),
+                out.exit_status
+            ),
+            ("out\n", "err\n", Some(3))
+        );
+    }
+    assert_eq!(
+        e.sshd.log().matches("Starting session").count(),
+        3,
+        "a channel per command"
+    );
+}

@@ -1,0 +1,329 @@
+//! `provision lab ...`: thin CLI layer over the provision-lab crate.
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use provision_lab::{
+    AccelChoice, Lab, LabSpec, Progress, Role, UpOptions, VmSpec, VmStatus, image, paths,
+    recipe::Recipe,
+};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Exit code of `lab status` when a VM is not running or its sshd does not answer.
+const EXIT_DEGRADED: u8 = 3;
+
+#[derive(Subcommand)]
+pub enum LabCommand {
+    /// Boot a lab of bare Debian VMs and write its cluster.toml.
+    ///
+    /// Without LAB.toml: storage-1, manager-1 and worker-1, or the topology given by
+    /// --storage/--managers/--workers.
+    Up(UpArgs),
+    /// Show each VM: qemu pid, SSH port, private IP, whether sshd answers (exit 3 if any is down).
+    Status(Target),
+    /// Stop the lab's VMs and remove its state (keeps the cached base image); works on a lab
+    /// that failed half-way.
+    Down(Target),
+    /// Log in to a VM as root with OpenSSH, or run a command there (after `--`).
+    Ssh {
+        /// VM name, e.g. manager-1.
+        vm: String,
+        #[command(flatten)]
+        target: Target,
+        /// Command to run instead of a login shell.
+        #[arg(last = true)]
+        cmd: Vec<String>,
+    },
+    /// Add a VM to a running lab and rewrite its cluster.toml and known_hosts.
+    Add {
+        /// Name of the new VM, e.g. worker-2.
+        name: String,
+        /// Role of the new VM (repeat for several): storage, manager, worker, lb.
+        #[arg(long = "role", required = true, value_parser = ["storage", "manager", "worker", "lb"])]
+        roles: Vec<String>,
+        /// Memory in MiB.
+        #[arg(long, default_value_t = provision_lab::spec::DEFAULT_MEMORY_MIB)]
+        memory: u32,
+        #[arg(long, default_value_t = provision_lab::spec::DEFAULT_CPUS)]
+        cpus: u32,
+        /// Seconds the VM has for its sshd to answer.
+        #[arg(long, default_value_t = 300)]
+        boot_timeout: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Build the cached base image only (needs root; `lab up` does it when needed).
+    Image {
+        /// Debian mirror (default $PROVISION_LAB_MIRROR, else http://deb.debian.org/debian).
+        #[arg(long)]
+        mirror: Option<String>,
+        /// Cache root (images go to DIR/images/<recipe-hash>/).
+        #[arg(long, env = paths::ENV_CACHE_DIR)]
+        cache_dir: Option<PathBuf>,
+    },
+}
+
+/// Which lab a command acts on.
+#[derive(Args)]
+pub struct Target {
+    /// Lab name: its state is in $XDG_STATE_HOME/provision/labs/NAME.
+    #[arg(long = "lab", default_value = "lab")]
+    lab: String,
+    /// The lab's state directory (overrides --lab).
+    #[arg(long, env = paths::ENV_LAB_DIR)]
+    dir: Option<PathBuf>,
+}
+
+impl Target {
+    fn resolve(&self) -> anyhow::Result<PathBuf> {
+        Ok(paths::lab_dir(self.dir.as_deref(), &self.lab)?)
+    }
+}
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// LAB.toml describing the lab (see crates/lab/README.md).
+    file: Option<PathBuf>,
+    /// Storage (NFS) hosts of a generated topology (default 1 when any count is given).
+    #[arg(long, conflicts_with = "file")]
+    storage: Option<u32>,
+    /// Managers of a generated topology (default 1 when any count is given).
+    #[arg(long, conflicts_with = "file")]
+    managers: Option<u32>,
+    /// Workers of a generated topology (default 1 when any count is given).
+    #[arg(long, conflicts_with = "file")]
+    workers: Option<u32>,
+    /// Memory of every VM in MiB (default: LAB.toml's, else 1536).
+    #[arg(long)]
+    memory: Option<u32>,
+    /// CPUs of every VM (default: LAB.toml's, else 1).
+    #[arg(long)]
+    cpus: Option<u32>,
+    /// Lab name (default: LAB.toml's, else "lab").
+    #[arg(long = "lab")]
+    lab: Option<String>,
+    /// State directory (default $XDG_STATE_HOME/provision/labs/NAME).
+    #[arg(long, env = paths::ENV_LAB_DIR)]
+    dir: Option<PathBuf>,
+    /// Cache root for base images.
+    #[arg(long, env = paths::ENV_CACHE_DIR)]
+    cache_dir: Option<PathBuf>,
+    /// Debian mirror for building the base image (default $PROVISION_LAB_MIRROR, else deb.debian.org).
+    #[arg(long)]
+    mirror: Option<String>,
+    /// kvm, tcg or auto (probe KVM, fall back to TCG).
+    #[arg(long, env = provision_lab::accel::ENV_ACCEL, value_parser = ["auto", "kvm", "tcg"])]
+    accel: Option<String>,
+    /// Seconds each VM has for its sshd to answer.
+    #[arg(long, default_value_t = 300)]
+    boot_timeout: u64,
+    /// Leave the VMs running if `up` fails (default: stop them, keep their console logs).
+    #[arg(long)]
+    keep_on_failure: bool,
+}
+
+pub fn run(cmd: LabCommand) -> anyhow::Result<u8> {
+    match cmd {
+        LabCommand::Up(args) => up(args),
+        LabCommand::Status(target) => {
+            let lab = Lab::open(&target.resolve()?)?;
+            let status = lab.status();
+            print!("{}", render_status(&lab, &status));
+            let healthy = status.iter().all(|s| s.pid.is_some() && s.ssh_answering);
+            Ok(if healthy { 0 } else { EXIT_DEGRADED })
+        }
+        LabCommand::Down(target) => {
+            let dir = target.resolve()?;
+            let report = provision_lab::down_dir(&dir)?;
+            if !report.stopped.is_empty() {
+                println!("stopped {}", report.stopped.join(", "));
+            }
+            if report.removed_dir {
+                println!("removed {}", dir.display());
+            } else {
+                println!(
+                    "removed the lab's files; {} holds other files and stays",
+                    dir.display()
+                );
+            }
+            Ok(0)
+        }
+        LabCommand::Ssh { vm, target, cmd } => {
+            let lab = Lab::open(&target.resolve()?)?;
+            let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+            let argv = lab.ssh_argv(&vm, &cmd)?;
+            exec(&argv)
+        }
+        LabCommand::Add {
+            name,
+            roles,
+            memory,
+            cpus,
+            boot_timeout,
+            target,
+        } => {
+            let mut lab = Lab::open(&target.resolve()?)?;
+            let spec = VmSpec {
+                name,
+                roles: roles.iter().filter_map(|r| Role::parse(r)).collect(),
+                memory_mib: memory,
+                cpus,
+            };
+            let vm = lab
+                .add_vm(&spec, Duration::from_secs(boot_timeout))?
+                .clone();
+            println!(
+                "added {} (ssh port {}, private ip {}); rewrote {}",
+                vm.name,
+                vm.ssh_port,
+                vm.private_ip,
+                lab.cluster_toml_path().display()
+            );
+            Ok(0)
+        }
+        LabCommand::Image { mirror, cache_dir } => {
+            let root = paths::cache_root(cache_dir.as_deref())?;
+            let progress = Progress::stderr();
+            let img = image::ensure(&Recipe::new(mirror.as_deref()), &root, &|m| progress.say(m))?;
+            println!("{}", img.dir.display());
+            Ok(0)
+        }
+    }
+}
+
+fn up(args: UpArgs) -> anyhow::Result<u8> {
+    let spec = match &args.file {
+        Some(file) => LabSpec::from_file(file)?,
+        None if args.storage.is_some() || args.managers.is_some() || args.workers.is_some() => {
+            LabSpec::topology(
+                args.lab.as_deref().unwrap_or("lab"),
+                args.storage.unwrap_or(1),
+                args.managers.unwrap_or(1),
+                args.workers.unwrap_or(1),
+            )?
+        }
+        None => LabSpec::default_lab(),
+    };
+    let mut spec = spec.with_resources(args.memory, args.cpus);
+    if let Some(name) = &args.lab {
+        spec.name = name.clone();
+    }
+    spec.validate("command line")?;
+    let opts = UpOptions {
+        dir: args.dir.clone(),
+        cache_dir: args.cache_dir.clone(),
+        mirror: args.mirror.clone(),
+        accel: args.accel.as_deref().map(AccelChoice::parse).transpose()?,
+        boot_timeout: Duration::from_secs(args.boot_timeout),
+        keep_on_failure: args.keep_on_failure,
+        progress: Progress::stderr(),
+    };
+    let lab = Lab::up(&spec, &opts)?;
+    print!("{}", render_status(&lab, &lab.status()));
+    let hint = target_hint(&lab, args.dir.is_some())?;
+    println!("cluster.toml: {}", lab.cluster_toml_path().display());
+    if let Some(first) = lab.vms().first() {
+        println!("log in:       provision lab ssh {}{hint}", first.name);
+    }
+    println!("bring down:   provision lab down{hint}");
+    Ok(0)
+}
+
+/// The flags that name this lab again in later commands.
+fn target_hint(lab: &Lab, explicit_dir: bool) -> anyhow::Result<String> {
+    let default = paths::lab_dir(None, lab.name()).ok();
+    if explicit_dir || default.as_deref() != Some(lab.dir()) {
+        Ok(format!(" --dir {}", lab.dir().display()))
+    } else if lab.name() != "lab" {
+        Ok(format!(" --lab {}", lab.name()))
+    } else {
+        Ok(String::new())
+    }
+}
+
+/// The status table.
+fn render_status(lab: &Lab, status: &[VmStatus]) -> String {
+    let mut out = format!(
+        "lab `{}` in {} ({})\n",
+        lab.name(),
+        lab.dir().display(),
+        lab.accel().as_str()
+    );
+    let rows: Vec<[String; 6]> = status
+        .iter()
+        .map(|s| {
+            [
+                s.name.clone(),
+                s.roles
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                s.pid.map_or("-".into(), |p| p.to_string()),
+                s.ssh_port.to_string(),
+                s.private_ip.to_string(),
+                if s.ssh_answering { "answering" } else { "no" }.to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["VM", "ROLES", "PID", "SSH PORT", "PRIVATE IP", "SSHD"],
+        &rows,
+    ));
+    out
+}
+
+/// Left-aligned columns separated by two spaces.
+fn table(header: &[&str; 6], rows: &[[String; 6]]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let s: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        format!("{}\n", s.join("  ").trim_end())
+    };
+    let mut out = line(header.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// Replaces this process with ssh so the terminal, signals and exit code are ssh's own.
+fn exec(argv: &[String]) -> anyhow::Result<u8> {
+    use std::os::unix::process::CommandExt;
+    let err = std::process::Command::new(&argv[0]).args(&argv[1..]).exec();
+    Err(err).with_context(|| format!("cannot run {}", Path::new(&argv[0]).display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_columns() {
+        let rows = [[
+            "manager-1".to_string(),
+            "manager,lb".into(),
+            "4242".into(),
+            "22201".into(),
+            "10.10.0.12".into(),
+            "answering".into(),
+        ]];
+        assert_eq!(
+            table(
+                &["VM", "ROLES", "PID", "SSH PORT", "PRIVATE IP", "SSHD"],
+                &rows
+            ),
+            "VM         ROLES       PID   SSH PORT  PRIVATE IP  SSHD\n\
+             manager-1  manager,lb  4242  22201     10.10.0.12  answering\n"
+        );
+    }
+}

@@ -1,0 +1,304 @@
+//! `provision secrets ...`: thin CLI layer over the provision-secrets crate.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use provision_secrets::{self as secrets, EditOutcome, IdentitySources, SecretsError};
+
+#[derive(Args, Debug, Clone)]
+pub struct IdentityArg {
+    /// Private key to decrypt with (age identity file or ssh private key). Also looked in:
+    /// $PROVISION_IDENTITY, ~/.config/provision/keys.txt, ~/.ssh/id_ed25519, ~/.ssh/id_rsa.
+    #[arg(short = 'i', long = "identity", value_name = "FILE")]
+    identity: Option<PathBuf>,
+}
+
+impl IdentityArg {
+    fn sources(&self) -> IdentitySources {
+        IdentitySources::from_env(self.identity.clone())
+    }
+}
+
+#[derive(Subcommand)]
+pub enum SecretsCommand {
+    /// Create a key pair if you have none, a recipients file and an encrypted secrets file.
+    ///
+    /// On an existing secrets file, only makes sure you have a key and prints your public key
+    /// to send to a teammate who can decrypt it.
+    Init {
+        /// The secrets file to create.
+        #[arg(default_value = "secrets.age")]
+        file: PathBuf,
+        /// Also encrypt to this public key (age1..., ssh-ed25519/ssh-rsa, or a .pub file); repeatable.
+        #[arg(short = 'r', long = "recipient", value_name = "KEY")]
+        recipients: Vec<String>,
+        /// Encrypt with a passphrase instead of keys (single user); read from
+        /// $PROVISION_SECRETS_PASSPHRASE or asked on the terminal.
+        #[arg(long, conflicts_with = "recipients")]
+        passphrase: bool,
+        #[command(flatten)]
+        id: IdentityArg,
+    },
+    /// Edit in $VISUAL / $EDITOR; saved re-encrypted to every recipient.
+    Edit {
+        file: PathBuf,
+        #[command(flatten)]
+        id: IdentityArg,
+    },
+    /// Print the decrypted TOML.
+    View {
+        file: PathBuf,
+        #[command(flatten)]
+        id: IdentityArg,
+    },
+    /// Set KEY (dotted, e.g. db.password) to a value read from stdin, never from arguments.
+    Set {
+        file: PathBuf,
+        key: String,
+        /// Keep the trailing newline of the value read from stdin.
+        #[arg(long)]
+        keep_newline: bool,
+        #[command(flatten)]
+        id: IdentityArg,
+    },
+    /// Remove KEY (dotted).
+    Rm {
+        file: PathBuf,
+        key: String,
+        #[command(flatten)]
+        id: IdentityArg,
+    },
+    /// Manage who can decrypt a secrets file (FILE.recipients next to it).
+    #[command(subcommand)]
+    Recipients(RecipientsCommand),
+    /// Re-encrypt secrets files to their current recipients (default: every *.age file here).
+    Rotate {
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        id: IdentityArg,
+    },
+    /// Print the decrypted TOML for `git diff` (opt in through .gitattributes, see the README).
+    Textconv {
+        file: PathBuf,
+        #[command(flatten)]
+        id: IdentityArg,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RecipientsCommand {
+    /// Add a public key (age1..., ssh-ed25519/ssh-rsa key, or a .pub file) and re-encrypt.
+    Add {
+        file: PathBuf,
+        key: String,
+        /// A name written as a comment above the key.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        id: IdentityArg,
+    },
+    /// Remove a key (by key, ssh comment or name) and re-encrypt without it.
+    Remove {
+        file: PathBuf,
+        key: String,
+        #[command(flatten)]
+        id: IdentityArg,
+    },
+    /// List the keys of the recipients file.
+    List { file: PathBuf },
+}
+
+pub fn run(cmd: SecretsCommand) -> anyhow::Result<u8> {
+    match execute(cmd) {
+        Ok(code) => Ok(code),
+        // An interrupted edit is not a failure to explain at length: say what happened and end
+        // with the shell's 128+signal code.
+        Err(e @ SecretsError::Interrupted { .. }) => {
+            eprintln!("{e}");
+            Ok(e.exit_code())
+        }
+        // The library's messages are complete sentences; no error chain is appended.
+        Err(e) => Err(anyhow::anyhow!("{e}")),
+    }
+}
+
+fn execute(cmd: SecretsCommand) -> Result<u8, SecretsError> {
+    match cmd {
+        SecretsCommand::Init {
+            file,
+            recipients,
+            passphrase,
+            id,
+        } => init(&file, &recipients, passphrase, &id.sources()),
+        SecretsCommand::Edit { file, id } => {
+            let outcome = secrets::edit(&file, &id.sources(), &secrets::EditOptions::from_env())?;
+            match outcome {
+                EditOutcome::Unchanged => {
+                    eprintln!("no changes; {} left untouched", file.display())
+                }
+                EditOutcome::Saved => eprintln!("saved {}", file.display()),
+            }
+            Ok(0)
+        }
+        SecretsCommand::View { file, id } | SecretsCommand::Textconv { file, id } => {
+            let decrypted = secrets::view(&file, &id.sources())?;
+            print_stdout(decrypted.text().as_bytes());
+            Ok(0)
+        }
+        SecretsCommand::Set {
+            file,
+            key,
+            keep_newline,
+            id,
+        } => {
+            // Decrypt first: no point typing a secret into a file you cannot open, and a
+            // passphrase is asked for once.
+            let decrypted = secrets::SecretsFile::new(&file).decrypt(&id.sources())?;
+            let value = secrets::read_value(&format!("value for {key}: "), keep_newline)?;
+            let outcome = secrets::set_decrypted(&file, &decrypted, &key, &value)?;
+            let verb = match outcome {
+                secrets::SetOutcome::Added => "added",
+                secrets::SetOutcome::Replaced => "updated",
+            };
+            eprintln!("{verb} {key} in {}", file.display());
+            Ok(0)
+        }
+        SecretsCommand::Rm { file, key, id } => {
+            secrets::remove(&file, &id.sources(), &key)?;
+            eprintln!("removed {key} from {}", file.display());
+            Ok(0)
+        }
+        SecretsCommand::Recipients(RecipientsCommand::Add {
+            file,
+            key,
+            name,
+            id,
+        }) => {
+            let key = secrets::resolve_recipient_arg(&key)?;
+            let change = secrets::recipients_add(&file, &id.sources(), key, name.as_deref())?;
+            eprintln!(
+                "added {}; {} re-encrypted to {}",
+                change.key.short(),
+                file.display(),
+                count_recipients(change.recipients)
+            );
+            Ok(0)
+        }
+        SecretsCommand::Recipients(RecipientsCommand::Remove { file, key, id }) => {
+            let change = secrets::recipients_remove(&file, &id.sources(), &key)?;
+            eprintln!(
+                "removed {}; {} re-encrypted to {}",
+                change.key.short(),
+                file.display(),
+                count_recipients(change.recipients)
+            );
+            eprintln!(
+                "note: that key could read earlier versions (they are in version control): change the secret values themselves"
+            );
+            if !change.still_readable {
+                eprintln!(
+                    "warning: your own keys can no longer decrypt {}",
+                    file.display()
+                );
+            }
+            Ok(0)
+        }
+        SecretsCommand::Recipients(RecipientsCommand::List { file }) => {
+            let mut out = String::new();
+            for key in secrets::recipients_list(&file)? {
+                out.push_str(&key.line());
+                out.push('\n');
+            }
+            print_stdout(out.as_bytes());
+            Ok(0)
+        }
+        SecretsCommand::Rotate { files, id } => {
+            let files = if files.is_empty() {
+                secrets::find_secrets_files(Path::new("."))?
+            } else {
+                files
+            };
+            for done in secrets::rotate(&files, &id.sources())? {
+                match done.recipients {
+                    Some(n) => eprintln!(
+                        "re-encrypted {} to {}",
+                        done.path.display(),
+                        count_recipients(n)
+                    ),
+                    None => eprintln!("re-encrypted {} with its passphrase", done.path.display()),
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn init(
+    file: &Path,
+    recipients: &[String],
+    passphrase: bool,
+    ids: &IdentitySources,
+) -> Result<u8, SecretsError> {
+    let recipients = recipients
+        .iter()
+        .map(|r| secrets::resolve_recipient_arg(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let report = secrets::init(
+        file,
+        ids,
+        &secrets::InitOptions {
+            recipients,
+            passphrase,
+        },
+    )?;
+    if let Some(key_path) = &report.created_key {
+        eprintln!(
+            "created a key pair in {} (keep it private and backed up: without it you cannot decrypt)",
+            key_path.display()
+        );
+    }
+    if let Some((place, key)) = &report.own_key {
+        eprintln!("your public key ({place}): {}", key.line());
+    }
+    if report.created_recipients {
+        eprintln!(
+            "created {}",
+            secrets::RecipientsFile::path_for(file).display()
+        );
+    }
+    if report.created_file {
+        if passphrase {
+            eprintln!("created {} (passphrase-encrypted)", file.display());
+        } else {
+            eprintln!(
+                "created {} (encrypted to {})",
+                file.display(),
+                count_recipients(report.recipients)
+            );
+        }
+        eprintln!(
+            "add values with `provision secrets edit {}` or `provision secrets set {} NAME`",
+            file.display(),
+            file.display()
+        );
+    } else if let Some((_, key)) = &report.own_key {
+        eprintln!(
+            "{} already exists and was left unchanged; to get access, ask a teammate who can decrypt it to run:\n  provision secrets recipients add {} '{}'",
+            file.display(),
+            file.display(),
+            key.line()
+        );
+    }
+    Ok(0)
+}
+
+fn count_recipients(n: usize) -> String {
+    format!("{n} recipient{}", if n == 1 { "" } else { "s" })
+}
+
+/// Writes decrypted text to stdout; a closed pipe (`| head`) is not an error.
+fn print_stdout(bytes: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(bytes).and_then(|()| out.flush());
+}

@@ -1,0 +1,866 @@
+//! `apt`: Debian packages installed (optionally at a version, or the latest),
+//! or removed. The package lists are refreshed only when something must be
+//! installed and they are stale, older than the sources, or lack a package.
+
+use super::util::{self, List};
+use crate::registry::{BuildCtx, ParamError};
+use provision_engine::step::{Action, Change, Check, Facts, HostStep, StepError};
+use provision_transport::shell::join;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+pub const KNOWN_KEYS: &[&str] = &[
+    "packages",
+    "state",
+    "update_cache",
+    "cache_valid_time",
+    "install_recommends",
+    "purge",
+];
+
+/// Wait this long for another apt or dpkg (cloud-init, unattended-upgrades on
+/// a fresh host) to release its lock before failing.
+pub const LOCK_TIMEOUT_SECS: u32 = 300;
+
+/// Written after a successful `apt-get update` (the name Ubuntu's
+/// update-notifier uses for the same meaning): apt itself leaves no trace
+/// when nothing changed upstream.
+pub const UPDATE_STAMP: &str = "/var/lib/apt/periodic/update-success-stamp";
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    #[default]
+    Present,
+    Absent,
+    Latest,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    packages: List,
+    #[serde(default)]
+    state: State,
+    update_cache: Option<bool>,
+    #[serde(default = "default_cache_valid_time")]
+    cache_valid_time: u64,
+    #[serde(default)]
+    install_recommends: bool,
+    #[serde(default)]
+    purge: bool,
+}
+
+fn default_cache_valid_time() -> u64 {
+    3600
+}
+
+/// A package as written: `name`, `name:arch`, `name=version`, `name:arch=version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Package {
+    pub name: String,
+    pub arch: Option<String>,
+    pub version: Option<String>,
+}
+
+impl Package {
+    /// The name dpkg-query and apt-cache are asked about (no version).
+    pub fn query(&self) -> String {
+        match &self.arch {
+            Some(a) => format!("{}:{a}", self.name),
+            None => self.name.clone(),
+        }
+    }
+
+    /// The argument of apt-get install.
+    pub fn spec(&self) -> String {
+        match &self.version {
+            Some(v) => format!("{}={v}", self.query()),
+            None => self.query(),
+        }
+    }
+}
+
+/// Parses a package per Debian policy: name `[a-z0-9][a-z0-9+.-]+`, arch
+/// `[a-z0-9-]+`, version `[A-Za-z0-9.+~:-]+` starting with a digit.
+pub fn parse_package(s: &str) -> Option<Package> {
+    let (rest, version) = match s.split_once('=') {
+        Some((r, v)) => (r, Some(v)),
+        None => (s, None),
+    };
+    let (name, arch) = match rest.split_once(':') {
+        Some((n, a)) => (n, Some(a)),
+        None => (rest, None),
+    };
+    let nb = name.as_bytes();
+    let name_ok = nb.len() >= 2
+        && (nb[0].is_ascii_lowercase() || nb[0].is_ascii_digit())
+        && nb.iter().all(|&b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'.' | b'-')
+        });
+    let arch_ok = arch.is_none_or(|a| {
+        !a.is_empty()
+            && a.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    });
+    let version_ok = version.is_none_or(|v| {
+        v.starts_with(|c: char| c.is_ascii_digit())
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'~' | b':' | b'-'))
+    });
+    (name_ok && arch_ok && version_ok).then(|| Package {
+        name: name.into(),
+        arch: arch.map(Into::into),
+        version: version.map(Into::into),
+    })
+}
+
+pub struct Apt {
+    packages: Vec<Package>,
+    state: State,
+    update_cache: bool,
+    cache_valid_time: u64,
+    install_recommends: bool,
+    purge: bool,
+}
+
+pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep>, ParamError> {
+    let p: Params = util::params(with, KNOWN_KEYS)?;
+    if p.packages.0.is_empty() {
+        return Err(util::bad(
+            "packages",
+            "`packages` is empty",
+            "list at least one package, e.g. packages = [\"nginx\"]",
+        ));
+    }
+    let mut packages = Vec::new();
+    for s in &p.packages.0 {
+        let pkg = parse_package(s).ok_or_else(|| {
+            util::bad(
+                "packages",
+                format!("\"{s}\" is not a valid Debian package name"),
+                "names are lower-case letters, digits and + . - (at least 2), optionally with :arch and =version, e.g. \"nginx\", \"libc6:i386\", \"docker-ce=5:27.3.1-1~debian.12~bookworm\"",
+            )
+        })?;
+        match (p.state, &pkg.version) {
+            (State::Absent, Some(_)) => {
+                return Err(util::bad(
+                    "packages",
+                    format!("\"{s}\": a version means nothing with state = \"absent\""),
+                    format!("write \"{}\"", pkg.query()),
+                ));
+            }
+            (State::Latest, Some(_)) => {
+                return Err(util::bad(
+                    "packages",
+                    format!("\"{s}\": a pinned version contradicts state = \"latest\""),
+                    "use state = \"present\" to pin, or drop the version",
+                ));
+            }
+            _ => {}
+        }
+        if !packages.contains(&pkg) {
+            packages.push(pkg);
+        }
+    }
+    if p.purge && p.state != State::Absent {
+        return Err(util::bad(
+            "purge",
+            "`purge` applies only with state = \"absent\"",
+            "remove it, or set state = \"absent\"",
+        ));
+    }
+    Ok(Box::new(Apt {
+        packages,
+        state: p.state,
+        update_cache: p.update_cache.unwrap_or(true),
+        cache_valid_time: p.cache_valid_time,
+        install_recommends: p.install_recommends,
+        purge: p.purge,
+    }))
+}
+
+/// `pkg=STATUS NAME ARCH VERSION` per known package (status first: it is always
+/// three characters, and arch and version are empty for packages dpkg only
+/// remembers). When installing, also `candidate=NAME VERSION` from apt-cache,
+/// the time, the last update of the lists, the newest change of the sources,
+/// and how many package lists there are.
+pub fn gather_command(queries: &[String], installing: bool) -> String {
+    let names = join(queries);
+    let mut s = format!(
+        "dpkg-query -W -f='pkg=${{db:Status-Abbrev}} ${{Package}} ${{Architecture}} ${{Version}}\\n' {names} 2>/dev/null"
+    );
+    if installing {
+        s.push_str(&format!(
+            "; LC_ALL=C apt-cache policy {names} 2>/dev/null | awk '/^[^ ].*:$/ {{ p = substr($0, 1, length($0) - 1) }} /^  Candidate:/ {{ print \"candidate=\" p \" \" $2 }}'; \
+             echo \"now=$(date +%s)\"; \
+             echo \"updated=$(stat -c %Y /var/lib/apt/lists {UPDATE_STAMP} 2>/dev/null | sort -n | tail -n 1)\"; \
+             echo \"sources=$(stat -c %Y /etc/apt/sources.list /etc/apt/sources.list.d /etc/apt/sources.list.d/* 2>/dev/null | sort -n | tail -n 1)\"; \
+             echo \"lists=$(ls /var/lib/apt/lists 2>/dev/null | grep -c _Packages)\""
+        ));
+    }
+    s
+}
+
+/// One line of dpkg-query output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dpkg {
+    pub status: String,
+    pub name: String,
+    pub arch: String,
+    pub version: String,
+}
+
+impl Dpkg {
+    /// dpkg's status letter (second of three) is `i`: installed and configured
+    /// (held packages, `hi`, included).
+    pub fn installed(&self) -> bool {
+        self.status.as_bytes().get(1) == Some(&b'i')
+            && self.status.as_bytes().get(2).is_none_or(|&b| b == b' ')
+    }
+
+    /// Anything left on the system: installed, half-installed, or config files.
+    pub fn present(&self, with_config: bool) -> bool {
+        match self.status.as_bytes().get(1) {
+            Some(b'n') | None => false,
+            Some(b'c') => with_config,
+            Some(_) => true,
+        }
+    }
+}
+
+/// What the gather command printed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct AptFacts {
+    pub dpkg: Vec<Dpkg>,
+    /// Query name to candidate version (None: `(none)`).
+    pub candidates: BTreeMap<String, Option<String>>,
+    pub now: Option<u64>,
+    pub updated: Option<u64>,
+    pub sources: Option<u64>,
+    pub lists: Option<u64>,
+}
+
+pub fn parse(stdout: &str) -> Result<AptFacts, StepError> {
+    let mut f = AptFacts::default();
+    let num = |v: &str| v.trim().parse::<u64>().ok();
+    for line in stdout.lines() {
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        match k {
+            "pkg" => {
+                let (status, rest) = (
+                    v.get(..3)
+                        .ok_or_else(|| util::bad_facts("dpkg-query", stdout))?,
+                    v.get(3..).unwrap_or(""),
+                );
+                let mut w = rest.split_whitespace();
+                let name = w
+                    .next()
+                    .ok_or_else(|| util::bad_facts("dpkg-query", stdout))?;
+                f.dpkg.push(Dpkg {
+                    status: status.into(),
+                    name: name.into(),
+                    arch: w.next().unwrap_or("").into(),
+                    version: w.next().unwrap_or("").into(),
+                });
+            }
+            "candidate" => {
+                let (name, version) = v.split_once(' ').unwrap_or((v, ""));
+                let version =
+                    (!version.is_empty() && version != "(none)").then(|| version.to_string());
+                f.candidates.insert(name.to_string(), version);
+            }
+            "now" => f.now = num(v),
+            "updated" => f.updated = num(v),
+            "sources" => f.sources = num(v),
+            "lists" => f.lists = num(v),
+            _ => {}
+        }
+    }
+    Ok(f)
+}
+
+/// `apt-get install`: unattended, keeping locally changed config files, waiting
+/// for the dpkg lock.
+pub fn install_command(
+    specs: &[String],
+    install_recommends: bool,
+    allow_downgrades: bool,
+) -> String {
+    let mut s = String::from("DEBIAN_FRONTEND=noninteractive apt-get install -y -q");
+    if !install_recommends {
+        s.push_str(" --no-install-recommends");
+    }
+    if allow_downgrades {
+        s.push_str(" --allow-downgrades");
+    }
+    s.push_str(&format!(" -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold -o DPkg::Lock::Timeout={LOCK_TIMEOUT_SECS} {}", join(specs)));
+    s
+}
+
+pub fn remove_command(queries: &[String], purge: bool) -> String {
+    let verb = if purge { "purge" } else { "remove" };
+    format!(
+        "DEBIAN_FRONTEND=noninteractive apt-get {verb} -y -q -o DPkg::Lock::Timeout={LOCK_TIMEOUT_SECS} {}",
+        join(queries)
+    )
+}
+
+/// `apt-get update`, retried while another process holds the lists lock
+/// (DPkg::Lock::Timeout covers dpkg's lock, not that one), then the stamp.
+pub fn update_command() -> String {
+    update_command_with(UPDATE_STAMP, 5)
+}
+
+fn update_command_with(stamp: &str, pause_secs: u32) -> String {
+    let tries = LOCK_TIMEOUT_SECS / pause_secs.max(1);
+    let stamp_dir = stamp.rsplit_once('/').map_or("/", |(d, _)| d);
+    format!(
+        "n=0; until out=$(LC_ALL=C apt-get update -q -o DPkg::Lock::Timeout={LOCK_TIMEOUT_SECS} 2>&1); do \
+         case $out in *'Could not get lock'*) [ \"$n\" -lt {tries} ] || {{ printf '%s\\n' \"$out\" >&2; exit 100; }}; n=$((n + 1)); sleep {pause_secs};; \
+         *) printf '%s\\n' \"$out\" >&2; exit 100;; esac; done; printf '%s\\n' \"$out\"; mkdir -p {} && touch {}",
+        join([stamp_dir]),
+        join([stamp])
+    )
+}
+
+impl Apt {
+    fn queries(&self) -> Vec<String> {
+        self.packages.iter().map(Package::query).collect()
+    }
+
+    fn entries<'a>(&self, f: &'a AptFacts, p: &Package) -> Vec<&'a Dpkg> {
+        f.dpkg
+            .iter()
+            .filter(|d| {
+                d.name == p.name
+                    && p.arch
+                        .as_deref()
+                        .is_none_or(|a| d.arch == a || d.arch == "all")
+            })
+            .collect()
+    }
+
+    fn installed_version<'a>(&self, f: &'a AptFacts, p: &Package) -> Option<&'a str> {
+        self.entries(f, p)
+            .into_iter()
+            .find(|d| d.installed())
+            .map(|d| d.version.as_str())
+    }
+
+    fn candidate<'a>(&self, f: &'a AptFacts, p: &Package) -> Option<&'a str> {
+        f.candidates
+            .get(&p.query())
+            .or_else(|| f.candidates.get(&p.name))
+            .and_then(|c| c.as_deref())
+    }
+
+    /// Why the package lists must be refreshed before installing, if they must.
+    fn stale_reason(
+        &self,
+        f: &AptFacts,
+        missing: &[&Package],
+    ) -> Result<Option<String>, StepError> {
+        if !self.update_cache {
+            return Ok(None);
+        }
+        let now = f
+            .now
+            .ok_or_else(|| StepError::new("the apt facts lack the time (`date +%s`)"))?;
+        if f.lists.unwrap_or(0) == 0 {
+            return Ok(Some("no package lists yet".into()));
+        }
+        let updated = f.updated.unwrap_or(0);
+        if f.sources.is_some_and(|s| s > updated) {
+            return Ok(Some("sources changed since the last update".into()));
+        }
+        let age = now.saturating_sub(updated);
+        if age > self.cache_valid_time {
+            return Ok(Some(format!("package lists are {} old", human(age))));
+        }
+        if let Some(p) = missing.iter().find(|p| self.candidate(f, p).is_none()) {
+            return Ok(Some(format!("{} is not in the package lists", p.name)));
+        }
+        Ok(None)
+    }
+
+    fn install(
+        &self,
+        f: &AptFacts,
+        wanted: Vec<&Package>,
+        done: String,
+    ) -> Result<Check, StepError> {
+        let stale = self.stale_reason(f, &wanted)?;
+        let latest = self.state == State::Latest;
+        // With stale lists a newer version may exist: refresh and let apt decide.
+        let wanted: Vec<&Package> = if latest && stale.is_some() {
+            self.packages.iter().collect()
+        } else {
+            wanted
+        };
+        if wanted.is_empty() {
+            return Ok(Check::Ok(done));
+        }
+        let specs: Vec<String> = wanted.iter().map(|p| p.spec()).collect();
+        let verb = if latest {
+            "install or upgrade"
+        } else {
+            "install"
+        };
+        let mut summary = format!("{verb} {}", specs.join(", "));
+        let mut actions = Vec::new();
+        if let Some(reason) = stale {
+            summary.push_str(&format!(" (after apt-get update: {reason})"));
+            actions.push(Action::run(update_command()));
+        }
+        let downgrades = wanted.iter().any(|p| p.version.is_some());
+        actions.push(Action::run(install_command(
+            &specs,
+            self.install_recommends,
+            downgrades,
+        )));
+        Ok(Check::Change(vec![Change::new(summary, actions)]))
+    }
+}
+
+impl HostStep for Apt {
+    fn gather(&self) -> Option<String> {
+        Some(gather_command(&self.queries(), self.state != State::Absent))
+    }
+
+    fn check(&self, facts: &Facts) -> Result<Check, StepError> {
+        let f = parse(&facts.stdout)?;
+        let names = || self.queries().join(", ");
+        match self.state {
+            State::Present => {
+                let wanted: Vec<&Package> = self
+                    .packages
+                    .iter()
+                    .filter(|p| match (self.installed_version(&f, p), &p.version) {
+                        (None, _) => true,
+                        (Some(have), Some(want)) => have != want,
+                        (Some(_), None) => false,
+                    })
+                    .collect();
+                self.install(&f, wanted, format!("{} installed", names()))
+            }
+            State::Latest => {
+                let wanted: Vec<&Package> = self
+                    .packages
+                    .iter()
+                    .filter(
+                        |p| match (self.installed_version(&f, p), self.candidate(&f, p)) {
+                            (None, _) => true,
+                            (Some(have), Some(c)) => have != c,
+                            (Some(_), None) => false,
+                        },
+                    )
+                    .collect();
+                self.install(&f, wanted, format!("{} at the latest version", names()))
+            }
+            State::Absent => {
+                let gone: Vec<String> = self
+                    .packages
+                    .iter()
+                    .filter(|p| self.entries(&f, p).iter().any(|d| d.present(self.purge)))
+                    .map(Package::query)
+                    .collect();
+                if gone.is_empty() {
+                    return Ok(Check::Ok(format!(
+                        "{} {}",
+                        names(),
+                        if self.purge {
+                            "purged"
+                        } else {
+                            "not installed"
+                        }
+                    )));
+                }
+                let verb = if self.purge { "purge" } else { "remove" };
+                Ok(Check::Change(vec![Change::new(
+                    format!("{verb} {}", gone.join(", ")),
+                    vec![Action::run(remove_command(&gone, self.purge))],
+                )]))
+            }
+        }
+    }
+}
+
+/// "3h", "2d", "45min", for ages of the package lists.
+fn human(secs: u64) -> String {
+    match secs {
+        s if s >= 2 * 86400 => format!("{}d", s / 86400),
+        s if s >= 3600 => format!("{}h", s / 3600),
+        s => format!("{}min", s.div_ceil(60)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::steps::testing::{build as build_with, build_err};
+
+    fn step(with: &str) -> Box<dyn HostStep> {
+        build_with(build, with).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    const INSTALL: &str = "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold -o DPkg::Lock::Timeout=300";
+
+    /// Captured on Debian 12 (the gather command with curl installed, nginx not),
+    /// lists refreshed 10 minutes before.
+    const FRESH_LISTS: &str = "pkg=ii  curl amd64 7.88.1-10+deb12u12\n\
+        candidate=curl 7.88.1-10+deb12u12\n\
+        candidate=nginx 1.22.1-9+deb12u11\n\
+        now=1795768133\nupdated=1795767533\nsources=1700000000\nlists=4\n";
+
+    #[test]
+    fn commands_are_exact() {
+        assert_eq!(
+            gather_command(&["nginx".into(), "libc6:i386".into()], true),
+            "dpkg-query -W -f='pkg=${db:Status-Abbrev} ${Package} ${Architecture} ${Version}\\n' nginx libc6:i386 2>/dev/null; \
+             LC_ALL=C apt-cache policy nginx libc6:i386 2>/dev/null | awk '/^[^ ].*:$/ { p = substr($0, 1, length($0) - 1) } /^  Candidate:/ { print \"candidate=\" p \" \" $2 }'; \
+             echo \"now=$(date +%s)\"; \
+             echo \"updated=$(stat -c %Y /var/lib/apt/lists /var/lib/apt/periodic/update-success-stamp 2>/dev/null | sort -n | tail -n 1)\"; \
+             echo \"sources=$(stat -c %Y /etc/apt/sources.list /etc/apt/sources.list.d /etc/apt/sources.list.d/* 2>/dev/null | sort -n | tail -n 1)\"; \
+             echo \"lists=$(ls /var/lib/apt/lists 2>/dev/null | grep -c _Packages)\""
+        );
+        assert_eq!(
+            gather_command(&["nginx".into()], false),
+            "dpkg-query -W -f='pkg=${db:Status-Abbrev} ${Package} ${Architecture} ${Version}\\n' nginx 2>/dev/null"
+        );
+        assert_eq!(
+            install_command(&["nginx".into(), "curl".into()], false, false),
+            format!("{INSTALL} nginx curl")
+        );
+        assert_eq!(
+            install_command(
+                &["docker-ce=5:27.3.1-1~debian.12~bookworm".into()],
+                true,
+                true
+            ),
+            "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --allow-downgrades -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold -o DPkg::Lock::Timeout=300 'docker-ce=5:27.3.1-1~debian.12~bookworm'"
+        );
+        assert_eq!(
+            remove_command(&["nginx".into()], false),
+            "DEBIAN_FRONTEND=noninteractive apt-get remove -y -q -o DPkg::Lock::Timeout=300 nginx"
+        );
+        assert_eq!(
+            remove_command(&["nginx".into()], true),
+            "DEBIAN_FRONTEND=noninteractive apt-get purge -y -q -o DPkg::Lock::Timeout=300 nginx"
+        );
+        assert_eq!(
+            update_command(),
+            "n=0; until out=$(LC_ALL=C apt-get update -q -o DPkg::Lock::Timeout=300 2>&1); do \
+             case $out in *'Could not get lock'*) [ \"$n\" -lt 60 ] || { printf '%s\\n' \"$out\" >&2; exit 100; }; n=$((n + 1)); sleep 5;; \
+             *) printf '%s\\n' \"$out\" >&2; exit 100;; esac; done; printf '%s\\n' \"$out\"; \
+             mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/update-success-stamp"
+        );
+    }
+
+    /// The update script in a real sh, with a fake apt-get that is locked out once.
+    #[test]
+    fn update_command_retries_only_on_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let fake = bin.join("apt-get");
+        let count = dir.path().join("count");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\necho x >> {c}\nif [ \"$(wc -l < {c})\" -eq 1 ]; then echo 'E: Could not get lock /var/lib/apt/lists/lock. It is held by process 9 (apt-get)' >&2; exit 100; fi\n\
+                 if [ -e {dir}/broken ]; then echo 'E: The repository is not signed.' >&2; exit 100; fi\necho 'Reading package lists...'\n",
+                c = count.display(),
+                dir = dir.path().display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let stamp = dir.path().join("periodic/stamp");
+        let run = || {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(update_command_with(stamp.to_str().unwrap(), 0))
+                .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+                .output()
+                .unwrap()
+        };
+        let out = run();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "Reading package lists...\n"
+        );
+        assert!(stamp.exists());
+        assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 2);
+        // Any other failure fails at once, with apt's message, and leaves no stamp.
+        std::fs::remove_file(&stamp).unwrap();
+        std::fs::write(dir.path().join("broken"), "").unwrap();
+        let out = run();
+        assert_eq!(out.status.code(), Some(100));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "E: The repository is not signed.\n"
+        );
+        assert!(!stamp.exists());
+        assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 3);
+    }
+
+    #[test]
+    fn parses_captured_output() {
+        let f = parse("pkg=ii  coreutils amd64 9.1-1\npkg=hi  libc6 amd64 2.36-9+deb12u14\npkg=un  nginx  \npkg=rc  apache2 amd64 2.4.62-1~deb12u2\ncandidate=nosuch (none)\nnow=5\nlists=0\n").unwrap();
+        assert!(f.dpkg[0].installed() && f.dpkg[1].installed());
+        assert!(!f.dpkg[2].installed() && !f.dpkg[2].present(true));
+        assert_eq!(
+            f.dpkg[2],
+            Dpkg {
+                status: "un ".into(),
+                name: "nginx".into(),
+                arch: "".into(),
+                version: "".into()
+            }
+        );
+        assert!(!f.dpkg[3].installed() && !f.dpkg[3].present(false) && f.dpkg[3].present(true));
+        assert_eq!(f.candidates.get("nosuch"), Some(&None));
+        assert_eq!((f.now, f.updated, f.lists), (Some(5), None, Some(0)));
+        assert!(
+            !Dpkg {
+                status: "iHR".into(),
+                name: "x".into(),
+                arch: "".into(),
+                version: "".into()
+            }
+            .installed()
+        );
+    }
+
+    #[test]
+    fn fresh_host_installs_without_update_when_lists_are_fresh() {
+        let s = step("packages = [\"nginx\", \"curl\"]");
+        assert_eq!(
+            s.check(&Facts::new(FRESH_LISTS)).unwrap(),
+            Check::Change(vec![Change::new(
+                "install nginx",
+                vec![Action::run(format!("{INSTALL} nginx"))]
+            )])
+        );
+    }
+
+    #[test]
+    fn stale_lists_are_updated_first() {
+        let s = step("packages = [\"nginx\"]");
+        let old = FRESH_LISTS.replace("now=1795768133", "now=1795789133");
+        assert_eq!(
+            s.check(&Facts::new(old)).unwrap(),
+            Check::Change(vec![Change::new(
+                "install nginx (after apt-get update: package lists are 6h old)",
+                vec![
+                    Action::run(update_command()),
+                    Action::run(format!("{INSTALL} nginx"))
+                ]
+            )])
+        );
+        // A new source (the Docker repository) since the last update.
+        let Check::Change(c) = s
+            .check(&Facts::new(
+                FRESH_LISTS.replace("sources=1700000000", "sources=1795767600"),
+            ))
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            c[0].summary,
+            "install nginx (after apt-get update: sources changed since the last update)"
+        );
+        // A fresh cloud image with no lists at all.
+        let Check::Change(c) = s
+            .check(&Facts::new(FRESH_LISTS.replace("lists=4", "lists=0")))
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            c[0].summary,
+            "install nginx (after apt-get update: no package lists yet)"
+        );
+        // Fresh lists that do not know the package.
+        let s = step("packages = \"docker-ce\"");
+        let Check::Change(c) = s.check(&Facts::new(FRESH_LISTS)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            c[0].summary,
+            "install docker-ce (after apt-get update: docker-ce is not in the package lists)"
+        );
+        // update_cache = false: never.
+        let s = step("packages = [\"nginx\"]\nupdate_cache = false");
+        let Check::Change(c) = s
+            .check(&Facts::new(FRESH_LISTS.replace("lists=4", "lists=0")))
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(c[0].summary, "install nginx");
+    }
+
+    #[test]
+    fn already_installed_needs_no_update() {
+        let s = step("packages = [\"curl\"]\ncache_valid_time = 0");
+        assert_eq!(
+            s.check(&Facts::new(FRESH_LISTS)).unwrap(),
+            Check::Ok("curl installed".into())
+        );
+    }
+
+    #[test]
+    fn pinned_version_drift() {
+        let s = step("packages = [\"curl=7.88.1-10+deb12u5\"]");
+        let Check::Change(c) = s.check(&Facts::new(FRESH_LISTS)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(c[0].summary, "install curl=7.88.1-10+deb12u5");
+        assert!(c[0].actions[0].describe().contains("--allow-downgrades"));
+        let s = step("packages = [\"curl=7.88.1-10+deb12u12\"]");
+        assert!(matches!(
+            s.check(&Facts::new(FRESH_LISTS)).unwrap(),
+            Check::Ok(_)
+        ));
+    }
+
+    #[test]
+    fn latest() {
+        let s = step("packages = [\"curl\"]\nstate = \"latest\"");
+        assert_eq!(
+            s.check(&Facts::new(FRESH_LISTS)).unwrap(),
+            Check::Ok("curl at the latest version".into())
+        );
+        let newer = FRESH_LISTS.replace(
+            "candidate=curl 7.88.1-10+deb12u12",
+            "candidate=curl 7.88.1-10+deb12u13",
+        );
+        let Check::Change(c) = s.check(&Facts::new(newer)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(c[0].summary, "install or upgrade curl");
+        let stale = FRESH_LISTS.replace("now=1795768133", "now=1795789133");
+        let Check::Change(c) = s.check(&Facts::new(stale)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            c[0].summary,
+            "install or upgrade curl (after apt-get update: package lists are 6h old)"
+        );
+    }
+
+    #[test]
+    fn absent() {
+        let s = step("packages = [\"apache2\", \"nginx\"]\nstate = \"absent\"");
+        assert_eq!(
+            s.gather().unwrap(),
+            gather_command(&["apache2".into(), "nginx".into()], false)
+        );
+        assert_eq!(
+            s.check(&Facts::new("pkg=rc  apache2 amd64 2.4.62-1~deb12u2\n"))
+                .unwrap(),
+            Check::Ok("apache2, nginx not installed".into())
+        );
+        assert_eq!(
+            s.check(&Facts::new("pkg=ii  apache2 amd64 2.4.62-1~deb12u2\n"))
+                .unwrap(),
+            Check::Change(vec![Change::new(
+                "remove apache2",
+                vec![Action::run(remove_command(&["apache2".into()], false))]
+            )])
+        );
+        let s = step("packages = [\"apache2\"]\nstate = \"absent\"\npurge = true");
+        let Check::Change(c) = s
+            .check(&Facts::new("pkg=rc  apache2 amd64 2.4.62-1~deb12u2\n"))
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(c[0].summary, "purge apache2");
+    }
+
+    #[test]
+    fn package_names() {
+        assert_eq!(
+            parse_package("libc6:i386"),
+            Some(Package {
+                name: "libc6".into(),
+                arch: Some("i386".into()),
+                version: None
+            })
+        );
+        assert_eq!(
+            parse_package("docker-ce=5:27.3.1-1~debian.12~bookworm")
+                .unwrap()
+                .version
+                .as_deref(),
+            Some("5:27.3.1-1~debian.12~bookworm")
+        );
+        assert_eq!(
+            parse_package("g++:amd64=4:12.2.0-3").unwrap().spec(),
+            "g++:amd64=4:12.2.0-3"
+        );
+        for bad in [
+            "Nginx",
+            "x",
+            "-rf",
+            "nginx;reboot",
+            "nginx=",
+            "nginx:",
+            "a b",
+            "nginx=abc",
+            "../x",
+        ] {
+            assert_eq!(parse_package(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn param_errors() {
+        let e = build_err(build_with(build, "packages = [\"Nginx\"]"));
+        assert_eq!(
+            (e.key.as_deref(), e.message.as_str()),
+            (
+                Some("packages"),
+                "\"Nginx\" is not a valid Debian package name"
+            )
+        );
+        assert!(e.help.is_some());
+        let e = build_err(build_with(build, "packages = []"));
+        assert_eq!(e.message, "`packages` is empty");
+        let e = build_err(build_with(build, "package = [\"nginx\"]"));
+        assert!(e.help.unwrap().starts_with("did you mean `packages`?"));
+        let e = build_err(build_with(
+            build,
+            "packages = [\"nginx\"]\nstate = \"installed\"",
+        ));
+        assert_eq!(
+            e.message,
+            "`state`: unknown variant `installed`, expected one of `present`, `absent`, `latest`"
+        );
+        let e = build_err(build_with(build, "packages = 3"));
+        assert_eq!(
+            e.message,
+            "`packages`: invalid type: integer `3`, expected a string or a list of strings"
+        );
+        let e = build_err(build_with(
+            build,
+            "packages = [\"nginx=1.0\"]\nstate = \"absent\"",
+        ));
+        assert_eq!(e.help.as_deref(), Some("write \"nginx\""));
+        let e = build_err(build_with(
+            build,
+            "packages = [\"nginx\"]\ncache_valid_time = \"1h\"",
+        ));
+        assert_eq!(e.key.as_deref(), Some("cache_valid_time"));
+        let e = build_err(build_with(build, "packages = [\"nginx\"]\npurge = true"));
+        assert_eq!(e.key.as_deref(), Some("purge"));
+    }
+}

@@ -1,0 +1,88 @@
+//! One file per built-in step, named for its intent, and the table that makes
+//! them available to playbooks.
+
+use crate::registry::HostStepCtor;
+
+pub mod apt;
+pub mod command;
+pub mod copy;
+pub mod directory;
+pub mod file;
+pub mod line;
+pub mod service;
+pub mod template;
+pub mod user;
+pub mod util;
+
+/// General-purpose per-host steps.
+pub const HOST_STEPS: &[(&str, HostStepCtor)] = &[
+    ("command", command::build),
+    ("template", template::build),
+    ("copy", copy::build),
+    ("apt", apt::build),
+    ("service", service::build),
+    ("line", line::build),
+    ("directory", directory::build),
+    ("user", user::build),
+];
+
+/// What step unit tests share: a BuildCtx for host `web-1` (vars.ip =
+/// 10.0.0.5, secret `db_password`), TOML parsing, error unwrapping.
+#[cfg(test)]
+pub(crate) mod testing {
+    use crate::registry::{BuildCtx, ParamError};
+    use provision_engine::inventory::Host;
+    use provision_engine::step::HostStep;
+    use std::path::Path;
+
+    pub const SECRET: &str = "s3cr3t-pw";
+
+    pub fn with_ctx<R>(base_dir: &Path, f: impl FnOnce(&BuildCtx<'_>) -> R) -> R {
+        let host = Host {
+            name: "web-1".into(),
+            address: "10.0.0.5".into(),
+            port: None,
+            user: None,
+            become_sudo: true,
+            private_ip: None,
+            roles: vec![],
+            labels: Default::default(),
+            vars: Default::default(),
+            line: 1,
+        };
+        let env = provision_engine::template::environment();
+        let ctx = minijinja::Value::from(minijinja::value::Serde(serde_json::json!({
+            "host": {"name": "web-1"}, "vars": {"ip": "10.0.0.5"}, "secrets": {"db_password": SECRET}
+        })));
+        let render =
+            |name: &str, body: &str| provision_engine::template::render(&env, name, body, &ctx);
+        let has_secret = |t: &str| t.contains(SECRET);
+        f(&BuildCtx {
+            host: &host,
+            base_dir,
+            render: &render,
+            has_secret: &has_secret,
+        })
+    }
+
+    pub fn table(s: &str) -> toml::Table {
+        toml::from_str(s).expect("test TOML parses")
+    }
+
+    /// Builds in a context whose base_dir is the crate (no files needed).
+    pub fn build(
+        ctor: crate::registry::HostStepCtor,
+        with: &str,
+    ) -> Result<Box<dyn HostStep>, ParamError> {
+        with_ctx(Path::new(env!("CARGO_MANIFEST_DIR")), |ctx| {
+            ctor(&table(with), ctx)
+        })
+    }
+
+    pub fn build_err(r: Result<Box<dyn HostStep>, ParamError>) -> ParamError {
+        match r {
+            Ok(_) => panic!("expected a parameter error"),
+            Err(e) => e,
+        }
+    }
+}

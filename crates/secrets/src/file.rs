@@ -1,0 +1,179 @@
+//! A secrets file on disk: read and decrypt it, encrypt and replace it atomically.
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+use crate::crypto::{self, EncryptionMode, Target};
+use crate::recipients::RecipientsFile;
+use crate::{IdentitySources, Secrets, SecretsError};
+
+/// A secrets file: TOML encrypted as a whole with age (armored).
+#[derive(Debug, Clone)]
+pub struct SecretsFile {
+    path: PathBuf,
+}
+
+/// The decrypted text of a secrets file and how it was encrypted (so it can be written back
+/// the same way).
+pub struct Decrypted {
+    text: Zeroizing<String>,
+    mode: EncryptionMode,
+}
+
+impl std::fmt::Debug for Decrypted {
+    /// Never the text: only its size and the mode.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decrypted")
+            .field("bytes", &self.text.len())
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+impl Decrypted {
+    /// The TOML text, exactly as it was encrypted (comments included).
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    pub fn mode(&self) -> &EncryptionMode {
+        &self.mode
+    }
+}
+
+impl SecretsFile {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        SecretsFile { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The recipients file next to it: `secrets.age` -> `secrets.recipients`.
+    pub fn recipients_path(&self) -> PathBuf {
+        RecipientsFile::path_for(&self.path)
+    }
+
+    /// Decrypts and parses a secrets file: what a run uses.
+    pub fn load(path: impl AsRef<Path>, ids: &IdentitySources) -> Result<Secrets, SecretsError> {
+        let file = SecretsFile::new(path.as_ref());
+        let decrypted = file.decrypt(ids)?;
+        Secrets::parse(file.path(), decrypted.text())
+    }
+
+    /// The encrypted bytes as they are on disk.
+    pub fn read_encrypted(&self) -> Result<Vec<u8>, SecretsError> {
+        fs::read(&self.path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                SecretsError::NotFound {
+                    path: self.path.clone(),
+                }
+            } else {
+                SecretsError::io("read", &self.path, e)
+            }
+        })
+    }
+
+    /// Decrypts the file (the text must be UTF-8; it is not parsed here).
+    pub fn decrypt(&self, ids: &IdentitySources) -> Result<Decrypted, SecretsError> {
+        let bytes = self.read_encrypted()?;
+        self.decrypt_bytes(&bytes, ids)
+    }
+
+    /// Decrypts bytes that were read from this file (or are meant for it).
+    pub fn decrypt_bytes(
+        &self,
+        bytes: &[u8],
+        ids: &IdentitySources,
+    ) -> Result<Decrypted, SecretsError> {
+        let plain = crypto::decrypt(&self.path, bytes, ids)?;
+        let text = match String::from_utf8(plain.bytes.to_vec()) {
+            Ok(t) => Zeroizing::new(t),
+            Err(e) => {
+                // The failed conversion hands the bytes back; wipe them too.
+                drop(Zeroizing::new(e.into_bytes()));
+                return Err(SecretsError::NotUtf8 {
+                    path: self.path.clone(),
+                });
+            }
+        };
+        Ok(Decrypted {
+            text,
+            mode: plain.mode,
+        })
+    }
+
+    /// Encrypts `text` the way `mode` says: to the keys of the recipients file, or with the
+    /// passphrase.
+    pub fn encrypt(&self, text: &[u8], mode: &EncryptionMode) -> Result<Vec<u8>, SecretsError> {
+        match mode {
+            EncryptionMode::Recipients => {
+                let keys = RecipientsFile::load(&self.recipients_path())?.require_keys()?;
+                crypto::encrypt(&self.path, text, Target::Keys(&keys))
+            }
+            EncryptionMode::Passphrase(p) => {
+                crypto::encrypt(&self.path, text, Target::Passphrase(p))
+            }
+        }
+    }
+
+    /// Checks that `mode` can encrypt (the recipients file exists and lists keys), before a
+    /// user spends time on an edit.
+    pub fn check_encryptable(&self, mode: &EncryptionMode) -> Result<(), SecretsError> {
+        match mode {
+            EncryptionMode::Recipients => {
+                RecipientsFile::load(&self.recipients_path())?.require_keys()?;
+                Ok(())
+            }
+            EncryptionMode::Passphrase(_) => Ok(()),
+        }
+    }
+
+    /// Encrypts `text` and replaces the file atomically.
+    pub fn write(&self, text: &[u8], mode: &EncryptionMode) -> Result<(), SecretsError> {
+        let encrypted = self.encrypt(text, mode)?;
+        write_atomic(&self.path, &encrypted, 0o644)
+    }
+}
+
+/// Replaces `path` atomically: writes `NAME.tmp-XXXXXX` in the same directory, fsyncs it,
+/// renames it over `path`, then fsyncs the directory. The original is never partially written;
+/// on failure the temporary file is removed. An existing file keeps its permissions; a new one
+/// gets `new_mode`.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], new_mode: u32) -> Result<(), SecretsError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "secrets".into());
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!("{name}.tmp-"))
+        .rand_bytes(6)
+        .tempfile_in(&dir)
+        .map_err(|e| SecretsError::io("create a temporary file in", &dir, e))?;
+    let permissions = match fs::metadata(path) {
+        Ok(meta) => meta.permissions(),
+        Err(_) => fs::Permissions::from_mode(new_mode),
+    };
+    let write = |f: &mut fs::File| -> std::io::Result<()> {
+        f.write_all(bytes)?;
+        f.set_permissions(permissions)?;
+        f.sync_all()
+    };
+    write(tmp.as_file_mut()).map_err(|e| SecretsError::io("write", tmp.path(), e))?;
+    tmp.persist(path)
+        .map_err(|e| SecretsError::io("replace", path, e.error))?;
+    // Make the rename itself durable; failing to sync a directory is not worth failing for.
+    if let Ok(d) = fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
