@@ -109,7 +109,8 @@ impl HostStep for Command {
         };
         if let Some(p) = &self.creates {
             match kv.get("creates").copied() {
-                Some("yes") => return Ok(Check::Skip(format!("{p} exists (creates)"))),
+                // The guard holds: the state the command creates is there, so "ok".
+                Some("yes") => return Ok(Check::Ok(format!("{p} exists (creates)"))),
                 Some("no") => {}
                 _ => return Err(util::bad_facts("command guard", &facts.stdout)),
             }
@@ -117,7 +118,7 @@ impl HostStep for Command {
         if let Some(u) = &self.unless
             && status("unless")? == 0
         {
-            return Ok(Check::Skip(format!(
+            return Ok(Check::Ok(format!(
                 "`{}` succeeded (unless)",
                 util::short(u)
             )));
@@ -191,7 +192,7 @@ mod tests {
         // Already done: skipped, saying why.
         assert_eq!(
             s.check(&Facts::new("creates=yes\n")).unwrap(),
-            Check::Skip("/opt/app exists (creates)".into())
+            Check::Ok("/opt/app exists (creates)".into())
         );
         assert!(s.check(&Facts::new("")).is_err());
     }
@@ -203,7 +204,7 @@ mod tests {
         );
         assert_eq!(
             s.check(&Facts::new("unless=0\nonly_if=0\n")).unwrap(),
-            Check::Skip("`docker info | grep -q 'Swarm: active'` succeeded (unless)".into())
+            Check::Ok("`docker info | grep -q 'Swarm: active'` succeeded (unless)".into())
         );
         assert_eq!(
             s.check(&Facts::new("unless=1\nonly_if=127\n")).unwrap(),

@@ -1,0 +1,355 @@
+//! Tier 2: whole `provision run` invocations of the real binary against several real
+//! sshd hosts on 127.0.0.1. The hosts share this machine's filesystem, so every host
+//! works under its own root directory (a host var).
+
+use provision_testkit::{KeyPair, Sshd, keygen};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    servers: Vec<Sshd>,
+    #[allow(dead_code)]
+    key: KeyPair,
+}
+
+const PLAYBOOK: &str = r#"
+[[steps]]
+name = "app directory"
+use = "directory"
+with = { path = "{{ vars.root }}/etc/app", mode = "0750" }
+
+[[steps]]
+name = "app config"
+use = "template"
+with = { src = "app.conf.j2", dest = "{{ vars.root }}/etc/app/app.conf", mode = "0600" }
+
+[[steps]]
+name = "motd"
+use = "copy"
+with = { content = "{{ host.name }} is managed by provision\n", dest = "{{ vars.root }}/etc/motd" }
+
+[[steps]]
+name = "sysctl line"
+use = "line"
+with = { path = "{{ vars.root }}/etc/sysctl.conf", regexp = "^vm.swappiness", line = "vm.swappiness = 10", create = true }
+
+[[steps]]
+name = "one-time init"
+use = "command"
+with = { run = "date > {{ vars.root }}/etc/app/initialised", creates = "{{ vars.root }}/etc/app/initialised" }
+
+[[steps]]
+name = "packages present"
+use = "apt"
+with = { packages = ["openssh-server"], state = "present" }
+"#;
+
+const TEMPLATE: &str = "# {{ host.name }}\nlisten = {{ host.private_ip }}\npeers = {% for h in hosts %}{{ h.name }} {% endfor %}\ntoken = {{ secrets.app_token }}\n";
+const SECRET: &str = "tok-7f3a9c-very-secret";
+
+fn cluster(n: usize) -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "id", "ed25519", "");
+    let servers: Vec<Sshd> = (0..n).map(|_| Sshd::start()).collect();
+    let mut kh = String::new();
+    let mut hosts = String::new();
+    for (i, s) in servers.iter().enumerate() {
+        s.authorize(&key);
+        kh.push_str(&s.known_hosts_line());
+        let root = dir.path().join(format!("root-h{}", i + 1));
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        hosts.push_str(&format!(
+            "\n[[hosts]]\nname = \"h{n}\"\naddress = \"127.0.0.1\"\nport = {port}\nprivate_ip = \"10.0.0.{n}\"\nroles = [\"worker\"]\nvars = {{ root = \"{root}\" }}\n",
+            n = i + 1,
+            port = s.port,
+            root = root.display()
+        ));
+    }
+    std::fs::write(dir.path().join("known_hosts"), kh).unwrap();
+    std::fs::write(dir.path().join("playbook.toml"), PLAYBOOK).unwrap();
+    std::fs::write(dir.path().join("app.conf.j2"), TEMPLATE).unwrap();
+    // Secrets made with the reference age CLI: our reader must take them as they are.
+    let age_key = dir.path().join("age.key");
+    run_ok(Command::new("age-keygen").arg("-o").arg(&age_key));
+    let public = std::fs::read_to_string(&age_key)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: ").map(str::to_string))
+        .unwrap();
+    let plain = dir.path().join("secrets.toml");
+    std::fs::write(&plain, format!("app_token = \"{SECRET}\"\n")).unwrap();
+    run_ok(
+        Command::new("age")
+            .args(["-a", "-r", &public, "-o"])
+            .arg(dir.path().join("secrets.age"))
+            .arg(&plain),
+    );
+    std::fs::remove_file(&plain).unwrap();
+    std::fs::write(dir.path().join("secrets.recipients"), format!("{public}\n")).unwrap();
+    let inventory = format!(
+        "name = \"test\"\nplaybook = \"playbook.toml\"\nsecrets = \"secrets.age\"\n\n[ssh]\nuser = \"root\"\nidentity = \"{}\"\nhost_key_policy = \"strict\"\n{hosts}",
+        key.private.display()
+    );
+    std::fs::write(dir.path().join("cluster.toml"), inventory).unwrap();
+    Cluster { dir, servers, key }
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Cluster {
+    fn provision(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_provision"))
+            .args(args)
+            .env("PROVISION_IDENTITY", self.dir.path().join("age.key"))
+            .env("HOME", self.dir.path())
+            .env_remove("SSH_AUTH_SOCK")
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap()
+    }
+
+    fn cluster_toml(&self) -> String {
+        self.dir.path().join("cluster.toml").display().to_string()
+    }
+
+    fn root(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("root-h{i}"))
+    }
+
+    /// Host results of a `--output json` run: (step, host, status).
+    fn results(out: &Output) -> Vec<(String, String, String)> {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == "host_result")
+            .map(|v| {
+                (
+                    v["step"].as_str().unwrap().into(),
+                    v["host"].as_str().unwrap().into(),
+                    v["status"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    }
+
+    fn logs(&self) -> String {
+        let dir = self.dir.path().join(".provision/logs");
+        let mut all = String::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            all.push_str(&std::fs::read_to_string(e.unwrap().path()).unwrap());
+        }
+        all
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn converges_then_reports_zero_changes_and_never_leaks_the_secret() {
+    let c = cluster(3);
+    // Watch every process on the machine while the run goes on: no argv may hold the secret.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut samples = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+                let ps = String::from_utf8_lossy(&ps.stdout).to_string();
+                samples += 1;
+                if ps.contains(SECRET) {
+                    seen.push(ps);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            (samples, seen)
+        })
+    };
+    let first = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (samples, seen) = watcher.join().unwrap();
+    assert!(first.status.success(), "{}", text(&first));
+    assert!(
+        samples > 3,
+        "the watcher sampled the process list during the run"
+    );
+    assert!(
+        seen.is_empty(),
+        "secret seen in a process listing:\n{}",
+        seen.join("\n---\n")
+    );
+
+    let results = Cluster::results(&first);
+    let changed = results.iter().filter(|r| r.2 == "changed").count();
+    assert_eq!(
+        changed, 15,
+        "5 file steps x 3 hosts change on the first run: {results:?}"
+    );
+    assert!(
+        results
+            .iter()
+            .any(|r| r.0 == "packages present" && r.2 == "ok")
+    );
+    for i in 1..=3 {
+        let conf = std::fs::read_to_string(c.root(i).join("etc/app/app.conf")).unwrap();
+        assert_eq!(
+            conf,
+            format!("# h{i}\nlisten = 10.0.0.{i}\npeers = h1 h2 h3 \ntoken = {SECRET}\n")
+        );
+        assert_eq!(mode(&c.root(i).join("etc/app/app.conf")), 0o600);
+        assert_eq!(mode(&c.root(i).join("etc/app")), 0o750);
+        assert_eq!(
+            std::fs::read_to_string(c.root(i).join("etc/motd")).unwrap(),
+            format!("h{i} is managed by provision\n")
+        );
+        assert_eq!(
+            std::fs::read_to_string(c.root(i).join("etc/sysctl.conf")).unwrap(),
+            "vm.swappiness = 10\n"
+        );
+    }
+
+    let second = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    assert!(second.status.success(), "{}", text(&second));
+    let results = Cluster::results(&second);
+    assert_eq!(results.len(), 18);
+    assert!(
+        results.iter().all(|r| r.2 == "ok"),
+        "second run: {results:?}"
+    );
+
+    // Nothing on any output path carries the secret: stdout, stderr, the run logs.
+    for out in [&first, &second] {
+        assert!(!text(out).contains(SECRET));
+    }
+    let logs = c.logs();
+    assert!(logs.contains("upload"), "the log records every command");
+    assert!(!logs.contains(SECRET), "secret in the run log");
+}
+
+#[test]
+fn check_mode_changes_nothing_on_disk() {
+    let c = cluster(2);
+    let out = c.provision(&["run", &c.cluster_toml(), "--check", "--diff"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("would change"), "{t}");
+    assert!(t.contains("+h1 is managed by provision"), "diff shown: {t}");
+    assert!(!t.contains(SECRET), "diffs are redacted: {t}");
+    for i in 1..=2 {
+        let entries: Vec<_> = std::fs::read_dir(c.root(i).join("etc")).unwrap().collect();
+        assert!(entries.is_empty(), "--check created files on h{i}");
+    }
+}
+
+#[test]
+fn a_failing_host_leaves_the_others_done() {
+    let c = cluster(3);
+    // On h2, a file stands where the app directory must go.
+    std::fs::write(c.root(2).join("etc/app"), "in the way").unwrap();
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("h2 failed in step `app directory`"), "{t}");
+    for i in [1, 3] {
+        assert!(
+            c.root(i).join("etc/app/app.conf").exists(),
+            "h{i} converged"
+        );
+    }
+    assert!(
+        !c.root(2).join("etc/motd").exists(),
+        "h2 dropped out after its failure"
+    );
+}
+
+#[test]
+fn an_unreachable_host_is_reported_and_the_rest_converges() {
+    let mut c = cluster(2);
+    c.servers[1].kill();
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    assert!(t.contains("h2: unreachable"), "{t}");
+    assert!(c.root(1).join("etc/app/app.conf").exists());
+}
+
+#[test]
+fn limit_changes_only_the_named_host() {
+    let c = cluster(2);
+    let out = c.provision(&["run", &c.cluster_toml(), "--limit", "h2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!c.root(1).join("etc/motd").exists());
+    assert!(c.root(2).join("etc/motd").exists());
+}
+
+#[test]
+fn bad_inventory_exits_2_naming_file_line_and_column_and_runs_nothing() {
+    let c = cluster(1);
+    let path = c.dir.path().join("cluster.toml");
+    let text_in = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("address =", "adress =");
+    std::fs::write(&path, text_in).unwrap();
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    assert_eq!(out.status.code(), Some(2));
+    let t = text(&out);
+    assert!(
+        t.contains("cluster.toml:")
+            && t.contains("unknown key `adress`")
+            && t.contains("did you mean `address`"),
+        "{t}"
+    );
+    assert!(
+        !c.servers[0].log().contains("Accepted publickey"),
+        "nothing connected"
+    );
+}
+
+#[test]
+fn bad_playbook_parameter_exits_2_at_its_line() {
+    let c = cluster(1);
+    let pb = c.dir.path().join("playbook.toml");
+    std::fs::write(&pb, PLAYBOOK.replace("mode = \"0750\"", "mdoe = \"0750\"")).unwrap();
+    let out = c.provision(&["check-config", &c.cluster_toml()]);
+    assert_eq!(out.status.code(), Some(2));
+    let t = text(&out);
+    assert!(
+        t.contains("playbook.toml:5:")
+            && t.contains("unknown parameter `mdoe`")
+            && t.contains("did you mean `mode`"),
+        "{t}"
+    );
+}
+
+#[test]
+fn shell_runs_everywhere_and_groups_output() {
+    let c = cluster(2);
+    let out = c.provision(&["shell", &c.cluster_toml(), "--", "echo", "hi;", "exit", "0"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("== h1 (exit status 0)\nhi\n")
+            && stdout.contains("== h2 (exit status 0)\nhi\n"),
+        "{stdout}"
+    );
+}
