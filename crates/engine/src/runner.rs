@@ -71,6 +71,8 @@ pub struct Runner {
     cancel: tokio::sync::watch::Receiver<bool>,
     nonce: String,
     state: Mutex<State>,
+    /// Secrets learnt from facts during the run (join tokens), redacted like the others.
+    learnt: Mutex<Vec<String>>,
 }
 
 impl Runner {
@@ -108,6 +110,7 @@ impl Runner {
                 cache: HashMap::new(),
                 recap,
             }),
+            learnt: Mutex::new(Vec::new()),
         }
     }
 
@@ -341,6 +344,16 @@ impl Runner {
             .await
             .map_err(RunnerError::Transport)?;
         let title = steps[index].title().to_string();
+        // Learn the secrets in these facts before anything is logged.
+        for (k, f) in facts::parse_batch(&self.nonce, &out.stdout_str()) {
+            let found = steps[k].secret_values(host, &f);
+            let mut learnt = self.learnt.lock().unwrap();
+            for v in found.into_iter().filter(|v| v.len() >= 4) {
+                if !learnt.contains(&v) {
+                    learnt.push(v);
+                }
+            }
+        }
         self.log_command(
             host,
             &title,
@@ -417,7 +430,22 @@ impl Runner {
             .retain(|(h, _), _| h != host);
         for change in &changes {
             for action in &change.actions {
-                if let Err(e) = self.run_action(&*conn, host, title, action).await {
+                let res = match action {
+                    Action::RunOn { host: other, .. } => match self.connection(other).await {
+                        Ok(c) => self.run_action(&*c, other, title, action).await,
+                        Err(e) => Err(RunnerError::Step(FailureInfo {
+                            message: self.redact_str(&format!(
+                                "cannot reach {other} to act for {host}: {e}"
+                            )),
+                            command: None,
+                            exit_status: None,
+                            stderr: String::new(),
+                            hint: None,
+                        })),
+                    },
+                    _ => self.run_action(&*conn, host, title, action).await,
+                };
+                if let Err(e) = res {
                     return match e {
                         RunnerError::Transport(t) if t.is_unreachable() => {
                             self.host_lost(index, title, host, &RunnerError::Transport(t), started)
@@ -454,7 +482,7 @@ impl Runner {
     ) -> Result<(), RunnerError> {
         let started = Instant::now();
         match action {
-            Action::Run { script, stdin } => {
+            Action::Run { script, stdin } | Action::RunOn { script, stdin, .. } => {
                 let stdin = stdin
                     .as_ref()
                     .map(|s| Stdin::Bytes(s.clone()))
@@ -517,7 +545,13 @@ impl Runner {
     }
 
     fn redact_str(&self, s: &str) -> String {
-        (self.redact)(s)
+        let mut out = (self.redact)(s);
+        for v in self.learnt.lock().unwrap().iter() {
+            if out.contains(v.as_str()) {
+                out = out.replace(v.as_str(), "***");
+            }
+        }
+        out
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -37,6 +37,13 @@ pub enum Action {
         script: String,
         stdin: Option<Zeroizing<Vec<u8>>>,
     },
+    /// Like `Run`, on another host of the inventory (a swarm manager updating a
+    /// node's labels). A failure counts against the host the change is for.
+    RunOn {
+        host: String,
+        script: String,
+        stdin: Option<Zeroizing<Vec<u8>>>,
+    },
     /// Write a file atomically.
     Upload {
         dest: String,
@@ -66,6 +73,7 @@ impl Action {
     pub fn describe(&self) -> String {
         match self {
             Action::Run { script, .. } => script.clone(),
+            Action::RunOn { host, script, .. } => format!("(on {host}) {script}"),
             Action::Upload {
                 dest,
                 content,
@@ -196,6 +204,12 @@ pub trait Step: Send + Sync {
     /// Pure: all gathered facts to a plan. A host whose facts could not be
     /// gathered is absent from `facts`.
     fn plan(&self, facts: &BTreeMap<String, Facts>) -> StepPlan;
+
+    /// Values in this step's facts from `host` that must never be shown (a swarm
+    /// join token): the runner redacts them from logs and events from then on.
+    fn secret_values(&self, _host: &str, _facts: &Facts) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A step made of independent per-host steps.

@@ -266,3 +266,81 @@ async fn secrets_are_redacted_from_every_event() {
     assert!(all.contains("token *** rejected"), "{all}");
     assert!(!all.contains("s3cr3t-value"));
 }
+
+/// A step whose facts hold a token and whose change runs on another host.
+struct TokenStep;
+
+impl Step for TokenStep {
+    fn title(&self) -> &str {
+        "join"
+    }
+    fn targets(&self) -> Vec<String> {
+        vec!["h2".into()]
+    }
+    fn fact_hosts(&self) -> Vec<String> {
+        vec!["h1".into()]
+    }
+    fn gather(&self, host: &str) -> Option<String> {
+        (host == "h1").then(|| "print-token".to_string())
+    }
+    fn plan(
+        &self,
+        facts: &std::collections::BTreeMap<String, Facts>,
+    ) -> provision_engine::StepPlan {
+        let token = facts["h1"].stdout.trim().to_string();
+        let mut plan = provision_engine::StepPlan::default();
+        plan.hosts.insert(
+            "h2".into(),
+            Ok(Check::Change(vec![Change::new(
+                "joined",
+                vec![Action::RunOn {
+                    host: "h1".into(),
+                    script: format!("accept {token}"),
+                    stdin: None,
+                }],
+            )])),
+        );
+        plan
+    }
+    fn secret_values(&self, _host: &str, facts: &Facts) -> Vec<String> {
+        vec![facts.stdout.trim().to_string()]
+    }
+}
+
+#[tokio::test]
+async fn learnt_secrets_are_redacted_and_run_on_runs_elsewhere() {
+    let (h1, h2) = (host("h1"), host("h2"));
+    h1.fake.respond_with("print-token", |script| {
+        Output::ok(answer_batch(script, |_| ("SWMTKN-1-abcdef\n".into(), 0)))
+    });
+    h1.fake
+        .respond("accept", Output::failed(1, "rejected SWMTKN-1-abcdef"));
+    let (recap, sink) = run(
+        &[&h1, &h2],
+        &[Box::new(TokenStep) as Box<dyn Step>],
+        RunOptions::default(),
+    )
+    .await;
+    assert!(
+        h1.fake
+            .scripts()
+            .iter()
+            .any(|s| s == "accept SWMTKN-1-abcdef"),
+        "ran on h1: {:?}",
+        h1.fake.scripts()
+    );
+    assert!(h2.fake.scripts().is_empty(), "nothing ran on h2 itself");
+    let f = &recap
+        .hosts
+        .iter()
+        .find(|h| h.host == "h2")
+        .unwrap()
+        .failures[0]
+        .1;
+    assert_eq!(
+        f.stderr, "rejected ***",
+        "failure counted against h2, token redacted"
+    );
+    let all = serde_json::to_string(&*sink.events.lock().unwrap()).unwrap();
+    assert!(!all.contains("SWMTKN-1-abcdef"), "{all}");
+}

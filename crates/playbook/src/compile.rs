@@ -127,6 +127,7 @@ pub fn compile(
             let has_secret = |text: &str| (secrets.contains_secret)(text);
             let bctx = BuildCtx {
                 host,
+                inventory: inv,
                 base_dir: &base_dir,
                 render: &render,
                 has_secret: &has_secret,

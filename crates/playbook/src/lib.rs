@@ -9,4 +9,4 @@ pub mod registry;
 pub mod steps;
 
 pub use compile::{Compiled, compile};
-pub use registry::{BuildCtx, ParamError, known_steps};
+pub use registry::{BuildCtx, ParamError, known_steps, test_inventory};

@@ -1,7 +1,7 @@
 //! The table of built-in steps: name to constructor, and what constructors get.
 
 use crate::steps;
-use provision_engine::inventory::Host;
+use provision_engine::inventory::{Host, Inventory};
 use provision_engine::step::HostStep;
 use provision_engine::template::TemplateError;
 use std::path::Path;
@@ -9,6 +9,9 @@ use std::path::Path;
 /// What a per-host step constructor gets besides its (already rendered) parameters.
 pub struct BuildCtx<'a> {
     pub host: &'a Host,
+    /// The whole inventory: other hosts' roles and private addresses (NFS exports,
+    /// load balancer backends).
+    pub inventory: &'a Inventory,
     /// Directory of the playbook file: `src` paths of `template` and `copy` are relative to it.
     pub base_dir: &'a Path,
     /// Renders a template body (named for errors) with this host's context
@@ -90,4 +93,11 @@ pub fn params<T: serde::de::DeserializeOwned>(
                 help: None,
             }
         })
+}
+
+/// A one-host inventory (`web-1`, worker, 10.0.0.5) for unit tests of steps.
+pub fn test_inventory() -> Inventory {
+    let text = "name = \"test\"\n[[hosts]]\nname = \"web-1\"\naddress = \"10.0.0.5\"\nprivate_ip = \"10.0.0.5\"\nroles = [\"worker\"]\n";
+    Inventory::parse(text, Path::new("test.toml"), &Default::default())
+        .expect("the test inventory is valid")
 }

@@ -7,7 +7,7 @@
 use provision_engine::facts;
 use provision_engine::inventory::Host;
 use provision_engine::step::{Action, Check, Facts, HostStep, StepError};
-use provision_playbook::registry::{BuildCtx, ParamError, host_step};
+use provision_playbook::registry::{BuildCtx, ParamError, host_step, test_inventory};
 use provision_transport::{
     Command, Output, Stdin, Transport, TransportError, Upload, UploadSource,
 };
@@ -110,11 +110,13 @@ fn build(name: &str, with: &str, base_dir: &Path) -> Result<Box<dyn HostStep>, P
     let render = |n: &str, body: &str| provision_engine::template::render(&env, n, body, &ctx);
     let has_secret = |t: &str| t.contains(SECRET);
     let ctor = host_step(name).unwrap_or_else(|| panic!("step {name} is registered"));
+    let inventory = test_inventory();
     let table: toml::Table = toml::from_str(with).unwrap();
     ctor(
         &table,
         &BuildCtx {
             host: &host,
+            inventory: &inventory,
             base_dir,
             render: &render,
             has_secret: &has_secret,
@@ -158,7 +160,8 @@ fn apply(t: &Local, plan: Check) -> Vec<String> {
     for c in &changes {
         for a in &c.actions {
             match a {
-                Action::Run { script, stdin } => {
+                // One local "host": running on another host means running here too.
+                Action::Run { script, stdin } | Action::RunOn { script, stdin, .. } => {
                     let out = t.sh(
                         script,
                         stdin.as_deref().map(|s| s.as_slice()).unwrap_or_default(),

@@ -30,7 +30,7 @@ pub const HOST_STEPS: &[(&str, HostStepCtor)] = &[
 /// 10.0.0.5, secret `db_password`), TOML parsing, error unwrapping.
 #[cfg(test)]
 pub(crate) mod testing {
-    use crate::registry::{BuildCtx, ParamError};
+    use crate::registry::{BuildCtx, ParamError, test_inventory};
     use provision_engine::inventory::Host;
     use provision_engine::step::HostStep;
     use std::path::Path;
@@ -57,8 +57,10 @@ pub(crate) mod testing {
         let render =
             |name: &str, body: &str| provision_engine::template::render(&env, name, body, &ctx);
         let has_secret = |t: &str| t.contains(SECRET);
+        let inventory = test_inventory();
         f(&BuildCtx {
             host: &host,
+            inventory: &inventory,
             base_dir,
             render: &render,
             has_secret: &has_secret,
