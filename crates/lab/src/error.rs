@@ -44,12 +44,12 @@ pub enum LabError {
         message: String,
     },
 
-    /// A file operation failed.
-    #[error("{context}: {source}")]
+    /// A file operation failed. (The cause is in the message, not a `source()`, so that
+    /// `{:#}` chains do not print it twice.)
+    #[error("{context}: {error}")]
     Io {
         context: String,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     /// An external program failed.
@@ -160,7 +160,7 @@ pub enum LabError {
 
     /// `lab up` failed after creating state; wraps the cause and says where the logs are.
     #[error(
-        "{source}\n  lab state and console logs are in {}{}; remove everything with `provision lab down --dir {}`",
+        "{cause}\n  lab state and console logs are in {}{}; remove everything with `provision lab down --dir {}`",
         .dir.display(),
         if *.stopped { " (its VMs were stopped)" } else { " (its VMs are still running)" },
         .dir.display()
@@ -168,8 +168,7 @@ pub enum LabError {
     Up {
         dir: PathBuf,
         stopped: bool,
-        #[source]
-        source: Box<LabError>,
+        cause: Box<LabError>,
     },
 }
 
@@ -178,7 +177,7 @@ impl LabError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         LabError::Io {
             context: context.into(),
-            source,
+            error: source,
         }
     }
 
@@ -317,7 +316,7 @@ mod tests {
         let err = LabError::Up {
             dir: PathBuf::from("/s/lab"),
             stopped: true,
-            source: Box::new(LabError::VmDied {
+            cause: Box::new(LabError::VmDied {
                 vm: "worker-1".into(),
                 console: PathBuf::from("/s/lab/worker-1.console"),
             }),

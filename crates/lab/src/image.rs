@@ -61,6 +61,20 @@ pub fn ensure(recipe: &Recipe, cache_root: &Path, progress: &dyn Fn(&str)) -> Re
     if unsafe { libc::geteuid() } != 0 {
         return Err(LabError::NeedsRoot);
     }
+    ensure_with(recipe, cache_root, progress, &|tmp| {
+        build(recipe, tmp, progress)
+    })
+}
+
+/// The cache protocol around any build step: lock, re-check, clear crashed builds, build into a
+/// temporary directory, rename into place. `build` fills the directory it is given.
+pub(crate) fn ensure_with(
+    recipe: &Recipe,
+    cache_root: &Path,
+    progress: &dyn Fn(&str),
+    build: &dyn Fn(&Path) -> Result<()>,
+) -> Result<Image> {
+    let image = image_for(recipe, cache_root);
     let images = image
         .dir
         .parent()
@@ -103,7 +117,7 @@ pub fn ensure(recipe: &Recipe, cache_root: &Path, progress: &dyn Fn(&str)) -> Re
         recipe.mirror
     ));
     let started = std::time::Instant::now();
-    let built = build(recipe, &tmp, progress).and_then(|()| {
+    let built = build(&tmp).and_then(|()| {
         fs::rename(&tmp, &image.dir).map_err(|e| {
             LabError::io(
                 format!("cannot move {} to {}", tmp.display(), image.dir.display()),
@@ -425,6 +439,62 @@ mod tests {
                 PathBuf::from("/c/images/.build-x-1/rootfs/my dir")
             ]
         );
+    }
+
+    /// A stand-in build: the files an image has, after a pause, counting calls.
+    fn fake_build(tmp: &Path, calls: &std::sync::atomic::AtomicUsize) -> Result<()> {
+        calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        fs::create_dir_all(tmp).unwrap();
+        for f in ["base.qcow2", "vmlinuz", "initrd.img", "recipe.txt"] {
+            fs::write(tmp.join(f), f).unwrap();
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn concurrent_ensures_build_once() {
+        let cache = tempfile::tempdir().unwrap();
+        let r = Recipe::new(Some(DEFAULT_MIRROR));
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let images: Vec<Image> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..3)
+                .map(|_| {
+                    s.spawn(|| ensure_with(&r, cache.path(), &|_| {}, &|t| fake_build(t, &calls)))
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
+        });
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(images.iter().all(|i| *i == image_for(&r, cache.path())));
+        assert!(is_cached(&r, cache.path()));
+    }
+
+    #[test]
+    fn failed_and_crashed_builds_leave_no_image() {
+        let cache = tempfile::tempdir().unwrap();
+        let r = Recipe::new(Some(DEFAULT_MIRROR));
+        let images = cache.path().join("images");
+        // A build that fails half-way: no image, no temporary directory left.
+        let err = ensure_with(&r, cache.path(), &|_| {}, &|t| {
+            fs::create_dir_all(t.join("rootfs")).unwrap();
+            Err(LabError::NeedsRoot)
+        });
+        assert!(matches!(err, Err(LabError::NeedsRoot)));
+        assert!(!is_cached(&r, cache.path()));
+        let left: Vec<_> = fs::read_dir(&images)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, [format!("{}.lock", r.hash())]);
+        // What a killed process leaves behind is cleared by the next build.
+        let crashed = images.join(format!(".build-{}-999999", r.hash()));
+        fs::create_dir_all(crashed.join("rootfs/etc")).unwrap();
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        ensure_with(&r, cache.path(), &|_| {}, &|t| fake_build(t, &calls)).unwrap();
+        assert!(!crashed.exists());
+        assert!(is_cached(&r, cache.path()));
     }
 
     #[test]

@@ -309,7 +309,7 @@ impl Lab {
             return Err(LabError::Up {
                 dir: lab.dir.clone(),
                 stopped,
-                source: Box::new(e),
+                cause: Box::new(e),
             });
         }
         Ok(lab)
@@ -476,7 +476,7 @@ impl Lab {
             return Err(LabError::Up {
                 dir: self.dir.clone(),
                 stopped: true,
-                source: Box::new(e),
+                cause: Box::new(e),
             });
         }
         Ok(&self.state.vms[idx])
