@@ -1,7 +1,9 @@
 //! The playbook compiler: inventory + playbook file (+ secrets) to the ordered steps
 //! the engine runs. Everything is checked here, before any host is contacted.
 
-use crate::registry::{BuildCtx, host_step, known_steps};
+use crate::registry::{
+    BuildCtx, ClusterCtx, ClusterStepCtor, cluster_step, host_step, known_steps,
+};
 use provision_engine::diagnostic::{ConfigError, Diagnostic};
 use provision_engine::inventory::{Host, Inventory};
 use provision_engine::playbook_file::{PlaybookFile, StepSpec};
@@ -74,6 +76,21 @@ pub fn compile(
                 Diagnostic::error(&pb.path, (spec.line, spec.column), format!("step `{}` selects unknown hosts: {}", spec.name, unknown.join(", ")))
                     .with_help("use `all`, a role (storage, manager, worker, lb), `swarm`, or host names from the inventory"),
             );
+            continue;
+        }
+        if let Some(cctor) = cluster_step(&spec.uses) {
+            if let Some(step) = compile_cluster_step(
+                inv,
+                pb,
+                spec,
+                secrets,
+                &env,
+                &base_dir,
+                cctor,
+                &mut diagnostics,
+            ) {
+                steps.push(step);
+            }
             continue;
         }
         let Some(ctor) = host_step(&spec.uses) else {
@@ -155,6 +172,92 @@ pub fn compile(
         })
     } else {
         Err(ConfigError { diagnostics })
+    }
+}
+
+/// The context of cluster steps: like a host's, without `host`.
+pub fn cluster_context(inv: &Inventory, secrets: &toml::Table) -> minijinja::Value {
+    let hosts: Vec<toml::Value> = inv
+        .hosts
+        .iter()
+        .filter_map(|h| inv.host_vars(h).remove("host"))
+        .collect();
+    let mut ctx = toml::Table::new();
+    ctx.insert("vars".into(), toml::Value::Table(inv.vars.clone()));
+    ctx.insert("hosts".into(), toml::Value::Array(hosts));
+    let mut cluster = toml::Table::new();
+    cluster.insert("name".into(), inv.name.clone().into());
+    ctx.insert("cluster".into(), toml::Value::Table(cluster));
+    ctx.insert("secrets".into(), toml::Value::Table(secrets.clone()));
+    minijinja::Value::from(minijinja::value::Serde(ctx))
+}
+
+/// One cluster step: `when` and `with` are evaluated once, cluster-wide; a false
+/// `when` leaves the step out.
+#[allow(clippy::too_many_arguments)]
+fn compile_cluster_step(
+    inv: &Inventory,
+    pb: &PlaybookFile,
+    spec: &StepSpec,
+    secrets: &SecretsView<'_>,
+    env: &minijinja::Environment<'static>,
+    base_dir: &std::path::Path,
+    ctor: ClusterStepCtor,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Box<dyn Step>> {
+    let ctx = cluster_context(inv, secrets.table);
+    if let Some(expr) = &spec.when {
+        match template::truthy(env, expr, &ctx) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                push_unique(diagnostics, when_error(pb, spec, &e));
+                return None;
+            }
+        }
+    }
+    let rendered =
+        match template::render_toml(env, "with", &toml::Value::Table(spec.with.clone()), &ctx) {
+            Ok(toml::Value::Table(t)) => t,
+            Ok(_) => unreachable!("a table renders to a table"),
+            Err(e) => {
+                let key = e
+                    .name
+                    .strip_prefix("with.")
+                    .map(|k| k.split('.').next().unwrap_or(k))
+                    .unwrap_or("");
+                push_unique(
+                    diagnostics,
+                    spec.param_error(
+                        &pb.path,
+                        key,
+                        format!("step `{}`: {}", spec.name, e.message),
+                        Some("define it in [vars] or in the secrets file".into()),
+                    ),
+                );
+                return None;
+            }
+        };
+    let render = |name: &str, body: &str| template::render(env, name, body, &ctx);
+    let has_secret = |text: &str| (secrets.contains_secret)(text);
+    let cctx = ClusterCtx {
+        title: &spec.name,
+        inventory: inv,
+        hosts: spec.hosts.select(inv),
+        base_dir,
+        render: &render,
+        has_secret: &has_secret,
+    };
+    match ctor(&rendered, &cctx) {
+        Ok(step) => Some(step),
+        Err(e) => {
+            let key = e.key.clone().unwrap_or_default();
+            push_unique(
+                diagnostics,
+                spec.param_error(&pb.path, &key, e.message, e.help),
+            );
+            None
+        }
     }
 }
 

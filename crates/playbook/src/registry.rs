@@ -2,7 +2,7 @@
 
 use crate::steps;
 use provision_engine::inventory::{Host, Inventory};
-use provision_engine::step::HostStep;
+use provision_engine::step::{HostStep, Step};
 use provision_engine::template::TemplateError;
 use std::path::Path;
 
@@ -56,9 +56,34 @@ pub fn host_step(name: &str) -> Option<HostStepCtor> {
         .map(|(_, c)| *c)
 }
 
+/// What a cluster step constructor gets: the hosts its entry selects and a
+/// renderer over the cluster-wide context (`vars`, `hosts`, `cluster`, `secrets`).
+pub struct ClusterCtx<'a> {
+    pub title: &'a str,
+    pub inventory: &'a Inventory,
+    /// The selected hosts, in inventory order.
+    pub hosts: Vec<&'a Host>,
+    pub base_dir: &'a Path,
+    pub render: &'a dyn Fn(&str, &str) -> Result<String, TemplateError>,
+    pub has_secret: &'a dyn Fn(&str) -> bool,
+}
+
+/// Builds a step that plans over several hosts' facts at once.
+pub type ClusterStepCtor = fn(&toml::Table, &ClusterCtx<'_>) -> Result<Box<dyn Step>, ParamError>;
+
+/// The cluster steps (swarm membership, labels, stacks), by name.
+pub fn cluster_step(name: &str) -> Option<ClusterStepCtor> {
+    steps::CLUSTER_STEPS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, c)| *c)
+}
+
 /// Every step name a playbook may `use`.
 pub fn known_steps() -> Vec<&'static str> {
-    steps::HOST_STEPS.iter().map(|(n, _)| *n).collect()
+    let host = steps::HOST_STEPS.iter().map(|(n, _)| *n);
+    host.chain(steps::CLUSTER_STEPS.iter().map(|(n, _)| *n))
+        .collect()
 }
 
 /// Deserializes a `with` table into a step's parameter struct, turning serde's

@@ -1,0 +1,493 @@
+//! `stack_deploy`: renders a stack's `docker-compose.yml` and `.env` from templates
+//! (vars and secrets), uploads them to the deploying manager (the leader when it
+//! answers; `.env` with mode 0600), validates with `docker stack config`, and runs
+//! `docker stack deploy` with the `.env` values exported into its environment by
+//! the shell (never in argv). A stamp of what was deployed makes re-runs a no-op
+//! until the rendered stack changes; optionally waits for the services to converge.
+
+use super::swarm_facts;
+use crate::registry::{ClusterCtx, ParamError, params};
+use provision_engine::inventory::Inventory;
+use provision_engine::step::{Action, Change, Check, Facts, FileDiff, Step, StepPlan};
+use provision_transport::shell::quote;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use zeroize::Zeroizing;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    name: String,
+    compose: String,
+    env: Option<String>,
+    dir: Option<String>,
+    #[serde(default = "always")]
+    resolve_image: String,
+    #[serde(default = "yes")]
+    with_registry_auth: bool,
+    #[serde(default)]
+    prune: bool,
+    #[serde(default)]
+    wait: bool,
+    #[serde(default = "five_minutes")]
+    wait_timeout: u64,
+}
+
+fn always() -> String {
+    "always".into()
+}
+fn yes() -> bool {
+    true
+}
+fn five_minutes() -> u64 {
+    300
+}
+
+const KNOWN: &[&str] = &[
+    "name",
+    "compose",
+    "env",
+    "dir",
+    "resolve_image",
+    "with_registry_auth",
+    "prune",
+    "wait",
+    "wait_timeout",
+];
+
+pub struct StackDeploy {
+    title: String,
+    inv: Inventory,
+    targets: Vec<String>,
+    name: String,
+    dir: String,
+    compose: String,
+    env: Option<Zeroizing<String>>,
+    hash: String,
+    deploy: DeployOptions,
+}
+
+/// The flags of `docker stack deploy` and the wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployOptions {
+    pub resolve_image: String,
+    pub with_registry_auth: bool,
+    pub prune: bool,
+    pub wait: Option<u64>,
+}
+
+pub fn build(with: &toml::Table, ctx: &ClusterCtx<'_>) -> Result<Box<dyn Step>, ParamError> {
+    let p: Params = params(with, KNOWN)?;
+    if !p
+        .name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        || p.name.is_empty()
+    {
+        return Err(ParamError::new(
+            Some("name"),
+            format!(
+                "stack name `{}` must be letters, digits, `-` or `_`",
+                p.name
+            ),
+        ));
+    }
+    if !["always", "changed", "never"].contains(&p.resolve_image.as_str()) {
+        return Err(ParamError::new(
+            Some("resolve_image"),
+            format!(
+                "resolve_image `{}` is not always, changed or never",
+                p.resolve_image
+            ),
+        ));
+    }
+    let read = |key: &str, rel: &str| -> Result<String, ParamError> {
+        let path = ctx.base_dir.join(rel);
+        let body = std::fs::read_to_string(&path).map_err(|e| {
+            ParamError::new(Some(key), format!("cannot read {}: {e}", path.display()))
+                .help("paths are relative to the playbook file")
+        })?;
+        (ctx.render)(&path.display().to_string(), &body)
+            .map_err(|e| ParamError::new(Some(key), e.to_string()))
+    };
+    let compose = read("compose", &p.compose)?;
+    let env = p
+        .env
+        .as_deref()
+        .map(|e| read("env", e))
+        .transpose()?
+        .map(Zeroizing::new);
+    let mut h = Sha256::new();
+    h.update(compose.as_bytes());
+    h.update([0]);
+    if let Some(e) = &env {
+        h.update(e.as_bytes());
+    }
+    let hash: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let targets = ctx
+        .hosts
+        .iter()
+        .filter(|h| h.has_role(provision_engine::inventory::Role::Manager))
+        .map(|h| h.name.clone())
+        .collect::<Vec<_>>();
+    if targets.is_empty() {
+        return Err(
+            ParamError::new(None, "stack_deploy needs managers among its hosts")
+                .help("use hosts = \"manager\""),
+        );
+    }
+    Ok(Box::new(StackDeploy {
+        title: ctx.title.to_string(),
+        inv: ctx.inventory.clone(),
+        targets,
+        dir: p
+            .dir
+            .unwrap_or_else(|| format!("/opt/provision/stacks/{}", p.name)),
+        name: p.name,
+        compose,
+        env,
+        hash,
+        deploy: DeployOptions {
+            resolve_image: p.resolve_image,
+            with_registry_auth: p.with_registry_auth,
+            prune: p.prune,
+            wait: p.wait.then_some(p.wait_timeout),
+        },
+    }))
+}
+
+const STAMP: &str = ".provision-deployed";
+
+/// Facts of the stack on a manager, after the swarm facts.
+pub fn stack_gather(dir: &str, name: &str) -> String {
+    format!(
+        "echo '== stack-deploy'; cat {stamp} 2>/dev/null; echo '== stack-exists'; docker stack ls --format '{{{{.Name}}}}' 2>/dev/null | grep -Fx {name} || true; \
+         echo '== compose'; cat {compose} 2>/dev/null || true",
+        stamp = quote(&format!("{dir}/{STAMP}")),
+        name = quote(name),
+        compose = quote(&format!("{dir}/docker-compose.yml")),
+    )
+}
+
+/// The deploy script run in the stack directory: export `.env` (builtins only:
+/// nothing reaches an argv), validate, deploy, stamp.
+pub fn deploy_script(
+    dir: &str,
+    name: &str,
+    with_env: bool,
+    hash: &str,
+    o: &DeployOptions,
+) -> String {
+    let mut s = format!("set -e; cd {}; ", quote(dir));
+    if with_env {
+        s.push_str(
+            "while IFS= read -r l || [ -n \"$l\" ]; do case \"$l\" in ''|'#'*) continue;; esac; export \"${l%%=*}=${l#*=}\"; done < .env; ",
+        );
+    }
+    s.push_str("docker stack config -c docker-compose.yml >/dev/null; ");
+    s.push_str("docker stack deploy -c docker-compose.yml");
+    if o.with_registry_auth {
+        s.push_str(" --with-registry-auth");
+    }
+    s.push_str(&format!(" --resolve-image {}", quote(&o.resolve_image)));
+    if o.prune {
+        s.push_str(" --prune");
+    }
+    s.push_str(&format!(
+        " {}; printf '%s\\n' {} > {STAMP}",
+        quote(name),
+        quote(hash)
+    ));
+    s
+}
+
+/// Waits until every service of the stack runs all its replicas, or fails after
+/// `timeout` seconds listing the tasks that do not run and their errors.
+pub fn wait_script(name: &str, timeout: u64) -> String {
+    let n = quote(name);
+    format!(
+        "end=$(( $(date +%s) + {timeout} )); while :; do \
+         pending=$(docker stack services {n} --format '{{{{.Name}}}} {{{{.Replicas}}}}' | awk '{{split($2, r, \"/\"); if (r[1] != r[2]) print $1 \" \" $2}}'); \
+         [ -z \"$pending\" ] && exit 0; \
+         if [ \"$(date +%s)\" -ge \"$end\" ]; then echo \"services not converged after {timeout}s: $pending\" >&2; \
+         docker stack ps {n} --no-trunc --filter desired-state=running --format '{{{{.Name}}}} {{{{.CurrentState}}}} {{{{.Error}}}}' | grep -v ' Running ' >&2 || true; exit 1; fi; \
+         sleep 2; done"
+    )
+}
+
+/// The stack part of a manager's facts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StackFacts {
+    pub stamp: Option<String>,
+    pub exists: bool,
+    pub compose: Option<String>,
+}
+
+pub fn parse_stack(stdout: &str) -> (String, StackFacts) {
+    let Some((swarm, rest)) = stdout.split_once("== stack-deploy\n") else {
+        return (stdout.to_string(), StackFacts::default());
+    };
+    let (stamp, rest) = rest.split_once("== stack-exists\n").unwrap_or((rest, ""));
+    let (exists, compose) = rest.split_once("== compose\n").unwrap_or((rest, ""));
+    let f = StackFacts {
+        stamp: Some(stamp.trim().to_string()).filter(|s| !s.is_empty()),
+        exists: !exists.trim().is_empty(),
+        compose: Some(compose.to_string()).filter(|s| !s.is_empty()),
+    };
+    (swarm.to_string(), f)
+}
+
+impl Step for StackDeploy {
+    fn title(&self) -> &str {
+        &self.title
+    }
+
+    fn targets(&self) -> Vec<String> {
+        self.targets.clone()
+    }
+
+    fn fact_hosts(&self) -> Vec<String> {
+        self.inv.managers().map(|h| h.name.clone()).collect()
+    }
+
+    fn gather(&self, host: &str) -> Option<String> {
+        Some(format!(
+            "{}; {}",
+            swarm_facts::gather_for(&self.inv, host),
+            stack_gather(&self.dir, &self.name)
+        ))
+    }
+
+    fn secret_values(&self, _host: &str, facts: &Facts) -> Vec<String> {
+        swarm_facts::tokens_in(&Facts::new(parse_stack(&facts.stdout).0))
+    }
+
+    fn plan(&self, facts: &BTreeMap<String, Facts>) -> StepPlan {
+        let parsed: BTreeMap<String, (Facts, StackFacts)> = facts
+            .iter()
+            .map(|(h, f)| {
+                let (swarm, stack) = parse_stack(&f.stdout);
+                (
+                    h.clone(),
+                    (
+                        Facts {
+                            stdout: swarm,
+                            exit_status: f.exit_status,
+                        },
+                        stack,
+                    ),
+                )
+            })
+            .collect();
+        let swarm_only: BTreeMap<String, Facts> = parsed
+            .iter()
+            .map(|(h, (f, _))| (h.clone(), f.clone()))
+            .collect();
+        let swarms = swarm_facts::parse_all(&swarm_only);
+        let mut out = StepPlan::default();
+        let view = match swarm_facts::view(&self.inv, &swarms) {
+            Err(e) => {
+                for t in self.targets.iter().filter(|t| facts.contains_key(*t)) {
+                    out.hosts.insert(t.clone(), Err(e.clone()));
+                }
+                return out;
+            }
+            Ok(v) => v,
+        };
+        // Deploy through the leader (or the first manager, before the swarm exists under --check).
+        let via = view.as_ref().map(|v| v.via.clone()).or_else(|| {
+            self.targets
+                .iter()
+                .find(|t| facts.contains_key(*t))
+                .cloned()
+        });
+        let stack_exists = view.is_some() && parsed.values().any(|(_, s)| s.exists);
+        let up_to_date = stack_exists
+            && parsed
+                .values()
+                .any(|(_, s)| s.stamp.as_deref() == Some(self.hash.as_str()));
+        for t in self.targets.iter().filter(|t| facts.contains_key(*t)) {
+            let check = if up_to_date {
+                Ok(Check::Ok(format!(
+                    "stack {} up to date ({})",
+                    self.name,
+                    &self.hash[..12]
+                )))
+            } else if Some(t) == via.as_ref() {
+                let before = parsed.get(t).and_then(|(_, s)| s.compose.clone());
+                Ok(Check::Change(vec![self.change(before)]))
+            } else {
+                Ok(Check::Ok(format!(
+                    "deployed from {}",
+                    via.clone().unwrap_or_default()
+                )))
+            };
+            out.hosts.insert(t.clone(), check);
+        }
+        out
+    }
+}
+
+impl StackDeploy {
+    fn change(&self, before: Option<String>) -> Change {
+        let mut actions = vec![Action::run(format!(
+            "mkdir -p {d} && chmod 0750 {d}",
+            d = quote(&self.dir)
+        ))];
+        actions.push(Action::Upload {
+            dest: format!("{}/docker-compose.yml", self.dir),
+            content: Zeroizing::new(self.compose.clone().into_bytes()),
+            mode: Some(0o640),
+            owner: None,
+            group: None,
+        });
+        if let Some(env) = &self.env {
+            actions.push(Action::Upload {
+                dest: format!("{}/.env", self.dir),
+                content: Zeroizing::new(env.as_bytes().to_vec()),
+                mode: Some(0o600),
+                owner: None,
+                group: None,
+            });
+        }
+        actions.push(Action::run(deploy_script(
+            &self.dir,
+            &self.name,
+            self.env.is_some(),
+            &self.hash,
+            &self.deploy,
+        )));
+        if let Some(t) = self.deploy.wait {
+            actions.push(Action::run(wait_script(&self.name, t)));
+        }
+        Change::new(
+            format!("deploy stack {} ({})", self.name, &self.hash[..12]),
+            actions,
+        )
+        .with_diff(FileDiff {
+            path: format!("{}/docker-compose.yml", self.dir),
+            before,
+            after: self.compose.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::swarm_facts::fixtures;
+    use super::*;
+
+    #[test]
+    fn scripts_are_exact() {
+        let o = DeployOptions {
+            resolve_image: "never".into(),
+            with_registry_auth: true,
+            prune: false,
+            wait: None,
+        };
+        assert_eq!(
+            deploy_script("/opt/provision/stacks/demo", "demo", true, "abc", &o),
+            "set -e; cd /opt/provision/stacks/demo; while IFS= read -r l || [ -n \"$l\" ]; do case \"$l\" in ''|'#'*) continue;; esac; export \"${l%%=*}=${l#*=}\"; done < .env; \
+             docker stack config -c docker-compose.yml >/dev/null; docker stack deploy -c docker-compose.yml --with-registry-auth --resolve-image never demo; printf '%s\\n' abc > .provision-deployed"
+        );
+        assert_eq!(
+            stack_gather("/s", "demo"),
+            "echo '== stack-deploy'; cat /s/.provision-deployed 2>/dev/null; echo '== stack-exists'; docker stack ls --format '{{.Name}}' 2>/dev/null | grep -Fx demo || true; echo '== compose'; cat /s/docker-compose.yml 2>/dev/null || true"
+        );
+    }
+
+    #[test]
+    fn env_export_keeps_values_verbatim_in_a_real_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(".env"),
+            "# comment\nA=plain\nB=with spaces and $dollar 'quotes'\n\nC=x=y",
+        )
+        .unwrap();
+        let script = "while IFS= read -r l || [ -n \"$l\" ]; do case \"$l\" in ''|'#'*) continue;; esac; export \"${l%%=*}=${l#*=}\"; done < .env; printf '%s|' \"$A\" \"$B\" \"$C\"";
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "plain|with spaces and $dollar 'quotes'|x=y|"
+        );
+    }
+
+    fn step(inv: &Inventory) -> StackDeploy {
+        StackDeploy {
+            title: "stack".into(),
+            inv: inv.clone(),
+            targets: vec!["manager-1".into()],
+            name: "demo".into(),
+            dir: "/opt/s".into(),
+            compose: "services: {}\n".into(),
+            env: Some(Zeroizing::new("K=v\n".into())),
+            hash: "0123456789abcdef0123".into(),
+            deploy: DeployOptions {
+                resolve_image: "never".into(),
+                with_registry_auth: true,
+                prune: false,
+                wait: Some(60),
+            },
+        }
+    }
+
+    fn inv() -> Inventory {
+        let t = "name = \"t\"\n[[hosts]]\nname = \"manager-1\"\naddress = \"127.0.0.1\"\nport = 2201\nprivate_ip = \"10.10.0.12\"\nroles = [\"manager\"]\n";
+        Inventory::parse(t, std::path::Path::new("c.toml"), &Default::default()).unwrap()
+    }
+
+    fn facts(stamp: &str, exists: bool) -> BTreeMap<String, Facts> {
+        let m = fixtures::manager("m1", "c", &[("m1", "manager-1", "manager", true, "null")]);
+        let s = format!(
+            "{m}== stack-deploy\n{stamp}\n== stack-exists\n{}== compose\nold: 1\n",
+            if exists { "demo\n" } else { "" }
+        );
+        [("manager-1".to_string(), Facts::new(s))]
+            .into_iter()
+            .collect()
+    }
+
+    #[test]
+    fn deploys_when_missing_or_changed_and_not_otherwise() {
+        let inv = inv();
+        let s = step(&inv);
+        let p = s.plan(&facts("0123456789abcdef0123", true));
+        assert_eq!(
+            p.hosts["manager-1"],
+            Ok(Check::Ok("stack demo up to date (0123456789ab)".into()))
+        );
+        for f in [
+            facts("old-hash", true),
+            facts("0123456789abcdef0123", false),
+        ] {
+            let Ok(Check::Change(c)) = &s.plan(&f).hosts["manager-1"] else {
+                panic!()
+            };
+            assert_eq!(c[0].summary, "deploy stack demo (0123456789ab)");
+            assert_eq!(c[0].actions.len(), 5, "mkdir, compose, .env, deploy, wait");
+            assert!(
+                matches!(&c[0].actions[2], Action::Upload { dest, mode: Some(0o600), .. } if dest == "/opt/s/.env")
+            );
+            assert_eq!(
+                c[0].diff.as_ref().unwrap().before.as_deref(),
+                Some("old: 1\n")
+            );
+        }
+    }
+
+    #[test]
+    fn tokens_in_stack_facts_are_secret() {
+        let inv = inv();
+        let f = facts("x", true);
+        assert_eq!(
+            step(&inv).secret_values("manager-1", &f["manager-1"]).len(),
+            2
+        );
+    }
+}

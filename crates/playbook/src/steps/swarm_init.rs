@@ -1,0 +1,311 @@
+//! `swarm_init`: makes sure there is exactly one swarm. Leader and membership come
+//! from live state: when any manager is in a swarm, that is THE swarm and nothing is
+//! initialised; only when every manager answers and none is in a swarm does the
+//! first one run `docker swarm init` on its private address.
+
+use super::swarm_facts::{self, HostSwarm};
+use crate::registry::{ClusterCtx, ParamError, params};
+use provision_engine::inventory::{Inventory, Role};
+use provision_engine::step::{Action, Change, Check, Facts, Step, StepError, StepPlan};
+use provision_transport::shell::quote;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Params {}
+
+pub struct SwarmInit {
+    title: String,
+    inv: Inventory,
+    targets: Vec<String>,
+}
+
+pub fn build(with: &toml::Table, ctx: &ClusterCtx<'_>) -> Result<Box<dyn Step>, ParamError> {
+    let _: Params = params(with, &[])?;
+    let targets: Vec<String> = ctx
+        .hosts
+        .iter()
+        .filter(|h| h.has_role(Role::Manager))
+        .map(|h| h.name.clone())
+        .collect();
+    for h in ctx.hosts.iter().filter(|h| h.has_role(Role::Manager)) {
+        if h.private_ip.is_none() {
+            return Err(ParamError::new(
+                None,
+                format!("manager `{}` has no private_ip to advertise", h.name),
+            )
+            .help("add private_ip = \"10.0.0.x\" to the host in the inventory"));
+        }
+    }
+    Ok(Box::new(SwarmInit {
+        title: ctx.title.to_string(),
+        inv: ctx.inventory.clone(),
+        targets,
+    }))
+}
+
+/// `docker swarm init` advertising the private address.
+pub fn init_command(advertise_ip: &str) -> String {
+    format!("docker swarm init --advertise-addr {}", quote(advertise_ip))
+}
+
+impl Step for SwarmInit {
+    fn title(&self) -> &str {
+        &self.title
+    }
+
+    fn targets(&self) -> Vec<String> {
+        self.targets.clone()
+    }
+
+    /// Every manager of the inventory, even under --limit: a swarm anywhere forbids a new one.
+    fn fact_hosts(&self) -> Vec<String> {
+        self.inv.managers().map(|h| h.name.clone()).collect()
+    }
+
+    fn gather(&self, host: &str) -> Option<String> {
+        Some(swarm_facts::gather_for(&self.inv, host))
+    }
+
+    fn secret_values(&self, _host: &str, facts: &Facts) -> Vec<String> {
+        swarm_facts::tokens_in(facts)
+    }
+
+    fn plan(&self, facts: &BTreeMap<String, Facts>) -> StepPlan {
+        plan(&self.inv, &self.targets, facts)
+    }
+}
+
+/// What the managers' live state says to do.
+enum Decision {
+    Exists(String),
+    Init(String),
+    Refuse(StepError),
+}
+
+fn decide(inv: &Inventory, facts: &BTreeMap<String, Facts>) -> Decision {
+    let swarms = swarm_facts::parse_all(facts);
+    if let Some(Err(e)) = swarms.values().find(|s| s.is_err()) {
+        return Decision::Refuse(e.clone());
+    }
+    let state = |h: &str| -> Option<&HostSwarm> { swarms.get(h).and_then(|s| s.as_ref().ok()) };
+    let managers: Vec<&str> = inv.managers().map(|h| h.name.as_str()).collect();
+    // Locked managers hold the swarm but cannot act: say how to unlock.
+    if let Some(h) = managers.iter().find(|m| {
+        state(m)
+            .and_then(|s| s.info())
+            .is_some_and(|i| i.local_node_state == "locked")
+    }) {
+        return Decision::Refuse(
+            StepError::new(format!("the swarm is locked on {h} (autolock)"))
+                .hint("unlock it with `docker swarm unlock` and the unlock key (or `provision restore`), then re-run"),
+        );
+    }
+    match swarm_facts::view(inv, &swarms) {
+        Err(e) => return Decision::Refuse(e),
+        Ok(Some(v)) => {
+            return Decision::Exists(format!(
+                "swarm {} exists (managed through {})",
+                v.short_id(),
+                v.via
+            ));
+        }
+        Ok(None) => {}
+    }
+    if let Some(h) = managers
+        .iter()
+        .find(|m| state(m).is_some_and(|s| s.in_a_swarm()))
+    {
+        // In a swarm without control: a manager of the inventory is a worker
+        // somewhere, or the swarm lost quorum.
+        return Decision::Refuse(
+            StepError::new(format!("{h} is in a swarm but cannot manage it (it is a worker there, or the swarm has lost quorum)"))
+                .hint("check `docker info` on it; `provision recover` brings back a swarm that lost quorum"),
+        );
+    }
+    let unreachable: Vec<&str> = managers
+        .iter()
+        .copied()
+        .filter(|m| !facts.contains_key(*m))
+        .collect();
+    if !unreachable.is_empty() {
+        // Never create a second swarm: an unreachable manager may hold the real one.
+        return Decision::Refuse(
+            StepError::new(format!(
+                "no reachable manager is in a swarm, and {} could not be reached: refusing to create a new swarm",
+                unreachable.join(", ")
+            ))
+            .hint("bring the unreachable managers back (they may hold the swarm), or remove them from the inventory"),
+        );
+    }
+    Decision::Init(managers.first().copied().unwrap_or_default().to_string())
+}
+
+fn plan(inv: &Inventory, targets: &[String], facts: &BTreeMap<String, Facts>) -> StepPlan {
+    let decision = decide(inv, facts);
+    let mut out = StepPlan::default();
+    for t in targets.iter().filter(|t| facts.contains_key(*t)) {
+        let check = match &decision {
+            Decision::Exists(reason) => Ok(Check::Ok(reason.clone())),
+            Decision::Refuse(e) => Err(e.clone()),
+            Decision::Init(first) if first == t => {
+                let ip = inv
+                    .host(t)
+                    .and_then(|h| h.private_ip)
+                    .map(|ip| ip.to_string())
+                    .unwrap_or_default();
+                Ok(Check::Change(vec![Change::new(
+                    format!("init the swarm advertising {ip}"),
+                    vec![Action::run(init_command(&ip))],
+                )]))
+            }
+            Decision::Init(first) => Ok(Check::Ok(format!("joins the swarm {first} creates"))),
+        };
+        out.hosts.insert(t.clone(), check);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::swarm_facts::fixtures;
+    use super::*;
+
+    pub(crate) fn inventory(managers: usize, workers: usize) -> Inventory {
+        let mut t = String::from("name = \"t\"\n");
+        for i in 1..=managers {
+            t.push_str(&format!("[[hosts]]\nname = \"manager-{i}\"\naddress = \"127.0.0.1\"\nport = {}\nprivate_ip = \"10.10.0.{}\"\nroles = [\"manager\"]\n", 2200 + i, 10 + i));
+        }
+        for i in 1..=workers {
+            t.push_str(&format!("[[hosts]]\nname = \"worker-{i}\"\naddress = \"127.0.0.1\"\nport = {}\nprivate_ip = \"10.10.0.{}\"\nroles = [\"worker\"]\nlabels = {{ zone = \"a\" }}\n", 2300 + i, 30 + i));
+        }
+        Inventory::parse(&t, std::path::Path::new("c.toml"), &Default::default()).unwrap()
+    }
+
+    fn facts(entries: &[(&str, String)]) -> BTreeMap<String, Facts> {
+        entries
+            .iter()
+            .map(|(h, f)| (h.to_string(), Facts::new(f.clone())))
+            .collect()
+    }
+
+    fn targets(inv: &Inventory) -> Vec<String> {
+        inv.managers().map(|h| h.name.clone()).collect()
+    }
+
+    #[test]
+    fn bare_managers_init_on_the_first() {
+        let inv = inventory(3, 0);
+        let f = facts(&[
+            ("manager-1", fixtures::INACTIVE.into()),
+            ("manager-2", fixtures::INACTIVE.into()),
+            ("manager-3", "docker=absent\n".into()),
+        ]);
+        let p = plan(&inv, &targets(&inv), &f);
+        assert_eq!(
+            p.hosts["manager-1"],
+            Ok(Check::Change(vec![Change::new(
+                "init the swarm advertising 10.10.0.11",
+                vec![Action::run("docker swarm init --advertise-addr 10.10.0.11")]
+            )]))
+        );
+        assert_eq!(
+            p.hosts["manager-2"],
+            Ok(Check::Ok("joins the swarm manager-1 creates".into()))
+        );
+    }
+
+    #[test]
+    fn an_existing_swarm_anywhere_wins() {
+        let inv = inventory(3, 0);
+        // manager-2 holds the swarm; manager-1 (listed first) is bare.
+        let f = facts(&[
+            ("manager-1", fixtures::INACTIVE.into()),
+            (
+                "manager-2",
+                fixtures::manager(
+                    "m2",
+                    "clusterAAAAAAAAAA",
+                    &[("m2", "manager-2", "manager", true, "null")],
+                ),
+            ),
+            ("manager-3", fixtures::INACTIVE.into()),
+        ]);
+        let p = plan(&inv, &targets(&inv), &f);
+        for m in ["manager-1", "manager-2", "manager-3"] {
+            assert_eq!(
+                p.hosts[m],
+                Ok(Check::Ok(
+                    "swarm clusterAAAAA exists (managed through manager-2)".into()
+                ))
+            );
+        }
+    }
+
+    #[test]
+    fn first_manager_down_never_creates_a_second_swarm() {
+        let inv = inventory(3, 0);
+        let f = facts(&[
+            ("manager-2", fixtures::INACTIVE.into()),
+            ("manager-3", fixtures::INACTIVE.into()),
+        ]);
+        let p = plan(&inv, &targets(&inv), &f);
+        let err = p.hosts["manager-2"].clone().unwrap_err();
+        assert_eq!(
+            err.message,
+            "no reachable manager is in a swarm, and manager-1 could not be reached: refusing to create a new swarm"
+        );
+        assert!(
+            !p.hosts.contains_key("manager-1"),
+            "no plan for an unreachable host"
+        );
+    }
+
+    #[test]
+    fn two_swarms_are_an_error() {
+        let inv = inventory(2, 0);
+        let f = facts(&[
+            (
+                "manager-1",
+                fixtures::manager(
+                    "m1",
+                    "clusterA",
+                    &[("m1", "manager-1", "manager", true, "null")],
+                ),
+            ),
+            (
+                "manager-2",
+                fixtures::manager(
+                    "m2",
+                    "clusterB",
+                    &[("m2", "manager-2", "manager", true, "null")],
+                ),
+            ),
+        ]);
+        let p = plan(&inv, &targets(&inv), &f);
+        let err = p.hosts["manager-1"].clone().unwrap_err();
+        assert_eq!(
+            err.message,
+            "managers are in different swarms: manager-1 is in swarm clusterA, manager-2 in swarm clusterB"
+        );
+    }
+
+    #[test]
+    fn unknown_parameters_are_rejected() {
+        let inv = inventory(1, 0);
+        let ctx = ClusterCtx {
+            title: "swarm",
+            inventory: &inv,
+            hosts: inv.hosts.iter().collect(),
+            base_dir: std::path::Path::new("."),
+            render: &|_: &str, b: &str| Ok(b.to_string()),
+            has_secret: &|_: &str| false,
+        };
+        let with: toml::Table = toml::from_str("advertise = \"x\"").unwrap();
+        assert_eq!(
+            build(&with, &ctx).err().unwrap().message,
+            "unknown parameter `advertise`"
+        );
+    }
+}

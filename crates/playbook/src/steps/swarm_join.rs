@@ -1,0 +1,404 @@
+//! `swarm_join`: every manager and worker of the inventory is a member of THE swarm
+//! (the one the managers are in), with its role. Join tokens are read live from a
+//! manager, never stored, and reach the joining node on stdin (through Docker's API
+//! on its local socket), so they appear in no command line and no log. Managers
+//! join one at a time so that quorum is never at risk.
+
+use super::swarm_facts::{self, HostSwarm, SwarmView};
+use crate::registry::{ClusterCtx, ParamError, params};
+use provision_engine::inventory::{Inventory, Role};
+use provision_engine::step::{Action, Change, Check, Facts, Step, StepError, StepPlan};
+use provision_transport::shell::quote;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Params {}
+
+pub struct SwarmJoin {
+    title: String,
+    inv: Inventory,
+    targets: Vec<String>,
+}
+
+pub fn build(with: &toml::Table, ctx: &ClusterCtx<'_>) -> Result<Box<dyn Step>, ParamError> {
+    let _: Params = params(with, &[])?;
+    let mut targets = Vec::new();
+    for h in ctx.hosts.iter().filter(|h| h.is_swarm_node()) {
+        if h.private_ip.is_none() {
+            return Err(ParamError::new(
+                None,
+                format!("swarm node `{}` has no private_ip to advertise", h.name),
+            )
+            .help("add private_ip = \"10.0.0.x\" to the host in the inventory"));
+        }
+        targets.push(h.name.clone());
+    }
+    Ok(Box::new(SwarmJoin {
+        title: ctx.title.to_string(),
+        inv: ctx.inventory.clone(),
+        targets,
+    }))
+}
+
+/// Joins through the Docker API on the local socket, with the request (token
+/// included) on stdin: `docker swarm join --token` would put it in argv.
+pub const JOIN_COMMAND: &str = "curl -sS --fail-with-body --unix-socket /var/run/docker.sock -H 'Content-Type: application/json' --data-binary @- http://localhost/swarm/join";
+
+/// The JSON body of a join request.
+pub fn join_request(advertise_ip: &str, join_addr: &str, token: &str) -> String {
+    serde_json::json!({
+        "ListenAddr": "0.0.0.0:2377",
+        "AdvertiseAddr": format!("{advertise_ip}:2377"),
+        "DataPathAddr": advertise_ip,
+        "RemoteAddrs": [join_addr],
+        "JoinToken": token,
+    })
+    .to_string()
+}
+
+pub fn promote_command(node_id: &str) -> String {
+    format!("docker node promote {}", quote(node_id))
+}
+
+impl Step for SwarmJoin {
+    fn title(&self) -> &str {
+        &self.title
+    }
+
+    fn targets(&self) -> Vec<String> {
+        self.targets.clone()
+    }
+
+    /// The managers tell which swarm is THE swarm and hold the tokens, even when
+    /// --limit lets only a new node change.
+    fn fact_hosts(&self) -> Vec<String> {
+        self.inv.managers().map(|h| h.name.clone()).collect()
+    }
+
+    fn gather(&self, host: &str) -> Option<String> {
+        Some(swarm_facts::gather_for(&self.inv, host))
+    }
+
+    fn secret_values(&self, _host: &str, facts: &Facts) -> Vec<String> {
+        swarm_facts::tokens_in(facts)
+    }
+
+    fn plan(&self, facts: &BTreeMap<String, Facts>) -> StepPlan {
+        plan(&self.inv, &self.targets, facts)
+    }
+}
+
+fn plan(inv: &Inventory, targets: &[String], facts: &BTreeMap<String, Facts>) -> StepPlan {
+    let swarms = swarm_facts::parse_all(facts);
+    let mut out = StepPlan::default();
+    let view = swarm_facts::view(inv, &swarms);
+    let mut any_manager_joins = false;
+    for t in targets.iter().filter(|t| facts.contains_key(*t)) {
+        let check = match (&view, &swarms[t]) {
+            (_, Err(e)) => Err(e.clone()),
+            (Err(e), _) => Err(e.clone()),
+            (Ok(None), Ok(s)) if !s.in_a_swarm() && swarm_to_be_created(inv, &swarms) => {
+                // Only under --check (or when swarm_init did not run): the swarm
+                // swarm_init creates does not exist yet, so there is no token.
+                let first = inv.managers().next().map(|h| h.name.clone()).unwrap_or_default();
+                Ok(Check::Change(vec![Change::new(
+                    format!("join the swarm that swarm_init creates on {first}"),
+                    vec![Action::run(format!(
+                        "echo {} >&2; exit 1",
+                        quote(&format!("no swarm yet: swarm_init must create it on {first} first (run without --limit, with swarm_init in the playbook)"))
+                    ))],
+                )]))
+            }
+            (Ok(None), _) => Err(StepError::new("no reachable manager is in a swarm")
+                .hint("swarm_init must run first (it does in playbooks/swarm.toml); check that the managers are up")),
+            (Ok(Some(v)), Ok(s)) => {
+                let manager = inv.host(t).is_some_and(|h| h.has_role(Role::Manager));
+                let c = member_check(inv, t, manager, v, s);
+                if manager && matches!(c, Ok(Check::Change(_))) {
+                    any_manager_joins = true;
+                }
+                c
+            }
+        };
+        out.hosts.insert(t.clone(), check);
+    }
+    // Managers first, one at a time, in inventory order; then the workers.
+    out.serial = any_manager_joins;
+    let mut order: Vec<String> = inv.managers().map(|h| h.name.clone()).collect();
+    order.extend(
+        inv.hosts
+            .iter()
+            .filter(|h| h.has_role(Role::Worker) && !h.has_role(Role::Manager))
+            .map(|h| h.name.clone()),
+    );
+    out.order = order;
+    out
+}
+
+/// True when every manager answered and none is in a swarm: swarm_init creates it.
+fn swarm_to_be_created(
+    inv: &Inventory,
+    swarms: &BTreeMap<String, Result<HostSwarm, StepError>>,
+) -> bool {
+    inv.managers()
+        .all(|m| matches!(swarms.get(&m.name), Some(Ok(s)) if !s.in_a_swarm()))
+}
+
+fn member_check(
+    inv: &Inventory,
+    host: &str,
+    manager: bool,
+    v: &SwarmView,
+    s: &HostSwarm,
+) -> Result<Check, StepError> {
+    let role = if manager { "manager" } else { "worker" };
+    let Some(info) = s.info() else {
+        return match &s.docker {
+            // Under --check before Docker is installed: it will join.
+            swarm_facts::Docker::Absent => {
+                Ok(Check::Change(vec![join_change(inv, host, manager, v)]))
+            }
+            swarm_facts::Docker::Down(e) => {
+                Err(StepError::new(format!("docker is not running: {e}"))
+                    .hint("start it: systemctl start docker"))
+            }
+            swarm_facts::Docker::Up(_) => unreachable!(),
+        };
+    };
+    match info.local_node_state.as_str() {
+        "inactive" | "" => Ok(Check::Change(vec![join_change(inv, host, manager, v)])),
+        "active" => match v.node_of(host, Some(s)) {
+            None => Err(StepError::new(format!(
+                "{host} is in a different swarm (node {}, managers at {})",
+                info.node_id,
+                info.remote_managers.iter().flatten().map(|m| m.addr.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+            .hint(format!("if that swarm is abandoned, run `docker swarm leave --force` on {host}, then re-run"))),
+            Some(node) if manager && node.role != "manager" => Ok(Check::Change(vec![Change::new(
+                "promote to manager",
+                vec![Action::RunOn { host: v.via.clone(), script: promote_command(&node.id), stdin: None }],
+            )])),
+            Some(node) if !manager && node.role == "manager" => Ok(Check::Ok(format!(
+                "manager in swarm {} (the inventory says worker; not demoted automatically: `docker node demote {}`)",
+                v.short_id(),
+                node.hostname
+            ))),
+            Some(_) => Ok(Check::Ok(format!("{role} in swarm {}", v.short_id()))),
+        },
+        "locked" => Err(StepError::new(format!("{host} is locked (swarm autolock)")).hint("unlock it with `docker swarm unlock`")),
+        other => Err(StepError::new(format!("{host} swarm state is `{other}`: {}", info.error))
+            .hint(format!("if it cannot reach the managers, run `docker swarm leave --force` on {host} and re-run"))),
+    }
+}
+
+fn join_change(inv: &Inventory, host: &str, manager: bool, v: &SwarmView) -> Change {
+    let ip = inv
+        .host(host)
+        .and_then(|h| h.private_ip)
+        .map(|ip| ip.to_string())
+        .unwrap_or_default();
+    let token = if manager {
+        &v.manager_token
+    } else {
+        &v.worker_token
+    };
+    let body = join_request(&ip, &v.join_addr, token);
+    Change::new(
+        format!(
+            "join swarm {} as {} through {}",
+            v.short_id(),
+            if manager { "manager" } else { "worker" },
+            v.join_addr
+        ),
+        vec![Action::run_with_stdin(JOIN_COMMAND, body.into_bytes())],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::swarm_facts::fixtures;
+    use super::*;
+
+    fn inventory(managers: usize, workers: usize) -> Inventory {
+        let mut t = String::from("name = \"t\"\n");
+        for i in 1..=managers {
+            t.push_str(&format!("[[hosts]]\nname = \"manager-{i}\"\naddress = \"127.0.0.1\"\nport = {}\nprivate_ip = \"10.10.0.{}\"\nroles = [\"manager\"]\n", 2200 + i, 10 + i));
+        }
+        for i in 1..=workers {
+            t.push_str(&format!("[[hosts]]\nname = \"worker-{i}\"\naddress = \"127.0.0.1\"\nport = {}\nprivate_ip = \"10.10.0.{}\"\nroles = [\"worker\"]\n", 2300 + i, 30 + i));
+        }
+        Inventory::parse(&t, std::path::Path::new("c.toml"), &Default::default()).unwrap()
+    }
+
+    fn facts(entries: &[(&str, String)]) -> BTreeMap<String, Facts> {
+        entries
+            .iter()
+            .map(|(h, f)| (h.to_string(), Facts::new(f.clone())))
+            .collect()
+    }
+
+    fn all(inv: &Inventory) -> Vec<String> {
+        inv.hosts.iter().map(|h| h.name.clone()).collect()
+    }
+
+    #[test]
+    fn new_worker_joins_with_the_token_on_stdin() {
+        let inv = inventory(1, 2);
+        let m = fixtures::manager(
+            "m1",
+            "clusterA",
+            &[
+                ("m1", "manager-1", "manager", true, "null"),
+                ("w1", "worker-1", "worker", false, "null"),
+            ],
+        );
+        let f = facts(&[
+            ("manager-1", m),
+            ("worker-1", fixtures::worker("w1")),
+            ("worker-2", fixtures::INACTIVE.into()),
+        ]);
+        let p = plan(&inv, &all(&inv), &f);
+        assert_eq!(
+            p.hosts["manager-1"],
+            Ok(Check::Ok("manager in swarm clusterA".into()))
+        );
+        assert_eq!(
+            p.hosts["worker-1"],
+            Ok(Check::Ok("worker in swarm clusterA".into()))
+        );
+        let Ok(Check::Change(c)) = &p.hosts["worker-2"] else {
+            panic!("{:?}", p.hosts["worker-2"])
+        };
+        assert_eq!(
+            c[0].summary,
+            "join swarm clusterA as worker through 10.10.0.12:2377"
+        );
+        let Action::Run { script, stdin } = &c[0].actions[0] else {
+            panic!()
+        };
+        assert_eq!(script, JOIN_COMMAND);
+        assert!(
+            !script.contains("SWMTKN"),
+            "the token is not in the command line"
+        );
+        let body: serde_json::Value = serde_json::from_slice(stdin.as_ref().unwrap()).unwrap();
+        assert_eq!(body["JoinToken"], "SWMTKN-1-worker-token");
+        assert_eq!(body["AdvertiseAddr"], "10.10.0.32:2377");
+        assert_eq!(body["RemoteAddrs"][0], "10.10.0.12:2377");
+        assert!(!p.serial, "workers alone join in parallel");
+    }
+
+    #[test]
+    fn managers_join_one_at_a_time_first() {
+        let inv = inventory(3, 1);
+        let m = fixtures::manager(
+            "m1",
+            "clusterA",
+            &[("m1", "manager-1", "manager", true, "null")],
+        );
+        let f = facts(&[
+            ("manager-1", m),
+            ("manager-2", fixtures::INACTIVE.into()),
+            ("manager-3", fixtures::INACTIVE.into()),
+            ("worker-1", fixtures::INACTIVE.into()),
+        ]);
+        let p = plan(&inv, &all(&inv), &f);
+        assert!(p.serial);
+        assert_eq!(
+            p.order,
+            vec!["manager-1", "manager-2", "manager-3", "worker-1"]
+        );
+        let Ok(Check::Change(c)) = &p.hosts["manager-2"] else {
+            panic!()
+        };
+        let Action::Run { stdin, .. } = &c[0].actions[0] else {
+            panic!()
+        };
+        assert!(
+            String::from_utf8_lossy(stdin.as_ref().unwrap()).contains("SWMTKN-1-manager-token")
+        );
+    }
+
+    #[test]
+    fn a_node_of_another_swarm_is_a_hard_error() {
+        let inv = inventory(1, 1);
+        let m = fixtures::manager(
+            "m1",
+            "clusterA",
+            &[("m1", "manager-1", "manager", true, "null")],
+        );
+        let f = facts(&[("manager-1", m), ("worker-1", fixtures::worker("zz-other"))]);
+        let p = plan(&inv, &all(&inv), &f);
+        let e = p.hosts["worker-1"].clone().unwrap_err();
+        assert_eq!(
+            e.message,
+            "worker-1 is in a different swarm (node zz-other, managers at 10.10.0.12:2377)"
+        );
+        assert_eq!(
+            e.hint.as_deref(),
+            Some(
+                "if that swarm is abandoned, run `docker swarm leave --force` on worker-1, then re-run"
+            )
+        );
+    }
+
+    #[test]
+    fn a_worker_listed_as_manager_is_promoted_from_the_leader() {
+        let inv = inventory(2, 0);
+        let m = fixtures::manager(
+            "m1",
+            "clusterA",
+            &[
+                ("m1", "manager-1", "manager", true, "null"),
+                ("w9", "manager-2", "worker", false, "null"),
+            ],
+        );
+        let f = facts(&[("manager-1", m), ("manager-2", fixtures::worker("w9"))]);
+        let p = plan(&inv, &all(&inv), &f);
+        assert_eq!(
+            p.hosts["manager-2"],
+            Ok(Check::Change(vec![Change::new(
+                "promote to manager",
+                vec![Action::RunOn {
+                    host: "manager-1".into(),
+                    script: "docker node promote w9".into(),
+                    stdin: None
+                }]
+            )]))
+        );
+    }
+
+    #[test]
+    fn before_the_swarm_exists_joins_are_planned_against_swarm_init() {
+        // What --check shows on bare hosts.
+        let inv = inventory(1, 1);
+        let f = facts(&[
+            ("manager-1", fixtures::INACTIVE.into()),
+            ("worker-1", "docker=absent\n".into()),
+        ]);
+        let p = plan(&inv, &all(&inv), &f);
+        let Ok(Check::Change(c)) = &p.hosts["worker-1"] else {
+            panic!("{:?}", p.hosts["worker-1"])
+        };
+        assert_eq!(
+            c[0].summary,
+            "join the swarm that swarm_init creates on manager-1"
+        );
+    }
+
+    #[test]
+    fn no_swarm_and_a_manager_down_is_an_error() {
+        let inv = inventory(2, 1);
+        let f = facts(&[
+            ("manager-1", fixtures::INACTIVE.into()),
+            ("worker-1", fixtures::INACTIVE.into()),
+        ]);
+        let p = plan(&inv, &all(&inv), &f);
+        assert_eq!(
+            p.hosts["worker-1"].clone().unwrap_err().message,
+            "no reachable manager is in a swarm"
+        );
+    }
+}
