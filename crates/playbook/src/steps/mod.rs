@@ -1,7 +1,7 @@
 //! One file per built-in step, named for its intent, and the table that makes
 //! them available to playbooks.
 
-use crate::registry::HostStepCtor;
+use crate::registry::{ClusterStepCtor, HostStepCtor};
 
 pub mod apt;
 pub mod command;
@@ -9,7 +9,13 @@ pub mod copy;
 pub mod directory;
 pub mod file;
 pub mod line;
+pub mod node_availability;
+pub mod node_labels;
 pub mod service;
+pub mod stack_deploy;
+pub mod swarm_facts;
+pub mod swarm_init;
+pub mod swarm_join;
 pub mod template;
 pub mod user;
 pub mod util;
@@ -24,6 +30,16 @@ pub const HOST_STEPS: &[(&str, HostStepCtor)] = &[
     ("line", line::build),
     ("directory", directory::build),
     ("user", user::build),
+];
+
+/// Steps that decide over several hosts at once (the swarm's membership, labels
+/// and stacks), built once per playbook entry.
+pub const CLUSTER_STEPS: &[(&str, ClusterStepCtor)] = &[
+    ("swarm_init", swarm_init::build),
+    ("swarm_join", swarm_join::build),
+    ("node_labels", node_labels::build),
+    ("node_availability", node_availability::build),
+    ("stack_deploy", stack_deploy::build),
 ];
 
 /// What step unit tests share: a BuildCtx for host `web-1` (vars.ip =
