@@ -1,6 +1,7 @@
 //! The `provision` command line: parses arguments, runs the library crates, formats
 //! errors for people and maps outcomes to exit codes.
 
+mod builtin;
 mod cmd_run;
 mod lab_cmd;
 mod render;

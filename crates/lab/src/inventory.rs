@@ -21,7 +21,11 @@ pub fn cluster_toml(name: &str, identity: &Path, strict: bool, hosts: &[Inventor
          name = {}\n\n[ssh]\nuser = \"root\"\nidentity = {}\nknown_hosts = \"known_hosts\"\n\
          host_key_policy = {}\n\n[vars]\n\
          # The lab's VMs reach only Debian's mirror, through qemu's NAT.\n\
-         docker_source = \"distro\"\n",
+         docker_source = \"distro\"\n\
+         # No registry is reachable either: the demo stack's image is built on the nodes.\n\
+         stack = \"demo\"\n\
+         # Small VMs: a small swap file.\n\
+         swap_size = \"512M\"\n",
         toml_str(name),
         toml_str(&identity.display().to_string()),
         toml_str(if strict { "strict" } else { "accept-new" }),
@@ -92,6 +96,10 @@ host_key_policy = "strict"
 [vars]
 # The lab's VMs reach only Debian's mirror, through qemu's NAT.
 docker_source = "distro"
+# No registry is reachable either: the demo stack's image is built on the nodes.
+stack = "demo"
+# Small VMs: a small swap file.
+swap_size = "512M"
 
 [[hosts]]
 name = "storage-1"
