@@ -353,3 +353,65 @@ fn shell_runs_everywhere_and_groups_output() {
         "{stdout}"
     );
 }
+
+#[test]
+fn ctrl_c_lets_running_commands_finish_then_stops_with_a_recap() {
+    let c = cluster(2);
+    let pb = c.dir.path().join("slow.toml");
+    std::fs::write(
+        &pb,
+        "[[steps]]\nname = \"slow\"\nuse = \"command\"\nwith = { run = \"sleep 2; touch {{ vars.root }}/slow-done\" }\n\n\
+         [[steps]]\nname = \"after\"\nuse = \"command\"\nwith = { run = \"touch {{ vars.root }}/after-done\" }\n",
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_provision"))
+        .args([
+            "run",
+            &c.cluster_toml(),
+            "--playbook",
+            &pb.display().to_string(),
+        ])
+        .env("PROVISION_IDENTITY", c.dir.path().join("age.key"))
+        .env("HOME", c.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt while the slow step runs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !Command::new("pgrep")
+        .args(["-f", "sleep 2; touch"])
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow step never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    unsafe extern "C" {
+        fn kill(pid: i32, sig: i32) -> i32;
+    }
+    // SAFETY: signalling the child we spawned.
+    unsafe { kill(child.id() as i32, 2) };
+    let out = child.wait_with_output().unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{t}");
+    assert!(t.contains("interrupt"), "{t}");
+    assert!(
+        t.contains("HOST") && t.contains("h1") && t.contains("h2"),
+        "recap printed: {t}"
+    );
+    for i in 1..=2 {
+        assert!(
+            c.root(i).join("slow-done").exists(),
+            "the running command finished on h{i}"
+        );
+        assert!(
+            !c.root(i).join("after-done").exists(),
+            "no new step started on h{i}"
+        );
+    }
+}
