@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 #! The main job on the built-in local lab: installs what it needs, boots bare Debian VMs
-#! under qemu (storage-1, manager-1, worker-1), then provisions them with `provision run`.
-#! PLAYBOOK (env) picks the playbook; the lab's cluster.toml is left in the lab directory.
+#! under qemu (storage-1, manager-1, worker-1), provisions the whole swarm with the demo
+#! stack using the built-in swarm playbook, re-runs it (nothing to change), and prints
+#! how to reach the stack. PLAYBOOK (env) runs another playbook instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 cargo build --locked --release -p provision
-bin=target/release/provision
+bin=$PWD/target/release/provision
 lab_dir="${PROVISION_LAB_DIR:-$PWD/.lab/demo}"
 export PROVISION_LAB_DIR="$lab_dir"
 "$bin" lab up
-playbook="${PLAYBOOK:-playbooks/base.toml}"
-"$bin" run "$lab_dir/cluster.toml" --playbook "$playbook"
+args=()
+if [ -n "${PLAYBOOK:-}" ]; then args=(--playbook "$PLAYBOOK"); fi
+"$bin" run "$lab_dir/cluster.toml" "${args[@]}"
 echo
 echo "A second run converges with nothing to change:"
-"$bin" run "$lab_dir/cluster.toml" --playbook "$playbook"
+"$bin" run "$lab_dir/cluster.toml" "${args[@]}"
 echo
-echo "The lab is still up: '$bin lab ssh manager-1' to look around, '$bin lab down' to remove it."
+echo "The demo stack answers on port 8080 of every swarm node (routing mesh):"
+"$bin" lab ssh worker-1 -- curl -fsS http://10.10.0.12:8080/
+echo
+echo "From this machine: $bin lab ssh manager-1 -- curl -s http://10.10.0.13:8080/"
+echo "Look around: $bin lab ssh manager-1 -- docker node ls ; remove the lab: $bin lab down"
