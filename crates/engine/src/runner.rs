@@ -57,6 +57,9 @@ enum Dead {
 struct State {
     conns: HashMap<String, Arc<dyn Transport>>,
     dead: HashMap<String, Dead>,
+    /// Steps that plan over other hosts' facts too (swarm steps): a change
+    /// anywhere makes their cached facts stale.
+    cross: std::collections::HashSet<usize>,
     /// (host, step index) to facts gathered since the host last changed.
     cache: HashMap<(String, usize), Facts>,
     recap: BTreeMap<String, HostRecap>,
@@ -108,6 +111,7 @@ impl Runner {
                 conns: HashMap::new(),
                 dead: HashMap::new(),
                 cache: HashMap::new(),
+                cross: Default::default(),
                 recap,
             }),
             learnt: Mutex::new(Vec::new()),
@@ -144,6 +148,12 @@ impl Runner {
     /// Runs the steps in order, each across its hosts, and returns the recap.
     pub async fn run(&self, steps: &[Box<dyn Step>]) -> Recap {
         let started = Instant::now();
+        self.state.lock().unwrap().cross = steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.fact_hosts().is_empty())
+            .map(|(i, _)| i)
+            .collect();
         self.emit(Event::RunStarted {
             hosts: self.targets.len(),
             steps: steps.len(),
@@ -423,11 +433,13 @@ impl Runner {
             }
         };
         // Whatever happens next, cached facts of this host are stale.
-        self.state
-            .lock()
-            .unwrap()
-            .cache
-            .retain(|(h, _), _| h != host);
+        {
+            // A change on a host makes its own cached facts stale, and those of
+            // steps that look across hosts (a join changes the managers' view).
+            let mut st = self.state.lock().unwrap();
+            let cross = st.cross.clone();
+            st.cache.retain(|(h, j), _| h != host && !cross.contains(j));
+        }
         for change in &changes {
             for action in &change.actions {
                 let res = match action {

@@ -55,10 +55,12 @@ pub fn render_toml(
     ctx: &Value,
 ) -> Result<toml::Value, TemplateError> {
     Ok(match v {
-        toml::Value::String(s) if s.contains("{{") || s.contains("{%") => match native(env, name, s, ctx)? {
-            Some(value) => value,
-            None => toml::Value::String(render(env, name, s, ctx)?),
-        },
+        toml::Value::String(s) if s.contains("{{") || s.contains("{%") => {
+            match native(env, name, s, ctx)? {
+                Some(value) => value,
+                None => toml::Value::String(render(env, name, s, ctx)?),
+            }
+        }
         toml::Value::Array(a) => toml::Value::Array(
             a.iter()
                 .map(|x| render_toml(env, name, x, ctx))
@@ -78,14 +80,25 @@ pub fn render_toml(
 /// A string that is exactly one `{{ expression }}` keeps the expression's type
 /// (`"{{ vars.drain }}"` gives a boolean, `"{{ vars.ports }}"` a list), as users of
 /// Ansible expect. None: render it as text.
-fn native(env: &Environment<'_>, name: &str, s: &str, ctx: &Value) -> Result<Option<toml::Value>, TemplateError> {
+fn native(
+    env: &Environment<'_>,
+    name: &str,
+    s: &str,
+    ctx: &Value,
+) -> Result<Option<toml::Value>, TemplateError> {
     let t = s.trim();
-    let Some(inner) = t.strip_prefix("{{").and_then(|r| r.strip_suffix("}}")) else { return Ok(None) };
+    let Some(inner) = t.strip_prefix("{{").and_then(|r| r.strip_suffix("}}")) else {
+        return Ok(None);
+    };
     if inner.contains("{{") || inner.contains("}}") || inner.contains("{%") {
         return Ok(None);
     }
-    let expr = env.compile_expression_owned(inner.trim().to_string()).map_err(|e| TemplateError::from_minijinja(name, &e))?;
-    let v = expr.eval(ctx).map_err(|e| TemplateError::from_minijinja(name, &e))?;
+    let expr = env
+        .compile_expression_owned(inner.trim().to_string())
+        .map_err(|e| TemplateError::from_minijinja(name, &e))?;
+    let v = expr
+        .eval(ctx)
+        .map_err(|e| TemplateError::from_minijinja(name, &e))?;
     if v.is_undefined() {
         // Let the text renderer report it, with strict undefined behavior.
         return Ok(None);
@@ -172,13 +185,20 @@ mod tests {
     #[test]
     fn a_lone_expression_keeps_its_type() {
         let env = environment();
-        let ctx = Value::from(minijinja::value::Serde(serde_json::json!({"vars": {"drain": false, "n": 3, "ports": [80, 443], "s": "x"}})));
+        let ctx = Value::from(minijinja::value::Serde(
+            serde_json::json!({"vars": {"drain": false, "n": 3, "ports": [80, 443], "s": "x"}}),
+        ));
         let v: toml::Value = toml::from_str("a = \"{{ vars.drain }}\"\nb = \"{{ vars.n + 1 }}\"\nc = \"{{ vars.ports }}\"\nd = \"{{ vars.s }}\"\ne = \"n={{ vars.n }}\"\nf = \"{{ vars.missing | default(true) }}\"\n").unwrap();
         let r = render_toml(&env, "with", &v, &ctx).unwrap();
-        let expected: toml::Value = toml::from_str("a = false\nb = 4\nc = [80, 443]\nd = \"x\"\ne = \"n=3\"\nf = true\n").unwrap();
+        let expected: toml::Value =
+            toml::from_str("a = false\nb = 4\nc = [80, 443]\nd = \"x\"\ne = \"n=3\"\nf = true\n")
+                .unwrap();
         assert_eq!(r, expected);
         let v: toml::Value = toml::from_str("a = \"{{ vars.missing }}\"").unwrap();
-        assert!(render_toml(&env, "with", &v, &ctx).is_err(), "undefined stays an error");
+        assert!(
+            render_toml(&env, "with", &v, &ctx).is_err(),
+            "undefined stays an error"
+        );
     }
 
     #[test]

@@ -344,3 +344,48 @@ async fn learnt_secrets_are_redacted_and_run_on_runs_elsewhere() {
     let all = serde_json::to_string(&*sink.events.lock().unwrap()).unwrap();
     assert!(!all.contains("SWMTKN-1-abcdef"), "{all}");
 }
+
+#[tokio::test]
+async fn a_change_anywhere_refreshes_the_facts_of_cross_host_steps() {
+    let (h1, h2) = (host("h1"), host("h2"));
+    h1.fake.respond_with("print-token", |script| {
+        Output::ok(answer_batch(script, |_| ("SWMTKN-1-abcdef\n".into(), 0)))
+    });
+    // Step 1 changes h2 (marker "a" is missing there); step 2 reads h1's facts.
+    let steps: Vec<Box<dyn Step>> = vec![step("a", &["h2"]), Box::new(TokenStep)];
+    run(&[&h1, &h2], &steps, RunOptions::default()).await;
+    let gathers = h1
+        .fake
+        .scripts()
+        .iter()
+        .filter(|s| s.contains("print-token"))
+        .count();
+    assert_eq!(
+        gathers, 1,
+        "h1 had nothing batched before; one gather when step 2 ran"
+    );
+    // Now with h1 also targeted by step 1 (batched first), its cached step-2 facts
+    // must be dropped once h2 changes.
+    let (h1, h2) = (host("h1"), host("h2"));
+    h1.fake.respond_with("print-token", |script| {
+        Output::ok(answer_batch(script, |cmd| {
+            if cmd.contains("print-token") {
+                ("SWMTKN-1-abcdef\n".into(), 0)
+            } else {
+                ("1\n".into(), 0)
+            }
+        }))
+    });
+    let steps: Vec<Box<dyn Step>> = vec![step("a", &["h1", "h2"]), Box::new(TokenStep)];
+    run(&[&h1, &h2], &steps, RunOptions::default()).await;
+    let gathers = h1
+        .fake
+        .scripts()
+        .iter()
+        .filter(|s| s.contains("print-token"))
+        .count();
+    assert_eq!(
+        gathers, 2,
+        "batched with step 1, then gathered again after h2 changed"
+    );
+}
