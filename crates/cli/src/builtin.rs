@@ -6,9 +6,18 @@ use std::path::{Path, PathBuf};
 
 /// (path relative to the builtin directory, content)
 pub const FILES: &[(&str, &str)] = &[
-    ("playbooks/swarm.toml", include_str!("../../../playbooks/swarm.toml")),
-    ("templates/demo/docker-compose.yml", include_str!("../../../templates/demo/docker-compose.yml")),
-    ("templates/demo/.env", include_str!("../../../templates/demo/.env")),
+    (
+        "playbooks/swarm.toml",
+        include_str!("../../../playbooks/swarm.toml"),
+    ),
+    (
+        "templates/demo/docker-compose.yml",
+        include_str!("../../../templates/demo/docker-compose.yml"),
+    ),
+    (
+        "templates/demo/.env",
+        include_str!("../../../templates/demo/.env"),
+    ),
 ];
 
 /// Writes the built-in files under `cluster_dir/.provision/builtin` (only those
@@ -38,10 +47,17 @@ mod tests {
     fn writes_once_and_points_at_the_playbook() {
         let dir = tempfile::tempdir().unwrap();
         let pb = materialize(dir.path()).unwrap();
-        assert_eq!(pb, dir.path().join(".provision/builtin/playbooks/swarm.toml"));
+        assert_eq!(
+            pb,
+            dir.path().join(".provision/builtin/playbooks/swarm.toml")
+        );
         assert_eq!(std::fs::read_to_string(&pb).unwrap(), FILES[0].1);
         let before = std::fs::metadata(&pb).unwrap().modified().unwrap();
         materialize(dir.path()).unwrap();
-        assert_eq!(std::fs::metadata(&pb).unwrap().modified().unwrap(), before, "unchanged files are not rewritten");
+        assert_eq!(
+            std::fs::metadata(&pb).unwrap().modified().unwrap(),
+            before,
+            "unchanged files are not rewritten"
+        );
     }
 }

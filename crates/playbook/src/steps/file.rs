@@ -290,6 +290,45 @@ impl HostStep for FileStep {
     }
 }
 
+/// The change putting `content` at `path` (a file the step manages as a whole
+/// or edits: an existing file keeps its mode and owner, a new one is 0644),
+/// None when it is there already. `key` names the path in error hints.
+pub fn change(
+    path: &str,
+    key: &str,
+    content: &[u8],
+    now: &PathFacts,
+) -> Result<Option<Change>, StepError> {
+    let want = Desired {
+        path,
+        key,
+        content,
+        mode: None,
+        owner: None,
+        group: None,
+    };
+    Ok(match plan(&want, now)? {
+        Check::Change(mut c) => c.pop(),
+        _ => None,
+    })
+}
+
+/// The gathered content of a text file ("" when it does not exist): for steps
+/// that edit system files (/etc/fstab, /etc/hosts, /etc/exports).
+pub fn text(now: &PathFacts, path: &str) -> Result<String, StepError> {
+    if now.kind == Kind::Absent {
+        return Ok(String::new());
+    }
+    require_file_or_absent(now, path, "path")?;
+    let Some(bytes) = &now.content else {
+        return Err(StepError::new(format!("{path} is too large to edit"))
+            .hint("it was not gathered whole: check the file by hand"));
+    };
+    String::from_utf8(bytes.clone()).map_err(|_| {
+        StepError::new(format!("{path} is not a UTF-8 text file")).hint("check the file by hand")
+    })
+}
+
 fn upload(want: &Desired<'_>, mode: u32, owner: Option<String>, group: Option<String>) -> Action {
     Action::Upload {
         dest: want.path.to_string(),

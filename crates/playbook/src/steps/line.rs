@@ -335,6 +335,152 @@ impl HostStep for Line {
     }
 }
 
+/// Pure: exactly one line of `content` for which `is_match` holds, and it is
+/// `line`. The first match is replaced when different and later matches are
+/// removed (a duplicate fstab or hosts entry would be ambiguous); without a
+/// match, `line` goes after the last line for which `after` holds, or at the end.
+pub fn set_unique_line(
+    content: &str,
+    is_match: impl Fn(&str) -> bool,
+    line: &str,
+    after: impl Fn(&str) -> bool,
+) -> Edit {
+    let lines: Vec<&str> = content.split_inclusive('\n').collect();
+    let body = |l: &str| l.strip_suffix('\n').unwrap_or(l).to_string();
+    let hits: Vec<usize> = (0..lines.len())
+        .filter(|&i| is_match(&body(lines[i])))
+        .collect();
+    let mut out = String::with_capacity(content.len() + line.len() + 1);
+    let Some(&first) = hits.first() else {
+        let at = (0..lines.len()).rev().find(|&i| after(&body(lines[i])));
+        for (i, l) in lines.iter().enumerate() {
+            out.push_str(l);
+            if Some(i) == at {
+                if !l.ends_with('\n') {
+                    out.push('\n');
+                }
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        let summary = match at {
+            Some(i) => format!("insert line {}", i + 2),
+            None => {
+                if !out.is_empty() && !out.ends_with('\n') {
+                    out.push('\n');
+                }
+                out.push_str(line);
+                out.push('\n');
+                format!("append line {}", lines.len() + 1)
+            }
+        };
+        return Edit::Changed {
+            content: out,
+            summary,
+        };
+    };
+    let replace = body(lines[first]) != line;
+    if !replace && hits.len() == 1 {
+        return Edit::Unchanged(format!("line present (line {})", first + 1));
+    }
+    for (i, l) in lines.iter().enumerate() {
+        if i == first {
+            out.push_str(line);
+            out.push('\n');
+        } else if !hits.contains(&i) {
+            out.push_str(l);
+        }
+    }
+    let mut what = Vec::new();
+    if replace {
+        what.push(format!("replace line {}", first + 1));
+    }
+    if hits.len() > 1 {
+        let rest: Vec<String> = hits[1..].iter().map(|i| (i + 1).to_string()).collect();
+        let plural = if rest.len() > 1 { "s" } else { "" };
+        what.push(format!("remove duplicate line{plural} {}", rest.join(", ")));
+    }
+    Edit::Changed {
+        content: out,
+        summary: what.join(", "),
+    }
+}
+
+/// Pure: the lines between the marker lines `begin` and `end` become `body`
+/// (each line ending in a newline); `None` removes the block with its markers.
+/// A missing block is appended. An error when a `begin` has no `end`: the
+/// block's extent is unknown and guessing could delete the file's other lines.
+pub fn set_block(
+    content: &str,
+    begin: &str,
+    end: &str,
+    body: Option<&str>,
+) -> Result<Edit, String> {
+    let lines: Vec<&str> = content.split_inclusive('\n').collect();
+    let is = |l: &str, m: &str| l.trim_end() == m;
+    let mut blocks: Vec<(usize, usize)> = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if is(lines[i], begin) {
+            let Some(j) = (i + 1..lines.len()).find(|&j| is(lines[j], end)) else {
+                return Err(format!(
+                    "line {}: `{begin}` without a following `{end}`",
+                    i + 1
+                ));
+            };
+            blocks.push((i, j));
+            i = j + 1;
+        } else {
+            i += 1;
+        }
+    }
+    let block = body.map(|b| format!("{begin}\n{b}{end}\n"));
+    let mut out = String::with_capacity(content.len() + block.as_deref().map_or(0, str::len));
+    match (blocks.first(), &block) {
+        (None, None) => Ok(Edit::Unchanged("block absent".into())),
+        (None, Some(b)) => {
+            out.push_str(content);
+            if !out.is_empty() && !out.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(b);
+            Ok(Edit::Changed {
+                content: out,
+                summary: format!("append block at line {}", lines.len() + 1),
+            })
+        }
+        (Some(&(b0, e0)), _) => {
+            let now: String = lines[b0..=e0].concat();
+            if blocks.len() == 1 && block.as_deref() == Some(now.as_str()) {
+                return Ok(Edit::Unchanged(format!(
+                    "block up to date (lines {}-{})",
+                    b0 + 1,
+                    e0 + 1
+                )));
+            }
+            let mut i = 0;
+            while i < lines.len() {
+                if let Some(&(b, e)) = blocks.iter().find(|(b, _)| *b == i) {
+                    if b == b0
+                        && let Some(new) = &block
+                    {
+                        out.push_str(new);
+                    }
+                    i = e + 1;
+                } else {
+                    out.push_str(lines[i]);
+                    i += 1;
+                }
+            }
+            let verb = if block.is_some() { "update" } else { "remove" };
+            Ok(Edit::Changed {
+                content: out,
+                summary: format!("{verb} block at lines {}-{}", b0 + 1, e0 + 1),
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -603,5 +749,109 @@ mod tests {
             &format!("path = \"/etc/x\"\nline = \"PW={SECRET}\"\ncreate = true"),
         ));
         assert_eq!(e.key.as_deref(), Some("mode"));
+    }
+
+    #[test]
+    fn unique_lines() {
+        let is_swap = |l: &str| l.split_whitespace().next() == Some("/swapfile");
+        let fstab = "UUID=1 / ext4 errors=remount-ro 0 1\n";
+        assert_eq!(
+            set_unique_line(fstab, is_swap, "/swapfile none swap sw 0 0", |_| false),
+            Edit::Changed {
+                content: format!("{fstab}/swapfile none swap sw 0 0\n"),
+                summary: "append line 2".into()
+            }
+        );
+        let two = "a\n/swapfile swap swap defaults 0 0\nb\n/swapfile none swap sw 0 0";
+        assert_eq!(
+            set_unique_line(two, is_swap, "/swapfile none swap sw 0 0", |_| false),
+            Edit::Changed {
+                content: "a\n/swapfile none swap sw 0 0\nb\n".into(),
+                summary: "replace line 2, remove duplicate line 4".into()
+            }
+        );
+        assert_eq!(
+            set_unique_line(
+                "a\n/swapfile none swap sw 0 0\n",
+                is_swap,
+                "/swapfile none swap sw 0 0",
+                |_| false
+            ),
+            Edit::Unchanged("line present (line 2)".into())
+        );
+        // Inserted after the last line matching `after`; a missing newline is added.
+        assert_eq!(
+            set_unique_line(
+                "127.0.0.1\tlocalhost\n::1 ip6-localhost",
+                |l| l.starts_with("127.0.1.1"),
+                "127.0.1.1\tweb-1",
+                |l| l.starts_with("127.0.0.1")
+            ),
+            Edit::Changed {
+                content: "127.0.0.1\tlocalhost\n127.0.1.1\tweb-1\n::1 ip6-localhost".into(),
+                summary: "insert line 2".into()
+            }
+        );
+        assert_eq!(
+            set_unique_line("x", |_| false, "y", |l| l == "x"),
+            Edit::Changed {
+                content: "x\ny\n".into(),
+                summary: "insert line 2".into()
+            }
+        );
+    }
+
+    #[test]
+    fn blocks() {
+        let (b, e) = ("# BEGIN provision", "# END provision");
+        assert_eq!(
+            set_block("a\n", b, e, Some("1\n2\n")).unwrap(),
+            Edit::Changed {
+                content: "a\n# BEGIN provision\n1\n2\n# END provision\n".into(),
+                summary: "append block at line 2".into()
+            }
+        );
+        let now = "a\n# BEGIN provision\n1\n# END provision\nz\n";
+        assert_eq!(
+            set_block(now, b, e, Some("1\n")).unwrap(),
+            Edit::Unchanged("block up to date (lines 2-4)".into())
+        );
+        assert_eq!(
+            set_block(now, b, e, Some("2\n")).unwrap(),
+            Edit::Changed {
+                content: "a\n# BEGIN provision\n2\n# END provision\nz\n".into(),
+                summary: "update block at lines 2-4".into()
+            }
+        );
+        assert_eq!(
+            set_block(now, b, e, None).unwrap(),
+            Edit::Changed {
+                content: "a\nz\n".into(),
+                summary: "remove block at lines 2-4".into()
+            }
+        );
+        assert_eq!(
+            set_block("a", b, e, None).unwrap(),
+            Edit::Unchanged("block absent".into())
+        );
+        // A second block (a hand-made copy) goes; the first is kept in place.
+        assert_eq!(
+            set_block(&format!("{now}{b}\n1\n{e}\n"), b, e, Some("1\n")).unwrap(),
+            Edit::Changed {
+                content: now.into(),
+                summary: "update block at lines 2-4".into()
+            }
+        );
+        assert_eq!(
+            set_block("a\n# BEGIN provision\nb\n", b, e, Some("x\n")).unwrap_err(),
+            "line 2: `# BEGIN provision` without a following `# END provision`"
+        );
+        assert_eq!(
+            set_block("", b, e, Some("x\n")).unwrap(),
+            Edit::Changed {
+                content: format!("{b}\nx\n{e}\n"),
+                summary: "append block at line 1".into()
+            }
+        );
     }
 }

@@ -7,12 +7,18 @@ pub mod apt;
 pub mod command;
 pub mod copy;
 pub mod directory;
+pub mod docker;
 pub mod file;
+pub mod hostname;
 pub mod line;
+pub mod load_balancer;
+pub mod nfs_mount;
+pub mod nfs_server;
 pub mod node_availability;
 pub mod node_labels;
 pub mod service;
 pub mod stack_deploy;
+pub mod swap;
 pub mod swarm_facts;
 pub mod swarm_init;
 pub mod swarm_join;
@@ -30,6 +36,12 @@ pub const HOST_STEPS: &[(&str, HostStepCtor)] = &[
     ("line", line::build),
     ("directory", directory::build),
     ("user", user::build),
+    ("swap", swap::build),
+    ("hostname", hostname::build),
+    ("docker", docker::build),
+    ("nfs_server", nfs_server::build),
+    ("nfs_mount", nfs_mount::build),
+    ("load_balancer", load_balancer::build),
 ];
 
 /// Steps that decide over several hosts at once (the swarm's membership, labels

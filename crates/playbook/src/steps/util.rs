@@ -3,7 +3,7 @@
 //! parsing of `stat` lines.
 
 use crate::registry::{self, ParamError};
-use provision_engine::step::StepError;
+use provision_engine::step::{Facts, StepError};
 use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256};
 
@@ -345,6 +345,116 @@ pub fn bad_facts(what: &str, stdout: &str) -> StepError {
     StepError::new(format!("unexpected {what} output: {shown:?}")).hint("is this a Debian or Ubuntu host with GNU coreutils? run the gather command with `provision shell` to see")
 }
 
+/// An integer parameter that may also arrive as a string: values written as
+/// templates (`"{{ vars.swappiness }}"`) are rendered to strings. The empty
+/// string (`| default('')`) means unset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Num(pub Option<i64>);
+
+impl<'de> Deserialize<'de> for Num {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Num;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an integer")
+            }
+            fn visit_i64<E: serde::de::Error>(self, i: i64) -> Result<Num, E> {
+                Ok(Num(Some(i)))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Num, E> {
+                let t = s.trim();
+                if t.is_empty() {
+                    return Ok(Num(None));
+                }
+                t.parse()
+                    .map(|i| Num(Some(i)))
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Str(s), &self))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A boolean parameter that may also arrive as the string "true" or "false"
+/// (a rendered template).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flag(pub bool);
+
+impl<'de> Deserialize<'de> for Flag {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Flag;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true or false")
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Flag, E> {
+                Ok(Flag(b))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Flag, E> {
+                match s.trim() {
+                    "true" => Ok(Flag(true)),
+                    "false" => Ok(Flag(false)),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(s), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A string parameter where the empty string (a template rendering
+/// `| default('')`) means unset.
+pub fn non_empty(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.trim().is_empty())
+}
+
+/// Several fact commands as one (a step gathers with one command): the output
+/// of each follows a line `--- NAME`. Parts must not print such lines
+/// themselves: file contents are gathered as base64 for this reason.
+pub fn sections(parts: &[(&str, String)]) -> String {
+    parts
+        .iter()
+        .map(|(name, cmd)| format!("echo '--- {name}'; {cmd}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The output of a [`sections`] command, split back into each part's facts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sections {
+    parts: Vec<(String, Facts)>,
+    stdout: String,
+}
+
+impl Sections {
+    pub fn parse(facts: &Facts) -> Sections {
+        let mut parts: Vec<(String, Facts)> = Vec::new();
+        for line in facts.stdout.split_inclusive('\n') {
+            let bare = line.trim_end_matches('\n');
+            if let Some(name) = bare.strip_prefix("--- ") {
+                parts.push((name.to_string(), Facts::new("")));
+            } else if let Some((_, f)) = parts.last_mut() {
+                f.stdout.push_str(line);
+            }
+        }
+        Sections {
+            parts,
+            stdout: facts.stdout.clone(),
+        }
+    }
+
+    /// The facts of one part; an error when the command did not get that far.
+    pub fn get(&self, name: &str) -> Result<&Facts, StepError> {
+        self.parts
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, f)| f)
+            .ok_or_else(|| bad_facts(&format!("`{name}` fact"), &self.stdout))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,5 +596,40 @@ mod tests {
         let p: P = toml::from_str("l = [\"a\", \"b\"]").unwrap();
         assert_eq!(p.l.0, vec!["a", "b"]);
         assert!(toml::from_str::<P>("l = 3").is_err());
+    }
+
+    #[test]
+    fn numbers_and_flags_accept_rendered_strings() {
+        #[derive(Deserialize)]
+        struct P {
+            n: Option<Num>,
+            f: Option<Flag>,
+        }
+        let p: P = toml::from_str("n = 10\nf = true").unwrap();
+        assert_eq!((p.n, p.f), (Some(Num(Some(10))), Some(Flag(true))));
+        let p: P = toml::from_str("n = \" 10 \"\nf = \"false\"").unwrap();
+        assert_eq!((p.n, p.f), (Some(Num(Some(10))), Some(Flag(false))));
+        let p: P = toml::from_str("n = \"\"").unwrap();
+        assert_eq!(p.n, Some(Num(None)));
+        assert!(toml::from_str::<P>("n = \"ten\"").is_err());
+        assert!(toml::from_str::<P>("f = \"yes\"").is_err());
+        assert_eq!(non_empty(Some(" ".into())), None);
+        assert_eq!(non_empty(Some("a".into())).as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn sections_split_back() {
+        let cmd = sections(&[("a", "echo x=1".into()), ("b", "printf 'y=2'".into())]);
+        assert_eq!(cmd, "echo '--- a'; echo x=1; echo '--- b'; printf 'y=2'");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .output()
+            .unwrap();
+        let s = Sections::parse(&Facts::new(String::from_utf8(out.stdout).unwrap()));
+        assert_eq!(s.get("a").unwrap().stdout, "x=1\n");
+        assert_eq!(s.get("b").unwrap().kv().get("y"), Some(&"2"));
+        let e = s.get("c").unwrap_err();
+        assert!(e.message.starts_with("unexpected `c` fact output"), "{e}");
     }
 }
