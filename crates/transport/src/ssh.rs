@@ -986,6 +986,28 @@ impl Transport for SshSession {
     }
 
     async fn run(&self, cmd: Command) -> Result<Output, TransportError> {
+        // The timeout covers everything, waiting for a channel included: a host so
+        // starved that it cannot even open one must not stall the run forever.
+        match cmd.timeout {
+            None => self.run_inner(cmd).await,
+            Some(t) => {
+                let short = summarize(&cmd.script);
+                // The inner timeouts fire first and clean up; this one is the backstop.
+                match tokio::time::timeout(t + Duration::from_secs(5), self.run_inner(cmd)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(TransportError::CommandTimeout {
+                        host: self.label.clone(),
+                        command: short,
+                        after: t,
+                    }),
+                }
+            }
+        }
+    }
+}
+
+impl SshSession {
+    async fn run_inner(&self, cmd: Command) -> Result<Output, TransportError> {
         let mode = self.sudo_mode().await?;
         if self.resident && matches!(cmd.stdin, Stdin::Empty) {
             return self.run_resident(&cmd.script, mode, cmd.timeout).await;
