@@ -711,7 +711,7 @@ async fn connect_retries_until_a_booting_host_answers() {
         .expect("nothing listens yet");
     assert!(matches!(err, TransportError::Unreachable { .. }), "{err}");
     assert!(
-        start.elapsed() < Duration::from_secs(2),
+        start.elapsed() < Duration::from_secs(5),
         "no retry by default"
     );
 
