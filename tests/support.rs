@@ -7,9 +7,16 @@ use std::process::{Command, Output};
 /// The `provision` binary cargo built next to this test (target/<profile>/provision).
 pub fn provision_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
     let bin = profile_dir.join("provision");
-    assert!(bin.exists(), "{} is missing: build it first (`cargo test --workspace` does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo test --workspace` does)",
+        bin.display()
+    );
     bin
 }
 
@@ -26,7 +33,12 @@ impl Run {
     }
 
     pub fn changed_hosts(&self) -> Vec<String> {
-        let mut h: Vec<String> = self.results.iter().filter(|r| r.2 == "changed").map(|r| r.1.clone()).collect();
+        let mut h: Vec<String> = self
+            .results
+            .iter()
+            .filter(|r| r.2 == "changed")
+            .map(|r| r.1.clone())
+            .collect();
         h.sort();
         h.dedup();
         h
@@ -37,14 +49,26 @@ impl Run {
     }
 
     pub fn text(&self) -> String {
-        format!("{}\n{}", String::from_utf8_lossy(&self.output.stdout), String::from_utf8_lossy(&self.output.stderr))
+        format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&self.output.stdout),
+            String::from_utf8_lossy(&self.output.stderr)
+        )
     }
 }
 
 pub fn run(cluster: &Path, extra: &[&str]) -> Run {
-    let mut args = vec!["run".to_string(), cluster.display().to_string(), "--output".into(), "json".into()];
+    let mut args = vec![
+        "run".to_string(),
+        cluster.display().to_string(),
+        "--output".into(),
+        "json".into(),
+    ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    let output = Command::new(provision_bin()).args(&args).output().expect("run provision");
+    let output = Command::new(provision_bin())
+        .args(&args)
+        .output()
+        .expect("run provision");
     let results = String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

@@ -12,7 +12,12 @@ use std::time::{Duration, Instant};
 
 fn sh(lab: &Lab, vm: &str, cmd: &str) -> String {
     let out = lab.ssh(vm, cmd).expect("ssh");
-    assert!(out.status.success(), "{vm}: `{cmd}` failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{vm}: `{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -21,7 +26,12 @@ fn sh(lab: &Lab, vm: &str, cmd: &str) -> String {
 fn bare_vms_to_a_swarm_with_the_demo_stack_then_idempotent_then_a_new_worker() {
     let spec = LabSpec::topology("e2e-swarm", 1, 1, 1).expect("topology");
     let dir = std::env::temp_dir().join(format!("provision-e2e-swarm-{}", std::process::id()));
-    let opts = UpOptions { dir: Some(dir.clone()), ..Default::default() };
+    // Generous: under TCG a loaded machine boots slowly; a quiet one takes about a minute.
+    let opts = UpOptions {
+        dir: Some(dir.clone()),
+        boot_timeout: Duration::from_secs(900),
+        ..Default::default()
+    };
     let t0 = Instant::now();
     let mut lab = Lab::up(&spec, &opts).expect("lab up");
     // Gone when the test passes; stopped but kept (console logs, run logs) when it fails.
@@ -36,10 +46,24 @@ fn bare_vms_to_a_swarm_with_the_demo_stack_then_idempotent_then_a_new_worker() {
     assert!(first.ok(), "first run failed:\n{}", first.text());
 
     // Swarm membership and roles, seen from the manager.
-    let nodes = sh(&lab, "manager-1", "docker node ls --format '{{.Hostname}} {{.Status}} {{.ManagerStatus}}' | sort");
-    assert_eq!(nodes, "manager-1 Ready Leader\nworker-1 Ready \n", "docker node ls");
-    let labels = sh(&lab, "manager-1", "docker node inspect worker-1 --format '{{json .Spec.Labels}}'");
-    assert_eq!(labels.trim(), "{\"swarm\":\"true\",\"swarm-worker\":\"true\"}");
+    let nodes = sh(
+        &lab,
+        "manager-1",
+        "docker node ls --format '{{.Hostname}} {{.Status}} {{.ManagerStatus}}' | sort",
+    );
+    assert_eq!(
+        nodes, "manager-1 Ready Leader\nworker-1 Ready \n",
+        "docker node ls"
+    );
+    let labels = sh(
+        &lab,
+        "manager-1",
+        "docker node inspect worker-1 --format '{{json .Spec.Labels}}'",
+    );
+    assert_eq!(
+        labels.trim(),
+        "{\"swarm\":\"true\",\"swarm-worker\":\"true\"}"
+    );
     // Hostnames and swap.
     for vm in ["storage-1", "manager-1", "worker-1"] {
         assert_eq!(sh(&lab, vm, "hostname").trim(), vm);
@@ -49,14 +73,32 @@ fn bare_vms_to_a_swarm_with_the_demo_stack_then_idempotent_then_a_new_worker() {
         assert!(swap.starts_with("/swapfile 536870912"), "{vm} swap: {swap}");
     }
     // The NFS share: written on one node, read on the other.
-    sh(&lab, "manager-1", "echo written-on-manager > /mnt/share/e2e-probe");
-    assert_eq!(sh(&lab, "worker-1", "cat /mnt/share/e2e-probe"), "written-on-manager\n");
-    assert_eq!(sh(&lab, "storage-1", "cat /srv/share/e2e-probe"), "written-on-manager\n");
+    sh(
+        &lab,
+        "manager-1",
+        "echo written-on-manager > /mnt/share/e2e-probe",
+    );
+    assert_eq!(
+        sh(&lab, "worker-1", "cat /mnt/share/e2e-probe"),
+        "written-on-manager\n"
+    );
+    assert_eq!(
+        sh(&lab, "storage-1", "cat /srv/share/e2e-probe"),
+        "written-on-manager\n"
+    );
     // The demo stack runs and answers on every node's published port (routing mesh).
-    let services = sh(&lab, "manager-1", "docker service ls --format '{{.Name}} {{.Replicas}}'");
+    let services = sh(
+        &lab,
+        "manager-1",
+        "docker service ls --format '{{.Name}} {{.Replicas}}'",
+    );
     assert_eq!(services.trim(), "demo_web 2/2", "services");
     for (vm, ip) in [("manager-1", "10.10.0.12"), ("worker-1", "10.10.0.13")] {
-        let page = sh(&lab, vm, &format!("curl -fsS --max-time 10 http://{ip}:8080/"));
+        let page = sh(
+            &lab,
+            vm,
+            &format!("curl -fsS --max-time 10 http://{ip}:8080/"),
+        );
         assert!(page.contains("provision demo"), "{vm}: {page}");
     }
 
@@ -65,16 +107,38 @@ fn bare_vms_to_a_swarm_with_the_demo_stack_then_idempotent_then_a_new_worker() {
     let second = run(&cluster, &[]);
     eprintln!("second run in {:?}", t2.elapsed());
     assert!(second.ok(), "second run failed:\n{}", second.text());
-    assert_eq!(second.count("changed"), 0, "second run changed something:\n{:?}", second.results);
+    assert_eq!(
+        second.count("changed"),
+        0,
+        "second run changed something:\n{:?}",
+        second.results
+    );
 
     // 3. A new worker: only it changes, and it joins with its labels.
     let t3 = Instant::now();
-    lab.add_vm(&VmSpec::new("worker-2", vec![Role::Worker]), Duration::from_secs(400)).expect("add worker-2");
+    lab.add_vm(
+        &VmSpec::new("worker-2", vec![Role::Worker]),
+        Duration::from_secs(900),
+    )
+    .expect("add worker-2");
     eprintln!("worker-2 booted in {:?}", t3.elapsed());
     let third = run(&cluster, &[]);
-    assert!(third.ok(), "run after adding worker-2 failed:\n{}", third.text());
-    assert_eq!(third.changed_hosts(), vec!["worker-2".to_string()], "{:?}", third.results);
-    let nodes = sh(&lab, "manager-1", "docker node ls --format '{{.Hostname}} {{.Status}}' | sort");
+    assert!(
+        third.ok(),
+        "run after adding worker-2 failed:\n{}",
+        third.text()
+    );
+    assert_eq!(
+        third.changed_hosts(),
+        vec!["worker-2".to_string()],
+        "{:?}",
+        third.results
+    );
+    let nodes = sh(
+        &lab,
+        "manager-1",
+        "docker node ls --format '{{.Hostname}} {{.Status}}' | sort",
+    );
     assert_eq!(nodes, "manager-1 Ready\nworker-1 Ready\nworker-2 Ready\n");
     eprintln!("whole test in {:?}", t0.elapsed());
     lab.down().expect("lab down");
