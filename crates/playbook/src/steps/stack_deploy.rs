@@ -185,7 +185,9 @@ pub fn deploy_script(
             "while IFS= read -r l || [ -n \"$l\" ]; do case \"$l\" in ''|'#'*) continue;; esac; export \"${l%%=*}=${l#*=}\"; done < .env; ",
         );
     }
-    s.push_str("docker stack config -c docker-compose.yml >/dev/null; ");
+    // `docker stack config` exists from Docker 23 on (Debian 12's docker.io is 20.10):
+    // validate where it can, else deploy reports the same errors itself.
+    s.push_str("if docker stack --help 2>/dev/null | grep -q '^  config '; then docker stack config -c docker-compose.yml >/dev/null; fi; ");
     s.push_str("docker stack deploy -c docker-compose.yml");
     if o.with_registry_auth {
         s.push_str(" --with-registry-auth");
@@ -389,7 +391,7 @@ mod tests {
         assert_eq!(
             deploy_script("/opt/provision/stacks/demo", "demo", true, "abc", &o),
             "set -e; cd /opt/provision/stacks/demo; while IFS= read -r l || [ -n \"$l\" ]; do case \"$l\" in ''|'#'*) continue;; esac; export \"${l%%=*}=${l#*=}\"; done < .env; \
-             docker stack config -c docker-compose.yml >/dev/null; docker stack deploy -c docker-compose.yml --with-registry-auth --resolve-image never demo; printf '%s\\n' abc > .provision-deployed"
+             if docker stack --help 2>/dev/null | grep -q '^  config '; then docker stack config -c docker-compose.yml >/dev/null; fi; docker stack deploy -c docker-compose.yml --with-registry-auth --resolve-image never demo; printf '%s\\n' abc > .provision-deployed"
         );
         assert_eq!(
             stack_gather("/s", "demo"),
