@@ -110,8 +110,12 @@ pub fn load(cluster: &Path, identity: Option<PathBuf>, playbook: Option<&Path>) 
 pub fn playbook_path(inv: &Inventory) -> Result<PathBuf> {
     match &inv.playbook {
         Some(p) => Ok(p.clone()),
-        None => crate::builtin::materialize(&inv.dir)
-            .with_context(|| format!("cannot write the built-in playbook under {}", inv.dir.display())),
+        None => crate::builtin::materialize(&inv.dir).with_context(|| {
+            format!(
+                "cannot write the built-in playbook under {}",
+                inv.dir.display()
+            )
+        }),
     }
 }
 
@@ -125,9 +129,16 @@ pub fn compile(loaded: &Loaded) -> Result<provision_playbook::Compiled> {
         table: loaded.secrets.table(),
         contains_secret: &contains,
     };
-    if pb.steps.iter().any(|s| provision_playbook::registry::cluster_step(&s.uses).is_some()) {
+    if pb
+        .steps
+        .iter()
+        .any(|s| provision_playbook::registry::cluster_step(&s.uses).is_some())
+    {
         // A swarm needs managers and private addresses: check the inventory for that too.
-        let rules = InventoryRules { require_manager: true, require_private_ip: true };
+        let rules = InventoryRules {
+            require_manager: true,
+            require_private_ip: true,
+        };
         Inventory::load(&loaded.inv.path, &rules).map_err(config_error)?;
     }
     provision_playbook::compile(&loaded.inv, &pb, &view).map_err(config_error)
