@@ -6,6 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
+# Every remote command of the tier-2 tests starts root's login shell; on machines
+# whose ~/.bashrc runs `pyenv init`, a shim lock left by a killed process makes each
+# of them wait for it. Nothing else runs yet, so a lock now can only be stale.
+rm -f "${HOME:-/root}/.pyenv/shims/.pyenv-shim"
 cargo fmt --all --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo test --locked --workspace -- --include-ignored
