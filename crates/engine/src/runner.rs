@@ -354,9 +354,11 @@ impl Runner {
             .await
             .map_err(RunnerError::Transport)?;
         let title = steps[index].title().to_string();
+        let stdout = out.stdout_str();
+        let mut parsed = facts::parse_batch(&self.nonce, &stdout);
         // Learn the secrets in these facts before anything is logged.
-        for (k, f) in facts::parse_batch(&self.nonce, &out.stdout_str()) {
-            let found = steps[k].secret_values(host, &f);
+        for (k, f) in &parsed {
+            let found = steps[*k].secret_values(host, f);
             let mut learnt = self.learnt.lock().unwrap();
             for v in found.into_iter().filter(|v| v.len() >= 4) {
                 if !learnt.contains(&v) {
@@ -370,10 +372,9 @@ impl Runner {
             &format!("(facts for {} step(s))\n{script}", cmds.len()),
             out.exit_status,
             started.elapsed(),
-            &out.stdout_str(),
+            &stdout,
             &out.stderr_str(),
         );
-        let mut parsed = facts::parse_batch(&self.nonce, &out.stdout_str());
         let own_pos = parsed.iter().position(|(k, _)| *k == index);
         let Some(own_pos) = own_pos else {
             return Err(RunnerError::Step(FailureInfo {
