@@ -69,6 +69,11 @@ pub fn run(cluster: &Path, extra: &[&str]) -> Run {
         .args(&args)
         .output()
         .expect("run provision");
+    parse_run(output)
+}
+
+/// The host results of a `provision run --output json` that already finished.
+pub fn parse_run(output: Output) -> Run {
     let results = String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -82,4 +87,17 @@ pub fn run(cluster: &Path, extra: &[&str]) -> Run {
         })
         .collect();
     Run { output, results }
+}
+
+/// Any other `provision` subcommand: (exit code, stdout, stderr).
+pub fn provision(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(provision_bin())
+        .args(args)
+        .output()
+        .expect("run provision");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -54,6 +54,9 @@ pub struct RunArgs {
     /// Use this playbook instead of the one the cluster file names.
     #[arg(long)]
     pub playbook: Option<PathBuf>,
+    /// Remove another operator's cluster lock first (only when you know that run is gone).
+    #[arg(long)]
+    pub force_unlock: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -162,7 +165,7 @@ pub fn connect_options(inv: &Inventory) -> Result<ConnectOptions> {
     Ok(o)
 }
 
-fn sudo_password(secrets: &Secrets) -> Option<Arc<Zeroizing<String>>> {
+pub fn sudo_password(secrets: &Secrets) -> Option<Arc<Zeroizing<String>>> {
     secrets
         .get("sudo_password")
         .and_then(|v| v.as_str())
@@ -235,10 +238,37 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let targets = targets(&loaded.inv, sudo_password(&loaded.secrets));
     let pool: Arc<dyn Connector> =
         Arc::new(SshPool::new(connect_options(&loaded.inv)?).map_err(|e| anyhow!("{e}"))?);
+    // The cluster lock (not for --check, which changes nothing): on the managers.
+    let lock_cluster = (!args.check).then(|| {
+        Arc::new(provision_ops::Cluster::new(
+            loaded.inv.clone(),
+            pool.clone(),
+            targets.clone(),
+            redact_fn(&loaded.redactor),
+        ))
+    });
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let locked = rt.block_on(async {
+        match &lock_cluster {
+            Some(c) => crate::ops_cmd::take_lock(c.clone(), "provision run", args.force_unlock)
+                .await
+                .map(Some),
+            None => Ok(None),
+        }
+    });
+    let guard = match locked {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {}", loaded.redactor.redact(&e.to_string()));
+            return Ok(match e {
+                provision_ops::OpsError::Locked { .. } => crate::ops_cmd::EXIT_LOCKED,
+                _ => EXIT_FAILED,
+            });
+        }
+    };
     let (recap, interrupted) = rt.block_on(async {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let runner = Runner::new(pool, targets, opts, sink).with_redaction(redact_fn(&loaded.redactor)).with_cancel(rx);
@@ -255,6 +285,9 @@ pub fn run(args: RunArgs) -> Result<u8> {
             }
         });
         let recap = runner.run(&compiled.steps).await;
+        if let Some(g) = guard {
+            g.release().await;
+        }
         (recap, interrupted.load(std::sync::atomic::Ordering::SeqCst))
     });
     if args.output == Output::Text {

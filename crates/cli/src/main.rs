@@ -4,6 +4,7 @@
 mod builtin;
 mod cmd_run;
 mod lab_cmd;
+mod ops_cmd;
 mod render;
 mod secrets_cmd;
 
@@ -35,6 +36,8 @@ enum Command {
     /// Local lab of real Debian VMs to rehearse a cluster.
     #[command(subcommand)]
     Lab(lab_cmd::LabCommand),
+    #[command(flatten)]
+    Ops(ops_cmd::OpsCommand),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff).
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Shell(a) => cmd_run::shell(a),
         Command::Secrets(cmd) => secrets_cmd::run(cmd),
         Command::Lab(cmd) => lab_cmd::run(cmd),
+        Command::Ops(cmd) => ops_cmd::run(cmd),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -299,7 +299,7 @@ impl Lab {
         lab.save()?;
         let all: Vec<usize> = (0..lab.state.vms.len()).collect();
         let booted = lab
-            .boot(&all, opts.boot_timeout, spec.ssh_port_base.is_none())
+            .boot(&all, opts.boot_timeout, spec.ssh_port_base.is_none(), true)
             .and_then(|()| lab.write_inventory());
         if let Err(e) = booted {
             let stopped = !opts.keep_on_failure;
@@ -463,7 +463,7 @@ impl Lab {
         let idx = self.state.vms.len() - 1;
         self.save()?;
         let booted = self
-            .boot(&[idx], boot_timeout, true)
+            .boot(&[idx], boot_timeout, true, true)
             .and_then(|()| self.write_inventory());
         if let Err(e) = booted {
             // The new VM goes; the lab as it was stays up, and the console log stays for reading.
@@ -480,6 +480,30 @@ impl Lab {
             });
         }
         Ok(&self.state.vms[idx])
+    }
+
+    /// Powers one VM off (qemu killed: like pulling the plug); its disk stays for [`Lab::start_vm`].
+    pub fn stop_vm(&mut self, name: &str) -> Result<()> {
+        self.vm(name)?;
+        if let Some(pid) = process::live_qemu(&self.pidfile(name)) {
+            process::kill_and_wait(pid, name)?;
+        }
+        Ok(())
+    }
+
+    /// Boots a VM stopped by [`Lab::stop_vm`] again, from its own disk: a server coming back.
+    pub fn start_vm(&mut self, name: &str, boot_timeout: Duration) -> Result<()> {
+        self.vm(name)?;
+        let idx = self
+            .state
+            .vms
+            .iter()
+            .position(|v| v.name == name)
+            .expect("checked above");
+        if process::live_qemu(&self.pidfile(name)).is_some() {
+            return Ok(());
+        }
+        self.boot(&[idx], boot_timeout, false, false)
     }
 
     /// Stops every VM (qemu killed and checked gone); keeps the directory and its console logs.
@@ -507,7 +531,13 @@ impl Lab {
     }
 
     /// Starts the given VMs, waits for their sshd, collects host keys, checks the key login.
-    fn boot(&mut self, idxs: &[usize], timeout: Duration, auto_ports: bool) -> Result<()> {
+    fn boot(
+        &mut self,
+        idxs: &[usize],
+        timeout: Duration,
+        auto_ports: bool,
+        fresh: bool,
+    ) -> Result<()> {
         let image = Image {
             dir: self.state.image_dir.clone(),
         };
@@ -517,7 +547,7 @@ impl Lab {
         for &i in idxs {
             let mut attempts = 0;
             loop {
-                match self.start_vm(i, &image, &key, subnet.prefix()) {
+                match self.launch_vm(i, &image, &key, subnet.prefix(), fresh) {
                     Ok(()) => break,
                     // Someone took the auto-picked port between our check and qemu's bind.
                     Err(LabError::VmStart { detail, .. })
@@ -577,16 +607,29 @@ impl Lab {
         }
     }
 
-    fn start_vm(&self, i: usize, image: &Image, key: &(String, String), prefix: u8) -> Result<()> {
+    /// Starts qemu for a VM: on a new disk (`fresh`), or on the disk it had.
+    fn launch_vm(
+        &self,
+        i: usize,
+        image: &Image,
+        key: &(String, String),
+        prefix: u8,
+        fresh: bool,
+    ) -> Result<()> {
         let vm = &self.state.vms[i];
         let overlay = self.dir.join(format!("{}.qcow2", vm.name));
         let console = self.console_log(&vm.name);
         let pidfile = self.pidfile(&vm.name);
         let log = self.dir.join(format!("{}.qemu.log", vm.name));
+        let keep_disk = !fresh && overlay.is_file();
         for old in [&overlay, &console, &pidfile, &log] {
-            let _ = fs::remove_file(old);
+            if !(keep_disk && old == &overlay) {
+                let _ = fs::remove_file(old);
+            }
         }
-        run(&argv::qemu_img_overlay(&image.qcow2(), &overlay), "")?;
+        if !keep_disk {
+            run(&argv::qemu_img_overlay(&image.qcow2(), &overlay), "")?;
+        }
         let kernel = image.kernel();
         let initrd = image.initrd();
         let argv = argv::qemu(&QemuVm {

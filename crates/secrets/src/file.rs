@@ -108,6 +108,16 @@ impl SecretsFile {
         })
     }
 
+    /// Decrypts binary data encrypted for this file's recipients (a swarm backup):
+    /// the plaintext stays in memory and is wiped when dropped.
+    pub fn decrypt_binary(
+        &self,
+        bytes: &[u8],
+        ids: &IdentitySources,
+    ) -> Result<Zeroizing<Vec<u8>>, SecretsError> {
+        Ok(crypto::decrypt(&self.path, bytes, ids)?.bytes)
+    }
+
     /// Encrypts `text` the way `mode` says: to the keys of the recipients file, or with the
     /// passphrase.
     pub fn encrypt(&self, text: &[u8], mode: &EncryptionMode) -> Result<Vec<u8>, SecretsError> {

@@ -37,6 +37,17 @@ impl fmt::Debug for Stdin {
     }
 }
 
+/// A piece of a streamed command's output, as it arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chunk {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+}
+
+/// Where a streamed command's output goes (`provision logs --follow`, `exec`,
+/// backups): chunks are sent as they arrive instead of being collected.
+pub type OutputSink = tokio::sync::mpsc::UnboundedSender<Chunk>;
+
 /// A command to run on a host: a POSIX `sh` script, its stdin and an optional timeout.
 ///
 /// The script runs under `sh -c` whatever the user's login shell is, and under
@@ -47,6 +58,9 @@ pub struct Command {
     pub stdin: Stdin,
     /// None = wait as long as it takes (package installs can take minutes).
     pub timeout: Option<Duration>,
+    /// When set, output is streamed here and the returned [`Output`] has empty
+    /// stdout and stderr.
+    pub output_to: Option<OutputSink>,
 }
 
 impl Command {
@@ -64,6 +78,12 @@ impl Command {
 
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Streams the output to `sink` as it arrives.
+    pub fn stream_to(mut self, sink: OutputSink) -> Self {
+        self.output_to = Some(sink);
         self
     }
 }

@@ -152,10 +152,23 @@ impl Transport for FakeTransport {
             if rules[i].once {
                 rules.remove(i);
             }
-            return Ok(out);
+            return Ok(stream(out, cmd.output_to));
         }
-        Ok(self.default.lock().unwrap().clone())
+        Ok(stream(self.default.lock().unwrap().clone(), cmd.output_to))
     }
+}
+
+/// Sends a canned output to the command's sink, as the real transport would.
+fn stream(mut out: Output, sink: Option<crate::OutputSink>) -> Output {
+    if let Some(s) = sink {
+        if !out.stdout.is_empty() {
+            let _ = s.send(crate::Chunk::Stdout(std::mem::take(&mut out.stdout)));
+        }
+        if !out.stderr.is_empty() {
+            let _ = s.send(crate::Chunk::Stderr(std::mem::take(&mut out.stderr)));
+        }
+    }
+    out
 }
 
 /// Hands out the fake registered for each host name; unknown hosts are unreachable.

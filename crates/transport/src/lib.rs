@@ -14,7 +14,7 @@ pub mod ssh;
 pub mod ssh_config;
 pub mod upload;
 
-pub use command::{Command, Output, Stdin};
+pub use command::{Chunk, Command, Output, OutputSink, Stdin};
 pub use error::TransportError;
 pub use ssh::{Become, ConnectOptions, HostKeyPolicy, SshPool, SshSession, Target};
 pub use upload::{Upload, UploadOutcome, UploadSource};

@@ -1,7 +1,7 @@
 //! The russh-based transport: connecting (retries, timeouts, host keys, keys and
 //! agent, ProxyJump), one pooled connection per host, commands as channels, sudo.
 
-use crate::command::{Command, Output, Stdin};
+use crate::command::{Chunk, Command, Output, OutputSink, Stdin};
 use crate::error::TransportError;
 use crate::known_hosts::{self, KnownHosts, Verdict};
 use crate::resident::{Resident, ResidentError};
@@ -727,7 +727,7 @@ impl SshSession {
         };
         self.sudo_mode
             .get_or_try_init(|| async {
-                let probe = self.exec_raw("[ \"$(id -u)\" = 0 ] && echo root || { sudo -n true 2>/dev/null && echo nopasswd || echo password; }".into(), Stdin::Empty, None).await?;
+                let probe = self.exec_raw("[ \"$(id -u)\" = 0 ] && echo root || { sudo -n true 2>/dev/null && echo nopasswd || echo password; }".into(), Stdin::Empty, None, None).await?;
                 match probe.stdout_str().trim() {
                     "root" => Ok(SudoMode::AlreadyRoot),
                     "nopasswd" => Ok(SudoMode::NoPassword),
@@ -740,6 +740,7 @@ impl SshSession {
                                 format!("sudo -k -S -p {} true", quote(SUDO_PROMPT)),
                                 Stdin::bytes(format!("{}\n", pw.as_str())),
                                 Some(Duration::from_secs(30)),
+                                None,
                             )
                             .await?;
                         if check.success() {
@@ -777,6 +778,7 @@ impl SshSession {
         wire: String,
         stdin: Stdin,
         timeout: Option<Duration>,
+        sink: Option<OutputSink>,
     ) -> Result<Output, TransportError> {
         let _permit = self
             .channels
@@ -815,10 +817,15 @@ impl SshSession {
             let mut out = Output::default();
             while let Some(msg) = rx.wait().await {
                 match msg {
-                    ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
-                    ChannelMsg::ExtendedData { data, ext: 1 } => {
-                        out.stderr.extend_from_slice(&data)
-                    }
+                    ChannelMsg::Data { data } => match &sink {
+                        // A closed sink means nobody reads any more: drop the output.
+                        Some(s) => drop(s.send(Chunk::Stdout(data.to_vec()))),
+                        None => out.stdout.extend_from_slice(&data),
+                    },
+                    ChannelMsg::ExtendedData { data, ext: 1 } => match &sink {
+                        Some(s) => drop(s.send(Chunk::Stderr(data.to_vec()))),
+                        None => out.stderr.extend_from_slice(&data),
+                    },
                     ChannelMsg::ExitStatus { exit_status } => out.exit_status = Some(exit_status),
                     ChannelMsg::ExitSignal {
                         signal_name,
@@ -1009,7 +1016,7 @@ impl Transport for SshSession {
 impl SshSession {
     async fn run_inner(&self, cmd: Command) -> Result<Output, TransportError> {
         let mode = self.sudo_mode().await?;
-        if self.resident && matches!(cmd.stdin, Stdin::Empty) {
+        if self.resident && matches!(cmd.stdin, Stdin::Empty) && cmd.output_to.is_none() {
             return self.run_resident(&cmd.script, mode, cmd.timeout).await;
         }
         let (wire, prefix) = self.wire(&cmd.script, mode);
@@ -1027,7 +1034,9 @@ impl SshSession {
                 }
             },
         };
-        let out = self.exec_raw(wire, stdin, cmd.timeout).await?;
+        let out = self
+            .exec_raw(wire, stdin, cmd.timeout, cmd.output_to)
+            .await?;
         if mode == SudoMode::Password
             && out.exit_status == Some(1)
             && String::from_utf8_lossy(&out.stderr).contains("incorrect password")

@@ -40,6 +40,9 @@ pub struct SwarmInfo {
     pub control_available: bool,
     #[serde(default)]
     pub error: String,
+    /// How many managers this node's raft knows (all of them, reachable or not).
+    #[serde(default)]
+    pub managers: usize,
     #[serde(default)]
     pub cluster: Option<ClusterInfo>,
     #[serde(default)]
@@ -301,6 +304,30 @@ pub fn view(
         {
             controlling.push((m, s));
         }
+    }
+    // A manager whose node is missing from the node list of a manager that can
+    // list nodes was removed from the swarm (by `recover` or `remove-node`) and
+    // only remembers it, e.g. a dead manager that came back after a recovery:
+    // it is not part of THE swarm (swarm_join makes it leave and join again).
+    let lists: Vec<&Vec<NodeInfo>> = controlling
+        .iter()
+        .map(|(_, s)| &s.nodes)
+        .filter(|n| !n.is_empty())
+        .collect();
+    if !lists.is_empty() {
+        let listing: Vec<(Option<&str>, &Vec<NodeInfo>)> = controlling
+            .iter()
+            .filter(|(_, s)| !s.nodes.is_empty())
+            .map(|(_, s)| (s.cluster_id(), &s.nodes))
+            .collect();
+        controlling.retain(|(_, s)| {
+            let own = s.info().map(|i| i.node_id.as_str()).unwrap_or_default();
+            !s.nodes.is_empty()
+                && listing
+                    .iter()
+                    .filter(|(c, _)| *c == s.cluster_id())
+                    .all(|(_, l)| l.iter().any(|n| n.id == own))
+        });
     }
     let Some((_, first)) = controlling.first() else {
         return Ok(None);

@@ -169,6 +169,19 @@ fn member_check(
     };
     match info.local_node_state.as_str() {
         "inactive" | "" => Ok(Check::Change(vec![join_change(inv, host, manager, v)])),
+        // Removed from THE swarm (by `recover` or `remove-node`) while it was
+        // down: it still holds the swarm's state but is no member any more.
+        _ if removed_member(v, s) => Ok(Check::Change(vec![Change::new(
+            format!(
+                "leave the swarm state it was removed from (node {}) and join again as {role}",
+                info.node_id
+            ),
+            {
+                let mut c = join_change(inv, host, manager, v);
+                c.actions.insert(0, Action::run(LEAVE_COMMAND));
+                c.actions
+            },
+        )])),
         "active" => match v.node_of(host, Some(s)) {
             None => Err(StepError::new(format!(
                 "{host} is in a different swarm (node {}, managers at {})",
@@ -191,6 +204,26 @@ fn member_check(
         other => Err(StepError::new(format!("{host} swarm state is `{other}`: {}", info.error))
             .hint(format!("if it cannot reach the managers, run `docker swarm leave --force` on {host} and re-run"))),
     }
+}
+
+/// Leaves whatever swarm state the node holds; only for a node the swarm removed.
+pub const LEAVE_COMMAND: &str = "docker swarm leave --force";
+
+/// Same swarm (cluster ID) but the node is not in its node list: it was removed.
+fn removed_member(v: &SwarmView, s: &HostSwarm) -> bool {
+    let Some(info) = s.info() else { return false };
+    // Workers do not see the cluster ID: they are ours when they talk to our managers.
+    let ours = match s.cluster_id() {
+        Some(id) => id == v.cluster_id,
+        None => info.remote_managers.iter().flatten().any(|r| {
+            v.nodes.iter().any(|n| {
+                n.role == "manager" && !n.manager_addr.is_empty() && n.manager_addr == r.addr
+            })
+        }),
+    };
+    ours && !info.node_id.is_empty()
+        && !v.nodes.is_empty()
+        && !v.nodes.iter().any(|n| n.id == info.node_id)
 }
 
 fn join_change(inv: &Inventory, host: &str, manager: bool, v: &SwarmView) -> Change {
@@ -322,6 +355,50 @@ mod tests {
     }
 
     #[test]
+    fn a_manager_removed_while_down_leaves_and_joins_again() {
+        // After `provision recover` on manager-1, manager-2 comes back: it still
+        // holds the old raft state (same cluster ID, its own node list) but the
+        // swarm removed its node.
+        let inv = inventory(2, 0);
+        let m1 = fixtures::manager(
+            "m1",
+            "clusterA",
+            &[("m1", "manager-1", "manager", true, "null")],
+        );
+        let m2 = fixtures::manager(
+            "m2",
+            "clusterA",
+            &[
+                ("m1", "manager-1", "manager", false, "null"),
+                ("m2", "manager-2", "manager", true, "null"),
+            ],
+        );
+        let f = facts(&[("manager-1", m1), ("manager-2", m2)]);
+        let p = plan(&inv, &all(&inv), &f);
+        assert_eq!(
+            p.hosts["manager-1"],
+            Ok(Check::Ok("manager in swarm clusterA".into())),
+            "the stale manager is not taken for THE swarm"
+        );
+        let Ok(Check::Change(c)) = &p.hosts["manager-2"] else {
+            panic!("{:?}", p.hosts["manager-2"])
+        };
+        assert_eq!(
+            c[0].summary,
+            "leave the swarm state it was removed from (node m2) and join again as manager"
+        );
+        let scripts: Vec<&str> = c[0]
+            .actions
+            .iter()
+            .map(|a| match a {
+                Action::Run { script, .. } => script.as_str(),
+                _ => panic!(),
+            })
+            .collect();
+        assert_eq!(scripts, vec![LEAVE_COMMAND, JOIN_COMMAND]);
+    }
+
+    #[test]
     fn a_node_of_another_swarm_is_a_hard_error() {
         let inv = inventory(1, 1);
         let m = fixtures::manager(
@@ -329,12 +406,13 @@ mod tests {
             "clusterA",
             &[("m1", "manager-1", "manager", true, "null")],
         );
-        let f = facts(&[("manager-1", m), ("worker-1", fixtures::worker("zz-other"))]);
+        let other = fixtures::worker("zz-other").replace("10.10.0.12:2377", "10.99.0.1:2377");
+        let f = facts(&[("manager-1", m), ("worker-1", other)]);
         let p = plan(&inv, &all(&inv), &f);
         let e = p.hosts["worker-1"].clone().unwrap_err();
         assert_eq!(
             e.message,
-            "worker-1 is in a different swarm (node zz-other, managers at 10.10.0.12:2377)"
+            "worker-1 is in a different swarm (node zz-other, managers at 10.99.0.1:2377)"
         );
         assert_eq!(
             e.hint.as_deref(),

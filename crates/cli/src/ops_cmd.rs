@@ -1,0 +1,659 @@
+//! The day-2 subcommands (`status`, `ps`, `logs`, `exec`, `drain`, `activate`,
+//! `remove-node`, `backup`, `restore`, `recover`): argument parsing, the cluster
+//! lock around every mutating one, and output for people or JSON.
+
+use crate::cmd_run::{ConfigFailure, EXIT_FAILED, connect_options, load, sudo_password};
+use anyhow::{Context, Result, anyhow};
+use provision_ops::lock::{self, LockGuard};
+use provision_ops::{Cluster, OpsError, backup, nodes, recover, services, status};
+use provision_playbook::compile::targets;
+use provision_secrets::{EncryptionMode, IdentitySources, Redactor, SecretsFile};
+use provision_transport::{Chunk, Connector, SshPool};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Another operator holds the cluster lock (EX_TEMPFAIL: try again later).
+pub const EXIT_LOCKED: u8 = 75;
+
+#[derive(clap::Args, Debug)]
+pub struct Common {
+    /// The cluster file (inventory).
+    pub cluster: PathBuf,
+    /// Identity for the secrets file (age key file or SSH private key).
+    #[arg(long, env = "PROVISION_IDENTITY")]
+    pub identity: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LockArgs {
+    /// Remove another operator's cluster lock first (only when you know that run is gone).
+    #[arg(long)]
+    pub force_unlock: bool,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum OpsCommand {
+    /// Nodes, managers' quorum and services of the swarm, with warnings (exit 1 when quorum is lost or there is no swarm).
+    Status {
+        #[command(flatten)]
+        common: Common,
+        /// `text` or `json`.
+        #[arg(long, default_value = "text")]
+        output: crate::cmd_run::Output,
+    },
+    /// Where a service's tasks run (SERVICE may omit the stack prefix: `web` for `demo_web`).
+    Ps {
+        #[command(flatten)]
+        common: Common,
+        service: String,
+        /// Include finished and failed tasks.
+        #[arg(long)]
+        all: bool,
+    },
+    /// A service's logs, through a reachable manager.
+    Logs {
+        #[command(flatten)]
+        common: Common,
+        service: String,
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines of each task.
+        #[arg(long)]
+        tail: Option<u32>,
+    },
+    /// Run a command in a running container of a service (e.g. a migration); exits with its status.
+    Exec {
+        #[command(flatten)]
+        common: Common,
+        service: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Move every task off a node (availability drain) and wait until they moved.
+    Drain {
+        #[command(flatten)]
+        common: Common,
+        host: String,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// Let a drained or paused node take tasks again.
+    Activate {
+        #[command(flatten)]
+        common: Common,
+        host: String,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// Take a node out of the swarm: drain, demote (managers), leave, node rm. Refused if it would break quorum.
+    RemoveNode {
+        #[command(flatten)]
+        common: Common,
+        host: String,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// Back up the swarm state (raft) of a manager into an age-encrypted file.
+    Backup {
+        #[command(flatten)]
+        common: Common,
+        /// Where to write the encrypted backup.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Accept that the control plane pauses (1 or 2 managers).
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// Restore a backup onto a manager as a new swarm; the other nodes re-join it.
+    Restore {
+        #[command(flatten)]
+        common: Common,
+        /// A file written by `provision backup`.
+        file: PathBuf,
+        /// The manager to restore onto.
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// Recover from a lost quorum: a surviving manager forms a new swarm, the others re-join.
+    Recover {
+        #[command(flatten)]
+        common: Common,
+        /// The surviving manager to recover through (default: the first that answers).
+        #[arg(long)]
+        from: Option<String>,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+}
+
+struct Opened {
+    cluster: Arc<Cluster>,
+    redactor: Redactor,
+    secrets_path: Option<PathBuf>,
+    identity: Option<PathBuf>,
+}
+
+fn open(common: &Common) -> Result<Opened> {
+    let loaded = load(&common.cluster, common.identity.clone(), None)?;
+    let pool: Arc<dyn Connector> =
+        Arc::new(SshPool::new(connect_options(&loaded.inv)?).map_err(|e| anyhow!("{e}"))?);
+    let t = targets(&loaded.inv, sudo_password(&loaded.secrets));
+    let r = loaded.redactor.clone();
+    let redact: provision_engine::runner::Redact =
+        Arc::new(move |s: &str| r.redact(s).into_owned());
+    Ok(Opened {
+        secrets_path: loaded.inv.secrets.clone(),
+        cluster: Arc::new(Cluster::new(loaded.inv, pool, t, redact)),
+        redactor: loaded.redactor,
+        identity: common.identity.clone(),
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Prints an operation error for people and picks the exit code.
+fn report(o: &Opened, e: OpsError) -> u8 {
+    eprintln!("error: {}", o.cluster.redact(&e.to_string()));
+    match e {
+        OpsError::Locked { .. } => EXIT_LOCKED,
+        _ => EXIT_FAILED,
+    }
+}
+
+/// Takes the cluster lock for a mutating command, telling what it had to override.
+pub async fn take_lock(
+    cluster: Arc<Cluster>,
+    what: &str,
+    force: bool,
+) -> Result<LockGuard, OpsError> {
+    let (guard, rep) = lock::acquire(cluster, what, force).await?;
+    for (h, o) in &rep.forced {
+        eprintln!("warning: removed the cluster lock of {o} on {h} (--force-unlock)");
+    }
+    for (h, o, age) in &rep.took_over {
+        eprintln!(
+            "warning: took over a stale cluster lock on {h} ({o}, not refreshed for {age} s)"
+        );
+    }
+    Ok(guard)
+}
+
+/// Runs a mutating operation under the cluster lock.
+fn locked<T>(
+    o: &Opened,
+    what: &str,
+    force: bool,
+    op: impl AsyncFnOnce(&Cluster) -> Result<T, OpsError>,
+) -> Result<Result<T, u8>> {
+    let rt = runtime()?;
+    Ok(rt.block_on(async {
+        let guard = match take_lock(o.cluster.clone(), what, force).await {
+            Ok(g) => g,
+            Err(e) => return Err(report(o, e)),
+        };
+        let res = op(&o.cluster).await;
+        guard.release().await;
+        res.map_err(|e| report(o, e))
+    }))
+}
+
+pub fn run(cmd: OpsCommand) -> Result<u8> {
+    match cmd {
+        OpsCommand::Status { common, output } => {
+            let o = open(&common)?;
+            let st = match runtime()?.block_on(status::status(&o.cluster)) {
+                Ok(s) => s,
+                Err(e) => return Ok(report(&o, e)),
+            };
+            let unhealthy = st.quorum.as_ref().is_none_or(|q| !q.ok);
+            match output {
+                crate::cmd_run::Output::Json => {
+                    println!("{}", o.cluster.redact(&serde_json::to_string_pretty(&st)?))
+                }
+                crate::cmd_run::Output::Text => print!("{}", o.cluster.redact(&status_text(&st))),
+            }
+            Ok(if unhealthy { EXIT_FAILED } else { 0 })
+        }
+        OpsCommand::Ps {
+            common,
+            service,
+            all,
+        } => {
+            let o = open(&common)?;
+            let (name, tasks) = match runtime()?.block_on(services::ps(&o.cluster, &service, all)) {
+                Ok(x) => x,
+                Err(e) => return Ok(report(&o, e)),
+            };
+            let mut rows = vec![vec![
+                "TASK".to_string(),
+                "HOST".into(),
+                "NODE".into(),
+                "DESIRED".into(),
+                "CURRENT".into(),
+                "IMAGE".into(),
+                "ERROR".into(),
+            ]];
+            for p in &tasks {
+                rows.push(vec![
+                    p.task.name.clone(),
+                    p.host.clone().unwrap_or_else(|| "-".into()),
+                    p.task.node.clone(),
+                    p.task.desired_state.clone(),
+                    p.task.current_state.clone(),
+                    p.task.image.clone(),
+                    p.task.error.clone(),
+                ]);
+            }
+            println!("{name}: {} task(s)", tasks.len());
+            print!("{}", o.cluster.redact(&table(&rows)));
+            Ok(0)
+        }
+        OpsCommand::Logs {
+            common,
+            service,
+            follow,
+            tail,
+        } => {
+            let o = open(&common)?;
+            let rt = runtime()?;
+            let code = rt.block_on(async {
+                let (tx, printer) = printer(o.redactor.clone());
+                let r = services::logs(&o.cluster, &service, follow, tail, tx).await;
+                let _ = printer.await;
+                r
+            });
+            Ok(match code {
+                Ok(0) => 0,
+                Ok(_) => EXIT_FAILED,
+                Err(e) => report(&o, e),
+            })
+        }
+        OpsCommand::Exec {
+            common,
+            service,
+            command,
+        } => {
+            let o = open(&common)?;
+            let rt = runtime()?;
+            let code = rt.block_on(async {
+                let (name, placed) = services::exec_target(&o.cluster, &service).await?;
+                eprintln!(
+                    "exec in {} ({}) on {}: {}",
+                    placed.task.name,
+                    name,
+                    placed.host.as_deref().unwrap_or("?"),
+                    o.cluster.redact(&command.join(" "))
+                );
+                let (tx, printer) = printer(o.redactor.clone());
+                let r = services::exec(&o.cluster, &placed, &command, tx).await;
+                let _ = printer.await;
+                r
+            });
+            Ok(match code {
+                // The command's own status, like ssh and docker exec.
+                Ok(c) => c.min(255) as u8,
+                Err(e) => report(&o, e),
+            })
+        }
+        OpsCommand::Drain { common, host, lock } => availability(common, host, lock, "drain"),
+        OpsCommand::Activate { common, host, lock } => availability(common, host, lock, "active"),
+        OpsCommand::RemoveNode { common, host, lock } => {
+            let o = open(&common)?;
+            match locked(
+                &o,
+                &format!("provision remove-node {host}"),
+                lock.force_unlock,
+                async |c| nodes::remove_node(c, &host).await,
+            )? {
+                Ok(r) => {
+                    for s in r.steps {
+                        eprintln!("{s}");
+                    }
+                    Ok(0)
+                }
+                Err(code) => Ok(code),
+            }
+        }
+        OpsCommand::Backup {
+            common,
+            output,
+            yes,
+            lock,
+        } => backup_cmd(common, output, yes, lock),
+        OpsCommand::Restore {
+            common,
+            file,
+            to,
+            lock,
+        } => restore_cmd(common, file, to, lock),
+        OpsCommand::Recover { common, from, lock } => {
+            let o = open(&common)?;
+            match locked(&o, "provision recover", lock.force_unlock, async |c| {
+                recover::recover(c, from.as_deref()).await
+            })? {
+                Ok(r) => {
+                    eprintln!("recovered through {}:", r.survivor);
+                    for s in r.steps {
+                        eprintln!("  {s}");
+                    }
+                    eprintln!("check with `provision status {}`", common.cluster.display());
+                    Ok(0)
+                }
+                Err(code) => Ok(code),
+            }
+        }
+    }
+}
+
+fn availability(common: Common, host: String, lock: LockArgs, to: &str) -> Result<u8> {
+    let o = open(&common)?;
+    let what = format!(
+        "provision {} {host}",
+        if to == "drain" { "drain" } else { "activate" }
+    );
+    match locked(&o, &what, lock.force_unlock, async |c| {
+        nodes::set_availability(c, &host, to).await
+    })? {
+        Ok(m) => {
+            if to == "drain" && !m.remaining.is_empty() {
+                eprintln!("{host} drained, but these tasks have not moved yet:");
+                for t in &m.remaining {
+                    eprintln!("  {t}");
+                }
+                return Ok(EXIT_FAILED);
+            }
+            eprintln!(
+                "{host}: availability {to}{}",
+                if to == "drain" {
+                    " (no task left on it)"
+                } else {
+                    ""
+                }
+            );
+            Ok(0)
+        }
+        Err(code) => Ok(code),
+    }
+}
+
+fn secrets_file(o: &Opened) -> Result<SecretsFile> {
+    let Some(p) = &o.secrets_path else {
+        return Err(anyhow::Error::new(ConfigFailure(format!(
+            "{}: backups are encrypted to the secrets' recipients, and this cluster has no `secrets` file\n  hint: create one with `provision secrets init secrets.age` and add `secrets = \"secrets.age\"` to the cluster file",
+            o.cluster.inv.path.display()
+        ))));
+    };
+    Ok(SecretsFile::new(p))
+}
+
+fn backup_cmd(common: Common, output: PathBuf, yes: bool, lock: LockArgs) -> Result<u8> {
+    let o = open(&common)?;
+    let sf = secrets_file(&o)?;
+    // Fail before stopping anything when the backup could not be encrypted.
+    sf.check_encryptable(&EncryptionMode::Recipients).map_err(|e| {
+        anyhow::Error::new(ConfigFailure(format!(
+            "{e}\n  hint: backups are encrypted to the recipients file {} (`provision secrets recipients add`)",
+            sf.recipients_path().display()
+        )))
+    })?;
+    if output.exists() {
+        return Err(anyhow::Error::new(ConfigFailure(format!(
+            "{} exists; backups never overwrite a file: choose another name",
+            output.display()
+        ))));
+    }
+    let done = match locked(&o, "provision backup", lock.force_unlock, async |c| {
+        backup::backup(c, yes).await
+    })? {
+        Ok(d) => d,
+        Err(code) => return Ok(code),
+    };
+    let encrypted = sf
+        .encrypt(&done.plaintext, &EncryptionMode::Recipients)
+        .map_err(|e| anyhow!("{e}"))?;
+    write_new(&output, &encrypted).with_context(|| format!("cannot write {}", output.display()))?;
+    eprintln!(
+        "backup of swarm {} taken on {} ({} KiB of swarm state{}{}), encrypted to the recipients of {} -> {}",
+        done.meta.swarm_id.get(..12).unwrap_or(&done.meta.swarm_id),
+        done.meta.host,
+        done.archive_bytes.div_ceil(1024),
+        if done.meta.unlock_key.is_some() {
+            ", with the unlock key"
+        } else {
+            ""
+        },
+        if done.paused_control_plane {
+            "; the control plane paused meanwhile"
+        } else {
+            ""
+        },
+        sf.path().display(),
+        output.display()
+    );
+    Ok(0)
+}
+
+/// Writes a new file (never replacing one), mode 0600, fsynced.
+fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+fn restore_cmd(common: Common, file: PathBuf, to: String, lock: LockArgs) -> Result<u8> {
+    let o = open(&common)?;
+    let sf = secrets_file(&o)?;
+    let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let plain = sf
+        .decrypt_binary(&bytes, &IdentitySources::from_env(o.identity.clone()))
+        .map_err(|e| anyhow::Error::new(ConfigFailure(format!("{}: {e}", file.display()))))?;
+    let (meta, _) = backup::unpack(&plain)
+        .map_err(|e| anyhow::Error::new(ConfigFailure(format!("{}: {e}", file.display()))))?;
+    eprintln!(
+        "restoring swarm {} (taken on {} of cluster {}) onto {to}",
+        meta.swarm_id.get(..12).unwrap_or(&meta.swarm_id),
+        meta.host,
+        meta.cluster
+    );
+    match locked(&o, "provision restore", lock.force_unlock, async |c| {
+        backup::restore(c, &plain, &to).await
+    })? {
+        Ok(r) => {
+            for s in r.steps {
+                eprintln!("  {s}");
+            }
+            eprintln!("check with `provision status {}`", common.cluster.display());
+            Ok(0)
+        }
+        Err(code) => Ok(code),
+    }
+}
+
+/// A task that prints streamed output, redacting secrets line by line.
+fn printer(redactor: Redactor) -> (provision_transport::OutputSink, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Chunk>();
+    let h = tokio::spawn(async move {
+        let (mut out, mut err) = (LineBuf::default(), LineBuf::default());
+        while let Some(c) = rx.recv().await {
+            match c {
+                Chunk::Stdout(b) => out.push(&b, &redactor, &mut std::io::stdout()),
+                Chunk::Stderr(b) => err.push(&b, &redactor, &mut std::io::stderr()),
+            }
+        }
+        out.finish(&redactor, &mut std::io::stdout());
+        err.finish(&redactor, &mut std::io::stderr());
+    });
+    (tx, h)
+}
+
+/// Holds a partial line so that a secret split across chunks is still redacted.
+#[derive(Default)]
+struct LineBuf(Vec<u8>);
+
+impl LineBuf {
+    fn push(&mut self, b: &[u8], r: &Redactor, w: &mut impl Write) {
+        self.0.extend_from_slice(b);
+        if let Some(last) = self.0.iter().rposition(|c| *c == b'\n') {
+            let rest = self.0.split_off(last + 1);
+            let text = String::from_utf8_lossy(&self.0);
+            let _ = w.write_all(r.redact(&text).as_bytes());
+            let _ = w.flush();
+            self.0 = rest;
+        }
+    }
+
+    fn finish(&mut self, r: &Redactor, w: &mut impl Write) {
+        if !self.0.is_empty() {
+            let _ = w.write_all(r.redact(&String::from_utf8_lossy(&self.0)).as_bytes());
+            let _ = w.flush();
+        }
+    }
+}
+
+/// Left-aligned columns.
+fn table(rows: &[Vec<String>]) -> String {
+    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..n)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut s = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        s.push_str(line.join("  ").trim_end());
+        s.push('\n');
+    }
+    s
+}
+
+pub fn status_text(st: &status::Status) -> String {
+    let mut s = format!("cluster {}", st.cluster);
+    match (&st.swarm_id, &st.via) {
+        (Some(id), Some(via)) => s.push_str(&format!(" (swarm {id}, read through {via})\n")),
+        (Some(id), None) => s.push_str(&format!(" (swarm {id}, no manager can answer)\n")),
+        _ => s.push_str(" (no swarm)\n"),
+    }
+    if let Some(q) = &st.quorum {
+        s.push_str(&format!(
+            "managers: {} of {} reachable, {} needed for quorum: {}{}\n",
+            q.reachable,
+            q.managers,
+            q.needed,
+            if q.ok { "ok" } else { "LOST" },
+            q.leader
+                .as_ref()
+                .map(|l| format!(", leader {l}"))
+                .unwrap_or_default()
+        ));
+    }
+    let mut rows = vec![vec![
+        "HOST".to_string(),
+        "HOSTNAME".into(),
+        "ROLE".into(),
+        "AVAILABILITY".into(),
+        "SSH".into(),
+        "STATE".into(),
+        "MANAGER".into(),
+        "ENGINE".into(),
+    ]];
+    for n in &st.nodes {
+        rows.push(vec![
+            n.host.clone().unwrap_or_else(|| "-".into()),
+            n.hostname.clone(),
+            n.role.clone(),
+            n.availability.clone(),
+            n.ssh.clone(),
+            n.state.clone(),
+            n.manager.clone(),
+            n.engine.clone(),
+        ]);
+    }
+    s.push('\n');
+    s.push_str(&table(&rows));
+    if !st.services.is_empty() {
+        let mut rows = vec![vec![
+            "SERVICE".to_string(),
+            "MODE".into(),
+            "REPLICAS".into(),
+            "IMAGE".into(),
+            "PORTS".into(),
+        ]];
+        for v in &st.services {
+            rows.push(vec![
+                v.name.clone(),
+                v.mode.clone(),
+                format!("{}/{}", v.running, v.desired),
+                v.image.clone(),
+                v.ports.clone(),
+            ]);
+        }
+        s.push('\n');
+        s.push_str(&table(&rows));
+        for v in st.services.iter().filter(|v| !v.failing.is_empty()) {
+            for t in &v.failing {
+                s.push_str(&format!(
+                    "  {} on {}: {} ({})\n",
+                    t.name, t.node, t.error, t.current_state
+                ));
+            }
+        }
+    }
+    if !st.warnings.is_empty() {
+        s.push_str("\nwarnings:\n");
+        for w in &st.warnings {
+            s.push_str(&format!("  ! {w}\n"));
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_buffer_redacts_secrets_split_across_chunks() {
+        let r = Redactor::new(["hunter2-secret-value"]);
+        let mut lb = LineBuf::default();
+        let mut out = Vec::new();
+        lb.push(b"password=hunter2-se", &r, &mut out);
+        assert!(out.is_empty());
+        lb.push(b"cret-value\nnext", &r, &mut out);
+        lb.finish(&r, &mut out);
+        let s = String::from_utf8(out).unwrap();
+        assert!(!s.contains("hunter2"), "{s}");
+        assert!(s.ends_with("\nnext"));
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(&[
+            vec!["A".into(), "BB".into()],
+            vec!["ccc".into(), "d".into()],
+        ]);
+        assert_eq!(t, "A    BB\nccc  d\n");
+    }
+}

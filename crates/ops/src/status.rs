@@ -1,0 +1,396 @@
+//! `provision status`: one report of the swarm's nodes, quorum and services,
+//! with warnings about what an operator must look at.
+
+use crate::cluster::{HostState, Quorum, Survey, host_of_node};
+use crate::parse::{self, TaskLine};
+use crate::{Cluster, OpsError, commands};
+use provision_engine::inventory::Inventory;
+use provision_playbook::steps::swarm_facts::SwarmView;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub cluster: String,
+    /// The swarm's ID (short), when a swarm exists.
+    pub swarm_id: Option<String>,
+    /// The manager the report was read through.
+    pub via: Option<String>,
+    pub quorum: Option<Quorum>,
+    pub nodes: Vec<NodeRow>,
+    pub services: Vec<ServiceRow>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct NodeRow {
+    /// Inventory name (None: in the swarm but not in the inventory).
+    pub host: Option<String>,
+    /// The node's hostname in the swarm ("-" when not in the swarm).
+    pub hostname: String,
+    pub role: String,
+    pub availability: String,
+    /// SSH from here: reachable / unreachable / "-" (not in the inventory).
+    pub ssh: String,
+    /// The node's state in the swarm: ready / down / not in swarm / unknown.
+    pub state: String,
+    /// leader / reachable / unreachable for managers, empty for workers.
+    pub manager: String,
+    pub engine: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ServiceRow {
+    pub name: String,
+    pub mode: String,
+    pub running: u32,
+    pub desired: u32,
+    pub image: String,
+    pub ports: String,
+    /// Recent tasks that failed, newest first (at most 3).
+    pub failing: Vec<TaskLine>,
+}
+
+fn ssh_state(s: Option<&HostState>) -> String {
+    match s {
+        Some(HostState::Unreachable(_)) => "unreachable".into(),
+        Some(_) => "reachable".into(),
+        None => "-".into(),
+    }
+}
+
+/// Node rows and warnings from THE swarm's node list.
+pub fn nodes_from_view(
+    inv: &Inventory,
+    survey: &Survey,
+    v: &SwarmView,
+) -> (Vec<NodeRow>, Vec<String>) {
+    let mut rows = Vec::new();
+    let mut warnings = Vec::new();
+    let mut seen = Vec::new();
+    for n in &v.nodes {
+        let host = host_of_node(inv, n).map(str::to_string);
+        if let Some(h) = &host {
+            seen.push(h.clone());
+        } else {
+            warnings.push(format!(
+                "node {} ({}) is in the swarm but not in the inventory: add it, or remove it with `docker node rm {}`",
+                n.hostname, n.addr, n.id
+            ));
+        }
+        let manager = if n.role == "manager" {
+            if n.leader {
+                "leader".to_string()
+            } else {
+                n.reachability.clone()
+            }
+        } else {
+            String::new()
+        };
+        if n.state == "down" && host.is_some() {
+            warnings.push(format!("node {} is down", n.hostname));
+        }
+        rows.push(NodeRow {
+            ssh: ssh_state(host.as_deref().and_then(|h| survey.state(h))),
+            host,
+            hostname: n.hostname.clone(),
+            role: n.role.clone(),
+            availability: n.availability.clone(),
+            state: n.state.clone(),
+            manager,
+            engine: n.engine_version.clone(),
+        });
+    }
+    for h in inv.hosts.iter().filter(|h| h.is_swarm_node()) {
+        if seen.contains(&h.name) {
+            continue;
+        }
+        warnings.push(format!(
+            "{} is in the inventory but not in the swarm: run `provision run {}`",
+            h.name,
+            inv.path.display()
+        ));
+        rows.push(NodeRow {
+            host: Some(h.name.clone()),
+            hostname: "-".into(),
+            role: h
+                .roles
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            availability: "-".into(),
+            ssh: ssh_state(survey.state(&h.name)),
+            state: "not in swarm".into(),
+            manager: String::new(),
+            engine: String::new(),
+        });
+    }
+    (rows, warnings)
+}
+
+/// Node rows when no manager can list nodes: what each host says of itself.
+pub fn nodes_from_hosts(cluster: &Cluster, survey: &Survey) -> Vec<NodeRow> {
+    cluster
+        .swarm_hosts()
+        .into_iter()
+        .map(|h| {
+            let st = survey.state(&h.name);
+            let swarm = st.and_then(HostState::swarm);
+            let info = swarm.and_then(|s| s.info());
+            let manager = cluster.is_manager(&h.name);
+            NodeRow {
+                host: Some(h.name.clone()),
+                hostname: if info.is_some() {
+                    h.name.clone()
+                } else {
+                    "-".into()
+                },
+                role: if manager {
+                    "manager".into()
+                } else {
+                    "worker".into()
+                },
+                availability: "?".into(),
+                ssh: ssh_state(st),
+                state: match (st, info) {
+                    (Some(HostState::Unreachable(_)), _) => "unknown".into(),
+                    (_, Some(i)) => i.local_node_state.clone(),
+                    _ => "docker down".into(),
+                },
+                manager: if !manager {
+                    String::new()
+                } else if matches!(st, Some(HostState::Unreachable(_))) || info.is_none() {
+                    "unreachable".into()
+                } else {
+                    "no leader".into()
+                },
+                engine: String::new(),
+            }
+        })
+        .collect()
+}
+
+/// Warnings about the managers: quorum lost or at risk, an even count.
+pub fn quorum_warnings(q: &Quorum, cluster_file: &str) -> Vec<String> {
+    let mut w = Vec::new();
+    if !q.ok {
+        w.push(format!(
+            "QUORUM LOST: {} of {} managers reachable, {} needed; the swarm cannot change (no deploys, no rescheduling, no joins). Bring managers back, or run `provision recover {cluster_file}`",
+            q.reachable, q.managers, q.needed
+        ));
+    } else if q.reachable == q.needed && q.managers > 1 {
+        w.push(format!(
+            "quorum at risk: {} of {} managers reachable; one more failure loses it",
+            q.reachable, q.managers
+        ));
+    }
+    if q.managers == 1 {
+        w.push(
+            "1 manager: losing it stops the control plane; 3 managers tolerate one failure".into(),
+        );
+    }
+    if q.managers > 0 && q.managers.is_multiple_of(2) {
+        w.push(format!(
+            "{} managers: an even count tolerates no more failures than {}; use an odd number (3 or 5)",
+            q.managers,
+            q.managers - 1
+        ));
+    }
+    w
+}
+
+/// Services with counts and their recent failures.
+pub fn services_from(ls: &str, ps: &str) -> Result<Vec<ServiceRow>, String> {
+    let services = parse::services(ls)?;
+    let tasks = parse::tasks(ps)?;
+    Ok(services
+        .into_iter()
+        .map(|s| {
+            let (running, desired) = s.counts().unwrap_or((0, 0));
+            let failing: Vec<TaskLine> = tasks
+                .iter()
+                .filter(|t| t.service() == s.name && !t.error.is_empty())
+                .filter(|_| running < desired)
+                .take(3)
+                .cloned()
+                .collect();
+            ServiceRow {
+                name: s.name,
+                mode: s.mode,
+                running,
+                desired,
+                image: s.image,
+                ports: s.ports,
+                failing,
+            }
+        })
+        .collect())
+}
+
+pub async fn status(cluster: &Cluster) -> Result<Status, OpsError> {
+    let survey = cluster.survey().await;
+    let inv = &cluster.inv;
+    let file = inv.path.display().to_string();
+    let view = survey.view(inv)?;
+    let quorum = survey.quorum(inv);
+    let mut warnings = Vec::new();
+    let (nodes, services, swarm_id, via) = match &view {
+        Some(v) => {
+            let (nodes, w) = nodes_from_view(inv, &survey, v);
+            warnings.extend(w);
+            let ls = cluster
+                .ok(
+                    &v.via,
+                    "listing services",
+                    commands::SERVICE_LS,
+                    "is Docker healthy on the manager?",
+                )
+                .await?;
+            let names: Vec<String> = parse::services(&ls)
+                .map_err(|e| OpsError::unexpected("docker service ls", e))?
+                .into_iter()
+                .map(|s| s.name)
+                .collect();
+            let ps = if names.is_empty() {
+                String::new()
+            } else {
+                cluster
+                    .ok(
+                        &v.via,
+                        "listing tasks",
+                        commands::service_tasks(&names, false),
+                        "is Docker healthy on the manager?",
+                    )
+                    .await?
+            };
+            let services = services_from(&ls, &ps)
+                .map_err(|e| OpsError::unexpected("docker service ps", e))?;
+            for s in services.iter().filter(|s| s.running < s.desired) {
+                warnings.push(format!(
+                    "service {}: {}/{} tasks running{}",
+                    s.name,
+                    s.running,
+                    s.desired,
+                    s.failing
+                        .first()
+                        .map(|t| format!(" (last error on {}: {})", t.node, t.error))
+                        .unwrap_or_default()
+                ));
+            }
+            (
+                nodes,
+                services,
+                Some(v.short_id().to_string()),
+                Some(v.via.clone()),
+            )
+        }
+        None => {
+            let nodes = nodes_from_hosts(cluster, &survey);
+            if quorum.is_none() {
+                warnings.push(format!(
+                    "no swarm: no reachable manager is in a swarm; `provision run {file}` creates it"
+                ));
+            }
+            let id = survey.managers_in_swarm(inv).first().and_then(|m| {
+                survey
+                    .state(m)?
+                    .swarm()?
+                    .cluster_id()
+                    .map(|c| c[..c.len().min(12)].to_string())
+            });
+            (nodes, vec![], id, None)
+        }
+    };
+    if let Some(q) = &quorum {
+        let mut qw = quorum_warnings(q, &file);
+        qw.extend(warnings);
+        warnings = qw;
+    }
+    for (h, s) in &survey.hosts {
+        if let HostState::Unreachable(e) = s {
+            warnings.push(format!("{h} is unreachable over SSH: {}", first_line(e)));
+        }
+    }
+    Ok(Status {
+        cluster: inv.name.clone(),
+        swarm_id,
+        via,
+        quorum,
+        nodes,
+        services,
+        warnings,
+    })
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_warnings_say_what_to_do() {
+        let lost = Quorum {
+            managers: 3,
+            reachable: 1,
+            needed: 2,
+            ok: false,
+            leader: None,
+        };
+        let w = quorum_warnings(&lost, "c.toml");
+        assert_eq!(w.len(), 1);
+        assert!(w[0].starts_with("QUORUM LOST: 1 of 3 managers reachable, 2 needed"));
+        assert!(w[0].contains("provision recover c.toml"));
+        let risk = Quorum {
+            managers: 3,
+            reachable: 2,
+            needed: 2,
+            ok: true,
+            leader: Some("m1".into()),
+        };
+        assert!(quorum_warnings(&risk, "c")[0].starts_with("quorum at risk"));
+        let even = Quorum {
+            managers: 2,
+            reachable: 2,
+            needed: 2,
+            ok: true,
+            leader: None,
+        };
+        assert!(
+            quorum_warnings(&even, "c")
+                .iter()
+                .any(|w| w.contains("even count"))
+        );
+        let fine = Quorum {
+            managers: 3,
+            reachable: 3,
+            needed: 2,
+            ok: true,
+            leader: None,
+        };
+        assert!(quorum_warnings(&fine, "c").is_empty());
+        let single = Quorum {
+            managers: 1,
+            reachable: 1,
+            needed: 1,
+            ok: true,
+            leader: None,
+        };
+        assert!(quorum_warnings(&single, "c")[0].starts_with("1 manager"));
+    }
+
+    #[test]
+    fn services_show_failures_only_when_short() {
+        let ls = "{\"ID\":\"a\",\"Image\":\"lab/web:9\",\"Mode\":\"replicated\",\"Name\":\"demo_web\",\"Ports\":\"\",\"Replicas\":\"1/2\"}\n\
+                  {\"ID\":\"b\",\"Image\":\"x\",\"Mode\":\"replicated\",\"Name\":\"demo_ok\",\"Ports\":\"\",\"Replicas\":\"1/1\"}\n";
+        let ps = "{\"CurrentState\":\"Rejected 5 seconds ago\",\"DesiredState\":\"Shutdown\",\"Error\":\"No such image: lab/web:9\",\"ID\":\"t2\",\"Image\":\"lab/web:9\",\"Name\":\"demo_web.2\",\"Node\":\"worker-1\",\"Ports\":\"\"}\n\
+                  {\"CurrentState\":\"Failed 1 hour ago\",\"DesiredState\":\"Shutdown\",\"Error\":\"old\",\"ID\":\"t3\",\"Image\":\"x\",\"Name\":\"demo_ok.1\",\"Node\":\"worker-1\",\"Ports\":\"\"}\n";
+        let s = services_from(ls, ps).unwrap();
+        assert_eq!((s[0].running, s[0].desired), (1, 2));
+        assert_eq!(s[0].failing.len(), 1);
+        assert_eq!(s[0].failing[0].error, "No such image: lab/web:9");
+        assert!(s[1].failing.is_empty());
+    }
+}

@@ -1,0 +1,242 @@
+//! Day-2 flows against the recording fake transport: which commands run on
+//! which host, in which order, and what is refused before anything changes.
+
+use provision_engine::inventory::Inventory;
+use provision_ops::{Cluster, OpsError, nodes, recover, status};
+use provision_transport::fake::{FakeConnector, FakeTransport};
+use provision_transport::{Connector, Output};
+use std::sync::Arc;
+
+const GATHER: &str = "{{json .Swarm}}";
+
+fn inventory() -> Inventory {
+    let mut t = String::from("name = \"t\"\n");
+    for i in 1..=3 {
+        t.push_str(&format!(
+            "[[hosts]]\nname = \"manager-{i}\"\naddress = \"127.0.0.1\"\nport = {}\nprivate_ip = \"10.10.0.1{i}\"\nroles = [\"manager\"]\n",
+            2200 + i
+        ));
+    }
+    t.push_str("[[hosts]]\nname = \"worker-1\"\naddress = \"127.0.0.1\"\nport = 2301\nprivate_ip = \"10.10.0.21\"\nroles = [\"worker\"]\n");
+    Inventory::parse(&t, std::path::Path::new("c.toml"), &Default::default()).unwrap()
+}
+
+fn info(node: &str, managers: usize) -> String {
+    format!(
+        "{{\"NodeID\":\"{node}\",\"NodeAddr\":\"10.10.0.11\",\"LocalNodeState\":\"active\",\"ControlAvailable\":true,\"Error\":\"\",\"RemoteManagers\":[],\"Managers\":{managers},\"Cluster\":{{\"ID\":\"C\"}}}}"
+    )
+}
+
+/// (id, hostname, role, state, reachability, leader)
+fn node(n: (&str, &str, &str, &str, &str, bool)) -> String {
+    let ms = if n.2 == "manager" {
+        format!(
+            ",\"ManagerStatus\":{{\"Leader\":{},\"Reachability\":\"{}\",\"Addr\":\"10.10.0.1{}:2377\"}}",
+            n.5,
+            n.4,
+            &n.1[n.1.len() - 1..]
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "{{\"ID\":\"{}\",\"Spec\":{{\"Role\":\"{}\",\"Availability\":\"active\"}},\"Description\":{{\"Hostname\":\"{}\",\"Engine\":{{\"EngineVersion\":\"20.10.24\"}}}},\"Status\":{{\"State\":\"{}\",\"Addr\":\"10.10.0.1\"}}{ms}}}",
+        n.0, n.2, n.1, n.3
+    )
+}
+
+fn manager_facts(
+    own: &str,
+    managers: usize,
+    nodes: &[(&str, &str, &str, &str, &str, bool)],
+) -> String {
+    let mut s = format!("== info\n{}\n== nodes\n", info(own, managers));
+    for n in nodes {
+        s.push_str(&node(*n));
+        s.push('\n');
+    }
+    s.push_str("== tokens\nSWMTKN-1-w\nSWMTKN-1-m\n");
+    s
+}
+
+const WORKER: &str = "== info\n{\"NodeID\":\"w1\",\"NodeAddr\":\"10.10.0.21\",\"LocalNodeState\":\"active\",\"ControlAvailable\":false,\"Error\":\"\",\"RemoteManagers\":[{\"NodeID\":\"m1\",\"Addr\":\"10.10.0.11:2377\"}],\"Managers\":0,\"Cluster\":null}\n";
+
+fn cluster(hosts: &[Arc<FakeTransport>]) -> Cluster {
+    let inv = inventory();
+    let c = FakeConnector::default();
+    for h in hosts {
+        c.add(h.clone());
+    }
+    let connector: Arc<dyn Connector> = Arc::new(c);
+    let targets = provision_playbook::compile::targets(&inv, None);
+    Cluster::new(inv, connector, targets, Arc::new(|s: &str| s.to_string()))
+}
+
+/// manager-1 answering its first survey without a leader. The fake gives the
+/// newest rule priority: rules for later calls go in before this one.
+fn lost_quorum_manager1() -> Arc<FakeTransport> {
+    lose_quorum(Arc::new(FakeTransport::new("manager-1")))
+}
+
+fn lose_quorum(m1: Arc<FakeTransport>) -> Arc<FakeTransport> {
+    // No leader: the node list and the tokens fail, only `docker info` answers.
+    m1.respond_once(
+        GATHER,
+        Output {
+            exit_status: Some(0),
+            stdout: format!("== info\n{}\n== nodes\n", info("m1", 3)).into_bytes(),
+            stderr: b"Error response from daemon: rpc error: code = Unknown desc = The swarm does not have a leader.".to_vec(),
+            ..Default::default()
+        },
+    );
+    m1
+}
+
+#[tokio::test]
+async fn status_reports_a_lost_quorum() {
+    let m1 = lost_quorum_manager1();
+    let w1 = Arc::new(FakeTransport::new("worker-1"));
+    w1.respond(GATHER, Output::ok(WORKER));
+    let c = cluster(&[m1.clone(), w1]);
+    let st = status::status(&c).await.unwrap();
+    let q = st.quorum.clone().unwrap();
+    assert_eq!((q.managers, q.reachable, q.needed, q.ok), (3, 1, 2, false));
+    assert!(
+        st.warnings[0].starts_with("QUORUM LOST: 1 of 3 managers reachable, 2 needed"),
+        "{:?}",
+        st.warnings
+    );
+    assert!(
+        st.warnings
+            .iter()
+            .any(|w| w.starts_with("manager-2 is unreachable over SSH"))
+    );
+    let rows: Vec<(&str, &str, &str)> = st
+        .nodes
+        .iter()
+        .map(|n| {
+            (
+                n.host.as_deref().unwrap(),
+                n.ssh.as_str(),
+                n.manager.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("manager-1", "reachable", "no leader"),
+            ("manager-2", "unreachable", "unreachable"),
+            ("manager-3", "unreachable", "unreachable"),
+            ("worker-1", "reachable", ""),
+        ]
+    );
+    // Read-only: nothing but the survey ran.
+    assert_eq!(m1.scripts().len(), 1);
+}
+
+#[tokio::test]
+async fn recover_forces_a_new_cluster_and_drops_the_dead_managers() {
+    let m1 = Arc::new(FakeTransport::new("manager-1"));
+    m1.set_default(Output::ok(""));
+    m1.respond("--force-new-cluster", Output::ok("Swarm initialized\n"));
+    m1.respond("docker node ls -q >/dev/null", Output::ok("ok\n"));
+    let after = manager_facts(
+        "m1",
+        1,
+        &[
+            ("m1", "manager-1", "manager", "ready", "reachable", true),
+            ("m2", "manager-2", "manager", "down", "unreachable", false),
+            ("m3", "manager-3", "manager", "down", "unreachable", false),
+            ("w1", "worker-1", "worker", "ready", "", false),
+        ],
+    );
+    m1.respond(GATHER, Output::ok(after));
+    let m1 = lose_quorum(m1);
+    let w1 = Arc::new(FakeTransport::new("worker-1"));
+    w1.respond(GATHER, Output::ok(WORKER));
+    let c = cluster(&[m1.clone(), w1.clone()]);
+    let r = recover::recover(&c, None).await.unwrap();
+    assert_eq!(r.survivor, "manager-1");
+    let changes: Vec<String> = m1
+        .scripts()
+        .into_iter()
+        .filter(|s| !s.contains(GATHER) && !s.contains("docker node ls -q >/dev/null"))
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            "docker swarm init --force-new-cluster --advertise-addr 10.10.0.11",
+            "docker node demote m2",
+            "docker node rm --force m2",
+            "docker node demote m3",
+            "docker node rm --force m3",
+        ]
+    );
+    // The worker is fine where it is: only surveyed.
+    assert!(w1.scripts().iter().all(|s| s.contains(GATHER)));
+    assert!(
+        r.steps.iter().any(|s| s.starts_with("manager-2: skipped")),
+        "{:?}",
+        r.steps
+    );
+}
+
+#[tokio::test]
+async fn recover_refuses_when_quorum_is_fine() {
+    let m1 = Arc::new(FakeTransport::new("manager-1"));
+    m1.respond(
+        GATHER,
+        Output::ok(manager_facts(
+            "m1",
+            3,
+            &[
+                ("m1", "manager-1", "manager", "ready", "reachable", true),
+                ("m2", "manager-2", "manager", "ready", "reachable", false),
+                ("m3", "manager-3", "manager", "down", "unreachable", false),
+            ],
+        )),
+    );
+    let c = cluster(std::slice::from_ref(&m1));
+    let e = recover::recover(&c, None).await.unwrap_err();
+    let OpsError::Refused { reason, .. } = &e else {
+        panic!("{e}")
+    };
+    assert_eq!(
+        reason,
+        "quorum is fine: 2 of 3 managers reachable, manager-1 leads; nothing to recover"
+    );
+    assert_eq!(m1.scripts().len(), 1, "nothing but the survey ran");
+}
+
+#[tokio::test]
+async fn remove_node_refuses_while_another_manager_is_down() {
+    let m1 = Arc::new(FakeTransport::new("manager-1"));
+    m1.respond(
+        GATHER,
+        Output::ok(manager_facts(
+            "m1",
+            3,
+            &[
+                ("m1", "manager-1", "manager", "ready", "reachable", true),
+                ("m2", "manager-2", "manager", "ready", "reachable", false),
+                ("m3", "manager-3", "manager", "down", "unreachable", false),
+            ],
+        )),
+    );
+    let m2 = Arc::new(FakeTransport::new("manager-2"));
+    m2.respond(GATHER, Output::ok(format!("== info\n{}\n", info("m2", 3))));
+    let c = cluster(&[m1.clone(), m2.clone()]);
+    let e = nodes::remove_node(&c, "manager-2").await.unwrap_err();
+    assert_eq!(
+        e.to_string().lines().next().unwrap(),
+        "refusing to remove manager manager-2: it would leave 1 of 2 managers reachable and a quorum needs 2 (manager-3 unreachable)"
+    );
+    for f in [&m1, &m2] {
+        assert!(
+            f.scripts().iter().all(|s| s.contains(GATHER)),
+            "read-only: {:?}",
+            f.scripts()
+        );
+    }
+}
