@@ -611,7 +611,15 @@ fn apt_gather_reads_the_real_package_database() {
         check(&t, &*present).unwrap(),
         Check::Ok("coreutils installed".into())
     );
+    // Converged: dpkg alone answers, the package lists are not read.
     let f = gather(&t, &*present);
+    assert!(!f.stdout.contains("now="), "{}", f.stdout);
+    let missing = step(
+        "apt",
+        "packages = [\"coreutils\", \"provision-no-such-pkg\"]",
+        tmp.path(),
+    );
+    let f = gather(&t, &*missing);
     for key in ["now=", "updated=", "sources=", "lists="] {
         assert!(f.stdout.contains(key), "{key} missing from {}", f.stdout);
     }

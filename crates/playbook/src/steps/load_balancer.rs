@@ -424,7 +424,7 @@ mod tests {
             step("").gather().unwrap(),
             format!(
                 "echo '--- apt'; {}; echo '--- config'; {}; echo '--- service'; systemctl show -p LoadState -p ActiveState -p UnitFileState haproxy.service",
-                apt::gather_command(&["haproxy".into()], true),
+                apt::gather_present(&["haproxy".into()]),
                 file::gather_command("/etc/haproxy/haproxy.cfg", Some(65536))
             )
         );

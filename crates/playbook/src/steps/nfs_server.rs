@@ -552,7 +552,7 @@ mod tests {
             format!(
                 "echo '--- apt'; {}; echo '--- dir0'; {}; echo '--- exports'; {}; echo '--- etab'; cat /var/lib/nfs/etab 2>/dev/null; echo; \
                  echo '--- service'; systemctl show -p LoadState -p ActiveState -p UnitFileState nfs-server.service",
-                apt::gather_command(&["nfs-kernel-server".into()], true),
+                apt::gather_present(&["nfs-kernel-server".into()]),
                 file::gather_command("/srv/share", None),
                 file::gather_command("/etc/exports", Some(1024 * 1024)),
             )
