@@ -566,7 +566,11 @@ mod tests {
         assert!(missing.contains("now="), "{missing}");
         assert!(missing.contains("lists="), "{missing}");
         let f = parse(&converged).unwrap();
-        assert!(f.dpkg.iter().any(|d| d.name == "coreutils" && d.installed()));
+        assert!(
+            f.dpkg
+                .iter()
+                .any(|d| d.name == "coreutils" && d.installed())
+        );
         assert_eq!(
             gather_present(&["a".into(), "a:i386".into()]),
             "d=$(dpkg-query -W -f='pkg=${db:Status-Abbrev} ${Package} ${Architecture} ${Version}\\n' a a:i386 2>/dev/null); [ -z \"$d\" ] || printf '%s\\n' \"$d\"; if [ \"$(printf '%s\\n' \"$d\" | awk '$1 ~ /^pkg=.i/ { print $2 }' | sort -u | wc -l)\" -lt 1 ]; then LC_ALL=C apt-cache policy a a:i386 2>/dev/null | awk '/^[^ ].*:$/ { p = substr($0, 1, length($0) - 1) } /^  Candidate:/ { print \"candidate=\" p \" \" $2 }'; echo \"now=$(date +%s)\"; echo \"updated=$(stat -c %Y /var/lib/apt/lists /var/lib/apt/periodic/update-success-stamp 2>/dev/null | sort -n | tail -n 1)\"; echo \"sources=$(stat -c %Y /etc/apt/sources.list /etc/apt/sources.list.d /etc/apt/sources.list.d/* 2>/dev/null | sort -n | tail -n 1)\"; echo \"lists=$(ls /var/lib/apt/lists 2>/dev/null | grep -c _Packages)\"; fi"
