@@ -34,6 +34,22 @@ pub enum LabCommand {
         #[arg(last = true)]
         cmd: Vec<String>,
     },
+    /// Power a VM off (like pulling its plug; its disk stays): rehearse a lost node or quorum.
+    Stop {
+        /// VM name, e.g. manager-2.
+        vm: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Boot a stopped VM again from its own disk: the server comes back.
+    Start {
+        vm: String,
+        /// Seconds the VM has for its sshd to answer.
+        #[arg(long, default_value_t = 900)]
+        boot_timeout: u64,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Add a VM to a running lab and rewrite its cluster.toml and known_hosts.
     Add {
         /// Name of the new VM, e.g. worker-2.
@@ -153,6 +169,22 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<u8> {
             let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
             let argv = lab.ssh_argv(&vm, &cmd)?;
             exec(&argv)
+        }
+        LabCommand::Stop { vm, target } => {
+            let mut lab = Lab::open(&target.resolve()?)?;
+            lab.stop_vm(&vm)?;
+            eprintln!("{vm}: powered off (disk kept; `provision lab start {vm}` boots it again)");
+            Ok(0)
+        }
+        LabCommand::Start {
+            vm,
+            boot_timeout,
+            target,
+        } => {
+            let mut lab = Lab::open(&target.resolve()?)?;
+            lab.start_vm(&vm, std::time::Duration::from_secs(boot_timeout))?;
+            eprintln!("{vm}: up");
+            Ok(0)
         }
         LabCommand::Add {
             name,
