@@ -10,7 +10,13 @@ cargo build --locked --release -p provision
 bin=$PWD/target/release/provision
 lab_dir="${PROVISION_LAB_DIR:-$PWD/.lab/demo}"
 export PROVISION_LAB_DIR="$lab_dir"
-"$bin" lab up
+# Re-running the script reuses a lab whose VMs all answer; a broken one is rebuilt.
+if "$bin" lab status >/dev/null 2>&1; then
+  echo "reusing the running lab in $lab_dir"
+else
+  "$bin" lab down >/dev/null 2>&1 || true
+  "$bin" lab up
+fi
 args=()
 if [ -n "${PLAYBOOK:-}" ]; then args=(--playbook "$PLAYBOOK"); fi
 "$bin" run "$lab_dir/cluster.toml" "${args[@]}"
@@ -20,6 +26,9 @@ echo "A second run converges with nothing to change:"
 echo
 echo "The demo stack answers on port 8080 of every swarm node (routing mesh):"
 "$bin" lab ssh worker-1 -- curl -fsS http://10.10.0.12:8080/
+echo
+echo "The swarm as day-2 commands see it:"
+"$bin" status "$lab_dir/cluster.toml"
 echo
 echo "From this machine: $bin lab ssh manager-1 -- curl -s http://10.10.0.13:8080/"
 echo "Look around: $bin lab ssh manager-1 -- docker node ls ; remove the lab: $bin lab down"
