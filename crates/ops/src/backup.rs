@@ -71,7 +71,10 @@ pub fn choose_source(
     nodes: &[NodeInfo],
     candidates: &[(String, String)],
 ) -> Option<(String, String, bool)> {
-    let managers: Vec<&NodeInfo> = nodes.iter().filter(|n| n.role == "manager").collect();
+    let managers: Vec<&NodeInfo> = nodes
+        .iter()
+        .filter(|n| crate::cluster::raft_member(n))
+        .collect();
     let reachable = managers
         .iter()
         .filter(|n| n.reachability == "reachable")
@@ -113,7 +116,11 @@ pub async fn backup(cluster: &Cluster, yes: bool) -> Result<BackupDone, OpsError
             "check the managers with `provision status`",
         ));
     };
-    let managers = v.nodes.iter().filter(|n| n.role == "manager").count();
+    let managers = v
+        .nodes
+        .iter()
+        .filter(|n| crate::cluster::raft_member(n))
+        .count();
     if pauses && !yes {
         return Err(OpsError::refused(
             format!(

@@ -365,7 +365,7 @@ impl Survey {
     /// what the managers' own Docker says (raft size) and who answers.
     pub fn quorum(&self, inv: &Inventory) -> Option<Quorum> {
         if let Ok(Some(v)) = self.view(inv) {
-            let managers: Vec<&NodeInfo> = v.nodes.iter().filter(|n| n.role == "manager").collect();
+            let managers: Vec<&NodeInfo> = v.nodes.iter().filter(|n| raft_member(n)).collect();
             let reachable = managers
                 .iter()
                 .filter(|n| n.reachability == "reachable")
@@ -409,6 +409,12 @@ impl Survey {
             leader: None,
         })
     }
+}
+
+/// A manager that counts for the quorum: one with a manager status. After
+/// `--force-new-cluster` the dropped managers keep their role but have none.
+pub fn raft_member(n: &NodeInfo) -> bool {
+    n.role == "manager" && !n.reachability.is_empty()
 }
 
 /// The inventory host of a swarm node: same name as its hostname, or same private address.

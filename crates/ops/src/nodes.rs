@@ -108,7 +108,10 @@ pub async fn set_availability(
 
 /// Whether removing manager `host` keeps a quorum: Err(reason) when it does not.
 pub fn removal_keeps_quorum(nodes: &[NodeInfo], node_id: &str) -> Result<(), String> {
-    let managers: Vec<&NodeInfo> = nodes.iter().filter(|n| n.role == "manager").collect();
+    let managers: Vec<&NodeInfo> = nodes
+        .iter()
+        .filter(|n| crate::cluster::raft_member(n))
+        .collect();
     if managers.len() <= 1 {
         return Err("it is the swarm's last manager".into());
     }

@@ -195,7 +195,9 @@ pub async fn rejoin_others(
     let facts = leader_facts(cluster, leader).await?;
     let own = facts.info().map(|i| i.node_id.clone()).unwrap_or_default();
     for n in stale_nodes(&facts.nodes, &own) {
-        if n.role == "manager" {
+        // After --force-new-cluster the dead managers are out of the raft (no
+        // manager status; demoting them fails): `node rm --force` alone drops them.
+        if n.role == "manager" && !n.reachability.is_empty() {
             cluster
                 .ok(
                     leader,
@@ -242,18 +244,18 @@ pub fn stale_nodes<'a>(nodes: &'a [NodeInfo], leader_id: &str) -> Vec<&'a NodeIn
 pub async fn recover(cluster: &Cluster, from: Option<&str>) -> Result<Recovered, OpsError> {
     let survey = cluster.survey().await;
     let file = cluster.inv.path.display().to_string();
-    if survey.view(&cluster.inv)?.is_some() {
-        let q = survey.quorum(&cluster.inv);
+    // A leader that lost its majority still answers for a few seconds: the
+    // quorum count decides, not whether a node list came back.
+    if let Some(q) = survey.quorum(&cluster.inv)
+        && q.ok
+    {
         return Err(OpsError::refused(
-            match q {
-                Some(q) => format!(
-                    "quorum is fine: {} of {} managers reachable{}; nothing to recover",
-                    q.reachable,
-                    q.managers,
-                    q.leader.map(|l| format!(", {l} leads")).unwrap_or_default()
-                ),
-                None => "the swarm has a leader; nothing to recover".into(),
-            },
+            format!(
+                "quorum is fine: {} of {} managers reachable{}; nothing to recover",
+                q.reachable,
+                q.managers,
+                q.leader.map(|l| format!(", {l} leads")).unwrap_or_default()
+            ),
             format!(
                 "`provision status {file}` shows the swarm; `provision remove-node` drops a dead manager"
             ),

@@ -29,7 +29,7 @@ fn info(node: &str, managers: usize) -> String {
 
 /// (id, hostname, role, state, reachability, leader)
 fn node(n: (&str, &str, &str, &str, &str, bool)) -> String {
-    let ms = if n.2 == "manager" {
+    let ms = if n.2 == "manager" && !n.4.is_empty() {
         format!(
             ",\"ManagerStatus\":{{\"Leader\":{},\"Reachability\":\"{}\",\"Addr\":\"10.10.0.1{}:2377\"}}",
             n.5,
@@ -146,8 +146,9 @@ async fn recover_forces_a_new_cluster_and_drops_the_dead_managers() {
         1,
         &[
             ("m1", "manager-1", "manager", "ready", "reachable", true),
-            ("m2", "manager-2", "manager", "down", "unreachable", false),
-            ("m3", "manager-3", "manager", "down", "unreachable", false),
+            // Out of the raft after --force-new-cluster: no manager status.
+            ("m2", "manager-2", "manager", "down", "", false),
+            ("m3", "manager-3", "manager", "down", "", false),
             ("w1", "worker-1", "worker", "ready", "", false),
         ],
     );
@@ -167,9 +168,7 @@ async fn recover_forces_a_new_cluster_and_drops_the_dead_managers() {
         changes,
         vec![
             "docker swarm init --force-new-cluster --advertise-addr 10.10.0.11",
-            "docker node demote m2",
             "docker node rm --force m2",
-            "docker node demote m3",
             "docker node rm --force m3",
         ]
     );
@@ -179,6 +178,32 @@ async fn recover_forces_a_new_cluster_and_drops_the_dead_managers() {
         r.steps.iter().any(|s| s.starts_with("manager-2: skipped")),
         "{:?}",
         r.steps
+    );
+}
+
+#[tokio::test]
+async fn recover_proceeds_while_a_leader_that_lost_its_majority_still_answers() {
+    let m1 = Arc::new(FakeTransport::new("manager-1"));
+    m1.set_default(Output::ok(""));
+    m1.respond("docker node ls -q >/dev/null", Output::ok("ok\n"));
+    m1.respond(
+        GATHER,
+        Output::ok(manager_facts(
+            "m1",
+            3,
+            &[
+                ("m1", "manager-1", "manager", "ready", "reachable", true),
+                ("m2", "manager-2", "manager", "ready", "unreachable", false),
+                ("m3", "manager-3", "manager", "down", "unreachable", false),
+            ],
+        )),
+    );
+    let c = cluster(std::slice::from_ref(&m1));
+    recover::recover(&c, None).await.unwrap();
+    assert!(
+        m1.scripts()
+            .iter()
+            .any(|s| s == "docker swarm init --force-new-cluster --advertise-addr 10.10.0.11")
     );
 }
 

@@ -396,32 +396,57 @@ mod tests {
         let run = |states: &[&str]| {
             let tmp = tempfile::tempdir().unwrap();
             let dir = tmp.path();
-            let mut script = String::from("#!/bin/sh\nn=$(cat \"$0.n\" 2>/dev/null || echo 0)\ncase \"$*\" in\n");
+            let mut script = String::from(
+                "#!/bin/sh\nn=$(cat \"$0.n\" 2>/dev/null || echo 0)\ncase \"$*\" in\n",
+            );
             script.push_str("  'stack services demo --format'*) echo 'demo_web 2/2';;\n");
             script.push_str("  'stack services -q demo') echo id1;;\n  'stack ps'*) echo 'demo_web.1 Rejected No such image';;\n");
             script.push_str("  'service inspect'*) echo $((n + 1)) > \"$0.n\"; case $n in\n");
             for (i, st) in states.iter().enumerate() {
                 script.push_str(&format!("    {i}) echo 'demo_web {st}';;\n"));
             }
-            script.push_str(&format!("    *) echo 'demo_web {}';;\n  esac;;\nesac\n", states.last().unwrap()));
+            script.push_str(&format!(
+                "    *) echo 'demo_web {}';;\n  esac;;\nesac\n",
+                states.last().unwrap()
+            ));
             let docker = dir.join("docker");
             std::fs::write(&docker, script).unwrap();
-            std::process::Command::new("chmod").arg("+x").arg(&docker).status().unwrap();
+            std::process::Command::new("chmod")
+                .arg("+x")
+                .arg(&docker)
+                .status()
+                .unwrap();
             let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
             let out = std::process::Command::new("sh")
                 .args(["-c", &wait_script("demo", 60)])
                 .env("PATH", path)
                 .output()
                 .unwrap();
-            let polls: u32 = std::fs::read_to_string(dir.join("docker.n")).unwrap().trim().parse().unwrap();
-            (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned(), polls)
+            let polls: u32 = std::fs::read_to_string(dir.join("docker.n"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+                polls,
+            )
         };
         let (code, _, polls) = run(&["updating", "updating", "completed update completed"]);
         assert_eq!(code, Some(0));
-        assert_eq!(polls, 3, "waited for the update, not only the replica count");
+        assert_eq!(
+            polls, 3,
+            "waited for the update, not only the replica count"
+        );
         let (code, err, _) = run(&["updating", "paused update paused due to failure"]);
         assert_eq!(code, Some(1));
-        assert!(err.contains("service update paused on errors: demo_web paused update paused due to failure"), "{err}");
+        assert!(
+            err.contains(
+                "service update paused on errors: demo_web paused update paused due to failure"
+            ),
+            "{err}"
+        );
         assert!(err.contains("No such image"), "{err}");
     }
 
