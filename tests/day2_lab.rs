@@ -393,6 +393,35 @@ fn day2_lock_status_upgrade_exec_backup_recover_restore() {
     }
     let fin = run(&cluster_path, &idargs);
     assert!(fin.ok(), "run after restore:\n{}", fin.text());
+
+    // 10. remove-node on a healthy 3-manager swarm: drained, demoted, gone;
+    // the inventory still lists it, so the next run makes it a manager again.
+    let (code, _, err) = p(&key, &["remove-node", &cluster, "manager-3"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("demoted manager-3"), "{err}");
+    let nodes = sh(
+        &lab,
+        "manager-1",
+        "docker node ls --format '{{.Hostname}}' | sort",
+    );
+    assert_eq!(nodes, "manager-1\nmanager-2\nworker-1\n");
+    assert_eq!(
+        sh(
+            &lab,
+            "manager-3",
+            "docker info --format '{{.Swarm.LocalNodeState}}'"
+        )
+        .trim(),
+        "inactive"
+    );
+    let again = run(&cluster_path, &idargs);
+    assert!(again.ok(), "run after remove-node:\n{}", again.text());
+    let (code, st) = status_json(&key, &cluster);
+    assert_eq!(
+        (code, st["quorum"]["reachable"].as_u64()),
+        (0, Some(3)),
+        "{st:#}"
+    );
     eprintln!("whole day-2 test in {:?}", t0.elapsed());
     lab.down().expect("lab down");
 }

@@ -1,6 +1,7 @@
 //! Tier 3: the swarm playbook on real Debian VMs booted by the lab, reached only
-//! over SSH: from bare images to a swarm running the demo stack, then a re-run
-//! with zero changes, then a new worker that alone changes.
+//! over SSH: from bare images to a swarm running the demo stack behind an
+//! HAProxy load balancer, then a re-run with zero changes, then a new worker
+//! that alone changes (with the NFS export and the balancer's backends).
 //!
 //! Slow (package installs under TCG): `#[ignore]`d in the quick loop, run by
 //! scripts/test.sh with --include-ignored. On failure the lab directory (console
@@ -37,6 +38,14 @@ fn bare_vms_to_a_swarm_with_the_demo_stack_then_idempotent_then_a_new_worker() {
     // Gone when the test passes; stopped but kept (console logs, run logs) when it fails.
     lab.set_drop_policy(DropPolicy::TEST);
     eprintln!("lab up in {:?}; lab dir {}", t0.elapsed(), dir.display());
+    // A load balancer in front of the swarm (role lb): HAProxy forwarding the
+    // demo port (the lab's vars.lb_ports) to every swarm node.
+    lab.add_vm(
+        &VmSpec::new("lb-1", vec![Role::Lb]),
+        Duration::from_secs(900),
+    )
+    .expect("add lb-1");
+    let lb_ip = lab.vm("lb-1").expect("lb-1").private_ip;
     let cluster = lab.cluster_toml_path();
 
     // 1. From bare VMs: the whole playbook.
@@ -107,6 +116,16 @@ fn bare_vms_to_a_swarm_with_the_demo_stack_then_idempotent_then_a_new_worker() {
         assert!(page.contains("provision demo"), "{vm}: {page}");
     }
 
+    // Through the load balancer, from a swarm node and from the lb itself.
+    for vm in ["manager-1", "lb-1"] {
+        let page = sh(
+            &lab,
+            vm,
+            &format!("curl -fsS --max-time 10 http://{lb_ip}:8080/"),
+        );
+        assert!(page.contains("provision demo"), "{vm} via lb-1: {page}");
+    }
+
     // 2. Second run: nothing to change.
     let t2 = Instant::now();
     let second = run(&cluster, &[]);
@@ -133,20 +152,19 @@ fn bare_vms_to_a_swarm_with_the_demo_stack_then_idempotent_then_a_new_worker() {
         "run after adding worker-2 failed:\n{}",
         third.text()
     );
-    // Only the new node changes, plus the one thing that must: the NFS export,
-    // restricted to the cluster's private addresses, now lists worker-2 too.
-    let others: Vec<_> = third
+    // Only the new node changes, plus what must: the NFS export, restricted to
+    // the cluster's private addresses, and the load balancer's backends now
+    // list worker-2 too.
+    let mut others: Vec<_> = third
         .results
         .iter()
         .filter(|r| r.2 == "changed" && r.1 != "worker-2")
+        .map(|r| (r.0.as_str(), r.1.as_str()))
         .collect();
+    others.sort();
     assert_eq!(
         others,
-        vec![&(
-            "nfs server".to_string(),
-            "storage-1".to_string(),
-            "changed".to_string()
-        )],
+        vec![("load balancer", "lb-1"), ("nfs server", "storage-1")],
         "{:?}",
         third.results
     );

@@ -25,7 +25,9 @@ pub fn cluster_toml(name: &str, identity: &Path, strict: bool, hosts: &[Inventor
          # No registry is reachable either: the demo stack's image is built on the nodes.\n\
          stack = \"demo\"\n\
          # Small VMs: a small swap file.\n\
-         swap_size = \"512M\"\n",
+         swap_size = \"512M\"\n\
+         # A load balancer (role lb) forwards the demo stack's port.\n\
+         lb_ports = [8080]\n",
         toml_str(name),
         toml_str(&identity.display().to_string()),
         toml_str(if strict { "strict" } else { "accept-new" }),
@@ -100,6 +102,8 @@ docker_source = "distro"
 stack = "demo"
 # Small VMs: a small swap file.
 swap_size = "512M"
+# A load balancer (role lb) forwards the demo stack's port.
+lb_ports = [8080]
 
 [[hosts]]
 name = "storage-1"
