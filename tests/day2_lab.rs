@@ -32,8 +32,9 @@ fn sh(lab: &Lab, vm: &str, cmd: &str) -> String {
 
 /// `provision ARGS... --identity KEY` (the cluster has a secrets file).
 fn p(key: &Path, args: &[&str]) -> (i32, String, String) {
-    let mut a: Vec<&str> = args.to_vec();
-    a.extend(["--identity", key.to_str().unwrap()]);
+    // Right after the subcommand: after `--` (exec) it would be the command's.
+    let mut a: Vec<&str> = vec![args[0], "--identity", key.to_str().unwrap()];
+    a.extend(&args[1..]);
     let t = Instant::now();
     let r = provision(&a);
     eprintln!(
