@@ -330,6 +330,18 @@ fn day2_lock_status_upgrade_exec_backup_recover_restore() {
     // 8. The dead managers come back: a run makes them managers again.
     lab.start_vm("manager-2", BOOT).unwrap();
     lab.start_vm("manager-3", BOOT).unwrap();
+    // sshd answers before dockerd is up under TCG: a real server also needs a moment.
+    for vm in ["manager-2", "manager-3"] {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while !lab
+            .ssh(vm, "docker info >/dev/null 2>&1")
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+        {
+            assert!(Instant::now() < deadline, "docker never came up on {vm}");
+            std::thread::sleep(Duration::from_secs(3));
+        }
+    }
     let back = run(&cluster_path, &idargs);
     assert!(
         back.ok(),
