@@ -10,7 +10,7 @@
 //! run by scripts/test.sh with --include-ignored. On failure the lab directory
 //! (console logs, cluster.toml, run logs under .provision/logs) is kept.
 
-use provision_e2e::{parse_run, provision, provision_bin, run};
+use provision_e2e::{parse_run, provision, provision_bin, run, sh};
 use provision_lab::{DropPolicy, Lab, LabSpec, UpOptions};
 use serde_json::Value;
 use std::path::Path;
@@ -18,17 +18,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BOOT: Duration = Duration::from_secs(900);
-
-fn sh(lab: &Lab, vm: &str, cmd: &str) -> String {
-    let out = lab.ssh(vm, cmd).expect("ssh");
-    assert!(
-        out.status.success(),
-        "{vm}: `{cmd}` failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// `provision ARGS... --identity KEY` (the cluster has a secrets file).
 fn p(key: &Path, args: &[&str]) -> (i32, String, String) {

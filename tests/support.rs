@@ -101,3 +101,15 @@ pub fn provision(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Runs a command on a lab VM over SSH; it must succeed. Returns its stdout.
+pub fn sh(lab: &provision_lab::Lab, vm: &str, cmd: &str) -> String {
+    let out = lab.ssh(vm, cmd).expect("ssh");
+    assert!(
+        out.status.success(),
+        "{vm}: `{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

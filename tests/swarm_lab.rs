@@ -7,20 +7,9 @@
 //! scripts/test.sh with --include-ignored. On failure the lab directory (console
 //! logs, cluster.toml, run logs under .provision/logs) is kept and printed.
 
-use provision_e2e::run;
+use provision_e2e::{run, sh};
 use provision_lab::{DropPolicy, Lab, LabSpec, Role, UpOptions, VmSpec};
 use std::time::{Duration, Instant};
-
-fn sh(lab: &Lab, vm: &str, cmd: &str) -> String {
-    let out = lab.ssh(vm, cmd).expect("ssh");
-    assert!(
-        out.status.success(),
-        "{vm}: `{cmd}` failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[test]
 #[ignore = "boots real VMs and installs Docker (tier 3); run with --include-ignored"]

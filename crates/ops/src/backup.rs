@@ -265,13 +265,7 @@ pub async fn restore(cluster: &Cluster, plain: &[u8], to: &str) -> Result<Restor
                     ));
                 };
                 cluster
-                    .ok_stdin(
-                        to,
-                        "unlocking the swarm",
-                        commands::UNLOCK,
-                        commands::unlock_request(key).into_bytes(),
-                        "the backup's unlock key was refused",
-                    )
+                    .unlock(to, key, "the backup's unlock key was refused")
                     .await?;
                 done.steps.push(format!("{to}: unlocked"));
             }

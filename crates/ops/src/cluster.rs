@@ -192,6 +192,19 @@ impl Cluster {
         }
     }
 
+    /// Unlocks a manager locked by autolock; the key travels on stdin.
+    pub async fn unlock(&self, host: &str, key: &str, hint: &str) -> Result<(), OpsError> {
+        self.ok_stdin(
+            host,
+            "unlocking the swarm",
+            commands::UNLOCK,
+            commands::unlock_request(key).into_bytes(),
+            hint,
+        )
+        .await
+        .map(drop)
+    }
+
     /// Waits until a manager is back in the swarm and can act as one (unlocking
     /// it with `unlock_key` when autolock locked it on restart).
     pub async fn wait_manager_ready(
@@ -215,11 +228,9 @@ impl Cluster {
                                 format!("unlock it: ssh {host} docker swarm unlock"),
                             ));
                         };
-                        self.ok_stdin(
+                        self.unlock(
                             host,
-                            "unlocking the swarm",
-                            commands::UNLOCK,
-                            commands::unlock_request(key).into_bytes(),
+                            key,
                             "check the unlock key (`docker swarm unlock-key` on another manager)",
                         )
                         .await?;

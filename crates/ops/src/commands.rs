@@ -95,7 +95,7 @@ pub fn node_rm(node_id: &str, force: bool) -> String {
 }
 
 /// Leaves the swarm (after a demotion, or for a node the swarm dropped).
-pub const LEAVE: &str = "docker swarm leave --force";
+pub use provision_playbook::steps::swarm_join::LEAVE_COMMAND as LEAVE;
 
 /// The unlock key when autolock is on; empty output when it is off.
 pub const UNLOCK_KEY: &str = "docker swarm unlock-key -q 2>/dev/null || true";
@@ -151,9 +151,6 @@ pub fn force_new_cluster(advertise_ip: &str) -> String {
         quote(advertise_ip)
     )
 }
-
-pub const JOIN_TOKENS: &str =
-    "docker swarm join-token -q worker && docker swarm join-token -q manager";
 
 fn parent(p: &str) -> &str {
     p.rsplit_once('/').map(|(a, _)| a).unwrap_or(".")

@@ -9,17 +9,6 @@ use std::time::Duration;
 
 const DRAIN_WAIT: Duration = Duration::from_secs(300);
 
-/// The node of an inventory host in THE swarm.
-fn node_of<'a>(
-    cluster: &Cluster,
-    v: &'a SwarmView,
-    host: &str,
-    own: Option<&HostState>,
-) -> Option<&'a NodeInfo> {
-    let _ = cluster;
-    v.node_of(host, own.and_then(HostState::swarm))
-}
-
 /// A manager other than `host` that can run manager commands.
 fn other_manager(
     cluster: &Cluster,
@@ -57,7 +46,7 @@ pub async fn set_availability(
     cluster.host(host)?;
     let survey = cluster.survey().await;
     let v = swarm(cluster).await?;
-    let Some(node) = node_of(cluster, &v, host, survey.state(host)) else {
+    let Some(node) = v.node_of(host, survey.state(host).and_then(HostState::swarm)) else {
         return Err(OpsError::refused(
             format!("{host} is not in the swarm"),
             format!("`provision run {}` joins it", cluster.inv.path.display()),
@@ -151,7 +140,10 @@ pub async fn remove_node(cluster: &Cluster, host: &str) -> Result<Removal, OpsEr
     let survey = cluster.survey().await;
     let v = swarm(cluster).await?;
     let mut done = Removal::default();
-    let Some(node) = node_of(cluster, &v, host, survey.state(host)).cloned() else {
+    let Some(node) = v
+        .node_of(host, survey.state(host).and_then(HostState::swarm))
+        .cloned()
+    else {
         done.steps
             .push(format!("{host} is not in the swarm: nothing to remove"));
         return Ok(done);

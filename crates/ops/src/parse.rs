@@ -116,15 +116,6 @@ pub fn local_state(stdout: &str) -> Option<(String, bool)> {
     Some((state, control))
 }
 
-/// The two join tokens (worker, manager).
-pub fn join_tokens(stdout: &str) -> Option<(String, String)> {
-    let mut it = stdout
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("SWMTKN-"));
-    Some((it.next()?.to_string(), it.next()?.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,14 +169,9 @@ mod tests {
     }
 
     #[test]
-    fn parses_states_and_tokens() {
+    fn parses_local_state() {
         assert_eq!(local_state("active true\n"), Some(("active".into(), true)));
         assert_eq!(local_state("locked false"), Some(("locked".into(), false)));
         assert_eq!(local_state(""), None);
-        assert_eq!(
-            join_tokens("SWMTKN-1-w\nSWMTKN-1-m\n"),
-            Some(("SWMTKN-1-w".into(), "SWMTKN-1-m".into()))
-        );
-        assert_eq!(join_tokens("Error: no leader\n"), None);
     }
 }
