@@ -243,6 +243,14 @@ fn day2_lock_status_upgrade_exec_backup_recover_restore() {
     let bytes = std::fs::read(&backup).unwrap();
     assert!(bytes.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----"));
     assert!(!err.contains("paused"), "{err}");
+    // The manager the state was taken from: a restore must go to its address.
+    let source = err
+        .split(" taken on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no source host in: {err}"))
+        .to_string();
+    assert!(source.starts_with("manager-"), "{err}");
     let (code, st) = status_json(&key, &cluster);
     assert_eq!(
         (code, st["quorum"]["reachable"].as_u64()),
@@ -352,7 +360,8 @@ fn day2_lock_status_upgrade_exec_backup_recover_restore() {
     );
     assert_eq!(nodes.lines().count(), 4, "no stale nodes left: {nodes}");
 
-    // 9. Destroy the swarm state of every manager, restore the backup to one.
+    // 9. Destroy the swarm state of every manager, restore the backup to the
+    // manager it was taken on.
     for m in ["manager-1", "manager-2", "manager-3"] {
         sh(
             &lab,
@@ -360,17 +369,34 @@ fn day2_lock_status_upgrade_exec_backup_recover_restore() {
             "systemctl stop docker.socket docker.service && rm -rf /var/lib/docker/swarm && systemctl start docker",
         );
     }
+    // Docker cannot restore onto another address (the raft keeps the old one):
+    // refused before anything changes.
+    let other = ["manager-1", "manager-2", "manager-3"]
+        .into_iter()
+        .find(|m| *m != source)
+        .unwrap();
     let (code, _, err) = p(
         &key,
-        &[
-            "restore",
-            &cluster,
-            backup.to_str().unwrap(),
-            "--to",
-            "manager-1",
-        ],
+        &["restore", &cluster, backup.to_str().unwrap(), "--to", other],
     );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("Docker restores a swarm only onto a manager with the same address"),
+        "{err}"
+    );
+    assert_eq!(
+        sh(
+            &lab,
+            other,
+            "docker info --format '{{.Swarm.LocalNodeState}}'"
+        )
+        .trim(),
+        "inactive",
+        "a refused restore changes nothing"
+    );
+    let (code, _, err) = p(&key, &["restore", &cluster, backup.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
+    assert!(err.contains(&format!("onto {source}")), "{err}");
     let services = sh(
         &lab,
         "manager-1",

@@ -114,9 +114,10 @@ pub enum OpsCommand {
         common: Common,
         /// A file written by `provision backup`.
         file: PathBuf,
-        /// The manager to restore onto.
+        /// The manager to restore onto; it must have the address the backup was
+        /// taken at (Docker's limit). Default: the inventory manager with that address.
         #[arg(long)]
-        to: String,
+        to: Option<String>,
         #[command(flatten)]
         lock: LockArgs,
     },
@@ -455,7 +456,7 @@ fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-fn restore_cmd(common: Common, file: PathBuf, to: String, lock: LockArgs) -> Result<u8> {
+fn restore_cmd(common: Common, file: PathBuf, to: Option<String>, lock: LockArgs) -> Result<u8> {
     let o = open(&common)?;
     let sf = secrets_file(&o)?;
     let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -464,6 +465,11 @@ fn restore_cmd(common: Common, file: PathBuf, to: String, lock: LockArgs) -> Res
         .map_err(|e| anyhow::Error::new(ConfigFailure(format!("{}: {e}", file.display()))))?;
     let (meta, _) = backup::unpack(&plain)
         .map_err(|e| anyhow::Error::new(ConfigFailure(format!("{}: {e}", file.display()))))?;
+    // Checked before the lock is taken: a wrong target changes nothing anywhere.
+    let to = match backup::restore_target(&o.cluster.inv, &meta, to.as_deref()) {
+        Ok(t) => t,
+        Err(e) => return Ok(report(&o, e)),
+    };
     eprintln!(
         "restoring swarm {} (taken on {} of cluster {}) onto {to}",
         meta.swarm_id.get(..12).unwrap_or(&meta.swarm_id),
@@ -471,7 +477,7 @@ fn restore_cmd(common: Common, file: PathBuf, to: String, lock: LockArgs) -> Res
         meta.cluster
     );
     match locked(&o, "provision restore", lock.force_unlock, async |c| {
-        backup::restore(c, &plain, &to).await
+        backup::restore(c, &plain, Some(&to)).await
     })? {
         Ok(r) => {
             for s in r.steps {

@@ -30,6 +30,72 @@ pub struct Meta {
     pub taken_at_unix: u64,
     /// The swarm's unlock key when autolock is on: restoring needs it.
     pub unlock_key: Option<String>,
+    /// The source manager's raft address (`10.0.0.12:2377`): the restored
+    /// swarm keeps it, so the restore target must have it too.
+    #[serde(default)]
+    pub manager_addr: Option<String>,
+}
+
+/// The manager to restore onto. Docker can only restore a swarm onto a manager
+/// with the address the state was taken at: the raft keeps its own member
+/// address (`--advertise-addr` does not change it, docker/for-linux#523), so
+/// managers that join later dial the old address and the new swarm loses its
+/// leader. Without `to`, the inventory manager with that address.
+pub fn restore_target(
+    inv: &provision_engine::inventory::Inventory,
+    meta: &Meta,
+    to: Option<&str>,
+) -> Result<String, OpsError> {
+    let addr_of =
+        |h: &provision_engine::inventory::Host| h.private_ip.map(|ip| format!("{ip}:2377"));
+    let Some(want) = meta.manager_addr.as_deref() else {
+        // A backup without the address: only its own host is known to be safe.
+        return match to {
+            Some(t) => Ok(t.to_string()),
+            None => Ok(meta.host.clone()),
+        };
+    };
+    match to {
+        Some(t) => {
+            let h = inv.host(t).ok_or_else(|| {
+                OpsError::refused(
+                    format!("{t} is not in {}", inv.path.display()),
+                    "name a manager of the inventory",
+                )
+            })?;
+            if addr_of(h).as_deref() == Some(want) {
+                return Ok(t.to_string());
+            }
+            Err(OpsError::refused(
+                format!(
+                    "the backup was taken on {} at {want}; {t} has {}. Docker restores a swarm only onto a manager with the same address: the restored raft keeps {want}, and managers that join cannot reach the leader (docker/for-linux#523)",
+                    meta.host,
+                    addr_of(h).unwrap_or_else(|| "no private_ip".into())
+                ),
+                format!(
+                    "restore onto the manager with private_ip {} (leave out --to), or give the replacement server that address",
+                    want.trim_end_matches(":2377")
+                ),
+            ))
+        }
+        None => inv
+            .managers()
+            .find(|h| addr_of(h).as_deref() == Some(want))
+            .map(|h| h.name.clone())
+            .ok_or_else(|| {
+                OpsError::refused(
+                    format!(
+                        "no manager in {} has the address the backup was taken at ({want}, host {})",
+                        inv.path.display(),
+                        meta.host
+                    ),
+                    format!(
+                        "Docker restores a swarm only onto a manager with that address: give a manager private_ip = \"{}\"",
+                        want.trim_end_matches(":2377")
+                    ),
+                )
+            }),
+    }
 }
 
 /// The backup's plaintext: magic line, metadata line, tar.gz of the swarm directory.
@@ -185,6 +251,12 @@ pub async fn backup(cluster: &Cluster, yes: bool) -> Result<BackupDone, OpsError
             )
             .await?;
     }
+    let manager_addr = v
+        .nodes
+        .iter()
+        .find(|n| n.id == node_id)
+        .map(|n| n.manager_addr.clone())
+        .filter(|a| !a.is_empty());
     let meta = Meta {
         cluster: cluster.inv.name.clone(),
         swarm_id: v.cluster_id.clone(),
@@ -196,6 +268,7 @@ pub async fn backup(cluster: &Cluster, yes: bool) -> Result<BackupDone, OpsError
             .map(|d| d.as_secs())
             .unwrap_or(0),
         unlock_key,
+        manager_addr,
     };
     let archive_bytes = archive.len();
     if unpack(&pack(&meta, &archive)).is_err() {
@@ -219,9 +292,14 @@ pub struct RestoreDone {
 
 /// Restores a backup onto manager `to`: a new swarm from that state, then the
 /// other inventory nodes re-join it with fresh tokens.
-pub async fn restore(cluster: &Cluster, plain: &[u8], to: &str) -> Result<RestoreDone, OpsError> {
+pub async fn restore(
+    cluster: &Cluster,
+    plain: &[u8],
+    to: Option<&str>,
+) -> Result<RestoreDone, OpsError> {
     let (meta, tar) = unpack(plain)
         .map_err(|e| OpsError::refused(e, "give a file written by `provision backup`"))?;
+    let to = &restore_target(&cluster.inv, &meta, to)?;
     if !cluster.is_manager(to) {
         return Err(OpsError::refused(
             format!("{to} is not a manager in the inventory"),
@@ -320,6 +398,7 @@ mod tests {
             managers: 3,
             taken_at_unix: 1,
             unlock_key: Some("SWMKEY-1-x".into()),
+            manager_addr: Some("10.10.0.13:2377".into()),
         };
         let tar = [0x1f, 0x8b, 8, 0, 1, 2, 3];
         let p = pack(&meta, &tar);
@@ -331,6 +410,44 @@ mod tests {
         assert!(unpack(&bad).unwrap_err().contains("gzip"));
         bad.truncate(10);
         assert!(unpack(&bad).is_err());
+    }
+
+    #[test]
+    fn restores_only_onto_the_address_the_backup_was_taken_at() {
+        let inv = provision_engine::inventory::Inventory::parse(
+            &(1..=3)
+                .map(|i| format!("[[hosts]]\nname = \"m{i}\"\naddress = \"127.0.0.1\"\nport = {}\nprivate_ip = \"10.10.0.{}\"\nroles = [\"manager\"]\n", 2200 + i, 11 + i))
+                .fold("name = \"t\"\n".to_string(), |a, h| a + &h),
+            std::path::Path::new("c.toml"),
+            &Default::default(),
+        )
+        .unwrap();
+        let mut meta = Meta {
+            cluster: "t".into(),
+            swarm_id: "abc".into(),
+            host: "m2".into(),
+            node_id: "n2".into(),
+            managers: 2,
+            taken_at_unix: 1,
+            unlock_key: None,
+            manager_addr: Some("10.10.0.13:2377".into()),
+        };
+        assert_eq!(restore_target(&inv, &meta, None).unwrap(), "m2");
+        assert_eq!(restore_target(&inv, &meta, Some("m2")).unwrap(), "m2");
+        let e = restore_target(&inv, &meta, Some("m1"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "the backup was taken on m2 at 10.10.0.13:2377; m1 has 10.10.0.12:2377. Docker restores a swarm only onto a manager with the same address: the restored raft keeps 10.10.0.13:2377, and managers that join cannot reach the leader (docker/for-linux#523)\n  hint: restore onto the manager with private_ip 10.10.0.13 (leave out --to), or give the replacement server that address"
+        );
+        assert!(restore_target(&inv, &meta, Some("nope")).is_err());
+        // The server was replaced by one at the same address under a new name.
+        meta.host = "old-m2".into();
+        assert_eq!(restore_target(&inv, &meta, None).unwrap(), "m2");
+        meta.manager_addr = Some("10.10.0.99:2377".into());
+        let e = restore_target(&inv, &meta, None).unwrap_err().to_string();
+        assert!(e.contains("private_ip = \"10.10.0.99\""), "{e}");
     }
 
     #[test]

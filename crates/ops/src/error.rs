@@ -12,7 +12,11 @@ pub enum OpsError {
         source: Box<TransportError>,
     },
 
-    #[error("{host}: {what} failed ({status}): {stderr}\n  command: {command}\n  hint: {hint}")]
+    /// A multi-line script shows its first line (the one that failed, mostly).
+    #[error(
+        "{host}: {what} failed ({status}): {stderr}\n  command: {}\n  hint: {hint}",
+        first_line(command)
+    )]
     Command {
         host: String,
         what: String,
@@ -51,6 +55,13 @@ pub enum OpsError {
     },
 }
 
+fn first_line(script: &str) -> String {
+    match script.split_once('\n') {
+        Some((first, _)) => format!("{first} …"),
+        None => script.to_string(),
+    }
+}
+
 impl OpsError {
     pub fn transport(host: &str, e: TransportError) -> Self {
         OpsError::Transport {
@@ -72,5 +83,26 @@ impl OpsError {
             reason: reason.into(),
             hint: "this is unexpected output from Docker; run the command by hand on the host to see more".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_errors_show_the_first_line_of_a_script() {
+        let e = OpsError::Command {
+            host: "m1".into(),
+            what: "joining as manager".into(),
+            command: "out=$(curl x) && exit 0\nrc=$?".into(),
+            status: "exit status 1".into(),
+            stderr: "the join did not finish: error".into(),
+            hint: "check port 2377".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "m1: joining as manager failed (exit status 1): the join did not finish: error\n  command: out=$(curl x) && exit 0 …\n  hint: check port 2377"
+        );
     }
 }

@@ -184,6 +184,17 @@ pub async fn rejoin_others(
                             "check that the host reaches the leader's private address on port 2377",
                         )
                         .await?;
+                    if manager {
+                        // The next manager joins only once this one is caught up.
+                        cluster
+                            .ok(
+                                &host,
+                                "waiting to be a reachable manager",
+                                swarm_join::MANAGER_SETTLED,
+                                "look at `docker node ls` and `journalctl -u docker` on the leader",
+                            )
+                            .await?;
+                    }
                     steps.push(format!("{host}: joined as {role}"));
                 }
             }

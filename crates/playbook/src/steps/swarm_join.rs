@@ -44,7 +44,36 @@ pub fn build(with: &toml::Table, ctx: &ClusterCtx<'_>) -> Result<Box<dyn Step>, 
 
 /// Joins through the Docker API on the local socket, with the request (token
 /// included) on stdin: `docker swarm join --token` would put it in argv.
-pub const JOIN_COMMAND: &str = "curl -sS --fail-with-body --unix-socket /var/run/docker.sock -H 'Content-Type: application/json' --data-binary @- http://localhost/swarm/join";
+/// Docker stops waiting after 20 s and answers 503 "Timeout was reached before
+/// node joined" while the join goes on in the background (a slow leader, a
+/// raft catching up): that is waited out on `docker info`, not reported as a
+/// failure. Any other error prints Docker's message on stderr.
+pub const JOIN_COMMAND: &str = r#"out=$(curl -sS --fail-with-body --unix-socket /var/run/docker.sock -H 'Content-Type: application/json' --data-binary @- http://localhost/swarm/join) && exit 0
+rc=$?
+case $out in
+*'continue in the background'*) ;;
+*) printf '%s\n' "$out" >&2; exit $rc ;;
+esac
+i=0
+while [ $i -lt 300 ]; do
+  s=$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)
+  [ "$s" = active ] && exit 0
+  [ "$s" = error ] && break
+  sleep 1; i=$((i + 1))
+done
+printf 'the join did not finish: %s\n' "$(docker info --format '{{.Swarm.LocalNodeState}} {{.Swarm.Error}}' 2>&1)" >&2
+exit 1"#;
+
+/// Run on a manager that just joined: waits until the swarm reports it ready and
+/// reachable, so the next manager joins a raft whose members are all caught up
+/// (joining while one is still syncing can leave the swarm without a leader).
+pub const MANAGER_SETTLED: &str = r#"i=0
+while [ $i -lt 180 ]; do
+  [ "$(docker node inspect self --format '{{.Status.State}} {{.ManagerStatus.Reachability}}' 2>/dev/null)" = 'ready reachable' ] && exit 0
+  sleep 1; i=$((i + 1))
+done
+printf 'joined, but not a ready and reachable manager after 180 s: %s\n' "$(docker node inspect self --format '{{.Status.State}} {{.ManagerStatus.Reachability}}' 2>&1)" >&2
+exit 1"#;
 
 /// The JSON body of a join request.
 pub fn join_request(advertise_ip: &str, join_addr: &str, token: &str) -> String {
@@ -245,7 +274,13 @@ fn join_change(inv: &Inventory, host: &str, manager: bool, v: &SwarmView) -> Cha
             if manager { "manager" } else { "worker" },
             v.join_addr
         ),
-        vec![Action::run_with_stdin(JOIN_COMMAND, body.into_bytes())],
+        {
+            let mut a = vec![Action::run_with_stdin(JOIN_COMMAND, body.into_bytes())];
+            if manager {
+                a.push(Action::run(MANAGER_SETTLED));
+            }
+            a
+        },
     )
 }
 
@@ -274,6 +309,116 @@ mod tests {
 
     fn all(inv: &Inventory) -> Vec<String> {
         inv.hosts.iter().map(|h| h.name.clone()).collect()
+    }
+
+    /// The join script against stand-in `curl` and `docker` on PATH.
+    /// `curl_rc`/`curl_out` is what the API call does; `states` what
+    /// `docker info` says on each poll. Returns (exit code, stderr, stdin seen
+    /// by curl, polls).
+    fn run_script(
+        script: &str,
+        curl_rc: i32,
+        curl_out: &str,
+        states: &[&str],
+    ) -> (Option<i32>, String, String, usize) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let write = |name: &str, body: String| {
+            let p = dir.join(name);
+            std::fs::write(&p, body).unwrap();
+            std::process::Command::new("chmod")
+                .arg("+x")
+                .arg(&p)
+                .status()
+                .unwrap();
+        };
+        write(
+            "curl",
+            format!(
+                "#!/bin/sh\ncat > \"$0.stdin\"\nprintf '%s' {}\nexit {curl_rc}\n",
+                quote(curl_out)
+            ),
+        );
+        let mut docker = String::from(
+            "#!/bin/sh\nn=$(cat \"$0.n\" 2>/dev/null || echo 0); echo $((n + 1)) > \"$0.n\"\ncase $n in\n",
+        );
+        for (i, st) in states.iter().enumerate() {
+            docker.push_str(&format!("  {i}) echo {};;\n", quote(st)));
+        }
+        docker.push_str(&format!(
+            "  *) echo {};;\nesac\n",
+            quote(states.last().unwrap_or(&""))
+        ));
+        write("docker", docker);
+        let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", script])
+            .env("PATH", path)
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"{\"JoinToken\":\"t\"}")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let polls = std::fs::read_to_string(dir.join("docker.n"))
+            .map(|n| n.trim().parse().unwrap())
+            .unwrap_or(0);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            std::fs::read_to_string(dir.join("curl.stdin")).unwrap_or_default(),
+            polls,
+        )
+    }
+
+    fn run_join(
+        curl_rc: i32,
+        curl_out: &str,
+        states: &[&str],
+    ) -> (Option<i32>, String, String, usize) {
+        run_script(JOIN_COMMAND, curl_rc, curl_out, states)
+    }
+
+    #[test]
+    fn a_joined_manager_waits_until_it_is_reachable() {
+        let (code, err, _, polls) = run_script(
+            MANAGER_SETTLED,
+            0,
+            "",
+            &["ready unknown", "ready unknown", "ready reachable"],
+        );
+        assert_eq!((code, err.as_str(), polls), (Some(0), "", 3));
+    }
+
+    #[test]
+    fn join_script_waits_out_dockers_20_second_timeout() {
+        let (code, err, stdin, polls) = run_join(0, "", &[]);
+        assert_eq!((code, err.as_str(), polls), (Some(0), "", 0));
+        assert_eq!(
+            stdin, "{\"JoinToken\":\"t\"}",
+            "the request reaches curl on stdin"
+        );
+
+        let timeout = r#"{"message":"Timeout was reached before node joined. The attempt to join the swarm will continue in the background. Use the \"docker info\" command to see the current swarm status of your node."}"#;
+        let (code, err, _, polls) = run_join(22, timeout, &["pending", "pending", "active"]);
+        assert_eq!((code, err.as_str(), polls), (Some(0), "", 3));
+
+        let (code, err, _, polls) = run_join(22, timeout, &["pending", "error"]);
+        assert_eq!((code, polls), (Some(1), 3));
+        assert_eq!(err, "the join did not finish: error\n");
+
+        let refused =
+            r#"{"message":"rpc error: code = Unknown desc = The swarm does not have a leader."}"#;
+        let (code, err, _, polls) = run_join(22, refused, &["active"]);
+        assert_eq!((code, polls), (Some(22), 0), "other errors fail at once");
+        assert_eq!(err, format!("{refused}\n"), "with Docker's message");
     }
 
     #[test]
@@ -395,7 +540,11 @@ mod tests {
                 _ => panic!(),
             })
             .collect();
-        assert_eq!(scripts, vec![LEAVE_COMMAND, JOIN_COMMAND]);
+        assert_eq!(
+            scripts,
+            vec![LEAVE_COMMAND, JOIN_COMMAND, MANAGER_SETTLED],
+            "a manager waits until it is caught up"
+        );
     }
 
     #[test]
