@@ -17,6 +17,19 @@ pub enum TransportError {
         reason: String,
     },
 
+    /// This machine, not the host, is out of a resource (open files): the host
+    /// is not marked unreachable, and the message names the local limit.
+    #[error(
+        "{host}: cannot connect to {addr}: {reason}: this machine ran out of file descriptors, the host is not at fault; \
+         raise the open-files limit (`ulimit -n`, now {limit}) or lower --forks"
+    )]
+    LocalLimit {
+        host: String,
+        addr: String,
+        reason: String,
+        limit: String,
+    },
+
     #[error(
         "{host}: no SSH answer from {addr} within {after:?} (is the host up? raise connect_timeout for slow networks)"
     )]
@@ -129,6 +142,32 @@ pub enum TransportError {
     },
 }
 
+/// The error for an I/O failure while connecting: EMFILE/ENFILE are this
+/// machine's limit, anything else means the host is unreachable.
+pub fn connect_io_error(host: &str, addr: &str, e: &std::io::Error) -> TransportError {
+    // EMFILE (24) and ENFILE (23) have these numbers on Linux and the BSDs.
+    if matches!(e.raw_os_error(), Some(23 | 24)) {
+        return TransportError::LocalLimit {
+            host: host.into(),
+            addr: addr.into(),
+            reason: e.to_string(),
+            limit: open_files_limit().unwrap_or_else(|| "unknown".into()),
+        };
+    }
+    TransportError::Unreachable {
+        host: host.into(),
+        addr: addr.into(),
+        reason: e.to_string(),
+    }
+}
+
+/// The soft open-files limit, from /proc (Linux); None elsewhere.
+fn open_files_limit() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3).map(str::to_string)
+}
+
 impl TransportError {
     /// True when the host could not be reached or dropped off: the engine marks
     /// such hosts "unreachable" rather than "failed".
@@ -139,5 +178,37 @@ impl TransportError {
                 | TransportError::ConnectTimeout { .. }
                 | TransportError::ConnectionLost { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_file_descriptors_is_not_the_hosts_fault() {
+        let e = connect_io_error(
+            "web-1",
+            "10.0.0.1:22",
+            &std::io::Error::from_raw_os_error(24),
+        );
+        assert!(!e.is_unreachable());
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("web-1: cannot connect to 10.0.0.1:22: Too many open files (os error 24): this machine ran out of file descriptors, the host is not at fault; raise the open-files limit (`ulimit -n`, now "),
+            "{msg}"
+        );
+        assert!(msg.ends_with(") or lower --forks"), "{msg}");
+        assert!(
+            !msg.contains("now unknown"),
+            "the limit is read from /proc: {msg}"
+        );
+        let refused = connect_io_error(
+            "web-1",
+            "10.0.0.1:22",
+            &std::io::Error::from_raw_os_error(111),
+        );
+        assert!(refused.is_unreachable());
+        assert!(refused.to_string().contains("is the host up"));
     }
 }

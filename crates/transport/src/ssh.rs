@@ -419,13 +419,7 @@ impl SshPool {
                             after: self.opts.connect_timeout,
                         });
                     }
-                    Ok(Err(e)) => {
-                        return Err(TransportError::Unreachable {
-                            host: label.into(),
-                            addr: addr.clone(),
-                            reason: e.to_string(),
-                        });
-                    }
+                    Ok(Err(e)) => return Err(crate::error::connect_io_error(label, &addr, &e)),
                     Ok(Ok(s)) => s,
                 };
                 let _ = tcp.set_nodelay(true);
@@ -682,11 +676,7 @@ async fn rsa_hash(handle: &Handle<ClientHandler>) -> HashAlg {
 
 fn classify_connect_error(label: &str, addr: &str, e: russh::Error) -> TransportError {
     match e {
-        russh::Error::IO(io) => TransportError::Unreachable {
-            host: label.into(),
-            addr: addr.into(),
-            reason: io.to_string(),
-        },
+        russh::Error::IO(io) => crate::error::connect_io_error(label, addr, &io),
         russh::Error::Disconnect | russh::Error::HUP => TransportError::Unreachable {
             host: label.into(),
             addr: addr.into(),
