@@ -275,7 +275,15 @@ pub fn run(args: RunArgs) -> Result<u8> {
         let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = interrupted.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
+            // SIGTERM (systemd, CI, kill) stops as gently as a first Ctrl-C, so the
+            // cluster lock is released rather than left to go stale.
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("a SIGTERM handler can always be installed");
+            let got = tokio::select! {
+                r = tokio::signal::ctrl_c() => r.is_ok(),
+                r = term.recv() => r.is_some(),
+            };
+            if got {
                 flag.store(true, std::sync::atomic::Ordering::SeqCst);
                 eprintln!("\ninterrupt: finishing the commands already running, then stopping (Ctrl-C again to abort now)");
                 let _ = tx.send(true);

@@ -356,6 +356,16 @@ fn shell_runs_everywhere_and_groups_output() {
 
 #[test]
 fn ctrl_c_lets_running_commands_finish_then_stops_with_a_recap() {
+    interrupted_run(2);
+}
+
+/// SIGTERM (systemd, CI, `kill`) stops as gently as Ctrl-C.
+#[test]
+fn sigterm_stops_like_ctrl_c() {
+    interrupted_run(15);
+}
+
+fn interrupted_run(signal: i32) {
     let c = cluster(2);
     let pb = c.dir.path().join("slow.toml");
     std::fs::write(
@@ -379,8 +389,9 @@ fn ctrl_c_lets_running_commands_finish_then_stops_with_a_recap() {
         .unwrap();
     // Interrupt while the slow step runs (generous: a loaded machine is slow to get there).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let pattern = format!("sleep 2; touch {}", c.root(1).display());
     while !Command::new("pgrep")
-        .args(["-f", "sleep 2; touch"])
+        .args(["-f", &pattern])
         .status()
         .unwrap()
         .success()
@@ -395,7 +406,7 @@ fn ctrl_c_lets_running_commands_finish_then_stops_with_a_recap() {
         fn kill(pid: i32, sig: i32) -> i32;
     }
     // SAFETY: signalling the child we spawned.
-    unsafe { kill(child.id() as i32, 2) };
+    unsafe { kill(child.id() as i32, signal) };
     let out = child.wait_with_output().unwrap();
     let t = text(&out);
     assert_eq!(out.status.code(), Some(130), "{t}");
