@@ -179,6 +179,33 @@ pub(crate) struct Reporter<'a> {
     pub text: &'a str,
     pub file: &'a Path,
     pub diagnostics: Vec<Diagnostic>,
+    lines: LineIndex,
+}
+
+/// Byte offsets of line starts, so that a position costs a binary search: an
+/// inventory of N hosts asks for N positions (counting newlines from the top
+/// each time made loading 2000 hosts quadratic).
+pub struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    pub fn new(text: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex { starts }
+    }
+
+    /// 1-based (line, column in characters), as [`line_col`].
+    pub fn line_col(&self, text: &str, byte_offset: usize) -> (usize, usize) {
+        let mut offset = byte_offset.min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let start = self.starts[line - 1];
+        (line, text[start..offset].chars().count() + 1)
+    }
 }
 
 impl<'a> Reporter<'a> {
@@ -187,11 +214,12 @@ impl<'a> Reporter<'a> {
             text,
             file,
             diagnostics: Vec::new(),
+            lines: LineIndex::new(text),
         }
     }
 
     pub fn pos(&self, span: &Range<usize>) -> (usize, usize) {
-        line_col(self.text, span.start)
+        self.lines.line_col(self.text, span.start)
     }
 
     pub fn error(&mut self, span: &Range<usize>, message: impl Into<String>, help: Option<String>) {
@@ -530,5 +558,9 @@ mod tests {
         // Inside a multi-byte character, and past the end, clamp.
         assert_eq!(line_col(t, 8), (2, 2));
         assert_eq!(line_col(t, 1000), (3, 1));
+        let idx = LineIndex::new(t);
+        for i in 0..=t.len() + 2 {
+            assert_eq!(idx.line_col(t, i), line_col(t, i), "offset {i}");
+        }
     }
 }
