@@ -477,7 +477,7 @@ fn restore_cmd(common: Common, file: PathBuf, to: Option<String>, lock: LockArgs
         meta.cluster
     );
     match locked(&o, "provision restore", lock.force_unlock, async |c| {
-        backup::restore(c, &plain, Some(&to)).await
+        backup::restore(c, &plain, &to).await
     })? {
         Ok(r) => {
             for s in r.steps {

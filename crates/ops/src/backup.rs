@@ -290,16 +290,12 @@ pub struct RestoreDone {
     pub steps: Vec<String>,
 }
 
-/// Restores a backup onto manager `to`: a new swarm from that state, then the
-/// other inventory nodes re-join it with fresh tokens.
-pub async fn restore(
-    cluster: &Cluster,
-    plain: &[u8],
-    to: Option<&str>,
-) -> Result<RestoreDone, OpsError> {
+/// Restores a backup onto manager `to` (chosen with [`restore_target`] before
+/// the cluster lock is taken): a new swarm from that state, then the other
+/// inventory nodes re-join it with fresh tokens.
+pub async fn restore(cluster: &Cluster, plain: &[u8], to: &str) -> Result<RestoreDone, OpsError> {
     let (meta, tar) = unpack(plain)
         .map_err(|e| OpsError::refused(e, "give a file written by `provision backup`"))?;
-    let to = &restore_target(&cluster.inv, &meta, to)?;
     if !cluster.is_manager(to) {
         return Err(OpsError::refused(
             format!("{to} is not a manager in the inventory"),

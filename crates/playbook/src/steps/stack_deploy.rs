@@ -409,13 +409,7 @@ mod tests {
                 "    *) echo 'demo_web {}';;\n  esac;;\nesac\n",
                 states.last().unwrap()
             ));
-            let docker = dir.join("docker");
-            std::fs::write(&docker, script).unwrap();
-            std::process::Command::new("chmod")
-                .arg("+x")
-                .arg(&docker)
-                .status()
-                .unwrap();
+            fixtures::write_executable(&dir.join("docker"), &script);
             let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
             let out = std::process::Command::new("sh")
                 .args(["-c", &wait_script("demo", 60)])

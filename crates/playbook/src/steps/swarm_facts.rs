@@ -395,6 +395,14 @@ pub fn tokens_in(facts: &Facts) -> Vec<String> {
 pub(crate) mod fixtures {
     //! Captured from docker.io 20.10.24 on Debian 12 (lab VMs), trimmed.
 
+    /// Writes an executable stand-in (for `docker`, `curl`) that a script run
+    /// locally finds first on PATH.
+    pub fn write_executable(path: &std::path::Path, body: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, body).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
     pub const INACTIVE: &str = "== info\n{\"NodeID\":\"\",\"NodeAddr\":\"\",\"LocalNodeState\":\"inactive\",\"ControlAvailable\":false,\"Error\":\"\",\"RemoteManagers\":null}\n";
 
     pub fn manager(

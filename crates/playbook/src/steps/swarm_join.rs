@@ -323,15 +323,7 @@ mod tests {
     ) -> (Option<i32>, String, String, usize) {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
-        let write = |name: &str, body: String| {
-            let p = dir.join(name);
-            std::fs::write(&p, body).unwrap();
-            std::process::Command::new("chmod")
-                .arg("+x")
-                .arg(&p)
-                .status()
-                .unwrap();
-        };
+        let write = |name: &str, body: String| fixtures::write_executable(&dir.join(name), &body);
         write(
             "curl",
             format!(
