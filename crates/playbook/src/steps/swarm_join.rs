@@ -236,7 +236,28 @@ fn member_check(
 }
 
 /// Leaves whatever swarm state the node holds; only for a node the swarm removed.
-pub const LEAVE_COMMAND: &str = "docker swarm leave --force";
+/// A manager whose raft peers are gone can hang while stopping, and Docker gives
+/// up after 15 s with "context deadline exceeded" (moby/moby#34140; seen in CI on
+/// a manager that came back after `recover`): dockerd is restarted and the leave
+/// tried again, at most twice. Any other error is printed and fails.
+pub const LEAVE_COMMAND: &str = r#"out=$(docker swarm leave --force 2>&1) && exit 0
+for _ in 2 3; do
+  case $out in
+  *'not part of a swarm'*) exit 0 ;;
+  *'context deadline exceeded'*) ;;
+  *) break ;;
+  esac
+  systemctl restart docker || exit 1
+  i=0
+  until docker info >/dev/null 2>&1; do
+    [ $i -lt 120 ] || { echo 'dockerd did not answer within 120 s of a restart' >&2; exit 1; }
+    sleep 1; i=$((i + 1))
+  done
+  out=$(docker swarm leave --force 2>&1) && exit 0
+done
+case $out in *'not part of a swarm'*) exit 0 ;; esac
+printf '%s\n' "$out" >&2
+exit 1"#;
 
 /// Same swarm (cluster ID) but the node is not in its node list: it was removed.
 fn removed_member(v: &SwarmView, s: &HostSwarm) -> bool {
@@ -376,6 +397,95 @@ mod tests {
         states: &[&str],
     ) -> (Option<i32>, String, String, usize) {
         run_script(JOIN_COMMAND, curl_rc, curl_out, states)
+    }
+
+    /// LEAVE_COMMAND against a stand-in `docker` whose `swarm leave` calls
+    /// answer `leaves` in turn (exit code, message), and a stand-in
+    /// `systemctl`. Returns (exit code, stderr, the calls made).
+    fn run_leave(leaves: &[(i32, &str)]) -> (Option<i32>, String, Vec<String>) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let log = dir.join("calls");
+        let mut docker = format!(
+            "#!/bin/sh\necho \"docker $*\" >> {log}\n[ \"$1\" = swarm ] || exit 0\nn=$(cat \"$0.n\" 2>/dev/null || echo 0); echo $((n + 1)) > \"$0.n\"\ncase $n in\n",
+            log = quote(&log.display().to_string())
+        );
+        for (i, (rc, msg)) in leaves.iter().enumerate() {
+            docker.push_str(&format!("  {i}) echo {} >&2; exit {rc};;\n", quote(msg)));
+        }
+        docker.push_str("esac\necho 'no more answers' >&2; exit 99\n");
+        fixtures::write_executable(&dir.join("docker"), &docker);
+        fixtures::write_executable(
+            &dir.join("systemctl"),
+            &format!(
+                "#!/bin/sh\necho \"systemctl $*\" >> {}\n",
+                quote(&log.display().to_string())
+            ),
+        );
+        let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
+        let out = std::process::Command::new("sh")
+            .args(["-c", LEAVE_COMMAND])
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        let calls = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            calls,
+        )
+    }
+
+    #[test]
+    fn leave_restarts_dockerd_when_stopping_the_manager_times_out() {
+        const LEAVE: &str = "docker swarm leave --force";
+        const RESTART: &str = "systemctl restart docker";
+        const INFO: &str = "docker info";
+        const DEADLINE: &str = "Error response from daemon: context deadline exceeded";
+
+        let (code, err, calls) = run_leave(&[(0, "Node left the swarm.")]);
+        assert_eq!(
+            (code, err.as_str(), calls),
+            (Some(0), "", vec![LEAVE.to_string()])
+        );
+
+        let (code, err, calls) = run_leave(&[(1, DEADLINE), (0, "Node left the swarm.")]);
+        assert_eq!((code, err.as_str()), (Some(0), ""));
+        assert_eq!(calls, vec![LEAVE, RESTART, INFO, LEAVE]);
+
+        let (code, err, calls) = run_leave(&[(1, DEADLINE), (1, DEADLINE), (1, DEADLINE)]);
+        assert_eq!(
+            (code, err),
+            (Some(1), format!("{DEADLINE}\n")),
+            "gives up after three"
+        );
+        assert_eq!(
+            calls,
+            vec![LEAVE, RESTART, INFO, LEAVE, RESTART, INFO, LEAVE]
+        );
+
+        // Already out (a restart finished the leave): nothing left to do.
+        let (code, _, calls) = run_leave(&[
+            (1, DEADLINE),
+            (
+                1,
+                "Error response from daemon: This node is not part of a swarm",
+            ),
+        ]);
+        assert_eq!((code, calls.len()), (Some(0), 4));
+
+        let other = "Error response from daemon: permission denied";
+        let (code, err, calls) = run_leave(&[(1, other)]);
+        assert_eq!(
+            (code, err),
+            (Some(1), format!("{other}\n")),
+            "other errors fail at once"
+        );
+        assert_eq!(calls, vec![LEAVE]);
     }
 
     #[test]
