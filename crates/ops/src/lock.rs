@@ -29,7 +29,15 @@ impl Owner {
     pub fn new(command: &str) -> Self {
         let user = std::env::var("USER")
             .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| "unknown".into());
+            .ok()
+            .filter(|u| !u.is_empty())
+            .or_else(|| {
+                // cron, systemd units and CI runners often set neither.
+                let status = std::fs::read_to_string("/proc/self/status").ok()?;
+                let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+                Some(user_of_uid(real_uid(&status)?, &passwd))
+            })
+            .unwrap_or_else(|| "unknown".into());
         let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "unknown".into());
@@ -43,6 +51,29 @@ impl Owner {
             description: format!("{user}@{machine} pid {pid}: {command}"),
         }
     }
+}
+
+/// The real uid from `/proc/self/status` (`Uid:\treal\teffective\t...`).
+fn real_uid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The login name of `uid` in an `/etc/passwd` text, else `uid N`.
+fn user_of_uid(uid: u32, passwd: &str) -> String {
+    passwd
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
 }
 
 /// Takes the lock on this manager, or says who holds it. Prints
@@ -283,6 +314,18 @@ mod tests {
             token: token.into(),
             description: format!("ops@laptop pid 1: provision run ({token})"),
         }
+    }
+
+    #[test]
+    fn owner_without_user_is_named_from_the_uid() {
+        let status = "Name:\tprovision\nUmask:\t0022\nUid:\t1000\t1000\t1000\t1000\nGid:\t1000\t1000\t1000\t1000\n";
+        assert_eq!(real_uid(status), Some(1000));
+        assert_eq!(real_uid("Name:\tx\n"), None);
+        let passwd =
+            "root:x:0:0:root:/root:/bin/bash\nbroken\nops:x:1000:1000:Ops,,,:/home/ops:/bin/bash\n";
+        assert_eq!(user_of_uid(0, passwd), "root");
+        assert_eq!(user_of_uid(1000, passwd), "ops");
+        assert_eq!(user_of_uid(1234, passwd), "uid 1234");
     }
 
     #[test]
