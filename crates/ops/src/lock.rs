@@ -102,11 +102,12 @@ pub fn refresh_script(dir: &str, token: &str) -> String {
     )
 }
 
-/// Releases the lock if it is still ours.
+/// Releases the lock if it is still ours. The removal is synced to disk: a server
+/// that loses power seconds later would otherwise come back holding the lock.
 pub fn release_script(dir: &str, token: &str) -> String {
     format!(
         "d={}; f=\"$d/cluster.lock\"; exec 9>\"$d/cluster.lock.guard\" && flock -w 10 9; \
-         if grep -qxF {} \"$f\" 2>/dev/null; then rm -f \"$f\"; fi",
+         if grep -qxF {} \"$f\" 2>/dev/null; then rm -f \"$f\"; sync -f \"$d\" 2>/dev/null || :; fi",
         quote(dir),
         quote(&format!("token={token}"))
     )
@@ -333,6 +334,11 @@ mod tests {
         assert_eq!(
             refresh_script("/var/lib/provision", "abc"),
             "f=/var/lib/provision/cluster.lock; grep -qxF token=abc \"$f\" 2>/dev/null && touch \"$f\""
+        );
+        assert_eq!(
+            release_script("/var/lib/provision", "abc"),
+            "d=/var/lib/provision; f=\"$d/cluster.lock\"; exec 9>\"$d/cluster.lock.guard\" && flock -w 10 9; \
+             if grep -qxF token=abc \"$f\" 2>/dev/null; then rm -f \"$f\"; sync -f \"$d\" 2>/dev/null || :; fi"
         );
         assert_eq!(
             force_unlock_script("/var/lib/provision"),
