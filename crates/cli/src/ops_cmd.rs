@@ -463,7 +463,7 @@ fn restore_cmd(common: Common, file: PathBuf, to: Option<String>, lock: LockArgs
     let plain = sf
         .decrypt_binary(&bytes, &IdentitySources::from_env(o.identity.clone()))
         .map_err(|e| anyhow::Error::new(ConfigFailure(format!("{}: {e}", file.display()))))?;
-    let (meta, _) = backup::unpack(&plain)
+    let (meta, tar) = backup::unpack(&plain)
         .map_err(|e| anyhow::Error::new(ConfigFailure(format!("{}: {e}", file.display()))))?;
     // Checked before the lock is taken: a wrong target changes nothing anywhere.
     let to = match backup::restore_target(&o.cluster.inv, &meta, to.as_deref()) {
@@ -477,7 +477,7 @@ fn restore_cmd(common: Common, file: PathBuf, to: Option<String>, lock: LockArgs
         meta.cluster
     );
     match locked(&o, "provision restore", lock.force_unlock, async |c| {
-        backup::restore(c, &plain, &to).await
+        backup::restore(c, &meta, tar, &to).await
     })? {
         Ok(r) => {
             for s in r.steps {

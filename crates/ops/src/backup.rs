@@ -290,12 +290,16 @@ pub struct RestoreDone {
     pub steps: Vec<String>,
 }
 
-/// Restores a backup onto manager `to` (chosen with [`restore_target`] before
-/// the cluster lock is taken): a new swarm from that state, then the other
-/// inventory nodes re-join it with fresh tokens.
-pub async fn restore(cluster: &Cluster, plain: &[u8], to: &str) -> Result<RestoreDone, OpsError> {
-    let (meta, tar) = unpack(plain)
-        .map_err(|e| OpsError::refused(e, "give a file written by `provision backup`"))?;
+/// Restores a backup (`meta` and `tar` from [`unpack`]) onto manager `to`
+/// (chosen with [`restore_target`] before the cluster lock is taken): a new
+/// swarm from that state, then the other inventory nodes re-join it with fresh
+/// tokens.
+pub async fn restore(
+    cluster: &Cluster,
+    meta: &Meta,
+    tar: &[u8],
+    to: &str,
+) -> Result<RestoreDone, OpsError> {
     if !cluster.is_manager(to) {
         return Err(OpsError::refused(
             format!("{to} is not a manager in the inventory"),
