@@ -6,12 +6,15 @@
 //! dead managers coming back as managers, and a restore after the swarm state of
 //! every manager was destroyed.
 //!
-//! Slow (package installs under TCG on 5 VMs): `#[ignore]`d in the quick loop,
+//! The VMs start from the lab's ready layer (built once per key, then cached).
+//! Slow (swarm joins and restarts under TCG on 5 VMs): `#[ignore]`d in the quick loop,
 //! run by scripts/test.sh with --include-ignored. On failure the lab directory
 //! (console logs, cluster.toml, run logs under .provision/logs) is kept.
 
-use provision_e2e::{parse_run, provision, provision_bin, run, sh};
-use provision_lab::{DropPolicy, Lab, LabSpec, UpOptions};
+use provision_e2e::{
+    assert_no_qemu_left, parse_run, provision, provision_bin, ready_layer, run, sh,
+};
+use provision_lab::{DropPolicy, Lab, LabSpec, LayerName, UpOptions};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -50,17 +53,65 @@ fn edit(path: &Path, from: &str, to: &str) {
 #[test]
 #[ignore = "boots 5 real VMs and installs Docker (tier 3); run with --include-ignored"]
 fn day2_lock_status_upgrade_exec_backup_recover_restore() {
-    let spec = LabSpec::topology("e2e-day2", 1, 3, 1).expect("topology");
+    // Day-2 work is the subject, not the install: the VMs start from the ready layer
+    // (Docker and the NFS packages installed by provision's own steps, identity wiped).
+    let mut spec = LabSpec::topology("e2e-day2", 1, 3, 1).expect("topology");
+    spec.layer = LayerName::Ready;
     let dir = std::env::temp_dir().join(format!("provision-e2e-day2-{}", std::process::id()));
     let opts = UpOptions {
         dir: Some(dir.clone()),
         boot_timeout: BOOT,
+        ready: Some(ready_layer()),
         ..Default::default()
     };
     let t0 = Instant::now();
     let mut lab = Lab::up(&spec, &opts).expect("lab up");
     lab.set_drop_policy(DropPolicy::TEST);
     eprintln!("lab up in {:?}; lab dir {}", t0.elapsed(), dir.display());
+    // The ready layer: Docker and the NFS packages installed but not running, and every VM
+    // its own server (the builder's identity was wiped before its disk was kept).
+    let vms = [
+        "storage-1",
+        "manager-1",
+        "manager-2",
+        "manager-3",
+        "worker-1",
+    ];
+    let mut ids = Vec::new();
+    for vm in vms {
+        let facts = sh(
+            &lab,
+            vm,
+            "cat /etc/machine-id; hostname; dpkg-query -W -f='${Status}\\n' docker.io nfs-common nfs-kernel-server; \
+             systemctl is-enabled docker.service nfs-server.service || true; \
+             test -e /var/lib/docker/swarm && echo swarm-state; test -e /var/lib/docker/engine-id && echo engine-id; \
+             cat /etc/ssh/ssh_host_ed25519_key.pub",
+        );
+        let lines: Vec<&str> = facts.lines().collect();
+        assert_eq!(
+            &lines[1..7],
+            [
+                "debian",
+                "install ok installed",
+                "install ok installed",
+                "install ok installed",
+                "disabled",
+                "disabled",
+            ],
+            "{vm}: {facts}"
+        );
+        // No swarm state, no engine id: the next line is already the host key.
+        assert!(lines[7].starts_with("ssh-ed25519 "), "{vm}: {facts}");
+        ids.push((lines[0].to_string(), lines[7].to_string()));
+    }
+    let machine_ids: std::collections::HashSet<_> = ids.iter().map(|i| &i.0).collect();
+    let host_keys: std::collections::HashSet<_> = ids.iter().map(|i| &i.1).collect();
+    assert_eq!(
+        (machine_ids.len(), host_keys.len()),
+        (vms.len(), vms.len()),
+        "every VM has its own machine-id and host key: {ids:?}"
+    );
+
     let cluster_path = lab.cluster_toml_path();
     let cluster = cluster_path.to_str().unwrap().to_string();
     let key = lab.identity_path();
@@ -89,6 +140,7 @@ fn day2_lock_status_upgrade_exec_backup_recover_restore() {
     let t = Instant::now();
     let first = run(&cluster_path, &idargs);
     eprintln!("first run in {:?}", t.elapsed());
+    first.print_timeline("ready layer to a swarm");
     assert!(first.ok(), "first run failed:\n{}", first.text());
 
     let (code, st) = status_json(&key, &cluster);
@@ -452,4 +504,5 @@ fn day2_lock_status_upgrade_exec_backup_recover_restore() {
     );
     eprintln!("whole day-2 test in {:?}", t0.elapsed());
     lab.down().expect("lab down");
+    assert_no_qemu_left("e2e-day2");
 }

@@ -48,6 +48,36 @@ impl Run {
         self.results.iter().filter(|r| r.2 == status).count()
     }
 
+    /// Per step, in playbook order: (step, slowest host's duration in ms, hosts). Steps are
+    /// barriers, so the slowest host is the step's wall time.
+    pub fn timeline(&self) -> Vec<(String, u64, usize)> {
+        let mut out: Vec<(String, u64, usize)> = Vec::new();
+        for v in String::from_utf8_lossy(&self.output.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == "host_result")
+        {
+            let step = v["step"].as_str().unwrap_or_default();
+            let ms = v["duration"].as_u64().unwrap_or(0);
+            match out.iter_mut().find(|s| s.0 == step) {
+                Some(s) => {
+                    s.1 = s.1.max(ms);
+                    s.2 += 1;
+                }
+                None => out.push((step.to_string(), ms, 1)),
+            }
+        }
+        out
+    }
+
+    /// The timeline as lines for the test log (bench/README.md's lab timeline comes from it).
+    pub fn print_timeline(&self, what: &str) {
+        eprintln!("timeline of {what} (step, slowest host, hosts):");
+        for (step, ms, hosts) in self.timeline() {
+            eprintln!("  {step:<36} {:>8.1} s  {hosts}", ms as f64 / 1000.0);
+        }
+    }
+
     pub fn text(&self) -> String {
         format!(
             "{}\n{}",
@@ -112,4 +142,42 @@ pub fn sh(lab: &provision_lab::Lab, vm: &str, cmd: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The lab's ready image layer, made (once per key) by this build's `provision` binary.
+pub fn ready_layer() -> provision_lab::ReadyLayer {
+    provision_lab::ReadyLayer::with_binary(
+        provision_playbook::lab_ready::PLAYBOOK,
+        provision_playbook::lab_ready::code_digest(),
+        provision_bin(),
+    )
+}
+
+/// The qemu processes of lab `name` still running (their argv names the lab: `-name
+/// provision-lab:NAME:VM`), as (pid, argv).
+pub fn qemu_of_lab(name: &str) -> Vec<(u32, String)> {
+    let tag = format!("provision-lab:{name}:");
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let argv = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if argv.contains(&tag) {
+            found.push((pid, argv));
+        }
+    }
+    found
+}
+
+/// After a test's lab is down: none of its qemu processes is left.
+pub fn assert_no_qemu_left(name: &str) {
+    let left = qemu_of_lab(name);
+    assert!(
+        left.is_empty(),
+        "qemu of lab {name} still running: {left:?}"
+    );
 }

@@ -7,14 +7,18 @@
 //! scripts/test.sh with --include-ignored. On failure the lab directory (console
 //! logs, cluster.toml, run logs under .provision/logs) is kept and printed.
 
-use provision_e2e::{run, sh};
+use provision_e2e::{assert_no_qemu_left, run, sh};
 use provision_lab::{DropPolicy, Lab, LabSpec, Role, UpOptions, VmSpec};
 use std::time::{Duration, Instant};
 
 #[test]
 #[ignore = "boots real VMs and installs Docker (tier 3); run with --include-ignored"]
 fn bare_vms_to_a_swarm_with_the_demo_stack_then_idempotent_then_a_new_worker() {
-    let spec = LabSpec::topology("e2e-swarm", 1, 1, 1).expect("topology");
+    // A load balancer in front of the swarm (role lb): HAProxy forwarding the
+    // demo port (the lab's vars.lb_ports) to every swarm node. Booted with the
+    // others: one boot round.
+    let mut spec = LabSpec::topology("e2e-swarm", 1, 1, 1).expect("topology");
+    spec.vms.push(VmSpec::new("lb-1", vec![Role::Lb]));
     let dir = std::env::temp_dir().join(format!("provision-e2e-swarm-{}", std::process::id()));
     // Generous: under TCG a loaded machine boots slowly; a quiet one takes about a minute.
     let opts = UpOptions {
@@ -27,13 +31,6 @@ fn bare_vms_to_a_swarm_with_the_demo_stack_then_idempotent_then_a_new_worker() {
     // Gone when the test passes; stopped but kept (console logs, run logs) when it fails.
     lab.set_drop_policy(DropPolicy::TEST);
     eprintln!("lab up in {:?}; lab dir {}", t0.elapsed(), dir.display());
-    // A load balancer in front of the swarm (role lb): HAProxy forwarding the
-    // demo port (the lab's vars.lb_ports) to every swarm node.
-    lab.add_vm(
-        &VmSpec::new("lb-1", vec![Role::Lb]),
-        Duration::from_secs(900),
-    )
-    .expect("add lb-1");
     let lb_ip = lab.vm("lb-1").expect("lb-1").private_ip;
     let cluster = lab.cluster_toml_path();
 
@@ -41,6 +38,7 @@ fn bare_vms_to_a_swarm_with_the_demo_stack_then_idempotent_then_a_new_worker() {
     let t1 = Instant::now();
     let first = run(&cluster, &[]);
     eprintln!("first run in {:?}", t1.elapsed());
+    first.print_timeline("bare VMs to a swarm");
     assert!(first.ok(), "first run failed:\n{}", first.text());
 
     // Swarm membership and roles, seen from the manager.
@@ -166,4 +164,5 @@ fn bare_vms_to_a_swarm_with_the_demo_stack_then_idempotent_then_a_new_worker() {
     assert_eq!(nodes, "manager-1 Ready\nworker-1 Ready\nworker-2 Ready\n");
     eprintln!("whole test in {:?}", t0.elapsed());
     lab.down().expect("lab down");
+    assert_no_qemu_left("e2e-swarm");
 }

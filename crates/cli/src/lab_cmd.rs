@@ -3,8 +3,8 @@
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use provision_lab::{
-    AccelChoice, Lab, LabSpec, Progress, Role, UpOptions, VmSpec, VmStatus, image, paths,
-    recipe::Recipe,
+    AccelChoice, Lab, LabSpec, LayerName, Progress, Role, UpOptions, VmSpec, VmStatus, image,
+    layer, paths, recipe::Recipe,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -67,6 +67,16 @@ pub enum LabCommand {
         boot_timeout: u64,
         #[command(flatten)]
         target: Target,
+    },
+    /// List the cached image layers (key, layer, size, age, whether current or in use), or
+    /// remove those no lab uses and no current build would pick (--prune).
+    Images {
+        /// Remove every layer that is neither current nor used by a lab in the state directory.
+        #[arg(long)]
+        prune: bool,
+        /// Cache root (layers live in DIR/images/).
+        #[arg(long, env = paths::ENV_CACHE_DIR)]
+        cache_dir: Option<PathBuf>,
     },
     /// Build the cached base image only (needs root; `lab up` does it when needed).
     Image {
@@ -136,6 +146,21 @@ pub struct UpArgs {
     /// Leave the VMs running if `up` fails (default: stop them, keep their console logs).
     #[arg(long)]
     keep_on_failure: bool,
+    /// Image layer the VMs start from: bare (Debian only) or ready (Docker and NFS packages
+    /// installed by provision's own steps; built once per key). Default: LAB.toml's `layer`,
+    /// else bare.
+    #[arg(long, value_parser = ["bare", "ready"])]
+    layer: Option<String>,
+}
+
+/// The ready layer as this binary makes it: its own `run` with the built-in ready playbook.
+pub fn ready_layer() -> anyhow::Result<provision_lab::ReadyLayer> {
+    let bin = std::env::current_exe().context("cannot find the provision binary")?;
+    Ok(provision_lab::ReadyLayer::with_binary(
+        provision_playbook::lab_ready::PLAYBOOK,
+        provision_playbook::lab_ready::code_digest(),
+        bin,
+    ))
 }
 
 pub fn run(cmd: LabCommand) -> anyhow::Result<u8> {
@@ -213,6 +238,7 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<u8> {
             );
             Ok(0)
         }
+        LabCommand::Images { prune, cache_dir } => images(prune, cache_dir.as_deref()),
         LabCommand::Image { mirror, cache_dir } => {
             let root = paths::cache_root(cache_dir.as_deref())?;
             let progress = Progress::stderr();
@@ -240,6 +266,9 @@ fn up(args: UpArgs) -> anyhow::Result<u8> {
     if let Some(name) = &args.lab {
         spec.name = name.clone();
     }
+    if let Some(layer) = args.layer.as_deref().and_then(LayerName::parse) {
+        spec.layer = layer;
+    }
     spec.validate("command line")?;
     let opts = UpOptions {
         dir: args.dir.clone(),
@@ -249,6 +278,7 @@ fn up(args: UpArgs) -> anyhow::Result<u8> {
         boot_timeout: Duration::from_secs(args.boot_timeout),
         keep_on_failure: args.keep_on_failure,
         progress: Progress::stderr(),
+        ready: Some(ready_layer()?),
     };
     let lab = Lab::up(&spec, &opts)?;
     print!("{}", render_status(&lab, &lab.status()));
@@ -259,6 +289,95 @@ fn up(args: UpArgs) -> anyhow::Result<u8> {
     }
     println!("bring down:   provision lab down{hint}");
     Ok(0)
+}
+
+/// `lab images [--prune]`: the layers in the cache, which are current, which labs use them.
+fn images(prune: bool, cache_dir: Option<&Path>) -> anyhow::Result<u8> {
+    let root = paths::cache_root(cache_dir)?;
+    let layers = layer::list(&root)?;
+    let recipe = Recipe::new(None);
+    let current = [
+        recipe.hash(),
+        layer::ready_key(
+            &recipe,
+            provision_playbook::lab_ready::PLAYBOOK,
+            &provision_playbook::lab_ready::code_digest(),
+        ),
+    ];
+    let used = labs_using_layers();
+    let mut keep: Vec<String> = current.to_vec();
+    keep.extend(used.iter().map(|(key, _)| key.clone()));
+    if prune {
+        let plan = layer::prune_plan(&layers, &keep);
+        let removed = layer::prune(&root, &plan)?;
+        for dir in &removed {
+            println!("removed {}", dir.display());
+        }
+        let freed: u64 = plan
+            .iter()
+            .filter(|l| removed.contains(&l.dir))
+            .map(|l| l.bytes)
+            .sum();
+        println!(
+            "{} layer(s) removed, {} freed; {} kept",
+            removed.len(),
+            layer::human_bytes(freed),
+            layers.len() - removed.len()
+        );
+        return Ok(0);
+    }
+    println!("image layers in {}", image::images_dir(&root).display());
+    let rows: Vec<[String; 5]> = layers
+        .iter()
+        .map(|l| {
+            let mut notes = Vec::new();
+            if current.contains(&l.key) {
+                notes.push("current".to_string());
+            }
+            let labs: Vec<&str> = used
+                .iter()
+                .filter(|(k, _)| *k == l.key)
+                .map(|(_, lab)| lab.as_str())
+                .collect();
+            if !labs.is_empty() {
+                notes.push(format!("used by {}", labs.join(", ")));
+            }
+            if notes.is_empty() {
+                notes.push("unreferenced (--prune removes it)".into());
+            }
+            [
+                l.key.clone(),
+                l.layer.clone(),
+                layer::human_bytes(l.bytes),
+                l.age_secs.map_or("-".into(), layer::human_age),
+                notes.join("; "),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["KEY", "LAYER", "SIZE", "AGE", "STATE"], &rows)
+    );
+    Ok(0)
+}
+
+/// (layer key, lab name) for every lab in the default state directory.
+fn labs_using_layers() -> Vec<(String, String)> {
+    let Some(labs_dir) = paths::lab_dir(None, "lab")
+        .ok()
+        .and_then(|d| d.parent().map(Path::to_path_buf))
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(labs_dir).into_iter().flatten().flatten() {
+        if let Ok(lab) = Lab::open(&e.path())
+            && let Some(key) = lab.layer().1.file_name()
+        {
+            out.push((key.to_string_lossy().into_owned(), lab.name().to_string()));
+        }
+    }
+    out
 }
 
 /// The flags that name this lab again in later commands.
@@ -306,7 +425,7 @@ fn render_status(lab: &Lab, status: &[VmStatus]) -> String {
 }
 
 /// Left-aligned columns separated by two spaces.
-fn table(header: &[&str; 6], rows: &[[String; 6]]) -> String {
+fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {

@@ -105,6 +105,13 @@ pub fn qemu_img_overlay(base: &Path, overlay: &Path) -> Vec<String> {
 }
 
 /// Raw ext4 image to qcow2 (sparse, so the cache holds only what the files need).
+/// Flattens an overlay and its backing chain into one standalone qcow2 (a layer's disk).
+pub fn qemu_img_flatten(overlay: &Path, out: &Path) -> Vec<String> {
+    let mut argv = strs(&["qemu-img", "convert", "-q", "-f", "qcow2", "-O", "qcow2"]);
+    argv.extend([p(overlay), p(out)]);
+    argv
+}
+
 pub fn qemu_img_convert(raw: &Path, qcow2: &Path) -> Vec<String> {
     let mut argv = strs(&["qemu-img", "convert", "-f", "raw", "-O", "qcow2"]);
     argv.extend([p(raw), p(qcow2)]);

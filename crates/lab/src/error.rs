@@ -158,6 +158,28 @@ pub enum LabError {
         env: &'static str,
     },
 
+    /// The image cache cannot be written (read-only, permissions).
+    #[error(
+        "cannot write the lab's image cache at {}: {detail}; make it writable, or point PROVISION_CACHE_DIR (or --cache-dir) at a writable directory",
+        .path.display()
+    )]
+    CacheDir { path: PathBuf, detail: String },
+
+    /// Not enough free space for a layer build; nothing was written.
+    #[error(
+        "not enough space in {} to build a lab image layer: {need_mib} MiB needed, {free_mib} MiB free; free space there or point PROVISION_CACHE_DIR (or --cache-dir) elsewhere",
+        .path.display()
+    )]
+    NoSpace {
+        path: PathBuf,
+        need_mib: u64,
+        free_mib: u64,
+    },
+
+    /// Making a layer failed in the builder VM.
+    #[error("building the lab's {layer} image layer failed: {detail}")]
+    LayerBuild { layer: String, detail: String },
+
     /// `lab up` failed after creating state; wraps the cause and says where the logs are.
     #[error(
         "{cause}\n  lab state and console logs are in {}{}; remove everything with `provision lab down --dir {}`",

@@ -7,13 +7,31 @@ use crate::error::{LabError, Result};
 use crate::prereq;
 use crate::process::{run, run_logged};
 use crate::recipe::{Content, REMOVALS, Recipe};
+use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
-/// A built base image: `base.qcow2`, the kernel and initrd it boots with, and `recipe.txt`.
+/// A built image layer (the bare base, or a layer made from it): `base.qcow2`, the kernel and
+/// initrd it boots with, the text it is keyed on, and `layer.json`, the marker written last.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
     pub dir: PathBuf,
+}
+
+/// The marker of a complete layer: every file with its size. Written after everything else,
+/// checked before every use, so a half-written or truncated layer is rebuilt, never booted.
+pub const MARKER: &str = "layer.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marker {
+    /// `bare` or the name of the layer built on it.
+    pub layer: String,
+    /// The directory name: the layer's key.
+    pub key: String,
+    /// Seconds since the epoch when the build finished.
+    pub built_at: u64,
+    /// Every file of the layer (but the marker) and its size in bytes.
+    pub files: Vec<(String, u64)>,
 }
 
 impl Image {
@@ -26,29 +44,44 @@ impl Image {
     pub fn initrd(&self) -> PathBuf {
         self.dir.join("initrd.img")
     }
-    fn complete(&self) -> bool {
-        [
-            self.qcow2(),
-            self.kernel(),
-            self.initrd(),
-            self.dir.join("recipe.txt"),
-        ]
-        .iter()
-        .all(|p| p.is_file())
+    /// The marker, when present, readable and true of the files on disk.
+    pub fn marker(&self) -> Option<Marker> {
+        let text = fs::read_to_string(self.dir.join(MARKER)).ok()?;
+        let m: Marker = serde_json::from_str(&text).ok()?;
+        let needed = ["base.qcow2", "vmlinuz", "initrd.img"];
+        let listed = |n: &str| m.files.iter().any(|(f, _)| f == n);
+        if !needed.iter().all(|n| listed(n)) {
+            return None;
+        }
+        let sizes_hold = m.files.iter().all(|(name, size)| {
+            fs::metadata(self.dir.join(name)).is_ok_and(|md| md.is_file() && md.len() == *size)
+        });
+        sizes_hold.then_some(m)
+    }
+    pub(crate) fn complete(&self) -> bool {
+        self.marker().is_some()
     }
 }
 
 /// Where the image of `recipe` lives under the cache root (whether built or not).
 pub fn image_for(recipe: &Recipe, cache_root: &Path) -> Image {
     Image {
-        dir: cache_root.join("images").join(recipe.hash()),
+        dir: images_dir(cache_root).join(recipe.hash()),
     }
+}
+
+/// The directory every layer lives in.
+pub fn images_dir(cache_root: &Path) -> PathBuf {
+    cache_root.join("images")
 }
 
 /// Whether the image of `recipe` is already built.
 pub fn is_cached(recipe: &Recipe, cache_root: &Path) -> bool {
     image_for(recipe, cache_root).complete()
 }
+
+/// Free space a base image build needs (debootstrap's tree, the raw image, the qcow2).
+pub const BASE_BUILD_MIB: u64 = 4096;
 
 /// Returns the cached image of `recipe`, building it first if needed (needs root).
 pub fn ensure(recipe: &Recipe, cache_root: &Path, progress: &dyn Fn(&str)) -> Result<Image> {
@@ -61,33 +94,57 @@ pub fn ensure(recipe: &Recipe, cache_root: &Path, progress: &dyn Fn(&str)) -> Re
     if unsafe { libc::geteuid() } != 0 {
         return Err(LabError::NeedsRoot);
     }
-    ensure_with(recipe, cache_root, progress, &|tmp| {
+    let what = Build {
+        layer: "bare",
+        key: recipe.hash(),
+        need_mib: BASE_BUILD_MIB,
+        describe: format!(
+            "the base image {} with debootstrap from {} (a few minutes, once per recipe)",
+            recipe.hash(),
+            recipe.mirror
+        ),
+    };
+    ensure_with(&what, cache_root, progress, &|tmp| {
         build(recipe, tmp, progress)
     })
 }
 
-/// The cache protocol around any build step: lock, re-check, clear crashed builds, build into a
-/// temporary directory, rename into place. `build` fills the directory it is given.
+/// What a layer build is: its name, key (directory name) and the free space it needs.
+pub(crate) struct Build {
+    pub layer: &'static str,
+    pub key: String,
+    pub need_mib: u64,
+    pub describe: String,
+}
+
+/// The cache protocol around any build step: lock, re-check, clear crashed builds and layers
+/// whose marker is missing or false, check free space, build into a temporary directory, write
+/// the marker last, rename into place. `build` fills the directory it is given.
 pub(crate) fn ensure_with(
-    recipe: &Recipe,
+    what: &Build,
     cache_root: &Path,
     progress: &dyn Fn(&str),
     build: &dyn Fn(&Path) -> Result<()>,
 ) -> Result<Image> {
-    let image = image_for(recipe, cache_root);
-    let images = image
-        .dir
-        .parent()
-        .expect("image dir has a parent")
-        .to_path_buf();
-    fs::create_dir_all(&images)
-        .map_err(|e| LabError::io(format!("cannot create {}", images.display()), e))?;
-    let hash = recipe.hash();
-    let lock_path = images.join(format!("{hash}.lock"));
-    let lock = fs::File::create(&lock_path)
-        .map_err(|e| LabError::io(format!("cannot create {}", lock_path.display()), e))?;
+    let images = images_dir(cache_root);
+    let image = Image {
+        dir: images.join(&what.key),
+    };
+    fs::create_dir_all(&images).map_err(|e| LabError::CacheDir {
+        path: images.clone(),
+        detail: e.to_string(),
+    })?;
+    let key = &what.key;
+    let lock_path = images.join(format!("{key}.lock"));
+    let lock = fs::File::create(&lock_path).map_err(|e| LabError::CacheDir {
+        path: lock_path.clone(),
+        detail: e.to_string(),
+    })?;
     if lock.try_lock().is_err() {
-        progress("another process is building the same base image: waiting for it");
+        progress(&format!(
+            "another process is building the same {} layer: waiting for it",
+            what.layer
+        ));
         lock.lock()
             .map_err(|e| LabError::io(format!("cannot lock {}", lock_path.display()), e))?;
     }
@@ -95,8 +152,8 @@ pub(crate) fn ensure_with(
     if image.complete() {
         return Ok(image);
     }
-    // Under the lock nobody else builds this hash: leftovers are from crashed builds.
-    let prefix = format!(".build-{hash}-");
+    // Under the lock nobody else builds this key: leftovers are from crashed builds.
+    let prefix = format!(".build-{key}-");
     if let Ok(entries) = fs::read_dir(&images) {
         for e in entries.flatten() {
             if e.file_name().to_string_lossy().starts_with(&prefix) {
@@ -109,33 +166,106 @@ pub(crate) fn ensure_with(
         }
     }
     if image.dir.exists() {
+        progress(&format!(
+            "discarding {}: its marker {MARKER} is missing or does not match its files",
+            image.dir.display()
+        ));
         remove_build_dir(&image.dir)?;
     }
+    check_space(&images, what.need_mib)?;
     let tmp = images.join(format!("{prefix}{}", std::process::id()));
-    progress(&format!(
-        "building the base image {hash} with debootstrap from {} (a few minutes, once per recipe)",
-        recipe.mirror
-    ));
+    progress(&format!("building {}", what.describe));
     let started = std::time::Instant::now();
-    let built = build(&tmp).and_then(|()| {
-        fs::rename(&tmp, &image.dir).map_err(|e| {
-            LabError::io(
-                format!("cannot move {} to {}", tmp.display(), image.dir.display()),
-                e,
-            )
-        })
-    });
+    let built = build(&tmp)
+        .and_then(|()| write_marker(&tmp, what))
+        .and_then(|()| {
+            fs::rename(&tmp, &image.dir).map_err(|e| {
+                LabError::io(
+                    format!("cannot move {} to {}", tmp.display(), image.dir.display()),
+                    e,
+                )
+            })
+        });
     if let Err(e) = built {
         let _ = remove_build_dir(&tmp);
         return Err(e);
     }
     progress(&format!(
-        "base image ready in {} s: {}",
+        "{} layer ready in {} s: {}",
+        what.layer,
         started.elapsed().as_secs(),
         image.dir.display()
     ));
     drop(lock);
     Ok(image)
+}
+
+/// Lists every regular file of a finished build with its size, synced, then the marker.
+fn write_marker(dir: &Path, what: &Build) -> Result<()> {
+    let mut files = Vec::new();
+    let entries =
+        fs::read_dir(dir).map_err(|e| LabError::io(format!("cannot read {}", dir.display()), e))?;
+    for e in entries.flatten() {
+        let md = e
+            .metadata()
+            .map_err(|err| LabError::io(format!("cannot stat {}", e.path().display()), err))?;
+        if md.is_file() {
+            // On disk before the marker says so (a power cut must not leave a marked hole).
+            fs::File::open(e.path())
+                .and_then(|f| f.sync_all())
+                .map_err(|err| LabError::io(format!("cannot sync {}", e.path().display()), err))?;
+            files.push((e.file_name().to_string_lossy().into_owned(), md.len()));
+        }
+    }
+    files.sort();
+    let marker = Marker {
+        layer: what.layer.to_string(),
+        key: what.key.clone(),
+        built_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        files,
+    };
+    let text = serde_json::to_string_pretty(&marker).expect("marker serializes") + "\n";
+    let path = dir.join(MARKER);
+    fs::write(&path, text)
+        .and_then(|()| fs::File::open(&path).and_then(|f| f.sync_all()))
+        .map_err(|e| LabError::CacheDir {
+            path: path.clone(),
+            detail: e.to_string(),
+        })
+}
+
+/// Refuses to start a build that cannot fit: names the directory and both figures.
+fn check_space(dir: &Path, need_mib: u64) -> Result<()> {
+    match free_mib(dir) {
+        Some(free) => space_verdict(dir, free, need_mib),
+        None => Ok(()),
+    }
+}
+
+pub(crate) fn space_verdict(dir: &Path, free_mib: u64, need_mib: u64) -> Result<()> {
+    if free_mib < need_mib {
+        return Err(LabError::NoSpace {
+            path: dir.to_path_buf(),
+            need_mib,
+            free_mib,
+        });
+    }
+    Ok(())
+}
+
+/// Free MiB for an unprivileged writer on the file system holding `dir`.
+pub(crate) fn free_mib(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid NUL-terminated path and st a valid out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64) / (1024 * 1024))
 }
 
 fn build(recipe: &Recipe, tmp: &Path, progress: &dyn Fn(&str)) -> Result<()> {
@@ -452,6 +582,95 @@ mod tests {
         Ok(())
     }
 
+    fn bare(r: &Recipe) -> Build {
+        Build {
+            layer: "bare",
+            key: r.hash(),
+            need_mib: 1,
+            describe: "test".into(),
+        }
+    }
+
+    #[test]
+    fn truncated_or_unmarked_layers_are_rebuilt_not_used() {
+        let cache = tempfile::tempdir().unwrap();
+        let r = Recipe::new(Some(DEFAULT_MIRROR));
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let img =
+            ensure_with(&bare(&r), cache.path(), &|_| {}, &|t| fake_build(t, &calls)).unwrap();
+        let marker = img.marker().expect("marked");
+        assert_eq!(marker.layer, "bare");
+        assert_eq!(marker.key, r.hash());
+        assert_eq!(
+            marker
+                .files
+                .iter()
+                .map(|f| f.0.as_str())
+                .collect::<Vec<_>>(),
+            ["base.qcow2", "initrd.img", "recipe.txt", "vmlinuz"]
+        );
+        // A disk cut short (a full disk, a copy killed midway) no longer matches its marker.
+        fs::write(img.qcow2(), "base").unwrap();
+        assert!(!is_cached(&r, cache.path()));
+        ensure_with(&bare(&r), cache.path(), &|_| {}, &|t| fake_build(t, &calls)).unwrap();
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(fs::read_to_string(img.qcow2()).unwrap(), "base.qcow2");
+        // Every file there but no marker: not a layer.
+        fs::remove_file(img.dir.join(MARKER)).unwrap();
+        assert!(!is_cached(&r, cache.path()));
+        ensure_with(&bare(&r), cache.path(), &|_| {}, &|t| fake_build(t, &calls)).unwrap();
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert!(is_cached(&r, cache.path()));
+        // A marker that is not JSON is no marker either.
+        fs::write(img.dir.join(MARKER), "{").unwrap();
+        assert!(!is_cached(&r, cache.path()));
+    }
+
+    #[test]
+    fn no_space_and_unwritable_caches_are_clear_errors() {
+        let err = space_verdict(Path::new("/c/images"), 100, 4096)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "not enough space in /c/images to build a lab image layer: 4096 MiB needed, 100 MiB free; \
+             free space there or point PROVISION_CACHE_DIR (or --cache-dir) elsewhere"
+        );
+        assert!(space_verdict(Path::new("/c"), 4096, 4096).is_ok());
+        // A cache root below a regular file cannot be created: the error names the path,
+        // and the build never ran.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        fs::write(&file, "").unwrap();
+        let r = Recipe::new(Some(DEFAULT_MIRROR));
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let err = ensure_with(&bare(&r), &file, &|_| {}, &|t| fake_build(t, &calls))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "cannot write the lab's image cache at {}/images:",
+                file.display()
+            )),
+            "{err}"
+        );
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // Too little space: refused before building, nothing left behind.
+        let huge = Build {
+            need_mib: u64::MAX / 2,
+            ..bare(&r)
+        };
+        let err = ensure_with(&huge, dir.path(), &|_| {}, &|t| fake_build(t, &calls)).unwrap_err();
+        assert!(matches!(err, LabError::NoSpace { .. }), "{err}");
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let left: Vec<_> = fs::read_dir(dir.path().join("images"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, [format!("{}.lock", r.hash())]);
+    }
+
     #[test]
     fn concurrent_ensures_build_once() {
         let cache = tempfile::tempdir().unwrap();
@@ -460,7 +679,9 @@ mod tests {
         let images: Vec<Image> = std::thread::scope(|s| {
             let hs: Vec<_> = (0..3)
                 .map(|_| {
-                    s.spawn(|| ensure_with(&r, cache.path(), &|_| {}, &|t| fake_build(t, &calls)))
+                    s.spawn(|| {
+                        ensure_with(&bare(&r), cache.path(), &|_| {}, &|t| fake_build(t, &calls))
+                    })
                 })
                 .collect();
             hs.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
@@ -476,7 +697,7 @@ mod tests {
         let r = Recipe::new(Some(DEFAULT_MIRROR));
         let images = cache.path().join("images");
         // A build that fails half-way: no image, no temporary directory left.
-        let err = ensure_with(&r, cache.path(), &|_| {}, &|t| {
+        let err = ensure_with(&bare(&r), cache.path(), &|_| {}, &|t| {
             fs::create_dir_all(t.join("rootfs")).unwrap();
             Err(LabError::NeedsRoot)
         });
@@ -492,7 +713,7 @@ mod tests {
         let crashed = images.join(format!(".build-{}-999999", r.hash()));
         fs::create_dir_all(crashed.join("rootfs/etc")).unwrap();
         let calls = std::sync::atomic::AtomicUsize::new(0);
-        ensure_with(&r, cache.path(), &|_| {}, &|t| fake_build(t, &calls)).unwrap();
+        ensure_with(&bare(&r), cache.path(), &|_| {}, &|t| fake_build(t, &calls)).unwrap();
         assert!(!crashed.exists());
         assert!(is_cached(&r, cache.path()));
     }

@@ -6,12 +6,13 @@ use crate::error::{LabError, Result};
 use crate::hostkeys::{self, HostKey};
 use crate::image::{self, Image};
 use crate::inventory::{self, InventoryHost};
+use crate::layer::{self, ReadyLayer};
 use crate::net;
 use crate::paths;
 use crate::prereq;
 use crate::process::{self, command, run};
 use crate::recipe::Recipe;
-use crate::spec::{LabSpec, Role, Subnet, VmSpec};
+use crate::spec::{LabSpec, LayerName, Role, Subnet, VmSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fmt;
@@ -59,6 +60,9 @@ struct LabState {
     subnet: String,
     mcast_port: u16,
     image_dir: PathBuf,
+    /// The layer `image_dir` holds (labs from before layers booted the bare image).
+    #[serde(default)]
+    layer: LayerName,
     accel: Accel,
     vms: Vec<Vm>,
 }
@@ -114,6 +118,8 @@ pub struct UpOptions {
     /// Leave the VMs running when `up` fails (default: stop them, keep their console logs).
     pub keep_on_failure: bool,
     pub progress: Progress,
+    /// How to build the ready layer when the spec asks for it and it is not cached yet.
+    pub ready: Option<ReadyLayer>,
 }
 
 impl Default for UpOptions {
@@ -126,6 +132,7 @@ impl Default for UpOptions {
             boot_timeout: DEFAULT_BOOT_TIMEOUT,
             keep_on_failure: false,
             progress: Progress::stderr(),
+            ready: None,
         }
     }
 }
@@ -256,8 +263,25 @@ impl Lab {
             }
         }
         let progress = opts.progress.clone();
-        let image = image::ensure(&recipe, &cache_root, &|m| progress.say(m))?;
-        let accel = accel::resolve(choice, &image.kernel(), &cache_root, &|m| progress.say(m));
+        let base = image::ensure(&recipe, &cache_root, &|m| progress.say(m))?;
+        let accel = accel::resolve(choice, &base.kernel(), &cache_root, &|m| progress.say(m));
+        let image = match spec.layer {
+            LayerName::Bare => base,
+            LayerName::Ready => {
+                let ready = opts.ready.as_ref().ok_or(LabError::LayerBuild {
+                    layer: "ready".into(),
+                    detail: "this caller cannot build it (no provisioner given): `provision lab up --layer ready` can".into(),
+                })?;
+                layer::ensure_ready(
+                    &recipe,
+                    &base,
+                    ready,
+                    &cache_root,
+                    AccelChoice::Force(accel),
+                    &progress,
+                )?
+            }
+        };
 
         let key = dir.join(KEY_FILE);
         run(
@@ -289,6 +313,7 @@ impl Lab {
                 subnet: spec.subnet.to_string(),
                 mcast_port,
                 image_dir: image.dir.clone(),
+                layer: spec.layer,
                 accel,
                 vms,
             },
@@ -344,6 +369,11 @@ impl Lab {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+    /// The image layer this lab's VMs boot from, and its directory in the cache.
+    pub fn layer(&self) -> (LayerName, &Path) {
+        (self.state.layer, &self.state.image_dir)
+    }
+
     pub fn accel(&self) -> Accel {
         self.state.accel
     }
@@ -1021,6 +1051,7 @@ mod tests {
             subnet: "10.10.0.0/24".into(),
             mcast_port: 40000,
             image_dir: dir.join("img"),
+            layer: LayerName::Bare,
             accel: Accel::Tcg,
             vms: vec![new_vm(
                 &VmSpec::new("manager-1", vec![Role::Manager]),

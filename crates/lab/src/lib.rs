@@ -14,6 +14,7 @@ pub mod hostkeys;
 pub mod image;
 pub mod inventory;
 mod lab;
+pub mod layer;
 pub mod net;
 pub mod paths;
 pub mod prereq;
@@ -27,4 +28,5 @@ pub use lab::{
     DEFAULT_BOOT_TIMEOUT, DownReport, DropPolicy, Lab, OnDrop, Progress, STATE_FILE, UpOptions, Vm,
     VmStatus, down_dir,
 };
-pub use spec::{LabSpec, Role, Subnet, VmSpec};
+pub use layer::{Provisioner, ReadyLayer};
+pub use spec::{LabSpec, LayerName, Role, Subnet, VmSpec};

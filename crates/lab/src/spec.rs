@@ -194,6 +194,40 @@ pub struct LabSpec {
     pub subnet: Subnet,
     /// First SSH port on 127.0.0.1 (VM i gets base + i); None picks free ports.
     pub ssh_port_base: Option<u16>,
+    /// The image layer the VMs boot from.
+    pub layer: LayerName,
+}
+
+/// Which cached image layer a lab's VMs start from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LayerName {
+    /// Debian as debootstrap left it: nothing the playbook installs (the product's promise).
+    #[default]
+    Bare,
+    /// Bare plus what the built-in playbook installs (Docker, NFS packages), identity wiped.
+    Ready,
+}
+
+impl LayerName {
+    pub const ALL: [LayerName; 2] = [LayerName::Bare, LayerName::Ready];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LayerName::Bare => "bare",
+            LayerName::Ready => "ready",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LayerName> {
+        LayerName::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+}
+
+impl fmt::Display for LayerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Deserialize)]
@@ -202,6 +236,7 @@ struct RawSpec {
     name: Spanned<String>,
     subnet: Option<Spanned<String>>,
     ssh_port_base: Option<Spanned<u16>>,
+    layer: Option<Spanned<String>>,
     vms: Spanned<Vec<RawVm>>,
 }
 
@@ -238,6 +273,7 @@ impl LabSpec {
             vms,
             subnet: Subnet::parse(DEFAULT_SUBNET).expect("default subnet is valid"),
             ssh_port_base: None,
+            layer: LayerName::Bare,
         };
         spec.validate("<command line>")?;
         Ok(spec)
@@ -355,11 +391,21 @@ impl LabSpec {
             }
             None => None,
         };
+        let layer = match &raw.layer {
+            Some(l) => LayerName::parse(l.get_ref()).ok_or_else(|| {
+                err(
+                    l.span(),
+                    format!("unknown layer `{}`: layers are bare, ready", l.get_ref()),
+                )
+            })?,
+            None => LayerName::Bare,
+        };
         Ok(LabSpec {
             name: raw.name.into_inner(),
             vms,
             subnet,
             ssh_port_base,
+            layer,
         })
     }
 
@@ -619,6 +665,16 @@ cpus = 2
 
     #[test]
     fn port_base_range() {
+        let text = "name = \"l\"\nlayer = \"golden\"\n[[vms]]\nname = \"a\"\nroles = [\"lb\"]\n";
+        assert_eq!(
+            LabSpec::parse(text, "LAB.toml").unwrap_err().to_string(),
+            "LAB.toml:2:9: unknown layer `golden`: layers are bare, ready"
+        );
+        let text = "name = \"l\"\nlayer = \"ready\"\n[[vms]]\nname = \"a\"\nroles = [\"lb\"]\n";
+        assert_eq!(
+            LabSpec::parse(text, "LAB.toml").unwrap().layer,
+            LayerName::Ready
+        );
         let text = "name = \"l\"\nssh_port_base = 80\n[[vms]]\nname = \"a\"\nroles = [\"lb\"]\n";
         assert_eq!(
             parse_err(text),
