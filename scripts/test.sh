@@ -7,13 +7,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The VM tests, in order: the bare lab itself, bare VMs to a swarm (the product's main
-# promise), then day-2 work from the ready image layer (built once per key, then cached).
-TIER3=(
-    "provision-lab lab_vm"
-    "provision-e2e swarm_lab"
-    "provision-e2e day2_lab"
-)
+# The VM tests. lab_vm (the bare lab itself) runs alone first; then swarm_lab (bare VMs to a
+# swarm: the product's main promise) and day2_lab (day-2 work, from the ready image layer)
+# run at the same time: each lab has its own ports and private segment, and day-2 work is
+# mostly waiting (elections, timeouts, convergence) while the bare install needs the CPU.
+TIER3_FIRST="provision-lab lab_vm"
+TIER3_TOGETHER=("provision-e2e swarm_lab" "provision-e2e day2_lab")
 
 times=()
 total_start=$(date +%s)
@@ -53,14 +52,60 @@ timed "fmt" cargo fmt --all --check
 timed "clippy (builds everything)" cargo clippy --locked --workspace --all-targets -- -D warnings
 timed "tiers 1-2 (unit, real sshd)" cargo test --locked --workspace
 
-# Every #[ignore]d test must be one of TIER3's: a new VM test not listed here would not run.
+# Every #[ignore]d test must be one of these: a new VM test not listed here would not run.
 listed=$(cargo test -q --locked --workspace -- --ignored --list 2>/dev/null | grep -c ': test$' || true)
-if [ "$listed" != "${#TIER3[@]}" ]; then
-    echo "test.sh: $listed ignored (tier 3) tests exist but TIER3 lists ${#TIER3[@]}: add the new one to TIER3" >&2
+if [ "$listed" != "$((1 + ${#TIER3_TOGETHER[@]}))" ]; then
+    echo "test.sh: $listed ignored (tier 3) tests exist but TIER3_* list $((1 + ${#TIER3_TOGETHER[@]})): add the new one" >&2
     exit 1
 fi
-for t in "${TIER3[@]}"; do
+
+# The test executables of the workspace build above (no rebuild: same features), by name.
+executables=$(cargo test --locked --workspace --no-run 2>&1 | sed -n 's/^ *Executable .*(\(.*\))$/\1/p')
+exe_of() { # exe_of TEST: its executable
+    local e
+    e=$(grep -E "/$1-[0-9a-f]+$" <<<"$executables" | head -n1)
+    [ -n "$e" ] || { echo "test.sh: no executable for test $1" >&2; exit 1; }
+    echo "$PWD/$e"
+}
+# run_vm_test PACKAGE TEST: from the package's directory, as cargo would; lines prefixed.
+run_vm_test() {
+    local package="$1" test="$2" exe dir
+    exe=$(exe_of "$test")
+    dir=$(cargo metadata --locked --no-deps --format-version 1 |
+        python3 -c "import json,sys,os; print(next(os.path.dirname(p['manifest_path']) for p in json.load(sys.stdin)['packages'] if p['name']=='$package'))")
+    (cd "$dir" && "$exe" --ignored --nocapture) 2>&1 | sed -u "s/^/[$test] /"
+    return "${PIPESTATUS[0]}"
+}
+
+read -r package test <<<"$TIER3_FIRST"
+timed "tier 3: $test" run_vm_test "$package" "$test"
+
+together_start=$(date +%s)
+pids=()
+for t in "${TIER3_TOGETHER[@]}"; do
     read -r package test <<<"$t"
-    timed "tier 3: $test" cargo test --locked -p "$package" --test "$test" -- --ignored --nocapture
+    (
+        start=$(date +%s)
+        set +e
+        run_vm_test "$package" "$test"
+        rc=$?
+        echo "$test|$(($(date +%s) - start))|$rc" >"target/.tier3-$test.time"
+        exit "$rc"
+    ) &
+    pids+=($!)
 done
+failed=0
+for pid in "${pids[@]}"; do
+    wait "$pid" || failed=1
+done
+for t in "${TIER3_TOGETHER[@]}"; do
+    read -r package test <<<"$t"
+    IFS='|' read -r name secs rc <"target/.tier3-$test.time"
+    times+=("tier 3: $name (in parallel)|$secs|$rc")
+done
+times+=("tier 3: the parallel pair, wall|$(($(date +%s) - together_start))|$failed")
 report
+if [ "$failed" -ne 0 ]; then
+    echo "test.sh: FAILED: a tier-3 test (see above)" >&2
+    exit 1
+fi

@@ -377,8 +377,7 @@ fn day2_lock_status_upgrade_exec_backup_recover_restore() {
     assert!(err.contains("quorum is fine"), "{err}");
 
     // 8. The dead managers come back: a run makes them managers again.
-    lab.start_vm("manager-2", BOOT).unwrap();
-    lab.start_vm("manager-3", BOOT).unwrap();
+    lab.start_vms(&["manager-2", "manager-3"], BOOT).unwrap();
     // sshd answers before dockerd is up under TCG: a real server also needs a moment.
     for vm in ["manager-2", "manager-3"] {
         let deadline = Instant::now() + Duration::from_secs(300);

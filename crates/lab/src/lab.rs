@@ -523,17 +523,23 @@ impl Lab {
 
     /// Boots a VM stopped by [`Lab::stop_vm`] again, from its own disk: a server coming back.
     pub fn start_vm(&mut self, name: &str, boot_timeout: Duration) -> Result<()> {
-        self.vm(name)?;
-        let idx = self
-            .state
-            .vms
-            .iter()
-            .position(|v| v.name == name)
-            .expect("checked above");
-        if process::live_qemu(&self.pidfile(name)).is_some() {
+        self.start_vms(&[name], boot_timeout)
+    }
+
+    /// Boots several stopped VMs again at once (one boot round, as servers coming back
+    /// together); running ones are left alone.
+    pub fn start_vms(&mut self, names: &[&str], boot_timeout: Duration) -> Result<()> {
+        let mut idxs = Vec::new();
+        for name in names {
+            self.vm(name)?;
+            if process::live_qemu(&self.pidfile(name)).is_none() {
+                idxs.extend(self.state.vms.iter().position(|v| v.name == *name));
+            }
+        }
+        if idxs.is_empty() {
             return Ok(());
         }
-        self.boot(&[idx], boot_timeout, false, false)
+        self.boot(&idxs, boot_timeout, false, false)
     }
 
     /// Stops every VM (qemu killed and checked gone); keeps the directory and its console logs.
