@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-#! Installs the programs `provision lab` needs (qemu, qemu-img, debootstrap, mkfs.ext4, ssh) on Debian, idempotently.
+#! Installs the programs `provision lab` needs (qemu, qemu-img, debootstrap, mkfs.ext4, ssh, and
+#! apt-cacher-ng for its package cache) on Debian, idempotently.
 #
 # Run as root on Debian 12 (bookworm) or later; CI calls it before the lab tests.
 # On bookworm, qemu-system-x86 comes from bookworm-backports: machines of this project already
@@ -15,8 +16,9 @@ fi
 . /etc/os-release
 codename="${VERSION_CODENAME:-}"
 
-# gpgv and debian-archive-keyring let debootstrap check the mirror's signatures.
-packages=(qemu-system-x86 qemu-utils debootstrap e2fsprogs openssh-client gpgv debian-archive-keyring)
+# gpgv and debian-archive-keyring let debootstrap check the mirror's signatures. apt-cacher-ng
+# is the lab's package cache; the lab starts its own copy, on loopback, only while VMs run.
+packages=(qemu-system-x86 qemu-utils debootstrap e2fsprogs openssh-client gpgv debian-archive-keyring apt-cacher-ng)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -51,5 +53,9 @@ apt-get update -q
 # qemu from one suite only: the system emulator must match qemu-utils and its own data files.
 # No recommends: the lab boots with -kernel and NICs without option ROMs, so no GUI or iPXE.
 apt-get install -y -q --no-install-recommends "${backports[@]}" qemu-system-x86 qemu-utils
-apt-get install -y -q --no-install-recommends debootstrap e2fsprogs openssh-client gpgv debian-archive-keyring
+apt-get install -y -q --no-install-recommends debootstrap e2fsprogs openssh-client gpgv debian-archive-keyring apt-cacher-ng
+# The package starts a system-wide proxy on port 3142 for everyone; the lab needs none of it.
+if [ -d /run/systemd/system ]; then
+    systemctl disable --now apt-cacher-ng >/dev/null 2>&1 || true
+fi
 echo "install-lab-deps: done"

@@ -502,6 +502,7 @@ fn day2_lock_status_upgrade_exec_backup_recover_restore() {
         "{st:#}"
     );
     eprintln!("whole day-2 test in {:?}", t0.elapsed());
+    let lab_dir = lab.dir().to_path_buf();
     lab.down().expect("lab down");
-    assert_no_qemu_left("e2e-day2");
+    assert_no_qemu_left("e2e-day2", &lab_dir);
 }

@@ -173,11 +173,38 @@ pub fn qemu_of_lab(name: &str) -> Vec<(u32, String)> {
     found
 }
 
-/// After a test's lab is down: none of its qemu processes is left.
-pub fn assert_no_qemu_left(name: &str) {
+/// After a test's lab (`name`, in `dir`) is down: none of its qemu processes is left, and it
+/// let go of the package cache (whose proxy is gone when no other lab uses it).
+pub fn assert_no_qemu_left(name: &str, dir: &Path) {
     let left = qemu_of_lab(name);
     assert!(
         left.is_empty(),
         "qemu of lab {name} still running: {left:?}"
     );
+    let cache = provision_lab::aptcache::AptCache::default_root().expect("cache root");
+    assert!(
+        cache.released_by(dir),
+        "lab {name} still holds the package cache: users {:?}, proxy {:?}",
+        cache.users(),
+        cache.running()
+    );
+}
+
+/// The .deb files in the lab's package cache whose name starts with `prefix`: proof that the
+/// VMs' apt went through the cache (which they do whenever apt-cacher-ng is installed).
+pub fn cached_debs(prefix: &str) -> Vec<String> {
+    fn walk(dir: &Path, prefix: &str, found: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&e.path(), prefix, found);
+            } else if name.starts_with(prefix) && name.ends_with(".deb") {
+                found.push(name);
+            }
+        }
+    }
+    let cache = provision_lab::aptcache::AptCache::default_root().expect("cache root");
+    let mut found = Vec::new();
+    walk(&cache.cache_dir(), prefix, &mut found);
+    found
 }

@@ -7,7 +7,7 @@
 //! scripts/test.sh with --include-ignored. On failure the lab directory (console
 //! logs, cluster.toml, run logs under .provision/logs) is kept and printed.
 
-use provision_e2e::{assert_no_qemu_left, run, sh};
+use provision_e2e::{assert_no_qemu_left, cached_debs, run, sh};
 use provision_lab::{DropPolicy, Lab, LabSpec, Role, UpOptions, VmSpec};
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,12 @@ fn bare_vms_to_a_swarm_with_the_demo_stack_then_idempotent_then_a_new_worker() {
     eprintln!("first run in {:?}", t1.elapsed());
     first.print_timeline("bare VMs to a swarm");
     assert!(first.ok(), "first run failed:\n{}", first.text());
+    // The engine came through the lab's package cache: downloaded once for this machine.
+    let debs = cached_debs("docker.io_");
+    assert!(
+        !debs.is_empty(),
+        "docker.io is not in the lab's package cache (is apt-cacher-ng installed? scripts/install-lab-deps.sh)"
+    );
 
     // Swarm membership and roles, seen from the manager.
     let nodes = sh(
@@ -163,6 +169,7 @@ fn bare_vms_to_a_swarm_with_the_demo_stack_then_idempotent_then_a_new_worker() {
     );
     assert_eq!(nodes, "manager-1 Ready\nworker-1 Ready\nworker-2 Ready\n");
     eprintln!("whole test in {:?}", t0.elapsed());
+    let lab_dir = lab.dir().to_path_buf();
     lab.down().expect("lab down");
-    assert_no_qemu_left("e2e-swarm");
+    assert_no_qemu_left("e2e-swarm", &lab_dir);
 }

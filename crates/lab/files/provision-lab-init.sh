@@ -7,10 +7,12 @@ set -f # the kernel command line is split on spaces, never globbed
 
 ip=""
 key=""
+aptproxy=""
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         lab.ip=*) ip="${arg#lab.ip=}" ;;
         lab.sshkey=*) key="${arg#lab.sshkey=}" ;;
+        lab.aptproxy=*) aptproxy="${arg#lab.aptproxy=}" ;;
     esac
 done
 
@@ -23,6 +25,18 @@ done
 # The private network on eth1; networking.service (ordered after this unit) brings it up.
 if [ -n "$ip" ]; then
     printf 'auto eth1\niface eth1 inet static\n    address %s\n' "$ip" >/etc/network/interfaces.d/provision-lab-eth1
+fi
+
+# The lab's package cache (an apt-cacher-ng on the host, seen through qemu's NAT): each package
+# is downloaded once per machine. HTTPS sources (Docker's) go direct, since the cache cannot
+# look into them, and so does a mirror on the host itself (PROVISION_LAB_MIRROR on 127.0.0.1).
+# Without a cache this boot, an earlier boot's setting is removed.
+proxyconf=/etc/apt/apt.conf.d/00provision-lab-proxy
+if [ -n "$aptproxy" ]; then
+    printf 'Acquire::http::Proxy "%s";\nAcquire::http::Proxy::10.0.2.2 "DIRECT";\nAcquire::https::Proxy "DIRECT";\n' \
+        "$aptproxy" >"$proxyconf"
+else
+    rm -f "$proxyconf"
 fi
 
 # The lab's public key, passed as type:base64; root logs in with it (never with a password).

@@ -12,10 +12,11 @@ rm -rf /var/lib/docker/swarm /var/lib/docker/engine-id /etc/docker/key.json \
     /var/lib/docker/network/files/local-kv.db
 # The machine's identity: machine-id (systemd makes a new one at first boot), SSH host keys
 # (the lab's first-boot unit makes them), host name, DHCP leases, the builder's login key and
-# private address, provision's own state on the host.
+# private address and package cache, provision's own state on the host.
 : >/etc/machine-id
 rm -f /var/lib/dbus/machine-id /etc/ssh/ssh_host_* /var/lib/dhcp/*.leases \
-    /root/.ssh/authorized_keys /etc/network/interfaces.d/provision-lab-eth1
+    /root/.ssh/authorized_keys /etc/network/interfaces.d/provision-lab-eth1 \
+    /etc/apt/apt.conf.d/00provision-lab-proxy
 echo debian >/etc/hostname
 rm -rf /var/lib/provision
 # Logs and caches: nothing of the build is left to read or to take space.

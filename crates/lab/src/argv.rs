@@ -85,10 +85,22 @@ pub fn qemu(vm: &QemuVm) -> Vec<String> {
 /// Kernel command line: the root disk, console on the serial port (the console log), classic
 /// interface names (eth0/eth1), and what the first-boot unit applies: the private address
 /// and the lab's public key (`type:base64`, no space, so it stays one parameter).
-pub fn kernel_cmdline(ip: Ipv4Addr, prefix: u8, key_type: &str, key_base64: &str) -> String {
-    format!(
+pub fn kernel_cmdline(
+    ip: Ipv4Addr,
+    prefix: u8,
+    key_type: &str,
+    key_base64: &str,
+    apt_proxy: Option<&str>,
+) -> String {
+    let mut line = format!(
         "root=/dev/vda rw console=ttyS0 net.ifnames=0 lab.ip={ip}/{prefix} lab.sshkey={key_type}:{key_base64}"
-    )
+    );
+    // provision-lab-init.sh points apt at it (or removes a proxy an earlier boot had).
+    if let Some(url) = apt_proxy {
+        line.push_str(" lab.aptproxy=");
+        line.push_str(url);
+    }
+    line
 }
 
 /// MAC of the private NIC, from the private address so it is unique within the lab.
@@ -232,7 +244,7 @@ mod tests {
                 "-accel",
                 "tcg,thread=multi",
                 "-cpu",
-                "max",
+                "qemu64",
                 "-m",
                 "1536",
                 "-smp",
@@ -272,8 +284,24 @@ mod tests {
     #[test]
     fn kernel_cmdline_and_mac() {
         assert_eq!(
-            kernel_cmdline(Ipv4Addr::new(10, 10, 0, 11), 24, "ssh-ed25519", "AAAAC3Nz"),
+            kernel_cmdline(
+                Ipv4Addr::new(10, 10, 0, 11),
+                24,
+                "ssh-ed25519",
+                "AAAAC3Nz",
+                None
+            ),
             "root=/dev/vda rw console=ttyS0 net.ifnames=0 lab.ip=10.10.0.11/24 lab.sshkey=ssh-ed25519:AAAAC3Nz"
+        );
+        assert_eq!(
+            kernel_cmdline(
+                Ipv4Addr::new(10, 10, 0, 11),
+                24,
+                "ssh-ed25519",
+                "AAAAC3Nz",
+                Some("http://10.0.2.2:23142/")
+            ),
+            "root=/dev/vda rw console=ttyS0 net.ifnames=0 lab.ip=10.10.0.11/24 lab.sshkey=ssh-ed25519:AAAAC3Nz lab.aptproxy=http://10.0.2.2:23142/"
         );
         assert_eq!(
             private_mac(Ipv4Addr::new(10, 10, 1, 11)),

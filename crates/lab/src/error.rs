@@ -134,9 +134,9 @@ pub enum LabError {
     )]
     PortInUse { port: u16 },
 
-    /// A qemu process would not die.
-    #[error("qemu of VM `{vm}` (pid {pid}) is still running after SIGKILL: kill it by hand")]
-    Unkillable { vm: String, pid: u32 },
+    /// A process the lab started (a VM's qemu, the package cache) would not die.
+    #[error("{what} (pid {pid}) is still running after SIGKILL: kill it by hand")]
+    Unkillable { what: String, pid: u32 },
 
     /// The lab's state file is unreadable.
     #[error("lab state {} is unreadable ({message}): `provision lab down --dir {}` removes what is left",

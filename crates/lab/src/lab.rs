@@ -1,6 +1,7 @@
 //! A lab: its VMs under qemu and its one state directory; up, add, status, stop and down.
 
 use crate::accel::{self, Accel, AccelChoice};
+use crate::aptcache::{self, AptCache};
 use crate::argv::{self, QemuVm};
 use crate::error::{LabError, Result};
 use crate::hostkeys::{self, HostKey};
@@ -65,6 +66,9 @@ struct LabState {
     layer: LayerName,
     accel: Accel,
     vms: Vec<Vm>,
+    /// The package cache the VMs use ([`AptCache`]'s directory; labs from before it have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    apt_cache: Option<PathBuf>,
 }
 
 /// Where progress lines go (stderr by default; tests may silence or collect them).
@@ -316,6 +320,7 @@ impl Lab {
                 layer: spec.layer,
                 accel,
                 vms,
+                apt_cache: Some(AptCache::new(&cache_root).dir),
             },
             drop_policy: DropPolicy::KEEP,
             progress,
@@ -499,7 +504,7 @@ impl Lab {
             // The new VM goes; the lab as it was stays up, and the console log stays for reading.
             let vm = self.state.vms.remove(idx);
             if let Some(pid) = process::live_qemu(&self.pidfile(&vm.name)) {
-                let _ = process::kill_and_wait(pid, &vm.name);
+                let _ = process::kill_and_wait(pid, &format!("qemu of VM `{}`", vm.name));
             }
             let _ = fs::remove_file(self.dir.join(format!("{}.qcow2", vm.name)));
             self.save()?;
@@ -516,7 +521,7 @@ impl Lab {
     pub fn stop_vm(&mut self, name: &str) -> Result<()> {
         self.vm(name)?;
         if let Some(pid) = process::live_qemu(&self.pidfile(name)) {
-            process::kill_and_wait(pid, name)?;
+            process::kill_and_wait(pid, &format!("qemu of VM `{name}`"))?;
         }
         Ok(())
     }
@@ -579,11 +584,19 @@ impl Lab {
         };
         let key = read_public_key(&self.identity_path())?;
         let subnet = self.subnet()?;
+        let apt_proxy = self.apt_proxy();
         let started = Instant::now();
         for &i in idxs {
             let mut attempts = 0;
             loop {
-                match self.launch_vm(i, &image, &key, subnet.prefix(), fresh) {
+                match self.launch_vm(
+                    i,
+                    &image,
+                    &key,
+                    subnet.prefix(),
+                    fresh,
+                    apt_proxy.as_deref(),
+                ) {
                     Ok(()) => break,
                     // Someone took the auto-picked port between our check and qemu's bind.
                     Err(LabError::VmStart { detail, .. })
@@ -643,6 +656,30 @@ impl Lab {
         }
     }
 
+    /// The package cache's URL for the VMs, the proxy started if needed; None (said why) when
+    /// the VMs download directly.
+    fn apt_proxy(&self) -> Option<String> {
+        let cache = AptCache {
+            dir: self.state.apt_cache.clone()?,
+        };
+        match cache.acquire(&self.dir) {
+            Ok(Some(port)) => Some(aptcache::guest_url(port)),
+            Ok(None) => {
+                self.progress.say(&format!(
+                    "{} is not installed: the VMs download packages directly (scripts/install-lab-deps.sh installs it)",
+                    aptcache::PROGRAM
+                ));
+                None
+            }
+            Err(e) => {
+                self.progress.say(&format!(
+                    "the package cache did not start, the VMs download packages directly: {e}"
+                ));
+                None
+            }
+        }
+    }
+
     /// Starts qemu for a VM: on a new disk (`fresh`), or on the disk it had.
     fn launch_vm(
         &self,
@@ -651,6 +688,7 @@ impl Lab {
         key: &(String, String),
         prefix: u8,
         fresh: bool,
+        apt_proxy: Option<&str>,
     ) -> Result<()> {
         let vm = &self.state.vms[i];
         let overlay = self.dir.join(format!("{}.qcow2", vm.name));
@@ -675,7 +713,7 @@ impl Lab {
             cpus: vm.cpus,
             kernel: &kernel,
             initrd: &initrd,
-            append: argv::kernel_cmdline(vm.private_ip, prefix, &key.0, &key.1),
+            append: argv::kernel_cmdline(vm.private_ip, prefix, &key.0, &key.1, apt_proxy),
             disk: &overlay,
             ssh_port: vm.ssh_port,
             mcast_port: self.state.mcast_port,
@@ -953,13 +991,36 @@ fn live_vms_in(dir: &Path) -> impl Iterator<Item = (String, u32)> {
     found.into_iter()
 }
 
+/// Stops every VM of the lab in `dir`, then lets go of the package cache.
 fn stop_vms(dir: &Path) -> Result<Vec<String>> {
     let mut stopped = Vec::new();
     for (vm, pid) in live_vms_in(dir) {
-        process::kill_and_wait(pid, &vm)?;
+        process::kill_and_wait(pid, &format!("qemu of VM `{vm}`"))?;
         stopped.push(vm);
     }
+    release_apt_cache(dir)?;
     Ok(stopped)
+}
+
+/// Unregisters the lab from its package cache; the last lab to go stops the proxy.
+fn release_apt_cache(dir: &Path) -> Result<()> {
+    let Some(cache) = load_state(dir).ok().and_then(|s| s.apt_cache) else {
+        return Ok(());
+    };
+    AptCache { dir: cache }.release(dir, &lab_in_use)?;
+    Ok(())
+}
+
+/// Whether a lab still needs the package cache: it has live VMs, or a command holds its lock
+/// (a `lab up` that registered and is about to boot).
+fn lab_in_use(dir: &Path) -> bool {
+    if live_vms_in(dir).next().is_some() {
+        return true;
+    }
+    let Ok(f) = fs::File::open(dir.join(LOCK_FILE)) else {
+        return false;
+    };
+    matches!(f.try_lock(), Err(fs::TryLockError::WouldBlock))
 }
 
 /// Whether a file name is one the lab writes in its directory.
@@ -1064,6 +1125,7 @@ mod tests {
                 22201,
                 Ipv4Addr::new(10, 10, 0, 12),
             )],
+            apt_cache: Some(dir.join("cache/apt")),
         }
     }
 

@@ -8,6 +8,7 @@
 //! Every external program is run from an argv built by a pure function in [`argv`].
 
 pub mod accel;
+pub mod aptcache;
 pub mod argv;
 mod error;
 pub mod hostkeys;

@@ -94,15 +94,20 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
+/// Whether `pid`'s command line has the argument `want`: guards against a recycled pid.
+pub fn has_arg(pid: u32, want: &[u8]) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|cmdline| cmdline.split(|b| *b == 0).any(|arg| arg == want))
+}
+
 /// Whether `pid` is the qemu started with this pidfile: guards against a recycled pid.
 pub fn is_lab_qemu(pid: u32, pidfile: &Path) -> bool {
+    if has_arg(pid, pidfile.as_os_str().as_encoded_bytes()) {
+        return true;
+    }
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
-    let want = pidfile.as_os_str().as_encoded_bytes();
-    if cmdline.split(|b| *b == 0).any(|arg| arg == want) {
-        return true;
-    }
     // The same file under another spelling (symlinked or relative directory).
     let Ok(real) = std::fs::canonicalize(pidfile) else {
         return false;
@@ -120,8 +125,8 @@ pub fn live_qemu(pidfile: &Path) -> Option<u32> {
     read_pidfile(pidfile).filter(|&pid| pid_alive(pid) && is_lab_qemu(pid, pidfile))
 }
 
-/// SIGTERM, wait, SIGKILL, wait; Ok once the process is gone.
-pub fn kill_and_wait(pid: u32, vm: &str) -> Result<()> {
+/// SIGTERM, wait, SIGKILL, wait; Ok once the process is gone. `what` names it in the error.
+pub fn kill_and_wait(pid: u32, what: &str) -> Result<()> {
     for (signal, wait) in [
         (libc::SIGTERM, Duration::from_secs(10)),
         (libc::SIGKILL, Duration::from_secs(10)),
@@ -129,7 +134,7 @@ pub fn kill_and_wait(pid: u32, vm: &str) -> Result<()> {
         let Ok(raw) = libc::pid_t::try_from(pid) else {
             return Ok(());
         };
-        // SAFETY: kill(2) with a pid read from our pidfile and checked to be our qemu.
+        // SAFETY: kill(2) with a pid read from our pidfile and checked to be our process.
         unsafe {
             libc::kill(raw, signal);
         }
@@ -142,7 +147,7 @@ pub fn kill_and_wait(pid: u32, vm: &str) -> Result<()> {
         }
     }
     Err(LabError::Unkillable {
-        vm: vm.to_string(),
+        what: what.to_string(),
         pid,
     })
 }

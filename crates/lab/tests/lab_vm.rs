@@ -1,6 +1,7 @@
 //! Tier 3: boots real VMs under qemu and checks them through the real OpenSSH `ssh`: distinct
 //! identities, the private network, bare images, `add_vm`, and `down`.
 
+use provision_lab::aptcache::AptCache;
 use provision_lab::{DEFAULT_BOOT_TIMEOUT, DropPolicy, Lab, LabSpec, Role, UpOptions, VmSpec};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -149,6 +150,35 @@ fn two_vms_are_distinct_bare_servers_on_one_private_network() {
     assert_ne!(sh(&lab, "worker-2", "cat /etc/machine-id"), ids[0]);
 
     // Down: qemu gone, directory gone.
+    // The VMs' apt goes through the lab's package cache, which answers them on the host's
+    // loopback as qemu's NAT shows it.
+    let cache = AptCache::default_root().unwrap();
+    let proxy = cache
+        .running()
+        .expect("the package cache runs while VMs do (is apt-cacher-ng installed? scripts/install-lab-deps.sh)");
+    assert_eq!(
+        sh(
+            &lab,
+            "worker-2",
+            "cat /etc/apt/apt.conf.d/00provision-lab-proxy"
+        ),
+        format!(
+            "Acquire::http::Proxy \"http://10.0.2.2:{}/\";\nAcquire::http::Proxy::10.0.2.2 \"DIRECT\";\nAcquire::https::Proxy \"DIRECT\";",
+            proxy.port
+        )
+    );
+    let answer = sh(
+        &lab,
+        "manager-1",
+        &format!(
+            "timeout 20 bash -c 'exec 3<>/dev/tcp/10.0.2.2/{} && printf \"HEAD / HTTP/1.0\\r\\n\\r\\n\" >&3 && head -c 5 <&3'",
+            proxy.port
+        ),
+    );
+    assert_eq!(answer, "HTTP/", "the package cache does not answer the VMs");
+    let lab_dir = lab.dir().to_path_buf();
+    assert!(!cache.released_by(&lab_dir));
+
     let pids: Vec<u32> = lab.status().iter().filter_map(|s| s.pid).collect();
     assert_eq!(pids.len(), 3);
     let started = Instant::now();
@@ -157,6 +187,11 @@ fn two_vms_are_distinct_bare_servers_on_one_private_network() {
     assert_eq!(report.stopped.len(), 3);
     assert!(report.removed_dir);
     assert!(!dir.exists());
+    assert!(
+        cache.released_by(&lab_dir),
+        "the package cache outlived the lab: {:?}",
+        cache.running()
+    );
     for pid in pids {
         // Gone or a zombie (whoever reaps daemonized qemu may be slow to collect it).
         assert!(
