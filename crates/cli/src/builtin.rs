@@ -23,7 +23,7 @@ pub const FILES: &[(&str, &str)] = &[
 /// Writes the built-in files under `cluster_dir/.provision/builtin` (only those
 /// whose content differs) and returns the playbook's path.
 pub fn materialize(cluster_dir: &Path) -> std::io::Result<PathBuf> {
-    let root = cluster_dir.join(".provision").join("builtin");
+    let root = crate::state_dir::ensure(cluster_dir, "builtin")?;
     for (rel, content) in FILES {
         let path = root.join(rel);
         if std::fs::read_to_string(&path).ok().as_deref() == Some(*content) {

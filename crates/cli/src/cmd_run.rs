@@ -196,15 +196,13 @@ fn limit_set(inv: &Inventory, limit: Option<&str>) -> Result<Option<BTreeSet<Str
     ))
 }
 
-fn log_path(inv: &Inventory) -> PathBuf {
+fn log_path(inv: &Inventory) -> std::io::Result<PathBuf> {
     let ts = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    inv.dir
-        .join(".provision")
-        .join("logs")
-        .join(format!("run-{ts}-{}.log", std::process::id()))
+    Ok(crate::state_dir::ensure(&inv.dir, "logs")?
+        .join(format!("run-{ts}-{}.log", std::process::id())))
 }
 
 pub fn run(args: RunArgs) -> Result<u8> {
@@ -222,7 +220,12 @@ pub fn run(args: RunArgs) -> Result<u8> {
         forks: args.forks.max(1),
         ..Default::default()
     };
-    let log = log_path(&loaded.inv);
+    let log = log_path(&loaded.inv).with_context(|| {
+        format!(
+            "cannot create {}/logs",
+            loaded.inv.dir.join(crate::state_dir::NAME).display()
+        )
+    })?;
     let mut sinks: Vec<Arc<dyn EventSink>> =
         vec![Arc::new(LogSink::create(&log).with_context(|| {
             format!("cannot create the run log {}", log.display())

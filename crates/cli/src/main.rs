@@ -7,6 +7,7 @@ mod lab_cmd;
 mod ops_cmd;
 mod render;
 mod secrets_cmd;
+mod state_dir;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;

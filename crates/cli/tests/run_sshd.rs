@@ -189,6 +189,11 @@ fn converges_then_reports_zero_changes_and_never_leaks_the_secret() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (samples, seen) = watcher.join().unwrap();
     assert!(first.status.success(), "{}", text(&first));
+    // The run logs are never committed: `.provision/` ignores everything in it.
+    assert_eq!(
+        std::fs::read_to_string(c.dir.path().join(".provision/.gitignore")).unwrap(),
+        "# Written by provision: run logs and generated files are never committed.\n*\n"
+    );
     assert!(
         samples > 3,
         "the watcher sampled the process list during the run"

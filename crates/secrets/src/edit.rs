@@ -93,7 +93,9 @@ pub fn edit(
             return Ok(EditOutcome::Unchanged);
         }
         let parsed = match std::str::from_utf8(content) {
-            Ok(text) => Secrets::parse(path, text).map(drop),
+            Ok(text) => Secrets::parse(path, text)
+                .map(drop)
+                .and_then(|()| crate::check_value_lengths(path, text)),
             Err(_) => Err(SecretsError::NotUtf8 {
                 path: path.to_path_buf(),
             }),
@@ -105,51 +107,87 @@ pub fn edit(
                 return Ok(EditOutcome::Saved);
             }
             Err(err) => {
-                if error_shown && edited[..] == shown[..] {
+                // Closed without touching the error, or wrote the very text refused last time
+                // (an editor script, or saving again unchanged): no loop, the user gave up.
+                let same_again = error_shown && content == strip_error_block(&shown);
+                if error_shown && (edited[..] == shown[..] || same_again) {
                     return Err(SecretsError::EditAbandoned {
                         path: path.to_path_buf(),
                     });
                 }
-                let (block, where_) = error_block(&err);
+                let (block, notice) = error_block(&err);
                 let mut next = Zeroizing::new(block.into_bytes());
                 next.extend_from_slice(content);
                 private.write(&next)?;
                 shown = next;
                 error_shown = true;
                 (opts.notice)(&format!(
-                    "the edit is not valid TOML ({where_}); reopening the editor with the error at the top"
+                    "{notice}; reopening the editor with the error at the top"
                 ));
             }
         }
     }
 }
 
-/// The comment block shown above the text when it does not parse, and a short "where" for the
-/// terminal. Neither quotes the text.
+/// The comment block shown above the text when it cannot be saved, and a short notice for the
+/// terminal. Neither quotes the text. Line numbers count the block's lines, as the editor
+/// shows the file with it.
 fn error_block(err: &SecretsError) -> (String, String) {
     const BLOCK_LINES: usize = 3;
-    let (message, where_) = match err {
+    let (problem, notice) = match err {
         SecretsError::InvalidToml {
             message,
             line,
             column,
             ..
-        } => (
-            message.replace(['\n', '\r'], " "),
-            format!("line {}, column {column}", line + BLOCK_LINES),
-        ),
+        } => {
+            let where_ = format!("line {}, column {column}", line + BLOCK_LINES);
+            (
+                format!(
+                    "this is not valid TOML: {} (at {where_} of this file)",
+                    message.replace(['\n', '\r'], " ")
+                ),
+                format!("the edit is not valid TOML ({where_})"),
+            )
+        }
+        SecretsError::TooShort { values, .. } => {
+            let list: Vec<String> = values
+                .iter()
+                .map(|v| match v.line {
+                    Some(l) => format!(
+                        "`{}` (line {}, {} characters)",
+                        v.name,
+                        l + BLOCK_LINES,
+                        v.chars
+                    ),
+                    None => format!("`{}` ({} characters)", v.name, v.chars),
+                })
+                .collect();
+            (
+                format!(
+                    "secrets need at least {} characters (shorter ones cannot be hidden in output): {}",
+                    crate::MIN_VALUE_CHARS,
+                    list.join(", ")
+                ),
+                format!(
+                    "the edit has values shorter than {} characters: {}",
+                    crate::MIN_VALUE_CHARS,
+                    list.join(", ")
+                ),
+            )
+        }
         _ => (
             "the file is not UTF-8 text".to_string(),
-            "encoding".to_string(),
+            "the edit is not UTF-8 text".to_string(),
         ),
     };
     let block = format!(
-        "{ERROR_MARK}provision: not saved, this is not valid TOML: {message} (at {where_} of this file)\n\
+        "{ERROR_MARK}provision: not saved, {problem}\n\
          {ERROR_MARK}fix it and save; these `#!` lines are removed automatically.\n\
          {ERROR_MARK}to give up, close the editor without saving: the secrets file stays as it was.\n"
     );
     debug_assert_eq!(block.lines().count(), BLOCK_LINES);
-    (block, where_)
+    (block, notice)
 }
 
 fn strip_error_block(text: &[u8]) -> &[u8] {

@@ -75,6 +75,16 @@ pub enum SecretsError {
     NotUtf8 { path: PathBuf },
 
     #[error(
+        "{}: {} shorter than {} characters, too short to be told apart from ordinary text, so provision could not hide {} in its output; set a longer value (`provision secrets set {} NAME`, or `provision secrets edit {}`), or move a value that is not secret to the inventory's vars",
+        .path.display(), short_list(.values), crate::secrets::MIN_VALUE_CHARS,
+        if .values.len() == 1 { "it" } else { "them" }, .path.display(), .path.display()
+    )]
+    TooShort {
+        path: PathBuf,
+        values: Vec<crate::secrets::ShortValue>,
+    },
+
+    #[error(
         "no recipients file {}: create it with the public keys that may decrypt, one per line (`provision secrets init` does this for a new secrets file)",
         .path.display()
     )]
@@ -184,6 +194,23 @@ impl SecretsError {
             path: path.to_path_buf(),
             source,
         }
+    }
+}
+
+/// "`a` (line 2, 3 characters) and `b` (line 4, 5 characters) are", never the values.
+fn short_list(values: &[crate::secrets::ShortValue]) -> String {
+    let items: Vec<String> = values
+        .iter()
+        .map(|v| match v.line {
+            Some(line) => format!("`{}` (line {line}, {} characters)", v.name, v.chars),
+            None => format!("`{}` ({} characters)", v.name, v.chars),
+        })
+        .collect();
+    let verb = if items.len() == 1 { "is" } else { "are" };
+    match items.split_last() {
+        Some((last, [])) => format!("{last} {verb}"),
+        Some((last, rest)) => format!("{} and {last} {verb}", rest.join(", ")),
+        None => String::new(),
     }
 }
 

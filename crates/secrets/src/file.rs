@@ -63,7 +63,9 @@ impl SecretsFile {
     pub fn load(path: impl AsRef<Path>, ids: &IdentitySources) -> Result<Secrets, SecretsError> {
         let file = SecretsFile::new(path.as_ref());
         let decrypted = file.decrypt(ids)?;
-        Secrets::parse(file.path(), decrypted.text())
+        let secrets = Secrets::parse(file.path(), decrypted.text())?;
+        crate::check_value_lengths(file.path(), decrypted.text())?;
+        Ok(secrets)
     }
 
     /// The encrypted bytes as they are on disk.

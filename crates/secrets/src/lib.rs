@@ -31,7 +31,7 @@ pub use ops::{
 };
 pub use recipients::{RecipientKey, RecipientKind, RecipientsFile, resolve_recipient_arg};
 pub use redact::{MIN_FRAGMENT_CHARS, MIN_SECRET_CHARS, REDACTED, Redactor};
-pub use secrets::Secrets;
+pub use secrets::{MIN_VALUE_CHARS, Secrets, ShortValue, check_value_lengths, short_values};
 
 /// Re-exported so callers can build passphrases without depending on secrecy themselves.
 pub use secrecy::SecretString;

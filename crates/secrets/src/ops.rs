@@ -188,6 +188,18 @@ pub fn set_decrypted(
             ),
         });
     }
+    // After the key's checks: a wrong key is the first thing to fix.
+    let chars = value.expose_secret().chars().count();
+    if chars < crate::MIN_VALUE_CHARS {
+        return Err(SecretsError::TooShort {
+            path: path.to_path_buf(),
+            values: vec![crate::ShortValue {
+                name: key.to_string(),
+                line: None,
+                chars,
+            }],
+        });
+    }
     let mut new_value = toml_edit::Value::from(value.expose_secret());
     let previous = match table.get_mut(last.get()) {
         // Replace in place: `insert` would also drop the comments around the old entry.

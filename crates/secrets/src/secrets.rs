@@ -9,6 +9,90 @@ use zeroize::Zeroize as _;
 
 use crate::{Redactor, SecretsError};
 
+/// The shortest secret value accepted, in characters. Redaction finds a value by its text, and a
+/// shorter one is also ordinary text (`admin`, `5432`, `secret`): hiding it would blank
+/// unrelated output, and not hiding it would leak it. So such values are refused, not stored.
+pub const MIN_VALUE_CHARS: usize = 8;
+
+/// A value too short to be a secret ([`MIN_VALUE_CHARS`]): where it is, never what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShortValue {
+    /// Dotted name (`db.password`; `list[1]` for an array item).
+    pub name: String,
+    /// 1-based line in the decrypted text, when known.
+    pub line: Option<usize>,
+    pub chars: usize,
+}
+
+/// Every value of decrypted TOML `text` shorter than [`MIN_VALUE_CHARS`] (booleans aside: they
+/// are never redacted). Text that does not parse has none (its parse error comes first).
+pub fn short_values(text: &str) -> Vec<ShortValue> {
+    fn value(name: String, v: &toml_edit::Value, text: &str, out: &mut Vec<ShortValue>) {
+        let chars = match v {
+            toml_edit::Value::String(s) => s.value().chars().count(),
+            toml_edit::Value::Integer(i) => i.value().to_string().len(),
+            toml_edit::Value::Float(f) => f.value().to_string().len(),
+            toml_edit::Value::Datetime(d) => d.value().to_string().len(),
+            toml_edit::Value::Boolean(_) => return,
+            toml_edit::Value::Array(a) => {
+                for (i, item) in a.iter().enumerate() {
+                    value(format!("{name}[{i}]"), item, text, out);
+                }
+                return;
+            }
+            toml_edit::Value::InlineTable(t) => {
+                for (k, item) in t.iter() {
+                    value(format!("{name}.{k}"), item, text, out);
+                }
+                return;
+            }
+        };
+        if chars < MIN_VALUE_CHARS {
+            let line = v.span().map(|r| line_column(text, r.start).0);
+            out.push(ShortValue { name, line, chars });
+        }
+    }
+    fn table(prefix: &str, t: &toml_edit::Table, text: &str, out: &mut Vec<ShortValue>) {
+        for (k, item) in t.iter() {
+            let name = if prefix.is_empty() {
+                k.to_string()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match item {
+                toml_edit::Item::Value(v) => value(name, v, text, out),
+                toml_edit::Item::Table(t) => table(&name, t, text, out),
+                toml_edit::Item::ArrayOfTables(a) => {
+                    for (i, t) in a.iter().enumerate() {
+                        table(&format!("{name}[{i}]"), t, text, out);
+                    }
+                }
+                toml_edit::Item::None => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(doc) = toml_edit::Document::parse(text) {
+        table("", doc.as_table(), text, &mut out);
+    }
+    out.sort_by(|a, b| a.line.cmp(&b.line).then_with(|| a.name.cmp(&b.name)));
+    out
+}
+
+/// Refuses decrypted text holding a value shorter than [`MIN_VALUE_CHARS`] (`path` names the
+/// file in the error).
+pub fn check_value_lengths(path: &Path, text: &str) -> Result<(), SecretsError> {
+    let short = short_values(text);
+    if short.is_empty() {
+        Ok(())
+    } else {
+        Err(SecretsError::TooShort {
+            path: path.to_path_buf(),
+            values: short,
+        })
+    }
+}
+
 /// The values of a secrets file. Serializes as the table itself (so a template engine can expose
 /// it as `secrets`); `Debug` shows key names only. String values are zeroized on drop.
 #[derive(Clone, Default)]

@@ -76,7 +76,7 @@ fn a_valid_change_is_encrypted_to_every_recipient_in_a_private_temp_file() {
         "ed.sh",
         &format!(
             "stat -c '%a' \"$1\" > {r}; stat -c '%a' \"$(dirname \"$1\")\" >> {r}; basename \"$1\" >> {r}\n\
-             printf 'token = \"tok-changed-2\"\\n[db]\\npassword = \"pw-new\"\\n' > \"$1\"",
+             printf 'token = \"tok-changed-2\"\\n[db]\\npassword = \"pw-new-secret\"\\n' > \"$1\"",
             r = record.display()
         ),
     );
@@ -86,7 +86,7 @@ fn a_valid_change_is_encrypted_to_every_recipient_in_a_private_temp_file() {
         fs::read_to_string(&record).unwrap(),
         "600\n700\nsecrets.toml\n"
     );
-    let expected = "token = \"tok-changed-2\"\n[db]\npassword = \"pw-new\"\n";
+    let expected = "token = \"tok-changed-2\"\n[db]\npassword = \"pw-new-secret\"\n";
     for key in [&s.key, &other] {
         let out = age_decrypt(key, &s.path);
         assert!(out.status.success(), "{out:?}");
@@ -115,7 +115,7 @@ fn invalid_toml_reopens_the_editor_with_the_error_until_fixed() {
         "ed.sh",
         &format!(
             "n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}\n\
-             if [ $n = 1 ]; then printf 'token = \"tok-3\"\\nbroken = \\n' > \"$1\"; exit 0; fi\n\
+             if [ $n = 1 ]; then printf 'token = \"tok-3-long\"\\nbroken = \\n' > \"$1\"; exit 0; fi\n\
              grep '^#! ' \"$1\" > {seen}\n\
              sed -i 's/^broken = $/fixed = \"yes-fixed\"/' \"$1\"",
             c = count.display(),
@@ -131,7 +131,40 @@ fn invalid_toml_reopens_the_editor_with_the_error_until_fixed() {
     // above the 2 lines of content).
     assert!(shown.contains("line 5"), "{shown}");
     let d = SecretsFile::new(&s.path).decrypt(&ids(&s.key)).unwrap();
-    assert_eq!(d.text(), "token = \"tok-3\"\nfixed = \"yes-fixed\"\n");
+    assert_eq!(d.text(), "token = \"tok-3-long\"\nfixed = \"yes-fixed\"\n");
+    assert_no_plaintext_left(s.tmp_root.path());
+}
+
+#[test]
+fn a_value_too_short_to_redact_reopens_the_editor_until_lengthened() {
+    let s = setup();
+    let count = s.dir.path().join("count");
+    let seen = s.dir.path().join("seen");
+    let editor = script(
+        s.dir.path(),
+        "ed.sh",
+        &format!(
+            "n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}\n\
+             if [ $n = 1 ]; then printf 'token = \"long-enough-1\"\\npin = \"1234\"\\n' > \"$1\"; exit 0; fi\n\
+             grep '^#! ' \"$1\" > {seen}\n\
+             sed -i 's/^pin = .*/pin = \"12345678\"/' \"$1\"",
+            c = count.display(),
+            seen = seen.display()
+        ),
+    );
+    let outcome = edit(&s.path, &ids(&s.key), &opts(&editor, s.tmp_root.path())).unwrap();
+    assert_eq!(outcome, EditOutcome::Saved);
+    assert_eq!(fs::read_to_string(&count).unwrap().trim(), "2");
+    let shown = fs::read_to_string(&seen).unwrap();
+    // The line as the editor shows it: 3 block lines above the 2 lines of content.
+    assert!(
+        shown.contains("need at least 8 characters")
+            && shown.contains("`pin` (line 5, 4 characters)"),
+        "{shown}"
+    );
+    assert!(!shown.contains("1234\""), "{shown}");
+    let d = SecretsFile::new(&s.path).decrypt(&ids(&s.key)).unwrap();
+    assert_eq!(d.text(), "token = \"long-enough-1\"\npin = \"12345678\"\n");
     assert_no_plaintext_left(s.tmp_root.path());
 }
 
@@ -227,11 +260,15 @@ fn a_passphrase_file_stays_a_passphrase_file() {
         passphrase: Some(SecretString::from("my passphrase")),
         ..IdentitySources::none()
     };
-    let editor = script(dir.path(), "ed.sh", "printf 'a = \"bcdef\"\\n' > \"$1\"");
+    let editor = script(
+        dir.path(),
+        "ed.sh",
+        "printf 'a = \"bcdefghij\"\\n' > \"$1\"",
+    );
     let outcome = edit(&path, &sources, &opts(&editor, tmp_root.path())).unwrap();
     assert_eq!(outcome, EditOutcome::Saved);
     let d = SecretsFile::new(&path).decrypt(&sources).unwrap();
-    assert_eq!(d.text(), "a = \"bcdef\"\n");
+    assert_eq!(d.text(), "a = \"bcdefghij\"\n");
     assert!(matches!(d.mode(), EncryptionMode::Passphrase(_)));
     assert_no_plaintext_left(tmp_root.path());
 }

@@ -93,10 +93,10 @@ fn init_with_a_passphrase_needs_no_keys() {
     .unwrap();
     assert!(report.created_file && report.created_key.is_none());
     assert!(!RecipientsFile::path_for(&path).exists());
-    set(&path, &sources, "k", &SecretString::from("value-1")).unwrap();
+    set(&path, &sources, "k", &SecretString::from("value-one")).unwrap();
     assert_eq!(
         SecretsFile::new(&path).decrypt(&sources).unwrap().text(),
-        "k = \"value-1\"\n"
+        "k = \"value-one\"\n"
     );
     // Without the passphrase, a clear error (the CLI reads it from the env var or a prompt).
     let err = init(&path, &IdentitySources::none(), &InitOptions::default());
@@ -115,8 +115,7 @@ fn init_with_a_passphrase_needs_no_keys() {
 fn set_and_rm_keep_the_rest_of_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let key = age_key(dir.path(), "k.txt");
-    let text =
-        "# who to call\ntoken = \"tok-1\" # inline note\n\n[db]\n# main db\nuser = \"app\"\n";
+    let text = "# who to call\ntoken = \"tok-1\" # inline note\n\n[db]\n# main db\nuser = \"app-user-1\"\n";
     let path = make_secrets(dir.path(), "s.age", text, &[&key]);
     let ids = ids(&key);
     let v = |s: &str| SecretString::from(s);
@@ -125,8 +124,18 @@ fn set_and_rm_keep_the_rest_of_the_file() {
         set(&path, &ids, "db.password", &v("pw\"with\nnewline")).unwrap(),
         SetOutcome::Added
     );
+    // Too short to be hidden in output: refused, the file untouched.
+    let before = fs::read(&path).unwrap();
+    let err = set(&path, &ids, "token", &v("tok-2")).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`token` (5 characters) is shorter than 8 characters"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("tok-2"), "{err}");
+    assert_eq!(fs::read(&path).unwrap(), before);
     assert_eq!(
-        set(&path, &ids, "token", &v("tok-2")).unwrap(),
+        set(&path, &ids, "token", &v("tok-2-value")).unwrap(),
         SetOutcome::Replaced
     );
     assert_eq!(
@@ -134,12 +143,12 @@ fn set_and_rm_keep_the_rest_of_the_file() {
         SetOutcome::Added
     );
     let secrets = SecretsFile::load(&path, &ids).unwrap();
-    assert_eq!(secrets.get("token").unwrap().as_str(), Some("tok-2"));
+    assert_eq!(secrets.get("token").unwrap().as_str(), Some("tok-2-value"));
     assert_eq!(
         secrets.get("db.password").unwrap().as_str(),
         Some("pw\"with\nnewline")
     );
-    assert_eq!(secrets.get("db.user").unwrap().as_str(), Some("app"));
+    assert_eq!(secrets.get("db.user").unwrap().as_str(), Some("app-user-1"));
     assert_eq!(
         secrets.get("smtp.auth.pass").unwrap().as_str(),
         Some("smtp-pass")
@@ -147,7 +156,7 @@ fn set_and_rm_keep_the_rest_of_the_file() {
     let now = SecretsFile::new(&path).decrypt(&ids).unwrap();
     assert!(
         now.text()
-            .starts_with("# who to call\ntoken = \"tok-2\" # inline note\n"),
+            .starts_with("# who to call\ntoken = \"tok-2-value\" # inline note\n"),
         "{}",
         now.text()
     );
@@ -182,11 +191,11 @@ fn set_into_an_empty_file_keeps_its_comments_on_top() {
         &path,
         &ids(&key),
         "db.password",
-        &SecretString::from("pw-123"),
+        &SecretString::from("pw-123-long"),
     )
     .unwrap();
     let text = SecretsFile::new(&path).decrypt(&ids(&key)).unwrap();
-    assert_eq!(text.text(), "# header\n[db]\npassword = \"pw-123\"\n");
+    assert_eq!(text.text(), "# header\n[db]\npassword = \"pw-123-long\"\n");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use provision_secrets::{
     EncryptionMode, IdentitySources, LookStatus, SecretString, SecretsError, SecretsFile,
 };
 
-const TEXT: &str = "# team secrets\ntoken = \"tok-abcdef\"\n[db]\npassword = \"correct horse battery\"\nport = 54321\n";
+const TEXT: &str = "# team secrets\ntoken = \"tok-abcdef\"\n[db]\npassword = \"correct horse battery\"\nport = 54321000\n";
 
 #[test]
 fn several_recipients_of_each_kind_all_decrypt() {
@@ -56,10 +56,10 @@ fn load_gives_a_table_and_a_redactor() {
     );
     let json = serde_json::to_value(&secrets).unwrap();
     assert_eq!(json["token"], "tok-abcdef");
-    assert_eq!(json["db"]["port"], 54321);
+    assert_eq!(json["db"]["port"], 54321000);
     let r = secrets.redactor();
     assert_eq!(
-        r.redact("login tok-abcdef pw=correct horse battery port 54321"),
+        r.redact("login tok-abcdef pw=correct horse battery port 54321000"),
         "login *** pw=*** port ***"
     );
     assert!(!format!("{secrets:?}").contains("tok-abcdef"));
@@ -274,4 +274,35 @@ fn invalid_toml_inside_is_reported_without_its_text() {
     );
     assert!(!msg.contains("hunter2secret"), "{msg}");
     assert!(msg.contains("provision secrets edit"), "{msg}");
+}
+
+#[test]
+fn values_too_short_to_redact_are_refused_by_name_and_line_never_by_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = age_key(dir.path(), "k.txt");
+    let path = make_secrets(
+        dir.path(),
+        "s.age",
+        "token = \"long-enough-1\"\n[db]\npassword = \"abc\"\nport = 5432\nssl = true\n",
+        &[&key],
+    );
+    let err = SecretsFile::load(&path, &ids(&key)).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, SecretsError::TooShort { .. }), "{msg}");
+    assert!(
+        msg.contains(
+            "`db.password` (line 3, 3 characters) and `db.port` (line 4, 4 characters) are shorter than 8 characters"
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains("provision secrets set"), "{msg}");
+    assert!(!msg.contains("abc\"") && !msg.contains("5432"), "{msg}");
+    // Eight characters is enough; booleans are never redacted, so never refused.
+    let path = make_secrets(
+        dir.path(),
+        "ok.age",
+        "password = \"abcdefgh\"\nssl = true\n",
+        &[&key],
+    );
+    SecretsFile::load(&path, &ids(&key)).unwrap();
 }
