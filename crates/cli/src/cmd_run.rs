@@ -7,7 +7,6 @@ use provision_engine::diagnostic::ConfigError;
 use provision_engine::event::{EventSink, Fanout};
 use provision_engine::inventory::{Inventory, InventoryRules};
 use provision_engine::playbook_file::PlaybookFile;
-use provision_engine::runner::Redact;
 use provision_engine::selector::Selector;
 use provision_engine::{RunOptions, Runner};
 use provision_playbook::compile::{SecretsView, targets};
@@ -144,7 +143,12 @@ pub fn compile(loaded: &Loaded) -> Result<provision_playbook::Compiled> {
         };
         Inventory::load(&loaded.inv.path, &rules).map_err(config_error)?;
     }
-    provision_playbook::compile(&loaded.inv, &pb, &view).map_err(config_error)
+    let compiled = provision_playbook::compile(&loaded.inv, &pb, &view).map_err(config_error)?;
+    // The inventory's warnings were shown by `load`; the steps' follow them.
+    for w in compiled.warnings.iter().skip(loaded.inv.warnings.len()) {
+        eprintln!("{}", loaded.redactor.clean(&w.to_string()));
+    }
+    Ok(compiled)
 }
 
 pub fn connect_options(inv: &Inventory) -> Result<ConnectOptions> {
@@ -170,11 +174,6 @@ pub fn sudo_password(secrets: &Secrets) -> Option<Arc<Zeroizing<String>>> {
         .get("sudo_password")
         .and_then(|v| v.as_str())
         .map(|s| Arc::new(Zeroizing::new(s.to_string())))
-}
-
-fn redact_fn(r: &Redactor) -> Redact {
-    let r = r.clone();
-    Arc::new(move |s: &str| r.redact(s).into_owned())
 }
 
 fn limit_set(inv: &Inventory, limit: Option<&str>) -> Result<Option<BTreeSet<String>>> {
@@ -247,7 +246,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
             loaded.inv.clone(),
             pool.clone(),
             targets.clone(),
-            redact_fn(&loaded.redactor),
+            loaded.redactor.clone(),
         ))
     });
 
@@ -274,7 +273,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     };
     let (recap, interrupted) = rt.block_on(async {
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let runner = Runner::new(pool, targets, opts, sink).with_redaction(redact_fn(&loaded.redactor)).with_cancel(rx);
+        let runner = Runner::new(pool, targets, opts, sink).with_redaction(loaded.redactor.clone()).with_cancel(rx);
         let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = interrupted.clone();
         tokio::spawn(async move {

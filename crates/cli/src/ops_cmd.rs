@@ -145,12 +145,9 @@ fn open(common: &Common) -> Result<Opened> {
     let pool: Arc<dyn Connector> =
         Arc::new(SshPool::new(connect_options(&loaded.inv)?).map_err(|e| anyhow!("{e}"))?);
     let t = targets(&loaded.inv, sudo_password(&loaded.secrets));
-    let r = loaded.redactor.clone();
-    let redact: provision_engine::runner::Redact =
-        Arc::new(move |s: &str| r.redact(s).into_owned());
     Ok(Opened {
         secrets_path: loaded.inv.secrets.clone(),
-        cluster: Arc::new(Cluster::new(loaded.inv, pool, t, redact)),
+        cluster: Arc::new(Cluster::new(loaded.inv, pool, t, loaded.redactor.clone())),
         redactor: loaded.redactor,
         identity: common.identity.clone(),
     })

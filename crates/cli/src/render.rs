@@ -3,7 +3,7 @@
 //! lines, the run log file, and the recap at the end.
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use provision_engine::event::{Event, EventSink, HostStatus, Recap};
+use provision_engine::event::{Event, EventSink, HostStatus, Recap, Redacted};
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Mutex;
@@ -58,7 +58,7 @@ pub fn result_line(e: &Event, verbose: bool) -> Option<String> {
     let mut line = format!("{host}: {} {step}", status.as_str());
     if !details.is_empty() {
         line.push_str(": ");
-        line.push_str(&details.join("; "));
+        line.push_str(&Redacted::join(details, "; "));
     }
     if let Some(f) = failure {
         line.push_str(&format!(": {}", f.message));
@@ -168,10 +168,10 @@ impl EventSink for ProgressSink {
                     bar.set_message(format!("step {}: {title}", index + 1));
                 } else {
                     for h in hosts {
-                        let bar = st.bars.entry(h.clone()).or_insert_with(|| {
+                        let bar = st.bars.entry(h.to_string()).or_insert_with(|| {
                             let b = self.multi.add(ProgressBar::new_spinner());
                             b.set_style(Self::style());
-                            b.set_prefix(h.clone());
+                            b.set_prefix(h.to_string());
                             b.enable_steady_tick(std::time::Duration::from_millis(120));
                             b
                         });
@@ -184,7 +184,7 @@ impl EventSink for ProgressSink {
                 if let Some(line) = result_line(e, self.verbose) {
                     let _ = self.multi.println(line);
                 }
-                if let Some(b) = st.bars.get(host) {
+                if let Some(b) = st.bars.get(host.as_str()) {
                     b.set_message(status.as_str());
                 }
                 if let Some(b) = &st.summary {
@@ -368,22 +368,22 @@ mod tests {
         let recap = Recap {
             hosts: vec![
                 HostRecap {
-                    host: "web-1".into(),
+                    host: Redacted::literal("web-1"),
                     ok: 3,
                     changed: 1,
                     ..Default::default()
                 },
                 HostRecap {
-                    host: "db-1".into(),
+                    host: Redacted::literal("db-1"),
                     ok: 1,
                     failed: 1,
                     failures: vec![(
-                        "apt".into(),
+                        Redacted::literal("apt"),
                         FailureInfo {
-                            message: "command failed with exit status 100".into(),
-                            command: Some("apt-get install -y nginx".into()),
+                            message: Redacted::literal("command failed with exit status 100"),
+                            command: Some(Redacted::literal("apt-get install -y nginx")),
                             exit_status: Some(100),
-                            stderr: "E: Unable to locate package nginx".into(),
+                            stderr: Redacted::literal("E: Unable to locate package nginx"),
                             hint: None,
                         },
                     )],

@@ -2,6 +2,7 @@
 //! sshd hosts on 127.0.0.1. The hosts share this machine's filesystem, so every host
 //! works under its own root directory (a host var).
 
+use provision_testkit::leaks::leaks;
 use provision_testkit::{KeyPair, Sshd, keygen};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -114,6 +115,16 @@ impl Cluster {
             .current_dir(self.dir.path())
             .output()
             .unwrap()
+    }
+
+    /// Rewrites the playbook as PLAYBOOK with `from` replaced by `to`.
+    fn playbook_with(&self, from: &str, to: &str) {
+        assert!(PLAYBOOK.contains(from), "{from}");
+        std::fs::write(
+            self.dir.path().join("playbook.toml"),
+            PLAYBOOK.replace(from, to),
+        )
+        .unwrap();
     }
 
     fn cluster_toml(&self) -> String {
@@ -242,13 +253,43 @@ fn converges_then_reports_zero_changes_and_never_leaks_the_secret() {
         "second run: {results:?}"
     );
 
-    // Nothing on any output path carries the secret: stdout, stderr, the run logs.
-    for out in [&first, &second] {
-        assert!(!text(out).contains(SECRET));
+    // Someone edits the file on h1 by hand: --check --diff shows the drift, with the secret
+    // hidden on both sides (the current file holds it too).
+    let conf = c.root(1).join("etc/app/app.conf");
+    let drifted = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace("listen = 10.0.0.1", "listen = 0.0.0.0");
+    std::fs::write(&conf, drifted).unwrap();
+    let diff = c.provision(&["run", &c.cluster_toml(), "--check", "--diff"]);
+    assert!(diff.status.success(), "{}", text(&diff));
+    let shown = text(&diff);
+    assert!(
+        shown.contains("-listen = 0.0.0.0\n") && shown.contains("+listen = 10.0.0.1\n"),
+        "{shown}"
+    );
+    assert!(shown.contains(" token = ***\n"), "{shown}");
+
+    // Nothing on any output path carries the secret in any encoding: stdout (JSON events),
+    // stderr (terminal lines, recap, diffs), the run logs (which record every command and
+    // the size of fact output, never fact output: it holds file contents base64-encoded).
+    for out in [&first, &second, &diff] {
+        assert_eq!(
+            leaks(&text(out), SECRET),
+            Vec::<String>::new(),
+            "{}",
+            text(out)
+        );
     }
     let logs = c.logs();
     assert!(logs.contains("upload"), "the log records every command");
-    assert!(!logs.contains(SECRET), "secret in the run log");
+    assert!(logs.contains(" bytes of facts, not logged)"), "{logs}");
+    // The file's current content as the gather prints it: `content=` + base64 of "# h".
+    assert!(!logs.contains("content=IyBo"), "fact output in the run log");
+    assert_eq!(
+        leaks(&logs, SECRET),
+        Vec::<String>::new(),
+        "secret in the run log"
+    );
 }
 
 #[test]
@@ -342,6 +383,64 @@ fn bad_playbook_parameter_exits_2_at_its_line() {
         t.contains("playbook.toml:5:")
             && t.contains("unknown parameter `mdoe`")
             && t.contains("did you mean `mode`"),
+        "{t}"
+    );
+}
+
+#[test]
+fn a_secret_on_a_command_line_is_refused_and_stdin_is_the_way() {
+    let c = cluster(1);
+    c.playbook_with("run = \"date > ", "run = \"echo {{ secrets.app_token }} > ");
+    for cmd in ["check-config", "run"] {
+        let out = c.provision(&[cmd, &c.cluster_toml()]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {}", text(&out));
+        let t = text(&out);
+        assert!(
+            t.contains("playbook.toml:25:10")
+                && t.contains("`run` holds a secret, and `run` becomes part of a command line")
+                && t.contains("stdin = \"{{ secrets.NAME }}\""),
+            "{cmd}: {t}"
+        );
+        assert!(!t.contains(SECRET), "{t}");
+    }
+    assert!(
+        !c.root(1).join("etc/app").exists(),
+        "a refused playbook changes nothing"
+    );
+    // The same secret on stdin is fine: the script reads it, argv never holds it.
+    c.playbook_with(
+        "run = \"date > ",
+        "stdin = \"{{ secrets.app_token }}\", run = \"cat > ",
+    );
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(c.root(1).join("etc/app/initialised")).unwrap(),
+        SECRET
+    );
+}
+
+#[test]
+fn files_holding_secrets_are_private_unless_a_mode_says_otherwise() {
+    let c = cluster(1);
+    // No `mode` on the template that renders the secret: created 0600.
+    c.playbook_with(
+        "dest = \"{{ vars.root }}/etc/app/app.conf\", mode = \"0600\"",
+        "dest = \"{{ vars.root }}/etc/app/app.conf\"",
+    );
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(mode(&c.root(1).join("etc/app/app.conf")), 0o600);
+    // A mode that lets everyone read it: a warning at the parameter, naming the step.
+    c.playbook_with("mode = \"0600\"", "mode = \"0644\"");
+    let out = c.provision(&["check-config", &c.cluster_toml()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("playbook.toml:10:")
+            && t.contains("step `app config`:")
+            && t.contains("holds a secret, and mode 0644 lets every user of the host read it")
+            && t.contains("1 warning(s)"),
         "{t}"
     );
 }

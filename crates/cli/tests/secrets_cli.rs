@@ -223,16 +223,25 @@ fn interrupted_edit(
             marker.display()
         ),
     );
-    let mut child = provision(&home, &tmp, &work)
-        .env("EDITOR", &editor)
+    let mut cmd = provision(&home, &tmp, &work);
+    cmd.env("EDITOR", &editor)
         .args(["secrets", "edit", "secrets.age"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Own process group, like a shell job: `kill -INT 0` from the editor then reaches
         // provision and the editor (what Ctrl-C in a terminal does), and not the test runner.
-        .process_group(0)
-        .spawn()
-        .unwrap();
+        .process_group(0);
+    // A suite started in the background by a non-interactive shell (`cmd &`) inherits SIGINT
+    // ignored, and provision rightly keeps an ignored signal ignored: give it what a
+    // terminal's foreground job has.
+    // SAFETY: only signal(2), async-signal-safe, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
     if let Some(signal) = from_test {
         wait_for_file(&marker, Duration::from_secs(20));
         let status = Command::new("kill")

@@ -1,6 +1,8 @@
 //! What a run reports, as events sent to sinks (terminal progress, JSON lines, the
-//! run log). Every string in an event has already been through secret redaction.
+//! run log). Every text in an event is [`Redacted`]: it has been through secret redaction,
+//! and an event cannot be built from text that has not.
 
+pub use provision_secrets::{Redacted, Redactor};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -32,15 +34,15 @@ impl HostStatus {
 /// A failure, with everything a person needs to act on it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FailureInfo {
-    pub message: String,
+    pub message: Redacted,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub command: Option<String>,
+    pub command: Option<Redacted>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_status: Option<u32>,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub stderr: String,
+    #[serde(skip_serializing_if = "Redacted::is_empty")]
+    pub stderr: Redacted,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub hint: Option<String>,
+    pub hint: Option<Redacted>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -53,34 +55,35 @@ pub enum Event {
     },
     StepStarted {
         index: usize,
-        title: String,
-        hosts: Vec<String>,
+        title: Redacted,
+        hosts: Vec<Redacted>,
     },
     /// The outcome of one step on one host.
     HostResult {
         index: usize,
-        step: String,
-        host: String,
+        step: Redacted,
+        host: Redacted,
         status: HostStatus,
         /// Why ok / skipped, or the change summaries.
-        details: Vec<String>,
+        details: Vec<Redacted>,
         #[serde(skip_serializing_if = "Option::is_none")]
-        diff: Option<String>,
+        diff: Option<Redacted>,
         #[serde(skip_serializing_if = "Option::is_none")]
         failure: Option<FailureInfo>,
         #[serde(serialize_with = "millis")]
         duration: Duration,
     },
-    /// Every remote command, for the run log (not shown on the terminal).
+    /// Every remote command, for the run log (not shown on the terminal). The output of
+    /// fact gathering is not kept (it may hold file contents): only its size.
     Command {
-        host: String,
-        step: String,
-        command: String,
+        host: Redacted,
+        step: Redacted,
+        command: Redacted,
         exit_status: Option<u32>,
         #[serde(serialize_with = "millis")]
         duration: Duration,
-        stdout: String,
-        stderr: String,
+        stdout: Redacted,
+        stderr: Redacted,
     },
     Interrupted,
     RunFinished {
@@ -102,7 +105,7 @@ pub struct Recap {
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct HostRecap {
-    pub host: String,
+    pub host: Redacted,
     pub ok: usize,
     pub changed: usize,
     pub would_change: usize,
@@ -110,7 +113,7 @@ pub struct HostRecap {
     pub failed: usize,
     pub unreachable: bool,
     /// (step, failure) for each failure on this host.
-    pub failures: Vec<(String, FailureInfo)>,
+    pub failures: Vec<(Redacted, FailureInfo)>,
 }
 
 impl Recap {
@@ -156,7 +159,7 @@ impl MemorySink {
             .filter_map(|e| match e {
                 Event::HostResult {
                     step, host, status, ..
-                } => Some((step.clone(), host.clone(), *status)),
+                } => Some((step.to_string(), host.to_string(), *status)),
                 _ => None,
             })
             .collect()

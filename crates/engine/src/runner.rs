@@ -1,7 +1,9 @@
 //! The runner: for each step, gather facts (batched, in parallel), plan (pure),
 //! then apply through the one dry-run gate, reporting every outcome as events.
 
-use crate::event::{Event, EventSink, FailureInfo, HostRecap, HostStatus, Recap};
+use crate::event::{
+    Event, EventSink, FailureInfo, HostRecap, HostStatus, Recap, Redacted, Redactor,
+};
 use crate::facts;
 use crate::step::{Action, Change, Check, Facts, Step, StepError};
 use provision_transport::{Command, Connector, Stdin, Target, Transport, TransportError, Upload};
@@ -40,13 +42,6 @@ impl Default for RunOptions {
     }
 }
 
-/// Replaces known secret values in any text leaving the runner.
-pub type Redact = Arc<dyn Fn(&str) -> String + Send + Sync>;
-
-pub fn no_redaction() -> Redact {
-    Arc::new(|s: &str| s.to_string())
-}
-
 /// Why a host dropped out of the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dead {
@@ -70,12 +65,12 @@ pub struct Runner {
     targets: Vec<Target>,
     opts: RunOptions,
     sink: Arc<dyn EventSink>,
-    redact: Redact,
+    /// The one redaction point of a run: every text of every event is made by [`Runner::clean`].
+    /// Grows with the secrets learnt from facts during the run (join tokens).
+    redactor: Mutex<Redactor>,
     cancel: tokio::sync::watch::Receiver<bool>,
     nonce: String,
     state: Mutex<State>,
-    /// Secrets learnt from facts during the run (join tokens), redacted like the others.
-    learnt: Mutex<Vec<String>>,
 }
 
 impl Runner {
@@ -92,10 +87,8 @@ impl Runner {
             .map(|t| {
                 (
                     t.name.clone(),
-                    HostRecap {
-                        host: t.name.clone(),
-                        ..Default::default()
-                    },
+                    // `host` is filled in (redacted) when the recap is handed out.
+                    HostRecap::default(),
                 )
             })
             .collect();
@@ -104,7 +97,7 @@ impl Runner {
             targets,
             opts,
             sink,
-            redact: no_redaction(),
+            redactor: Mutex::new(Redactor::empty()),
             cancel: rx,
             nonce: facts::nonce(),
             state: Mutex::new(State {
@@ -114,12 +107,12 @@ impl Runner {
                 cross: Default::default(),
                 recap,
             }),
-            learnt: Mutex::new(Vec::new()),
         }
     }
 
-    pub fn with_redaction(mut self, redact: Redact) -> Self {
-        self.redact = redact;
+    /// The secrets of the run: nothing that leaves the runner shows them.
+    pub fn with_redaction(self, redactor: Redactor) -> Self {
+        *self.redactor.lock().unwrap() = redactor;
         self
     }
 
@@ -167,7 +160,17 @@ impl Runner {
             self.run_step(index, steps).await;
         }
         let recap = Recap {
-            hosts: self.state.lock().unwrap().recap.values().cloned().collect(),
+            hosts: self
+                .state
+                .lock()
+                .unwrap()
+                .recap
+                .iter()
+                .map(|(name, r)| HostRecap {
+                    host: self.clean(name),
+                    ..r.clone()
+                })
+                .collect(),
         };
         self.emit(Event::RunFinished {
             recap: recap.clone(),
@@ -195,8 +198,8 @@ impl Runner {
         }
         self.emit(Event::StepStarted {
             index,
-            title: title.clone(),
-            hosts: targets.clone(),
+            title: self.clean(&title),
+            hosts: targets.iter().map(|h| self.clean(h)).collect(),
         });
         let step_started = Instant::now();
 
@@ -234,7 +237,7 @@ impl Runner {
                     &title,
                     host,
                     HostStatus::Ok,
-                    vec![reason.clone()],
+                    vec![self.clean(reason)],
                     None,
                     None,
                     step_started,
@@ -244,7 +247,7 @@ impl Runner {
                     &title,
                     host,
                     HostStatus::Skipped,
-                    vec![reason.clone()],
+                    vec![self.clean(reason)],
                     None,
                     None,
                     step_started,
@@ -260,7 +263,9 @@ impl Runner {
                     step_started,
                 ),
                 Some(Ok(Check::Change(c))) => changes.push((host.clone(), c.clone())),
-                Some(Err(e)) => self.fail(index, &title, host, failure_from_step(e), step_started),
+                Some(Err(e)) => {
+                    self.fail(index, &title, host, self.failure_from_step(e), step_started)
+                }
             }
         }
 
@@ -356,36 +361,35 @@ impl Runner {
         let title = steps[index].title().to_string();
         let stdout = out.stdout_str();
         let mut parsed = facts::parse_batch(&self.nonce, &stdout);
-        // Learn the secrets in these facts before anything is logged.
+        // Learn the secrets in these facts before anything is reported.
         for (k, f) in &parsed {
             let found = steps[*k].secret_values(host, f);
-            let mut learnt = self.learnt.lock().unwrap();
-            for v in found.into_iter().filter(|v| v.len() >= 4) {
-                if !learnt.contains(&v) {
-                    learnt.push(v);
-                }
+            if !found.is_empty() {
+                let mut r = self.redactor.lock().unwrap();
+                *r = r.with_values(found.iter().map(String::as_str));
             }
         }
+        // Fact output is not logged: it holds file contents (for --diff) and hashes of
+        // contents that may hold secrets. Its size tells whether the gather worked.
         self.log_command(
             host,
             &title,
             &format!("(facts for {} step(s))\n{script}", cmds.len()),
             out.exit_status,
             started.elapsed(),
-            &stdout,
+            &format!("({} bytes of facts, not logged)", out.stdout.len()),
             &out.stderr_str(),
         );
         let own_pos = parsed.iter().position(|(k, _)| *k == index);
         let Some(own_pos) = own_pos else {
             return Err(RunnerError::Step(FailureInfo {
-                message: "fact gathering did not complete".into(),
-                command: Some(self.redact_str(&script)),
+                message: Redacted::literal("fact gathering did not complete"),
+                command: Some(self.clean(&script)),
                 exit_status: out.exit_status,
-                stderr: self.redact_str(&out.stderr_str()),
-                hint: Some(
-                    "is the remote shell POSIX sh? run `provision shell` with the command to see"
-                        .into(),
-                ),
+                stderr: self.clean(&out.stderr_str()),
+                hint: Some(Redacted::literal(
+                    "is the remote shell POSIX sh? run `provision shell` with the command to see",
+                )),
             }));
         };
         let (_, own_facts) = parsed.remove(own_pos);
@@ -405,12 +409,9 @@ impl Runner {
         changes: Vec<Change>,
         started: Instant,
     ) {
-        let summaries: Vec<String> = changes
-            .iter()
-            .map(|c| self.redact_str(&c.summary))
-            .collect();
+        let summaries: Vec<Redacted> = changes.iter().map(|c| self.clean(&c.summary)).collect();
         let diff = if self.opts.diff {
-            render_diffs(&changes).map(|d| self.redact_str(&d))
+            render_diffs(&changes).map(|d| self.clean(&d))
         } else {
             None
         };
@@ -447,12 +448,11 @@ impl Runner {
                     Action::RunOn { host: other, .. } => match self.connection(other).await {
                         Ok(c) => self.run_action(&*c, other, title, action).await,
                         Err(e) => Err(RunnerError::Step(FailureInfo {
-                            message: self.redact_str(&format!(
-                                "cannot reach {other} to act for {host}: {e}"
-                            )),
+                            message: self
+                                .clean(&format!("cannot reach {other} to act for {host}: {e}")),
                             command: None,
                             exit_status: None,
-                            stderr: String::new(),
+                            stderr: Redacted::default(),
                             hint: None,
                         })),
                     },
@@ -463,13 +463,7 @@ impl Runner {
                         RunnerError::Transport(t) if t.is_unreachable() => {
                             self.host_lost(index, title, host, &RunnerError::Transport(t), started)
                         }
-                        other => self.fail(
-                            index,
-                            title,
-                            host,
-                            other.into_failure(&*self.redact),
-                            started,
-                        ),
+                        other => self.fail(index, title, host, self.failure(&other), started),
                     };
                 }
             }
@@ -515,10 +509,11 @@ impl Runner {
                 );
                 if !out.success() {
                     return Err(RunnerError::Step(FailureInfo {
-                        message: format!("command failed with {}", out.describe_exit()),
-                        command: Some(self.redact_str(script)),
+                        message: self
+                            .clean(&format!("command failed with {}", out.describe_exit())),
+                        command: Some(self.clean(script)),
                         exit_status: out.exit_status,
-                        stderr: self.redact_str(out.stderr_str().trim()),
+                        stderr: self.clean(out.stderr_str().trim()),
                         hint: None,
                     }));
                 }
@@ -557,14 +552,22 @@ impl Runner {
         Ok(())
     }
 
-    fn redact_str(&self, s: &str) -> String {
-        let mut out = (self.redact)(s);
-        for v in self.learnt.lock().unwrap().iter() {
-            if out.contains(v.as_str()) {
-                out = out.replace(v.as_str(), "***");
-            }
+    /// The one redaction point of the runner.
+    fn clean(&self, s: &str) -> Redacted {
+        self.redactor.lock().unwrap().clean(s)
+    }
+
+    fn failure(&self, e: &RunnerError) -> FailureInfo {
+        match e {
+            RunnerError::Transport(t) => FailureInfo {
+                message: self.clean(&t.to_string()),
+                command: None,
+                exit_status: None,
+                stderr: Redacted::default(),
+                hint: None,
+            },
+            RunnerError::Step(f) => f.clone(),
         }
-        out
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -579,19 +582,19 @@ impl Runner {
         stderr: &str,
     ) {
         self.emit(Event::Command {
-            host: host.into(),
-            step: step.into(),
-            command: self.redact_str(command),
+            host: self.clean(host),
+            step: self.clean(step),
+            command: self.clean(command),
             exit_status,
             duration,
-            stdout: self.redact_str(stdout),
-            stderr: self.redact_str(stderr),
+            stdout: self.clean(stdout),
+            stderr: self.clean(stderr),
         });
     }
 
     fn host_lost(&self, index: usize, title: &str, host: &str, e: &RunnerError, started: Instant) {
         let unreachable = matches!(e, RunnerError::Transport(t) if t.is_unreachable());
-        let failure = e.clone_failure(&*self.redact);
+        let failure = self.failure(e);
         if unreachable {
             {
                 let mut st = self.state.lock().unwrap();
@@ -599,13 +602,13 @@ impl Runner {
                 st.conns.remove(host);
                 if let Some(r) = st.recap.get_mut(host) {
                     r.unreachable = true;
-                    r.failures.push((title.to_string(), failure.clone()));
+                    r.failures.push((self.clean(title), failure.clone()));
                 }
             }
             self.emit(Event::HostResult {
                 index,
-                step: title.into(),
-                host: host.into(),
+                step: self.clean(title),
+                host: self.clean(host),
                 status: HostStatus::Unreachable,
                 details: vec![],
                 diff: None,
@@ -622,7 +625,7 @@ impl Runner {
             let mut st = self.state.lock().unwrap();
             st.dead.insert(host.into(), Dead::Failed);
             if let Some(r) = st.recap.get_mut(host) {
-                r.failures.push((title.to_string(), failure.clone()));
+                r.failures.push((self.clean(title), failure.clone()));
             }
         }
         self.result(
@@ -644,20 +647,14 @@ impl Runner {
         title: &str,
         host: &str,
         status: HostStatus,
-        details: Vec<String>,
-        diff: Option<String>,
+        details: Vec<Redacted>,
+        diff: Option<Redacted>,
         failure: Option<FailureInfo>,
         started: Instant,
     ) {
         {
             let mut st = self.state.lock().unwrap();
-            let r = st
-                .recap
-                .entry(host.to_string())
-                .or_insert_with(|| HostRecap {
-                    host: host.into(),
-                    ..Default::default()
-                });
+            let r = st.recap.entry(host.to_string()).or_default();
             match status {
                 HostStatus::Ok => r.ok += 1,
                 HostStatus::Changed => r.changed += 1,
@@ -667,11 +664,10 @@ impl Runner {
                 HostStatus::Unreachable => r.unreachable = true,
             }
         }
-        let details = details.iter().map(|d| self.redact_str(d)).collect();
         self.emit(Event::HostResult {
             index,
-            step: title.into(),
-            host: host.into(),
+            step: self.clean(title),
+            host: self.clean(host),
             status,
             details,
             diff,
@@ -687,32 +683,15 @@ enum RunnerError {
     Step(FailureInfo),
 }
 
-impl RunnerError {
-    fn clone_failure(&self, redact: &(dyn Fn(&str) -> String + Send + Sync)) -> FailureInfo {
-        match self {
-            RunnerError::Transport(e) => FailureInfo {
-                message: redact(&e.to_string()),
-                command: None,
-                exit_status: None,
-                stderr: String::new(),
-                hint: None,
-            },
-            RunnerError::Step(f) => f.clone(),
+impl Runner {
+    fn failure_from_step(&self, e: &StepError) -> FailureInfo {
+        FailureInfo {
+            message: self.clean(&e.message),
+            command: None,
+            exit_status: None,
+            stderr: Redacted::default(),
+            hint: e.hint.as_deref().map(|h| self.clean(h)),
         }
-    }
-
-    fn into_failure(self, redact: &(dyn Fn(&str) -> String + Send + Sync)) -> FailureInfo {
-        self.clone_failure(redact)
-    }
-}
-
-fn failure_from_step(e: &StepError) -> FailureInfo {
-    FailureInfo {
-        message: e.message.clone(),
-        command: None,
-        exit_status: None,
-        stderr: String::new(),
-        hint: e.hint.clone(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Tier 1: the runner against the recording fake transport, with fake hosts that
 //! keep state so that applying a change is visible to the next fact gathering.
 
-use provision_engine::event::{MemorySink, Recap};
+use provision_engine::event::{MemorySink, Recap, Redactor};
 use provision_engine::facts::answer_batch;
 use provision_engine::step::{Action, Change, Check, Facts, HostStep, PerHost, Step, StepError};
 use provision_engine::{Event, HostStatus, RunOptions, Runner};
@@ -158,7 +158,9 @@ async fn check_mode_reports_and_changes_nothing() {
         .unwrap()
         .iter()
         .filter_map(|e| match e {
-            Event::HostResult { host, details, .. } if host == "h2" => Some(details.clone()),
+            Event::HostResult { host, details, .. } if host == "h2" => {
+                Some(details.iter().map(|d| d.to_string()).collect())
+            }
             _ => None,
         })
         .collect();
@@ -260,7 +262,7 @@ async fn secrets_are_redacted_from_every_event() {
         RunOptions::default(),
         sink.clone(),
     )
-    .with_redaction(Arc::new(|s: &str| s.replace("s3cr3t-value", "***")));
+    .with_redaction(Redactor::new(["s3cr3t-value"]));
     runner.run(&[step("a", &["h1"])]).await;
     let all = serde_json::to_string(&*sink.events.lock().unwrap()).unwrap();
     assert!(all.contains("token *** rejected"), "{all}");
@@ -387,5 +389,103 @@ async fn a_change_anywhere_refreshes_the_facts_of_cross_host_steps() {
     assert_eq!(
         gathers, 2,
         "batched with step 1, then gathered again after h2 changed"
+    );
+}
+
+/// A file-like step: its facts carry the current content base64-encoded (as the file steps'
+/// do, for --diff), and its change uploads new content holding the secret.
+struct SecretFile;
+
+const FILE_SECRET: &str = "db-pass~?>word-42";
+
+impl HostStep for SecretFile {
+    fn gather(&self) -> Option<String> {
+        Some("cat-file".into())
+    }
+    fn check(&self, facts: &Facts) -> Result<Check, StepError> {
+        use base64::Engine as _;
+        let b64 = facts.stdout.trim().trim_start_matches("content=");
+        let before = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        let before = String::from_utf8(before).unwrap();
+        let after = format!("user = app\npassword = {FILE_SECRET}\nport = 5433\n");
+        Ok(Check::Change(vec![
+            Change::new(
+                "update /etc/app.conf: content",
+                vec![Action::Upload {
+                    dest: "/etc/app.conf".into(),
+                    content: zeroize::Zeroizing::new(after.clone().into_bytes()),
+                    mode: Some(0o600),
+                    owner: None,
+                    group: None,
+                }],
+            )
+            .with_diff(provision_engine::step::FileDiff {
+                path: "/etc/app.conf".into(),
+                before: Some(before),
+                after,
+            }),
+        ]))
+    }
+}
+
+#[tokio::test]
+async fn fact_output_is_not_logged_and_diffs_hide_the_secret_on_both_sides() {
+    use base64::Engine as _;
+    let h1 = host("h1");
+    // The file on the host holds the secret already; only the port drifted.
+    let current = format!("user = app\npassword = {FILE_SECRET}\nport = 5432\n");
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&current);
+    h1.fake.respond_with("cat-file", move |script| {
+        Output::ok(answer_batch(script, |_| {
+            (format!("content={encoded}\n"), 0)
+        }))
+    });
+    let sink = Arc::new(MemorySink::default());
+    let steps: Vec<Box<dyn Step>> = vec![Box::new(PerHost {
+        title: "app config".into(),
+        hosts: vec![("h1".into(), Box::new(SecretFile) as Box<dyn HostStep>)],
+    })];
+    let runner = Runner::new(
+        connector(&[&h1]),
+        targets(&["h1"]),
+        RunOptions {
+            diff: true,
+            check: true,
+            ..Default::default()
+        },
+        sink.clone(),
+    )
+    .with_redaction(Redactor::new([FILE_SECRET]));
+    runner.run(&steps).await;
+    let events = sink.events.lock().unwrap();
+    let gather = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Command {
+                command, stdout, ..
+            } if command.contains("cat-file") => Some(stdout.to_string()),
+            _ => None,
+        })
+        .expect("the gather is logged");
+    assert!(
+        gather.starts_with('(') && gather.ends_with(" bytes of facts, not logged)"),
+        "{gather}"
+    );
+    let diff = events
+        .iter()
+        .find_map(|e| match e {
+            Event::HostResult { diff, .. } => diff.clone(),
+            _ => None,
+        })
+        .expect("a diff");
+    assert!(diff.contains("-port = 5432\n+port = 5433"), "{diff}");
+    assert!(diff.contains(" password = ***\n"), "{diff}");
+    let all = serde_json::to_string(&*events).unwrap();
+    assert!(!all.contains(FILE_SECRET), "{all}");
+    assert!(
+        !all.contains("content="),
+        "no fact output in any event: {all}"
     );
 }

@@ -4,8 +4,8 @@
 
 use crate::OpsError;
 use crate::commands;
+use provision_engine::event::{Redacted, Redactor};
 use provision_engine::inventory::{Host, Inventory, Role};
-use provision_engine::runner::Redact;
 use provision_playbook::steps::swarm_facts::{self, HostSwarm, NodeInfo, SwarmView};
 use provision_transport::{Command, Connector, Output, Stdin, Target, Transport};
 use std::collections::BTreeMap;
@@ -19,9 +19,9 @@ pub struct Cluster {
     pub inv: Inventory,
     connector: Arc<dyn Connector>,
     targets: BTreeMap<String, Target>,
-    redact: Redact,
-    /// Secrets learnt while working (join tokens, the unlock key): redacted from every message.
-    learnt: Mutex<Vec<String>>,
+    /// The cluster's secrets, plus those learnt while working (join tokens, the unlock key):
+    /// every message is made through it.
+    redactor: Mutex<Redactor>,
 }
 
 impl Cluster {
@@ -29,30 +29,30 @@ impl Cluster {
         inv: Inventory,
         connector: Arc<dyn Connector>,
         targets: Vec<Target>,
-        redact: Redact,
+        redactor: Redactor,
     ) -> Self {
         Cluster {
             inv,
             connector,
             targets: targets.into_iter().map(|t| (t.name.clone(), t)).collect(),
-            redact,
-            learnt: Mutex::new(Vec::new()),
+            redactor: Mutex::new(redactor),
         }
     }
 
     /// Declares a value secret: it never appears in messages from now on.
     pub fn learn_secret(&self, s: &str) {
-        if !s.is_empty() {
-            self.learnt.lock().unwrap().push(s.to_string());
-        }
+        let mut r = self.redactor.lock().unwrap();
+        *r = r.with_values([s]);
     }
 
+    /// `s` with every secret of the cluster hidden, in any encoding.
+    pub fn clean(&self, s: &str) -> Redacted {
+        self.redactor.lock().unwrap().clean(s)
+    }
+
+    /// [`Cluster::clean`] as a plain string, for error values.
     pub fn redact(&self, s: &str) -> String {
-        let mut out = (self.redact)(s);
-        for secret in self.learnt.lock().unwrap().iter() {
-            out = out.replace(secret.as_str(), "<redacted>");
-        }
-        out
+        self.clean(s).into_string()
     }
 
     /// Inventory hosts that are swarm nodes (managers first, in inventory order).

@@ -1,6 +1,7 @@
 //! Day-2 flows against the recording fake transport: which commands run on
 //! which host, in which order, and what is refused before anything changes.
 
+use provision_engine::event::Redactor;
 use provision_engine::inventory::Inventory;
 use provision_ops::{Cluster, OpsError, nodes, recover, status};
 use provision_transport::fake::{FakeConnector, FakeTransport};
@@ -69,7 +70,7 @@ fn cluster(hosts: &[Arc<FakeTransport>]) -> Cluster {
     }
     let connector: Arc<dyn Connector> = Arc::new(c);
     let targets = provision_playbook::compile::targets(&inv, None);
-    Cluster::new(inv, connector, targets, Arc::new(|s: &str| s.to_string()))
+    Cluster::new(inv, connector, targets, Redactor::empty())
 }
 
 /// manager-1 answering its first survey without a leader. The fake gives the

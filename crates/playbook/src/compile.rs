@@ -89,6 +89,8 @@ pub fn compile(
 ) -> Result<Compiled, ConfigError> {
     let env = template::environment();
     let mut diagnostics: Vec<Diagnostic> = Vec::new();
+    // Step constructors report warnings through a shared closure.
+    let warnings = std::cell::RefCell::new(inv.warnings.clone());
     let mut steps: Vec<Box<dyn Step>> = Vec::new();
     let base_dir = pb
         .path
@@ -173,14 +175,29 @@ pub fn compile(
                     continue;
                 }
             };
+            if let Some(d) = secret_in_argv(pb, spec, &rendered, secrets) {
+                push_unique(&mut diagnostics, d);
+                continue;
+            }
             let render = |name: &str, body: &str| template::render(&env, name, body, ctx);
             let has_secret = |text: &str| (secrets.contains_secret)(text);
+            let warn = |key: &str, message: String| {
+                let mut d = spec.param_error(
+                    &pb.path,
+                    key,
+                    format!("step `{}`: {message}", spec.name),
+                    None,
+                );
+                d.severity = provision_engine::diagnostic::Severity::Warning;
+                push_unique(&mut warnings.borrow_mut(), d);
+            };
             let bctx = BuildCtx {
                 host,
                 inventory: inv,
                 base_dir: &base_dir,
                 render: &render,
                 has_secret: &has_secret,
+                warn: &warn,
             };
             match ctor(&rendered, &bctx) {
                 Ok(step) => per_host.push((host.name.clone(), step)),
@@ -201,7 +218,7 @@ pub fn compile(
     if diagnostics.is_empty() {
         Ok(Compiled {
             steps,
-            warnings: inv.warnings.clone(),
+            warnings: warnings.into_inner(),
         })
     } else {
         Err(ConfigError { diagnostics })
@@ -271,6 +288,10 @@ fn compile_cluster_step(
                 return None;
             }
         };
+    if let Some(d) = secret_in_argv(pb, spec, &rendered, secrets) {
+        push_unique(diagnostics, d);
+        return None;
+    }
     let render = |name: &str, body: &str| template::render(env, name, body, &ctx);
     let has_secret = |text: &str| (secrets.contains_secret)(text);
     let cctx = ClusterCtx {
@@ -291,6 +312,51 @@ fn compile_cluster_step(
             );
             None
         }
+    }
+}
+
+/// A secret in a parameter that may become part of a command line (after rendering: a
+/// `secrets.*` reference, or a var holding a secret's value), as an error at that parameter.
+fn secret_in_argv(
+    pb: &PlaybookFile,
+    spec: &StepSpec,
+    rendered: &toml::Table,
+    secrets: &SecretsView<'_>,
+) -> Option<Diagnostic> {
+    let safe: &[&str] = crate::steps::STDIN_PARAMS
+        .iter()
+        .find(|(n, _)| *n == spec.uses)
+        .map(|(_, keys)| *keys)
+        .unwrap_or(&[]);
+    let (key, _) = rendered
+        .iter()
+        .filter(|(k, _)| !safe.contains(&k.as_str()))
+        .find(|(_, v)| holds_secret(v, secrets))?;
+    let help = match spec.uses.as_str() {
+        "command" => format!(
+            "pass it on stdin: stdin = \"{{{{ secrets.NAME }}}}\" and read it in `{key}` (e.g. `docker login --password-stdin`, `read -r pw`); or write it to a file with a `template` step (mode 0600) and point the command at the file"
+        ),
+        _ => "put it in a file with a `template` or `copy` step (mode 0600) and refer to the file, or pass it on stdin with a `command` step's `stdin`".to_string(),
+    };
+    Some(
+        spec.param_error(
+            &pb.path,
+            key,
+            format!(
+                "step `{}`: `{key}` holds a secret, and `{key}` becomes part of a command line, which every user of the host can read (ps, /proc)",
+                spec.name
+            ),
+            Some(help),
+        ),
+    )
+}
+
+fn holds_secret(v: &toml::Value, secrets: &SecretsView<'_>) -> bool {
+    match v {
+        toml::Value::String(s) => (secrets.contains_secret)(s),
+        toml::Value::Array(a) => a.iter().any(|v| holds_secret(v, secrets)),
+        toml::Value::Table(t) => t.values().any(|v| holds_secret(v, secrets)),
+        other => (secrets.contains_secret)(&other.to_string()),
     }
 }
 

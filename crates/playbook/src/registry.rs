@@ -20,6 +20,9 @@ pub struct BuildCtx<'a> {
     /// True when `text` contains a secret value (files holding secrets must be 0600
     /// and their diffs are redacted).
     pub has_secret: &'a dyn Fn(&str) -> bool,
+    /// Reports a warning about a parameter (its key, the message): check-config and run show
+    /// it at the parameter's line and go on.
+    pub warn: &'a dyn Fn(&str, String),
 }
 
 /// A bad parameter: which key, what is wrong, what to write instead.

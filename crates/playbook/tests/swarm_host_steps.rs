@@ -313,6 +313,7 @@ fn build<F>(
         base_dir,
         render: &render,
         has_secret: &has_secret,
+        warn: &|_, _| {},
     };
     ctor(&toml::from_str(with).unwrap(), &bctx, files)
 }

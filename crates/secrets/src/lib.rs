@@ -30,7 +30,9 @@ pub use ops::{
     remove, rotate, set, set_decrypted, view,
 };
 pub use recipients::{RecipientKey, RecipientKind, RecipientsFile, resolve_recipient_arg};
-pub use redact::{MIN_FRAGMENT_CHARS, MIN_SECRET_CHARS, REDACTED, Redactor};
+pub use redact::{
+    MIN_ENCODED_CHARS, MIN_FRAGMENT_CHARS, MIN_SECRET_CHARS, REDACTED, Redacted, Redactor,
+};
 pub use secrets::{MIN_VALUE_CHARS, Secrets, ShortValue, check_value_lengths, short_values};
 
 /// Re-exported so callers can build passphrases without depending on secrecy themselves.

@@ -1,5 +1,6 @@
 //! Redaction of known secret values from any text that leaves the process (logs, diffs, JSON
-//! events, error messages).
+//! events, error messages), in every encoding they travel in, and [`Redacted`]: the type
+//! output is built from, so text that skipped redaction does not type-check.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -20,11 +21,18 @@ pub const MIN_SECRET_CHARS: usize = 4;
 /// as they are structure rather than secret material.
 pub const MIN_FRAGMENT_CHARS: usize = 8;
 
+/// Encoded forms shorter than this are not matched: a 5-character run of base64 or hex
+/// occurs by chance in ordinary output (hashes, ids) and would garble it.
+pub const MIN_ENCODED_CHARS: usize = 6;
+
 /// Replaces every occurrence of known secret values with [`REDACTED`].
 ///
 /// Cheap to clone (shared), `Send + Sync`; the default (empty) redactor changes nothing.
 /// Besides each value, it also matches the value's JSON-escaped and Rust-`Debug`-escaped forms
-/// (how it appears inside JSON events and `{:?}` logs) and the lines of multi-line values.
+/// (how it appears inside JSON events and `{:?}` logs), the lines of multi-line values, and the
+/// value as it appears inside base64 (standard and URL-safe alphabets, at each of the three
+/// byte offsets a value can start at within encoded data), hex (either case) and
+/// percent-encoding (URLs, form bodies).
 /// Every byte covered by any match is hidden, so overlapping secrets leak no fragment.
 /// The patterns are wiped from memory when the last clone is dropped.
 #[derive(Clone, Default)]
@@ -67,8 +75,18 @@ impl Redactor {
             }
             let debug = Zeroizing::new(format!("{value:?}"));
             add(&debug[1..debug.len() - 1], MIN_SECRET_CHARS);
+            if value.chars().count() >= MIN_SECRET_CHARS {
+                for encoded in encoded_forms(value.as_bytes()) {
+                    add(&encoded, MIN_ENCODED_CHARS);
+                }
+            }
         }
         Self::from_needles(needles)
+    }
+
+    /// This redactor plus more values (secrets learnt during a run, such as join tokens).
+    pub fn with_values<'a>(&self, values: impl IntoIterator<Item = &'a str>) -> Redactor {
+        self.merged(&Redactor::new(values))
     }
 
     fn from_needles(mut needles: Vec<Zeroizing<Vec<u8>>>) -> Self {
@@ -168,6 +186,139 @@ impl Redactor {
     pub fn contains_secret(&self, bytes: &[u8]) -> bool {
         !self.matches(bytes).is_empty()
     }
+
+    /// `text` redacted, as the type every output is built from.
+    pub fn clean(&self, text: &str) -> Redacted {
+        Redacted(self.redact(text).into_owned())
+    }
+}
+
+/// How `value` looks inside encoded data, as the runs of encoded characters that depend on
+/// the value's bytes alone (wiped on drop).
+///
+/// In base64 a value starting at byte offset 1 or 2 of a 3-byte group shares its first
+/// character(s) with the bytes before it, and its last with the bytes after it; those mixed
+/// characters are left out, the rest is matched for each of the three offsets.
+fn encoded_forms(value: &[u8]) -> Vec<Zeroizing<String>> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let mut out = Vec::new();
+    for offset in 0..3usize {
+        let mut data = Zeroizing::new(vec![0u8; offset]);
+        data.extend_from_slice(value);
+        // Characters of 6 bits: the first that starts at or after the value's first bit, up to
+        // the last that ends at or before its last bit.
+        let start = (offset * 8).div_ceil(6);
+        let end = (data.len() * 8) / 6;
+        if end <= start {
+            continue;
+        }
+        for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+            let encoded = Zeroizing::new(engine.encode(&*data));
+            out.push(Zeroizing::new(encoded[start..end].to_string()));
+        }
+    }
+    let hex = Zeroizing::new(hex::encode(value));
+    out.push(Zeroizing::new(hex.to_ascii_uppercase()));
+    out.push(hex);
+    // RFC 3986: everything but unreserved characters is escaped, in either hex case; forms
+    // write a space as `+`.
+    const ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let url = Zeroizing::new(percent_encoding::percent_encode(value, ESCAPED).to_string());
+    if url.as_bytes() != value {
+        out.push(Zeroizing::new(lower_escapes(&url)));
+        out.push(Zeroizing::new(url.replace("%20", "+")));
+        out.push(url);
+    }
+    out
+}
+
+/// `%2F` as `%2f`: both are valid and both are seen.
+fn lower_escapes(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    let mut rest = url;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let esc = rest.get(i..i + 3).unwrap_or(&rest[i..]);
+        out.push_str(&esc.to_ascii_lowercase());
+        rest = &rest[i + esc.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Text that has been through a [`Redactor`]: events, logs, diffs, recaps and error messages
+/// are built from it, so a path that forgot redaction does not compile.
+///
+/// Made only by [`Redactor::clean`], or by [`Redacted::literal`] for text written in the code.
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct Redacted(String);
+
+impl Redacted {
+    /// Text written in the program itself (a fixed message), which holds no secret.
+    pub fn literal(text: &'static str) -> Redacted {
+        Redacted(text.to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Pieces of redacted text joined: still redacted (the separator is the program's).
+    pub fn join(parts: &[Redacted], sep: &'static str) -> Redacted {
+        Redacted(
+            parts
+                .iter()
+                .map(|p| p.0.as_str())
+                .collect::<Vec<_>>()
+                .join(sep),
+        )
+    }
+}
+
+impl std::ops::Deref for Redacted {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `pad`: widths and alignment (`{:<20}`) apply as to a str.
+        f.pad(&self.0)
+    }
+}
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl PartialEq<str> for Redacted {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Redacted {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
 }
 
 #[cfg(test)]
@@ -223,6 +374,79 @@ mod tests {
         assert_eq!(r.redact_bytes(bytes).as_ref(), b"\xff\xfe***\xff");
         assert!(r.contains_secret(b"x12345"));
         assert!(!r.contains_secret(b"1234"));
+    }
+
+    /// The encoded characters that depend on the secret's bytes alone, found independently of
+    /// the code under test: character i of base64 covers bits 6i..6i+6.
+    fn pure_runs(encoded: &str, start_byte: usize, len: usize) -> String {
+        encoded
+            .char_indices()
+            .filter(|(i, _)| 6 * i / 8 >= start_byte && (6 * i + 5) / 8 < start_byte + len)
+            .map(|(_, c)| c)
+            .collect()
+    }
+
+    #[test]
+    fn base64_at_every_offset_in_both_alphabets() {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+        // ~ and ? put '+' '/' (standard) or '-' '_' (URL-safe) into the encoding.
+        let secret = "db-pass~?>word-42";
+        let r = Redactor::new([secret]);
+        for prefix_len in 0..7 {
+            let prefix = "p".repeat(prefix_len);
+            let text = format!("{prefix}{secret}\ntrailing text");
+            for engine in [&STANDARD, &URL_SAFE] {
+                let encoded = engine.encode(&text);
+                let pure = pure_runs(&encoded, prefix_len, secret.len());
+                assert!(pure.len() >= 20, "{pure}");
+                let out = r.redact(&encoded);
+                assert!(out.contains(REDACTED), "offset {prefix_len}: {out}");
+                // No window of 6 characters that only the secret determines is left.
+                for w in pure.as_bytes().windows(MIN_ENCODED_CHARS) {
+                    let w = std::str::from_utf8(w).unwrap();
+                    assert!(!out.contains(w), "offset {prefix_len}: {w} in {out}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn hex_and_url_encodings() {
+        let secret = "p@ss w/rd:42";
+        let r = Redactor::new([secret]);
+        let hex_lower: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+        let hex_upper = hex_lower.to_uppercase();
+        for text in [
+            format!("sha={hex_lower}!"),
+            format!("dump {hex_upper}"),
+            "https://u:p%40ss%20w%2Frd%3A42@proxy:3142/".to_string(),
+            "https://u:p%40ss%20w%2frd%3a42@proxy:3142/".to_string(),
+            "password=p%40ss+w%2Frd%3A42&x=1".to_string(),
+        ] {
+            let out = r.redact(&text);
+            assert!(out.contains(REDACTED), "{text} -> {out}");
+            for piece in ["40ss", "2F", "2f", "3A", "3a", "7373"] {
+                assert!(!out.contains(piece), "{text} -> {out}");
+            }
+        }
+        // Ordinary hex and base64 that merely share a few characters are left alone.
+        let r = Redactor::new(["hunter22-secret"]);
+        let hash = "0d7b4e9d2b0c4d0e1c0b6a3f1d0f5c7e";
+        assert_eq!(r.redact(hash), hash);
+    }
+
+    #[test]
+    fn clean_makes_redacted_text() {
+        let r = Redactor::new(["s3cret-pw"]);
+        let c = r.clean("pw=s3cret-pw");
+        assert_eq!(c, "pw=***");
+        assert_eq!(c.to_string(), "pw=***");
+        assert_eq!(serde_json::to_string(&c).unwrap(), "\"pw=***\"");
+        let joined = Redacted::join(&[c, Redacted::literal("ok")], "; ");
+        assert_eq!(joined.as_str(), "pw=***; ok");
+        let more = r.with_values(["join-token-xyz"]);
+        assert_eq!(more.redact("s3cret-pw join-token-xyz"), "*** ***");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Test support for tier 2: real OpenSSH `sshd` processes on 127.0.0.1 ports with
-//! throw-away host keys, user keys and config, plus local users for sudo tests.
+//! throw-away host keys, user keys and config, plus local users for sudo tests, and leak
+//! checks for secrets in every encoding ([`leaks`]).
 //!
 //! Everything lives in a temp directory removed on drop; each sshd is killed on drop.
 
+pub mod leaks;
 use std::fs;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};

@@ -150,10 +150,15 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("content"));
         let e = build_err(step("contents = \"x\"\ndest = \"/etc/motd\""));
         assert!(e.help.unwrap().starts_with("did you mean `content`?"));
-        let e = build_err(step(&format!(
+        // Content holding a secret, no `mode`: created private.
+        let s = step(&format!(
             "content = \"pw={SECRET}\"\ndest = \"/etc/app.env\""
-        )));
-        assert_eq!(e.key.as_deref(), Some("mode"));
+        ))
+        .unwrap();
+        let Check::Change(c) = s.check(&Facts::new("kind=absent\n")).unwrap() else {
+            panic!()
+        };
+        assert!(c[0].summary.ends_with("mode 0600)"), "{}", c[0].summary);
         let e = build_err(step(
             "content = \"x\"\ndest = \"/etc/motd\"\nowner = \"Bad User\"",
         ));

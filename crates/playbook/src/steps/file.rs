@@ -11,6 +11,9 @@ use zeroize::Zeroizing;
 /// The mode of a file created without `mode`.
 pub const NEW_FILE_MODE: u32 = 0o644;
 
+/// The mode of a file holding a secret when the step sets none.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
 /// Current content is gathered (for `--diff`) only below this size.
 pub const DIFF_LIMIT: u64 = 64 * 1024;
 
@@ -217,8 +220,9 @@ pub fn plan(want: &Desired<'_>, now: &PathFacts) -> Result<Check, StepError> {
     Ok(Check::Change(vec![change]))
 }
 
-/// The mode of a file step (None: keep the current one, 0644 for a new file),
-/// refusing a mode that could let other users read content holding a secret.
+/// The mode of a file step (None: keep the current one, 0644 for a new file). A file holding a
+/// secret gets 0600 when `mode` is not set; an explicit mode that lets others read it is
+/// reported as a warning (the user may mean it, e.g. a world-readable CA bundle).
 pub fn mode_for(
     ctx: &BuildCtx<'_>,
     dest: &str,
@@ -226,18 +230,30 @@ pub fn mode_for(
     mode: Option<util::Mode>,
 ) -> Result<Option<u32>, ParamError> {
     let secret = std::str::from_utf8(content).is_ok_and(|t| (ctx.has_secret)(t));
-    if secret && !mode.is_some_and(|m| m.is_private()) {
-        let why = match mode {
-            Some(m) => format!("mode {m} lets other users read it"),
-            None => "`mode` is not set (a new file gets 0644, readable by other users)".to_string(),
-        };
-        return Err(util::bad(
-            "mode",
-            format!("{dest} would hold a secret, but {why}"),
-            "set mode = \"0600\" (owner only): files holding secrets must not be readable by group or others",
-        ));
+    let (mode, warning) = secret_file_mode(dest, secret, mode);
+    if let Some(w) = warning {
+        (ctx.warn)("mode", w);
     }
-    Ok(mode.map(|m| m.0))
+    Ok(mode)
+}
+
+/// The pure decision of [`mode_for`]: the mode to use, and a warning.
+pub fn secret_file_mode(
+    dest: &str,
+    secret: bool,
+    mode: Option<util::Mode>,
+) -> (Option<u32>, Option<String>) {
+    match mode {
+        _ if !secret => (mode.map(|m| m.0), None),
+        None => (Some(PRIVATE_FILE_MODE), None),
+        Some(m) if m.0 & 0o007 != 0 => (
+            Some(m.0),
+            Some(format!(
+                "{dest} holds a secret, and mode {m} lets every user of the host read it; remove `mode` (files holding secrets get 0600) or set mode = \"0600\""
+            )),
+        ),
+        Some(m) => (Some(m.0), None),
+    }
 }
 
 /// Reads a `src` file, relative to the playbook's directory.

@@ -94,14 +94,12 @@ pub fn build(with: &toml::Table, ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep>
         ));
     }
     let secret = p.line.as_deref().is_some_and(|l| (ctx.has_secret)(l));
-    let mode = p.mode.unwrap_or(Mode(0o644));
-    if secret && p.create && !mode.is_private() {
-        return Err(util::bad(
-            "mode",
-            format!("{path} would hold a secret, but mode {mode} lets other users read it"),
-            "set mode = \"0600\"",
-        ));
+    // A file this step creates: 0600 when it holds a secret and `mode` is not set.
+    let (mode, warning) = file::secret_file_mode(&path, secret, p.mode);
+    if let Some(w) = warning.filter(|_| p.create) {
+        (ctx.warn)("mode", w);
     }
+    let mode = Mode(mode.unwrap_or(0o644));
     Ok(Box::new(Line {
         path,
         line: p.line,
@@ -744,11 +742,14 @@ mod tests {
             e.message,
             "`create`: invalid type: string \"yes\", expected a boolean"
         );
-        let e = build_err(build_with(
-            build,
-            &format!("path = \"/etc/x\"\nline = \"PW={SECRET}\"\ncreate = true"),
+        // A file created with a secret line and no `mode` is private.
+        let s = step(&format!(
+            "path = \"/etc/x\"\nline = \"PW={SECRET}\"\ncreate = true"
         ));
-        assert_eq!(e.key.as_deref(), Some("mode"));
+        let Check::Change(c) = s.check(&Facts::new("kind=absent\n")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(c[0].summary, "create /etc/x with the line (mode 0600)");
     }
 
     #[test]

@@ -359,6 +359,7 @@ mod tests {
             base_dir: base,
             render: &render,
             has_secret: &has_secret,
+            warn: &|_, _| {},
         };
         build(&toml::from_str(with).unwrap(), &bctx)
     }

@@ -44,6 +44,15 @@ pub const HOST_STEPS: &[(&str, HostStepCtor)] = &[
     ("load_balancer", load_balancer::build),
 ];
 
+/// Parameters whose values never reach a command line: they travel on stdin or as the content
+/// of an uploaded file. Every other parameter may end up in a command's argv, which every user
+/// of the host can read (`ps`), so a secret there is refused by check-config.
+pub const STDIN_PARAMS: &[(&str, &[&str])] = &[
+    ("command", &["stdin"]),
+    ("copy", &["content"]),
+    ("line", &["line"]),
+];
+
 /// Steps that decide over several hosts at once (the swarm's membership, labels
 /// and stacks), built once per playbook entry.
 pub const CLUSTER_STEPS: &[(&str, ClusterStepCtor)] = &[
@@ -92,6 +101,7 @@ pub(crate) mod testing {
             base_dir,
             render: &render,
             has_secret: &has_secret,
+            warn: &|_, _| {},
         })
     }
 

@@ -453,6 +453,7 @@ mod tests {
             base_dir: std::path::Path::new("."),
             render: &render,
             has_secret: &has_secret,
+            warn: &|_, _| {},
         };
         build(&toml::from_str(with).unwrap(), &ctx)
     }

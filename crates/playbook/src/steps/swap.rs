@@ -836,6 +836,7 @@ mod tests {
             base_dir: std::path::Path::new("."),
             render: &render,
             has_secret: &has_secret,
+            warn: &|_, _| {},
         };
         let s = build(&toml::Table::new(), &ctx).unwrap();
         let Check::Change(c) = s

@@ -135,21 +135,33 @@ mod tests {
     }
 
     #[test]
-    fn secret_requires_private_mode() {
-        let e = build_err(step(
-            "src = \"secret.conf.j2\"\ndest = \"/etc/app/db.conf\"",
-        ));
-        assert_eq!(e.key.as_deref(), Some("mode"));
+    fn a_file_holding_a_secret_is_private_unless_a_mode_is_set() {
+        let s = step("src = \"secret.conf.j2\"\ndest = \"/etc/app/db.conf\"").unwrap();
+        let Check::Change(c) = s.check(&Facts::new("kind=absent\n")).unwrap() else {
+            panic!()
+        };
         assert_eq!(
-            e.message,
-            "/etc/app/db.conf would hold a secret, but `mode` is not set (a new file gets 0644, readable by other users)"
+            c[0].summary,
+            "create /etc/app/db.conf (32 bytes, mode 0600)"
         );
-        assert!(e.help.unwrap().starts_with("set mode = \"0600\""));
-        assert!(
-            step("src = \"secret.conf.j2\"\ndest = \"/etc/app/db.conf\"\nmode = \"0640\"").is_err()
+        // The pure decision: explicit modes are kept; one others can read is warned about.
+        let d = "/etc/app/db.conf";
+        assert_eq!(file::secret_file_mode(d, true, None), (Some(0o600), None));
+        assert_eq!(file::secret_file_mode(d, false, None), (None, None));
+        assert_eq!(
+            file::secret_file_mode(d, true, Some(Mode(0o640))),
+            (Some(0o640), None)
         );
-        assert!(
-            step("src = \"secret.conf.j2\"\ndest = \"/etc/app/db.conf\"\nmode = \"0600\"").is_ok()
+        assert_eq!(
+            file::secret_file_mode(d, true, Some(Mode(0o644))),
+            (
+                Some(0o644),
+                Some("/etc/app/db.conf holds a secret, and mode 0644 lets every user of the host read it; remove `mode` (files holding secrets get 0600) or set mode = \"0600\"".into())
+            )
+        );
+        assert_eq!(
+            file::secret_file_mode(d, false, Some(Mode(0o644))),
+            (Some(0o644), None)
         );
     }
 
