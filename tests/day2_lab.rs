@@ -1,7 +1,8 @@
 //! Tier 3, day 2: a lab with 3 managers, a worker and the storage host, brought
 //! to a swarm by `provision run`, then every day-2 command on it for real: the
 //! cluster lock against a concurrent run, status, an image upgrade that touches
-//! only its service, exec and logs, drain and activate, an encrypted backup,
+//! only its service, exec and logs, drain and activate, an encrypted and authenticated
+//! backup, restore refused onto the healthy swarm (nothing stopped) and for a forged backup,
 //! remove-node refused while a manager is down, quorum loss and `recover`, the
 //! dead managers coming back as managers, and a restore after the swarm state of
 //! every manager was destroyed.
@@ -303,11 +304,87 @@ fn day2_lock_status_upgrade_exec_backup_recover_restore() {
         .unwrap_or_else(|| panic!("no source host in: {err}"))
         .to_string();
     assert!(source.starts_with("manager-"), "{err}");
+    // The first backup made the key that authenticates backups, in the secrets file.
+    assert!(err.contains("added `backup_key` to "), "{err}");
+    let (code, view, verr) = provision(&[
+        "secrets",
+        "view",
+        secrets.to_str().unwrap(),
+        "-i",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{verr}");
+    assert!(
+        view.contains("backup_key = \""),
+        "the key is kept with the secrets"
+    );
     let (code, st) = status_json(&key, &cluster);
     assert_eq!(
         (code, st["quorum"]["reachable"].as_u64()),
         (0, Some(3)),
         "{st:#}"
+    );
+
+    // 5b. Restore onto this healthy swarm: refused from live state, with nothing stopped.
+    let docker_since = |lab: &Lab| -> Vec<String> {
+        ["manager-1", "manager-2", "manager-3"]
+            .iter()
+            .map(|m| {
+                sh(
+                    lab,
+                    m,
+                    "systemctl is-active docker; systemctl show docker -p ActiveEnterTimestampMonotonic; ls -d /var/lib/docker/swarm.before-restore-* 2>/dev/null | wc -l",
+                )
+            })
+            .collect()
+    };
+    let before = docker_since(&lab);
+    let (code, _, err) = p(&key, &["restore", &cluster, backup.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("is healthy (3 of 3 managers reachable"),
+        "{err}"
+    );
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(
+        docker_since(&lab),
+        before,
+        "a refused restore stops nothing"
+    );
+    // A forged backup: encrypted to the cluster's recipients (public keys are enough to do
+    // that) but not made with its backup_key. Refused before any host is touched.
+    let forged_plain = dir.join("forged.plain");
+    let mut forged = format!(
+        "PROVISION-SWARM-BACKUP 2\n{{\"cluster\":\"e2e-day2\",\"swarm_id\":\"x\",\"host\":\"{source}\",\"node_id\":\"x\",\"managers\":3,\"taken_at_unix\":1,\"unlock_key\":null,\"manager_addr\":null}}\nhmac-sha256={}\n",
+        "0".repeat(64)
+    )
+    .into_bytes();
+    forged.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0]);
+    std::fs::write(&forged_plain, &forged).unwrap();
+    let forged_age = dir.join("forged.age");
+    let out = Command::new("age")
+        .arg("-R")
+        .arg(&pubkey)
+        .arg("-o")
+        .arg(&forged_age)
+        .arg(&forged_plain)
+        .output()
+        .expect("age");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, _, err) = p(
+        &key,
+        &["restore", &cluster, forged_age.to_str().unwrap(), "--force"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("authentication code does not match"), "{err}");
+    assert_eq!(
+        docker_since(&lab),
+        before,
+        "a refused restore stops nothing"
     );
 
     // 6. remove-node refuses while another manager is down.
@@ -445,9 +522,28 @@ fn day2_lock_status_upgrade_exec_backup_recover_restore() {
         "inactive",
         "a refused restore changes nothing"
     );
+    let had_state = sh(
+        &lab,
+        &source,
+        "test -e /var/lib/docker/swarm && echo 1 || echo 0",
+    );
     let (code, _, err) = p(&key, &["restore", &cluster, backup.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains(&format!("onto {source}")), "{err}");
+    assert!(
+        err.contains(&format!(", authenticated) onto {source}")),
+        "{err}"
+    );
+    // What was there before is kept, under a name no retry reuses.
+    assert_eq!(
+        sh(
+            &lab,
+            &source,
+            "ls -d /var/lib/docker/swarm.before-restore-* 2>/dev/null | wc -l"
+        )
+        .trim(),
+        had_state.trim(),
+        "{err}"
+    );
     let services = sh(
         &lab,
         "manager-1",

@@ -118,6 +118,10 @@ pub enum OpsCommand {
         /// taken at (Docker's limit). Default: the inventory manager with that address.
         #[arg(long)]
         to: Option<String>,
+        /// Restore even over a healthy swarm or another swarm (what it replaces is named), or a
+        /// backup that cannot be authenticated. Never a backup whose code does not match.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         lock: LockArgs,
     },
@@ -138,6 +142,8 @@ struct Opened {
     redactor: Redactor,
     secrets_path: Option<PathBuf>,
     identity: Option<PathBuf>,
+    /// The secrets' `backup_key`: authenticates backups.
+    backup_key: Option<zeroize::Zeroizing<String>>,
 }
 
 fn open(common: &Common) -> Result<Opened> {
@@ -145,7 +151,13 @@ fn open(common: &Common) -> Result<Opened> {
     let pool: Arc<dyn Connector> =
         Arc::new(SshPool::new(connect_options(&loaded.inv)?).map_err(|e| anyhow!("{e}"))?);
     let t = targets(&loaded.inv, sudo_password(&loaded.secrets));
+    let backup_key = loaded
+        .secrets
+        .get(backup::BACKUP_KEY)
+        .and_then(|v| v.as_str())
+        .map(|k| zeroize::Zeroizing::new(k.to_string()));
     Ok(Opened {
+        backup_key,
         secrets_path: loaded.inv.secrets.clone(),
         cluster: Arc::new(Cluster::new(loaded.inv, pool, t, loaded.redactor.clone())),
         redactor: loaded.redactor,
@@ -332,8 +344,9 @@ pub fn run(cmd: OpsCommand) -> Result<u8> {
             common,
             file,
             to,
+            force,
             lock,
-        } => restore_cmd(common, file, to, lock),
+        } => restore_cmd(common, file, to, force, lock),
         OpsCommand::Recover { common, from, lock } => {
             let o = open(&common)?;
             match locked(&o, "provision recover", lock.force_unlock, async |c| {
@@ -410,8 +423,38 @@ fn backup_cmd(common: Common, output: PathBuf, yes: bool, lock: LockArgs) -> Res
             output.display()
         ))));
     }
+    // The key that authenticates backups: made by the first one, kept in the secrets file.
+    let mac_key = match &o.backup_key {
+        Some(k) => k.clone(),
+        None => {
+            let value = provision_secrets::generate_value(32).map_err(|e| anyhow!("{e}"))?;
+            provision_secrets::set(
+                sf.path(),
+                &IdentitySources::from_env(o.identity.clone()),
+                backup::BACKUP_KEY,
+                &value,
+            )
+            .map_err(|e| {
+                anyhow!(
+                    "cannot add `{}` to {}: {e}",
+                    backup::BACKUP_KEY,
+                    sf.path().display()
+                )
+            })?;
+            let k = zeroize::Zeroizing::new(
+                provision_secrets::ExposeSecret::expose_secret(&value).to_string(),
+            );
+            o.cluster.learn_secret(&k);
+            eprintln!(
+                "added `{}` to {}: it authenticates this cluster's backups (restore refuses one it did not make); keep it with the secrets",
+                backup::BACKUP_KEY,
+                sf.path().display()
+            );
+            k
+        }
+    };
     let done = match locked(&o, "provision backup", lock.force_unlock, async |c| {
-        backup::backup(c, yes).await
+        backup::backup(c, yes, mac_key.as_bytes()).await
     })? {
         Ok(d) => d,
         Err(code) => return Ok(code),
@@ -453,28 +496,51 @@ fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-fn restore_cmd(common: Common, file: PathBuf, to: Option<String>, lock: LockArgs) -> Result<u8> {
+fn restore_cmd(
+    common: Common,
+    file: PathBuf,
+    to: Option<String>,
+    force: bool,
+    lock: LockArgs,
+) -> Result<u8> {
     let o = open(&common)?;
     let sf = secrets_file(&o)?;
     let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
     let plain = sf
         .decrypt_binary(&bytes, &IdentitySources::from_env(o.identity.clone()))
         .map_err(|e| anyhow::Error::new(ConfigFailure(format!("{}: {e}", file.display()))))?;
-    let (meta, tar) = backup::unpack(&plain)
+    let unpacked = backup::unpack(&plain)
         .map_err(|e| anyhow::Error::new(ConfigFailure(format!("{}: {e}", file.display()))))?;
+    // Who made it, and is it whole: checked here, before any host is touched.
+    let key = o.backup_key.as_ref().map(|k| k.as_bytes());
+    let checked = match backup::check_backup(&file.display().to_string(), &unpacked, key, force) {
+        Ok(c) => c,
+        Err(e) => return Ok(report(&o, e)),
+    };
+    if let Some(w) = &checked.unverified {
+        eprintln!("--force: {w}");
+    }
+    let (meta, tar) = (unpacked.meta, unpacked.tar);
     // Checked before the lock is taken: a wrong target changes nothing anywhere.
     let to = match backup::restore_target(&o.cluster.inv, &meta, to.as_deref()) {
         Ok(t) => t,
         Err(e) => return Ok(report(&o, e)),
     };
     eprintln!(
-        "restoring swarm {} (taken on {} of cluster {}) onto {to}",
+        "restoring swarm {} (taken on {} of cluster {}; {} files, {} KiB, {}) onto {to}",
         meta.swarm_id.get(..12).unwrap_or(&meta.swarm_id),
         meta.host,
-        meta.cluster
+        meta.cluster,
+        checked.summary.files,
+        checked.summary.bytes.div_ceil(1024),
+        if checked.unverified.is_none() {
+            "authenticated"
+        } else {
+            "NOT authenticated"
+        }
     );
     match locked(&o, "provision restore", lock.force_unlock, async |c| {
-        backup::restore(c, &meta, tar, &to).await
+        backup::restore(c, &meta, tar, &to, force).await
     })? {
         Ok(r) => {
             for s in r.steps {

@@ -4,18 +4,32 @@
 //! single-manager swarm that the other nodes re-join.
 //!
 //! The archive only ever exists in memory here; the binary encrypts it (age,
-//! to the secrets' recipients) before it touches the disk.
+//! to the secrets' recipients) before it touches the disk. Encryption alone does not say
+//! who made a backup (anyone with a recipient's public key can encrypt one), so a backup also
+//! carries an HMAC-SHA256 made with `backup_key` from the secrets file, which only holders of
+//! the cluster's identity can read; restore checks it, and the whole archive, before Docker
+//! stops anywhere.
 
-use crate::cluster::HostState;
+use crate::cluster::{HostState, Quorum};
 use crate::services::swarm;
 use crate::{Cluster, OpsError, commands};
+use hmac::{KeyInit, Mac};
 use provision_playbook::steps::swarm_facts::NodeInfo;
 use provision_transport::{Chunk, Command, Stdin};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::time::Duration;
 use zeroize::Zeroizing;
 
-pub const MAGIC: &str = "PROVISION-SWARM-BACKUP 1";
+/// First line of a backup: version 2 carries an authentication code.
+pub const MAGIC: &str = "PROVISION-SWARM-BACKUP 2";
+/// Backups made before authentication: restored only with `--force`.
+pub const MAGIC_V1: &str = "PROVISION-SWARM-BACKUP 1";
+/// The secrets-file key holding the backups' authentication key (made by the first backup).
+pub const BACKUP_KEY: &str = "backup_key";
+const MAC_PREFIX: &str = "hmac-sha256=";
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 const READY_WAIT: Duration = Duration::from_secs(240);
 
 /// What a backup says about itself (inside the encryption).
@@ -98,18 +112,71 @@ pub fn restore_target(
     }
 }
 
-/// The backup's plaintext: magic line, metadata line, tar.gz of the swarm directory.
-pub fn pack(meta: &Meta, archive: &[u8]) -> Zeroizing<Vec<u8>> {
+/// HMAC-SHA256 of the magic and metadata lines (`header`, newlines included) and the archive.
+fn mac(key: &[u8], header: &[u8], archive: &[u8]) -> HmacSha256 {
+    let mut m = <HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    m.update(header);
+    m.update(archive);
+    m
+}
+
+/// The backup's plaintext: magic line, metadata line, authentication line, tar.gz of the
+/// swarm directory.
+pub fn pack(meta: &Meta, archive: &[u8], key: &[u8]) -> Zeroizing<Vec<u8>> {
     let mut v = Zeroizing::new(Vec::with_capacity(archive.len() + 512));
     v.extend_from_slice(MAGIC.as_bytes());
     v.push(b'\n');
     v.extend_from_slice(serde_json::to_string(meta).expect("plain data").as_bytes());
     v.push(b'\n');
+    let code = mac(key, &v, archive).finalize().into_bytes();
+    v.extend_from_slice(format!("{MAC_PREFIX}{}\n", hex::encode(code)).as_bytes());
     v.extend_from_slice(archive);
     v
 }
 
-pub fn unpack(plain: &[u8]) -> Result<(Meta, &[u8]), String> {
+/// A backup's parts, not yet authenticated (see [`Unpacked::authenticate`]).
+#[derive(Debug)]
+pub struct Unpacked<'a> {
+    pub meta: Meta,
+    pub tar: &'a [u8],
+    /// The magic and metadata lines, as covered by the code.
+    header: &'a [u8],
+    /// None: a version 1 backup, made before backups were authenticated.
+    code: Option<Vec<u8>>,
+}
+
+/// What is known of who made a backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authenticity {
+    /// Made with this cluster's `backup_key`.
+    Verified,
+    /// A version 1 backup: it has no code, so it could have been made by anyone holding a
+    /// recipient's public key.
+    Unsigned,
+    /// It has a code, but the secrets file has no `backup_key` to check it with.
+    NoKey,
+}
+
+impl Unpacked<'_> {
+    /// Checks the code with the cluster's key; a code that does not match is an error
+    /// (the backup was altered or forged), whatever the options.
+    pub fn authenticate(&self, key: Option<&[u8]>) -> Result<Authenticity, String> {
+        match (&self.code, key) {
+            (None, _) => Ok(Authenticity::Unsigned),
+            (Some(_), None) => Ok(Authenticity::NoKey),
+            (Some(code), Some(key)) => mac(key, self.header, self.tar)
+                .verify_slice(code)
+                .map(|()| Authenticity::Verified)
+                .map_err(|_| {
+                    format!(
+                        "the backup's authentication code does not match this cluster's `{BACKUP_KEY}`: it was altered after it was made, or made by someone without this cluster's secrets (forged), or for another cluster"
+                    )
+                }),
+        }
+    }
+}
+
+pub fn unpack(plain: &[u8]) -> Result<Unpacked<'_>, String> {
     let nl = |from: usize| {
         plain[from..]
             .iter()
@@ -118,17 +185,177 @@ pub fn unpack(plain: &[u8]) -> Result<(Meta, &[u8]), String> {
             .ok_or("not a provision swarm backup (truncated header)")
     };
     let a = nl(0)?;
-    if &plain[..a] != MAGIC.as_bytes() {
-        return Err("not a provision swarm backup (wrong magic line)".into());
-    }
+    let signed = match &plain[..a] {
+        m if m == MAGIC.as_bytes() => true,
+        m if m == MAGIC_V1.as_bytes() => false,
+        _ => return Err("not a provision swarm backup (wrong magic line)".into()),
+    };
     let b = nl(a + 1)?;
     let meta: Meta = serde_json::from_slice(&plain[a + 1..b])
         .map_err(|e| format!("bad backup metadata: {e}"))?;
-    let tar = &plain[b + 1..];
+    let (code, rest) = if signed {
+        let c = nl(b + 1)?;
+        let line = std::str::from_utf8(&plain[b + 1..c]).unwrap_or("");
+        let code = line
+            .strip_prefix(MAC_PREFIX)
+            .and_then(|h| hex::decode(h).ok())
+            .filter(|c| c.len() == 32)
+            .ok_or("bad backup: its authentication line is damaged")?;
+        (Some(code), c + 1)
+    } else {
+        (None, b + 1)
+    };
+    let tar = &plain[rest..];
     if tar.len() < 2 || tar[..2] != [0x1f, 0x8b] {
         return Err("the backup's archive is not gzip data".into());
     }
-    Ok((meta, tar))
+    Ok(Unpacked {
+        meta,
+        tar,
+        header: &plain[..b + 1],
+        code,
+    })
+}
+
+/// What a checked archive holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveSummary {
+    pub files: usize,
+    pub bytes: u64,
+}
+
+/// Reads the whole archive (gzip and tar integrity, every entry to its end) and checks that it
+/// holds a swarm's state: the raft log and the node's certificates. Done locally before Docker
+/// stops anywhere, so a damaged backup changes nothing.
+pub fn verify_archive(tar_gz: &[u8]) -> Result<ArchiveSummary, String> {
+    let damaged = |e: std::io::Error| format!("the backup's archive is damaged: {e}");
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tar_gz));
+    let mut paths = BTreeSet::new();
+    let mut summary = ArchiveSummary { files: 0, bytes: 0 };
+    for entry in archive.entries().map_err(damaged)? {
+        let mut entry = entry.map_err(damaged)?;
+        let path = entry
+            .path()
+            .map_err(damaged)?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
+        summary.bytes += std::io::copy(&mut entry, &mut std::io::sink()).map_err(damaged)?;
+        if entry.header().entry_type().is_file() {
+            summary.files += 1;
+            paths.insert(path);
+        }
+    }
+    let missing: Vec<&str> = [
+        ("swarm/raft/wal-", "the raft log (swarm/raft/wal-*)"),
+        ("swarm/certificates/swarm-node.crt", "the node certificate"),
+        ("swarm/certificates/swarm-root.crt", "the swarm's root CA"),
+    ]
+    .into_iter()
+    .filter(|(prefix, _)| !paths.iter().any(|p| p.starts_with(prefix)))
+    .map(|(_, what)| what)
+    .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "the backup's archive is not a swarm state: it lacks {}",
+            missing.join(", ")
+        ));
+    }
+    Ok(summary)
+}
+
+/// A backup checked for restoring: whole, and made by this cluster (or `--force`d).
+#[derive(Debug)]
+pub struct CheckedBackup {
+    pub summary: ArchiveSummary,
+    /// Why it could not be authenticated, when `--force` let it through.
+    pub unverified: Option<String>,
+}
+
+/// Everything a restore checks locally, before any host is touched: the authentication code
+/// (a mismatch is refused even with `force`; a backup without a code, or without the key to
+/// check it, only with `force`), then the whole archive ([`verify_archive`]).
+pub fn check_backup(
+    name: &str,
+    u: &Unpacked<'_>,
+    key: Option<&[u8]>,
+    force: bool,
+) -> Result<CheckedBackup, OpsError> {
+    let unverified = match u.authenticate(key) {
+        Ok(Authenticity::Verified) => None,
+        Ok(Authenticity::Unsigned) => Some(format!(
+            "{name} has no authentication code (made before backups were authenticated): anyone holding a recipient's public key could have made it"
+        )),
+        Ok(Authenticity::NoKey) => Some(format!(
+            "{name} cannot be authenticated: the secrets file has no `{BACKUP_KEY}` (the key made by the first backup)"
+        )),
+        Err(e) => {
+            return Err(OpsError::refused(
+                format!("{name}: {e}"),
+                "nothing was changed; restore a backup this cluster made",
+            ));
+        }
+    };
+    if let Some(why) = unverified.as_ref().filter(|_| !force) {
+        return Err(OpsError::refused(
+            why.clone(),
+            "pass --force if you know where this backup came from",
+        ));
+    }
+    let summary = verify_archive(u.tar).map_err(|e| {
+        OpsError::refused(
+            format!("{name}: {e}"),
+            "nothing was changed; use another backup",
+        )
+    })?;
+    Ok(CheckedBackup {
+        summary,
+        unverified,
+    })
+}
+
+/// Why restoring over the live state would destroy something, or None when it would not:
+/// no manager is in a swarm, or the backup's own swarm lost its quorum (what restore is for).
+/// `live` holds the swarm ids the managers report.
+pub fn restore_refusal(
+    meta: &Meta,
+    live: &BTreeSet<String>,
+    quorum: Option<&Quorum>,
+) -> Option<(String, String)> {
+    let short = |id: &str| id.get(..12).unwrap_or(id).to_string();
+    let other: Vec<String> = live
+        .iter()
+        .filter(|id| **id != meta.swarm_id)
+        .map(|id| short(id))
+        .collect();
+    if !other.is_empty() {
+        return Some((
+            format!(
+                "the managers are in swarm {}, the backup is of swarm {} (cluster {}): restoring destroys swarm {} and every service, secret and node membership in it",
+                other.join(", "),
+                short(&meta.swarm_id),
+                meta.cluster,
+                other.join(", ")
+            ),
+            "check that this is the right backup for this cluster; pass --force to replace that swarm with the backup's".into(),
+        ));
+    }
+    match quorum {
+        Some(q) if q.ok && !live.is_empty() => Some((
+            format!(
+                "swarm {} is healthy ({} of {} managers reachable{}): restoring rolls it back to the backup, and whatever changed since (services, secrets, configs, nodes) is lost",
+                short(&meta.swarm_id),
+                q.reachable,
+                q.managers,
+                q.leader
+                    .as_deref()
+                    .map(|l| format!(", leader {l}"))
+                    .unwrap_or_default()
+            ),
+            "restore is for a swarm that is gone or cannot recover; for a lost quorum try `provision recover`; pass --force to roll back anyway".into(),
+        )),
+        _ => None,
+    }
 }
 
 /// The manager to take the state from: a non-leader when one can stop without
@@ -163,8 +390,9 @@ pub struct BackupDone {
     pub paused_control_plane: bool,
 }
 
-/// Takes the backup. `yes` must be true when the control plane would pause.
-pub async fn backup(cluster: &Cluster, yes: bool) -> Result<BackupDone, OpsError> {
+/// Takes the backup, authenticated with `mac_key` (the secrets' `backup_key`). `yes` must be
+/// true when the control plane would pause.
+pub async fn backup(cluster: &Cluster, yes: bool, mac_key: &[u8]) -> Result<BackupDone, OpsError> {
     let survey = cluster.survey().await;
     let v = swarm(cluster).await?;
     let candidates: Vec<(String, String)> = cluster
@@ -271,14 +499,11 @@ pub async fn backup(cluster: &Cluster, yes: bool) -> Result<BackupDone, OpsError
         manager_addr,
     };
     let archive_bytes = archive.len();
-    if unpack(&pack(&meta, &archive)).is_err() {
-        return Err(OpsError::unexpected(
-            "the swarm archive",
-            "tar did not produce gzip data",
-        ));
+    if let Err(e) = verify_archive(&archive) {
+        return Err(OpsError::unexpected("the swarm archive", e));
     }
     Ok(BackupDone {
-        plaintext: pack(&meta, &archive),
+        plaintext: pack(&meta, &archive, mac_key),
         meta,
         archive_bytes,
         paused_control_plane: pauses,
@@ -290,15 +515,17 @@ pub struct RestoreDone {
     pub steps: Vec<String>,
 }
 
-/// Restores a backup (`meta` and `tar` from [`unpack`]) onto manager `to`
-/// (chosen with [`restore_target`] before the cluster lock is taken): a new
-/// swarm from that state, then the other inventory nodes re-join it with fresh
-/// tokens.
+/// Restores a backup (`meta` and `tar` from [`unpack`], authenticated and checked with
+/// [`verify_archive`]) onto manager `to` (chosen with [`restore_target`] before the cluster
+/// lock is taken): a new swarm from that state, then the other inventory nodes re-join it
+/// with fresh tokens. Refused before anything changes when the live swarm is healthy or is
+/// another swarm ([`restore_refusal`]), unless `force`.
 pub async fn restore(
     cluster: &Cluster,
     meta: &Meta,
     tar: &[u8],
     to: &str,
+    force: bool,
 ) -> Result<RestoreDone, OpsError> {
     if !cluster.is_manager(to) {
         return Err(OpsError::refused(
@@ -311,6 +538,23 @@ pub async fn restore(
         cluster.learn_secret(k);
     }
     let mut done = RestoreDone::default();
+    // From live state, before Docker stops anywhere.
+    let survey = cluster.survey().await;
+    let live: BTreeSet<String> = cluster
+        .inv
+        .managers()
+        .filter_map(|m| survey.state(&m.name)?.swarm())
+        .filter(|s| s.in_a_swarm())
+        .filter_map(|s| s.info()?.cluster.as_ref().map(|c| c.id.clone()))
+        .filter(|id| !id.is_empty())
+        .collect();
+    if let Some((reason, hint)) = restore_refusal(meta, &live, survey.quorum(&cluster.inv).as_ref())
+    {
+        if !force {
+            return Err(OpsError::refused(reason, hint));
+        }
+        done.steps.push(format!("--force: {reason}"));
+    }
     cluster
         .ok_cmd(
             to,
@@ -319,13 +563,13 @@ pub async fn restore(
                 .stdin(Stdin::bytes(tar.to_vec()))
                 .timeout(Duration::from_secs(900)),
             &format!(
-                "the previous state is kept in {}.before-restore on {to}",
+                "the previous state is kept in {}.before-restore-* on {to}",
                 commands::SWARM_DIR
             ),
         )
         .await?;
     done.steps.push(format!(
-        "{to}: swarm state of {} ({}) restored; the previous one is in {}.before-restore",
+        "{to}: swarm state of {} ({}) restored; the previous one is kept in {}.before-restore-<time> (never removed by provision)",
         meta.host,
         meta.swarm_id.get(..12).unwrap_or(&meta.swarm_id),
         commands::SWARM_DIR
@@ -388,28 +632,187 @@ mod tests {
         }
     }
 
-    #[test]
-    fn pack_and_unpack() {
-        let meta = Meta {
+    fn meta() -> Meta {
+        Meta {
             cluster: "lab".into(),
-            swarm_id: "abc".into(),
+            swarm_id: "abcdefabcdefabcdef".into(),
             host: "manager-2".into(),
             node_id: "n2".into(),
             managers: 3,
             taken_at_unix: 1,
             unlock_key: Some("SWMKEY-1-x".into()),
             manager_addr: Some("10.10.0.13:2377".into()),
-        };
+        }
+    }
+
+    /// A tar.gz of a swarm directory holding `files`, made by tar(1) as on a manager.
+    fn swarm_tar(files: &[&str]) -> Vec<u8> {
+        let tmp = tempfile::tempdir().unwrap();
+        for f in files {
+            let p = tmp.path().join("swarm").join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, format!("content of {f}")).unwrap();
+        }
+        std::fs::create_dir_all(tmp.path().join("swarm")).unwrap();
+        let out = std::process::Command::new("tar")
+            .args(["-C", tmp.path().to_str().unwrap(), "-czf", "-", "swarm"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        out.stdout
+    }
+
+    const STATE: &[&str] = &[
+        "raft/wal-v3-encrypted/0000000000000000-0000000000000000.wal",
+        "raft/snap-v3-encrypted/0000000000000002-0000000000000ef0.snap",
+        "certificates/swarm-node.crt",
+        "certificates/swarm-node.key",
+        "certificates/swarm-root.crt",
+        "state.json",
+        "docker-state.json",
+    ];
+
+    #[test]
+    fn pack_and_unpack() {
+        let meta = meta();
         let tar = [0x1f, 0x8b, 8, 0, 1, 2, 3];
-        let p = pack(&meta, &tar);
-        let (m, t) = unpack(&p).unwrap();
-        assert_eq!(m, meta);
-        assert_eq!(t, tar);
+        let p = pack(&meta, &tar, b"key-1");
+        let u = unpack(&p).unwrap();
+        assert_eq!(u.meta, meta);
+        assert_eq!(u.tar, tar);
         assert!(unpack(b"hello\n{}\n").unwrap_err().contains("magic"));
-        let mut bad = pack(&meta, b"plain");
+        let mut bad = pack(&meta, b"plain", b"key-1");
         assert!(unpack(&bad).unwrap_err().contains("gzip"));
         bad.truncate(10);
         assert!(unpack(&bad).is_err());
+    }
+
+    #[test]
+    fn only_a_backup_made_with_the_clusters_key_is_verified() {
+        let tar = swarm_tar(STATE);
+        let p = pack(&meta(), &tar, b"the-cluster-key");
+        let u = unpack(&p).unwrap();
+        assert_eq!(
+            u.authenticate(Some(b"the-cluster-key")),
+            Ok(Authenticity::Verified)
+        );
+        assert_eq!(u.authenticate(None), Ok(Authenticity::NoKey));
+        // Forged: made by someone who has the recipients' public keys but not the key.
+        let forged = pack(&meta(), &tar, b"a-guessed-key");
+        let e = unpack(&forged)
+            .unwrap()
+            .authenticate(Some(b"the-cluster-key"))
+            .unwrap_err();
+        assert!(e.contains("does not match"), "{e}");
+        // Altered: the metadata points the restore elsewhere.
+        let text =
+            String::from_utf8_lossy(&p[..p.len() - tar.len()]).replace("manager-2", "manager-1");
+        let mut altered = text.into_bytes();
+        altered.extend_from_slice(&tar);
+        let u = unpack(&altered).unwrap();
+        assert_eq!(u.meta.host, "manager-1");
+        assert!(u.authenticate(Some(b"the-cluster-key")).is_err());
+        // Altered archive.
+        let mut altered = p.to_vec();
+        let n = altered.len();
+        altered[n - 5] ^= 1;
+        assert!(
+            unpack(&altered)
+                .unwrap()
+                .authenticate(Some(b"the-cluster-key"))
+                .is_err()
+        );
+        // A version 1 backup has no code at all.
+        let mut v1 =
+            format!("{MAGIC_V1}\n{}\n", serde_json::to_string(&meta()).unwrap()).into_bytes();
+        v1.extend_from_slice(&tar);
+        assert_eq!(
+            unpack(&v1).unwrap().authenticate(Some(b"the-cluster-key")),
+            Ok(Authenticity::Unsigned)
+        );
+        // A damaged code line.
+        let broken = String::from_utf8_lossy(&p[..p.len() - tar.len()])
+            .replace("hmac-sha256=", "hmac-sha256=zz");
+        let mut broken = broken.into_bytes();
+        broken.extend_from_slice(&tar);
+        assert!(unpack(&broken).unwrap_err().contains("authentication line"));
+    }
+
+    #[test]
+    fn restore_checks_the_code_then_the_archive_and_force_only_covers_what_it_says() {
+        let key: &[u8] = b"the-cluster-key";
+        let good = pack(&meta(), &swarm_tar(STATE), key);
+        let c = check_backup("b.age", &unpack(&good).unwrap(), Some(key), false).unwrap();
+        assert_eq!((c.summary.files, c.unverified), (STATE.len(), None));
+        // No key in the secrets file: only with --force, which says what it let through.
+        let e = check_backup("b.age", &unpack(&good).unwrap(), None, false).unwrap_err();
+        assert!(e.to_string().contains("cannot be authenticated"), "{e}");
+        let c = check_backup("b.age", &unpack(&good).unwrap(), None, true).unwrap();
+        assert!(c.unverified.unwrap().contains("no `backup_key`"));
+        // Forged: never, even with --force.
+        let forged = pack(&meta(), &swarm_tar(STATE), b"other");
+        for force in [false, true] {
+            let e = check_backup("b.age", &unpack(&forged).unwrap(), Some(key), force).unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with("b.age: the backup's authentication code does not match"),
+                "{e}"
+            );
+        }
+        // Authentic but not a swarm state: refused whatever the options.
+        let empty = pack(&meta(), &swarm_tar(&["state.json"]), key);
+        let e = check_backup("b.age", &unpack(&empty).unwrap(), Some(key), true).unwrap_err();
+        assert!(e.to_string().contains("is not a swarm state"), "{e}");
+    }
+
+    #[test]
+    fn the_archive_is_read_whole_and_must_hold_a_swarm_state() {
+        let tar = swarm_tar(STATE);
+        let s = verify_archive(&tar).unwrap();
+        assert_eq!(s.files, STATE.len());
+        // Truncated (a short write, a cut download).
+        let e = verify_archive(&tar[..tar.len() / 2]).unwrap_err();
+        assert!(e.starts_with("the backup's archive is damaged"), "{e}");
+        // A tar of something else.
+        let e =
+            verify_archive(&swarm_tar(&["state.json", "certificates/swarm-node.crt"])).unwrap_err();
+        assert_eq!(
+            e,
+            "the backup's archive is not a swarm state: it lacks the raft log (swarm/raft/wal-*), the swarm's root CA"
+        );
+    }
+
+    #[test]
+    fn restore_refuses_a_healthy_or_another_swarm() {
+        let m = meta();
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        let q = |reachable, ok| Quorum {
+            managers: 3,
+            reachable,
+            needed: 2,
+            ok,
+            leader: ok.then(|| "manager-1".to_string()),
+        };
+        // Nothing left of any swarm: the case restore is for.
+        assert_eq!(restore_refusal(&m, &ids(&[]), None), None);
+        // The backup's own swarm without a quorum: restore may replace it.
+        assert_eq!(
+            restore_refusal(&m, &ids(&["abcdefabcdefabcdef"]), Some(&q(1, false))),
+            None
+        );
+        let (reason, hint) =
+            restore_refusal(&m, &ids(&["abcdefabcdefabcdef"]), Some(&q(3, true))).unwrap();
+        assert_eq!(
+            reason,
+            "swarm abcdefabcdef is healthy (3 of 3 managers reachable, leader manager-1): restoring rolls it back to the backup, and whatever changed since (services, secrets, configs, nodes) is lost"
+        );
+        assert!(hint.contains("--force"), "{hint}");
+        let (reason, _) =
+            restore_refusal(&m, &ids(&["0123456789abcdef"]), Some(&q(1, false))).unwrap();
+        assert_eq!(
+            reason,
+            "the managers are in swarm 0123456789ab, the backup is of swarm abcdefabcdef (cluster lab): restoring destroys swarm 0123456789ab and every service, secret and node membership in it"
+        );
     }
 
     #[test]

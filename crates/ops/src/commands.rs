@@ -128,15 +128,17 @@ pub fn backup_archive() -> String {
     )
 }
 
-/// Stops Docker, puts the current swarm state aside (`swarm.before-restore`),
-/// unpacks the archive read from stdin, starts Docker again in any case.
+/// Stops Docker, puts the current swarm state aside in a copy named for the time
+/// (`swarm.before-restore-20261206T031500Z-PID`, never removed: a retried restore must not
+/// delete the only copy of what was there), unpacks the archive read from stdin, starts
+/// Docker again in any case.
 pub fn restore_archive() -> String {
     let dir = quote(SWARM_DIR);
     format!(
         "trap 'systemctl start docker.socket docker.service' EXIT; \
          set -e; systemctl stop docker.socket docker.service; \
-         rm -rf {dir}.before-restore {dir}.restore-tmp; \
-         if [ -e {dir} ]; then mv {dir} {dir}.before-restore; fi; \
+         rm -rf {dir}.restore-tmp; \
+         if [ -e {dir} ]; then mv {dir} {dir}.before-restore-$(date -u +%Y%m%dT%H%M%SZ)-$$; fi; \
          mkdir -m 0700 {dir}.restore-tmp; tar -xzf - -C {dir}.restore-tmp; \
          mv {dir}.restore-tmp/{} {dir}; rmdir {dir}.restore-tmp",
         quote(base(SWARM_DIR))
@@ -215,7 +217,7 @@ mod tests {
         );
         assert_eq!(
             restore_archive(),
-            "trap 'systemctl start docker.socket docker.service' EXIT; set -e; systemctl stop docker.socket docker.service; rm -rf /var/lib/docker/swarm.before-restore /var/lib/docker/swarm.restore-tmp; if [ -e /var/lib/docker/swarm ]; then mv /var/lib/docker/swarm /var/lib/docker/swarm.before-restore; fi; mkdir -m 0700 /var/lib/docker/swarm.restore-tmp; tar -xzf - -C /var/lib/docker/swarm.restore-tmp; mv /var/lib/docker/swarm.restore-tmp/swarm /var/lib/docker/swarm; rmdir /var/lib/docker/swarm.restore-tmp"
+            "trap 'systemctl start docker.socket docker.service' EXIT; set -e; systemctl stop docker.socket docker.service; rm -rf /var/lib/docker/swarm.restore-tmp; if [ -e /var/lib/docker/swarm ]; then mv /var/lib/docker/swarm /var/lib/docker/swarm.before-restore-$(date -u +%Y%m%dT%H%M%SZ)-$$; fi; mkdir -m 0700 /var/lib/docker/swarm.restore-tmp; tar -xzf - -C /var/lib/docker/swarm.restore-tmp; mv /var/lib/docker/swarm.restore-tmp/swarm /var/lib/docker/swarm; rmdir /var/lib/docker/swarm.restore-tmp"
         );
         assert_eq!(
             force_new_cluster("10.10.0.12"),
@@ -246,22 +248,42 @@ mod tests {
         let script = restore_archive()
             .replace(SWARM_DIR, root.join("docker/swarm").to_str().unwrap())
             .replace("systemctl", "true");
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", &script])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
-        assert!(child.wait().unwrap().success());
+        let restore = || {
+            let mut child = std::process::Command::new("sh")
+                .args(["-c", &script])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
+            assert!(child.wait().unwrap().success());
+        };
+        let copies = || {
+            let mut v: Vec<String> = std::fs::read_dir(root.join("docker"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("swarm.before-restore-"))
+                .collect();
+            v.sort();
+            v
+        };
+        restore();
         assert_eq!(
             std::fs::read_to_string(root.join("docker/swarm/raft/wal")).unwrap(),
             "new"
         );
+        let first = copies();
+        assert_eq!(first.len(), 1, "{first:?}");
         assert_eq!(
-            std::fs::read_to_string(root.join("docker/swarm.before-restore/old")).unwrap(),
+            std::fs::read_to_string(root.join("docker").join(&first[0]).join("old")).unwrap(),
             "old"
         );
         assert!(!root.join("docker/swarm.restore-tmp").exists());
+        // A retry keeps the first copy (the only one holding what was there before).
+        restore();
+        let both = copies();
+        assert_eq!(both.len(), 2, "{both:?}");
+        assert!(both.contains(&first[0]));
+        assert!(root.join("docker").join(&first[0]).join("old").exists());
     }
 }

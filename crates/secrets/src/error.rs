@@ -165,6 +165,9 @@ pub enum SecretsError {
     #[error("the edit still is not valid TOML and the editor was closed without changes; {} left unchanged and your edits discarded", .path.display())]
     EditAbandoned { path: PathBuf },
 
+    #[error("cannot read random bytes from the operating system: {0}")]
+    Random(String),
+
     #[error("interrupted by {}; {} left unchanged and the plaintext copy removed", signal_name(*.signal), .path.display())]
     Interrupted { path: PathBuf, signal: i32 },
 

@@ -26,8 +26,8 @@ pub use file::{Decrypted, SecretsFile};
 pub use identity::{IdentitySources, generate_key_file};
 pub use ops::{
     InitOptions, InitReport, NEW_FILE_TEXT, RecipientsChange, Rotated, SetOutcome,
-    find_secrets_files, init, read_value, recipients_add, recipients_list, recipients_remove,
-    remove, rotate, set, set_decrypted, view,
+    find_secrets_files, generate_value, init, read_value, recipients_add, recipients_list,
+    recipients_remove, remove, rotate, set, set_decrypted, view,
 };
 pub use recipients::{RecipientKey, RecipientKind, RecipientsFile, resolve_recipient_arg};
 pub use redact::{
@@ -35,8 +35,8 @@ pub use redact::{
 };
 pub use secrets::{MIN_VALUE_CHARS, Secrets, ShortValue, check_value_lengths, short_values};
 
-/// Re-exported so callers can build passphrases without depending on secrecy themselves.
-pub use secrecy::SecretString;
+/// Re-exported so callers can build and read secret strings without depending on secrecy themselves.
+pub use secrecy::{ExposeSecret, SecretString};
 
 /// Path of an identity file (age keys or an ssh private key), tried after `--identity`.
 pub const ENV_IDENTITY: &str = "PROVISION_IDENTITY";

@@ -428,6 +428,14 @@ pub fn find_secrets_files(dir: &Path) -> Result<Vec<PathBuf>, SecretsError> {
     Ok(found)
 }
 
+/// A new random secret: `bytes` bytes from the operating system's random source, as hex (so
+/// it is valid in any file format and at least 2 x `bytes` characters long).
+pub fn generate_value(bytes: usize) -> Result<SecretString, SecretsError> {
+    let mut raw = Zeroizing::new(vec![0u8; bytes]);
+    getrandom::fill(&mut raw).map_err(|e| SecretsError::Random(e.to_string()))?;
+    Ok(SecretString::from(hex::encode(&*raw)))
+}
+
 /// Reads a secret value for `set`: from the terminal without echo when stdin is one, else all
 /// of stdin. One trailing newline is dropped (what `echo` and heredocs add) unless
 /// `keep_newline`.
