@@ -3,7 +3,8 @@
 //! cluster lock against a concurrent run, status, an image upgrade that touches
 //! only its service, exec and logs, drain and activate, an encrypted and authenticated
 //! backup, restore refused onto the healthy swarm (nothing stopped) and for a forged backup,
-//! remove-node refused while a manager is down, quorum loss and `recover`, the
+//! remove-node refused while a manager is down, quorum loss (a run refused: the lock has no
+//! majority of managers) and `recover`, the
 //! dead managers coming back as managers, and a restore after the swarm state of
 //! every manager was destroyed.
 //!
@@ -437,8 +438,33 @@ fn day2_lock_status_upgrade_exec_backup_recover_restore() {
             .starts_with("QUORUM LOST"),
         "{st:#}"
     );
+    // A run now: the cluster lock cannot exclude an operator on the other side (only 1 of 3
+    // managers grants it), so nothing starts.
+    let refused = run(&cluster_path, &idargs);
+    assert_eq!(refused.output.status.code(), Some(75), "{}", refused.text());
+    assert!(
+        refused
+            .text()
+            .contains("the cluster lock needs a majority of the managers (2 of 3), and only manager-1 granted it (no answer from manager-2, manager-3)"),
+        "{}",
+        refused.text()
+    );
+    assert!(refused.results.is_empty(), "the refused run ran nothing");
+    // Without --yes, recover says what it would do and changes nothing.
     let (code, _, err) = p(&key, &["recover", &cluster]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("recover would start a new swarm from manager-1's state (the newest raft state of the surviving managers (index ")
+            && err.contains("and drop manager-2, manager-3 from it as dead")
+            && err.contains("pass --yes"),
+        "{err}"
+    );
+    let (code, _, err) = p(&key, &["recover", &cluster, "--yes"]);
     assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("the cluster lock is held on manager-1 only"),
+        "{err}"
+    );
     let services = sh(
         &lab,
         "manager-1",
@@ -449,9 +475,9 @@ fn day2_lock_status_upgrade_exec_backup_recover_restore() {
     assert_eq!(code, 0, "{st:#}");
     assert_eq!(st["quorum"]["managers"], 1, "{st:#}");
     // Recovering a healthy swarm is refused.
-    let (code, _, err) = p(&key, &["recover", &cluster]);
+    let (code, _, err) = p(&key, &["recover", &cluster, "--yes"]);
     assert_eq!(code, 1);
-    assert!(err.contains("quorum is fine"), "{err}");
+    assert!(err.contains("quorum is not lost"), "{err}");
 
     // 8. The dead managers come back: a run makes them managers again.
     lab.start_vms(&["manager-2", "manager-3"], BOOT).unwrap();

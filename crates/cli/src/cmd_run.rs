@@ -238,8 +238,8 @@ pub fn run(args: RunArgs) -> Result<u8> {
     }
     let sink = Arc::new(Fanout(sinks));
     let targets = targets(&loaded.inv, sudo_password(&loaded.secrets));
-    let pool: Arc<dyn Connector> =
-        Arc::new(SshPool::new(connect_options(&loaded.inv)?).map_err(|e| anyhow!("{e}"))?);
+    let ssh = Arc::new(SshPool::new(connect_options(&loaded.inv)?).map_err(|e| anyhow!("{e}"))?);
+    let pool: Arc<dyn Connector> = ssh.clone();
     // The cluster lock (not for --check, which changes nothing): on the managers.
     let lock_cluster = (!args.check).then(|| {
         Arc::new(provision_ops::Cluster::new(
@@ -255,9 +255,14 @@ pub fn run(args: RunArgs) -> Result<u8> {
         .build()?;
     let locked = rt.block_on(async {
         match &lock_cluster {
-            Some(c) => crate::ops_cmd::take_lock(c.clone(), "provision run", args.force_unlock)
-                .await
-                .map(Some),
+            Some(c) => crate::ops_cmd::take_lock(
+                c.clone(),
+                "provision run",
+                args.force_unlock,
+                provision_ops::lock::LockQuorum::Majority,
+            )
+            .await
+            .map(Some),
             None => Ok(None),
         }
     });
@@ -266,16 +271,32 @@ pub fn run(args: RunArgs) -> Result<u8> {
         Err(e) => {
             eprintln!("error: {}", loaded.redactor.redact(&e.to_string()));
             return Ok(match e {
-                provision_ops::OpsError::Locked { .. } => crate::ops_cmd::EXIT_LOCKED,
+                provision_ops::OpsError::Locked { .. }
+                | provision_ops::OpsError::NoLockMajority { .. } => crate::ops_cmd::EXIT_LOCKED,
                 _ => EXIT_FAILED,
             });
         }
     };
+    let lock_lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (recap, interrupted) = rt.block_on(async {
         let (tx, rx) = tokio::sync::watch::channel(false);
+        let tx = Arc::new(tx);
         let runner = Runner::new(pool, targets, opts, sink).with_redaction(loaded.redactor.clone()).with_cancel(rx);
         let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = interrupted.clone();
+        // A lock that lost its majority of managers excludes no one any more: no new step
+        // starts (the running commands finish, as on Ctrl-C).
+        if let Some(g) = &guard {
+            let mut lost = g.lost();
+            let (tx, lock_lost) = (tx.clone(), lock_lost.clone());
+            tokio::spawn(async move {
+                if lost.wait_for(|l| *l).await.is_ok() {
+                    lock_lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                    eprintln!("stopping: the cluster lock lost its majority of managers; no new step starts");
+                    let _ = tx.send(true);
+                }
+            });
+        }
         tokio::spawn(async move {
             // SIGTERM (systemd, CI, kill) stops as gently as a first Ctrl-C, so the
             // cluster lock is released rather than left to go stale.
@@ -302,9 +323,22 @@ pub fn run(args: RunArgs) -> Result<u8> {
     });
     if args.output == Output::Text {
         eprint!("{}", recap_text(&recap, args.check));
+    }
+    // Keys trusted on first use: a person can compare them with the servers' own.
+    for k in ssh.newly_trusted() {
+        eprintln!(
+            "trusted a new host key for {}: {} (recorded in {})",
+            k.host,
+            k.fingerprint,
+            k.file.display()
+        );
+    }
+    if args.output == Output::Text {
         eprintln!("log: {}", log.display());
     }
-    Ok(if interrupted {
+    Ok(if lock_lost.load(std::sync::atomic::Ordering::SeqCst) {
+        crate::ops_cmd::EXIT_LOCKED
+    } else if interrupted {
         EXIT_INTERRUPTED
     } else if recap.is_success() {
         0

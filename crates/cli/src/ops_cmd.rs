@@ -129,9 +129,13 @@ pub enum OpsCommand {
     Recover {
         #[command(flatten)]
         common: Common,
-        /// The surviving manager to recover through (default: the first that answers).
+        /// The surviving manager to recover through (default: the one with the newest raft state).
         #[arg(long)]
         from: Option<String>,
+        /// Go ahead: without it, recover says which manager it recovers through and which
+        /// managers it drops as dead, and stops.
+        #[arg(long)]
+        yes: bool,
         #[command(flatten)]
         lock: LockArgs,
     },
@@ -175,7 +179,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn report(o: &Opened, e: OpsError) -> u8 {
     eprintln!("error: {}", o.cluster.redact(&e.to_string()));
     match e {
-        OpsError::Locked { .. } => EXIT_LOCKED,
+        OpsError::Locked { .. } | OpsError::NoLockMajority { .. } => EXIT_LOCKED,
         _ => EXIT_FAILED,
     }
 }
@@ -185,8 +189,24 @@ pub async fn take_lock(
     cluster: Arc<Cluster>,
     what: &str,
     force: bool,
+    policy: lock::LockQuorum,
 ) -> Result<LockGuard, OpsError> {
-    let (guard, rep) = lock::acquire(cluster, what, force).await?;
+    let (guard, rep) = lock::acquire(cluster, what, force, policy).await?;
+    if policy == lock::LockQuorum::Reachable && !rep.skipped.is_empty() {
+        eprintln!(
+            "warning: the cluster lock is held on {} only ({} did not answer): an operator who reaches only those could act at the same time",
+            if rep.hosts.is_empty() {
+                "no manager".to_string()
+            } else {
+                rep.hosts.join(", ")
+            },
+            rep.skipped
+                .iter()
+                .map(|(h, _)| h.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     for (h, o) in &rep.forced {
         eprintln!("warning: removed the cluster lock of {o} on {h} (--force-unlock)");
     }
@@ -198,16 +218,22 @@ pub async fn take_lock(
     Ok(guard)
 }
 
-/// Runs a mutating operation under the cluster lock.
+/// Runs a mutating operation under the cluster lock. `recover` and `restore` take it on the
+/// managers that answer; every other command needs a majority of them.
 fn locked<T>(
     o: &Opened,
     what: &str,
     force: bool,
     op: impl AsyncFnOnce(&Cluster) -> Result<T, OpsError>,
 ) -> Result<Result<T, u8>> {
+    let policy = if what == "provision recover" || what == "provision restore" {
+        lock::LockQuorum::Reachable
+    } else {
+        lock::LockQuorum::Majority
+    };
     let rt = runtime()?;
     Ok(rt.block_on(async {
-        let guard = match take_lock(o.cluster.clone(), what, force).await {
+        let guard = match take_lock(o.cluster.clone(), what, force, policy).await {
             Ok(g) => g,
             Err(e) => return Err(report(o, e)),
         };
@@ -347,10 +373,15 @@ pub fn run(cmd: OpsCommand) -> Result<u8> {
             force,
             lock,
         } => restore_cmd(common, file, to, force, lock),
-        OpsCommand::Recover { common, from, lock } => {
+        OpsCommand::Recover {
+            common,
+            from,
+            yes,
+            lock,
+        } => {
             let o = open(&common)?;
             match locked(&o, "provision recover", lock.force_unlock, async |c| {
-                recover::recover(c, from.as_deref()).await
+                recover::recover(c, from.as_deref(), yes).await
             })? {
                 Ok(r) => {
                     eprintln!("recovered through {}:", r.survivor);

@@ -446,6 +446,35 @@ fn files_holding_secrets_are_private_unless_a_mode_says_otherwise() {
 }
 
 #[test]
+fn keys_trusted_on_first_use_are_named_with_their_fingerprints() {
+    let c = cluster(2);
+    let toml = c.dir.path().join("cluster.toml");
+    let inventory = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        inventory.replace(
+            "host_key_policy = \"strict\"",
+            "host_key_policy = \"accept-new\"",
+        ),
+    )
+    .unwrap();
+    std::fs::remove_file(c.dir.path().join("known_hosts")).unwrap();
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    for h in ["h1", "h2"] {
+        assert!(
+            t.contains(&format!("trusted a new host key for {h}: SHA256:")),
+            "{t}"
+        );
+    }
+    // Known now: the next run trusts nothing new.
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    assert!(out.status.success());
+    assert!(!text(&out).contains("trusted a new host key"));
+}
+
+#[test]
 fn shell_runs_everywhere_and_groups_output() {
     let c = cluster(2);
     let out = c.provision(&["shell", &c.cluster_toml(), "--", "echo", "hi;", "exit", "0"]);

@@ -249,7 +249,10 @@ pub fn verify_archive(tar_gz: &[u8]) -> Result<ArchiveSummary, String> {
     let missing: Vec<&str> = [
         ("swarm/raft/wal-", "the raft log (swarm/raft/wal-*)"),
         ("swarm/certificates/swarm-node.crt", "the node certificate"),
-        ("swarm/certificates/swarm-root.crt", "the swarm's root CA"),
+        (
+            "swarm/certificates/swarm-root-ca.crt",
+            "the swarm's root CA",
+        ),
     ]
     .into_iter()
     .filter(|(prefix, _)| !paths.iter().any(|p| p.starts_with(prefix)))
@@ -662,14 +665,17 @@ mod tests {
         out.stdout
     }
 
+    /// A manager's swarm directory as found on the lab (`find swarm -type f | sort` on
+    /// swarm_lab's manager-1 after the first run).
     const STATE: &[&str] = &[
-        "raft/wal-v3-encrypted/0000000000000000-0000000000000000.wal",
-        "raft/snap-v3-encrypted/0000000000000002-0000000000000ef0.snap",
         "certificates/swarm-node.crt",
         "certificates/swarm-node.key",
-        "certificates/swarm-root.crt",
-        "state.json",
+        "certificates/swarm-root-ca.crt",
         "docker-state.json",
+        "raft/wal-v3-encrypted/0.tmp",
+        "raft/wal-v3-encrypted/0000000000000000-0000000000000000.wal",
+        "state.json",
+        "worker/tasks.db",
     ];
 
     #[test]

@@ -145,6 +145,17 @@ pub fn restore_archive() -> String {
     )
 }
 
+/// How new a manager's raft state is: its snapshot and log segment files with their
+/// modification times (nanoseconds), parsed by `recover::parse_raft_files`. The names carry
+/// the raft index (`<term>-<index>.snap`, `<seq>-<index>.wal`, hex).
+pub fn raft_files() -> String {
+    let raft = format!("{SWARM_DIR}/raft");
+    let d = quote(&raft);
+    format!(
+        "for f in {d}/snap-v3-encrypted/*.snap {d}/wal-v3-encrypted/*.wal; do if [ -e \"$f\" ]; then stat -c '%n %.9Y' \"$f\"; fi; done"
+    )
+}
+
 /// A new single-manager swarm from this manager's state (the raft keeps the
 /// services, networks, secrets and nodes; the other managers are dropped).
 pub fn force_new_cluster(advertise_ip: &str) -> String {
@@ -218,6 +229,10 @@ mod tests {
         assert_eq!(
             restore_archive(),
             "trap 'systemctl start docker.socket docker.service' EXIT; set -e; systemctl stop docker.socket docker.service; rm -rf /var/lib/docker/swarm.restore-tmp; if [ -e /var/lib/docker/swarm ]; then mv /var/lib/docker/swarm /var/lib/docker/swarm.before-restore-$(date -u +%Y%m%dT%H%M%SZ)-$$; fi; mkdir -m 0700 /var/lib/docker/swarm.restore-tmp; tar -xzf - -C /var/lib/docker/swarm.restore-tmp; mv /var/lib/docker/swarm.restore-tmp/swarm /var/lib/docker/swarm; rmdir /var/lib/docker/swarm.restore-tmp"
+        );
+        assert_eq!(
+            raft_files(),
+            "for f in /var/lib/docker/swarm/raft/snap-v3-encrypted/*.snap /var/lib/docker/swarm/raft/wal-v3-encrypted/*.wal; do if [ -e \"$f\" ]; then stat -c '%n %.9Y' \"$f\"; fi; done"
         );
         assert_eq!(
             force_new_cluster("10.10.0.12"),

@@ -40,6 +40,19 @@ pub enum OpsError {
         stale_secs: u64,
     },
 
+    /// Too few managers granted the cluster lock for it to exclude another operator.
+    #[error(
+        "the cluster lock needs a majority of the managers ({needed} of {managers}), and {} granted it{}\n  hint: bring the managers back or check the network to them; when the swarm lost its quorum, `provision recover` and `provision restore` work with the managers that answer",
+        if granted.is_empty() { "none".to_string() } else { format!("only {}", granted.join(", ")) },
+        if unreachable.is_empty() { String::new() } else { format!(" (no answer from {})", unreachable.join(", ")) }
+    )]
+    NoLockMajority {
+        granted: Vec<String>,
+        unreachable: Vec<String>,
+        needed: usize,
+        managers: usize,
+    },
+
     #[error("{what}: {reason}\n  hint: {hint}")]
     Unexpected {
         what: String,

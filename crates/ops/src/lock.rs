@@ -4,7 +4,9 @@
 //! cluster at once; the second fails fast and is told who holds it.
 //!
 //! On each manager the decision is made under `flock`, so two processes that
-//! race for the same manager cannot both win.
+//! race for the same manager cannot both win. The lock counts only when a majority of the
+//! inventory's managers granted it (two operators on either side of a partition cannot both
+//! hold one), except for `recover` and `restore`, whose job is a swarm that lost its managers.
 
 use crate::{Cluster, OpsError};
 use provision_transport::Command;
@@ -16,6 +18,40 @@ pub const LOCK_DIR: &str = "/var/lib/provision";
 /// A lock not refreshed for this long belongs to a process that died.
 pub const STALE_SECS: u64 = 120;
 pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
+
+/// How many managers must grant (and keep confirming) the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockQuorum {
+    /// A majority of the inventory's managers.
+    Majority,
+    /// Whichever managers answer: `recover` and `restore`, which exist for the case where
+    /// most managers are gone.
+    Reachable,
+}
+
+/// A majority of `managers`.
+pub fn majority(managers: usize) -> usize {
+    managers / 2 + 1
+}
+
+/// Whether the managers that granted the lock are enough under `policy`.
+pub fn check_grants(
+    policy: LockQuorum,
+    managers: usize,
+    granted: &[String],
+    unreachable: &[String],
+) -> Result<(), OpsError> {
+    let needed = majority(managers);
+    if policy == LockQuorum::Majority && managers > 0 && granted.len() < needed {
+        return Err(OpsError::NoLockMajority {
+            granted: granted.to_vec(),
+            unreachable: unreachable.to_vec(),
+            needed,
+            managers,
+        });
+    }
+    Ok(())
+}
 
 /// Who takes the lock, written into the lock file.
 #[derive(Debug, Clone)]
@@ -163,6 +199,8 @@ pub struct LockGuard {
     owner: Owner,
     refresher: tokio::task::JoinHandle<()>,
     dir: String,
+    /// Turns true when a refresh round is confirmed by fewer managers than the policy needs.
+    lost: tokio::sync::watch::Receiver<bool>,
 }
 
 /// What the lock did, for the caller to tell the user.
@@ -186,14 +224,16 @@ pub async fn acquire(
     cluster: Arc<Cluster>,
     command: &str,
     force_unlock: bool,
+    policy: LockQuorum,
 ) -> Result<(LockGuard, LockReport), OpsError> {
-    acquire_in(cluster, command, force_unlock, LOCK_DIR, STALE_SECS).await
+    acquire_in(cluster, command, force_unlock, policy, LOCK_DIR, STALE_SECS).await
 }
 
 pub async fn acquire_in(
     cluster: Arc<Cluster>,
     command: &str,
     force_unlock: bool,
+    policy: LockQuorum,
     dir: &str,
     stale_secs: u64,
 ) -> Result<(LockGuard, LockReport), OpsError> {
@@ -251,7 +291,14 @@ pub async fn acquire_in(
             }
         }
     }
+    let managers = lock_hosts(&cluster).len();
+    let unreachable: Vec<String> = report.skipped.iter().map(|(h, _)| h.clone()).collect();
+    if let Err(e) = check_grants(policy, managers, &held, &unreachable) {
+        release_all(&cluster, &held, dir, &owner.token).await;
+        return Err(e);
+    }
     report.hosts = held.clone();
+    let (lost_tx, lost) = tokio::sync::watch::channel(false);
     let refresher = {
         let (cluster, hosts, dir, token) = (
             cluster.clone(),
@@ -262,16 +309,21 @@ pub async fn acquire_in(
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(REFRESH_EVERY).await;
+                let mut confirmed = Vec::new();
                 for h in &hosts {
                     let cmd =
                         Command::new(refresh_script(&dir, &token)).timeout(Duration::from_secs(20));
-                    if let Ok(out) = cluster.run(h, cmd).await
-                        && !out.success()
-                    {
-                        eprintln!(
+                    match cluster.run(h, cmd).await {
+                        Ok(out) if out.success() => confirmed.push(h.clone()),
+                        Ok(_) => eprintln!(
                             "warning: the cluster lock on {h} is no longer ours (someone forced it away)"
-                        );
+                        ),
+                        Err(_) => {}
                     }
+                }
+                if let Err(e) = check_grants(policy, managers, &confirmed, &[]) {
+                    eprintln!("warning: {}", e.to_string().lines().next().unwrap_or(""));
+                    let _ = lost_tx.send(true);
                 }
             }
         })
@@ -283,6 +335,7 @@ pub async fn acquire_in(
             owner,
             refresher,
             dir: dir.to_string(),
+            lost,
         },
         report,
     ))
@@ -298,6 +351,12 @@ async fn release_all(cluster: &Cluster, hosts: &[String], dir: &str, token: &str
 impl LockGuard {
     pub fn hosts(&self) -> &[String] {
         &self.hosts
+    }
+
+    /// Turns true when the lock lost the managers its policy needs (a partition, managers
+    /// going down): the holder must start nothing new.
+    pub fn lost(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.lost.clone()
     }
 
     pub async fn release(self) {
@@ -327,6 +386,28 @@ mod tests {
         assert_eq!(user_of_uid(0, passwd), "root");
         assert_eq!(user_of_uid(1000, passwd), "ops");
         assert_eq!(user_of_uid(1234, passwd), "uid 1234");
+    }
+
+    #[test]
+    fn the_lock_needs_a_majority_of_the_managers_unless_told_otherwise() {
+        let s = |v: &[&str]| v.iter().map(|h| h.to_string()).collect::<Vec<_>>();
+        assert!(check_grants(LockQuorum::Majority, 3, &s(&["m1", "m2"]), &s(&["m3"])).is_ok());
+        let e = check_grants(LockQuorum::Majority, 3, &s(&["m1"]), &s(&["m2", "m3"])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the cluster lock needs a majority of the managers (2 of 3), and only m1 granted it (no answer from m2, m3)\n  hint: bring the managers back or check the network to them; when the swarm lost its quorum, `provision recover` and `provision restore` work with the managers that answer"
+        );
+        let e = check_grants(LockQuorum::Majority, 2, &s(&["m1"]), &s(&["m2"])).unwrap_err();
+        assert!(e.to_string().contains("(2 of 2)"), "{e}");
+        let e = check_grants(LockQuorum::Majority, 1, &[], &s(&["m1"])).unwrap_err();
+        assert!(e.to_string().contains("and none granted it"), "{e}");
+        assert!(check_grants(LockQuorum::Reachable, 3, &s(&["m1"]), &s(&["m2", "m3"])).is_ok());
+        // No managers: not a swarm, nothing to lock.
+        assert!(check_grants(LockQuorum::Majority, 0, &[], &[]).is_ok());
+        assert_eq!(
+            (majority(1), majority(3), majority(4), majority(5)),
+            (1, 2, 3, 3)
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::cluster::HostState;
 use crate::{Cluster, OpsError, commands};
 use provision_playbook::steps::swarm_facts::{self, HostSwarm, NodeInfo};
 use provision_playbook::steps::swarm_join;
+use provision_transport::Command;
 use std::time::{Duration, Instant};
 
 const LEADER_WAIT: Duration = Duration::from_secs(180);
@@ -251,28 +252,116 @@ pub fn stale_nodes<'a>(nodes: &'a [NodeInfo], leader_id: &str) -> Vec<&'a NodeIn
         .collect()
 }
 
-/// Recovers from a lost quorum through `from` (or the first surviving manager).
-pub async fn recover(cluster: &Cluster, from: Option<&str>) -> Result<Recovered, OpsError> {
-    let survey = cluster.survey().await;
-    let file = cluster.inv.path.display().to_string();
-    // A leader that lost its majority still answers for a few seconds: the
-    // quorum count decides, not whether a node list came back.
-    if let Some(q) = survey.quorum(&cluster.inv)
-        && q.ok
-    {
-        return Err(OpsError::refused(
+/// How new a manager's raft state is, from the names and times of its raft files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct RaftState {
+    /// The highest raft index a snapshot or log segment name carries.
+    pub index: u64,
+    /// When the log was last written (ns since the epoch): breaks ties between managers
+    /// whose newest segment starts at the same index (the one written last holds more).
+    pub written_ns: u128,
+}
+
+/// Parses [`commands::raft_files`]: `PATH SECONDS.NANOS` lines.
+pub fn parse_raft_files(out: &str) -> Option<RaftState> {
+    let mut state: Option<RaftState> = None;
+    for line in out.lines() {
+        let Some((path, time)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let name = path.rsplit('/').next().unwrap_or(path);
+        let Some((stem, ext)) = name.rsplit_once('.') else {
+            continue;
+        };
+        let Some(index) = stem
+            .split_once('-')
+            .and_then(|(_, i)| u64::from_str_radix(i, 16).ok())
+        else {
+            continue;
+        };
+        let written_ns = match (ext, time.split_once('.')) {
+            ("wal", Some((s, ns))) => {
+                s.parse::<u128>().unwrap_or(0) * 1_000_000_000 + ns.parse::<u128>().unwrap_or(0)
+            }
+            _ => 0,
+        };
+        let st = state.get_or_insert_with(RaftState::default);
+        st.index = st.index.max(index);
+        st.written_ns = st.written_ns.max(written_ns);
+    }
+    state
+}
+
+/// Why recovering now would be wrong, or None. `answering` managers are in the swarm by their
+/// own Docker; `raft` is the number of managers their raft knows.
+pub fn recover_refusal(
+    quorum: Option<&crate::Quorum>,
+    answering: usize,
+    file: &str,
+) -> Option<OpsError> {
+    let q = quorum?;
+    if q.ok {
+        return Some(OpsError::refused(
             format!(
-                "quorum is fine: {} of {} managers reachable{}; nothing to recover",
+                "quorum is not lost: {} of {} managers reachable{}; nothing to recover",
                 q.reachable,
                 q.managers,
-                q.leader.map(|l| format!(", {l} leads")).unwrap_or_default()
+                q.leader
+                    .as_deref()
+                    .map(|l| format!(", {l} leads"))
+                    .unwrap_or_default()
             ),
             format!(
                 "`provision status {file}` shows the swarm; `provision remove-node` drops a dead manager"
             ),
         ));
     }
+    // No leader, yet a majority answers: an election is under way, or the managers cannot
+    // reach each other. Forcing a new swarm now would split it in two.
+    if answering >= q.needed {
+        return Some(OpsError::refused(
+            format!(
+                "quorum is not lost: {answering} of {} managers answer, but none leads yet (an election is in progress, or the managers cannot reach each other on port 2377)",
+                q.managers
+            ),
+            format!(
+                "wait a minute and run `provision status {file}`; if no leader appears, check the network between the managers (2377/tcp, 7946)"
+            ),
+        ));
+    }
+    None
+}
+
+/// The surviving manager with the newest raft state (None when none could be read):
+/// recovering from an older one would lose the latest changes.
+pub fn newest<'a>(states: &[(&'a str, Option<RaftState>)]) -> Option<&'a str> {
+    states
+        .iter()
+        .filter_map(|(h, s)| s.map(|s| (s, *h)))
+        .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(a.1)))
+        .map(|(_, h)| h)
+}
+
+/// Recovers from a lost quorum through `from` (or the surviving manager with the newest raft
+/// state). Without `yes` it says what it would do (which managers it drops as dead) and stops.
+pub async fn recover(
+    cluster: &Cluster,
+    from: Option<&str>,
+    yes: bool,
+) -> Result<Recovered, OpsError> {
+    let survey = cluster.survey().await;
+    let file = cluster.inv.path.display().to_string();
     let survivors = survey.managers_in_swarm(&cluster.inv);
+    // A leader that lost its majority still answers for a few seconds: the
+    // quorum count decides, not whether a node list came back.
+    if let Some(e) = recover_refusal(survey.quorum(&cluster.inv).as_ref(), survivors.len(), &file) {
+        return Err(e);
+    }
+    let mut states = Vec::new();
+    for s in &survivors {
+        let out = cluster.run(s, Command::new(commands::raft_files())).await?;
+        states.push((*s, parse_raft_files(&out.stdout_str())));
+    }
     let survivor = match from {
         Some(f) => {
             cluster.host(f)?;
@@ -293,7 +382,7 @@ pub async fn recover(cluster: &Cluster, from: Option<&str>) -> Result<Recovered,
             }
             f.to_string()
         }
-        None => match survivors.first() {
+        None => match newest(&states).or(survivors.first().copied()) {
             Some(s) => s.to_string(),
             None => {
                 return Err(OpsError::refused(
@@ -305,10 +394,41 @@ pub async fn recover(cluster: &Cluster, from: Option<&str>) -> Result<Recovered,
             }
         },
     };
+    let why = match states
+        .iter()
+        .find(|(h, _)| *h == survivor)
+        .and_then(|(_, s)| *s)
+    {
+        Some(st) if from.is_none() => format!(
+            "the newest raft state of the surviving managers (index {})",
+            st.index
+        ),
+        _ if from.is_some() => "chosen with --from".to_string(),
+        _ => "the first surviving manager (its raft files could not be read)".to_string(),
+    };
+    let dead: Vec<&str> = cluster
+        .inv
+        .managers()
+        .map(|m| m.name.as_str())
+        .filter(|m| !survivors.contains(m))
+        .collect();
+    if !yes {
+        return Err(OpsError::refused(
+            format!(
+                "recover would start a new swarm from {survivor}'s state ({why}) and drop {} from it as dead; they re-join as managers when they are back and `provision run {file}` runs",
+                if dead.is_empty() {
+                    "no manager".to_string()
+                } else {
+                    dead.join(", ")
+                }
+            ),
+            "pass --yes to go ahead",
+        ));
+    }
     let ip = cluster.private_ip(&survivor)?;
     let mut done = Recovered {
         survivor: survivor.clone(),
-        steps: vec![],
+        steps: vec![format!("{survivor}: chosen for {why}")],
     };
     cluster
         .ok(
@@ -362,6 +482,84 @@ mod tests {
             swarm: Box::new(s),
             list_error: None,
         }
+    }
+
+    /// Captured on the lab (swarm_lab's manager-1, just after `provision run` made the swarm):
+    /// the output of `commands::raft_files()`. A young swarm has no snapshot yet.
+    const RAFT_FILES: &str = "/var/lib/docker/swarm/raft/wal-v3-encrypted/0000000000000000-0000000000000000.wal 1796528487.080009304\n";
+
+    /// Written for the test, in swarmkit's naming (`<term>-<index>.snap`,
+    /// `<seq>-<index>.wal`, hex): an older swarm with a snapshot and a second log segment.
+    const RAFT_FILES_LATER: &str = "/var/lib/docker/swarm/raft/snap-v3-encrypted/0000000000000002-0000000000000ef0.snap 1796531811.503942104
+/var/lib/docker/swarm/raft/wal-v3-encrypted/0000000000000000-0000000000000000.wal 1796531901.118347731
+/var/lib/docker/swarm/raft/wal-v3-encrypted/0000000000000001-0000000000000e39.wal 1796532012.402117500
+";
+
+    #[test]
+    fn raft_state_from_file_names_and_times() {
+        assert_eq!(
+            parse_raft_files(RAFT_FILES),
+            Some(RaftState {
+                index: 0,
+                written_ns: 1_796_528_487_080_009_304
+            })
+        );
+        assert_eq!(
+            parse_raft_files(RAFT_FILES_LATER),
+            Some(RaftState {
+                index: 0xef0,
+                written_ns: 1_796_532_012_402_117_500
+            })
+        );
+        assert_eq!(parse_raft_files(""), None);
+        assert_eq!(parse_raft_files("garbage\n/x/y.wal 1.2\n"), None);
+        let (a, b, c) = (
+            RaftState {
+                index: 10,
+                written_ns: 5,
+            },
+            RaftState {
+                index: 12,
+                written_ns: 1,
+            },
+            RaftState {
+                index: 12,
+                written_ns: 3,
+            },
+        );
+        assert_eq!(
+            newest(&[("m1", Some(a)), ("m2", Some(b)), ("m3", Some(c))]),
+            Some("m3")
+        );
+        assert_eq!(newest(&[("m1", Some(a)), ("m2", None)]), Some("m1"));
+        // A tie is broken by inventory order, not by chance.
+        assert_eq!(newest(&[("m1", Some(c)), ("m2", Some(c))]), Some("m1"));
+        assert_eq!(newest(&[("m1", None)]), None);
+    }
+
+    #[test]
+    fn recover_only_when_the_quorum_is_really_lost() {
+        let q = |managers, reachable, ok| crate::Quorum {
+            managers,
+            reachable,
+            needed: managers / 2 + 1,
+            ok,
+            leader: ok.then(|| "manager-1".to_string()),
+        };
+        let e = recover_refusal(Some(&q(3, 3, true)), 3, "c.toml").unwrap();
+        assert!(
+            e.to_string()
+                .starts_with("quorum is not lost: 3 of 3 managers reachable, manager-1 leads"),
+            "{e}"
+        );
+        // No leader but 2 of 3 answer: an election, not a lost quorum.
+        let e = recover_refusal(Some(&q(3, 2, false)), 2, "c.toml").unwrap();
+        assert_eq!(
+            e.to_string(),
+            "quorum is not lost: 2 of 3 managers answer, but none leads yet (an election is in progress, or the managers cannot reach each other on port 2377)\n  hint: wait a minute and run `provision status c.toml`; if no leader appears, check the network between the managers (2377/tcp, 7946)"
+        );
+        assert!(recover_refusal(Some(&q(3, 1, false)), 1, "c.toml").is_none());
+        assert!(recover_refusal(None, 0, "c.toml").is_none());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use provision_engine::event::Redactor;
 use provision_engine::inventory::Inventory;
+use provision_ops::commands::raft_files;
 use provision_ops::{Cluster, OpsError, nodes, recover, status};
 use provision_transport::fake::{FakeConnector, FakeTransport};
 use provision_transport::{Connector, Output};
@@ -158,12 +159,14 @@ async fn recover_forces_a_new_cluster_and_drops_the_dead_managers() {
     let w1 = Arc::new(FakeTransport::new("worker-1"));
     w1.respond(GATHER, Output::ok(WORKER));
     let c = cluster(&[m1.clone(), w1.clone()]);
-    let r = recover::recover(&c, None).await.unwrap();
+    let r = recover::recover(&c, None, true).await.unwrap();
     assert_eq!(r.survivor, "manager-1");
     let changes: Vec<String> = m1
         .scripts()
         .into_iter()
-        .filter(|s| !s.contains(GATHER) && !s.contains("docker node ls -q >/dev/null"))
+        .filter(|s| {
+            !s.contains(GATHER) && !s.contains("docker node ls -q >/dev/null") && *s != raft_files()
+        })
         .collect();
     assert_eq!(
         changes,
@@ -200,7 +203,20 @@ async fn recover_proceeds_while_a_leader_that_lost_its_majority_still_answers() 
         )),
     );
     let c = cluster(std::slice::from_ref(&m1));
-    recover::recover(&c, None).await.unwrap();
+    // Without --yes: it says what it would do, and does nothing.
+    let e = recover::recover(&c, None, false).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "recover would start a new swarm from manager-1's state (the first surviving manager (its raft files could not be read)) and drop manager-2, manager-3 from it as dead; they re-join as managers when they are back and `provision run c.toml` runs\n  hint: pass --yes to go ahead"
+    );
+    assert!(
+        m1.scripts()
+            .iter()
+            .all(|s| s.contains(GATHER) || *s == raft_files()),
+        "only read: {:?}",
+        m1.scripts()
+    );
+    recover::recover(&c, None, true).await.unwrap();
     assert!(
         m1.scripts()
             .iter()
@@ -224,13 +240,13 @@ async fn recover_refuses_when_quorum_is_fine() {
         )),
     );
     let c = cluster(std::slice::from_ref(&m1));
-    let e = recover::recover(&c, None).await.unwrap_err();
+    let e = recover::recover(&c, None, true).await.unwrap_err();
     let OpsError::Refused { reason, .. } = &e else {
         panic!("{e}")
     };
     assert_eq!(
         reason,
-        "quorum is fine: 2 of 3 managers reachable, manager-1 leads; nothing to recover"
+        "quorum is not lost: 2 of 3 managers reachable, manager-1 leads; nothing to recover"
     );
     assert_eq!(m1.scripts().len(), 1, "nothing but the survey ran");
 }

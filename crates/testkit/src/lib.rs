@@ -90,6 +90,8 @@ pub struct SshdOptions {
     /// `LogLevel DEBUG1` also sends debug lines to the client's stderr: use it only
     /// on servers whose command output is not checked (a bastion).
     pub extra_config: String,
+    /// Listen on this port (a server that replaces another at its address); default: a free one.
+    pub port: Option<u16>,
 }
 
 impl Default for SshdOptions {
@@ -97,6 +99,7 @@ impl Default for SshdOptions {
         SshdOptions {
             host_key_types: vec!["ed25519"],
             extra_config: String::new(),
+            port: None,
         }
     }
 }
@@ -130,7 +133,7 @@ impl Sshd {
         fs::write(&authorized_keys, "").unwrap();
         fs::set_permissions(&authorized_keys, fs::Permissions::from_mode(0o644)).unwrap();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        let port = free_port();
+        let port = opts.port.unwrap_or_else(free_port);
         let config = format!(
             "{extra}\nPort {port}\nListenAddress 127.0.0.1\n{host_key_lines}AuthorizedKeysFile {ak}\nStrictModes no\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\n\

@@ -253,9 +253,18 @@ pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
 // re-read under the lock keeps concurrent processes from duplicating lines.
 static APPEND_LOCK: Mutex<()> = Mutex::new(());
 
-/// Records `key` for `host:port` in `path` (accept-new). Idempotent: a key that
-/// is already there is not added twice. Creates the file (0600) and its directory.
-pub fn append(path: &Path, host: &str, port: u16, key: &PublicKey) -> Result<(), TransportError> {
+/// Records `key` for `host:port` in `path` (accept-new), deciding on the file as it is now
+/// (re-read under the lock): a key already there is not added twice (Ok(None)); a different
+/// key recorded meanwhile for `host:port` (by this run through another path, or by another
+/// process) makes this one a changed key, refused. Returns the line written. Creates the
+/// file (0600) and its directory. `label` names the host in errors.
+pub fn append(
+    path: &Path,
+    label: &str,
+    host: &str,
+    port: u16,
+    key: &PublicKey,
+) -> Result<Option<String>, TransportError> {
     let io_err = |e: std::io::Error| TransportError::KnownHosts {
         path: path.to_path_buf(),
         reason: e.to_string(),
@@ -278,8 +287,30 @@ pub fn append(path: &Path, host: &str, port: u16, key: &PublicKey) -> Result<(),
     let existing = std::fs::read_to_string(path).map_err(io_err)?;
     let mut kh = KnownHosts::default();
     kh.add_text(path, &existing);
-    if kh.check(host, port, key) == Verdict::Known {
-        return Ok(());
+    match kh.check(host, port, key) {
+        Verdict::Known => return Ok(None),
+        Verdict::Changed {
+            file,
+            line,
+            known_fingerprint,
+        } => {
+            return Err(TransportError::HostKeyChanged {
+                host: label.to_string(),
+                file,
+                line,
+                known_fingerprint,
+                presented_fingerprint: fingerprint(key),
+            });
+        }
+        Verdict::Revoked { file, line } => {
+            return Err(TransportError::HostKeyRevoked {
+                host: label.to_string(),
+                fingerprint: fingerprint(key),
+                file,
+                line,
+            });
+        }
+        Verdict::Unknown => {}
     }
     let key_text = key.to_openssh().map_err(|e| TransportError::KnownHosts {
         path: path.to_path_buf(),
@@ -291,14 +322,15 @@ pub fn append(path: &Path, host: &str, port: u16, key: &PublicKey) -> Result<(),
         .take(2)
         .collect::<Vec<_>>()
         .join(" ");
+    let entry = format!("{} {}\n", host_id(host, port), key_text);
     let mut line = String::new();
     if !existing.is_empty() && !existing.ends_with('\n') {
         line.push('\n');
     }
-    line.push_str(&format!("{} {}\n", host_id(host, port), key_text));
+    line.push_str(&entry);
     file.write_all(line.as_bytes()).map_err(io_err)?;
     file.sync_data().map_err(io_err)?;
-    Ok(())
+    Ok(Some(entry))
 }
 
 /// flock(2) so that two provision processes appending at once serialise too.
@@ -426,12 +458,31 @@ mod tests {
     fn append_is_idempotent_and_concurrent_safe() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/known_hosts");
+        let added = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|s| {
             for _ in 0..8 {
-                s.spawn(|| append(&path, "127.0.0.1", 2222, &key(ED)).unwrap());
+                s.spawn(|| {
+                    if append(&path, "h", "127.0.0.1", 2222, &key(ED))
+                        .unwrap()
+                        .is_some()
+                    {
+                        added.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                });
             }
         });
-        append(&path, "127.0.0.1", 2223, &key(ED2)).unwrap();
+        assert_eq!(
+            added.into_inner(),
+            1,
+            "one writer records it, the others find it"
+        );
+        append(&path, "h", "127.0.0.1", 2223, &key(ED2)).unwrap();
+        // Another key for a host:port recorded meanwhile is a changed key, not a second pin.
+        let e = append(&path, "h", "127.0.0.1", 2222, &key(ED2)).unwrap_err();
+        assert!(
+            matches!(e, TransportError::HostKeyChanged { line: 1, .. }),
+            "{e}"
+        );
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(
             text,

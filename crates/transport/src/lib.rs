@@ -16,7 +16,7 @@ pub mod upload;
 
 pub use command::{Chunk, Command, Output, OutputSink, Stdin};
 pub use error::TransportError;
-pub use ssh::{Become, ConnectOptions, HostKeyPolicy, SshPool, SshSession, Target};
+pub use ssh::{Become, ConnectOptions, HostKeyPolicy, SshPool, SshSession, Target, TrustedKey};
 pub use upload::{Upload, UploadOutcome, UploadSource};
 
 use async_trait::async_trait;

@@ -17,7 +17,7 @@ use russh::keys::{Algorithm, HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicK
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{OnceCell, Semaphore};
@@ -146,7 +146,9 @@ struct ClientHandler {
     label: String,
     host: String,
     port: u16,
-    known: Arc<KnownHosts>,
+    /// The run's known keys: the files loaded at start plus every key accepted since.
+    known: Arc<RwLock<KnownHosts>>,
+    trusted: Arc<Mutex<Vec<TrustedKey>>>,
     policy: HostKeyPolicy,
     record_to: PathBuf,
     refusal: Arc<Mutex<Option<TransportError>>>,
@@ -176,7 +178,12 @@ impl client::Handler for ClientHandler {
             }
         };
         let fp = known_hosts::fingerprint(key);
-        match self.known.check(&self.host, self.port, key) {
+        let verdict = self
+            .known
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .check(&self.host, self.port, key);
+        match verdict {
             Verdict::Known => Ok(true),
             Verdict::Unknown => match self.policy {
                 HostKeyPolicy::Strict => self.refuse(TransportError::HostKeyUnknown {
@@ -186,8 +193,26 @@ impl client::Handler for ClientHandler {
                     known_hosts: self.record_to.clone(),
                 }),
                 HostKeyPolicy::AcceptNew => {
-                    match known_hosts::append(&self.record_to, &self.host, self.port, key) {
-                        Ok(()) => {
+                    match known_hosts::append(
+                        &self.record_to,
+                        &self.label,
+                        &self.host,
+                        self.port,
+                        key,
+                    ) {
+                        Ok(line) => {
+                            if let Some(line) = line {
+                                // Every later path to this host:port in the run sees it.
+                                self.known
+                                    .write()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .add_text(&self.record_to, &line);
+                                self.trusted.lock().unwrap().push(TrustedKey {
+                                    host: self.label.clone(),
+                                    fingerprint: fp.clone(),
+                                    file: self.record_to.clone(),
+                                });
+                            }
                             tracing::info!(host = %self.label, fingerprint = %fp, file = %self.record_to.display(), "recorded new host key");
                             Ok(true)
                         }
@@ -243,9 +268,19 @@ pub struct SshSession {
 
 /// Shared state of a run's connections: loaded keys and known_hosts, one
 /// session per host, and the cap on simultaneous handshakes.
+/// A host key trusted for the first time in this run (accept-new).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedKey {
+    pub host: String,
+    pub fingerprint: String,
+    /// Where it was recorded.
+    pub file: PathBuf,
+}
+
 pub struct SshPool {
     opts: ConnectOptions,
-    known: Arc<KnownHosts>,
+    known: Arc<RwLock<KnownHosts>>,
+    trusted: Arc<Mutex<Vec<TrustedKey>>>,
     keys: Mutex<HashMap<PathBuf, Arc<PrivateKey>>>,
     sessions: Mutex<HashMap<String, Arc<OnceCell<Arc<SshSession>>>>>,
     connecting: Semaphore,
@@ -255,11 +290,12 @@ impl SshPool {
     pub fn new(opts: ConnectOptions) -> Result<Self, TransportError> {
         let mut files = vec![opts.known_hosts.clone()];
         files.extend(opts.extra_known_hosts.iter().cloned());
-        let known = Arc::new(KnownHosts::load(&files)?);
+        let known = Arc::new(RwLock::new(KnownHosts::load(&files)?));
         let connecting = Semaphore::new(opts.max_connecting.max(1));
         Ok(SshPool {
             opts,
             known,
+            trusted: Arc::default(),
             keys: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             connecting,
@@ -268,6 +304,12 @@ impl SshPool {
 
     pub fn options(&self) -> &ConnectOptions {
         &self.opts
+    }
+
+    /// Host keys trusted for the first time by this pool (accept-new), in order: the recap
+    /// names them, so a person can compare the fingerprints.
+    pub fn newly_trusted(&self) -> Vec<TrustedKey> {
+        self.trusted.lock().unwrap().clone()
     }
 
     /// The session for `target`, connecting on first use. Concurrent callers for
@@ -453,6 +495,7 @@ impl SshPool {
             host: host.to_string(),
             port,
             known: self.known.clone(),
+            trusted: self.trusted.clone(),
             policy: self.opts.policy,
             record_to: self.opts.known_hosts.clone(),
             refusal: refusal.clone(),
@@ -480,7 +523,11 @@ impl SshPool {
         let mut preferred = russh::Preferred::default();
         // Ask for a host key type we have pinned first, as OpenSSH does, so a host
         // known by its RSA key is not mistaken for one with a changed key.
-        let known = self.known.known_algorithms(host, port);
+        let known = self
+            .known
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .known_algorithms(host, port);
         if !known.is_empty() {
             let mut order: Vec<Algorithm> = Vec::new();
             for k in &known {

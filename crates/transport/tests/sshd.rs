@@ -222,6 +222,51 @@ async fn unknown_host_strict_refuses_accept_new_records() {
 }
 
 #[tokio::test]
+async fn accept_new_never_trusts_a_second_key_for_a_host_in_one_run() {
+    let mut e = env();
+    let mut o = e.opts();
+    o.policy = HostKeyPolicy::AcceptNew;
+    let pool = SshPool::new(o).unwrap();
+    run(&*pool.session(&e.target("root")).await.unwrap(), "true").await;
+    let trusted = pool.newly_trusted();
+    assert_eq!(trusted.len(), 1, "{trusted:?}");
+    assert!(trusted[0].fingerprint.starts_with("SHA256:"), "{trusted:?}");
+    assert_eq!(trusted[0].file, e.known_hosts());
+    // The server is replaced at the same address and port by one with another key (a
+    // reinstalled machine, or someone in the middle). The session already open stays on the
+    // old server (sshd serves each connection from its own process).
+    let port = e.sshd.port;
+    e.sshd.kill();
+    let other = Sshd::start_with(SshdOptions {
+        port: Some(port),
+        ..Default::default()
+    });
+    other.authorize(&e.key);
+    // A second path to the same host:port in this run (another inventory name for it):
+    // a new connection, and the key it meets is not the one recorded a moment ago.
+    let mut second = e.target("root");
+    second.name = "same-host-other-name".into();
+    let err = pool
+        .session(&second)
+        .await
+        .err()
+        .expect("a second key for one host:port must be refused");
+    assert!(
+        matches!(err, TransportError::HostKeyChanged { line: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(e.known_hosts())
+            .unwrap()
+            .lines()
+            .count(),
+        1,
+        "the second key is not recorded"
+    );
+    assert_eq!(pool.newly_trusted().len(), 1);
+}
+
+#[tokio::test]
 async fn accept_new_is_safe_with_many_hosts_at_once() {
     let servers: Vec<Sshd> = (0..6).map(|_| Sshd::start()).collect();
     let dir = tempfile::tempdir().unwrap();
