@@ -219,17 +219,30 @@ fn execute(cmd: SecretsCommand) -> Result<u8, SecretsError> {
             } else {
                 files
             };
-            for done in secrets::rotate(&files, &id.sources())? {
-                match done.recipients {
-                    Some(n) => eprintln!(
+            let report = secrets::rotate(&files, &id.sources())?;
+            for done in &report.rotated {
+                match (done.recipients, &done.backup_of) {
+                    (Some(n), Some(src)) if src != &done.path => eprintln!(
+                        "re-encrypted {} (binary: a backup) to {} of {}",
+                        done.path.display(),
+                        count_recipients(n),
+                        src.display()
+                    ),
+                    (Some(n), _) => eprintln!(
                         "re-encrypted {} to {}",
                         done.path.display(),
                         count_recipients(n)
                     ),
-                    None => eprintln!("re-encrypted {} with its passphrase", done.path.display()),
+                    (None, _) => {
+                        eprintln!("re-encrypted {} with its passphrase", done.path.display())
+                    }
                 }
             }
-            Ok(0)
+            for (path, why) in &report.skipped {
+                eprintln!("skipped {}: {why}", path.display());
+            }
+            // Not everything is re-encrypted: a person must look at what was skipped.
+            Ok(if report.skipped.is_empty() { 0 } else { 1 })
         }
     }
 }

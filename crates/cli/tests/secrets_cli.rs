@@ -18,7 +18,8 @@ struct Scratch(PathBuf);
 impl Scratch {
     fn new(name: &str) -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
+        // On tmpfs: `secrets edit` keeps its plaintext copy only in memory-backed directories.
+        let dir = Path::new("/dev/shm").join(format!(
             "provision-secrets-cli-{name}-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)

@@ -277,6 +277,23 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
+/// Whether `dir` is on a file system kept in memory (tmpfs, ramfs).
+fn is_memory_backed(dir: &Path) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs(2) with a NUL-terminated path and a zeroed out-struct it fills.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs between targets
+    let kind = st.f_type as i64;
+    kind == TMPFS_MAGIC || kind == RAMFS_MAGIC
+}
+
 /// A 0700 directory holding the 0600 plaintext file; removed (after overwriting the file) on
 /// drop, whatever the exit path. Editor swap and backup files made next to the file go with it.
 struct PrivateDir {
@@ -287,23 +304,30 @@ struct PrivateDir {
 
 impl PrivateDir {
     fn create(root: Option<&Path>, secrets_path: &Path) -> Result<Self, SecretsError> {
+        // Memory-backed only: the plaintext must never reach a disk (swap aside), where
+        // deleting a file does not erase it.
         let candidates: Vec<PathBuf> = match root {
             Some(r) => vec![r.to_path_buf()],
             None => {
                 let mut c = Vec::new();
-                // tmpfs first: the plaintext then never reaches a disk.
                 if let Some(xdg) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
                     c.push(PathBuf::from(xdg));
                 }
                 c.push(PathBuf::from("/dev/shm"));
-                c.push(std::env::temp_dir());
                 c
             }
         };
-        let mut last_error = String::from("no candidate directory");
+        let mut problems = Vec::new();
         for candidate in candidates {
             if !candidate.is_dir() {
-                last_error = format!("{} is not a directory", candidate.display());
+                problems.push(format!("{} is not a directory", candidate.display()));
+                continue;
+            }
+            if !is_memory_backed(&candidate) {
+                problems.push(format!(
+                    "{} is not memory-backed (tmpfs)",
+                    candidate.display()
+                ));
                 continue;
             }
             match tempfile::Builder::new()
@@ -341,10 +365,15 @@ impl PrivateDir {
                     let file = dir.path().join(format!("{stem}.toml"));
                     return Ok(PrivateDir { _dir: dir, file });
                 }
-                Err(e) => last_error = format!("{}: {e}", candidate.display()),
+                Err(e) => problems.push(format!("{}: {e}", candidate.display())),
             }
         }
-        Err(SecretsError::TempDir { reason: last_error })
+        Err(SecretsError::TempDir {
+            reason: format!(
+                "no memory-backed directory for the plaintext copy ({}): set {ENV_TMPDIR} or XDG_RUNTIME_DIR to a directory on tmpfs",
+                problems.join("; ")
+            ),
+        })
     }
 
     fn file(&self) -> &Path {
@@ -480,7 +509,9 @@ mod tests {
 
     #[test]
     fn private_dir_is_0700_file_0600_and_removed() {
-        let root = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir_in("/dev/shm").unwrap();
+        assert!(is_memory_backed(root.path()));
+        assert!(!is_memory_backed(Path::new("/proc")));
         let file;
         {
             let dir = PrivateDir::create(Some(root.path()), Path::new("x/prod.age")).unwrap();

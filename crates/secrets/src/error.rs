@@ -142,7 +142,7 @@ pub enum SecretsError {
     },
 
     #[error(
-        "cannot create a private directory for the plaintext: {reason}; set PROVISION_SECRETS_TMPDIR to a private writable directory"
+        "cannot create a private directory for the plaintext: {reason}; the secrets file was not changed"
     )]
     TempDir { reason: String },
 

@@ -25,7 +25,7 @@ pub use error::{LookStatus, LookedAt, NoIdentityError, SecretsError};
 pub use file::{Decrypted, SecretsFile};
 pub use identity::{IdentitySources, generate_key_file};
 pub use ops::{
-    InitOptions, InitReport, NEW_FILE_TEXT, RecipientsChange, Rotated, SetOutcome,
+    InitOptions, InitReport, NEW_FILE_TEXT, RecipientsChange, RotateReport, Rotated, SetOutcome,
     find_secrets_files, generate_value, init, read_value, recipients_add, recipients_list,
     recipients_remove, remove, rotate, set, set_decrypted, view,
 };

@@ -379,36 +379,121 @@ pub fn recipients_list(path: &Path) -> Result<Vec<RecipientKey>, SecretsError> {
     Ok(list.keys().into_iter().cloned().collect())
 }
 
-/// What [`rotate`] did to one file.
-#[derive(Debug, Clone)]
+/// One file `rotate` re-encrypted.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rotated {
     pub path: PathBuf,
     /// Recipients it is now encrypted to; `None` for a passphrase file (re-encrypted with the
     /// same passphrase and a fresh file key).
     pub recipients: Option<usize>,
+    /// A swarm backup (binary), re-encrypted to the recipients of `recipients_from`.
+    pub backup_of: Option<PathBuf>,
 }
 
-/// Re-encrypts every file to its current recipients (with a fresh file key). All files are
-/// decrypted first, so one that cannot be decrypted stops the command before any is changed.
-pub fn rotate(paths: &[PathBuf], ids: &IdentitySources) -> Result<Vec<Rotated>, SecretsError> {
-    let mut plans = Vec::new();
+/// What `rotate` did: every file is either re-encrypted or named with why it was not.
+#[derive(Debug, Default)]
+pub struct RotateReport {
+    pub rotated: Vec<Rotated>,
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+/// Re-encrypts every file to its current recipients (with a fresh file key): secrets files,
+/// and swarm backups (binary age files, re-encrypted byte for byte to the recipients of the
+/// secrets file in the same directory). All files are decrypted before any is written; one that
+/// cannot be decrypted (or whose recipients cannot be told) is skipped and named with the
+/// reason, the others are rotated. Files keep their permissions.
+pub fn rotate(paths: &[PathBuf], ids: &IdentitySources) -> Result<RotateReport, SecretsError> {
+    enum Kind {
+        Text(Decrypted),
+        Binary(Zeroizing<Vec<u8>>),
+    }
+    let mut report = RotateReport::default();
+    let mut opened = Vec::new();
     for path in paths {
         let file = SecretsFile::new(path);
-        let decrypted = file.decrypt(ids)?;
-        Secrets::parse(path, decrypted.text())?;
-        let encrypted = file.encrypt(decrypted.text().as_bytes(), decrypted.mode())?;
-        let recipients = match decrypted.mode() {
-            EncryptionMode::Recipients => Some(recipients_list(path)?.len()),
-            EncryptionMode::Passphrase(_) => None,
+        let bytes = match file.read_encrypted() {
+            Ok(b) => b,
+            Err(e) => {
+                report.skipped.push((path.clone(), e.to_string()));
+                continue;
+            }
         };
-        plans.push((path.clone(), encrypted, recipients));
+        match file.decrypt_bytes(&bytes, ids) {
+            Ok(d) => match Secrets::parse(path, d.text()) {
+                Ok(_) => opened.push((path.clone(), Kind::Text(d))),
+                Err(e) => report.skipped.push((path.clone(), e.to_string())),
+            },
+            Err(SecretsError::NotUtf8 { .. }) => match file.decrypt_binary(&bytes, ids) {
+                Ok(b) => opened.push((path.clone(), Kind::Binary(b))),
+                Err(e) => report.skipped.push((path.clone(), e.to_string())),
+            },
+            Err(e) => report.skipped.push((path.clone(), e.to_string())),
+        }
     }
-    let mut done = Vec::new();
-    for (path, encrypted, recipients) in plans {
+    // Binary files (backups) are encrypted to the secrets' recipients: those of the one
+    // secrets file of the same directory.
+    let secrets_in = |dir: Option<&Path>| -> Vec<PathBuf> {
+        opened
+            .iter()
+            .filter(|(p, k)| matches!(k, Kind::Text(_)) && p.parent() == dir)
+            .map(|(p, _)| p.clone())
+            .collect()
+    };
+    let mut plans = Vec::new();
+    for (path, kind) in &opened {
+        let file = SecretsFile::new(path);
+        let planned = match kind {
+            Kind::Text(d) => file
+                .encrypt(d.text().as_bytes(), d.mode())
+                .and_then(|enc| {
+                    let recipients = match d.mode() {
+                        EncryptionMode::Recipients => Some(recipients_list(path)?.len()),
+                        EncryptionMode::Passphrase(_) => None,
+                    };
+                    Ok((enc, recipients, None))
+                })
+                .map_err(|e| e.to_string()),
+            Kind::Binary(plain) => {
+                let own = file.recipients_path();
+                let source = if own.exists() {
+                    Some(path.clone())
+                } else {
+                    match secrets_in(path.parent()).as_slice() {
+                        [one] => Some(one.clone()),
+                        _ => None,
+                    }
+                };
+                match source {
+                    None => Err(format!(
+                        "it is binary (a swarm backup?) and whose recipients it belongs to cannot be told: rotate it together with exactly one secrets file of {}",
+                        path.parent().unwrap_or(Path::new(".")).display()
+                    )),
+                    Some(src) => SecretsFile::new(&src)
+                        .encrypt(plain, &EncryptionMode::Recipients)
+                        .and_then(|enc| {
+                            let n = recipients_list(&src)?.len();
+                            Ok((enc, Some(n), Some(src)))
+                        })
+                        .map_err(|e| e.to_string()),
+                }
+            }
+        };
+        match planned {
+            Ok((enc, recipients, backup_of)) => {
+                plans.push((path.clone(), enc, recipients, backup_of))
+            }
+            Err(e) => report.skipped.push((path.clone(), e)),
+        }
+    }
+    for (path, encrypted, recipients, backup_of) in plans {
         crate::file::write_atomic(&path, &encrypted, 0o644)?;
-        done.push(Rotated { path, recipients });
+        report.rotated.push(Rotated {
+            path,
+            recipients,
+            backup_of,
+        });
     }
-    Ok(done)
+    Ok(report)
 }
 
 /// The `*.age` files directly in `dir`, sorted (what `rotate` does without arguments).

@@ -24,7 +24,7 @@ struct Setup {
 
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let tmp_root = tempfile::tempdir().unwrap();
+    let tmp_root = tempfile::tempdir_in("/dev/shm").unwrap();
     let key = age_key(dir.path(), "k.txt");
     let path = make_secrets(dir.path(), "secrets.age", TEXT, &[&key]);
     Setup {
@@ -254,7 +254,7 @@ fn no_editor_runs_when_the_result_could_not_be_encrypted() {
 #[test]
 fn a_passphrase_file_stays_a_passphrase_file() {
     let dir = tempfile::tempdir().unwrap();
-    let tmp_root = tempfile::tempdir().unwrap();
+    let tmp_root = tempfile::tempdir_in("/dev/shm").unwrap();
     let path = make_passphrase_secrets(dir.path(), "solo.age", TEXT, "my passphrase");
     let sources = IdentitySources {
         passphrase: Some(SecretString::from("my passphrase")),
@@ -275,7 +275,7 @@ fn a_passphrase_file_stays_a_passphrase_file() {
 
 #[test]
 fn the_default_temp_location_is_private_and_cleaned() {
-    // No override: tmpfs ($XDG_RUNTIME_DIR or /dev/shm) or the system temp dir. The editor
+    // No override: tmpfs ($XDG_RUNTIME_DIR or /dev/shm), never the disk. The editor
     // reports where it was; afterwards that directory must be gone.
     let s = setup();
     let record = s.dir.path().join("where");
@@ -302,4 +302,28 @@ fn the_default_temp_location_is_private_and_cleaned() {
         used.display()
     );
     assert!(!used.exists(), "{} still exists", used.display());
+    let fs_type = std::process::Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(used.parent().unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&fs_type.stdout).trim(), "tmpfs");
+}
+
+#[test]
+fn the_plaintext_never_goes_to_a_disk_backed_directory() {
+    let s = setup();
+    let before = fs::read(&s.path).unwrap();
+    let editor = script(
+        s.dir.path(),
+        "ed.sh",
+        "echo 'token = \"tok-changed-22\"' > \"$1\"",
+    );
+    // /proc is not tmpfs: refused like a directory on a disk, before the editor runs.
+    let e = edit(&s.path, &ids(&s.key), &opts(&editor, Path::new("/proc"))).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "cannot create a private directory for the plaintext: no memory-backed directory for the plaintext copy (/proc is not memory-backed (tmpfs)): set PROVISION_SECRETS_TMPDIR or XDG_RUNTIME_DIR to a directory on tmpfs; the secrets file was not changed"
+    );
+    assert_eq!(fs::read(&s.path).unwrap(), before, "unchanged");
 }

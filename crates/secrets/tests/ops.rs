@@ -293,8 +293,9 @@ fn rotate_after_removing_a_recipient_makes_the_old_key_fail() {
     let found = find_secrets_files(dir.path()).unwrap();
     assert_eq!(found, vec![one.clone(), two.clone()]);
     let done = rotate(&found, &ids(&alice)).unwrap();
-    assert_eq!(done.len(), 2);
-    assert!(done.iter().all(|d| d.recipients == Some(1)));
+    assert!(done.skipped.is_empty(), "{:?}", done.skipped);
+    assert_eq!(done.rotated.len(), 2);
+    assert!(done.rotated.iter().all(|d| d.recipients == Some(1)));
     for f in [&one, &two] {
         assert!(!age_decrypt(&mallory, f).status.success());
         let err = SecretsFile::new(f).decrypt(&ids(&mallory)).unwrap_err();
@@ -304,22 +305,88 @@ fn rotate_after_removing_a_recipient_makes_the_old_key_fail() {
 }
 
 #[test]
-fn rotate_changes_nothing_if_one_file_cannot_be_decrypted() {
+fn rotate_skips_and_names_what_it_cannot_decrypt_and_rotates_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let alice = age_key(dir.path(), "alice.txt");
     let bob = age_key(dir.path(), "bob.txt");
-    let mine = make_secrets(dir.path(), "a.age", "x = \"aaaa\"\n", &[&alice]);
-    let theirs = make_secrets(dir.path(), "b.age", "y = \"bbbb\"\n", &[&bob]);
-    let before = (fs::read(&mine).unwrap(), fs::read(&theirs).unwrap());
-    let err = rotate(&[mine.clone(), theirs.clone()], &ids(&alice)).unwrap_err();
-    assert!(matches!(err, SecretsError::NoIdentity(_)), "{err}");
+    let mine = make_secrets(dir.path(), "a.age", "x = \"aaaa-secret\"\n", &[&alice]);
+    let theirs = make_secrets(dir.path(), "b.age", "y = \"bbbb-secret\"\n", &[&bob]);
+    let (mine_before, theirs_before) = (fs::read(&mine).unwrap(), fs::read(&theirs).unwrap());
+    let done = rotate(&[mine.clone(), theirs.clone()], &ids(&alice)).unwrap();
+    assert_eq!(done.rotated.len(), 1);
+    assert_eq!(done.rotated[0].path, mine);
+    assert_ne!(fs::read(&mine).unwrap(), mine_before, "a fresh file key");
+    assert_eq!(done.skipped.len(), 1);
+    assert_eq!(done.skipped[0].0, theirs);
+    assert!(
+        done.skipped[0].1.contains("no identity"),
+        "{:?}",
+        done.skipped
+    );
     assert_eq!(
-        (fs::read(&mine).unwrap(), fs::read(&theirs).unwrap()),
-        before
+        fs::read(&theirs).unwrap(),
+        theirs_before,
+        "skipped: untouched"
     );
     let empty = tempfile::tempdir().unwrap();
     assert!(matches!(
         find_secrets_files(empty.path()),
         Err(SecretsError::NoFiles { .. })
     ));
+}
+
+#[test]
+fn rotate_re_encrypts_backups_to_the_secrets_recipients_keeping_their_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = age_key(dir.path(), "alice.txt");
+    let mallory = ssh_key(dir.path(), "mallory", "rsa", "");
+    let secrets = make_secrets(
+        dir.path(),
+        "secrets.age",
+        "k = \"value-1234\"\n",
+        &[&alice, &mallory],
+    );
+    // A backup: binary data encrypted to the same recipients, 0600, as `provision backup` writes.
+    let plain: Vec<u8> = (0u8..=255).cycle().take(5000).collect();
+    let backup = dir.path().join("swarm-2026.age");
+    let enc = SecretsFile::new(&secrets)
+        .encrypt(&plain, &provision_secrets::EncryptionMode::Recipients)
+        .unwrap();
+    fs::write(&backup, enc).unwrap();
+    fs::set_permissions(&backup, fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(age_decrypt(&mallory, &backup).status.success());
+    // Mallory leaves.
+    let rpath = RecipientsFile::path_for(&secrets);
+    let kept: String = fs::read_to_string(&rpath)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("ssh-rsa"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(&rpath, kept).unwrap();
+    let found = find_secrets_files(dir.path()).unwrap();
+    let done = rotate(&found, &ids(&alice)).unwrap();
+    assert!(done.skipped.is_empty(), "{:?}", done.skipped);
+    let b = done.rotated.iter().find(|r| r.path == backup).unwrap();
+    assert_eq!(
+        (b.recipients, b.backup_of.as_ref()),
+        (Some(1), Some(&secrets))
+    );
+    assert!(!age_decrypt(&mallory, &backup).status.success());
+    let out = age_decrypt(&alice, &backup);
+    assert_eq!(out.stdout, plain, "the same bytes");
+    assert_eq!(
+        fs::metadata(&backup).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // With two secrets files beside it, whose recipients it has cannot be told: skipped.
+    let other = make_secrets(dir.path(), "other.age", "o = \"other-1234\"\n", &[&alice]);
+    let done = rotate(&[secrets.clone(), other, backup.clone()], &ids(&alice)).unwrap();
+    assert_eq!(done.skipped.len(), 1);
+    assert_eq!(done.skipped[0].0, backup);
+    assert!(
+        done.skipped[0].1.contains("cannot be told"),
+        "{:?}",
+        done.skipped
+    );
 }
