@@ -100,6 +100,13 @@ pub fn load(cluster: &Path, identity: Option<PathBuf>, playbook: Option<&Path>) 
         Some(path) => SecretsFile::load(path, &IdentitySources::from_env(identity))
             .map_err(|e| anyhow::Error::new(ConfigFailure(format!("{}: {e}", path.display()))))?,
     };
+    if let (Some(path), Some(drift)) = (&inv.secrets, secrets.recipients_drift()) {
+        eprintln!(
+            "warning: {}: the recipients file changed since the secrets were last written ({drift}); the next write asks for confirmation: check the keys, then `provision secrets rotate --yes {}`",
+            path.display(),
+            path.display()
+        );
+    }
     let redactor = secrets.redactor();
     Ok(Loaded {
         inv,

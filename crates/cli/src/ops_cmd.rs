@@ -464,6 +464,7 @@ fn backup_cmd(common: Common, output: PathBuf, yes: bool, lock: LockArgs) -> Res
                 &IdentitySources::from_env(o.identity.clone()),
                 backup::BACKUP_KEY,
                 &value,
+                false,
             )
             .map_err(|e| {
                 anyhow!(

@@ -43,6 +43,10 @@ pub enum SecretsCommand {
     /// Edit in $VISUAL / $EDITOR; saved re-encrypted to every recipient.
     Edit {
         file: PathBuf,
+        /// Write even though the recipients file changed since the file was last written
+        /// (check the keys it names first).
+        #[arg(long)]
+        yes: bool,
         #[command(flatten)]
         id: IdentityArg,
     },
@@ -59,6 +63,10 @@ pub enum SecretsCommand {
         /// Keep the trailing newline of the value read from stdin.
         #[arg(long)]
         keep_newline: bool,
+        /// Write even though the recipients file changed since the file was last written
+        /// (check the keys it names first).
+        #[arg(long)]
+        yes: bool,
         #[command(flatten)]
         id: IdentityArg,
     },
@@ -66,6 +74,10 @@ pub enum SecretsCommand {
     Rm {
         file: PathBuf,
         key: String,
+        /// Write even though the recipients file changed since the file was last written
+        /// (check the keys it names first).
+        #[arg(long)]
+        yes: bool,
         #[command(flatten)]
         id: IdentityArg,
     },
@@ -75,6 +87,11 @@ pub enum SecretsCommand {
     /// Re-encrypt secrets files to their current recipients (default: every *.age file here).
     Rotate {
         files: Vec<PathBuf>,
+        /// Re-encrypt to recipients files that changed since the last write (the usual reason
+        /// to rotate after editing them by hand); without it those files are skipped, naming
+        /// the keys.
+        #[arg(long)]
+        yes: bool,
         #[command(flatten)]
         id: IdentityArg,
     },
@@ -131,8 +148,12 @@ fn execute(cmd: SecretsCommand) -> Result<u8, SecretsError> {
             passphrase,
             id,
         } => init(&file, &recipients, passphrase, &id.sources()),
-        SecretsCommand::Edit { file, id } => {
-            let outcome = secrets::edit(&file, &id.sources(), &secrets::EditOptions::from_env())?;
+        SecretsCommand::Edit { file, yes, id } => {
+            let opts = secrets::EditOptions {
+                confirm_recipients: yes,
+                ..secrets::EditOptions::from_env()
+            };
+            let outcome = secrets::edit(&file, &id.sources(), &opts)?;
             match outcome {
                 EditOutcome::Unchanged => {
                     eprintln!("no changes; {} left untouched", file.display())
@@ -150,13 +171,21 @@ fn execute(cmd: SecretsCommand) -> Result<u8, SecretsError> {
             file,
             key,
             keep_newline,
+            yes,
             id,
         } => {
-            // Decrypt first: no point typing a secret into a file you cannot open, and a
-            // passphrase is asked for once.
-            let decrypted = secrets::SecretsFile::new(&file).decrypt(&id.sources())?;
+            // Decrypt first: no point typing a secret into a file you cannot open, or one
+            // that would not be written (changed recipients), and a passphrase is asked for once.
+            let sf = secrets::SecretsFile::new(&file);
+            let decrypted = sf.decrypt(&id.sources())?;
+            if !yes && let Some(drift) = decrypted.drift(&sf)? {
+                return Err(SecretsError::RecipientsChanged {
+                    path: file.clone(),
+                    drift: drift.to_string(),
+                });
+            }
             let value = secrets::read_value(&format!("value for {key}: "), keep_newline)?;
-            let outcome = secrets::set_decrypted(&file, &decrypted, &key, &value)?;
+            let outcome = secrets::set_decrypted(&file, &decrypted, &key, &value, yes)?;
             let verb = match outcome {
                 secrets::SetOutcome::Added => "added",
                 secrets::SetOutcome::Replaced => "updated",
@@ -164,8 +193,8 @@ fn execute(cmd: SecretsCommand) -> Result<u8, SecretsError> {
             eprintln!("{verb} {key} in {}", file.display());
             Ok(0)
         }
-        SecretsCommand::Rm { file, key, id } => {
-            secrets::remove(&file, &id.sources(), &key)?;
+        SecretsCommand::Rm { file, key, yes, id } => {
+            secrets::remove(&file, &id.sources(), &key, yes)?;
             eprintln!("removed {key} from {}", file.display());
             Ok(0)
         }
@@ -213,13 +242,13 @@ fn execute(cmd: SecretsCommand) -> Result<u8, SecretsError> {
             print_stdout(out.as_bytes());
             Ok(0)
         }
-        SecretsCommand::Rotate { files, id } => {
+        SecretsCommand::Rotate { files, yes, id } => {
             let files = if files.is_empty() {
                 secrets::find_secrets_files(Path::new("."))?
             } else {
                 files
             };
-            let report = secrets::rotate(&files, &id.sources())?;
+            let report = secrets::rotate(&files, &id.sources(), yes)?;
             for done in &report.rotated {
                 match (done.recipients, &done.backup_of) {
                     (Some(n), Some(src)) if src != &done.path => eprintln!(

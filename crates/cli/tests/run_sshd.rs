@@ -475,6 +475,56 @@ fn keys_trusted_on_first_use_are_named_with_their_fingerprints() {
 }
 
 #[test]
+fn a_key_added_to_the_recipients_file_is_warned_about_by_check_config() {
+    let c = cluster(1);
+    // A write by provision records the recipients inside the encrypted file.
+    let mut set = Command::new(env!("CARGO_BIN_EXE_provision"));
+    set.args(["secrets", "set", "secrets.age", "other_token"])
+        .env("PROVISION_IDENTITY", c.dir.path().join("age.key"))
+        .current_dir(c.dir.path())
+        .stdin(std::process::Stdio::piped());
+    let mut child = set.spawn().unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"other-value-123")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let out = c.provision(&["check-config", &c.cluster_toml()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !text(&out).contains("recipients file changed"),
+        "{}",
+        text(&out)
+    );
+    // Someone slips a key in.
+    let extra = c.dir.path().join("extra.key");
+    run_ok(Command::new("age-keygen").arg("-o").arg(&extra));
+    let public = std::fs::read_to_string(&extra)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: ").map(str::to_string))
+        .unwrap();
+    let recipients = c.dir.path().join("secrets.recipients");
+    let mut list = std::fs::read_to_string(&recipients).unwrap();
+    list.push_str(&format!("{public}\n"));
+    std::fs::write(&recipients, list).unwrap();
+    let out = c.provision(&["check-config", &c.cluster_toml()]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("warning: ")
+            && t.contains(
+                "the recipients file changed since the secrets were last written (added age1"
+            )
+            && t.contains("provision secrets rotate --yes"),
+        "{t}"
+    );
+}
+
+#[test]
 fn shell_runs_everywhere_and_groups_output() {
     let c = cluster(2);
     let out = c.provision(&["shell", &c.cluster_toml(), "--", "echo", "hi;", "exit", "0"]);

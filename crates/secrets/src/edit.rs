@@ -27,11 +27,13 @@ pub struct EditOptions {
     /// The editor command, as in `$EDITOR` (may hold arguments: `code --wait`); run by `sh -c`
     /// with the file path as its last argument.
     pub editor: String,
-    /// Where to create the private directory; `None` picks tmpfs when available
-    /// (`$XDG_RUNTIME_DIR`, `/dev/shm`), else the system temp dir.
+    /// Where to create the private directory (memory-backed only); `None` picks
+    /// `$XDG_RUNTIME_DIR`, else `/dev/shm`.
     pub tmp_root: Option<PathBuf>,
     /// Called with short progress notes for the user (never holding secret text).
     pub notice: fn(&str),
+    /// Save even though the recipients file changed since the last write (`--yes`).
+    pub confirm_recipients: bool,
 }
 
 impl EditOptions {
@@ -44,6 +46,7 @@ impl EditOptions {
                 .unwrap_or_else(|| "vi".into()),
             tmp_root: var(ENV_TMPDIR).map(PathBuf::from),
             notice: |m| eprintln!("{m}"),
+            confirm_recipients: false,
         }
     }
 }
@@ -69,6 +72,14 @@ pub fn edit(
     let decrypted = file.decrypt(ids)?;
     // Refuse before the user spends time editing, not after.
     file.check_encryptable(decrypted.mode())?;
+    if !opts.confirm_recipients
+        && let Some(drift) = decrypted.drift(&file)?
+    {
+        return Err(SecretsError::RecipientsChanged {
+            path: path.to_path_buf(),
+            drift: drift.to_string(),
+        });
+    }
     // Before the plaintext file exists, so a signal from here on leads to the cleanup below.
     let signals = SignalGuard::install();
 
@@ -103,7 +114,7 @@ pub fn edit(
         match parsed {
             Ok(()) => {
                 signals.check(path)?;
-                file.write(content, decrypted.mode())?;
+                file.write_confirmed(content, &decrypted, opts.confirm_recipients)?;
                 return Ok(EditOutcome::Saved);
             }
             Err(err) => {

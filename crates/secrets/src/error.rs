@@ -168,6 +168,12 @@ pub enum SecretsError {
     #[error("cannot read random bytes from the operating system: {0}")]
     Random(String),
 
+    #[error(
+        "the recipients of {} changed since it was last written ({drift}); nothing was written\n  hint: check that every added key is one you trust, then confirm with `provision secrets rotate --yes {}` (or pass --yes), or put the recipients file back",
+        .path.display(), .path.display()
+    )]
+    RecipientsChanged { path: PathBuf, drift: String },
+
     #[error("interrupted by {}; {} left unchanged and the plaintext copy removed", signal_name(*.signal), .path.display())]
     Interrupted { path: PathBuf, signal: i32 },
 

@@ -112,7 +112,7 @@ pub fn init(
     let keys = recipients.require_keys()?;
     let encrypted = crate::crypto::encrypt(
         path,
-        NEW_FILE_TEXT.as_bytes(),
+        &crate::file::with_record(NEW_FILE_TEXT.as_bytes(), &keys),
         crate::crypto::Target::Keys(&keys),
     )?;
     // Recipients first: a secrets file must never exist without the list of who can read it.
@@ -136,15 +136,17 @@ pub enum SetOutcome {
 }
 
 /// Sets `key` (dotted: `db.password`, TOML quoting allowed: `a."b.c"`) to a string value,
-/// keeping the rest of the file (comments, order) as it is.
+/// keeping the rest of the file (comments, order) as it is. `confirm`: write even though the
+/// recipients file changed since the last write (see [`SecretsFile::write_confirmed`]).
 pub fn set(
     path: &Path,
     ids: &IdentitySources,
     key: &str,
     value: &SecretString,
+    confirm: bool,
 ) -> Result<SetOutcome, SecretsError> {
     let decrypted = SecretsFile::new(path).decrypt(ids)?;
-    set_decrypted(path, &decrypted, key, value)
+    set_decrypted(path, &decrypted, key, value, confirm)
 }
 
 /// [`set`] on a file already decrypted (so a command line can decrypt, then read the value,
@@ -154,6 +156,7 @@ pub fn set_decrypted(
     decrypted: &Decrypted,
     key: &str,
     value: &SecretString,
+    confirm: bool,
 ) -> Result<SetOutcome, SecretsError> {
     let file = SecretsFile::new(path);
     let (mut doc, keys) = parse_for_update(path, decrypted.text(), key)?;
@@ -231,7 +234,7 @@ pub fn set_decrypted(
     };
     drop(doc);
     Secrets::parse(path, &text)?;
-    file.write(text.as_bytes(), decrypted.mode())?;
+    file.write_confirmed(text.as_bytes(), decrypted, confirm)?;
     Ok(if previous {
         SetOutcome::Replaced
     } else {
@@ -240,7 +243,12 @@ pub fn set_decrypted(
 }
 
 /// Removes `key` (dotted) from the file.
-pub fn remove(path: &Path, ids: &IdentitySources, key: &str) -> Result<(), SecretsError> {
+pub fn remove(
+    path: &Path,
+    ids: &IdentitySources,
+    key: &str,
+    confirm: bool,
+) -> Result<(), SecretsError> {
     let file = SecretsFile::new(path);
     let decrypted = file.decrypt(ids)?;
     let (mut doc, keys) = parse_for_update(path, decrypted.text(), key)?;
@@ -252,7 +260,7 @@ pub fn remove(path: &Path, ids: &IdentitySources, key: &str) -> Result<(), Secre
     let text = Zeroizing::new(doc.to_string());
     drop(doc);
     Secrets::parse(path, &text)?;
-    file.write(text.as_bytes(), decrypted.mode())
+    file.write_confirmed(text.as_bytes(), &decrypted, confirm)
 }
 
 /// Removes the value at `keys`, then the parent tables this left empty (a `[db]` header with
@@ -355,9 +363,10 @@ fn change_recipients(
     let mut list = RecipientsFile::load(&recipients_path)?;
     let key = change(&mut list)?;
     let keys = list.require_keys()?;
+    // This command is the confirmation of the new list: it is recorded as is.
     let encrypted = crate::crypto::encrypt(
         path,
-        decrypted.text().as_bytes(),
+        &crate::file::with_record(decrypted.text().as_bytes(), &keys),
         crate::crypto::Target::Keys(&keys),
     )?;
     // Checked without prompting: only informs the caller.
@@ -402,7 +411,13 @@ pub struct RotateReport {
 /// secrets file in the same directory). All files are decrypted before any is written; one that
 /// cannot be decrypted (or whose recipients cannot be told) is skipped and named with the
 /// reason, the others are rotated. Files keep their permissions.
-pub fn rotate(paths: &[PathBuf], ids: &IdentitySources) -> Result<RotateReport, SecretsError> {
+/// `confirm`: the recipients files may have changed since the files were last written (the
+/// usual reason to rotate); without it such a file is skipped, naming the keys.
+pub fn rotate(
+    paths: &[PathBuf],
+    ids: &IdentitySources,
+    confirm: bool,
+) -> Result<RotateReport, SecretsError> {
     enum Kind {
         Text(Decrypted),
         Binary(Zeroizing<Vec<u8>>),
@@ -443,8 +458,15 @@ pub fn rotate(paths: &[PathBuf], ids: &IdentitySources) -> Result<RotateReport, 
     for (path, kind) in &opened {
         let file = SecretsFile::new(path);
         let planned = match kind {
-            Kind::Text(d) => file
-                .encrypt(d.text().as_bytes(), d.mode())
+            Kind::Text(d) => d
+                .drift(&file)
+                .and_then(|drift| match drift.filter(|_| !confirm) {
+                    Some(drift) => Err(SecretsError::RecipientsChanged {
+                        path: path.clone(),
+                        drift: drift.to_string(),
+                    }),
+                    None => file.encrypt_text(d.text().as_bytes(), d.mode()),
+                })
                 .and_then(|enc| {
                     let recipients = match d.mode() {
                         EncryptionMode::Recipients => Some(recipients_list(path)?.len()),

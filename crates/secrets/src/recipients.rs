@@ -87,6 +87,16 @@ impl RecipientKey {
         }
     }
 
+    /// `SHA256:` and the unpadded base64 of the SHA-256 of the key (without comment), as
+    /// recorded in a secrets file and shown when recipients change.
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "SHA256:{}",
+            base64::engine::general_purpose::STANDARD_NO_PAD
+                .encode(Sha256::digest(self.key.as_bytes()))
+        )
+    }
+
     /// Whether two entries are the same key (comments ignored).
     pub fn same_key(&self, other: &RecipientKey) -> bool {
         self.key == other.key

@@ -98,6 +98,9 @@ pub fn check_value_lengths(path: &Path, text: &str) -> Result<(), SecretsError> 
 #[derive(Clone, Default)]
 pub struct Secrets {
     table: toml::Table,
+    /// Set by [`crate::SecretsFile::load`] when the recipients file differs from the
+    /// recipients of the last write: commands that read the file warn about it.
+    recipients_drift: Option<String>,
 }
 
 impl Secrets {
@@ -105,7 +108,10 @@ impl Secrets {
     /// text (it is secret): only the parser's message and the position.
     pub fn parse(path: &Path, text: &str) -> Result<Self, SecretsError> {
         match text.parse::<toml::Table>() {
-            Ok(table) => Ok(Secrets { table }),
+            Ok(table) => Ok(Secrets {
+                table,
+                recipients_drift: None,
+            }),
             Err(e) => {
                 let (line, column) = e
                     .span()
@@ -119,6 +125,15 @@ impl Secrets {
                 })
             }
         }
+    }
+
+    /// How the recipients file differs from the recipients of the last write, if it does.
+    pub fn recipients_drift(&self) -> Option<&str> {
+        self.recipients_drift.as_deref()
+    }
+
+    pub(crate) fn set_recipients_drift(&mut self, drift: Option<String>) {
+        self.recipients_drift = drift;
     }
 
     /// No secrets (a cluster without a secrets file).

@@ -40,6 +40,7 @@ fn opts(editor: &Path, tmp_root: &Path) -> EditOptions {
         editor: editor.display().to_string(),
         tmp_root: Some(tmp_root.to_path_buf()),
         notice: |_| {},
+        confirm_recipients: false,
     }
 }
 
@@ -64,7 +65,8 @@ fn no_change_keeps_the_file_byte_identical() {
 fn a_valid_change_is_encrypted_to_every_recipient_in_a_private_temp_file() {
     let s = setup();
     let other = ssh_key(s.dir.path(), "other", "ed25519", "");
-    // Add a second recipient straight in the recipients file: edit encrypts to the current list.
+    // Add a second recipient straight in the recipients file: edit names it and asks for
+    // confirmation (before the editor runs), then encrypts to the current list.
     let rpath = SecretsFile::new(&s.path).recipients_path();
     let mut list = fs::read_to_string(&rpath).unwrap();
     list.push_str(&format!("{}\n", other.public));
@@ -80,7 +82,18 @@ fn a_valid_change_is_encrypted_to_every_recipient_in_a_private_temp_file() {
             r = record.display()
         ),
     );
-    let outcome = edit(&s.path, &ids(&s.key), &opts(&editor, s.tmp_root.path())).unwrap();
+    let e = edit(&s.path, &ids(&s.key), &opts(&editor, s.tmp_root.path())).unwrap_err();
+    assert!(
+        e.to_string().contains("(added ssh-ed25519 …")
+            && e.to_string().contains("other@test (SHA256:"),
+        "{e}"
+    );
+    assert!(!record.exists(), "the editor did not run");
+    let confirmed = EditOptions {
+        confirm_recipients: true,
+        ..opts(&editor, s.tmp_root.path())
+    };
+    let outcome = edit(&s.path, &ids(&s.key), &confirmed).unwrap();
     assert_eq!(outcome, EditOutcome::Saved);
     assert_eq!(
         fs::read_to_string(&record).unwrap(),
@@ -90,7 +103,16 @@ fn a_valid_change_is_encrypted_to_every_recipient_in_a_private_temp_file() {
     for key in [&s.key, &other] {
         let out = age_decrypt(key, &s.path);
         assert!(out.status.success(), "{out:?}");
-        assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
+        // `age -d` also shows the record of the recipients, a TOML comment, last.
+        let plain = String::from_utf8(out.stdout).unwrap();
+        let record = plain
+            .strip_prefix(expected)
+            .unwrap_or_else(|| panic!("{plain}"));
+        assert!(
+            record.starts_with("# provision: encrypted to SHA256:"),
+            "{record}"
+        );
+        assert_eq!(record.split_whitespace().count(), 6, "two keys: {record}");
     }
     assert_no_plaintext_left(s.tmp_root.path());
     // Nothing else was left next to the secrets file (no FILE.tmp-XXXX).

@@ -30,7 +30,16 @@ fn our_files_decrypt_with_the_age_cli_for_every_key_kind() {
             key.private.display(),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(String::from_utf8(out.stdout).unwrap(), TEXT);
+        // The text, then the record of its recipients (a TOML comment) as the last line.
+        let plain = String::from_utf8(out.stdout).unwrap();
+        let record = plain
+            .strip_prefix(TEXT)
+            .unwrap_or_else(|| panic!("{plain}"));
+        assert!(
+            record.starts_with("# provision: encrypted to SHA256:"),
+            "{record}"
+        );
+        assert_eq!(record.lines().count(), 1);
     }
 }
 

@@ -93,7 +93,14 @@ fn init_with_a_passphrase_needs_no_keys() {
     .unwrap();
     assert!(report.created_file && report.created_key.is_none());
     assert!(!RecipientsFile::path_for(&path).exists());
-    set(&path, &sources, "k", &SecretString::from("value-one")).unwrap();
+    set(
+        &path,
+        &sources,
+        "k",
+        &SecretString::from("value-one"),
+        false,
+    )
+    .unwrap();
     assert_eq!(
         SecretsFile::new(&path).decrypt(&sources).unwrap().text(),
         "k = \"value-one\"\n"
@@ -106,6 +113,7 @@ fn init_with_a_passphrase_needs_no_keys() {
         &IdentitySources::none(),
         "k",
         &SecretString::from("x"),
+        false,
     )
     .unwrap_err();
     assert!(matches!(err, SecretsError::NoPassphrase { .. }), "{err}");
@@ -121,12 +129,12 @@ fn set_and_rm_keep_the_rest_of_the_file() {
     let v = |s: &str| SecretString::from(s);
 
     assert_eq!(
-        set(&path, &ids, "db.password", &v("pw\"with\nnewline")).unwrap(),
+        set(&path, &ids, "db.password", &v("pw\"with\nnewline"), false).unwrap(),
         SetOutcome::Added
     );
     // Too short to be hidden in output: refused, the file untouched.
     let before = fs::read(&path).unwrap();
-    let err = set(&path, &ids, "token", &v("tok-2")).unwrap_err();
+    let err = set(&path, &ids, "token", &v("tok-2"), false).unwrap_err();
     assert!(
         err.to_string()
             .contains("`token` (5 characters) is shorter than 8 characters"),
@@ -135,11 +143,11 @@ fn set_and_rm_keep_the_rest_of_the_file() {
     assert!(!err.to_string().contains("tok-2"), "{err}");
     assert_eq!(fs::read(&path).unwrap(), before);
     assert_eq!(
-        set(&path, &ids, "token", &v("tok-2-value")).unwrap(),
+        set(&path, &ids, "token", &v("tok-2-value"), false).unwrap(),
         SetOutcome::Replaced
     );
     assert_eq!(
-        set(&path, &ids, "smtp.auth.pass", &v("smtp-pass")).unwrap(),
+        set(&path, &ids, "smtp.auth.pass", &v("smtp-pass"), false).unwrap(),
         SetOutcome::Added
     );
     let secrets = SecretsFile::load(&path, &ids).unwrap();
@@ -163,17 +171,17 @@ fn set_and_rm_keep_the_rest_of_the_file() {
     assert!(now.text().contains("# main db"), "{}", now.text());
 
     // A value cannot be used as a table, nor a table overwritten by a value.
-    let err = set(&path, &ids, "token.inner", &v("x")).unwrap_err();
+    let err = set(&path, &ids, "token.inner", &v("x"), false).unwrap_err();
     assert!(matches!(err, SecretsError::NotATable { .. }), "{err}");
-    let err = set(&path, &ids, "db", &v("x")).unwrap_err();
+    let err = set(&path, &ids, "db", &v("x"), false).unwrap_err();
     assert!(matches!(err, SecretsError::BadKey { .. }), "{err}");
     assert!(err.to_string().contains("it is a table"), "{err}");
-    let err = set(&path, &ids, "bad key!", &v("x")).unwrap_err();
+    let err = set(&path, &ids, "bad key!", &v("x"), false).unwrap_err();
     assert!(matches!(err, SecretsError::BadKey { .. }), "{err}");
 
-    remove(&path, &ids, "db.password").unwrap();
-    remove(&path, &ids, "smtp.auth.pass").unwrap();
-    let err = remove(&path, &ids, "db.password").unwrap_err();
+    remove(&path, &ids, "db.password", false).unwrap();
+    remove(&path, &ids, "smtp.auth.pass", false).unwrap();
+    let err = remove(&path, &ids, "db.password", false).unwrap_err();
     assert!(matches!(err, SecretsError::KeyNotFound { .. }), "{err}");
     let secrets = SecretsFile::load(&path, &ids).unwrap();
     assert_eq!(secrets.names(), vec!["db.user", "token"]);
@@ -192,6 +200,7 @@ fn set_into_an_empty_file_keeps_its_comments_on_top() {
         &ids(&key),
         "db.password",
         &SecretString::from("pw-123-long"),
+        false,
     )
     .unwrap();
     let text = SecretsFile::new(&path).decrypt(&ids(&key)).unwrap();
@@ -292,7 +301,22 @@ fn rotate_after_removing_a_recipient_makes_the_old_key_fail() {
     }
     let found = find_secrets_files(dir.path()).unwrap();
     assert_eq!(found, vec![one.clone(), two.clone()]);
-    let done = rotate(&found, &ids(&alice)).unwrap();
+    // The recipients files changed since the files were written: not without confirmation.
+    let done = rotate(&found, &ids(&alice), false).unwrap();
+    assert!(done.rotated.is_empty());
+    assert_eq!(done.skipped.len(), 2);
+    for (_, why) in &done.skipped {
+        assert!(
+            why.contains("the recipients of")
+                && why.contains("changed since it was last written (removed SHA256:"),
+            "{why}"
+        );
+    }
+    assert!(
+        age_decrypt(&mallory, &one).status.success(),
+        "nothing written"
+    );
+    let done = rotate(&found, &ids(&alice), true).unwrap();
     assert!(done.skipped.is_empty(), "{:?}", done.skipped);
     assert_eq!(done.rotated.len(), 2);
     assert!(done.rotated.iter().all(|d| d.recipients == Some(1)));
@@ -312,7 +336,7 @@ fn rotate_skips_and_names_what_it_cannot_decrypt_and_rotates_the_rest() {
     let mine = make_secrets(dir.path(), "a.age", "x = \"aaaa-secret\"\n", &[&alice]);
     let theirs = make_secrets(dir.path(), "b.age", "y = \"bbbb-secret\"\n", &[&bob]);
     let (mine_before, theirs_before) = (fs::read(&mine).unwrap(), fs::read(&theirs).unwrap());
-    let done = rotate(&[mine.clone(), theirs.clone()], &ids(&alice)).unwrap();
+    let done = rotate(&[mine.clone(), theirs.clone()], &ids(&alice), false).unwrap();
     assert_eq!(done.rotated.len(), 1);
     assert_eq!(done.rotated[0].path, mine);
     assert_ne!(fs::read(&mine).unwrap(), mine_before, "a fresh file key");
@@ -365,7 +389,7 @@ fn rotate_re_encrypts_backups_to_the_secrets_recipients_keeping_their_mode() {
         .collect();
     fs::write(&rpath, kept).unwrap();
     let found = find_secrets_files(dir.path()).unwrap();
-    let done = rotate(&found, &ids(&alice)).unwrap();
+    let done = rotate(&found, &ids(&alice), true).unwrap();
     assert!(done.skipped.is_empty(), "{:?}", done.skipped);
     let b = done.rotated.iter().find(|r| r.path == backup).unwrap();
     assert_eq!(
@@ -381,7 +405,12 @@ fn rotate_re_encrypts_backups_to_the_secrets_recipients_keeping_their_mode() {
     );
     // With two secrets files beside it, whose recipients it has cannot be told: skipped.
     let other = make_secrets(dir.path(), "other.age", "o = \"other-1234\"\n", &[&alice]);
-    let done = rotate(&[secrets.clone(), other, backup.clone()], &ids(&alice)).unwrap();
+    let done = rotate(
+        &[secrets.clone(), other, backup.clone()],
+        &ids(&alice),
+        true,
+    )
+    .unwrap();
     assert_eq!(done.skipped.len(), 1);
     assert_eq!(done.skipped[0].0, backup);
     assert!(
@@ -389,4 +418,76 @@ fn rotate_re_encrypts_backups_to_the_secrets_recipients_keeping_their_mode() {
         "{:?}",
         done.skipped
     );
+}
+
+#[test]
+fn a_key_slipped_into_the_recipients_file_is_named_and_needs_confirmation() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = age_key(dir.path(), "alice.txt");
+    let mallory = ssh_key(dir.path(), "mallory", "ed25519", "");
+    let path = make_secrets(dir.path(), "s.age", "k = \"value-1234\"\n", &[&alice]);
+    // The recipients are recorded inside the encrypted text, and never shown.
+    let d = SecretsFile::new(&path).decrypt(&ids(&alice)).unwrap();
+    assert_eq!(d.text(), "k = \"value-1234\"\n");
+    assert_eq!(d.drift(&SecretsFile::new(&path)).unwrap(), None);
+    let raw = age_decrypt(&alice, &path);
+    let raw = String::from_utf8(raw.stdout).unwrap();
+    assert!(
+        raw.starts_with("k = \"value-1234\"\n# provision: encrypted to SHA256:"),
+        "{raw}"
+    );
+    // Someone appends a key to the recipients file (a pull request, a shared drive).
+    let rpath = RecipientsFile::path_for(&path);
+    let mut list = fs::read_to_string(&rpath).unwrap();
+    list.push_str(&format!("{}\n", mallory.public));
+    fs::write(&rpath, list).unwrap();
+    let before = fs::read(&path).unwrap();
+    let err = set(
+        &path,
+        &ids(&alice),
+        "k2",
+        &SecretString::from("value-5678"),
+        false,
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, SecretsError::RecipientsChanged { .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("changed since it was last written (added ssh-ed25519 …"),
+        "{msg}"
+    );
+    assert!(msg.contains("mallory (SHA256:"), "{msg}");
+    assert_eq!(fs::read(&path).unwrap(), before, "nothing written");
+    assert!(remove(&path, &ids(&alice), "k", false).is_err());
+    // Confirmed: written to both, and recorded, so the next write needs nothing.
+    set(
+        &path,
+        &ids(&alice),
+        "k2",
+        &SecretString::from("value-5678"),
+        true,
+    )
+    .unwrap();
+    assert!(age_decrypt(&mallory, &path).status.success());
+    set(
+        &path,
+        &ids(&alice),
+        "k3",
+        &SecretString::from("value-9999"),
+        false,
+    )
+    .unwrap();
+    // recipients add/remove are themselves the confirmation.
+    recipients_remove(&path, &ids(&alice), "mallory").unwrap();
+    set(
+        &path,
+        &ids(&alice),
+        "k4",
+        &SecretString::from("value-0000"),
+        false,
+    )
+    .unwrap();
 }

@@ -231,7 +231,8 @@ fn damaged_files_give_clear_errors_and_stay_untouched() {
     assert!(err.to_string().contains("left untouched"), "{err}");
     assert_eq!(fs::read(&path).unwrap(), truncated);
     // Operations that write refuse too, leaving the bytes as they were.
-    let err = provision_secrets::set(&path, &ids(&key), "x", &SecretString::from("v")).unwrap_err();
+    let err = provision_secrets::set(&path, &ids(&key), "x", &SecretString::from("v"), false)
+        .unwrap_err();
     assert!(matches!(err, SecretsError::Corrupt { .. }), "{err}");
     assert_eq!(fs::read(&path).unwrap(), truncated);
 
