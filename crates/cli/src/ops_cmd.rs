@@ -180,6 +180,7 @@ fn report(o: &Opened, e: OpsError) -> u8 {
     eprintln!("error: {}", o.cluster.redact(&e.to_string()));
     match e {
         OpsError::Locked { .. } | OpsError::NoLockMajority { .. } => EXIT_LOCKED,
+        OpsError::Interrupted { .. } => crate::cmd_run::EXIT_INTERRUPTED,
         _ => EXIT_FAILED,
     }
 }
@@ -233,12 +234,33 @@ fn locked<T>(
     };
     let rt = runtime()?;
     Ok(rt.block_on(async {
+        // Ctrl-C and SIGTERM as for `provision run`: the running remote commands finish (a
+        // backup's Docker restart included), no new one starts, the lock is released, exit 130.
+        // A second Ctrl-C ends the process at once.
+        let cluster = o.cluster.clone();
+        let signals = tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("a SIGTERM handler can always be installed");
+            let got = tokio::select! {
+                r = tokio::signal::ctrl_c() => r.is_ok(),
+                r = term.recv() => r.is_some(),
+            };
+            if got {
+                cluster.interrupt();
+                eprintln!("\ninterrupt: finishing the commands already running, then stopping (Ctrl-C again to abort now)");
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(i32::from(crate::cmd_run::EXIT_INTERRUPTED));
+                }
+            }
+        });
         let guard = match take_lock(o.cluster.clone(), what, force, policy).await {
             Ok(g) => g,
             Err(e) => return Err(report(o, e)),
         };
         let res = op(&o.cluster).await;
         guard.release().await;
+        signals.abort();
         res.map_err(|e| report(o, e))
     }))
 }

@@ -22,6 +22,8 @@ pub struct Cluster {
     /// The cluster's secrets, plus those learnt while working (join tokens, the unlock key):
     /// every message is made through it.
     redactor: Mutex<Redactor>,
+    /// Set on Ctrl-C / SIGTERM: no new command starts; the running ones finish.
+    interrupted: std::sync::atomic::AtomicBool,
 }
 
 impl Cluster {
@@ -36,7 +38,20 @@ impl Cluster {
             connector,
             targets: targets.into_iter().map(|t| (t.name.clone(), t)).collect(),
             redactor: Mutex::new(redactor),
+            interrupted: Default::default(),
         }
+    }
+
+    /// From now on no new command starts ([`Cluster::run`] returns
+    /// [`OpsError::Interrupted`]); commands already running finish, and the cluster lock
+    /// is still released.
+    pub fn interrupt(&self) {
+        self.interrupted
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_interrupted(&self) -> bool {
+        self.interrupted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Declares a value secret: it never appears in messages from now on.
@@ -108,8 +123,23 @@ impl Cluster {
             .map_err(|e| OpsError::transport(host, e))
     }
 
-    /// Runs a command; a non-zero exit is returned, not an error.
+    /// Runs a command; a non-zero exit is returned, not an error. Refused once the
+    /// command was interrupted.
     pub async fn run(&self, host: &str, cmd: Command) -> Result<Output, OpsError> {
+        if self.is_interrupted() {
+            return Err(OpsError::Interrupted {
+                next: format!(
+                    "{} on {host}",
+                    cmd.script.lines().next().unwrap_or("").trim()
+                ),
+            });
+        }
+        self.run_always(host, cmd).await
+    }
+
+    /// [`Cluster::run`] even after an interrupt: for the cluster lock's refresh and release,
+    /// and the read-only survey.
+    pub async fn run_always(&self, host: &str, cmd: Command) -> Result<Output, OpsError> {
         let t = self.transport(host).await?;
         t.run(cmd).await.map_err(|e| OpsError::transport(host, e))
     }
@@ -254,7 +284,9 @@ impl Cluster {
         let futs = self.swarm_hosts().into_iter().map(|h| async move {
             let manager = h.has_role(Role::Manager);
             let cmd = Command::new(swarm_facts::gather(manager)).timeout(SURVEY_TIMEOUT);
-            let state = match self.run(&h.name, cmd).await {
+            // Read-only, and decisions rest on it: it runs even after an interrupt, so
+            // nothing is decided on hosts wrongly seen as unreachable.
+            let state = match self.run_always(&h.name, cmd).await {
                 Err(e) => HostState::Unreachable(self.redact(&e.to_string())),
                 Ok(out) => match swarm_facts::parse(&out.stdout_str()) {
                     Ok(s) => {

@@ -53,6 +53,12 @@ pub enum OpsError {
         managers: usize,
     },
 
+    /// Ctrl-C or SIGTERM: the commands that were running finished, nothing new started.
+    #[error(
+        "interrupted: the commands that were running finished, and the next one ({next}) was not started\n  hint: `provision status` shows where the swarm is; run the command again to finish"
+    )]
+    Interrupted { next: String },
+
     #[error("{what}: {reason}\n  hint: {hint}")]
     Unexpected {
         what: String,

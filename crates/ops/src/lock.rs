@@ -313,7 +313,7 @@ pub async fn acquire_in(
                 for h in &hosts {
                     let cmd =
                         Command::new(refresh_script(&dir, &token)).timeout(Duration::from_secs(20));
-                    match cluster.run(h, cmd).await {
+                    match cluster.run_always(h, cmd).await {
                         Ok(out) if out.success() => confirmed.push(h.clone()),
                         Ok(_) => eprintln!(
                             "warning: the cluster lock on {h} is no longer ours (someone forced it away)"
@@ -344,7 +344,7 @@ pub async fn acquire_in(
 async fn release_all(cluster: &Cluster, hosts: &[String], dir: &str, token: &str) {
     for h in hosts {
         let cmd = Command::new(release_script(dir, token)).timeout(Duration::from_secs(20));
-        let _ = cluster.run(h, cmd).await;
+        let _ = cluster.run_always(h, cmd).await;
     }
 }
 

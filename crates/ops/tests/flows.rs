@@ -185,11 +185,10 @@ async fn recover_forces_a_new_cluster_and_drops_the_dead_managers() {
     );
 }
 
-#[tokio::test]
-async fn recover_proceeds_while_a_leader_that_lost_its_majority_still_answers() {
+/// manager-1 still leads for a moment, but 2 of its 3 managers are gone.
+fn leader_without_majority() -> Arc<FakeTransport> {
     let m1 = Arc::new(FakeTransport::new("manager-1"));
     m1.set_default(Output::ok(""));
-    m1.respond("docker node ls -q >/dev/null", Output::ok("ok\n"));
     m1.respond(
         GATHER,
         Output::ok(manager_facts(
@@ -202,6 +201,13 @@ async fn recover_proceeds_while_a_leader_that_lost_its_majority_still_answers() 
             ],
         )),
     );
+    m1
+}
+
+#[tokio::test]
+async fn recover_proceeds_while_a_leader_that_lost_its_majority_still_answers() {
+    let m1 = leader_without_majority();
+    m1.respond("docker node ls -q >/dev/null", Output::ok("ok\n"));
     let c = cluster(std::slice::from_ref(&m1));
     // Without --yes: it says what it would do, and does nothing.
     let e = recover::recover(&c, None, false).await.unwrap_err();
@@ -222,6 +228,32 @@ async fn recover_proceeds_while_a_leader_that_lost_its_majority_still_answers() 
             .iter()
             .any(|s| s == "docker swarm init --force-new-cluster --advertise-addr 10.10.0.11")
     );
+}
+
+#[tokio::test]
+async fn after_an_interrupt_no_new_command_starts_but_the_lock_can_be_released() {
+    let m1 = leader_without_majority();
+    let c = cluster(std::slice::from_ref(&m1));
+    c.interrupt();
+    let e = recover::recover(&c, None, true).await.unwrap_err();
+    assert!(matches!(e, OpsError::Interrupted { .. }), "{e}");
+    assert!(
+        e.to_string().starts_with("interrupted: the commands that were running finished, and the next one (for f in /var/lib/docker/swarm/raft/"),
+        "{e}"
+    );
+    assert!(
+        m1.scripts()
+            .iter()
+            .all(|s| !s.contains("--force-new-cluster")),
+        "{:?}",
+        m1.scripts()
+    );
+    // The lock's release goes through.
+    let before = m1.scripts().len();
+    c.run_always("manager-1", provision_transport::Command::new("release"))
+        .await
+        .unwrap();
+    assert_eq!(m1.scripts().len(), before + 1);
 }
 
 #[tokio::test]

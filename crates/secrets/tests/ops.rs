@@ -45,7 +45,13 @@ fn init_creates_a_key_a_recipients_file_and_an_empty_encrypted_file() {
     for key in [&own, &teammate] {
         let out = age_decrypt(key, &path);
         assert!(out.status.success(), "{out:?}");
-        assert!(out.stdout.is_empty());
+        // No values: only the record of its two recipients.
+        let plain = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            plain.starts_with("# provision: encrypted to SHA256:"),
+            "{plain}"
+        );
+        assert_eq!(plain.split_whitespace().count(), 6, "{plain}");
     }
     let listed = recipients_list(&path).unwrap();
     assert_eq!(listed.len(), 2);
@@ -459,7 +465,7 @@ fn a_key_slipped_into_the_recipients_file_is_named_and_needs_confirmation() {
         msg.contains("changed since it was last written (added ssh-ed25519 …"),
         "{msg}"
     );
-    assert!(msg.contains("mallory (SHA256:"), "{msg}");
+    assert!(msg.contains("mallory@test (SHA256:"), "{msg}");
     assert_eq!(fs::read(&path).unwrap(), before, "nothing written");
     assert!(remove(&path, &ids(&alice), "k", false).is_err());
     // Confirmed: written to both, and recorded, so the next write needs nothing.
@@ -481,7 +487,7 @@ fn a_key_slipped_into_the_recipients_file_is_named_and_needs_confirmation() {
     )
     .unwrap();
     // recipients add/remove are themselves the confirmation.
-    recipients_remove(&path, &ids(&alice), "mallory").unwrap();
+    recipients_remove(&path, &ids(&alice), "mallory@test").unwrap();
     set(
         &path,
         &ids(&alice),
