@@ -1,6 +1,8 @@
-//! The built-in swarm playbook and its templates, compiled into the binary and
-//! written next to the cluster file (`.provision/builtin/`) when the inventory
-//! names no playbook, so that users can read exactly what runs.
+//! The built-in swarm playbook and every file it references (both stacks' compose and `.env`
+//! templates; HAProxy's configuration is embedded in its step), compiled into the binary and
+//! written next to the cluster file (`.provision/builtin/`) by `run` when the inventory names
+//! no playbook, so that users can read exactly what runs. `check-config` writes nothing in
+//! the cluster's directory: it reads them from a private temporary directory.
 
 use std::path::{Path, PathBuf};
 
@@ -18,12 +20,30 @@ pub const FILES: &[(&str, &str)] = &[
         "templates/demo/.env",
         include_str!("../../../templates/demo/.env"),
     ),
+    (
+        "templates/appwrite/docker-compose.yml",
+        include_str!("../../../templates/appwrite/docker-compose.yml"),
+    ),
+    (
+        "templates/appwrite/.env",
+        include_str!("../../../templates/appwrite/.env"),
+    ),
+    (
+        "templates/appwrite/README.md",
+        include_str!("../../../templates/appwrite/README.md"),
+    ),
 ];
 
 /// Writes the built-in files under `cluster_dir/.provision/builtin` (only those
 /// whose content differs) and returns the playbook's path.
 pub fn materialize(cluster_dir: &Path) -> std::io::Result<PathBuf> {
     let root = crate::state_dir::ensure(cluster_dir, "builtin")?;
+    write_into(&root)
+}
+
+/// Writes the built-in files under `root` (only those whose content differs) and returns the
+/// playbook's path.
+pub fn write_into(root: &Path) -> std::io::Result<PathBuf> {
     for (rel, content) in FILES {
         let path = root.join(rel);
         if std::fs::read_to_string(&path).ok().as_deref() == Some(*content) {
@@ -42,6 +62,38 @@ pub fn materialize(cluster_dir: &Path) -> std::io::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use provision_engine::inventory::{Inventory, InventoryRules};
+    use provision_engine::playbook_file::PlaybookFile;
+
+    /// Every file the built-in playbook references is embedded: from an empty directory it
+    /// compiles for both stacks (the compose and `.env` files are read and rendered then).
+    #[test]
+    fn the_builtin_playbook_resolves_every_file_from_an_empty_directory() {
+        let empty = tempfile::tempdir().unwrap();
+        let pb_path = write_into(empty.path()).unwrap();
+        let pb = PlaybookFile::load(&pb_path, &provision_playbook::known_steps()).unwrap();
+        let rules = InventoryRules {
+            require_manager: true,
+            require_private_ip: true,
+        };
+        let inventory = include_str!("../../../inventories/minimal.toml");
+        let appwrite: toml::Table = toml::from_str(
+            "[appwrite]\nopenssl_key = \"k-0123456789abcdef\"\ndb_pass = \"db-pass-123456\"\ndb_root_pass = \"db-root-123456\"\nexecutor_secret = \"exec-secret-123456\"\n",
+        )
+        .unwrap();
+        for (stack, secrets) in [("demo", toml::Table::new()), ("appwrite", appwrite)] {
+            let text = format!("{inventory}\n[vars]\nstack = \"{stack}\"\n");
+            let inv = Inventory::parse(&text, &empty.path().join("cluster.toml"), &rules).unwrap();
+            let none = |_: &str| false;
+            let view = provision_playbook::compile::SecretsView {
+                table: &secrets,
+                contains_secret: &none,
+            };
+            if let Err(e) = provision_playbook::compile(&inv, &pb, &view) {
+                panic!("{stack}: {:#?}", e.diagnostics);
+            }
+        }
+    }
 
     #[test]
     fn writes_once_and_points_at_the_playbook() {

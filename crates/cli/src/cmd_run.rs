@@ -115,21 +115,33 @@ pub fn load(cluster: &Path, identity: Option<PathBuf>, playbook: Option<&Path>) 
     })
 }
 
-/// The inventory's playbook, or the built-in swarm playbook written next to it.
-pub fn playbook_path(inv: &Inventory) -> Result<PathBuf> {
-    match &inv.playbook {
-        Some(p) => Ok(p.clone()),
-        None => crate::builtin::materialize(&inv.dir).with_context(|| {
-            format!(
-                "cannot write the built-in playbook under {}",
-                inv.dir.display()
-            )
-        }),
+/// Where the built-in playbook's files are read from when the inventory names no playbook.
+pub enum Builtin<'a> {
+    /// `.provision/builtin/` next to the cluster file, where users can read them (`run`).
+    NextToCluster,
+    /// A private scratch directory (`check-config`, which writes nothing next to the cluster).
+    Scratch(&'a Path),
+}
+
+/// The inventory's playbook, or the built-in swarm playbook.
+pub fn playbook_path(inv: &Inventory, builtin: Builtin<'_>) -> Result<PathBuf> {
+    match (&inv.playbook, builtin) {
+        (Some(p), _) => Ok(p.clone()),
+        (None, Builtin::NextToCluster) => {
+            crate::builtin::materialize(&inv.dir).with_context(|| {
+                format!(
+                    "cannot write the built-in playbook under {}",
+                    inv.dir.display()
+                )
+            })
+        }
+        (None, Builtin::Scratch(dir)) => crate::builtin::write_into(dir)
+            .with_context(|| format!("cannot write the built-in playbook under {}", dir.display())),
     }
 }
 
-pub fn compile(loaded: &Loaded) -> Result<provision_playbook::Compiled> {
-    let pb_path = playbook_path(&loaded.inv)?;
+pub fn compile(loaded: &Loaded, builtin: Builtin<'_>) -> Result<provision_playbook::Compiled> {
+    let pb_path = playbook_path(&loaded.inv, builtin)?;
     let known = provision_playbook::known_steps();
     let pb = PlaybookFile::load(&pb_path, &known).map_err(config_error)?;
     let redactor = loaded.redactor.clone();
@@ -217,7 +229,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         args.identity.clone(),
         args.playbook.as_deref(),
     )?;
-    let compiled = compile(&loaded)?;
+    let compiled = compile(&loaded, Builtin::NextToCluster)?;
     let limit = limit_set(&loaded.inv, args.limit.as_deref())?;
     let opts = RunOptions {
         check: args.check,
@@ -366,7 +378,13 @@ pub struct CheckConfigArgs {
 
 pub fn check_config(args: CheckConfigArgs) -> Result<u8> {
     let loaded = load(&args.cluster, args.identity, args.playbook.as_deref())?;
-    let compiled = compile(&loaded)?;
+    // Reads and validates only: the built-in files come from a scratch directory removed on
+    // return, nothing is written next to the cluster file.
+    let scratch = tempfile::Builder::new()
+        .prefix("provision-check-")
+        .tempdir()
+        .context("cannot create a scratch directory for the built-in playbook")?;
+    let compiled = compile(&loaded, Builtin::Scratch(scratch.path()))?;
     let per_host: usize = compiled.steps.iter().map(|s| s.targets().len()).sum();
     println!(
         "{}: ok: {} hosts, {} steps ({} host-steps), {} warning(s)",
