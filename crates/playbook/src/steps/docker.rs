@@ -236,6 +236,14 @@ pub fn build_with(
 }
 
 /// An http(s) URL that can go into apt's configuration and a JSON string as is.
+/// The URL with its `user:password@` replaced by `***@`, when it has one.
+pub fn without_credentials(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let at = rest[..authority_end].rfind('@')?;
+    Some(format!("{scheme}://***@{}", &rest[at + 1..]))
+}
+
 fn url(key: &str, u: String) -> Result<String, ParamError> {
     let ok = (u.starts_with("http://") || u.starts_with("https://"))
         && u.len() > "https://".len()
@@ -548,12 +556,21 @@ impl Docker {
     fn proxy_change(&self, now: &PathFacts) -> Result<Option<Change>, StepError> {
         let path = &self.files.apt_proxy;
         match &self.apt_proxy {
-            Some(u) => Ok(
-                file::change(path, "apt_proxy", proxy_conf(u).as_bytes(), now)?.map(|mut c| {
-                    c.summary = format!("apt uses the proxy {u} ({path})");
-                    c
-                }),
-            ),
+            Some(u) => {
+                // A proxy URL with a user and password: the file is root's only, and the
+                // password is not shown.
+                let (shown, mode) = match without_credentials(u) {
+                    Some(bare) => (bare, Some(0o600)),
+                    None => (u.clone(), None),
+                };
+                Ok(
+                    file::change_with_mode(path, "apt_proxy", proxy_conf(u).as_bytes(), mode, now)?
+                        .map(|mut c| {
+                            c.summary = format!("apt uses the proxy {shown} ({path})");
+                            c
+                        }),
+                )
+            }
             None if now.kind != Kind::Absent => Ok(Some(Change::new(
                 format!("remove {path} (`apt_proxy` is not set)"),
                 vec![Action::run(format!("rm -f {}", quote(path)))],
@@ -1348,6 +1365,26 @@ mod tests {
             sm[0],
             "apt uses the proxy http://10.0.0.2:3142 (/etc/apt/apt.conf.d/01provision-proxy)"
         );
+        // With credentials in the URL: the file is 0600 and the summary hides them.
+        let with_creds = step("apt_proxy = \"http://apt:pr0xy-pw@10.0.0.2:3142\"");
+        let Check::Change(cc) = with_creds.check(&facts(&fresh(), true, false)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            cc[0].summary,
+            "apt uses the proxy http://***@10.0.0.2:3142 (/etc/apt/apt.conf.d/01provision-proxy)"
+        );
+        assert!(
+            matches!(
+                &cc[0].actions[0],
+                Action::Upload {
+                    mode: Some(0o600),
+                    ..
+                }
+            ),
+            "{:?}",
+            cc[0].actions[0].describe()
+        );
         assert_eq!(
             sm[2],
             "place Docker's signing key in /etc/apt/keyrings/docker.asc"
@@ -1394,6 +1431,11 @@ mod tests {
             e.message,
             "`version` \"latest\" is not a Debian package version"
         );
+        assert_eq!(
+            without_credentials("http://u:p%40ss@10.0.0.2:3142/x"),
+            Some("http://***@10.0.0.2:3142/x".into())
+        );
+        assert_eq!(without_credentials("http://10.0.0.2:3142/a@b"), None);
         let e = build_err(build_with_ctx(build, "apt_proxy = \"10.0.0.2:3142\""));
         assert_eq!(
             e.message,

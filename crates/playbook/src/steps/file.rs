@@ -315,11 +315,22 @@ pub fn change(
     content: &[u8],
     now: &PathFacts,
 ) -> Result<Option<Change>, StepError> {
+    change_with_mode(path, key, content, None, now)
+}
+
+/// [`change`] with a mode to enforce (a file holding credentials: 0600).
+pub fn change_with_mode(
+    path: &str,
+    key: &str,
+    content: &[u8],
+    mode: Option<u32>,
+    now: &PathFacts,
+) -> Result<Option<Change>, StepError> {
     let want = Desired {
         path,
         key,
         content,
-        mode: None,
+        mode,
         owner: None,
         group: None,
     };
