@@ -223,6 +223,30 @@ fn log_path(inv: &Inventory) -> std::io::Result<PathBuf> {
         .join(format!("run-{ts}-{}.log", std::process::id())))
 }
 
+/// On the first Ctrl-C or SIGTERM (systemd, CI, kill): says so and calls `stop`, which makes
+/// the command start nothing new (the running remote commands finish and the cluster lock is
+/// released rather than left to go stale); a second Ctrl-C exits at once with 130. Shared by
+/// `run` and the day-2 commands. Must be called inside the tokio runtime.
+pub fn on_interrupt(stop: impl FnOnce() + Send + 'static) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler can always be installed");
+        let got = tokio::select! {
+            r = tokio::signal::ctrl_c() => r.is_ok(),
+            r = term.recv() => r.is_some(),
+        };
+        if got {
+            eprintln!(
+                "\ninterrupt: finishing the commands already running, then stopping (Ctrl-C again to abort now)"
+            );
+            stop();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(i32::from(EXIT_INTERRUPTED));
+            }
+        }
+    })
+}
+
 pub fn run(args: RunArgs) -> Result<u8> {
     let loaded = load(
         &args.cluster,
@@ -316,23 +340,9 @@ pub fn run(args: RunArgs) -> Result<u8> {
                 }
             });
         }
-        tokio::spawn(async move {
-            // SIGTERM (systemd, CI, kill) stops as gently as a first Ctrl-C, so the
-            // cluster lock is released rather than left to go stale.
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("a SIGTERM handler can always be installed");
-            let got = tokio::select! {
-                r = tokio::signal::ctrl_c() => r.is_ok(),
-                r = term.recv() => r.is_some(),
-            };
-            if got {
-                flag.store(true, std::sync::atomic::Ordering::SeqCst);
-                eprintln!("\ninterrupt: finishing the commands already running, then stopping (Ctrl-C again to abort now)");
-                let _ = tx.send(true);
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(EXIT_INTERRUPTED as i32);
-                }
-            }
+        on_interrupt(move || {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = tx.send(true);
         });
         let recap = runner.run(&compiled.steps).await;
         if let Some(g) = guard {

@@ -219,41 +219,21 @@ pub async fn take_lock(
     Ok(guard)
 }
 
-/// Runs a mutating operation under the cluster lock. `recover` and `restore` take it on the
-/// managers that answer; every other command needs a majority of them.
+/// Runs a mutating operation under the cluster lock, held as `policy` says: `recover` and
+/// `restore` take it on the managers that answer, every other command needs a majority.
 fn locked<T>(
     o: &Opened,
     what: &str,
     force: bool,
+    policy: lock::LockQuorum,
     op: impl AsyncFnOnce(&Cluster) -> Result<T, OpsError>,
 ) -> Result<Result<T, u8>> {
-    let policy = if what == "provision recover" || what == "provision restore" {
-        lock::LockQuorum::Reachable
-    } else {
-        lock::LockQuorum::Majority
-    };
     let rt = runtime()?;
     Ok(rt.block_on(async {
-        // Ctrl-C and SIGTERM as for `provision run`: the running remote commands finish (a
-        // backup's Docker restart included), no new one starts, the lock is released, exit 130.
-        // A second Ctrl-C ends the process at once.
+        // Ctrl-C and SIGTERM as for `provision run`: a backup's Docker restart included, the
+        // running remote commands finish, then the lock is released and the exit is 130.
         let cluster = o.cluster.clone();
-        let signals = tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("a SIGTERM handler can always be installed");
-            let got = tokio::select! {
-                r = tokio::signal::ctrl_c() => r.is_ok(),
-                r = term.recv() => r.is_some(),
-            };
-            if got {
-                cluster.interrupt();
-                eprintln!("\ninterrupt: finishing the commands already running, then stopping (Ctrl-C again to abort now)");
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(i32::from(crate::cmd_run::EXIT_INTERRUPTED));
-                }
-            }
-        });
+        let signals = crate::cmd_run::on_interrupt(move || cluster.interrupt());
         let guard = match take_lock(o.cluster.clone(), what, force, policy).await {
             Ok(g) => g,
             Err(e) => return Err(report(o, e)),
@@ -371,6 +351,7 @@ pub fn run(cmd: OpsCommand) -> Result<u8> {
                 &o,
                 &format!("provision remove-node {host}"),
                 lock.force_unlock,
+                lock::LockQuorum::Majority,
                 async |c| nodes::remove_node(c, &host).await,
             )? {
                 Ok(r) => {
@@ -402,9 +383,13 @@ pub fn run(cmd: OpsCommand) -> Result<u8> {
             lock,
         } => {
             let o = open(&common)?;
-            match locked(&o, "provision recover", lock.force_unlock, async |c| {
-                recover::recover(c, from.as_deref(), yes).await
-            })? {
+            match locked(
+                &o,
+                "provision recover",
+                lock.force_unlock,
+                lock::LockQuorum::Reachable,
+                async |c| recover::recover(c, from.as_deref(), yes).await,
+            )? {
                 Ok(r) => {
                     eprintln!("recovered through {}:", r.survivor);
                     for s in r.steps {
@@ -425,9 +410,13 @@ fn availability(common: Common, host: String, lock: LockArgs, to: &str) -> Resul
         "provision {} {host}",
         if to == "drain" { "drain" } else { "activate" }
     );
-    match locked(&o, &what, lock.force_unlock, async |c| {
-        nodes::set_availability(c, &host, to).await
-    })? {
+    match locked(
+        &o,
+        &what,
+        lock.force_unlock,
+        lock::LockQuorum::Majority,
+        async |c| nodes::set_availability(c, &host, to).await,
+    )? {
         Ok(m) => {
             if to == "drain" && !m.remaining.is_empty() {
                 eprintln!("{host} drained, but these tasks have not moved yet:");
@@ -507,9 +496,13 @@ fn backup_cmd(common: Common, output: PathBuf, yes: bool, lock: LockArgs) -> Res
             k
         }
     };
-    let done = match locked(&o, "provision backup", lock.force_unlock, async |c| {
-        backup::backup(c, yes, mac_key.as_bytes()).await
-    })? {
+    let done = match locked(
+        &o,
+        "provision backup",
+        lock.force_unlock,
+        lock::LockQuorum::Majority,
+        async |c| backup::backup(c, yes, mac_key.as_bytes()).await,
+    )? {
         Ok(d) => d,
         Err(code) => return Ok(code),
     };
@@ -593,9 +586,13 @@ fn restore_cmd(
             "NOT authenticated"
         }
     );
-    match locked(&o, "provision restore", lock.force_unlock, async |c| {
-        backup::restore(c, &meta, tar, &to, force).await
-    })? {
+    match locked(
+        &o,
+        "provision restore",
+        lock.force_unlock,
+        lock::LockQuorum::Reachable,
+        async |c| backup::restore(c, &meta, tar, &to, force).await,
+    )? {
         Ok(r) => {
             for s in r.steps {
                 eprintln!("  {s}");

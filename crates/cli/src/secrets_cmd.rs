@@ -178,12 +178,7 @@ fn execute(cmd: SecretsCommand) -> Result<u8, SecretsError> {
             // that would not be written (changed recipients), and a passphrase is asked for once.
             let sf = secrets::SecretsFile::new(&file);
             let decrypted = sf.decrypt(&id.sources())?;
-            if !yes && let Some(drift) = decrypted.drift(&sf)? {
-                return Err(SecretsError::RecipientsChanged {
-                    path: file.clone(),
-                    drift: drift.to_string(),
-                });
-            }
+            decrypted.require_confirmed(&sf, yes)?;
             let value = secrets::read_value(&format!("value for {key}: "), keep_newline)?;
             let outcome = secrets::set_decrypted(&file, &decrypted, &key, &value, yes)?;
             let verb = match outcome {

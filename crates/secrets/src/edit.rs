@@ -72,14 +72,7 @@ pub fn edit(
     let decrypted = file.decrypt(ids)?;
     // Refuse before the user spends time editing, not after.
     file.check_encryptable(decrypted.mode())?;
-    if !opts.confirm_recipients
-        && let Some(drift) = decrypted.drift(&file)?
-    {
-        return Err(SecretsError::RecipientsChanged {
-            path: path.to_path_buf(),
-            drift: drift.to_string(),
-        });
-    }
+    decrypted.require_confirmed(&file, opts.confirm_recipients)?;
     // Before the plaintext file exists, so a signal from here on leads to the cleanup below.
     let signals = SignalGuard::install();
 

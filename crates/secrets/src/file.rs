@@ -125,6 +125,19 @@ impl Decrypted {
                 .then_some(RecipientsDrift { added, removed }),
         )
     }
+
+    /// Refuses ([`SecretsError::RecipientsChanged`], naming the keys) a write to `file` while
+    /// its recipients differ from those of the last write, unless `confirm` (`--yes`). The one
+    /// check every writer makes, before its own work when that work is costly (an edit).
+    pub fn require_confirmed(&self, file: &SecretsFile, confirm: bool) -> Result<(), SecretsError> {
+        match self.drift(file)? {
+            Some(drift) if !confirm => Err(SecretsError::RecipientsChanged {
+                path: file.path.clone(),
+                drift: drift.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl SecretsFile {
@@ -264,12 +277,7 @@ impl SecretsFile {
         decrypted: &Decrypted,
         confirm: bool,
     ) -> Result<(), SecretsError> {
-        if !confirm && let Some(drift) = decrypted.drift(self)? {
-            return Err(SecretsError::RecipientsChanged {
-                path: self.path.clone(),
-                drift: drift.to_string(),
-            });
-        }
+        decrypted.require_confirmed(self, confirm)?;
         self.write(text, decrypted.mode())
     }
 }

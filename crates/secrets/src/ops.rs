@@ -459,14 +459,8 @@ pub fn rotate(
         let file = SecretsFile::new(path);
         let planned = match kind {
             Kind::Text(d) => d
-                .drift(&file)
-                .and_then(|drift| match drift.filter(|_| !confirm) {
-                    Some(drift) => Err(SecretsError::RecipientsChanged {
-                        path: path.clone(),
-                        drift: drift.to_string(),
-                    }),
-                    None => file.encrypt_text(d.text().as_bytes(), d.mode()),
-                })
+                .require_confirmed(&file, confirm)
+                .and_then(|()| file.encrypt_text(d.text().as_bytes(), d.mode()))
                 .and_then(|enc| {
                     let recipients = match d.mode() {
                         EncryptionMode::Recipients => Some(recipients_list(path)?.len()),

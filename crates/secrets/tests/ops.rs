@@ -296,14 +296,7 @@ fn rotate_after_removing_a_recipient_makes_the_old_key_fail() {
     }
     // Mallory is taken out of both recipients files by hand, then one rotate re-encrypts all.
     for f in [&one, &two] {
-        let rpath = RecipientsFile::path_for(f);
-        let kept: String = fs::read_to_string(&rpath)
-            .unwrap()
-            .lines()
-            .filter(|l| !l.starts_with("ssh-rsa"))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        fs::write(&rpath, kept).unwrap();
+        remove_rsa_keys_by_hand(f);
     }
     let found = find_secrets_files(dir.path()).unwrap();
     assert_eq!(found, vec![one.clone(), two.clone()]);
@@ -386,14 +379,7 @@ fn rotate_re_encrypts_backups_to_the_secrets_recipients_keeping_their_mode() {
     fs::set_permissions(&backup, fs::Permissions::from_mode(0o600)).unwrap();
     assert!(age_decrypt(&mallory, &backup).status.success());
     // Mallory leaves.
-    let rpath = RecipientsFile::path_for(&secrets);
-    let kept: String = fs::read_to_string(&rpath)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with("ssh-rsa"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    fs::write(&rpath, kept).unwrap();
+    remove_rsa_keys_by_hand(&secrets);
     let found = find_secrets_files(dir.path()).unwrap();
     let done = rotate(&found, &ids(&alice), true).unwrap();
     assert!(done.skipped.is_empty(), "{:?}", done.skipped);
@@ -496,4 +482,16 @@ fn a_key_slipped_into_the_recipients_file_is_named_and_needs_confirmation() {
         false,
     )
     .unwrap();
+}
+
+/// Deletes the ssh-rsa lines of a secrets file's recipients file, as a person editing it would.
+fn remove_rsa_keys_by_hand(secrets: &std::path::Path) {
+    let rpath = RecipientsFile::path_for(secrets);
+    let kept: String = fs::read_to_string(&rpath)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("ssh-rsa"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(&rpath, kept).unwrap();
 }

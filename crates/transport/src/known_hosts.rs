@@ -61,6 +61,34 @@ pub enum Verdict {
     },
 }
 
+impl Verdict {
+    /// The error that refuses `key` for host `label` (named so in messages): for a changed or
+    /// revoked key; None when the verdict lets the connection go on (known) or is the
+    /// policy's to decide (unknown).
+    pub fn refusal(self, label: &str, key: &PublicKey) -> Option<TransportError> {
+        match self {
+            Verdict::Known | Verdict::Unknown => None,
+            Verdict::Changed {
+                file,
+                line,
+                known_fingerprint,
+            } => Some(TransportError::HostKeyChanged {
+                host: label.to_string(),
+                file,
+                line,
+                known_fingerprint,
+                presented_fingerprint: fingerprint(key),
+            }),
+            Verdict::Revoked { file, line } => Some(TransportError::HostKeyRevoked {
+                host: label.to_string(),
+                fingerprint: fingerprint(key),
+                file,
+                line,
+            }),
+        }
+    }
+}
+
 /// All entries of one or more known_hosts files, in lookup order.
 #[derive(Debug, Clone, Default)]
 pub struct KnownHosts {
@@ -289,28 +317,8 @@ pub fn append(
     kh.add_text(path, &existing);
     match kh.check(host, port, key) {
         Verdict::Known => return Ok(None),
-        Verdict::Changed {
-            file,
-            line,
-            known_fingerprint,
-        } => {
-            return Err(TransportError::HostKeyChanged {
-                host: label.to_string(),
-                file,
-                line,
-                known_fingerprint,
-                presented_fingerprint: fingerprint(key),
-            });
-        }
-        Verdict::Revoked { file, line } => {
-            return Err(TransportError::HostKeyRevoked {
-                host: label.to_string(),
-                fingerprint: fingerprint(key),
-                file,
-                line,
-            });
-        }
         Verdict::Unknown => {}
+        refused => return Err(refused.refusal(label, key).expect("changed or revoked")),
     }
     let key_text = key.to_openssh().map_err(|e| TransportError::KnownHosts {
         path: path.to_path_buf(),

@@ -220,23 +220,12 @@ impl client::Handler for ClientHandler {
                     }
                 }
             },
-            Verdict::Changed {
-                file,
-                line,
-                known_fingerprint,
-            } => self.refuse(TransportError::HostKeyChanged {
-                host: self.label.clone(),
-                file,
-                line,
-                known_fingerprint,
-                presented_fingerprint: fp,
-            }),
-            Verdict::Revoked { file, line } => self.refuse(TransportError::HostKeyRevoked {
-                host: self.label.clone(),
-                fingerprint: fp,
-                file,
-                line,
-            }),
+            refused => {
+                let e = refused
+                    .refusal(&self.label, key)
+                    .expect("changed or revoked");
+                self.refuse(e)
+            }
         }
     }
 }
