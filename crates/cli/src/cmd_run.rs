@@ -141,6 +141,15 @@ pub fn playbook_path(inv: &Inventory, builtin: Builtin<'_>) -> Result<PathBuf> {
 }
 
 pub fn compile(loaded: &Loaded, builtin: Builtin<'_>) -> Result<provision_playbook::Compiled> {
+    let scratch = match builtin {
+        Builtin::Scratch(dir) => Some(dir),
+        Builtin::NextToCluster => None,
+    };
+    // Diagnostics in a scratch copy of the built-in files name them as built-in.
+    let config_error = |e: ConfigError| match scratch {
+        Some(dir) => config_error(crate::builtin::name_builtin_files(e, dir)),
+        None => config_error(e),
+    };
     let pb_path = playbook_path(&loaded.inv, builtin)?;
     let known = provision_playbook::known_steps();
     let pb = PlaybookFile::load(&pb_path, &known).map_err(config_error)?;

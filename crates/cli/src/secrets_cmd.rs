@@ -95,6 +95,21 @@ pub enum SecretsCommand {
         #[command(flatten)]
         id: IdentityArg,
     },
+    /// Create every secret the playbook declares that is missing from the cluster's secrets
+    /// file: random values from the OS, never printed; existing values are kept.
+    Generate {
+        /// The cluster file (its `secrets` names the file; its playbook declares the secrets).
+        cluster: PathBuf,
+        /// Read the declarations from this playbook instead of the one the cluster file names.
+        #[arg(long)]
+        playbook: Option<PathBuf>,
+        /// Write even though the recipients file changed since the file was last written
+        /// (check the keys it names first).
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        id: IdentityArg,
+    },
     /// Print the decrypted TOML for `git diff` (opt in through .gitattributes, see the README).
     Textconv {
         file: PathBuf,
@@ -127,6 +142,15 @@ pub enum RecipientsCommand {
 }
 
 pub fn run(cmd: SecretsCommand) -> anyhow::Result<u8> {
+    if let SecretsCommand::Generate {
+        cluster,
+        playbook,
+        yes,
+        id,
+    } = cmd
+    {
+        return generate(&cluster, playbook.as_deref(), yes, &id.sources());
+    }
     match execute(cmd) {
         Ok(code) => Ok(code),
         // An interrupted edit is not a failure to explain at length: say what happened and end
@@ -162,6 +186,7 @@ fn execute(cmd: SecretsCommand) -> Result<u8, SecretsError> {
             }
             Ok(0)
         }
+        SecretsCommand::Generate { .. } => unreachable!("handled by run"),
         SecretsCommand::View { file, id } | SecretsCommand::Textconv { file, id } => {
             let decrypted = secrets::view(&file, &id.sources())?;
             print_stdout(decrypted.text().as_bytes());
@@ -328,6 +353,116 @@ fn init(
         );
     }
     Ok(0)
+}
+
+/// `secrets generate`: the declared secrets this inventory needs, the missing generated ones
+/// made in one write. Exit 0 when every required secret is set afterwards, 1 when some must be
+/// set by a person (each named with its command).
+fn generate(
+    cluster: &Path,
+    playbook: Option<&Path>,
+    confirm: bool,
+    ids: &IdentitySources,
+) -> anyhow::Result<u8> {
+    use crate::cmd_run::{Builtin, config_error, playbook_path};
+    use anyhow::Context as _;
+    use provision_engine::inventory::{Inventory, InventoryRules};
+    use provision_engine::playbook_file::PlaybookFile;
+    use provision_playbook::declared_secrets::{self, State};
+
+    let mut inv = Inventory::load(cluster, &InventoryRules::default()).map_err(config_error)?;
+    if let Some(p) = playbook {
+        inv.playbook = Some(std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
+    }
+    let Some(file) = inv.secrets.clone() else {
+        anyhow::bail!(
+            "{} names no secrets file\n  hint: add secrets = \"secrets.age\" to it, run `provision secrets init secrets.age` next to it, then run this again",
+            cluster.display()
+        );
+    };
+    if !file.exists() {
+        anyhow::bail!(
+            "{} does not exist\n  hint: create it with `provision secrets init {}`, then run this again",
+            file.display(),
+            file.display()
+        );
+    }
+    let sf = secrets::SecretsFile::new(&file);
+    let decrypted = sf.decrypt(ids).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let current =
+        secrets::Secrets::parse(&file, decrypted.text()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The declarations only: the built-in playbook is read from a scratch directory, nothing
+    // is written next to the cluster file.
+    let scratch = tempfile::Builder::new()
+        .prefix("provision-generate-")
+        .tempdir()
+        .context("cannot create a scratch directory for the built-in playbook")?;
+    let pb_path = playbook_path(&inv, Builtin::Scratch(scratch.path()))?;
+    let config_error = |e| config_error(crate::builtin::name_builtin_files(e, scratch.path()));
+    let pb =
+        PlaybookFile::load(&pb_path, &provision_playbook::known_steps()).map_err(config_error)?;
+    let needed = declared_secrets::needed(&inv, &pb, current.table()).map_err(|diagnostics| {
+        config_error(provision_engine::diagnostic::ConfigError { diagnostics })
+    })?;
+
+    let mut made = Vec::new();
+    let mut by_hand = Vec::new();
+    for (spec, state) in &needed {
+        match (state, spec.generate) {
+            (State::Present, _) => {}
+            (State::NotAString, _) => anyhow::bail!(
+                "`{}` in {} is not a string, so it cannot be kept or replaced\n  hint: fix it with `provision secrets edit {}`",
+                spec.name,
+                file.display(),
+                file.display()
+            ),
+            (State::Missing, Some((length, alphabet))) => {
+                made.push((
+                    spec,
+                    length,
+                    alphabet,
+                    secrets::generate(length, alphabet).map_err(|e| anyhow::anyhow!("{e}"))?,
+                ));
+            }
+            (State::Missing, None) if spec.required => by_hand.push(spec),
+            (State::Missing, None) => {}
+        }
+    }
+    if made.is_empty() {
+        eprintln!(
+            "nothing to generate: the {} generated secret(s) this cluster needs are in {}",
+            needed.iter().filter(|(s, _)| s.generate.is_some()).count(),
+            file.display()
+        );
+    } else {
+        let values: Vec<(&str, &secrets::SecretString)> = made
+            .iter()
+            .map(|(s, _, _, v)| (s.name.as_str(), v))
+            .collect();
+        secrets::set_all_decrypted(&file, &decrypted, &values, confirm)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (spec, length, alphabet, _) in &made {
+            eprintln!(
+                "generated {} ({length} random {} characters)",
+                spec.name,
+                alphabet.name()
+            );
+        }
+        eprintln!(
+            "{} written ({} new, existing values kept)",
+            file.display(),
+            made.len()
+        );
+    }
+    for spec in &by_hand {
+        eprintln!(
+            "error: required secret `{}` cannot be generated: set it with `provision secrets set {} {}`",
+            spec.name,
+            file.display(),
+            spec.name
+        );
+    }
+    Ok(if by_hand.is_empty() { 0 } else { 1 })
 }
 
 fn count_recipients(n: usize) -> String {

@@ -525,27 +525,6 @@ fn a_key_added_to_the_recipients_file_is_warned_about_by_check_config() {
 }
 
 #[test]
-fn check_config_writes_nothing_next_to_the_cluster_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let minimal = std::fs::read_to_string(root.join("inventories/minimal.toml")).unwrap();
-    let cluster = dir.path().join("cluster.toml");
-    std::fs::write(&cluster, format!("{minimal}\n[vars]\nstack = \"demo\"\n")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_provision"))
-        .args(["check-config", cluster.to_str().unwrap()])
-        .env("HOME", dir.path())
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(names, vec!["cluster.toml"], "check-config wrote something");
-}
-
-#[test]
 fn shell_runs_everywhere_and_groups_output() {
     let c = cluster(2);
     let out = c.provision(&["shell", &c.cluster_toml(), "--", "echo", "hi;", "exit", "0"]);

@@ -333,3 +333,157 @@ fn git_diff_shows_decrypted_changes_through_textconv() {
     assert!(diff.contains("+password = \"rotated-pw-456\""), "{diff}");
     assert!(!diff.contains("BEGIN AGE"), "{diff}");
 }
+
+/// Every file under `dir` with its bytes: what a command may not have changed.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.push((p.clone(), Vec::new()));
+                stack.push(p);
+            } else {
+                out.push((p.clone(), fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Each shipped inventory, copied alone into an empty directory: check-config names every
+/// missing secret and the one command that makes them, and writes nothing; `secrets generate`
+/// (no terminal) creates them with the declared lengths and alphabets without printing them;
+/// a second generate changes nothing; check-config then passes and still writes nothing.
+#[test]
+fn shipped_inventories_pass_check_config_after_init_and_generate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let declared = [
+        ("openssl_key", 64),
+        ("db_pass", 32),
+        ("db_root_pass", 32),
+        ("executor_secret", 64),
+    ];
+    for inventory in ["minimal.toml", "production.toml"] {
+        let s = Scratch::new("shipped");
+        let (home, tmp, work) = (s.sub("home"), s.sub("tmp"), s.sub("work"));
+        fs::copy(
+            root.join("inventories").join(inventory),
+            work.join("cluster.toml"),
+        )
+        .unwrap();
+        let run = |args: &[&str]| provision(&home, &tmp, &work).args(args).output().unwrap();
+        ok(&run(&["secrets", "init", "secrets.age"]));
+
+        let before = snapshot(&work);
+        let check = run(&["check-config", "cluster.toml"]);
+        let stderr = String::from_utf8_lossy(&check.stderr);
+        assert_eq!(check.status.code(), Some(2), "{inventory}: {stderr}");
+        for (name, _) in declared {
+            assert!(
+                stderr.contains(&format!("error: required secret `appwrite.{name}` (")),
+                "{inventory}: {stderr}"
+            );
+        }
+        assert_eq!(
+            stderr.matches("error: ").count(),
+            declared.len(),
+            "{stderr}"
+        );
+        // Named as the built-in file, not as the scratch copy check-config read.
+        assert!(
+            stderr.starts_with("<built-in>/playbooks/swarm.toml:"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("help: create every missing generated secret with `provision secrets generate cluster.toml`"),
+            "{stderr}"
+        );
+        assert_eq!(
+            snapshot(&work),
+            before,
+            "{inventory}: check-config wrote something"
+        );
+
+        let generated = run(&["secrets", "generate", "cluster.toml"]);
+        let said = format!(
+            "{}{}",
+            ok(&generated),
+            String::from_utf8_lossy(&generated.stderr)
+        );
+        assert!(
+            said.contains("generated appwrite.db_pass (32 random alnum characters)"),
+            "{said}"
+        );
+        let view = ok(&run(&["secrets", "view", "secrets.age"]));
+        let table: toml::Table = toml::from_str(&view).unwrap();
+        for (name, length) in declared {
+            let value = table["appwrite"][name].as_str().unwrap();
+            assert_eq!(value.len(), length, "{name}");
+            assert!(value.chars().all(|c| c.is_ascii_alphanumeric()), "{name}");
+            assert!(!said.contains(value), "generate printed {name}: {said}");
+        }
+        assert!(
+            table["appwrite"].get("smtp_password").is_none(),
+            "optional ones are not made"
+        );
+
+        let after = snapshot(&work);
+        let again = run(&["secrets", "generate", "cluster.toml"]);
+        assert!(
+            String::from_utf8_lossy(&again.stderr).contains("nothing to generate"),
+            "{}",
+            String::from_utf8_lossy(&again.stderr)
+        );
+        ok(&again);
+        assert_eq!(snapshot(&work), after, "a second generate rewrote the file");
+
+        let checked = ok(&run(&["check-config", "cluster.toml"]));
+        assert!(checked.contains("cluster.toml: ok:"), "{checked}");
+        assert_eq!(
+            snapshot(&work),
+            after,
+            "{inventory}: check-config wrote something"
+        );
+    }
+}
+
+/// A cluster file without `secrets`, and a secrets file not made yet: generate says what to do
+/// and writes nothing.
+#[test]
+fn generate_names_the_missing_pieces() {
+    let s = Scratch::new("generate-missing");
+    let (home, tmp, work) = (s.sub("home"), s.sub("tmp"), s.sub("work"));
+    let run = |args: &[&str]| provision(&home, &tmp, &work).args(args).output().unwrap();
+    fs::write(
+        work.join("cluster.toml"),
+        "name = \"c\"\n[[hosts]]\nname = \"m\"\naddress = \"10.0.0.1\"\nprivate_ip = \"10.0.0.1\"\nroles = [\"manager\"]\n",
+    )
+    .unwrap();
+    let out = run(&["secrets", "generate", "cluster.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cluster.toml names no secrets file")
+            && stderr.contains("provision secrets init secrets.age"),
+        "{stderr}"
+    );
+    let check = run(&["check-config", "cluster.toml"]);
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cluster.toml names no secrets file"),
+        "{stderr}"
+    );
+
+    let mut text = fs::read_to_string(work.join("cluster.toml")).unwrap();
+    text.insert_str(0, "secrets = \"secrets.age\"\n");
+    fs::write(work.join("cluster.toml"), text).unwrap();
+    let out = run(&["secrets", "generate", "cluster.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("provision secrets init"), "{stderr}");
+    assert!(!work.join("secrets.age").exists());
+}

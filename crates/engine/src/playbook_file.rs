@@ -1,11 +1,14 @@
 //! Playbook files: an ordered list of `[[steps]]`, each naming a built-in step, its target hosts,
-//! an optional condition and its parameters, validated with positions for every problem.
+//! an optional condition and its parameters, and the `[[secrets]]` the playbook needs, validated
+//! with positions for every problem.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
+
+use provision_secrets::Alphabet;
 
 use crate::diagnostic::{ConfigError, Diagnostic, Reporter, did_you_mean, to_table};
 use crate::inventory::io_reason;
@@ -51,14 +54,43 @@ impl StepSpec {
     }
 }
 
+/// One `[[secrets]]` entry: a value the playbook's templates read from the secrets file, so
+/// that check-config can name every missing one and `provision secrets generate` can make them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecretSpec {
+    /// Dotted key in the secrets file (`appwrite.db_pass`), as templates read it.
+    pub name: String,
+    pub description: Option<String>,
+    /// A missing optional secret is not an error (templates give it a default).
+    pub required: bool,
+    /// Length and alphabet of a generated value; None: a person must set it.
+    pub generate: Option<(usize, Alphabet)>,
+    /// A minijinja expression over vars: the secret is needed only where it is true.
+    pub when: Option<String>,
+    pub line: usize,
+    pub column: usize,
+}
+
 /// A loaded playbook file.
 #[derive(Debug, Clone)]
 pub struct PlaybookFile {
     pub path: PathBuf,
     pub steps: Vec<StepSpec>,
+    pub secrets: Vec<SecretSpec>,
 }
 
-const TOP_KEYS: &[&str] = &["steps"];
+const TOP_KEYS: &[&str] = &["steps", "secrets"];
+const SECRET_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "required",
+    "length",
+    "alphabet",
+    "when",
+];
+/// Shortest generated value: 16 characters of the smallest alphabet (hex) are 64 bits.
+pub const MIN_GENERATED_CHARS: usize = 16;
+const MAX_GENERATED_CHARS: usize = 4096;
 const STEP_KEYS: &[&str] = &["name", "use", "hosts", "when", "with"];
 
 impl PlaybookFile {
@@ -93,6 +125,10 @@ impl PlaybookFile {
             });
         };
         let steps = check(&mut r, &doc, known_steps);
+        let secrets = match doc.get("secrets") {
+            Some(v) => check_secrets(&mut r, v),
+            None => Vec::new(),
+        };
         if r.has_errors() {
             return Err(ConfigError {
                 diagnostics: r.finish(),
@@ -101,6 +137,7 @@ impl PlaybookFile {
         Ok(PlaybookFile {
             path: path.to_path_buf(),
             steps,
+            secrets,
         })
     }
 }
@@ -266,4 +303,189 @@ fn check_selector(r: &mut Reporter<'_>, v: &Spanned<DeValue<'_>>, label: &str) -
             None
         }
     }
+}
+
+fn check_secrets(r: &mut Reporter<'_>, value: &Spanned<DeValue<'_>>) -> Vec<SecretSpec> {
+    let example = "one [[secrets]] block per secret, with name = \"db.password\"";
+    let DeValue::Array(items) = value.get_ref() else {
+        r.wrong_type(value, "`secrets`", "an array of tables", example);
+        return Vec::new();
+    };
+    let mut out: Vec<SecretSpec> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let DeValue::Table(t) = item.get_ref() else {
+            r.wrong_type(item, &format!("secret #{}", i + 1), "a table", example);
+            continue;
+        };
+        let Some(spec) = check_secret(r, t, item.span(), i) else {
+            continue;
+        };
+        if let Some(first) = out.iter().find(|s| s.name == spec.name) {
+            let at = t.get("name").map(|v| v.span()).unwrap_or(item.span());
+            r.error(
+                &at,
+                format!(
+                    "secret `{}` is declared twice (first at line {})",
+                    spec.name, first.line
+                ),
+                Some("declare each secret once; use `when` for the cases that need it".into()),
+            );
+            continue;
+        }
+        out.push(spec);
+    }
+    out
+}
+
+fn check_secret(
+    r: &mut Reporter<'_>,
+    t: &DeTable<'_>,
+    header: std::ops::Range<usize>,
+    index: usize,
+) -> Option<SecretSpec> {
+    let errors_before = r.diagnostics.len();
+    let label = match t.get("name").and_then(|v| v.get_ref().as_str()) {
+        Some(s) if !s.trim().is_empty() => format!("secret `{s}`"),
+        _ => format!("secret #{}", index + 1),
+    };
+    let suggested = r.unknown_keys(t, SECRET_KEYS, &format!(" in {label}"));
+    let name = match t.get("name") {
+        Some(v) => check_secret_name(r, v, &label),
+        None => {
+            if !suggested.contains(&"name") {
+                r.error(
+                    &header,
+                    format!("{label} has no `name`"),
+                    Some("add name = \"db.password\": the dotted key templates read as secrets.db.password".into()),
+                );
+            }
+            None
+        }
+    };
+    let description = match t.get("description") {
+        Some(v) => r
+            .nonempty_string(
+                v,
+                &format!("`description` in {label}"),
+                "description = \"MariaDB's root password\"",
+            )
+            .map(|s| Some(s.to_string())),
+        None => Some(None),
+    };
+    let required = match t.get("required") {
+        Some(v) => match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                r.wrong_type(
+                    v,
+                    &format!("`required` in {label}"),
+                    "a boolean",
+                    "required = false",
+                );
+                None
+            }
+        },
+        None => Some(true),
+    };
+    let length = match t.get("length") {
+        Some(v) => {
+            let what = format!("`length` in {label}");
+            let n = r.integer(v, &what, "length = 32")?;
+            match usize::try_from(n) {
+                Ok(n) if (MIN_GENERATED_CHARS..=MAX_GENERATED_CHARS).contains(&n) => Some(Some(n)),
+                _ => {
+                    r.error(
+                        &v.span(),
+                        format!("{what} must be between {MIN_GENERATED_CHARS} and {MAX_GENERATED_CHARS}, not {n}"),
+                        Some("write length = 32 (characters of the generated value)".into()),
+                    );
+                    None
+                }
+            }
+        }
+        None => Some(None),
+    };
+    let alphabet = match t.get("alphabet") {
+        Some(v) => {
+            let what = format!("`alphabet` in {label}");
+            let s = r.string(v, &what, "alphabet = \"alnum\"")?;
+            match Alphabet::parse(s) {
+                Some(a) if t.get("length").is_some() => Some(a),
+                Some(_) => {
+                    r.error(
+                        &v.span(),
+                        format!("{what} is set but `length` is not"),
+                        Some(
+                            "add length = 32 so the value can be generated, or remove `alphabet`"
+                                .into(),
+                        ),
+                    );
+                    None
+                }
+                None => {
+                    let help = match did_you_mean(s, Alphabet::NAMES) {
+                        Some(m) => format!("did you mean `{m}`?"),
+                        None => format!("one of: {}", Alphabet::NAMES.join(", ")),
+                    };
+                    r.error(
+                        &v.span(),
+                        format!("unknown alphabet `{s}` in {label}"),
+                        Some(help),
+                    );
+                    None
+                }
+            }
+        }
+        None => Some(Alphabet::Alnum),
+    };
+    let when = match t.get("when") {
+        Some(v) => r
+            .nonempty_string(
+                v,
+                &format!("`when` in {label}"),
+                "when = \"vars.stack == 'appwrite'\"",
+            )
+            .map(|s| Some(s.to_string())),
+        None => Some(None),
+    };
+    if r.diagnostics.len() != errors_before {
+        return None;
+    }
+    let (line, column) = r.pos(&header);
+    Some(SecretSpec {
+        name: name?,
+        description: description?,
+        required: required?,
+        generate: length?.zip(alphabet),
+        when: when?,
+        line,
+        column,
+    })
+}
+
+/// A dotted key of bare TOML key parts (`appwrite.db_pass`): what templates can read as
+/// `secrets.appwrite.db_pass`.
+fn check_secret_name(
+    r: &mut Reporter<'_>,
+    v: &Spanned<DeValue<'_>>,
+    label: &str,
+) -> Option<String> {
+    let s = r.nonempty_string(v, &format!("`name` in {label}"), "name = \"db.password\"")?;
+    let bare = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    if s.split('.').all(bare) {
+        return Some(s.to_string());
+    }
+    r.error(
+        &v.span(),
+        format!("`name` in {label} must be a dotted key of letters, digits, `_` and `-`"),
+        Some(
+            "write name = \"appwrite.db_pass\": templates read it as secrets.appwrite.db_pass"
+                .into(),
+        ),
+    );
+    None
 }

@@ -715,3 +715,71 @@ tests/fixtures/config/playbooks/bad_steps.toml:6:8: error: `when` in step `apt` 
 2 errors"#
     );
 }
+
+/// `[[secrets]]` declarations: defaults (required, no generation unless `length`), and every
+/// mistake at its own position with what to write instead.
+#[test]
+fn secret_declarations() {
+    use provision_engine::playbook_file::SecretSpec;
+    use provision_secrets::Alphabet;
+    let ok = "steps = [{ use = \"systemd\" }]\n\
+              [[secrets]]\nname = \"app.db_pass\"\nlength = 32\n\
+              [[secrets]]\nname = \"app.token\"\nrequired = false\nalphabet = \"hex\"\nlength = 16\nwhen = \"vars.x | default(false)\"\n\
+              [[secrets]]\nname = \"registry.password\"\ndescription = \"from the registry\"\n";
+    let pb = PlaybookFile::parse(ok, Path::new("p.toml"), STEPS).unwrap();
+    assert_eq!(
+        pb.secrets,
+        [
+            SecretSpec {
+                name: "app.db_pass".into(),
+                description: None,
+                required: true,
+                generate: Some((32, Alphabet::Alnum)),
+                when: None,
+                line: 2,
+                column: 1
+            },
+            SecretSpec {
+                name: "app.token".into(),
+                description: None,
+                required: false,
+                generate: Some((16, Alphabet::Hex)),
+                when: Some("vars.x | default(false)".into()),
+                line: 5,
+                column: 1
+            },
+            SecretSpec {
+                name: "registry.password".into(),
+                description: Some("from the registry".into()),
+                required: true,
+                generate: None,
+                when: None,
+                line: 11,
+                column: 1
+            },
+        ]
+    );
+
+    let bad = "steps = [{ use = \"systemd\" }]\n\
+               [[secrets]]\nname = \"a b\"\n\
+               [[secrets]]\nname = \"x\"\nlength = 8\nalphabet = \"base64\"\nrequierd = true\n\
+               [[secrets]]\nname = \"y\"\nalphabet = \"hex\"\nrequired = \"yes\"\n\
+               [[secrets]]\nname = \"z\"\n[[secrets]]\nname = \"z\"\n";
+    let err = PlaybookFile::parse(bad, Path::new("p.toml"), STEPS)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "p.toml:3:8: error: `name` in secret `a b` must be a dotted key of letters, digits, `_` and `-`\n  \
+         help: write name = \"appwrite.db_pass\": templates read it as secrets.appwrite.db_pass\n\n\
+         p.toml:6:10: error: `length` in secret `x` must be between 16 and 4096, not 8\n  \
+         help: write length = 32 (characters of the generated value)\n\n\
+         p.toml:7:12: error: unknown alphabet `base64` in secret `x`\n  help: did you mean `base64url`?\n\n\
+         p.toml:8:1: error: unknown key `requierd` in secret `x`\n  help: did you mean `required`?\n\n\
+         p.toml:11:12: error: `alphabet` in secret `y` is set but `length` is not\n  \
+         help: add length = 32 so the value can be generated, or remove `alphabet`\n\n\
+         p.toml:12:12: error: `required` in secret `y` must be a boolean, not a string\n  help: write required = false\n\n\
+         p.toml:16:8: error: secret `z` is declared twice (first at line 13)\n  \
+         help: declare each secret once; use `when` for the cases that need it\n\n7 errors"
+    );
+}

@@ -2,7 +2,7 @@
 //! the engine runs. Everything is checked here, before any host is contacted.
 
 use crate::registry::{
-    BuildCtx, ClusterCtx, ClusterStepCtor, cluster_step, host_step, known_steps,
+    BuildCtx, Claim, ClusterCtx, ClusterStepCtor, cluster_step, host_step, known_steps,
 };
 use provision_engine::diagnostic::{ConfigError, Diagnostic};
 use provision_engine::inventory::{Host, Inventory};
@@ -87,11 +87,22 @@ pub fn compile(
     pb: &PlaybookFile,
     secrets: &SecretsView<'_>,
 ) -> Result<Compiled, ConfigError> {
+    // Every missing secret is named at its declaration, before templates that read it fail
+    // one by one with "undefined".
+    let needed = crate::declared_secrets::needed(inv, pb, secrets.table)
+        .map_err(|diagnostics| ConfigError { diagnostics })?;
+    let missing = crate::declared_secrets::problems(inv, pb, &needed);
+    if !missing.is_empty() {
+        return Err(ConfigError {
+            diagnostics: missing,
+        });
+    }
     let env = template::environment();
     let mut diagnostics: Vec<Diagnostic> = Vec::new();
     // Step constructors report warnings through a shared closure.
     let warnings = std::cell::RefCell::new(inv.warnings.clone());
     let mut steps: Vec<Box<dyn Step>> = Vec::new();
+    let claims = std::cell::RefCell::new(Vec::new());
     let base_dir = pb
         .path
         .parent()
@@ -122,6 +133,7 @@ pub fn compile(
                 &env,
                 &base_dir,
                 cctor,
+                &claims,
                 &mut diagnostics,
             ) {
                 steps.push(step);
@@ -215,6 +227,9 @@ pub fn compile(
             hosts: per_host,
         }));
     }
+    for d in conflicts(pb, &claims.into_inner()) {
+        push_unique(&mut diagnostics, d);
+    }
     if diagnostics.is_empty() {
         Ok(Compiled {
             steps,
@@ -253,6 +268,7 @@ fn compile_cluster_step(
     env: &minijinja::Environment<'static>,
     base_dir: &std::path::Path,
     ctor: ClusterStepCtor,
+    claims: &std::cell::RefCell<Vec<Claimed>>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Box<dyn Step>> {
     let ctx = cluster_context(inv, secrets.table);
@@ -294,6 +310,18 @@ fn compile_cluster_step(
     }
     let render = |name: &str, body: &str| template::render(env, name, body, &ctx);
     let has_secret = |text: &str| (secrets.contains_secret)(text);
+    let claim = |key: &str, claim: Claim| {
+        let at = spec
+            .param_positions
+            .get(key)
+            .copied()
+            .unwrap_or((spec.line, spec.column));
+        claims.borrow_mut().push(Claimed {
+            step: spec.name.clone(),
+            at,
+            claim,
+        });
+    };
     let cctx = ClusterCtx {
         title: &spec.name,
         inventory: inv,
@@ -301,6 +329,7 @@ fn compile_cluster_step(
         base_dir,
         render: &render,
         has_secret: &has_secret,
+        claim: &claim,
     };
     match ctor(&rendered, &cctx) {
         Ok(step) => Some(step),
@@ -313,6 +342,38 @@ fn compile_cluster_step(
             None
         }
     }
+}
+
+/// A step's claim, where it was made.
+struct Claimed {
+    step: String,
+    at: (usize, usize),
+    claim: Claim,
+}
+
+/// Claims of different steps that cannot both hold: a service that can run only on managers
+/// while another step drains every manager (swarm would leave it pending forever).
+fn conflicts(pb: &PlaybookFile, claims: &[Claimed]) -> Vec<Diagnostic> {
+    let Some(drain) = claims.iter().find(|c| c.claim == Claim::DrainsManagers) else {
+        return Vec::new();
+    };
+    claims
+        .iter()
+        .filter_map(|c| match &c.claim {
+            Claim::ManagerOnly { stack, service, constraint } => Some(
+                Diagnostic::error(
+                    &pb.path,
+                    c.at,
+                    format!(
+                        "step `{}`: service `{service}` of stack `{stack}` can run only on a manager (`{constraint}`), and step `{}` drains every manager (drain_managers = true, line {}): it would never start",
+                        c.step, drain.step, drain.at.0
+                    ),
+                )
+                .with_help("place the service on a worker (the built-in Appwrite stack: appwrite_functions_node = \"<a worker's name>\" in [vars]), or set drain_managers = false"),
+            ),
+            Claim::DrainsManagers => None,
+        })
+        .collect()
 }
 
 /// A secret in a parameter that may become part of a command line (after rendering: a

@@ -5,6 +5,7 @@
 //! `provision_transport::shell::quote`) and return them in plans.
 
 pub mod compile;
+pub mod declared_secrets;
 pub mod lab_ready;
 pub mod registry;
 pub mod steps;

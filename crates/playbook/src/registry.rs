@@ -69,6 +69,24 @@ pub struct ClusterCtx<'a> {
     pub base_dir: &'a Path,
     pub render: &'a dyn Fn(&str, &str) -> Result<String, TemplateError>,
     pub has_secret: &'a dyn Fn(&str) -> bool,
+    /// Tells the compiler something about the swarm this step shapes (at a parameter's key), so
+    /// that conflicts between steps are caught before any host is contacted.
+    pub claim: &'a dyn Fn(&str, Claim),
+}
+
+/// What a cluster step says about the swarm it shapes. One step alone cannot see a conflict
+/// (one drains the managers, another places a service on them only); the compiler compares
+/// the claims of all steps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Every manager is drained: no task runs on a manager.
+    DrainsManagers,
+    /// A stack's service whose placement allows managers only.
+    ManagerOnly {
+        stack: String,
+        service: String,
+        constraint: String,
+    },
 }
 
 /// Builds a step that plans over several hosts' facts at once.

@@ -13,6 +13,7 @@ mod crypto;
 mod edit;
 mod error;
 mod file;
+mod generate;
 mod identity;
 mod ops;
 mod recipients;
@@ -23,11 +24,12 @@ pub use crypto::EncryptionMode;
 pub use edit::{ENV_TMPDIR, EditOptions, EditOutcome, edit};
 pub use error::{LookStatus, LookedAt, NoIdentityError, SecretsError};
 pub use file::{Decrypted, SecretsFile};
+pub use generate::{Alphabet, generate};
 pub use identity::{IdentitySources, generate_key_file};
 pub use ops::{
     InitOptions, InitReport, NEW_FILE_TEXT, RecipientsChange, RotateReport, Rotated, SetOutcome,
     find_secrets_files, generate_value, init, read_value, recipients_add, recipients_list,
-    recipients_remove, remove, rotate, set, set_decrypted, view,
+    recipients_remove, remove, rotate, set, set_all_decrypted, set_decrypted, view,
 };
 pub use recipients::{RecipientKey, RecipientKind, RecipientsFile, resolve_recipient_arg};
 pub use redact::{

@@ -158,12 +158,58 @@ pub fn set_decrypted(
     value: &SecretString,
     confirm: bool,
 ) -> Result<SetOutcome, SecretsError> {
+    let outcomes = set_all_decrypted(path, decrypted, &[(key, value)], confirm)?;
+    Ok(outcomes[0])
+}
+
+/// Sets every `(key, value)` of `values` in one write (one re-encryption), keeping the rest of
+/// the file as [`set`] does; nothing is written unless every key and value is valid.
+pub fn set_all_decrypted(
+    path: &Path,
+    decrypted: &Decrypted,
+    values: &[(&str, &SecretString)],
+    confirm: bool,
+) -> Result<Vec<SetOutcome>, SecretsError> {
     let file = SecretsFile::new(path);
-    let (mut doc, keys) = parse_for_update(path, decrypted.text(), key)?;
+    let mut doc = parse_for_update(path, decrypted.text())?;
     let was_empty = doc.as_table().is_empty();
     if was_empty {
         doc = toml_edit::DocumentMut::new();
     }
+    let mut outcomes = Vec::with_capacity(values.len());
+    for (key, value) in values {
+        outcomes.push(set_in(path, &mut doc, key, value)?);
+    }
+    let text = if was_empty {
+        // toml_edit keeps the comments of a file without values as trailing text, so the new
+        // value would land above them; keep the original text on top instead.
+        let original = decrypted.text();
+        let rendered = Zeroizing::new(doc.to_string());
+        // Sized up front: a reallocation would leave a copy of the secrets behind unwiped.
+        let mut t = Zeroizing::new(String::with_capacity(original.len() + 1 + rendered.len()));
+        t.push_str(original);
+        if !t.is_empty() && !t.ends_with('\n') {
+            t.push('\n');
+        }
+        t.push_str(&rendered);
+        t
+    } else {
+        Zeroizing::new(doc.to_string())
+    };
+    drop(doc);
+    Secrets::parse(path, &text)?;
+    file.write_confirmed(text.as_bytes(), decrypted, confirm)?;
+    Ok(outcomes)
+}
+
+/// Sets one dotted `key` to `value` inside `doc`.
+fn set_in(
+    path: &Path,
+    doc: &mut toml_edit::DocumentMut,
+    key: &str,
+    value: &SecretString,
+) -> Result<SetOutcome, SecretsError> {
+    let keys = parse_key(key)?;
     let (last, parents) = keys.split_last().expect("at least one key part");
     let mut table: &mut dyn toml_edit::TableLike = doc.as_table_mut();
     for (i, part) in parents.iter().enumerate() {
@@ -204,41 +250,17 @@ pub fn set_decrypted(
         });
     }
     let mut new_value = toml_edit::Value::from(value.expose_secret());
-    let previous = match table.get_mut(last.get()) {
+    Ok(match table.get_mut(last.get()) {
         // Replace in place: `insert` would also drop the comments around the old entry.
         Some(toml_edit::Item::Value(old)) => {
             *new_value.decor_mut() = old.decor().clone();
             *old = new_value;
-            true
+            SetOutcome::Replaced
         }
         _ => {
             table.insert(last.get(), toml_edit::Item::Value(new_value));
-            false
+            SetOutcome::Added
         }
-    };
-    let text = if was_empty {
-        // toml_edit keeps the comments of a file without values as trailing text, so the new
-        // value would land above them; keep the original text on top instead.
-        let original = decrypted.text();
-        let rendered = Zeroizing::new(doc.to_string());
-        // Sized up front: a reallocation would leave a copy of the secrets behind unwiped.
-        let mut t = Zeroizing::new(String::with_capacity(original.len() + 1 + rendered.len()));
-        t.push_str(original);
-        if !t.is_empty() && !t.ends_with('\n') {
-            t.push('\n');
-        }
-        t.push_str(&rendered);
-        t
-    } else {
-        Zeroizing::new(doc.to_string())
-    };
-    drop(doc);
-    Secrets::parse(path, &text)?;
-    file.write_confirmed(text.as_bytes(), decrypted, confirm)?;
-    Ok(if previous {
-        SetOutcome::Replaced
-    } else {
-        SetOutcome::Added
     })
 }
 
@@ -251,7 +273,8 @@ pub fn remove(
 ) -> Result<(), SecretsError> {
     let file = SecretsFile::new(path);
     let decrypted = file.decrypt(ids)?;
-    let (mut doc, keys) = parse_for_update(path, decrypted.text(), key)?;
+    let mut doc = parse_for_update(path, decrypted.text())?;
+    let keys = parse_key(key)?;
     let not_found = || SecretsError::KeyNotFound {
         path: path.to_path_buf(),
         key: key.to_string(),
@@ -278,21 +301,20 @@ fn remove_path(table: &mut dyn toml_edit::TableLike, keys: &[toml_edit::Key]) ->
     Some(())
 }
 
-fn parse_for_update(
-    path: &Path,
-    text: &str,
-    key: &str,
-) -> Result<(toml_edit::DocumentMut, Vec<toml_edit::Key>), SecretsError> {
+fn parse_for_update(path: &Path, text: &str) -> Result<toml_edit::DocumentMut, SecretsError> {
     // Validate with the same parser as everything else, for the same (text-free) error.
     Secrets::parse(path, text)?;
-    let doc = text
-        .parse::<toml_edit::DocumentMut>()
+    text.parse::<toml_edit::DocumentMut>()
         .map_err(|_| SecretsError::InvalidToml {
             path: path.to_path_buf(),
             message: "cannot be edited in place".into(),
             line: 1,
             column: 1,
-        })?;
+        })
+}
+
+/// A dotted key (`db.password`, TOML quoting allowed) split into its parts.
+fn parse_key(key: &str) -> Result<Vec<toml_edit::Key>, SecretsError> {
     let keys = toml_edit::Key::parse(key).map_err(|e| SecretsError::BadKey {
         key: key.to_string(),
         reason: e.message().trim().to_string(),
@@ -303,7 +325,7 @@ fn parse_for_update(
             reason: "empty".into(),
         });
     }
-    Ok((doc, keys))
+    Ok(keys)
 }
 
 fn dotted(keys: &[toml_edit::Key]) -> String {
@@ -529,12 +551,10 @@ pub fn find_secrets_files(dir: &Path) -> Result<Vec<PathBuf>, SecretsError> {
     Ok(found)
 }
 
-/// A new random secret: `bytes` bytes from the operating system's random source, as hex (so
-/// it is valid in any file format and at least 2 x `bytes` characters long).
+/// A new random secret of `bytes` bytes of entropy, as hex (valid in any file format and
+/// 2 x `bytes` characters long).
 pub fn generate_value(bytes: usize) -> Result<SecretString, SecretsError> {
-    let mut raw = Zeroizing::new(vec![0u8; bytes]);
-    getrandom::fill(&mut raw).map_err(|e| SecretsError::Random(e.to_string()))?;
-    Ok(SecretString::from(hex::encode(&*raw)))
+    crate::generate(bytes * 2, crate::Alphabet::Hex)
 }
 
 /// Reads a secret value for `set`: from the terminal without echo when stdin is one, else all

@@ -3,7 +3,7 @@
 //! Workers are left alone, so a maintenance drain (`provision drain`) survives runs.
 
 use super::swarm_facts;
-use crate::registry::{ClusterCtx, ParamError, params};
+use crate::registry::{Claim, ClusterCtx, ParamError, params};
 use provision_engine::inventory::{Inventory, Role};
 use provision_engine::step::{Action, Change, Check, Facts, Step, StepError, StepPlan};
 use provision_transport::shell::quote;
@@ -32,6 +32,9 @@ pub fn build(with: &toml::Table, ctx: &ClusterCtx<'_>) -> Result<Box<dyn Step>, 
             "draining every manager leaves no node to run services: the inventory has no worker",
         )
         .help("add workers, or set drain_managers = false"));
+    }
+    if p.drain_managers {
+        (ctx.claim)("drain_managers", Claim::DrainsManagers);
     }
     let targets = ctx
         .hosts

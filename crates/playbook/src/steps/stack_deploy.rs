@@ -6,7 +6,7 @@
 //! until the rendered stack changes; optionally waits for the services to converge.
 
 use super::swarm_facts;
-use crate::registry::{ClusterCtx, ParamError, params};
+use crate::registry::{Claim, ClusterCtx, ParamError, params};
 use provision_engine::inventory::Inventory;
 use provision_engine::step::{Action, Change, Check, Facts, FileDiff, Step, StepPlan};
 use provision_transport::shell::quote;
@@ -112,6 +112,16 @@ pub fn build(with: &toml::Table, ctx: &ClusterCtx<'_>) -> Result<Box<dyn Step>, 
             .map_err(|e| ParamError::new(Some(key), e.to_string()))
     };
     let compose = read("compose", &p.compose)?;
+    for (service, constraint) in manager_only_services(&compose, ctx.inventory) {
+        (ctx.claim)(
+            "compose",
+            Claim::ManagerOnly {
+                stack: p.name.clone(),
+                service,
+                constraint,
+            },
+        );
+    }
     let env = p
         .env
         .as_deref()
@@ -155,6 +165,64 @@ pub fn build(with: &toml::Table, ctx: &ClusterCtx<'_>) -> Result<Box<dyn Step>, 
             wait: p.wait.then_some(p.wait_timeout),
         },
     }))
+}
+
+/// The services of a compose file whose placement constraints allow managers only
+/// (`node.role == manager`, `node.role != worker`, or `node.hostname ==` a manager of the
+/// inventory), with the constraint. A line scan, not a YAML parser: constraints are list items
+/// under `services:` > NAME > `deploy:` > `placement:` > `constraints:`, one string each.
+pub fn manager_only_services(compose: &str, inv: &Inventory) -> Vec<(String, String)> {
+    let managers: Vec<&str> = inv
+        .hosts
+        .iter()
+        .filter(|h| h.has_role(provision_engine::inventory::Role::Manager))
+        .map(|h| h.name.as_str())
+        .collect();
+    let mut out = Vec::new();
+    let mut in_services = false;
+    let mut service: Option<String> = None;
+    for line in compose.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        if indent == 0 {
+            in_services = trimmed == "services:";
+            service = None;
+            continue;
+        }
+        if !in_services {
+            continue;
+        }
+        if indent == 2 && trimmed.ends_with(':') {
+            service = Some(
+                trimmed
+                    .trim_end_matches(':')
+                    .trim_matches(['"', '\''])
+                    .to_string(),
+            );
+            continue;
+        }
+        let Some(item) = trimmed.strip_prefix('-') else {
+            continue;
+        };
+        let constraint: String = item
+            .trim()
+            .trim_matches(['"', '\''])
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        let manager_only = match constraint.split_once("==") {
+            Some(("node.role", role)) => role == "manager",
+            Some(("node.hostname", name)) => managers.contains(&name),
+            _ => constraint == "node.role!=worker",
+        };
+        if let (true, Some(s)) = (manager_only, &service) {
+            out.push((s.clone(), constraint));
+        }
+    }
+    out
 }
 
 const STAMP: &str = ".provision-deployed";
@@ -501,6 +569,23 @@ mod tests {
                 wait: Some(60),
             },
         }
+    }
+
+    /// Constraints that allow managers only, in any spelling swarm accepts (quotes, spaces);
+    /// others (a worker's name, labels, `node.role == worker`) and lists outside `services:`
+    /// are not claims.
+    #[test]
+    fn services_only_managers_can_run_are_found() {
+        let inv = inv();
+        let compose = "x-list: &l\n  - node.role == manager\nservices:\n  web:\n    image: w\n    deploy:\n      placement:\n        constraints:\n          - node.labels.zone == a\n          - \"node.role == manager\"\n  'api':\n    deploy:\n      placement:\n        constraints: [ ]\n  db:\n    environment:\n      - A=1\n    deploy:\n      placement:\n        constraints:\n          - 'node.hostname==manager-1'\n  job:\n    deploy:\n      placement:\n        constraints:\n          - node.role != worker\n  w:\n    deploy:\n      placement:\n        constraints:\n          - node.hostname == worker-1\n          - node.role==worker\nvolumes:\n  - node.role == manager\n";
+        assert_eq!(
+            manager_only_services(compose, &inv),
+            [
+                ("web".to_string(), "node.role==manager".to_string()),
+                ("db".to_string(), "node.hostname==manager-1".to_string()),
+                ("job".to_string(), "node.role!=worker".to_string()),
+            ]
+        );
     }
 
     fn inv() -> Inventory {

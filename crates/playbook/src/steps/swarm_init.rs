@@ -301,6 +301,7 @@ mod tests {
             base_dir: std::path::Path::new("."),
             render: &|_: &str, b: &str| Ok(b.to_string()),
             has_secret: &|_: &str| false,
+            claim: &|_, _| {},
         };
         let with: toml::Table = toml::from_str("advertise = \"x\"").unwrap();
         assert_eq!(
