@@ -3,8 +3,11 @@
 #! OpenSSH server and client, sudo, the reference age CLI, and the lab's qemu/debootstrap.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ "$(id -u)" != 0 ]; then
-    echo "install-deps: run as root (apt-get needs it): sudo bash $0" >&2
+# shellcheck source=scripts/as-root.sh
+. scripts/as-root.sh
+as_root "$@"
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "install-deps: no cargo on PATH: install Rust with rustup (https://rustup.rs), then run this again" >&2
     exit 1
 fi
 packages=(openssh-server openssh-client sudo age procps)

@@ -5,6 +5,9 @@
 #! how to reach the stack. PLAYBOOK (env) runs another playbook instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/as-root.sh
+. scripts/as-root.sh
+as_root "$@"
 bash scripts/install-deps.sh
 cargo build --locked --release -p provision
 bin=$PWD/target/release/provision

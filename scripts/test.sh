@@ -6,6 +6,9 @@
 #! At the end: a table of wall times, per tier and per VM test (CI's log shows it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/as-root.sh
+. scripts/as-root.sh
+as_root "$@"
 
 # The VM tests, one at a time: the bare lab itself, bare VMs to a swarm (the product's main
 # promise), then day-2 work from the ready image layer (built once per key, then cached).
