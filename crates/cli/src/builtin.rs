@@ -168,6 +168,155 @@ mod tests {
         compile("drain_managers = false").unwrap();
     }
 
+    const APPWRITE_SECRETS: &str = "[appwrite]\nopenssl_key = \"k-0123456789abcdef\"\ndb_pass = \"db-pass-123456\"\ndb_root_pass = \"db-root-123456\"\nexecutor_secret = \"exec-secret-123456\"\n";
+
+    /// The built-in file `rel` rendered as the stack_deploy step renders it, for the production
+    /// inventory with `vars` added to its [vars] and `labels` (`, key = "value"`) to worker-3's.
+    fn render_production(rel: &str, vars: &str, labels: &str) -> Result<String, String> {
+        let production = include_str!("../../../inventories/production.toml")
+            .replace("[vars]\n", &format!("[vars]\n{vars}\n"))
+            .replace(
+                "private_ip = \"10.0.0.23\"\nroles = [\"worker\"]\nlabels = { zone = \"c\"",
+                &format!("private_ip = \"10.0.0.23\"\nroles = [\"worker\"]\nlabels = {{ zone = \"c\"{labels}"),
+            );
+        let inv = Inventory::parse(
+            &production,
+            Path::new("/c/cluster.toml"),
+            &Default::default(),
+        )
+        .unwrap();
+        let secrets: toml::Table = toml::from_str(APPWRITE_SECRETS).unwrap();
+        let ctx = provision_playbook::compile::cluster_context(&inv, &secrets);
+        let body = FILES.iter().find(|(r, _)| *r == rel).unwrap().1;
+        let env = provision_engine::template::environment();
+        provision_engine::template::render(&env, rel, body, &ctx).map_err(|e| e.to_string())
+    }
+
+    /// The lines of `service` in a rendered compose file (up to the next service).
+    fn service<'a>(compose: &'a str, name: &str) -> Vec<&'a str> {
+        let mut lines = compose.lines().skip_while(|l| *l != format!("  {name}:"));
+        let first = lines.next().unwrap_or_else(|| panic!("no service {name}"));
+        std::iter::once(first)
+            .chain(lines.take_while(|l| {
+                !(l.starts_with("  ") && !l.starts_with("   ") && l.ends_with(':'))
+                    && !(!l.is_empty() && !l.starts_with(' '))
+            }))
+            .collect()
+    }
+
+    /// The production layout: databases on local volumes of one node (the first worker, or
+    /// the node labelled appwrite-data), files on the share; the guide's all-on-NFS layout
+    /// with appwrite_data = "share"; a value that is neither is refused by name.
+    #[test]
+    fn appwrite_databases_live_on_one_node_unless_the_share_is_asked_for() {
+        let compose = "templates/appwrite/docker-compose.yml";
+        let local = render_production(compose, "", "").unwrap();
+        for (svc, volume) in [
+            ("mariadb", "      - mariadb:/var/lib/mysql:rw"),
+            ("redis", "      - redis:/data:rw"),
+            ("influxdb", "      - influxdb:/var/lib/influxdb:rw"),
+        ] {
+            let lines = service(&local, svc);
+            assert!(lines.contains(&volume), "{svc}: {lines:#?}");
+            assert!(
+                lines.contains(&"          - \"node.hostname==worker-1\""),
+                "{svc}: {lines:#?}"
+            );
+        }
+        assert!(local.contains("\nvolumes:\n  mariadb:\n  redis:\n  influxdb:\n"));
+        assert!(
+            service(&local, "appwrite")
+                .contains(&"      - /mnt/share/appwrite/uploads:/storage/uploads:rw")
+        );
+
+        let labelled = render_production(compose, "", ", appwrite-data = \"true\"").unwrap();
+        assert!(
+            service(&labelled, "mariadb")
+                .contains(&"          - \"node.labels.appwrite-data==true\""),
+            "{labelled}"
+        );
+
+        let shared = render_production(compose, "appwrite_data = \"share\"", "").unwrap();
+        let lines = service(&shared, "mariadb");
+        assert!(
+            lines.contains(&"      - /mnt/share/appwrite/mariadb:/var/lib/mysql:rw"),
+            "{lines:#?}"
+        );
+        assert!(!lines.iter().any(|l| l.contains("placement")), "{lines:#?}");
+        assert!(!shared.contains("\nvolumes:"));
+
+        let err = render_production(compose, "appwrite_data = \"nfs\"", "").unwrap_err();
+        assert!(
+            err.contains("templates/appwrite/docker-compose.yml")
+                && err.contains("appwrite_data must be \"local\" (MariaDB, Redis and InfluxDB on local volumes of one node) or \"share\" (on the NFS share, as the guide has it), not \"nfs\""),
+            "{err}"
+        );
+    }
+
+    /// HAProxy sends PROXY protocol v2 for the Appwrite stack, and every node's Traefik trusts
+    /// it from the load balancers' private addresses only; without lb hosts (or with
+    /// lb_proxy_protocol = false) Traefik expects no header.
+    #[test]
+    fn the_client_address_reaches_traefik_through_the_load_balancer() {
+        let compose = "templates/appwrite/docker-compose.yml";
+        let with_lb = render_production(compose, "", "").unwrap();
+        let traefik = service(&with_lb, "traefik");
+        for entrypoint in ["appwrite_web", "appwrite_websecure"] {
+            let line =
+                format!("      - --entrypoints.{entrypoint}.proxyProtocol.trustedIPs=10.0.0.30");
+            assert!(traefik.contains(&line.as_str()), "{traefik:#?}");
+        }
+        let off = render_production(compose, "lb_proxy_protocol = false", "").unwrap();
+        assert!(!off.contains("proxyProtocol"), "{off}");
+        let no_lb = include_str!("../../../inventories/minimal.toml");
+        let inv =
+            Inventory::parse(no_lb, Path::new("/c/cluster.toml"), &Default::default()).unwrap();
+        let secrets: toml::Table = toml::from_str(APPWRITE_SECRETS).unwrap();
+        let ctx = provision_playbook::compile::cluster_context(&inv, &secrets);
+        let body = FILES.iter().find(|(r, _)| *r == compose).unwrap().1;
+        let rendered = provision_engine::template::render(
+            &provision_engine::template::environment(),
+            compose,
+            body,
+            &ctx,
+        )
+        .unwrap();
+        assert!(!rendered.contains("proxyProtocol"));
+
+        // The playbook turns HAProxy's send-proxy-v2 on for this stack only.
+        let pb = FILES[0].1;
+        assert!(pb.contains("proxy_protocol = \"{{ (vars.stack | default('appwrite')) == 'appwrite' and (vars.lb_proxy_protocol | default(true)) }}\""));
+    }
+
+    /// A [vars.appwrite] key the .env does not read is refused with the closest one; the
+    /// template's list of keys is exactly the keys it reads.
+    #[test]
+    fn unknown_appwrite_settings_are_refused_by_name() {
+        let env_rel = "templates/appwrite/.env";
+        let body = FILES.iter().find(|(r, _)| *r == env_rel).unwrap().1;
+        let (head, uses) = body.split_once("{%- for k in a %}").unwrap();
+        let list = head.split("{%- set known = [").nth(1).unwrap();
+        let known: std::collections::BTreeSet<&str> = list[..list.find(']').unwrap()]
+            .split(',')
+            .map(|k| k.trim().trim_matches('\''))
+            .collect();
+        let read: std::collections::BTreeSet<&str> = uses
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+            .filter_map(|w| w.strip_prefix("a."))
+            .collect();
+        assert_eq!(known, read);
+
+        let ok =
+            render_production(env_rel, "appwrite = { domain = \"aw.example.com\" }", "").unwrap();
+        assert!(ok.contains("\n_APP_DOMAIN=aw.example.com\n"));
+        let err = render_production(env_rel, "appwrite = { domian = \"aw.example.com\" }", "")
+            .unwrap_err();
+        assert!(
+            err.contains("unknown key `domian` in [vars.appwrite]: did you mean `domain`?"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn writes_once_and_points_at_the_playbook() {
         let dir = tempfile::tempdir().unwrap();

@@ -14,8 +14,27 @@ pub fn environment() -> Environment<'static> {
         .expect("default delimiters are valid");
     env.set_syntax(syntax);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    // `fail("...")`: a template refuses a value it cannot use, with the template's own words
+    // (Ansible's `fail`), e.g. a var that must be one of a few values.
+    env.add_function(
+        "fail",
+        |message: String| -> Result<Value, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!("{FAILED}{message}"),
+            ))
+        },
+    );
+    // `did_you_mean(word, candidates)`: the closest candidate, or none (for `fail` messages).
+    env.add_function("did_you_mean", |word: String, candidates: Vec<String>| {
+        let refs: Vec<&str> = candidates.iter().map(String::as_str).collect();
+        Value::from(crate::diagnostic::did_you_mean(&word, &refs).map(str::to_string))
+    });
     env
 }
+
+/// Marks the detail of an error raised by the template's own `fail`: shown as it is written.
+const FAILED: &str = "template failed: ";
 
 /// Renders `source` (named `name` in errors) against `ctx`.
 pub fn render(
@@ -120,10 +139,11 @@ pub struct TemplateError {
 
 impl TemplateError {
     fn from_minijinja(name: &str, e: &minijinja::Error) -> Self {
-        let mut message = e
-            .detail()
-            .map(|d| format!("{}: {d}", e.kind()))
-            .unwrap_or_else(|| e.kind().to_string());
+        let mut message = match e.detail() {
+            Some(d) if d.starts_with(FAILED) => d[FAILED.len()..].to_string(),
+            Some(d) => format!("{}: {d}", e.kind()),
+            None => e.kind().to_string(),
+        };
         if e.kind() == minijinja::ErrorKind::UndefinedError {
             message.push_str(" (a variable or secret this template uses is not defined: check [vars], the host's vars, and the secrets file)");
         }
@@ -138,6 +158,36 @@ impl TemplateError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `fail` stops the render with the template's message at its line; `did_you_mean` finds the
+    /// closest word for it.
+    #[test]
+    fn templates_can_refuse_a_value_in_their_own_words() {
+        let env = environment();
+        let ctx = Value::from(minijinja::value::Serde(
+            serde_json::json!({"vars": {"mode": "lcoal"}}),
+        ));
+        let t = "a\n{% if vars.mode not in ['local', 'share'] %}{{ fail('mode must be local or share, not ' ~ vars.mode ~ '; did you mean ' ~ did_you_mean(vars.mode, ['local', 'share']) ~ '?') }}{% endif %}\n";
+        let e = render(&env, "c.yml", t, &ctx).unwrap_err();
+        assert_eq!(e.name, "c.yml");
+        assert_eq!(e.line, Some(2));
+        assert_eq!(
+            e.message,
+            "mode must be local or share, not lcoal; did you mean local?"
+        );
+        let ok = Value::from(minijinja::value::Serde(
+            serde_json::json!({"vars": {"mode": "share"}}),
+        ));
+        assert_eq!(render(&env, "c.yml", t, &ok).unwrap(), "a\n\n");
+        let none = render(
+            &env,
+            "x",
+            "{{ did_you_mean('zzzz', ['local']) is none }}",
+            &ok,
+        )
+        .unwrap();
+        assert_eq!(none, "True");
+    }
 
     #[test]
     fn strict_undefined_names_template_and_line() {

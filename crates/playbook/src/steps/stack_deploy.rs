@@ -168,8 +168,8 @@ pub fn build(with: &toml::Table, ctx: &ClusterCtx<'_>) -> Result<Box<dyn Step>, 
 }
 
 /// The services of a compose file whose placement constraints allow managers only
-/// (`node.role == manager`, `node.role != worker`, or `node.hostname ==` a manager of the
-/// inventory), with the constraint. A line scan, not a YAML parser: constraints are list items
+/// (`node.role == manager`, `node.role != worker`, `node.hostname ==` a manager of the
+/// inventory, or `node.labels.K == V` where only managers carry K=V), with the constraint. A line scan, not a YAML parser: constraints are list items
 /// under `services:` > NAME > `deploy:` > `placement:` > `constraints:`, one string each.
 pub fn manager_only_services(compose: &str, inv: &Inventory) -> Vec<(String, String)> {
     let managers: Vec<&str> = inv
@@ -216,6 +216,17 @@ pub fn manager_only_services(compose: &str, inv: &Inventory) -> Vec<(String, Str
         let manager_only = match constraint.split_once("==") {
             Some(("node.role", role)) => role == "manager",
             Some(("node.hostname", name)) => managers.contains(&name),
+            // A label only managers carry in the inventory.
+            Some((key, value)) if key.starts_with("node.labels.") => {
+                let key = &key["node.labels.".len()..];
+                let mut carriers = inv
+                    .hosts
+                    .iter()
+                    .filter(|h| h.labels.get(key).is_some_and(|v| v == value))
+                    .peekable();
+                carriers.peek().is_some()
+                    && carriers.all(|h| h.has_role(provision_engine::inventory::Role::Manager))
+            }
             _ => constraint == "node.role!=worker",
         };
         if let (true, Some(s)) = (manager_only, &service) {
@@ -576,14 +587,16 @@ mod tests {
     /// are not claims.
     #[test]
     fn services_only_managers_can_run_are_found() {
-        let inv = inv();
-        let compose = "x-list: &l\n  - node.role == manager\nservices:\n  web:\n    image: w\n    deploy:\n      placement:\n        constraints:\n          - node.labels.zone == a\n          - \"node.role == manager\"\n  'api':\n    deploy:\n      placement:\n        constraints: [ ]\n  db:\n    environment:\n      - A=1\n    deploy:\n      placement:\n        constraints:\n          - 'node.hostname==manager-1'\n  job:\n    deploy:\n      placement:\n        constraints:\n          - node.role != worker\n  w:\n    deploy:\n      placement:\n        constraints:\n          - node.hostname == worker-1\n          - node.role==worker\nvolumes:\n  - node.role == manager\n";
+        let mut inv = inv();
+        inv.hosts[0].labels.insert("data".into(), "yes".into());
+        let compose = "x-list: &l\n  - node.role == manager\nservices:\n  web:\n    image: w\n    deploy:\n      placement:\n        constraints:\n          - node.labels.zone == a\n          - \"node.role == manager\"\n  'api':\n    deploy:\n      placement:\n        constraints: [ ]\n  db:\n    environment:\n      - A=1\n    deploy:\n      placement:\n        constraints:\n          - 'node.hostname==manager-1'\n  job:\n    deploy:\n      placement:\n        constraints:\n          - node.role != worker\n  w:\n    deploy:\n      placement:\n        constraints:\n          - node.hostname == worker-1\n          - node.role==worker\n  lab:\n    deploy:\n      placement:\n        constraints:\n          - node.labels.data == yes\n          - node.labels.zone==a\nvolumes:\n  - node.role == manager\n";
         assert_eq!(
             manager_only_services(compose, &inv),
             [
                 ("web".to_string(), "node.role==manager".to_string()),
                 ("db".to_string(), "node.hostname==manager-1".to_string()),
                 ("job".to_string(), "node.role!=worker".to_string()),
+                ("lab".to_string(), "node.labels.data==yes".to_string()),
             ]
         );
     }
