@@ -198,8 +198,10 @@ mod tests {
         let first = lines.next().unwrap_or_else(|| panic!("no service {name}"));
         std::iter::once(first)
             .chain(lines.take_while(|l| {
-                !(l.starts_with("  ") && !l.starts_with("   ") && l.ends_with(':'))
-                    && !(!l.is_empty() && !l.starts_with(' '))
+                // The next service (two spaces, a key) or the next top-level key ends it.
+                let next_service = l.starts_with("  ") && !l.starts_with("   ") && l.ends_with(':');
+                let top_level = l.starts_with(|c: char| c != ' ');
+                !next_service && !top_level
             }))
             .collect()
     }
