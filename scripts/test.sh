@@ -14,7 +14,7 @@ as_root "$@"
 # promise), then day-2 work from the ready image layer (built once per key, then cached).
 # Measured: run side by side, swarm_lab and day2_lab took as long as one after the other
 # (2013 s against 840 s + ~1190 s): the VMs are CPU-bound under TCG on 2 cores.
-TIER3=("provision-lab lab_vm" "provision-e2e swarm_lab" "provision-e2e day2_lab")
+TIER3=("provision-lab lab_vm" "provision-e2e swarm_lab" "provision-e2e day2_lab" "provision-e2e appwrite_lab")
 
 times=()
 total_start=$(date +%s)

@@ -29,6 +29,10 @@ pub const FILES: &[(&str, &str)] = &[
         include_str!("../../../templates/appwrite/.env"),
     ),
     (
+        "templates/appwrite/lab-images.sh",
+        include_str!("../../../templates/appwrite/lab-images.sh"),
+    ),
+    (
         "templates/appwrite/README.md",
         include_str!("../../../templates/appwrite/README.md"),
     ),
