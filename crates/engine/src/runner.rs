@@ -29,6 +29,9 @@ pub struct RunOptions {
     pub gather_timeout: Duration,
 }
 
+/// Longest line of a transport error shown (the first line of a long script is cut there).
+const MAX_LINE_CHARS: usize = 200;
+
 impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
@@ -411,7 +414,9 @@ impl Runner {
     ) {
         let summaries: Vec<Redacted> = changes.iter().map(|c| self.clean(&c.summary)).collect();
         let diff = if self.opts.diff {
-            render_diffs(&changes).map(|d| self.clean(&d))
+            let redactor = self.redactor.lock().unwrap().clone();
+            let has_secret = |t: &str| redactor.contains_secret(t.as_bytes());
+            render_diffs(&changes, &has_secret).map(|d| self.clean(&d))
         } else {
             None
         };
@@ -560,7 +565,8 @@ impl Runner {
     fn failure(&self, e: &RunnerError) -> FailureInfo {
         match e {
             RunnerError::Transport(t) => FailureInfo {
-                message: self.clean(&t.to_string()),
+                // Redacted whole, then shortened (a command line can be long).
+                message: self.clean(&t.to_string()).shortened(MAX_LINE_CHARS),
                 command: None,
                 exit_status: None,
                 stderr: Redacted::default(),
@@ -695,12 +701,18 @@ impl Runner {
     }
 }
 
-/// Unified diffs of every file change, concatenated.
-fn render_diffs(changes: &[Change]) -> Option<String> {
+/// Unified diffs of every file change, concatenated. A line replaced by one holding a known
+/// secret is shown without its old value: it most likely held the previous value of that secret
+/// (rotated), which the redactor does not know.
+fn render_diffs(changes: &[Change], has_secret: &dyn Fn(&str) -> bool) -> Option<String> {
     let mut out = String::new();
     for c in changes {
         if let Some(d) = &c.diff {
-            let before = d.before.clone().unwrap_or_default();
+            let before = hide_replaced_secrets(
+                d.before.as_deref().unwrap_or_default(),
+                &d.after,
+                has_secret,
+            );
             let text = similar::TextDiff::from_lines(&before, &d.after);
             let old_name = if d.before.is_some() {
                 format!("a{}", d.path)
@@ -717,4 +729,64 @@ fn render_diffs(changes: &[Change]) -> Option<String> {
         }
     }
     if out.is_empty() { None } else { Some(out) }
+}
+
+/// `before` with every line that the diff replaces by a line holding a secret shown as its key
+/// (up to the first `=` or `:`) and `***`, or as `***` alone.
+fn hide_replaced_secrets(before: &str, after: &str, has_secret: &dyn Fn(&str) -> bool) -> String {
+    let diff = similar::TextDiff::from_lines(before, after);
+    let old: Vec<&str> = before.split_inclusive('\n').collect();
+    let new: Vec<&str> = after.split_inclusive('\n').collect();
+    let mut hide = vec![false; old.len()];
+    for op in diff.ops() {
+        if let similar::DiffOp::Replace {
+            old_index,
+            old_len,
+            new_index,
+            new_len,
+        } = *op
+            && new[new_index..new_index + new_len]
+                .iter()
+                .any(|l| has_secret(l))
+        {
+            hide[old_index..old_index + old_len].fill(true);
+        }
+    }
+    old.iter()
+        .zip(hide)
+        .map(|(line, hide)| {
+            if !hide {
+                return line.to_string();
+            }
+            let end = if line.ends_with('\n') { "\n" } else { "" };
+            match line.find(['=', ':']) {
+                Some(at) if at <= 64 => format!("{} ***{end}", line[..=at].trim_end()),
+                _ => format!("***{end}"),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hide_replaced_secrets;
+
+    /// Only lines replaced by a line holding a secret are hidden; their key stays readable.
+    #[test]
+    fn lines_replaced_by_secrets_are_hidden_with_their_key() {
+        let has = |t: &str| t.contains("NEW-SECRET");
+        let before = "a = 1\npass: old-one\nPEM-OLD-LINE\nport = 1\nkeep\n";
+        let after = "a = 2\npass: NEW-SECRET\nNEW-SECRET-PEM\nport = 2\nkeep\n";
+        assert_eq!(
+            hide_replaced_secrets(before, after, &has),
+            "a = ***\npass: ***\n***\nport = ***\nkeep\n",
+            "one replaced block: all its old lines are hidden"
+        );
+        let before = "a = 1\nx\npass = old\n";
+        let after = "a = 2\nx\npass = NEW-SECRET";
+        assert_eq!(
+            hide_replaced_secrets(before, after, &has),
+            "a = 1\nx\npass = ***\n"
+        );
+    }
 }

@@ -489,3 +489,50 @@ async fn fact_output_is_not_logged_and_diffs_hide_the_secret_on_both_sides() {
         "no fact output in any event: {all}"
     );
 }
+
+/// A secret rotated in the secrets file: the host's file still holds the old value, which the
+/// redactor does not know. The diff shows that the line changes, not the old value.
+#[tokio::test]
+async fn a_diff_never_shows_the_previous_value_of_a_rotated_secret() {
+    use base64::Engine as _;
+    let h1 = host("h1");
+    let old_secret = "old-db-pass-0042";
+    let current = format!("user = app\npassword = {old_secret}\nport = 5433\n");
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&current);
+    h1.fake.respond_with("cat-file", move |script| {
+        Output::ok(answer_batch(script, |_| {
+            (format!("content={encoded}\n"), 0)
+        }))
+    });
+    let sink = Arc::new(MemorySink::default());
+    let steps: Vec<Box<dyn Step>> = vec![Box::new(PerHost {
+        title: "app config".into(),
+        hosts: vec![("h1".into(), Box::new(SecretFile) as Box<dyn HostStep>)],
+    })];
+    let runner = Runner::new(
+        connector(&[&h1]),
+        targets(&["h1"]),
+        RunOptions {
+            diff: true,
+            check: true,
+            ..Default::default()
+        },
+        sink.clone(),
+    )
+    .with_redaction(Redactor::new([FILE_SECRET]));
+    runner.run(&steps).await;
+    let events = sink.events.lock().unwrap();
+    let diff = events
+        .iter()
+        .find_map(|e| match e {
+            Event::HostResult { diff, .. } => diff.clone(),
+            _ => None,
+        })
+        .expect("a diff");
+    assert!(
+        diff.contains(" user = app\n-password = ***\n+password = ***\n port = 5433"),
+        "{diff}"
+    );
+    let all = serde_json::to_string(&*events).unwrap();
+    assert!(!all.contains(old_secret), "{all}");
+}

@@ -111,6 +111,7 @@ esac"#,
     (
         "curl",
         r#"echo "curl $*" >> "$STATE/log"
+case " $* " in *" -K - "*) echo "curl config: $(cat)" >> "$STATE/log";; esac
 out=; prev=
 for a; do [ "$prev" = -o ] && out=$a; prev=$a; done
 [ -f "$STATE/key" ] || { echo "curl: (6) Could not resolve host" >&2; exit 6; }
@@ -698,7 +699,8 @@ fn docker_from_dockers_repository_converges_with_a_pinned_version() {
     // A manual install of old: the one-line sources file.
     h.put("etc/apt/sources.list.d/docker.list", "deb [arch=amd64 signed-by=/etc/apt/keyrings/docker.gpg] https://download.docker.com/linux/ubuntu noble stable\n");
     let files = docker_files(&h);
-    let with = "version = \"27.3\"\napt_proxy = \"http://10.0.0.2:3142\"";
+    // A proxy with a password: it reaches curl on stdin, never in its command line.
+    let with = "version = \"27.3\"\napt_proxy = \"http://apt:proxy-pw-123@10.0.0.2:3142\"";
     let step = build(
         docker::build_with,
         "manager-1",
@@ -713,7 +715,7 @@ fn docker_from_dockers_repository_converges_with_a_pinned_version() {
         converge(&h, &*step),
         vec![
             format!(
-                "apt uses the proxy http://10.0.0.2:3142 ({})",
+                "apt uses the proxy http://***@10.0.0.2:3142 ({})",
                 files.apt_proxy
             ),
             "install ca-certificates, curl, apparmor".into(),
@@ -739,10 +741,14 @@ fn docker_from_dockers_repository_converges_with_a_pinned_version() {
         "5:27.3.1-1~ubuntu.24.04~noble\n"
     );
     assert!(h.path("state/holds/docker-ce").exists());
+    let log = h.log();
+    assert!(log.contains("curl -fsSL --retry 3 -K - -o "), "{log}");
     assert!(
-        h.log()
-            .contains("curl -fsSL --retry 3 --proxy http://10.0.0.2:3142 -o ")
+        log.contains("curl config: proxy = \"http://apt:proxy-pw-123@10.0.0.2:3142\"\n"),
+        "{log}"
     );
+    let argv: Vec<&str> = log.lines().filter(|l| l.starts_with("curl -")).collect();
+    assert!(!argv.iter().any(|l| l.contains("proxy-pw-123")), "{argv:?}");
     assert!(
         h.log()
             .contains("https://download.docker.com/linux/ubuntu/gpg")
@@ -759,8 +765,15 @@ fn docker_from_dockers_repository_converges_with_a_pinned_version() {
     assert!(!h.path("etc/apt/sources.list.d/docker.list").exists());
     assert_eq!(
         h.read("etc/apt/apt.conf.d/01provision-proxy"),
-        docker::proxy_conf("http://10.0.0.2:3142")
+        docker::proxy_conf("http://apt:proxy-pw-123@10.0.0.2:3142")
     );
+    // The password is in that file only, and it is root's alone.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(h.path("etc/apt/apt.conf.d/01provision-proxy"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
     // A version the repository does not have: a clear failure.
     let step = build(
         docker::build_with,
@@ -786,7 +799,7 @@ fn docker_key_fetch_refuses_what_is_not_a_key() {
         &docker::fetch_key_command(
             "https://download.docker.com/linux/debian/gpg",
             &keyring,
-            None,
+            false,
         ),
         b"",
     );
@@ -802,7 +815,7 @@ fn docker_key_fetch_refuses_what_is_not_a_key() {
         &docker::fetch_key_command(
             "https://download.docker.com/linux/debian/gpg",
             &keyring,
-            None,
+            false,
         ),
         b"",
     );

@@ -277,6 +277,20 @@ impl Redacted {
         self.0.is_empty()
     }
 
+    /// Every line longer than `max` characters cut to `max` and `...`. Only redacted text can be
+    /// shortened: cutting first could split a secret so that no part of it matches any more.
+    pub fn shortened(&self, max: usize) -> Redacted {
+        let lines: Vec<String> = self
+            .0
+            .split('\n')
+            .map(|l| match l.char_indices().nth(max) {
+                Some((at, _)) => format!("{}...", &l[..at]),
+                None => l.to_string(),
+            })
+            .collect();
+        Redacted(lines.join("\n"))
+    }
+
     /// Pieces of redacted text joined: still redacted (the separator is the program's).
     pub fn join(parts: &[Redacted], sep: &'static str) -> Redacted {
         Redacted(
@@ -324,6 +338,21 @@ impl PartialEq<&str> for Redacted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A secret across the cut: redacting the whole line first hides all of it; cutting first
+    /// would have left a prefix that no longer matches the secret.
+    #[test]
+    fn text_is_redacted_whole_then_shortened() {
+        let secret = "tok-0123456789abcdefghij";
+        let r = Redactor::new([secret]);
+        let line = format!("{}{secret} and more text after it", "x".repeat(190));
+        let out = r.clean(&line).shortened(200);
+        assert_eq!(out.as_str(), format!("{}*** and mo...", "x".repeat(190)));
+        let cut_first: String = line.chars().take(200).collect();
+        assert!(r.clean(&cut_first).contains("tok-01234"));
+        assert_eq!(r.clean("a\nb").shortened(1).as_str(), "a\nb");
+        assert_eq!(r.clean("abc\nd").shortened(2).as_str(), "ab...\nd");
+    }
 
     #[test]
     fn empty_is_a_no_op_and_borrows() {

@@ -415,12 +415,14 @@ pub fn sources_content(repo_url: &str, codename: &str, arch: &str, keyring: &str
 }
 
 /// Fetches Docker's signing key on the host (only when it is missing), and
-/// refuses anything that is not a PGP public key (a captive portal's page).
-pub fn fetch_key_command(url: &str, keyring: &str, proxy: Option<&str>) -> String {
+/// refuses anything that is not a PGP public key (a captive portal's page). With `proxy`, curl
+/// reads its proxy from a config on stdin ([`curl_proxy_config`]): a URL with a password must
+/// not be in a command line, which every user of the host can read.
+pub fn fetch_key_command(url: &str, keyring: &str, proxy: bool) -> String {
     let dir = keyring.rsplit_once('/').map_or("/", |(d, _)| d);
     let mut curl = String::from("curl -fsSL --retry 3");
-    if let Some(p) = proxy {
-        curl.push_str(&format!(" --proxy {}", quote(p)));
+    if proxy {
+        curl.push_str(" -K -");
     }
     format!(
         "set -e; k={}; install -m 0755 -d {}; trap 'rm -f \"$k.provision-new\"' EXIT; {curl} -o \"$k.provision-new\" {}; \
@@ -431,6 +433,12 @@ pub fn fetch_key_command(url: &str, keyring: &str, proxy: Option<&str>) -> Strin
         quote(url),
         quote(&format!("{url} did not return a PGP public key")),
     )
+}
+
+/// The curl config (read with `-K -`) naming the proxy; quoted as curl's config format reads it.
+pub fn curl_proxy_config(url: &str) -> zeroize::Zeroizing<Vec<u8>> {
+    let escaped = url.replace('\\', "\\\\").replace('"', "\\\"");
+    zeroize::Zeroizing::new(format!("proxy = \"{escaped}\"\n").into_bytes())
 }
 
 /// Installs docker-ce and docker-ce-cli at the newest build matching `version`
@@ -635,11 +643,10 @@ impl Docker {
                         .unwrap_or_else(|| format!("https://download.docker.com/linux/{id}/gpg"));
                     changes.push(Change::new(
                         format!("fetch Docker's signing key from {url} into {}", f.keyring),
-                        vec![Action::run(fetch_key_command(
-                            &url,
-                            &f.keyring,
-                            self.apt_proxy.as_deref(),
-                        ))],
+                        vec![Action::Run {
+                            script: fetch_key_command(&url, &f.keyring, self.apt_proxy.is_some()),
+                            stdin: self.apt_proxy.as_deref().map(curl_proxy_config),
+                        }],
                     ));
                 }
             }
@@ -1030,12 +1037,16 @@ mod tests {
             fetch_key_command(
                 "https://download.docker.com/linux/debian/gpg",
                 "/etc/apt/keyrings/docker.asc",
-                Some("http://10.0.0.2:3142")
+                true
             ),
             "set -e; k=/etc/apt/keyrings/docker.asc; install -m 0755 -d /etc/apt/keyrings; trap 'rm -f \"$k.provision-new\"' EXIT; \
-             curl -fsSL --retry 3 --proxy http://10.0.0.2:3142 -o \"$k.provision-new\" https://download.docker.com/linux/debian/gpg; \
+             curl -fsSL --retry 3 -K - -o \"$k.provision-new\" https://download.docker.com/linux/debian/gpg; \
              if ! grep -q 'BEGIN PGP PUBLIC KEY BLOCK' \"$k.provision-new\"; then echo 'https://download.docker.com/linux/debian/gpg did not return a PGP public key' >&2; exit 1; fi; \
              chmod 644 \"$k.provision-new\"; mv -f \"$k.provision-new\" \"$k\""
+        );
+        assert_eq!(
+            &*curl_proxy_config("http://u:p\"w\\d@10.0.0.2:3142"),
+            b"proxy = \"http://u:p\\\"w\\\\d@10.0.0.2:3142\"\n"
         );
         assert_eq!(
             pinned_install_command("27.3.1"),
@@ -1132,7 +1143,7 @@ mod tests {
             vec![Action::run(fetch_key_command(
                 "https://download.docker.com/linux/debian/gpg",
                 "/etc/apt/keyrings/docker.asc",
-                None
+                false
             ))]
         );
         assert_eq!(c[3].actions[0], Action::run("mkdir -p /etc/docker"));
