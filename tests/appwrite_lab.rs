@@ -205,12 +205,31 @@ fn appwrite_stack_on_the_lab_with_the_client_address_through_the_load_balancer()
         again.changed_hosts()
     );
 
+    // The database dump the README gives, through `provision exec` on the data node's task
+    // (the root password stays in the container's environment).
+    let (code, dump, err) = provision(&[
+        "exec",
+        "--identity",
+        k,
+        c,
+        "mariadb",
+        "--",
+        "sh",
+        "-c",
+        "MYSQL_PWD=\"$MYSQL_ROOT_PASSWORD\" mysqldump -u root --all-databases",
+    ]);
+    assert_eq!(code, 0, "mysqldump: {err}");
+    assert!(
+        dump.contains("CREATE DATABASE /*!32312 IF NOT EXISTS*/ `appwrite`"),
+        "{dump}"
+    );
+
     // The generated secrets went to the hosts (MariaDB accepted the password above) and
     // nowhere else: not in any output or run log, in any encoding.
     let (code, view, err) = provision(&["secrets", "view", s, "-i", k]);
     assert_eq!(code, 0, "{err}");
     let table: toml::Table = toml::from_str(&view).unwrap();
-    let mut said = format!("{}{}", first.text(), again.text());
+    let mut said = format!("{}{}{dump}{err}", first.text(), again.text());
     for log in std::fs::read_dir(dir.join(".provision/logs")).unwrap() {
         said.push_str(&std::fs::read_to_string(log.unwrap().path()).unwrap());
     }
