@@ -3,7 +3,8 @@
 # file's own names, because no registry is reachable in the lab. Real MariaDB and Redis from
 # Debian's packages; small Python stand-ins for appwrite/appwrite (every entrypoint: each
 # answers HTTP with its name, the client address it was given, and whether MariaDB accepts
-# the stack's password and Redis answers), for traefik (reads the Traefik labels of the
+# the stack's password and Redis answers; `migrate` records the version on the share, and fails
+# for a version containing "fail"), for traefik (reads the Traefik labels of the
 # containers on its node through the Docker socket as Traefik's docker provider does, trusts
 # PROXY protocol v2 only from the addresses of `proxyProtocol.trustedIPs`, routes by
 # PathPrefix, forwards with X-Forwarded-For), and for appwrite/influxdb and telegraf.
@@ -37,7 +38,8 @@ chown redis:redis "$d/data"
 cat >"$d/lab/mariadb-entry" <<'EOF'
 #!/bin/sh
 # MariaDB as the official image starts it: a new data directory is initialised, and the
-# database, user and passwords of MYSQL_* are applied (from a 0600 file, at every start).
+# database, user and passwords of MYSQL_* are applied (from a 0600 file, at every start); root
+# may log in from the stack's network, as the official image's default MARIADB_ROOT_HOST=%.
 set -eu
 if [ ! -d /var/lib/mysql/mysql ]; then
     mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
@@ -51,6 +53,9 @@ q() { printf '%s' "$1" | sed "s/'/''/g"; }
     echo "ALTER USER '$(q "$MYSQL_USER")'@'%' IDENTIFIED BY '$(q "$MYSQL_PASSWORD")';"
     echo "GRANT ALL ON \`${MYSQL_DATABASE}\`.* TO '$(q "$MYSQL_USER")'@'%';"
     echo "ALTER USER 'root'@'localhost' IDENTIFIED BY '$(q "$MYSQL_ROOT_PASSWORD")';"
+    echo "CREATE USER IF NOT EXISTS 'root'@'%' IDENTIFIED BY '$(q "$MYSQL_ROOT_PASSWORD")';"
+    echo "ALTER USER 'root'@'%' IDENTIFIED BY '$(q "$MYSQL_ROOT_PASSWORD")';"
+    echo "GRANT ALL ON *.* TO 'root'@'%' WITH GRANT OPTION;"
 } >"$sql"
 chown mysql "$sql"
 exec "$@" --user=mysql --bind-address=0.0.0.0 --skip-name-resolve --init-file="$sql"
@@ -124,6 +129,22 @@ def redis():
             return "ok" if s.recv(64).startswith(b"+PONG") else "bad"
     except OSError:
         return "down"
+
+if NAME == "migrate":
+    # Appwrite's `migrate`: needs the database; appends the version to a log on the share
+    # (the lab counts migrations there); a version containing "fail" fails, to test rollback.
+    version = ENV("LAB_VERSION", "?")
+    db = mariadb()
+    if db != "ok":
+        print(f"migrate: cannot log in to the database ({db})", file=sys.stderr)
+        sys.exit(1)
+    if "fail" in version:
+        print(f"migrate: migration to {version} failed (the lab stand-in was told to fail)", file=sys.stderr)
+        sys.exit(1)
+    with open("/storage/uploads/lab-migrations.log", "a") as f:
+        f.write(f"{version}\n")
+    print(f"migrate: migrated to {version}")
+    sys.exit(0)
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
@@ -282,7 +303,7 @@ image mariadb:10.7 'ENTRYPOINT ["/lab/mariadb-entry"]' 'CMD ["mysqld"]'
 image redis:7.0.4-alpine 'ENTRYPOINT ["/lab/redis-entry"]' 'CMD ["redis-server"]'
 image traefik:2.7 'ENTRYPOINT ["python3", "/lab/edge.py"]'
 image "appwrite/appwrite:$version" 'ENTRYPOINT ["python3", "/lab/standin.py"]' \
-    'ENV PATH=/lab/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+    'ENV PATH=/lab/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' "ENV LAB_VERSION=$version"
 image appwrite/influxdb:1.5.0 'ENTRYPOINT ["python3", "/lab/standin.py", "influxdb"]'
 image appwrite/telegraf:1.4.0 'ENTRYPOINT ["python3", "/lab/standin.py", "telegraf"]'
 mkdir -p "$(dirname "$stamp")"

@@ -29,6 +29,10 @@ pub const FILES: &[(&str, &str)] = &[
         include_str!("../../../templates/appwrite/.env"),
     ),
     (
+        "templates/appwrite/traefik-tls.yml",
+        include_str!("../../../templates/appwrite/traefik-tls.yml"),
+    ),
+    (
         "templates/appwrite/lab-images.sh",
         include_str!("../../../templates/appwrite/lab-images.sh"),
     ),
@@ -144,12 +148,12 @@ mod tests {
         let text = std::fs::read_to_string(&pb_path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         let line = |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap() + 1;
-        // Each step's `with` is three lines below its name; claims point at their parameter.
-        let (stack_line, drain_line) = (
-            line("name = \"stack deployed\""),
+        // Claims point at their parameter: Appwrite's compose file, the drain's `with`
+        // (three lines below its step's name).
+        let (compose_line, drain_line) = (
+            line("compose = \"../templates/appwrite/docker-compose.yml\""),
             line("name = \"manager availability\""),
         );
-        let compose_column = lines[stack_line + 2].find("compose =").unwrap() + 1;
         assert!(lines[drain_line + 2].contains("drain_managers ="));
         assert_eq!(msgs.len(), 2, "{msgs:#?}");
         for (msg, service) in msgs
@@ -161,14 +165,20 @@ mod tests {
                 format!(
                     "{}:{}:{}: error: step `stack deployed`: service `{service}` of stack `appwrite` can run only on a manager (`node.hostname==manager-1`), and step `manager availability` drains every manager (drain_managers = true, line {}): it would never start",
                     pb_path.display(),
-                    stack_line + 3,
-                    compose_column,
+                    compose_line,
+                    1,
                     drain_line + 3,
                 ),
                 "{msg}"
             );
         }
         compile("drain_managers = true\nappwrite_functions_node = \"worker-1\"").unwrap();
+        let err = compile("stack = \"apwrite\"").unwrap_err();
+        let msg = err.diagnostics[0].to_string();
+        assert!(
+            msg.contains("vars.stack must be \"appwrite\" or \"demo\", not \"apwrite\": did you mean \"appwrite\"?"),
+            "{msg}"
+        );
         compile("drain_managers = false").unwrap();
     }
 
@@ -321,6 +331,93 @@ mod tests {
             err.contains("unknown key `domian` in [vars.appwrite]: did you mean `domain`?"),
             "{err}"
         );
+    }
+
+    /// TLS: Appwrite's own Let's Encrypt needs the account's address once a real domain is set;
+    /// "files" needs the certificate and key in the secrets file (named by check-config) and
+    /// serves them from the share, where Traefik's file provider reads them.
+    #[test]
+    fn tls_is_appwrite_s_own_acme_or_the_user_s_certificate() {
+        let compose = "templates/appwrite/docker-compose.yml";
+        let err = render_production(compose, "appwrite = { domain = \"aw.example.com\" }", "")
+            .unwrap_err();
+        assert!(
+            err.contains("gets Let's Encrypt certificates from Appwrite: set [vars.appwrite] system_security_email_address"),
+            "{err}"
+        );
+        render_production(
+            compose,
+            "appwrite = { domain = \"aw.example.com\", system_security_email_address = \"ops@example.com\" }",
+            "",
+        )
+        .unwrap();
+        render_production(
+            compose,
+            "appwrite_tls = \"files\"\nappwrite = { domain = \"aw.example.com\" }",
+            "",
+        )
+        .unwrap();
+        let err = render_production(compose, "appwrite_tls = \"acme\"", "").unwrap_err();
+        assert!(
+            err.contains(
+                "appwrite_tls must be \"appwrite\" (Appwrite obtains Let's Encrypt certificates"
+            ),
+            "{err}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let pb_path = write_into(dir.path()).unwrap();
+        let pb = PlaybookFile::load(&pb_path, &provision_playbook::known_steps()).unwrap();
+        let production = include_str!("../../../inventories/production.toml")
+            .replace("[vars]\n", "[vars]\nappwrite_tls = \"files\"\n");
+        let inv = Inventory::parse(
+            &production,
+            &dir.path().join("cluster.toml"),
+            &Default::default(),
+        )
+        .unwrap();
+        let none = |_: &str| false;
+        let compile = |secrets: &str| {
+            let table: toml::Table = toml::from_str(secrets).unwrap();
+            let view = provision_playbook::compile::SecretsView {
+                table: &table,
+                contains_secret: &none,
+            };
+            provision_playbook::compile(&inv, &pb, &view)
+                .map(|_| ())
+                .map_err(|e| {
+                    e.diagnostics
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+        };
+        let err = compile(APPWRITE_SECRETS).unwrap_err();
+        assert!(err.contains("appwrite.tls_certificate"), "{err}");
+        assert!(err.contains("appwrite.tls_key"), "{err}");
+        compile(&format!(
+            "{APPWRITE_SECRETS}tls_certificate = \"-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----\\n\"\ntls_key = \"-----BEGIN PRIVATE KEY-----\\nMIIE\\n-----END PRIVATE KEY-----\\n\"\n"
+        ))
+        .unwrap();
+        // Traefik reads the files where the playbook writes them (the share's certificates/
+        // is mounted at /storage/certificates).
+        let playbook = FILES[0].1;
+        let traefik = FILES
+            .iter()
+            .find(|(r, _)| *r == "templates/appwrite/traefik-tls.yml")
+            .unwrap()
+            .1;
+        for file in ["provision-tls.crt", "provision-tls.key"] {
+            assert!(playbook.contains(&format!("/appwrite/certificates/{file}\"")));
+            assert_eq!(
+                traefik
+                    .matches(&format!("/storage/certificates/{file}\n"))
+                    .count(),
+                2
+            );
+        }
+        assert!(playbook.contains("/appwrite/certificates/provision-tls.key\", mode = \"0600\""));
     }
 
     #[test]

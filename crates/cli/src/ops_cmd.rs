@@ -1,11 +1,11 @@
 //! The day-2 subcommands (`status`, `ps`, `logs`, `exec`, `drain`, `activate`,
-//! `remove-node`, `backup`, `restore`, `recover`): argument parsing, the cluster
+//! `remove-node`, `backup`, `restore`, `recover`, `rollback`): argument parsing, the cluster
 //! lock around every mutating one, and output for people or JSON.
 
 use crate::cmd_run::{ConfigFailure, EXIT_FAILED, connect_options, load, sudo_password};
 use anyhow::{Context, Result, anyhow};
 use provision_ops::lock::{self, LockGuard};
-use provision_ops::{Cluster, OpsError, backup, nodes, recover, services, status};
+use provision_ops::{Cluster, OpsError, backup, nodes, recover, services, stacks, status};
 use provision_playbook::compile::targets;
 use provision_secrets::{EncryptionMode, IdentitySources, Redactor, SecretsFile};
 use provision_transport::{Chunk, Connector, SshPool};
@@ -122,6 +122,26 @@ pub enum OpsCommand {
         /// backup that cannot be authenticated. Never a backup whose code does not match.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// Put a versioned stack back on the compose file and .env deployed before its last change
+    /// (a second rollback returns); the database is not restored.
+    Rollback {
+        #[command(flatten)]
+        common: Common,
+        /// The stack (default: the built-in playbook's, `stack` in [vars], else appwrite).
+        #[arg(long)]
+        stack: Option<String>,
+        /// Its directory on the managers (default: /opt/provision/stacks/STACK).
+        #[arg(long)]
+        dir: Option<String>,
+        /// How long to wait for the services to converge, in seconds.
+        #[arg(long, default_value_t = 600)]
+        wait_timeout: u64,
+        /// Go ahead: without it, rollback says which versions it would swap, and stops.
+        #[arg(long)]
+        yes: bool,
         #[command(flatten)]
         lock: LockArgs,
     },
@@ -376,6 +396,42 @@ pub fn run(cmd: OpsCommand) -> Result<u8> {
             force,
             lock,
         } => restore_cmd(common, file, to, force, lock),
+        OpsCommand::Rollback {
+            common,
+            stack,
+            dir,
+            wait_timeout,
+            yes,
+            lock,
+        } => {
+            let o = open(&common)?;
+            let stack = stack.unwrap_or_else(|| {
+                o.cluster
+                    .inv
+                    .vars
+                    .get("stack")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("appwrite")
+                    .to_string()
+            });
+            let dir = dir.unwrap_or_else(|| format!("/opt/provision/stacks/{stack}"));
+            match locked(
+                &o,
+                &format!("provision rollback {stack}"),
+                lock.force_unlock,
+                lock::LockQuorum::Majority,
+                async |c| stacks::rollback(c, &stack, &dir, wait_timeout, yes).await,
+            )? {
+                Ok(r) => {
+                    eprintln!(
+                        "stack {stack} rolled back through {} from version {} to version {}; its services converged. The database was not restored. `provision rollback --yes` again returns to {}.",
+                        r.via, r.from, r.to, r.from
+                    );
+                    Ok(0)
+                }
+                Err(code) => Ok(code),
+            }
+        }
         OpsCommand::Recover {
             common,
             from,

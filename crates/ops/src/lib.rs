@@ -20,6 +20,7 @@ pub mod nodes;
 pub mod parse;
 pub mod recover;
 pub mod services;
+pub mod stacks;
 pub mod status;
 
 pub use cluster::{Cluster, HostState, Quorum, Survey};

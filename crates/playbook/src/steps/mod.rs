@@ -18,6 +18,7 @@ pub mod node_availability;
 pub mod node_labels;
 pub mod service;
 pub mod stack_deploy;
+pub mod stack_release;
 pub mod swap;
 pub mod swarm_facts;
 pub mod swarm_init;

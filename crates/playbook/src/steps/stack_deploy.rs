@@ -5,6 +5,7 @@
 //! the shell (never in argv). A stamp of what was deployed makes re-runs a no-op
 //! until the rendered stack changes; optionally waits for the services to converge.
 
+use super::stack_release::{self, Dump, Job, Release, Todo};
 use super::swarm_facts;
 use crate::registry::{Claim, ClusterCtx, ParamError, params};
 use provision_engine::inventory::Inventory;
@@ -32,6 +33,34 @@ struct Params {
     wait: bool,
     #[serde(default = "five_minutes")]
     wait_timeout: u64,
+    version: Option<String>,
+    migrate: Option<JobParams>,
+    dump: Option<DumpParams>,
+    #[serde(default = "yes")]
+    rollback: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobParams {
+    service: String,
+    command: String,
+    #[serde(default = "ten_minutes")]
+    timeout: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DumpParams {
+    service: String,
+    command: String,
+    dir: String,
+    #[serde(default = "ten_minutes")]
+    timeout: u64,
+}
+
+fn ten_minutes() -> u64 {
+    600
 }
 
 fn always() -> String {
@@ -54,6 +83,10 @@ const KNOWN: &[&str] = &[
     "prune",
     "wait",
     "wait_timeout",
+    "version",
+    "migrate",
+    "dump",
+    "rollback",
 ];
 
 pub struct StackDeploy {
@@ -66,6 +99,7 @@ pub struct StackDeploy {
     env: Option<Zeroizing<String>>,
     hash: String,
     deploy: DeployOptions,
+    release: Option<Release>,
 }
 
 /// The flags of `docker stack deploy` and the wait.
@@ -111,6 +145,7 @@ pub fn build(with: &toml::Table, ctx: &ClusterCtx<'_>) -> Result<Box<dyn Step>, 
         (ctx.render)(&path.display().to_string(), &body)
             .map_err(|e| ParamError::new(Some(key), e.to_string()))
     };
+    let release = release(&p)?;
     let compose = read("compose", &p.compose)?;
     for (service, constraint) in manager_only_services(&compose, ctx.inventory) {
         (ctx.claim)(
@@ -164,6 +199,59 @@ pub fn build(with: &toml::Table, ctx: &ClusterCtx<'_>) -> Result<Box<dyn Step>, 
             prune: p.prune,
             wait: p.wait.then_some(p.wait_timeout),
         },
+        release,
+    }))
+}
+
+/// The release parameters: a version (recorded on the cluster with its migration), the
+/// migration and the dump before it, and whether a failure rolls back.
+fn release(p: &Params) -> Result<Option<Release>, ParamError> {
+    let Some(version) = p.version.clone() else {
+        for (key, set) in [("migrate", p.migrate.is_some()), ("dump", p.dump.is_some())] {
+            if set {
+                return Err(ParamError::new(
+                    Some(key),
+                    format!("`{key}` needs the stack's `version`"),
+                )
+                .help("migrations and dumps run when the version changes: set `version`"));
+            }
+        }
+        return Ok(None);
+    };
+    if version.is_empty()
+        || !version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        || stack_release::migrated_config(&p.name, &version).len() > 64
+    {
+        return Err(ParamError::new(
+            Some("version"),
+            format!("version `{version}` must be letters, digits, `.`, `-` or `_` (and short)"),
+        ));
+    }
+    if p.dump.is_some() && p.migrate.is_none() {
+        return Err(ParamError::new(
+            Some("dump"),
+            "the dump is taken before a migration: set `migrate` too",
+        ));
+    }
+    let job = |j: &JobParams| Job {
+        service: j.service.clone(),
+        command: j.command.clone(),
+        timeout: j.timeout,
+    };
+    Ok(Some(Release {
+        version,
+        migrate: p.migrate.as_ref().map(job),
+        dump: p.dump.as_ref().map(|d| Dump {
+            job: Job {
+                service: d.service.clone(),
+                command: d.command.clone(),
+                timeout: d.timeout,
+            },
+            dir: d.dir.clone(),
+        }),
+        rollback: p.rollback,
     }))
 }
 
@@ -236,15 +324,21 @@ pub fn manager_only_services(compose: &str, inv: &Inventory) -> Vec<(String, Str
     out
 }
 
-const STAMP: &str = ".provision-deployed";
+pub const STAMP: &str = ".provision-deployed";
 
-/// Facts of the stack on a manager, after the swarm facts.
+/// Exports each `KEY=value` line of `.env` verbatim (shell builtins only: no value reaches an argv).
+pub const EXPORT_ENV: &str = "while IFS= read -r l || [ -n \"$l\" ]; do case \"$l\" in ''|'#'*) continue;; esac; export \"${l%%=*}=${l#*=}\"; done < .env; ";
+
+/// Facts of the stack on a manager, after the swarm facts: the stamp, whether the stack
+/// exists, the versions recorded as migrated, the compose file deployed.
 pub fn stack_gather(dir: &str, name: &str) -> String {
     format!(
         "echo '== stack-deploy'; cat {stamp} 2>/dev/null; echo '== stack-exists'; docker stack ls --format '{{{{.Name}}}}' 2>/dev/null | grep -Fx {name} || true; \
+         echo '== migrated'; docker config ls --format '{{{{.Name}}}}' 2>/dev/null | grep -F {prefix} || true; \
          echo '== compose'; cat {compose} 2>/dev/null || true",
         stamp = quote(&format!("{dir}/{STAMP}")),
         name = quote(name),
+        prefix = quote(&stack_release::migrated_prefix(name)),
         compose = quote(&format!("{dir}/docker-compose.yml")),
     )
 }
@@ -260,9 +354,7 @@ pub fn deploy_script(
 ) -> String {
     let mut s = format!("set -e; cd {}; ", quote(dir));
     if with_env {
-        s.push_str(
-            "while IFS= read -r l || [ -n \"$l\" ]; do case \"$l\" in ''|'#'*) continue;; esac; export \"${l%%=*}=${l#*=}\"; done < .env; ",
-        );
+        s.push_str(EXPORT_ENV);
     }
     // `docker stack config` exists from Docker 23 on (Debian 12's docker.io is 20.10):
     // validate where it can, else deploy reports the same errors itself.
@@ -308,8 +400,13 @@ pub fn wait_script(name: &str, timeout: u64) -> String {
 /// The stack part of a manager's facts.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StackFacts {
+    /// The hash of what was deployed (the stamp's first line).
     pub stamp: Option<String>,
+    /// The version deployed (its second line), for versioned stacks.
+    pub version: Option<String>,
     pub exists: bool,
+    /// The Docker configs recording migrations of this stack (names).
+    pub migrated: Vec<String>,
     pub compose: Option<String>,
 }
 
@@ -318,10 +415,24 @@ pub fn parse_stack(stdout: &str) -> (String, StackFacts) {
         return (stdout.to_string(), StackFacts::default());
     };
     let (stamp, rest) = rest.split_once("== stack-exists\n").unwrap_or((rest, ""));
-    let (exists, compose) = rest.split_once("== compose\n").unwrap_or((rest, ""));
+    let (rest, compose) = rest.split_once("== compose\n").unwrap_or((rest, ""));
+    let (exists, migrated) = rest.split_once("== migrated\n").unwrap_or((rest, ""));
+    let line = |n: usize| {
+        stamp
+            .lines()
+            .nth(n)
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+    };
     let f = StackFacts {
-        stamp: Some(stamp.trim().to_string()).filter(|s| !s.is_empty()),
+        stamp: line(0),
+        version: line(1),
         exists: !exists.trim().is_empty(),
+        migrated: migrated
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect(),
         compose: Some(compose.to_string()).filter(|s| !s.is_empty()),
     };
     (swarm.to_string(), f)
@@ -396,16 +507,29 @@ impl Step for StackDeploy {
             && parsed
                 .values()
                 .any(|(_, s)| s.stamp.as_deref() == Some(self.hash.as_str()));
+        let deployed = via
+            .as_ref()
+            .and_then(|v| parsed.get(v))
+            .and_then(|(_, s)| s.version.clone());
+        let todo = self.todo(up_to_date, stack_exists, deployed.as_deref(), &parsed);
         for t in self.targets.iter().filter(|t| facts.contains_key(*t)) {
-            let check = if up_to_date {
+            let check = if !todo.deploy && !todo.migrate && !todo.record {
                 Ok(Check::Ok(format!(
-                    "stack {} up to date ({})",
+                    "stack {} up to date ({}){}",
                     self.name,
-                    &self.hash[..12]
+                    &self.hash[..12],
+                    self.release
+                        .as_ref()
+                        .map(|r| format!(", version {}", r.version))
+                        .unwrap_or_default()
                 )))
             } else if Some(t) == via.as_ref() {
                 let before = parsed.get(t).and_then(|(_, s)| s.compose.clone());
-                Ok(Check::Change(vec![self.change(before)]))
+                Ok(Check::Change(vec![self.change(
+                    before,
+                    todo,
+                    deployed.clone(),
+                )]))
             } else {
                 Ok(Check::Ok(format!(
                     "deployed from {}",
@@ -419,27 +543,43 @@ impl Step for StackDeploy {
 }
 
 impl StackDeploy {
-    fn change(&self, before: Option<String>) -> Change {
+    /// What a run does: deploy when the files changed; for a versioned stack with a
+    /// migration, migrate when the stack existed and the version is neither recorded as
+    /// migrated nor the one deployed, else record it (a fresh install needs no migration).
+    fn todo(
+        &self,
+        up_to_date: bool,
+        stack_exists: bool,
+        deployed: Option<&str>,
+        parsed: &BTreeMap<String, (Facts, StackFacts)>,
+    ) -> Todo {
+        let deploy = !up_to_date;
+        let Some(r) = self.release.as_ref().filter(|r| r.migrate.is_some()) else {
+            return Todo {
+                deploy,
+                migrate: false,
+                record: false,
+            };
+        };
+        let config = stack_release::migrated_config(&self.name, &r.version);
+        let recorded = parsed.values().any(|(_, s)| s.migrated.contains(&config));
+        let migrate = !recorded && stack_exists && deployed != Some(r.version.as_str());
+        Todo {
+            deploy,
+            migrate,
+            record: !recorded && !migrate,
+        }
+    }
+
+    fn change(&self, before: Option<String>, todo: Todo, deployed: Option<String>) -> Change {
         let mut actions = vec![Action::run(format!(
             "mkdir -p {d} && chmod 0750 {d}",
             d = quote(&self.dir)
         ))];
-        actions.push(Action::Upload {
-            dest: format!("{}/docker-compose.yml", self.dir),
-            content: Zeroizing::new(self.compose.clone().into_bytes()),
-            mode: Some(0o640),
-            owner: None,
-            group: None,
-        });
-        if let Some(env) = &self.env {
-            actions.push(Action::Upload {
-                dest: format!("{}/.env", self.dir),
-                content: Zeroizing::new(env.as_bytes().to_vec()),
-                mode: Some(0o600),
-                owner: None,
-                group: None,
-            });
+        if let Some(r) = &self.release {
+            return self.release_change(actions, before, r, todo, deployed);
         }
+        actions.extend(self.uploads());
         actions.push(Action::run(deploy_script(
             &self.dir,
             &self.name,
@@ -459,6 +599,93 @@ impl StackDeploy {
             before,
             after: self.compose.clone(),
         })
+    }
+
+    fn uploads(&self) -> Vec<Action> {
+        let mut out = vec![Action::Upload {
+            dest: format!("{}/docker-compose.yml", self.dir),
+            content: Zeroizing::new(self.compose.clone().into_bytes()),
+            mode: Some(0o640),
+            owner: None,
+            group: None,
+        }];
+        if let Some(env) = &self.env {
+            out.push(Action::Upload {
+                dest: format!("{}/.env", self.dir),
+                content: Zeroizing::new(env.as_bytes().to_vec()),
+                mode: Some(0o600),
+                owner: None,
+                group: None,
+            });
+        }
+        out
+    }
+
+    /// A versioned stack: keep what is deployed, upload, then the release script.
+    fn release_change(
+        &self,
+        mut actions: Vec<Action>,
+        before: Option<String>,
+        r: &Release,
+        todo: Todo,
+        deployed: Option<String>,
+    ) -> Change {
+        if todo.deploy {
+            if r.rollback {
+                actions.push(Action::run(stack_release::keep_previous_script(
+                    &self.dir,
+                    self.env.is_some(),
+                )));
+            }
+            actions.extend(self.uploads());
+        }
+        actions.push(Action::run(stack_release::release_script(
+            &self.dir,
+            &self.name,
+            &self.hash,
+            &self.deploy,
+            r,
+            todo,
+        )));
+        let from = deployed.unwrap_or_else(|| "an unknown version".into());
+        let summary = if todo.migrate {
+            format!(
+                "upgrade stack {} from {from} to {}: {}deploy, migrate once, converge{}",
+                self.name,
+                r.version,
+                r.dump
+                    .as_ref()
+                    .map(|d| format!("dump the database into {}, ", d.dir))
+                    .unwrap_or_default(),
+                if r.rollback {
+                    "; roll back on failure"
+                } else {
+                    ""
+                }
+            )
+        } else if todo.deploy {
+            format!(
+                "deploy stack {} version {} ({})",
+                self.name,
+                r.version,
+                &self.hash[..12]
+            )
+        } else {
+            format!(
+                "record stack {} as migrated to version {}",
+                self.name, r.version
+            )
+        };
+        let change = Change::new(summary, actions);
+        if todo.deploy {
+            change.with_diff(FileDiff {
+                path: format!("{}/docker-compose.yml", self.dir),
+                before,
+                after: self.compose.clone(),
+            })
+        } else {
+            change
+        }
     }
 }
 
@@ -538,7 +765,7 @@ mod tests {
         );
         assert_eq!(
             stack_gather("/s", "demo"),
-            "echo '== stack-deploy'; cat /s/.provision-deployed 2>/dev/null; echo '== stack-exists'; docker stack ls --format '{{.Name}}' 2>/dev/null | grep -Fx demo || true; echo '== compose'; cat /s/docker-compose.yml 2>/dev/null || true"
+            "echo '== stack-deploy'; cat /s/.provision-deployed 2>/dev/null; echo '== stack-exists'; docker stack ls --format '{{.Name}}' 2>/dev/null | grep -Fx demo || true; echo '== migrated'; docker config ls --format '{{.Name}}' 2>/dev/null | grep -F provision-migrated-demo- || true; echo '== compose'; cat /s/docker-compose.yml 2>/dev/null || true"
         );
     }
 
@@ -579,6 +806,7 @@ mod tests {
                 prune: false,
                 wait: Some(60),
             },
+            release: None,
         }
     }
 
@@ -643,6 +871,133 @@ mod tests {
                 Some("old: 1\n")
             );
         }
+    }
+
+    fn versioned(inv: &Inventory) -> StackDeploy {
+        let mut s = step(inv);
+        s.release = Some(Release {
+            version: "2.0".into(),
+            migrate: Some(Job {
+                service: "api".into(),
+                command: "migrate".into(),
+                timeout: 60,
+            }),
+            dump: Some(Dump {
+                job: Job {
+                    service: "db".into(),
+                    command: "dump".into(),
+                    timeout: 60,
+                },
+                dir: "/mnt/share/backups/demo".into(),
+            }),
+            rollback: true,
+        });
+        s
+    }
+
+    fn release_facts(stamp: &str, exists: bool, migrated: &str) -> BTreeMap<String, Facts> {
+        let m = fixtures::manager("m1", "c", &[("m1", "manager-1", "manager", true, "null")]);
+        let s = format!(
+            "{m}== stack-deploy\n{stamp}\n== stack-exists\n{}== migrated\n{migrated}== compose\nold: 1\n",
+            if exists { "demo\n" } else { "" }
+        );
+        [("manager-1".to_string(), Facts::new(s))]
+            .into_iter()
+            .collect()
+    }
+
+    /// A versioned stack migrates when it existed at another version and that version is not
+    /// recorded; a fresh install records its version; a recorded version is never migrated
+    /// again, even when the files are deployed again.
+    #[test]
+    fn a_version_is_migrated_once_and_only_on_upgrade() {
+        let inv = inv();
+        let s = versioned(&inv);
+        let change = |f: &BTreeMap<String, Facts>| match &s.plan(f).hosts["manager-1"] {
+            Ok(Check::Change(c)) => (c[0].summary.clone(), c[0].actions.len()),
+            other => panic!("{other:?}"),
+        };
+        let upgrade = release_facts("old-hash\n1.0\n--resolve-image never", true, "");
+        assert_eq!(
+            change(&upgrade),
+            (
+                "upgrade stack demo from 1.0 to 2.0: dump the database into /mnt/share/backups/demo, deploy, migrate once, converge; roll back on failure".into(),
+                5
+            ),
+            "mkdir, keep previous, compose, .env, release"
+        );
+        let Ok(Check::Change(c)) = &s.plan(&upgrade).hosts["manager-1"] else {
+            panic!()
+        };
+        let Action::Run { script, .. } = &c[0].actions[4] else {
+            panic!()
+        };
+        assert_eq!(
+            script,
+            &stack_release::release_script(
+                "/opt/s",
+                "demo",
+                "0123456789abcdef0123",
+                &s.deploy,
+                s.release.as_ref().unwrap(),
+                Todo {
+                    deploy: true,
+                    migrate: true,
+                    record: false
+                }
+            )
+        );
+        // A fresh install: deployed and recorded, not migrated.
+        assert_eq!(
+            change(&release_facts("", false, "")),
+            ("deploy stack demo version 2.0 (0123456789ab)".into(), 5)
+        );
+        // Migrated already (a re-run after a roll back by hand, say): deployed, not migrated.
+        let recorded = "provision-migrated-demo-2.0\n";
+        assert_eq!(
+            change(&release_facts("old-hash\n1.0", true, recorded)),
+            ("deploy stack demo version 2.0 (0123456789ab)".into(), 5)
+        );
+        // The files deployed by a provision that did not record versions: recorded only.
+        assert_eq!(
+            change(&release_facts("0123456789abcdef0123\n2.0", true, "")),
+            ("record stack demo as migrated to version 2.0".into(), 2)
+        );
+        assert_eq!(
+            s.plan(&release_facts("0123456789abcdef0123\n2.0", true, recorded))
+                .hosts["manager-1"],
+            Ok(Check::Ok(
+                "stack demo up to date (0123456789ab), version 2.0".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn release_parameters_are_checked() {
+        let base = "name = \"demo\"\ncompose = \"c.yml\"\n";
+        let err = |extra: &str| {
+            let with: toml::Table = toml::from_str(&format!("{base}{extra}")).unwrap();
+            let p: Params = params(&with, KNOWN).unwrap();
+            release(&p)
+                .err()
+                .map(|e| format!("{}: {}", e.message, e.help.unwrap_or_default()))
+        };
+        assert!(
+            err("migrate = { service = \"api\", command = \"migrate\" }")
+                .unwrap()
+                .contains("`migrate` needs the stack's `version`")
+        );
+        assert!(
+            err("version = \"1.0 beta\"")
+                .unwrap()
+                .contains("must be letters")
+        );
+        assert!(
+            err("version = \"1\"\ndump = { service = \"db\", command = \"d\", dir = \"/d\" }")
+                .unwrap()
+                .contains("set `migrate` too")
+        );
+        assert_eq!(err("version = \"1.4.0\""), None);
     }
 
     #[test]
