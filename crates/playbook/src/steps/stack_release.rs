@@ -71,13 +71,16 @@ pub fn deploy_flags(o: &DeployOptions) -> String {
     s
 }
 
-/// Shell functions both scripts use: `say`, `deploy` (the files in place, with `$flags`),
+/// Shell functions both scripts use: `say`, `deploy` (the files in place, with `$flags`; up
+/// to 5 attempts: a deploy right after another one, as a roll back is, can meet Docker's
+/// transient "update out of sequence" while the first one's updates still run),
 /// `converge` (wait for every service), `job NAME SERVICE COMMAND TIMEOUT MOUNTS [ARG...]`.
 fn functions(name: &str, wait: u64) -> String {
     format!(
         "say() {{ printf '%s\\n' \"$*\" >&2; }}; \
-         deploy() ( [ ! -f .env ] || {EXPORT_ENV}if docker stack --help 2>/dev/null | grep -q '^  config '; then docker stack config -c docker-compose.yml >/dev/null || exit 1; fi; \
+         deploy_once() ( [ ! -f .env ] || {EXPORT_ENV}if docker stack --help 2>/dev/null | grep -q '^  config '; then docker stack config -c docker-compose.yml >/dev/null || exit 1; fi; \
          docker stack deploy -c docker-compose.yml $flags {n} ); \
+         deploy() {{ n=1; until deploy_once; do [ \"$n\" -lt 5 ] || return 1; say \"docker stack deploy failed (attempt $n of 5): trying again in 5 s\"; n=$((n + 1)); sleep 5; done; }}; \
          converge() ( {wait} ); {JOB}",
         n = quote(name),
         wait = wait_script(name, wait),
@@ -246,7 +249,8 @@ mod tests {
 log() { printf '%s\n' "$*" >> "$FAKE/log"; }
 case "$1 $2" in
 "stack --help") ;;
-"stack deploy") log "deploy $(head -n 1 docker-compose.yml) .env=$(cat .env 2>/dev/null) $*";;
+"stack deploy") if [ -n "$DEPLOY_FAILS_ONCE" ] && [ ! -f "$FAKE/failed-once" ]; then touch "$FAKE/failed-once"; echo 'failed to update service demo_web: update out of sequence' >&2; exit 1; fi
+  log "deploy $(head -n 1 docker-compose.yml) .env=$(cat .env 2>/dev/null) $*";;
 "stack services") if [ "$3" = -q ]; then echo id1; else echo 'demo_web 1/1'; fi;;
 "service inspect") case "$4" in
     *Image*) echo "img-of-$5";;
@@ -330,6 +334,10 @@ esac
             )
             .env("FAKE", root)
             .env("FAIL", fail)
+            .env(
+                "DEPLOY_FAILS_ONCE",
+                if fail == "deploy-once" { "1" } else { "" },
+            )
             .output()
             .unwrap();
         let log = std::fs::read_to_string(root.join("log")).unwrap_or_default();
@@ -474,6 +482,22 @@ esac
             std::fs::read_to_string(dir.join(STAMP)).unwrap(),
             "hash1\n1.0\n--with-registry-auth --resolve-image never\n"
         );
+    }
+
+    /// Docker refusing a deploy once ("update out of sequence", as a roll back right after a
+    /// deploy met on the lab) is tried again.
+    #[test]
+    fn a_deploy_refused_once_is_tried_again() {
+        let root = tempfile::tempdir().unwrap();
+        stack_dir(root.path());
+        let (code, err, log) = upgrade(root.path(), "deploy-once");
+        assert_eq!(code, Some(0), "{err}\n{log}");
+        says(&err, "update out of sequence");
+        says(
+            &err,
+            "docker stack deploy failed (attempt 1 of 5): trying again in 5 s",
+        );
+        assert_eq!(log.matches("deploy # v2").count(), 1, "{log}");
     }
 
     #[test]
