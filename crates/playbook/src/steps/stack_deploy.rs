@@ -359,16 +359,10 @@ pub fn deploy_script(
     // `docker stack config` exists from Docker 23 on (Debian 12's docker.io is 20.10):
     // validate where it can, else deploy reports the same errors itself.
     s.push_str("if docker stack --help 2>/dev/null | grep -q '^  config '; then docker stack config -c docker-compose.yml >/dev/null; fi; ");
-    s.push_str("docker stack deploy -c docker-compose.yml");
-    if o.with_registry_auth {
-        s.push_str(" --with-registry-auth");
-    }
-    s.push_str(&format!(" --resolve-image {}", quote(&o.resolve_image)));
-    if o.prune {
-        s.push_str(" --prune");
-    }
+    // The flags as the release scripts record them (resolve_image is a checked keyword).
     s.push_str(&format!(
-        " {}; printf '%s\\n' {} > {STAMP}",
+        "docker stack deploy -c docker-compose.yml {} {}; printf '%s\\n' {} > {STAMP}",
+        stack_release::deploy_flags(o),
         quote(name),
         quote(hash)
     ));
