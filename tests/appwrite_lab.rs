@@ -1,8 +1,9 @@
 //! Tier 3, the Appwrite stack: the built-in playbook with `stack = "appwrite"` on a storage
 //! node, a manager, a worker and a load balancer, set up as a user would (`secrets init`,
-//! `secrets generate`, `check-config`, `run`). The lab builds the stack's images on the nodes
-//! under the compose file's names (real MariaDB and Redis from Debian's packages, stand-ins
-//! for Appwrite and Traefik: templates/appwrite/lab-images.sh). Asserts: every service runs
+//! `secrets generate`, `check-config`, `run`). The lab builds the stack's images under the
+//! compose file's names (real MariaDB and Redis from Debian's packages, stand-ins for Appwrite
+//! and Traefik: templates/appwrite/lab-images.sh): the default version's in the ready layer,
+//! the upgrades' on the nodes. Asserts: every service runs
 //! with its replicas; MariaDB's data is in a local volume of the data node, not on the share;
 //! the edge answers on 80 and 443 on every swarm node, routing by path as the Traefik labels
 //! say; a request through the load balancer reaches the API with the client's own address

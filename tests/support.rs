@@ -148,6 +148,7 @@ pub fn sh(lab: &provision_lab::Lab, vm: &str, cmd: &str) -> String {
 pub fn ready_layer() -> provision_lab::ReadyLayer {
     provision_lab::ReadyLayer::with_binary(
         provision_playbook::lab_ready::PLAYBOOK,
+        provision_playbook::lab_ready::FILES,
         provision_playbook::lab_ready::code_digest(),
         provision_bin(),
     )

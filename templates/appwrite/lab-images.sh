@@ -13,7 +13,8 @@
 set -eu
 version=$1
 self=$(sha256sum "$0" | cut -c1-16)
-stamp=/var/lib/provision/appwrite-lab-images
+# Outside /var/lib/provision, which the lab's ready layer wipes: the images stay built there.
+stamp=/var/lib/provision-lab/appwrite-lab-images
 export DEBIAN_FRONTEND=noninteractive
 
 # The packages, without starting their services on the node itself.
@@ -72,8 +73,12 @@ cat >"$d/lab/standin.py" <<'EOF'
 #!/usr/bin/python3
 """Stand-in for an Appwrite image: answers HTTP on port 80 with its name, the client address
 it was given, and whether MariaDB accepts the stack's user and password and Redis answers."""
-import hashlib, os, socket, struct, sys
+import hashlib, os, signal, socket, struct, sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# As PID 1 without a handler SIGTERM is ignored, and every rolling update would wait out
+# Docker's 10 s grace period before a SIGKILL.
+signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
 
 NAME = os.path.basename(sys.argv[0])
 if NAME == "standin.py":
@@ -169,7 +174,9 @@ address from a PROXY protocol v2 header only when the connection comes from an a
 --entrypoints.NAME.proxyProtocol.trustedIPs (a header from anyone else is refused), routes by
 the PathPrefix rules in the Traefik labels of the containers on this node (Docker socket),
 and forwards the request with X-Forwarded-For. Plain HTTP on every port, 443 included."""
-import http.client, json, re, socket, sys, threading, urllib.parse
+import http.client, json, os, re, signal, socket, sys, threading, urllib.parse
+
+signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
 
 SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 ports, trusted = {}, {}

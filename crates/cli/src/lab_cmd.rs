@@ -158,6 +158,7 @@ pub fn ready_layer() -> anyhow::Result<provision_lab::ReadyLayer> {
     let bin = std::env::current_exe().context("cannot find the provision binary")?;
     Ok(provision_lab::ReadyLayer::with_binary(
         provision_playbook::lab_ready::PLAYBOOK,
+        provision_playbook::lab_ready::FILES,
         provision_playbook::lab_ready::code_digest(),
         bin,
     ))

@@ -40,8 +40,10 @@ pub type Provisioner = Arc<dyn Fn(&Path) -> std::result::Result<(), String> + Se
 pub struct ReadyLayer {
     /// The playbook that turns a bare VM into a swarm-ready one.
     pub playbook: String,
-    /// Digest of the code of the steps the playbook uses.
+    /// Digest of the code of the steps the playbook uses, and of `files`.
     pub code_digest: String,
+    /// Files the playbook reads (`src` paths relative to it): (name, text), written beside it.
+    pub files: Vec<(String, String)>,
     pub provision: Provisioner,
 }
 
@@ -55,7 +57,12 @@ impl fmt::Debug for ReadyLayer {
 
 impl ReadyLayer {
     /// The ready layer made by running `bin run CLUSTER` (the `provision` binary) on the builder.
-    pub fn with_binary(playbook: &str, code_digest: String, bin: PathBuf) -> ReadyLayer {
+    pub fn with_binary(
+        playbook: &str,
+        files: &[(&str, &str)],
+        code_digest: String,
+        bin: PathBuf,
+    ) -> ReadyLayer {
         let provision: Provisioner = Arc::new(move |cluster: &Path| {
             let out = std::process::Command::new(&bin)
                 .arg("run")
@@ -82,6 +89,10 @@ impl ReadyLayer {
         });
         ReadyLayer {
             playbook: playbook.to_string(),
+            files: files
+                .iter()
+                .map(|(n, t)| (n.to_string(), t.to_string()))
+                .collect(),
             code_digest,
             provision,
         }
@@ -189,6 +200,9 @@ fn build_ready(
         fs::write(&p, text).map_err(|e| LabError::io(format!("cannot write {}", p.display()), e))
     };
     write("ready.toml", &ready.playbook)?;
+    for (name, text) in &ready.files {
+        write(name, text)?;
+    }
     write(
         "cluster.toml",
         &builder_inventory(&lab.identity_path(), port),

@@ -437,7 +437,12 @@ impl Survey {
                 self.state(m)
                     .and_then(HostState::swarm)?
                     .info()
-                    .map(|i| i.managers)
+                    // Docker counts `Managers` from the node list, which needs a leader: 0 then.
+                    // `RemoteManagers` is the node's own view of the raft's members.
+                    .map(|i| {
+                        i.managers
+                            .max(i.remote_managers.as_ref().map_or(0, Vec::len))
+                    })
             })
             .max()
             .unwrap_or(0)

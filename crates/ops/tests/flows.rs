@@ -137,6 +137,42 @@ async fn status_reports_a_lost_quorum() {
     assert_eq!(m1.scripts().len(), 1);
 }
 
+/// Without a leader Docker's `Managers` count is 0 (it comes from the node list): the raft's
+/// size is read from `RemoteManagers`, else one surviving manager would look like a majority
+/// of one and recover would refuse (seen on the lab).
+#[tokio::test]
+async fn a_leaderless_manager_counts_the_raft_from_its_remote_managers() {
+    let info = "{\"NodeID\":\"m1\",\"NodeAddr\":\"10.10.0.11\",\"LocalNodeState\":\"active\",\"ControlAvailable\":true,\"Error\":\"\",\"RemoteManagers\":[{\"NodeID\":\"m1\",\"Addr\":\"10.10.0.11:2377\"},{\"NodeID\":\"m2\",\"Addr\":\"10.10.0.12:2377\"},{\"NodeID\":\"m3\",\"Addr\":\"10.10.0.13:2377\"}],\"Managers\":0,\"Cluster\":{\"ID\":\"C\"}}";
+    let survey = || {
+        let m1 = Arc::new(FakeTransport::new("manager-1"));
+        m1.respond(
+            GATHER,
+            Output {
+                exit_status: Some(0),
+                stdout: format!("== info\n{info}\n== nodes\n").into_bytes(),
+                stderr: b"Error response from daemon: rpc error: code = Unknown desc = The swarm does not have a leader.".to_vec(),
+                ..Default::default()
+            },
+        );
+        m1.respond(raft_files(), Output::ok(""));
+        let w1 = Arc::new(FakeTransport::new("worker-1"));
+        w1.respond(GATHER, Output::ok(WORKER));
+        cluster(&[m1, w1])
+    };
+    let st = status::status(&survey()).await.unwrap();
+    let q = st.quorum.clone().unwrap();
+    assert_eq!((q.managers, q.reachable, q.needed, q.ok), (3, 1, 2, false));
+    let err = recover::recover(&survey(), None, false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("recover would start a new swarm from manager-1's state")
+            && err.contains("drop manager-2, manager-3 from it as dead"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn recover_forces_a_new_cluster_and_drops_the_dead_managers() {
     let m1 = Arc::new(FakeTransport::new("manager-1"));

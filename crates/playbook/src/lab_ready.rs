@@ -14,8 +14,18 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("steps/file.rs", include_str!("steps/file.rs")),
     ("steps/service.rs", include_str!("steps/service.rs")),
     ("steps/util.rs", include_str!("steps/util.rs")),
+    ("steps/copy.rs", include_str!("steps/copy.rs")),
+    ("steps/command.rs", include_str!("steps/command.rs")),
     ("registry.rs", include_str!("registry.rs")),
+    (FILES[0].0, FILES[0].1),
 ];
+
+/// Files the playbook copies (`src` relative to it), written beside it on the build: the
+/// script that builds the Appwrite stack's lab images (also in [`SOURCES`], so in the key).
+pub const FILES: &[(&str, &str)] = &[(
+    "lab-images.sh",
+    include_str!("../../../templates/appwrite/lab-images.sh"),
+)];
 
 /// SHA-256 over the named sources, in order (hex).
 pub fn digest_of(sources: &[(&str, &str)]) -> String {
@@ -71,6 +81,17 @@ mod tests {
     }
 
     #[test]
+    fn every_file_is_in_the_key_and_read_by_the_playbook() {
+        for (name, text) in FILES {
+            assert!(
+                SOURCES.contains(&(*name, *text)),
+                "{name} is not in SOURCES"
+            );
+            assert!(PLAYBOOK.contains(&format!("src = \"{name}\"")), "{name}");
+        }
+    }
+
+    #[test]
     fn a_change_to_a_step_changes_the_digest() {
         let d = code_digest();
         assert_eq!(d.len(), 64);
@@ -86,12 +107,18 @@ mod tests {
     fn the_playbook_compiles_for_a_lab_host() {
         use provision_engine::inventory::Inventory;
         use provision_engine::playbook_file::PlaybookFile;
-        use std::path::Path;
-        let pb = PlaybookFile::parse(PLAYBOOK, Path::new("ready.toml"), &crate::known_steps())
+        // As the build lays it out: the files beside the playbook.
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in FILES {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let ready = dir.path().join("ready.toml");
+        let pb = PlaybookFile::parse(PLAYBOOK, &ready, &crate::known_steps())
             .unwrap_or_else(|e| panic!("{:#?}", e.diagnostics));
         let text = "name = \"b\"\nplaybook = \"ready.toml\"\n[vars]\ndocker_source = \"distro\"\n\
                     [[hosts]]\nname = \"builder\"\naddress = \"127.0.0.1\"\nprivate_ip = \"10.10.0.11\"\nroles = [\"manager\"]\n";
-        let inv = Inventory::parse(text, Path::new("cluster.toml"), &Default::default()).unwrap();
+        let inv =
+            Inventory::parse(text, &dir.path().join("cluster.toml"), &Default::default()).unwrap();
         let secrets = toml::Table::new();
         let none = |_: &str| false;
         let view = crate::compile::SecretsView {
@@ -100,6 +127,16 @@ mod tests {
         };
         let compiled =
             crate::compile(&inv, &pb, &view).unwrap_or_else(|e| panic!("{:#?}", e.diagnostics));
-        assert_eq!(compiled.steps.len(), 2);
+        assert_eq!(compiled.steps.len(), 4);
+    }
+
+    /// The images are built for the version swarm.toml deploys by default, so the Appwrite
+    /// lab's first run finds them built.
+    #[test]
+    fn the_images_are_built_for_the_default_appwrite_version() {
+        let swarm = include_str!("../../../playbooks/swarm.toml");
+        let default = "vars.appwrite_version | default('1.3.8')";
+        assert!(swarm.contains(default), "swarm.toml's default changed");
+        assert!(PLAYBOOK.contains("provision-appwrite-lab-images 1.3.8\""));
     }
 }

@@ -375,7 +375,8 @@ pub fn wait_script(name: &str, timeout: u64) -> String {
     let n = quote(name);
     // Replica counts alone say 2/2 in the middle of a rolling update (the old
     // tasks still run): also wait for every service's update to complete, and
-    // fail when one paused on errors. The first pause lets the updater start.
+    // fail when one paused on errors. The first pause lets the updater start. Each poll starts
+    // the docker CLI three times: 5 s apart, polls leave a small manager's CPU to the update.
     format!(
         "end=$(( $(date +%s) + {timeout} )); sleep 2; while :; do \
          pending=$(docker stack services {n} --format '{{{{.Name}}}} {{{{.Replicas}}}}' | awk '{{split($2, r, \"/\"); if (r[1] != r[2]) print $1 \" \" $2}}'); \
@@ -387,7 +388,7 @@ pub fn wait_script(name: &str, timeout: u64) -> String {
          [ -z \"$pending$updating\" ] && exit 0; \
          if [ \"$(date +%s)\" -ge \"$end\" ]; then echo \"services not converged after {timeout}s: $pending $updating\" >&2; \
          docker stack ps {n} --no-trunc --filter desired-state=running --format '{{{{.Name}}}} {{{{.CurrentState}}}} {{{{.Error}}}}' | grep -v ' Running ' >&2 || true; exit 1; fi; \
-         sleep 2; done"
+         sleep 5; done"
     )
 }
 
