@@ -60,6 +60,11 @@ struct State {
     cross: std::collections::HashSet<usize>,
     /// (host, step index) to facts gathered since the host last changed.
     cache: HashMap<(String, usize), Facts>,
+    /// Hosts whose facts of later steps were gathered ahead and then made stale by a change:
+    /// their next gather is of its own step only. On a run that changes step after step
+    /// (a first run), gathering every later step's facts again at each step is wasted work on
+    /// the hosts; on a run that changes nothing, one round trip still gathers everything.
+    wasted: std::collections::HashSet<String>,
     recap: BTreeMap<String, HostRecap>,
 }
 
@@ -107,6 +112,7 @@ impl Runner {
                 conns: HashMap::new(),
                 dead: HashMap::new(),
                 cache: HashMap::new(),
+                wasted: Default::default(),
                 cross: Default::default(),
                 recap,
             }),
@@ -339,7 +345,8 @@ impl Runner {
             return Ok(None);
         };
         let mut cmds = vec![(index, own)];
-        if self.opts.batch_facts {
+        let ahead = !self.state.lock().unwrap().wasted.remove(host);
+        if self.opts.batch_facts && ahead {
             for (j, later) in steps.iter().enumerate().skip(index + 1) {
                 let concerned = later
                     .targets()
@@ -355,7 +362,17 @@ impl Runner {
             .connection(host)
             .await
             .map_err(RunnerError::Transport)?;
-        let script = facts::batch_script(&self.nonce, &cmds);
+        // Steps that gather the same facts (the swarm steps of a manager) share one run of
+        // the command: only distinct commands go into the script.
+        let mut distinct: Vec<(usize, String)> = Vec::new();
+        let mut same_as: Vec<(usize, usize)> = Vec::new();
+        for (k, c) in &cmds {
+            match distinct.iter().find(|(_, d)| d == c) {
+                Some((first, _)) => same_as.push((*k, *first)),
+                None => distinct.push((*k, c.clone())),
+            }
+        }
+        let script = facts::batch_script(&self.nonce, &distinct);
         let started = Instant::now();
         let out = conn
             .run(Command::new(script.clone()).timeout(self.opts.gather_timeout))
@@ -364,6 +381,15 @@ impl Runner {
         let title = steps[index].title().to_string();
         let stdout = out.stdout_str();
         let mut parsed = facts::parse_batch(&self.nonce, &stdout);
+        for (k, first) in same_as {
+            if let Some(f) = parsed
+                .iter()
+                .find(|(j, _)| *j == first)
+                .map(|(_, f)| f.clone())
+            {
+                parsed.push((k, f));
+            }
+        }
         // Learn the secrets in these facts before anything is reported.
         for (k, f) in &parsed {
             let found = steps[*k].secret_values(host, f);
@@ -445,6 +471,13 @@ impl Runner {
             // steps that look across hosts (a join changes the managers' view).
             let mut st = self.state.lock().unwrap();
             let cross = st.cross.clone();
+            let stale: Vec<String> = st
+                .cache
+                .keys()
+                .filter(|(h, j)| h == host || cross.contains(j))
+                .map(|(h, _)| h.clone())
+                .collect();
+            st.wasted.extend(stale);
             st.cache.retain(|(h, j), _| h != host && !cross.contains(j));
         }
         for change in &changes {

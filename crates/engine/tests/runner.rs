@@ -132,6 +132,54 @@ async fn converges_then_reruns_with_one_round_trip_per_host() {
     );
 }
 
+/// A first run changes step after step: facts of later steps gathered ahead are made stale by
+/// each change, so after one wasted batch a host's gathers are of their own step only.
+#[tokio::test]
+async fn a_run_that_changes_step_after_step_gathers_ahead_only_once() {
+    let (h1, h2) = (host("h1"), host("h2"));
+    let (recap, _) = run(&[&h1, &h2], &playbook(), RunOptions::default()).await;
+    assert_eq!(recap.changed(), 5);
+    let gathers = |h: &Host| -> Vec<usize> {
+        h.fake
+            .scripts()
+            .iter()
+            .filter(|s| s.contains("<<pv-"))
+            .map(|s| s.matches("grep -c").count())
+            .collect()
+    };
+    // h2: steps a, b, c gathered with a; a changed it, so b and c are gathered alone.
+    assert_eq!(gathers(&h2), vec![3, 1, 1]);
+    assert_eq!(gathers(&h1), vec![2, 1]);
+    // Once a step changes nothing, the next gather looks ahead again.
+    let (h1, h2) = (host("h1"), host("h2"));
+    h2.markers.lock().unwrap().insert("b".into());
+    let steps = vec![
+        step("a", &["h2"]),
+        step("b", &["h2"]),
+        step("c", &["h2"]),
+        step("d", &["h2"]),
+    ];
+    let (recap, _) = run(&[&h1, &h2], &steps, RunOptions::default()).await;
+    assert_eq!(recap.changed(), 3);
+    // a (with b, c, d) changes; b alone is ok; c (with d) changes; d alone.
+    assert_eq!(gathers(&h2), vec![4, 1, 2, 1]);
+}
+
+/// Two steps gathering the same facts on a host (the swarm steps on a manager) share one run
+/// of the command, and each gets its output.
+#[tokio::test]
+async fn the_same_fact_command_runs_once_per_batch() {
+    let h1 = host("h1");
+    h1.markers.lock().unwrap().insert("a".into());
+    let steps = vec![step("a", &["h1"]), step("b", &["h1"]), step("a", &["h1"])];
+    let (recap, _) = run(&[&h1], &steps, RunOptions::default()).await;
+    assert_eq!(recap.changed(), 1);
+    assert_eq!(recap.hosts[0].ok, 2);
+    let first = &h1.fake.scripts()[0];
+    assert_eq!(first.matches("grep -c a ").count(), 1, "{first}");
+    assert_eq!(first.matches("grep -c").count(), 2, "{first}");
+}
+
 #[tokio::test]
 async fn check_mode_reports_and_changes_nothing() {
     let (h1, h2) = (host("h1"), host("h2"));
