@@ -471,11 +471,14 @@ impl Runner {
             // steps that look across hosts (a join changes the managers' view).
             let mut st = self.state.lock().unwrap();
             let cross = st.cross.clone();
+            // A host that changed is likely to change again at its next step: it looks ahead
+            // again only after a step that changed nothing on it.
             let stale: Vec<String> = st
                 .cache
                 .keys()
                 .filter(|(h, j)| h == host || cross.contains(j))
                 .map(|(h, _)| h.clone())
+                .chain([host.to_string()])
                 .collect();
             st.wasted.extend(stale);
             st.cache.retain(|(h, j), _| h != host && !cross.contains(j));

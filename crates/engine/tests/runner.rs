@@ -163,6 +163,11 @@ async fn a_run_that_changes_step_after_step_gathers_ahead_only_once() {
     assert_eq!(recap.changed(), 3);
     // a (with b, c, d) changes; b alone is ok; c (with d) changes; d alone.
     assert_eq!(gathers(&h2), vec![4, 1, 2, 1]);
+    // Every step changes: one look ahead, then each step alone.
+    let (h1, h2) = (host("h1"), host("h2"));
+    let (recap, _) = run(&[&h1, &h2], &steps, RunOptions::default()).await;
+    assert_eq!(recap.changed(), 4);
+    assert_eq!(gathers(&h2), vec![4, 1, 1, 1]);
 }
 
 /// Two steps gathering the same facts on a host (the swarm steps on a manager) share one run
