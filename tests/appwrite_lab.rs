@@ -10,8 +10,9 @@
 //! (PROXY protocol v2, trusted from the load balancer only) and the API logs in to MariaDB
 //! with the generated password; a re-run changes nothing. Then the upgrade path: a new version
 //! dumps the database, deploys, migrates once and converges, and a re-run does not migrate
-//! again; a failing migration rolls the stack back and exits 1 naming the dump; `provision
-//! rollback` names the version it would go back to.
+//! again; a failing migration rolls the stack back and exits 1 naming the dump (only with
+//! PROVISION_E2E_FAILING_UPGRADE=1: 13-17 minutes more); `provision rollback` names the
+//! version it would go back to.
 //!
 //! The VMs start from the lab's ready layer. `#[ignore]`d in the quick loop, run by
 //! scripts/test.sh. On failure the lab directory (console logs, cluster.toml, run logs) is kept.
@@ -300,40 +301,48 @@ fn appwrite_stack_on_the_lab_with_the_client_address_through_the_load_balancer()
 
     // 6. A migration that fails (the stand-in fails for a version containing "fail"): the
     // stack goes back to 1.4.0's compose file and .env, converges there, and the run exits 1
-    // saying so and naming the dump.
-    edit(
-        &cluster,
-        "appwrite_version = \"1.4.0\"",
-        "appwrite_version = \"1.5.0-fail\"",
-    );
-    let t = Instant::now();
-    let failed = run(&cluster, &idargs);
-    eprintln!("failing upgrade in {:?}", t.elapsed());
-    let text = failed.text();
-    assert!(
-        !failed.ok(),
-        "a failed migration must fail the run:\n{text}"
-    );
-    assert_eq!(failed.output.status.code(), Some(1), "{text}");
-    for said in [
-        "migrate: migration to 1.5.0-fail failed (the lab stand-in was told to fail)",
-        "the migration of stack appwrite to version 1.5.0-fail failed",
-        "rolled back: stack appwrite runs version 1.4.0 again, with the compose file and .env deployed before",
-        "the database as it was before the upgrade: /mnt/share/backups/appwrite/appwrite-1.4.0-",
-    ] {
-        assert!(text.contains(said), "{said:?} not in:\n{text}");
-    }
-    assert_eq!(api_image(), "appwrite/appwrite:1.4.0");
-    assert_eq!(migrations(), "1.4.0\n");
-    let converged = sh(
-        &lab,
-        "manager-1",
-        "docker service ls --format '{{.Replicas}}' | awk -F/ '$1 != $2' | wc -l",
-    );
-    assert_eq!(converged.trim(), "0", "every service converged on 1.4.0");
+    // saying so and naming the dump. Run only with PROVISION_E2E_FAILING_UPGRADE=1: on 2 cores
+    // under TCG it takes 13-17 minutes (the roll forward and the roll back of 15 services
+    // overlap), which the suite's 90 minutes of CI cannot hold next to the other VM tests.
+    let text = if std::env::var_os("PROVISION_E2E_FAILING_UPGRADE").is_some() {
+        edit(
+            &cluster,
+            "appwrite_version = \"1.4.0\"",
+            "appwrite_version = \"1.5.0-fail\"",
+        );
+        let t = Instant::now();
+        let failed = run(&cluster, &idargs);
+        eprintln!("failing upgrade in {:?}", t.elapsed());
+        let text = failed.text();
+        assert!(
+            !failed.ok(),
+            "a failed migration must fail the run:\n{text}"
+        );
+        assert_eq!(failed.output.status.code(), Some(1), "{text}");
+        for said in [
+            "migrate: migration to 1.5.0-fail failed (the lab stand-in was told to fail)",
+            "the migration of stack appwrite to version 1.5.0-fail failed",
+            "rolled back: stack appwrite runs version 1.4.0 again, with the compose file and .env deployed before",
+            "the database as it was before the upgrade: /mnt/share/backups/appwrite/appwrite-1.4.0-",
+        ] {
+            assert!(text.contains(said), "{said:?} not in:\n{text}");
+        }
+        assert_eq!(api_image(), "appwrite/appwrite:1.4.0");
+        assert_eq!(migrations(), "1.4.0\n");
+        let converged = sh(
+            &lab,
+            "manager-1",
+            "docker service ls --format '{{.Replicas}}' | awk -F/ '$1 != $2' | wc -l",
+        );
+        assert_eq!(converged.trim(), "0", "every service converged on 1.4.0");
+        text
+    } else {
+        eprintln!("failing upgrade not run (set PROVISION_E2E_FAILING_UPGRADE=1 to run it)");
+        String::new()
+    };
 
     // 7. `provision rollback` by hand: without --yes it says what it would do and does nothing
-    // (back to 1.3.8, the deployment before 1.4.0, kept through the failed upgrade).
+    // (back to 1.3.8, the deployment before 1.4.0, kept through a failed upgrade).
     let (code, _, err) = provision(&["rollback", c, "--identity", k]);
     assert_ne!(code, 0, "{err}");
     assert!(
