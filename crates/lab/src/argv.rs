@@ -178,7 +178,8 @@ pub fn ssh(identity: &Path, known_hosts: &Path, port: u16, cmd: &[String]) -> Ve
 
 /// Fallback host-key collection over the network (trust on first use, on loopback).
 pub fn ssh_keyscan(port: u16) -> Vec<String> {
-    let mut argv = strs(&["ssh-keyscan", "-T", "10", "-p"]);
+    // 30 s: a VM booting under TCG beside others can take more than 10 s per key exchange.
+    let mut argv = strs(&["ssh-keyscan", "-T", "30", "-p"]);
     argv.extend([port.to_string(), "127.0.0.1".into()]);
     argv
 }
@@ -422,7 +423,7 @@ mod tests {
         assert_eq!(with_cmd[base.len()..], ["--", "cat", "/etc/machine-id"]);
         assert_eq!(
             ssh_keyscan(22201),
-            ["ssh-keyscan", "-T", "10", "-p", "22201", "127.0.0.1"]
+            ["ssh-keyscan", "-T", "30", "-p", "22201", "127.0.0.1"]
         );
     }
 

@@ -793,12 +793,31 @@ impl Lab {
                     "{}: {why}; falling back to ssh-keyscan on loopback (trust on first use)",
                     vm.name
                 ));
-                let out =
-                    run(&argv::ssh_keyscan(vm.ssh_port), "").map_err(|e| LabError::HostKeys {
-                        vm: vm.name.clone(),
-                        detail: format!("{why}; ssh-keyscan: {e}"),
-                        console: console.clone(),
-                    })?;
+                // sshd answering its banner may still be too slow for a key exchange (seen on
+                // the lab under TCG, 4 VMs booting on 2 cores): a few tries, 5 s apart.
+                let mut tries = 0;
+                let out = loop {
+                    tries += 1;
+                    match run(&argv::ssh_keyscan(vm.ssh_port), "") {
+                        Ok(out)
+                            if !hostkeys::from_keyscan(&String::from_utf8_lossy(&out.stdout))
+                                .is_empty()
+                                || tries == 3 =>
+                        {
+                            break out;
+                        }
+                        Ok(_) => {}
+                        Err(e) if tries == 3 => {
+                            return Err(LabError::HostKeys {
+                                vm: vm.name.clone(),
+                                detail: format!("{why}; ssh-keyscan (3 tries): {e}"),
+                                console: console.clone(),
+                            });
+                        }
+                        Err(_) => {}
+                    }
+                    std::thread::sleep(Duration::from_secs(5));
+                };
                 let keys = hostkeys::from_keyscan(&String::from_utf8_lossy(&out.stdout));
                 if keys.is_empty() {
                     return Err(LabError::HostKeys {
