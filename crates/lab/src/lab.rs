@@ -795,34 +795,26 @@ impl Lab {
                 ));
                 // sshd answering its banner may still be too slow for a key exchange (seen on
                 // the lab under TCG, 4 VMs booting on 2 cores): a few tries, 5 s apart.
-                let mut tries = 0;
-                let out = loop {
-                    tries += 1;
-                    match run(&argv::ssh_keyscan(vm.ssh_port), "") {
-                        Ok(out)
-                            if !hostkeys::from_keyscan(&String::from_utf8_lossy(&out.stdout))
-                                .is_empty()
-                                || tries == 3 =>
-                        {
-                            break out;
-                        }
-                        Ok(_) => {}
-                        Err(e) if tries == 3 => {
-                            return Err(LabError::HostKeys {
-                                vm: vm.name.clone(),
-                                detail: format!("{why}; ssh-keyscan (3 tries): {e}"),
-                                console: console.clone(),
-                            });
-                        }
-                        Err(_) => {}
+                let mut keys = Vec::new();
+                let mut last = String::from("found none");
+                for attempt in 1..=3 {
+                    if attempt > 1 {
+                        std::thread::sleep(Duration::from_secs(5));
                     }
-                    std::thread::sleep(Duration::from_secs(5));
-                };
-                let keys = hostkeys::from_keyscan(&String::from_utf8_lossy(&out.stdout));
+                    match run(&argv::ssh_keyscan(vm.ssh_port), "") {
+                        Ok(out) => {
+                            keys = hostkeys::from_keyscan(&String::from_utf8_lossy(&out.stdout))
+                        }
+                        Err(e) => last = e.to_string(),
+                    }
+                    if !keys.is_empty() {
+                        break;
+                    }
+                }
                 if keys.is_empty() {
                     return Err(LabError::HostKeys {
                         vm: vm.name.clone(),
-                        detail: format!("{why}; ssh-keyscan found none"),
+                        detail: format!("{why}; ssh-keyscan (3 tries): {last}"),
                         console,
                     });
                 }
