@@ -678,7 +678,17 @@ fn check_address(r: &mut Reporter<'_>, v: &Spanned<DeValue<'_>>, what: &str) -> 
     if a.parse::<IpAddr>().is_ok() || is_dns_name(a) {
         return Some(a.to_string());
     }
+    let bare = provision_transport::addr::host_of(a);
     let help = match a.rsplit_once(':') {
+        _ if bare != a && a.starts_with('[') && bare.parse::<IpAddr>().is_ok() => {
+            let port = a.rsplit_once("]:").map(|(_, p)| p);
+            match port {
+                Some(p) => format!(
+                    "write the address without brackets and the port in its own key: address = \"{bare}\" and port = {p}"
+                ),
+                None => format!("write the address without brackets: address = \"{bare}\""),
+            }
+        }
         Some((host, port))
             if port.parse::<u16>().is_ok()
                 && (host.parse::<IpAddr>().is_ok() || is_dns_name(host)) =>
@@ -845,6 +855,7 @@ fn check_cluster(
     let mut names: HashMap<&str, (usize, String)> = HashMap::new();
     let mut endpoints: HashMap<(String, u16), (usize, String)> = HashMap::new();
     let mut private_ips: HashMap<IpAddr, (usize, String)> = HashMap::new();
+    let mut warned_v6 = false;
     for (i, d) in drafts.iter().enumerate() {
         let host = d.label(i);
         let line = r.pos(&d.header).0;
@@ -867,7 +878,7 @@ fn check_cluster(
                     span,
                     format!(
                         "{host} has the same address and port ({}) as {other} at line {first}",
-                        endpoint(address, port)
+                        provision_transport::addr::with_port(address, port)
                     ),
                     Some(
                         "give each host its own address, or its own port when they share one"
@@ -887,6 +898,23 @@ fn check_cluster(
                 );
             } else {
                 private_ips.insert(*ip, (line, host.clone()));
+            }
+            let swarm_node = d
+                .roles
+                .iter()
+                .any(|r| matches!(r, Role::Manager | Role::Worker));
+            if ip.is_ipv6() && swarm_node && !warned_v6 {
+                // Said once: the same holds for every IPv6 swarm node.
+                warned_v6 = true;
+                r.warning(
+                    span,
+                    format!(
+                        "{host} has an IPv6 private_ip: the swarm's control plane, joins and NFS work over IPv6, but Docker's overlay networks do not carry traffic between nodes over an IPv6 underlay (moby/moby#41691, #43643), so tasks on different nodes cannot reach each other"
+                    ),
+                    Some(
+                        "give swarm nodes an IPv4 private_ip (their SSH address may stay IPv6), or keep every service's tasks on one node".into(),
+                    ),
+                );
             }
         }
         let needs_ip = d
@@ -951,14 +979,6 @@ fn check_cluster(
             })
         })
         .collect()
-}
-
-fn endpoint(address: &str, port: u16) -> String {
-    if address.contains(':') {
-        format!("[{address}]:{port}")
-    } else {
-        format!("{address}:{port}")
-    }
 }
 
 /// An RFC 1123 label: letters, digits and hyphens, 1 to 63 long, no hyphen at either end.

@@ -14,7 +14,7 @@ use crate::cluster::{HostState, Quorum};
 use crate::services::swarm;
 use crate::{Cluster, OpsError, commands};
 use hmac::{KeyInit, Mac};
-use provision_playbook::steps::swarm_facts::NodeInfo;
+use provision_playbook::steps::swarm_facts::{self, NodeInfo};
 use provision_transport::{Chunk, Command, Stdin};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -60,8 +60,10 @@ pub fn restore_target(
     meta: &Meta,
     to: Option<&str>,
 ) -> Result<String, OpsError> {
-    let addr_of =
-        |h: &provision_engine::inventory::Host| h.private_ip.map(|ip| format!("{ip}:2377"));
+    let addr_of = |h: &provision_engine::inventory::Host| {
+        h.private_ip
+            .map(|ip| swarm_facts::manager_addr(&ip.to_string()))
+    };
     let Some(want) = meta.manager_addr.as_deref() else {
         // A backup without the address: only its own host is known to be safe.
         return match to {
@@ -88,7 +90,7 @@ pub fn restore_target(
                 ),
                 format!(
                     "restore onto the manager with private_ip {} (leave out --to), or give the replacement server that address",
-                    want.trim_end_matches(":2377")
+                    provision_transport::addr::host_of(want)
                 ),
             ))
         }
@@ -105,7 +107,7 @@ pub fn restore_target(
                     ),
                     format!(
                         "Docker restores a swarm only onto a manager with that address: give a manager private_ip = \"{}\"",
-                        want.trim_end_matches(":2377")
+                        provision_transport::addr::host_of(want)
                     ),
                 )
             }),
@@ -857,6 +859,38 @@ mod tests {
         meta.manager_addr = Some("10.10.0.99:2377".into());
         let e = restore_target(&inv, &meta, None).unwrap_err().to_string();
         assert!(e.contains("private_ip = \"10.10.0.99\""), "{e}");
+    }
+
+    #[test]
+    fn an_ipv6_backup_restores_onto_the_manager_with_its_bracketed_address() {
+        let inv = provision_engine::inventory::Inventory::parse(
+            &(1..=2)
+                .map(|i| format!("[[hosts]]\nname = \"m{i}\"\naddress = \"fd00::{i}\"\nprivate_ip = \"fd00:10::{i}\"\nroles = [\"manager\"]\n"))
+                .fold("name = \"t\"\n".to_string(), |a, h| a + &h),
+            std::path::Path::new("c.toml"),
+            &Default::default(),
+        )
+        .unwrap();
+        // As Docker writes a v6 raft address (ManagerStatus.Addr).
+        let meta = Meta {
+            cluster: "t".into(),
+            swarm_id: "abc".into(),
+            host: "old".into(),
+            node_id: "n2".into(),
+            managers: 2,
+            taken_at_unix: 1,
+            unlock_key: None,
+            manager_addr: Some("[fd00:10::2]:2377".into()),
+        };
+        assert_eq!(restore_target(&inv, &meta, None).unwrap(), "m2");
+        let e = restore_target(&inv, &meta, Some("m1"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("m1 has [fd00:10::1]:2377"), "{e}");
+        assert!(
+            e.contains("restore onto the manager with private_ip fd00:10::2 "),
+            "{e}"
+        );
     }
 
     #[test]

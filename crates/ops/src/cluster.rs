@@ -474,7 +474,7 @@ pub fn host_of_node<'a>(inv: &'a Inventory, n: &NodeInfo) -> Option<&'a str> {
             inv.hosts.iter().find(|h| {
                 h.private_ip.is_some_and(|ip| {
                     let ip = ip.to_string();
-                    n.addr == ip || n.manager_addr.split(':').next() == Some(ip.as_str())
+                    n.addr == ip || provision_transport::addr::host_of(&n.manager_addr) == ip
                 })
             })
         })

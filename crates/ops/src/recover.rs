@@ -110,7 +110,7 @@ pub async fn rejoin_others(
     steps: &mut Vec<String>,
 ) -> Result<(), OpsError> {
     let ip = cluster.private_ip(leader)?;
-    let join_addr = format!("{ip}:2377");
+    let join_addr = swarm_facts::manager_addr(&ip);
     let start = Instant::now();
     let others: Vec<(String, bool)> = cluster
         .swarm_hosts()

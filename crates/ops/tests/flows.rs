@@ -350,3 +350,29 @@ async fn remove_node_refuses_while_another_manager_is_down() {
         );
     }
 }
+
+#[test]
+fn a_node_is_found_by_its_ipv6_raft_address() {
+    let inv = Inventory::parse(
+        "name = \"t\"\n[[hosts]]\nname = \"manager-1\"\naddress = \"fd00::1\"\nprivate_ip = \"fd00:10::11\"\nroles = [\"manager\"]\n",
+        std::path::Path::new("c.toml"),
+        &Default::default(),
+    )
+    .unwrap();
+    // A renamed machine: only Docker's raft address (`[v6]:2377`) ties it to the inventory.
+    let n = provision_playbook::steps::swarm_facts::NodeInfo {
+        hostname: "renamed".into(),
+        role: "manager".into(),
+        manager_addr: "[fd00:10::11]:2377".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        provision_ops::cluster::host_of_node(&inv, &n),
+        Some("manager-1")
+    );
+    let other = provision_playbook::steps::swarm_facts::NodeInfo {
+        manager_addr: "[fd00:10::12]:2377".into(),
+        ..n
+    };
+    assert_eq!(provision_ops::cluster::host_of_node(&inv, &other), None);
+}

@@ -9,8 +9,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// The name OpenSSH looks up: `host` on port 22, `[host]:port` otherwise.
+/// The name OpenSSH looks up: `host` on port 22 (an IPv6 address as is), `[host]:port` otherwise.
 pub fn host_id(host: &str, port: u16) -> String {
+    let host = crate::addr::host_of(host);
     if port == 22 {
         host.to_string()
     } else {
@@ -387,6 +388,22 @@ mod tests {
         assert_eq!(k.check("127.0.0.1", 2222, &key(ED2)), Verdict::Known);
         assert_eq!(k.check("127.0.0.1", 22, &key(ED2)), Verdict::Unknown);
         assert_eq!(k.check("127.0.0.1", 2223, &key(ED2)), Verdict::Unknown);
+    }
+
+    #[test]
+    fn ipv6_entries_as_openssh_writes_them() {
+        // `ssh -p 2222 ::1` records `[::1]:2222`; on port 22 the bare address.
+        assert_eq!(host_id("::1", 2222), "[::1]:2222");
+        assert_eq!(host_id("fd00::1", 22), "fd00::1");
+        assert_eq!(host_id("[fd00::1]", 22), "fd00::1");
+        let k = kh(&format!("fd00::1 {ED}\n[::1]:2222 {ED2}\n"));
+        assert_eq!(k.check("fd00::1", 22, &key(ED)), Verdict::Known);
+        assert_eq!(k.check("::1", 2222, &key(ED2)), Verdict::Known);
+        assert_eq!(k.check("::1", 22, &key(ED2)), Verdict::Unknown);
+        assert!(matches!(
+            k.check("fd00::1", 22, &key(ED2)),
+            Verdict::Changed { line: 1, .. }
+        ));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! The engine only sees the [`Transport`] and [`Connector`] traits; `russh` stays
 //! inside this crate. [`fake::FakeTransport`] records commands for unit tests.
 
+pub mod addr;
 pub mod command;
 pub mod error;
 pub mod fake;

@@ -376,7 +376,7 @@ impl SshPool {
                 prev = Some(format!(
                     "{}{}{}",
                     hop.user.map(|u| format!("{u}@")).unwrap_or_default(),
-                    hop.host,
+                    crate::addr::bracketed(&hop.host),
                     hop.port.map(|p| format!(":{p}")).unwrap_or_default()
                 ));
                 bastion = Some(self.session(&jt).await?);
@@ -393,7 +393,11 @@ impl SshPool {
                 .await
                 .map_err(|e| TransportError::Unreachable {
                     host: label.clone(),
-                    addr: format!("{host}:{port} via {}", bastion.label),
+                    addr: format!(
+                        "{} via {}",
+                        crate::addr::with_port(&host, port),
+                        bastion.label
+                    ),
                     reason: e.to_string(),
                 })?;
             let h = self
@@ -427,7 +431,7 @@ impl SshPool {
         host: &str,
         port: u16,
     ) -> Result<Handle<ClientHandler>, TransportError> {
-        let addr = format!("{host}:{port}");
+        let addr = crate::addr::with_port(host, port);
         let deadline = Instant::now() + self.opts.retry_for;
         let mut backoff = Duration::from_millis(250);
         loop {
@@ -490,7 +494,7 @@ impl SshPool {
             refusal: refusal.clone(),
         };
         let config = Arc::new(self.client_config(host, port));
-        let addr = format!("{host}:{port}");
+        let addr = crate::addr::with_port(host, port);
         let res = tokio::time::timeout(
             self.opts.connect_timeout,
             client::connect_stream(config, stream, handler),

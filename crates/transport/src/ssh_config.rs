@@ -320,6 +320,9 @@ pub fn parse_proxy_jump(value: &str) -> Result<Vec<Jump>, String> {
                     .split_once(']')
                     .ok_or_else(|| format!("unclosed `[` in ProxyJump hop `{hop}`"))?;
                 (h.to_string(), after.strip_prefix(':'))
+            } else if rest.parse::<std::net::Ipv6Addr>().is_ok() {
+                // An IPv6 address without brackets has no port (OpenSSH needs `[addr]:port`).
+                (rest.to_string(), None)
             } else {
                 match rest.rsplit_once(':') {
                     Some((h, p)) => (h.to_string(), Some(p)),
@@ -420,5 +423,14 @@ mod tests {
         );
         assert_eq!(parse_proxy_jump("none").unwrap(), vec![]);
         assert!(parse_proxy_jump("h:x").is_err());
+        // A bare IPv6 address is a host, not `fd00:` on port 1.
+        assert_eq!(
+            parse_proxy_jump("admin@fd00::1").unwrap(),
+            vec![Jump {
+                user: Some("admin".into()),
+                host: "fd00::1".into(),
+                port: None
+            }]
+        );
     }
 }

@@ -163,11 +163,7 @@ fn backends(ctx: &BuildCtx<'_>) -> Result<Vec<(String, String)>, ParamError> {
             )
             .help(format!("set private_ip for {} in the inventory", h.name)));
         };
-        let address = if ip.is_ipv6() {
-            format!("[{ip}]")
-        } else {
-            ip.to_string()
-        };
+        let address = provision_transport::addr::bracketed(&ip.to_string()).into_owned();
         out.push((h.name.clone(), address));
     }
     if out.is_empty() {

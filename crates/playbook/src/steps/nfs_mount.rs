@@ -211,11 +211,7 @@ impl HostStep for NoStorage {
 
 /// `SERVER:EXPORT`, as mount and findmnt write it (IPv6 in brackets).
 pub fn source(server: &str, export: &str) -> String {
-    if server.contains(':') {
-        format!("[{server}]:{export}")
-    } else {
-        format!("{server}:{export}")
-    }
+    format!("{}:{export}", provision_transport::addr::bracketed(server))
 }
 
 /// The fstab line.

@@ -25,6 +25,14 @@ pub fn gather(manager: bool) -> String {
     s
 }
 
+/// The swarm's control-plane port.
+pub const SWARM_PORT: u16 = 2377;
+
+/// A manager's raft address as Docker writes it: `10.0.0.1:2377`, `[fd00::1]:2377`.
+pub fn manager_addr(ip: &str) -> String {
+    provision_transport::addr::with_port(ip, SWARM_PORT)
+}
+
 /// Docker's view of the local node (`docker info` .Swarm).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
@@ -362,12 +370,9 @@ pub fn view(
         .find(|n| n.leader)
         .map(|n| n.manager_addr.clone())
         .filter(|a| !a.is_empty())
-        .or_else(|| via.private_ip.map(|ip| format!("{ip}:2377")))
+        .or_else(|| via.private_ip.map(|ip| manager_addr(&ip.to_string())))
         .unwrap_or_else(|| {
-            format!(
-                "{}:2377",
-                s.info().map(|i| i.node_addr.as_str()).unwrap_or_default()
-            )
+            manager_addr(s.info().map(|i| i.node_addr.as_str()).unwrap_or_default())
         });
     Ok(Some(SwarmView {
         cluster_id: id,

@@ -79,7 +79,7 @@ exit 1"#;
 pub fn join_request(advertise_ip: &str, join_addr: &str, token: &str) -> String {
     serde_json::json!({
         "ListenAddr": "0.0.0.0:2377",
-        "AdvertiseAddr": format!("{advertise_ip}:2377"),
+        "AdvertiseAddr": swarm_facts::manager_addr(advertise_ip),
         "DataPathAddr": advertise_ip,
         "RemoteAddrs": [join_addr],
         "JoinToken": token,
@@ -568,6 +568,83 @@ mod tests {
         assert_eq!(body["AdvertiseAddr"], "10.10.0.32:2377");
         assert_eq!(body["RemoteAddrs"][0], "10.10.0.12:2377");
         assert!(!p.serial, "workers alone join in parallel");
+    }
+
+    #[test]
+    fn ipv6_nodes_join_through_a_bracketed_address() {
+        // Private addresses in IPv6 form; Docker writes a v6 raft address `[addr]:2377`.
+        let t = inventory(1, 2)
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                format!(
+                    "[[hosts]]\nname = \"{}\"\naddress = \"::1\"\nport = {}\nprivate_ip = \"fd00::{}\"\nroles = [\"{}\"]\n",
+                    h.name,
+                    2200 + i,
+                    11 + i,
+                    if i == 0 { "manager" } else { "worker" }
+                )
+            })
+            .collect::<String>();
+        let inv = Inventory::parse(
+            &format!("name = \"t\"\n{t}"),
+            std::path::Path::new("c.toml"),
+            &Default::default(),
+        )
+        .unwrap();
+        let m = fixtures::manager(
+            "m1",
+            "clusterA",
+            &[
+                ("m1", "manager-1", "manager", true, "null"),
+                ("w1", "worker-1", "worker", false, "null"),
+            ],
+        )
+        .replace("10.10.0.12:2377", "[fd00::11]:2377")
+        .replace("10.10.0.12", "fd00::11");
+        let f = facts(&[
+            ("manager-1", m),
+            (
+                "worker-1",
+                fixtures::worker("w1").replace("10.10.0.12:2377", "[fd00::11]:2377"),
+            ),
+            ("worker-2", fixtures::INACTIVE.into()),
+        ]);
+        let p = plan(&inv, &all(&inv), &f);
+        assert_eq!(
+            p.hosts["worker-1"],
+            Ok(Check::Ok("worker in swarm clusterA".into()))
+        );
+        let Ok(Check::Change(c)) = &p.hosts["worker-2"] else {
+            panic!("{:?}", p.hosts["worker-2"])
+        };
+        assert_eq!(
+            c[0].summary,
+            "join swarm clusterA as worker through [fd00::11]:2377"
+        );
+        let Action::Run { stdin, .. } = &c[0].actions[0] else {
+            panic!()
+        };
+        let body: serde_json::Value = serde_json::from_slice(stdin.as_ref().unwrap()).unwrap();
+        assert_eq!(body["AdvertiseAddr"], "[fd00::13]:2377");
+        assert_eq!(body["DataPathAddr"], "fd00::13");
+        assert_eq!(body["RemoteAddrs"][0], "[fd00::11]:2377");
+        // Without a leader's address in the node list, the manager's private address.
+        let no_leader = fixtures::manager(
+            "m1",
+            "clusterA",
+            &[("m1", "manager-1", "manager", false, "null")],
+        )
+        .replace("10.10.0.12", "fd00::11");
+        let f = facts(&[
+            ("manager-1", no_leader),
+            ("worker-2", fixtures::INACTIVE.into()),
+        ]);
+        let v = swarm_facts::view(&inv, &swarm_facts::parse_all(&f))
+            .unwrap()
+            .unwrap();
+        assert_eq!(v.join_addr, "[fd00::11]:2377");
     }
 
     #[test]
