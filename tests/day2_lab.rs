@@ -12,6 +12,8 @@
 //! Slow (swarm joins and restarts under TCG on 5 VMs): `#[ignore]`d in the quick loop,
 //! run by scripts/test.sh with --include-ignored. On failure the lab directory
 //! (console logs, cluster.toml, run logs under .provision/logs) is kept.
+// A VM test prints its progress for CI's log; its secrets are throw-away.
+#![allow(clippy::disallowed_macros, clippy::disallowed_methods)]
 
 use provision_e2e::{
     assert_no_qemu_left, parse_run, provision, provision_bin, ready_layer, run, sh,

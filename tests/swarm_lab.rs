@@ -6,6 +6,8 @@
 //! Slow (package installs under TCG): `#[ignore]`d in the quick loop, run by
 //! scripts/test.sh with --include-ignored. On failure the lab directory (console
 //! logs, cluster.toml, run logs under .provision/logs) is kept and printed.
+// A VM test prints its progress for CI's log; its secrets are throw-away.
+#![allow(clippy::disallowed_macros, clippy::disallowed_methods)]
 
 use provision_e2e::{assert_no_qemu_left, cached_debs, run, sh};
 use provision_lab::{DropPolicy, Lab, LabSpec, Role, UpOptions, VmSpec};

@@ -93,7 +93,7 @@ pub fn load(cluster: &Path, identity: Option<PathBuf>, playbook: Option<&Path>) 
         inv.playbook = Some(std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
     }
     for w in &inv.warnings {
-        eprintln!("{w}");
+        say!("{w}");
     }
     let secrets = match &inv.secrets {
         None => Secrets::empty(),
@@ -101,13 +101,14 @@ pub fn load(cluster: &Path, identity: Option<PathBuf>, playbook: Option<&Path>) 
             .map_err(|e| anyhow::Error::new(ConfigFailure(format!("{}: {e}", path.display()))))?,
     };
     if let (Some(path), Some(drift)) = (&inv.secrets, secrets.recipients_drift()) {
-        eprintln!(
+        say!(
             "warning: {}: the recipients file changed since the secrets were last written ({drift}); the next write asks for confirmation: check the keys, then `provision secrets rotate --yes {}`",
             path.display(),
             path.display()
         );
     }
     let redactor = secrets.redactor();
+    crate::term::learn(&redactor);
     Ok(Loaded {
         inv,
         secrets,
@@ -174,7 +175,7 @@ pub fn compile(loaded: &Loaded, builtin: Builtin<'_>) -> Result<provision_playbo
     let compiled = provision_playbook::compile(&loaded.inv, &pb, &view).map_err(config_error)?;
     // The inventory's warnings were shown by `load`; the steps' follow them.
     for w in compiled.warnings.iter().skip(loaded.inv.warnings.len()) {
-        eprintln!("{}", loaded.redactor.clean(&w.to_string()));
+        say!("{}", loaded.redactor.clean(&w.to_string()));
     }
     Ok(compiled)
 }
@@ -245,7 +246,7 @@ pub fn on_interrupt(stop: impl FnOnce() + Send + 'static) -> tokio::task::JoinHa
             r = term.recv() => r.is_some(),
         };
         if got {
-            eprintln!(
+            say!(
                 "\ninterrupt: finishing the commands already running, then stopping (Ctrl-C again to abort now)"
             );
             stop();
@@ -283,7 +284,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         })?)];
     match args.output {
         Output::Json => sinks.push(Arc::new(JsonSink)),
-        Output::Text if std::io::stderr().is_terminal() => {
+        Output::Text if crate::term::stderr_is_terminal() => {
             sinks.push(Arc::new(ProgressSink::new(args.verbose)))
         }
         Output::Text => sinks.push(Arc::new(PlainSink::stderr(args.verbose))),
@@ -321,7 +322,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let guard = match locked {
         Ok(g) => g,
         Err(e) => {
-            eprintln!("error: {}", loaded.redactor.redact(&e.to_string()));
+            say!("error: {}", loaded.redactor.redact(&e.to_string()));
             return Ok(match e {
                 provision_ops::OpsError::Locked { .. }
                 | provision_ops::OpsError::NoLockMajority { .. } => crate::ops_cmd::EXIT_LOCKED,
@@ -333,38 +334,43 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let (recap, interrupted) = rt.block_on(async {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let tx = Arc::new(tx);
-        let runner = Runner::new(pool, targets, opts, sink).with_redaction(loaded.redactor.clone()).with_cancel(rx);
+        let runner = Runner::new(pool, targets, opts, sink)
+            .with_redaction(loaded.redactor.clone())
+            .with_cancel(rx);
         let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = interrupted.clone();
         // A lock that lost its majority of managers excludes no one any more: no new step
         // starts (the running commands finish, as on Ctrl-C).
-        if let Some(g) = &guard {
-            let mut lost = g.lost();
-            let (tx, lock_lost) = (tx.clone(), lock_lost.clone());
+        let watcher = guard.as_ref().map(|g| {
+            let (tx, lock_lost, health) = (tx.clone(), lock_lost.clone(), g.health());
             tokio::spawn(async move {
-                if lost.wait_for(|l| *l).await.is_ok() {
-                    lock_lost.store(true, std::sync::atomic::Ordering::SeqCst);
-                    eprintln!("stopping: the cluster lock lost its majority of managers; no new step starts");
-                    let _ = tx.send(true);
-                }
-            });
-        }
+                crate::ops_cmd::watch_lock(health).await;
+                lock_lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                say!(
+                    "stopping: the cluster lock lost its majority of managers; no new step starts"
+                );
+                let _ = tx.send(true);
+            })
+        });
         on_interrupt(move || {
             flag.store(true, std::sync::atomic::Ordering::SeqCst);
             let _ = tx.send(true);
         });
         let recap = runner.run(&compiled.steps).await;
+        if let Some(w) = watcher {
+            w.abort();
+        }
         if let Some(g) = guard {
             g.release().await;
         }
         (recap, interrupted.load(std::sync::atomic::Ordering::SeqCst))
     });
     if args.output == Output::Text {
-        eprint!("{}", recap_text(&recap, args.check));
+        crate::term::err(&recap_text(&recap, args.check));
     }
     // Keys trusted on first use: a person can compare them with the servers' own.
     for k in ssh.newly_trusted() {
-        eprintln!(
+        say!(
             "trusted a new host key for {}: {} (recorded in {})",
             k.host,
             k.fingerprint,
@@ -372,7 +378,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         );
     }
     if args.output == Output::Text {
-        eprintln!("log: {}", log.display());
+        say!("log: {}", log.display());
     }
     Ok(if lock_lost.load(std::sync::atomic::Ordering::SeqCst) {
         crate::ops_cmd::EXIT_LOCKED
@@ -405,7 +411,7 @@ pub fn check_config(args: CheckConfigArgs) -> Result<u8> {
         .context("cannot create a scratch directory for the built-in playbook")?;
     let compiled = compile(&loaded, Builtin::Scratch(scratch.path()))?;
     let per_host: usize = compiled.steps.iter().map(|s| s.targets().len()).sum();
-    println!(
+    show!(
         "{}: ok: {} hosts, {} steps ({} host-steps), {} warning(s)",
         args.cluster.display(),
         loaded.inv.hosts.len(),
@@ -475,21 +481,21 @@ pub fn shell(args: ShellArgs) -> Result<u8> {
                 if !out.success() {
                     failed += 1;
                 }
-                println!("== {host} ({status})");
-                print!("{}", redactor.redact(&out.stdout_str()));
+                show!("== {host} ({status})");
+                crate::term::out(&redactor.redact(&out.stdout_str()));
                 let err = out.stderr_str();
                 if !err.is_empty() {
                     for l in redactor.redact(&err).lines() {
-                        println!("stderr: {l}");
+                        show!("stderr: {l}");
                     }
                 }
             }
             Err(e) => {
                 failed += 1;
-                println!("== {host} (error)\n{}", redactor.redact(&e.to_string()));
+                show!("== {host} (error)\n{}", redactor.redact(&e.to_string()));
             }
         }
     }
-    eprintln!("{} host(s), {} failed", chosen.len(), failed);
+    say!("{} host(s), {} failed", chosen.len(), failed);
     Ok(if failed == 0 { 0 } else { EXIT_FAILED })
 }

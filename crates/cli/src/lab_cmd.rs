@@ -170,7 +170,7 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<u8> {
         LabCommand::Status(target) => {
             let lab = Lab::open(&target.resolve()?)?;
             let status = lab.status();
-            print!("{}", render_status(&lab, &status));
+            crate::term::out(&render_status(&lab, &status));
             let healthy = status.iter().all(|s| s.pid.is_some() && s.ssh_answering);
             Ok(if healthy { 0 } else { EXIT_DEGRADED })
         }
@@ -178,12 +178,12 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<u8> {
             let dir = target.resolve()?;
             let report = provision_lab::down_dir(&dir)?;
             if !report.stopped.is_empty() {
-                println!("stopped {}", report.stopped.join(", "));
+                show!("stopped {}", report.stopped.join(", "));
             }
             if report.removed_dir {
-                println!("removed {}", dir.display());
+                show!("removed {}", dir.display());
             } else {
-                println!(
+                show!(
                     "removed the lab's files; {} holds other files and stays",
                     dir.display()
                 );
@@ -199,7 +199,7 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<u8> {
         LabCommand::Stop { vm, target } => {
             let mut lab = Lab::open(&target.resolve()?)?;
             lab.stop_vm(&vm)?;
-            eprintln!("{vm}: powered off (disk kept; `provision lab start {vm}` boots it again)");
+            say!("{vm}: powered off (disk kept; `provision lab start {vm}` boots it again)");
             Ok(0)
         }
         LabCommand::Start {
@@ -209,7 +209,7 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<u8> {
         } => {
             let mut lab = Lab::open(&target.resolve()?)?;
             lab.start_vm(&vm, std::time::Duration::from_secs(boot_timeout))?;
-            eprintln!("{vm}: up");
+            say!("{vm}: up");
             Ok(0)
         }
         LabCommand::Add {
@@ -230,7 +230,7 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<u8> {
             let vm = lab
                 .add_vm(&spec, Duration::from_secs(boot_timeout))?
                 .clone();
-            println!(
+            show!(
                 "added {} (ssh port {}, private ip {}); rewrote {}",
                 vm.name,
                 vm.ssh_port,
@@ -242,9 +242,9 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<u8> {
         LabCommand::Images { prune, cache_dir } => images(prune, cache_dir.as_deref()),
         LabCommand::Image { mirror, cache_dir } => {
             let root = paths::cache_root(cache_dir.as_deref())?;
-            let progress = Progress::stderr();
+            let progress = progress();
             let img = image::ensure(&Recipe::new(mirror.as_deref()), &root, &|m| progress.say(m))?;
-            println!("{}", img.dir.display());
+            show!("{}", img.dir.display());
             Ok(0)
         }
     }
@@ -278,17 +278,17 @@ fn up(args: UpArgs) -> anyhow::Result<u8> {
         accel: args.accel.as_deref().map(AccelChoice::parse).transpose()?,
         boot_timeout: Duration::from_secs(args.boot_timeout),
         keep_on_failure: args.keep_on_failure,
-        progress: Progress::stderr(),
+        progress: progress(),
         ready: Some(ready_layer()?),
     };
     let lab = Lab::up(&spec, &opts)?;
-    print!("{}", render_status(&lab, &lab.status()));
+    crate::term::out(&render_status(&lab, &lab.status()));
     let hint = target_hint(&lab, args.dir.is_some())?;
-    println!("cluster.toml: {}", lab.cluster_toml_path().display());
+    show!("cluster.toml: {}", lab.cluster_toml_path().display());
     if let Some(first) = lab.vms().first() {
-        println!("log in:       provision lab ssh {}{hint}", first.name);
+        show!("log in:       provision lab ssh {}{hint}", first.name);
     }
-    println!("bring down:   provision lab down{hint}");
+    show!("bring down:   provision lab down{hint}");
     Ok(0)
 }
 
@@ -312,14 +312,14 @@ fn images(prune: bool, cache_dir: Option<&Path>) -> anyhow::Result<u8> {
         let plan = layer::prune_plan(&layers, &keep);
         let removed = layer::prune(&root, &plan)?;
         for dir in &removed {
-            println!("removed {}", dir.display());
+            show!("removed {}", dir.display());
         }
         let freed: u64 = plan
             .iter()
             .filter(|l| removed.contains(&l.dir))
             .map(|l| l.bytes)
             .sum();
-        println!(
+        show!(
             "{} layer(s) removed, {} freed; {} kept",
             removed.len(),
             layer::human_bytes(freed),
@@ -327,7 +327,7 @@ fn images(prune: bool, cache_dir: Option<&Path>) -> anyhow::Result<u8> {
         );
         return Ok(0);
     }
-    println!("image layers in {}", image::images_dir(&root).display());
+    show!("image layers in {}", image::images_dir(&root).display());
     let rows: Vec<[String; 5]> = layers
         .iter()
         .map(|l| {
@@ -355,10 +355,7 @@ fn images(prune: bool, cache_dir: Option<&Path>) -> anyhow::Result<u8> {
             ]
         })
         .collect();
-    print!(
-        "{}",
-        table(&["KEY", "LAYER", "SIZE", "AGE", "STATE"], &rows)
-    );
+    crate::term::out(&table(&["KEY", "LAYER", "SIZE", "AGE", "STATE"], &rows));
     Ok(0)
 }
 
@@ -453,6 +450,11 @@ fn exec(argv: &[String]) -> anyhow::Result<u8> {
     use std::os::unix::process::CommandExt;
     let err = std::process::Command::new(&argv[0]).args(&argv[1..]).exec();
     Err(err).with_context(|| format!("cannot run {}", Path::new(&argv[0]).display()))
+}
+
+/// The lab's progress lines (`lab: ...`), through the binary's terminal output.
+fn progress() -> Progress {
+    Progress::new(|m| crate::term::err_line(&format!("lab: {m}")))
 }
 
 #[cfg(test)]

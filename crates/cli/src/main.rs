@@ -1,6 +1,8 @@
 //! The `provision` command line: parses arguments, runs the library crates, formats
 //! errors for people and maps outcomes to exit codes.
 
+#[macro_use]
+mod term;
 mod builtin;
 mod cmd_run;
 mod lab_cmd;
@@ -73,16 +75,11 @@ fn main() -> ExitCode {
         Command::Lab(cmd) => lab_cmd::run(cmd),
         Command::Ops(cmd) => ops_cmd::run(cmd),
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "provision",
-                &mut std::io::stdout(),
-            );
+            clap_complete::generate(shell, &mut Cli::command(), "provision", &mut term::stdout());
             Ok(0)
         }
         Command::Man => clap_mangen::Man::new(Cli::command())
-            .render(&mut std::io::stdout())
+            .render(&mut term::stdout())
             .map(|_| 0)
             .map_err(Into::into),
     };
@@ -91,10 +88,10 @@ fn main() -> ExitCode {
         Err(err) => {
             if let Some(cfg) = err.downcast_ref::<cmd_run::ConfigFailure>() {
                 // Bad input: nothing ran anywhere.
-                eprintln!("{cfg}");
+                say!("{cfg}");
                 return ExitCode::from(cmd_run::EXIT_CONFIG);
             }
-            eprintln!("error: {err:#}");
+            say!("error: {err:#}");
             ExitCode::from(1)
         }
     }

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, anyhow};
 use provision_ops::lock::{self, LockGuard};
 use provision_ops::{Cluster, OpsError, backup, nodes, recover, services, stacks, status};
 use provision_playbook::compile::targets;
-use provision_secrets::{EncryptionMode, IdentitySources, Redactor, SecretsFile};
+use provision_secrets::{EncryptionMode, IdentitySources, SecretsFile};
 use provision_transport::{Chunk, Connector, SshPool};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -163,7 +163,6 @@ pub enum OpsCommand {
 
 struct Opened {
     cluster: Arc<Cluster>,
-    redactor: Redactor,
     secrets_path: Option<PathBuf>,
     identity: Option<PathBuf>,
     /// The secrets' `backup_key`: authenticates backups.
@@ -183,8 +182,10 @@ fn open(common: &Common) -> Result<Opened> {
     Ok(Opened {
         backup_key,
         secrets_path: loaded.inv.secrets.clone(),
-        cluster: Arc::new(Cluster::new(loaded.inv, pool, t, loaded.redactor.clone())),
-        redactor: loaded.redactor,
+        cluster: Arc::new(
+            Cluster::new(loaded.inv, pool, t, loaded.redactor.clone())
+                .sharing(crate::term::known()),
+        ),
         identity: common.identity.clone(),
     })
 }
@@ -197,7 +198,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// Prints an operation error for people and picks the exit code.
 fn report(o: &Opened, e: OpsError) -> u8 {
-    eprintln!("error: {}", o.cluster.redact(&e.to_string()));
+    say!("error: {}", o.cluster.redact(&e.to_string()));
     match e {
         OpsError::Locked { .. } | OpsError::NoLockMajority { .. } => EXIT_LOCKED,
         OpsError::Interrupted { .. } => crate::cmd_run::EXIT_INTERRUPTED,
@@ -214,7 +215,7 @@ pub async fn take_lock(
 ) -> Result<LockGuard, OpsError> {
     let (guard, rep) = lock::acquire(cluster, what, force, policy).await?;
     if policy == lock::LockQuorum::Reachable && !rep.skipped.is_empty() {
-        eprintln!(
+        say!(
             "warning: the cluster lock is held on {} only ({} did not answer): an operator who reaches only those could act at the same time",
             if rep.hosts.is_empty() {
                 "no manager".to_string()
@@ -229,18 +230,39 @@ pub async fn take_lock(
         );
     }
     for (h, o) in &rep.forced {
-        eprintln!("warning: removed the cluster lock of {o} on {h} (--force-unlock)");
+        say!("warning: removed the cluster lock of {o} on {h} (--force-unlock)");
     }
     for (h, o, age) in &rep.took_over {
-        eprintln!(
-            "warning: took over a stale cluster lock on {h} ({o}, not refreshed for {age} s)"
-        );
+        say!("warning: took over a stale cluster lock on {h} ({o}, not refreshed for {age} s)");
     }
     Ok(guard)
 }
 
 /// Runs a mutating operation under the cluster lock, held as `policy` says: `recover` and
 /// `restore` take it on the managers that answer, every other command needs a majority.
+/// Shows each new note of the lock's refresh rounds; returns when the lock lost the managers
+/// its policy needs (never, while it holds).
+pub async fn watch_lock(mut health: tokio::sync::watch::Receiver<lock::LockHealth>) {
+    let mut shown = std::collections::HashSet::new();
+    loop {
+        let lost = {
+            let h = health.borrow_and_update();
+            for n in &h.notes {
+                if shown.insert(n.clone()) {
+                    say!("warning: {n}");
+                }
+            }
+            h.lost
+        };
+        if lost || health.changed().await.is_err() {
+            if lost {
+                return;
+            }
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 fn locked<T>(
     o: &Opened,
     what: &str,
@@ -258,7 +280,11 @@ fn locked<T>(
             Ok(g) => g,
             Err(e) => return Err(report(o, e)),
         };
-        let res = op(&o.cluster).await;
+        // A day-2 command finishes what it started; the notes say what happened to the lock.
+        let res = tokio::select! {
+            r = op(&o.cluster) => r,
+            () = async { watch_lock(guard.health()).await; std::future::pending().await } => unreachable!(),
+        };
         guard.release().await;
         signals.abort();
         res.map_err(|e| report(o, e))
@@ -276,9 +302,11 @@ pub fn run(cmd: OpsCommand) -> Result<u8> {
             let unhealthy = st.quorum.as_ref().is_none_or(|q| !q.ok);
             match output {
                 crate::cmd_run::Output::Json => {
-                    println!("{}", o.cluster.redact(&serde_json::to_string_pretty(&st)?))
+                    show!("{}", o.cluster.redact(&serde_json::to_string_pretty(&st)?))
                 }
-                crate::cmd_run::Output::Text => print!("{}", o.cluster.redact(&status_text(&st))),
+                crate::cmd_run::Output::Text => {
+                    crate::term::out(&o.cluster.redact(&status_text(&st)))
+                }
             }
             Ok(if unhealthy { EXIT_FAILED } else { 0 })
         }
@@ -312,8 +340,8 @@ pub fn run(cmd: OpsCommand) -> Result<u8> {
                     p.task.error.clone(),
                 ]);
             }
-            println!("{name}: {} task(s)", tasks.len());
-            print!("{}", o.cluster.redact(&table(&rows)));
+            show!("{name}: {} task(s)", tasks.len());
+            crate::term::out(&o.cluster.redact(&table(&rows)));
             Ok(0)
         }
         OpsCommand::Logs {
@@ -325,7 +353,7 @@ pub fn run(cmd: OpsCommand) -> Result<u8> {
             let o = open(&common)?;
             let rt = runtime()?;
             let code = rt.block_on(async {
-                let (tx, printer) = printer(o.redactor.clone());
+                let (tx, printer) = printer();
                 let r = services::logs(&o.cluster, &service, follow, tail, tx).await;
                 let _ = printer.await;
                 r
@@ -345,14 +373,14 @@ pub fn run(cmd: OpsCommand) -> Result<u8> {
             let rt = runtime()?;
             let code = rt.block_on(async {
                 let (name, placed) = services::exec_target(&o.cluster, &service).await?;
-                eprintln!(
+                say!(
                     "exec in {} ({}) on {}: {}",
                     placed.task.name,
                     name,
                     placed.host.as_deref().unwrap_or("?"),
                     o.cluster.redact(&command.join(" "))
                 );
-                let (tx, printer) = printer(o.redactor.clone());
+                let (tx, printer) = printer();
                 let r = services::exec(&o.cluster, &placed, &command, tx).await;
                 let _ = printer.await;
                 r
@@ -376,7 +404,7 @@ pub fn run(cmd: OpsCommand) -> Result<u8> {
             )? {
                 Ok(r) => {
                     for s in r.steps {
-                        eprintln!("{s}");
+                        say!("{s}");
                     }
                     Ok(0)
                 }
@@ -423,9 +451,12 @@ pub fn run(cmd: OpsCommand) -> Result<u8> {
                 async |c| stacks::rollback(c, &stack, &dir, wait_timeout, yes).await,
             )? {
                 Ok(r) => {
-                    eprintln!(
+                    say!(
                         "stack {stack} rolled back through {} from version {} to version {}; its services converged. The database was not restored. `provision rollback --yes` again returns to {}.",
-                        r.via, r.from, r.to, r.from
+                        r.via,
+                        r.from,
+                        r.to,
+                        r.from
                     );
                     Ok(0)
                 }
@@ -447,11 +478,11 @@ pub fn run(cmd: OpsCommand) -> Result<u8> {
                 async |c| recover::recover(c, from.as_deref(), yes).await,
             )? {
                 Ok(r) => {
-                    eprintln!("recovered through {}:", r.survivor);
+                    say!("recovered through {}:", r.survivor);
                     for s in r.steps {
-                        eprintln!("  {s}");
+                        say!("  {s}");
                     }
-                    eprintln!("check with `provision status {}`", common.cluster.display());
+                    say!("check with `provision status {}`", common.cluster.display());
                     Ok(0)
                 }
                 Err(code) => Ok(code),
@@ -475,13 +506,13 @@ fn availability(common: Common, host: String, lock: LockArgs, to: &str) -> Resul
     )? {
         Ok(m) => {
             if to == "drain" && !m.remaining.is_empty() {
-                eprintln!("{host} drained, but these tasks have not moved yet:");
+                say!("{host} drained, but these tasks have not moved yet:");
                 for t in &m.remaining {
-                    eprintln!("  {t}");
+                    say!("  {t}");
                 }
                 return Ok(EXIT_FAILED);
             }
-            eprintln!(
+            say!(
                 "{host}: availability {to}{}",
                 if to == "drain" {
                     " (no task left on it)"
@@ -544,7 +575,7 @@ fn backup_cmd(common: Common, output: PathBuf, yes: bool, lock: LockArgs) -> Res
                 provision_secrets::ExposeSecret::expose_secret(&value).to_string(),
             );
             o.cluster.learn_secret(&k);
-            eprintln!(
+            say!(
                 "added `{}` to {}: it authenticates this cluster's backups (restore refuses one it did not make); keep it with the secrets",
                 backup::BACKUP_KEY,
                 sf.path().display()
@@ -566,7 +597,7 @@ fn backup_cmd(common: Common, output: PathBuf, yes: bool, lock: LockArgs) -> Res
         .encrypt(&done.plaintext, &EncryptionMode::Recipients)
         .map_err(|e| anyhow!("{e}"))?;
     write_new(&output, &encrypted).with_context(|| format!("cannot write {}", output.display()))?;
-    eprintln!(
+    say!(
         "backup of swarm {} taken on {} ({} KiB of swarm state{}{}), encrypted to the recipients of {} -> {}",
         done.meta.swarm_id.get(..12).unwrap_or(&done.meta.swarm_id),
         done.meta.host,
@@ -621,7 +652,7 @@ fn restore_cmd(
         Err(e) => return Ok(report(&o, e)),
     };
     if let Some(w) = &checked.unverified {
-        eprintln!("--force: {w}");
+        say!("--force: {w}");
     }
     let (meta, tar) = (unpacked.meta, unpacked.tar);
     // Checked before the lock is taken: a wrong target changes nothing anywhere.
@@ -629,7 +660,7 @@ fn restore_cmd(
         Ok(t) => t,
         Err(e) => return Ok(report(&o, e)),
     };
-    eprintln!(
+    say!(
         "restoring swarm {} (taken on {} of cluster {}; {} files, {} KiB, {}) onto {to}",
         meta.swarm_id.get(..12).unwrap_or(&meta.swarm_id),
         meta.host,
@@ -651,54 +682,28 @@ fn restore_cmd(
     )? {
         Ok(r) => {
             for s in r.steps {
-                eprintln!("  {s}");
+                say!("  {s}");
             }
-            eprintln!("check with `provision status {}`", common.cluster.display());
+            say!("check with `provision status {}`", common.cluster.display());
             Ok(0)
         }
         Err(code) => Ok(code),
     }
 }
 
-/// A task that prints streamed output, redacting secrets line by line.
-fn printer(redactor: Redactor) -> (provision_transport::OutputSink, tokio::task::JoinHandle<()>) {
+/// A task that prints streamed output; the terminal writers clean it line by line.
+fn printer() -> (provision_transport::OutputSink, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Chunk>();
     let h = tokio::spawn(async move {
-        let (mut out, mut err) = (LineBuf::default(), LineBuf::default());
+        let (mut out, mut err) = (crate::term::stdout(), crate::term::stderr());
         while let Some(c) = rx.recv().await {
-            match c {
-                Chunk::Stdout(b) => out.push(&b, &redactor, &mut std::io::stdout()),
-                Chunk::Stderr(b) => err.push(&b, &redactor, &mut std::io::stderr()),
-            }
+            let _ = match c {
+                Chunk::Stdout(b) => out.write_all(&b),
+                Chunk::Stderr(b) => err.write_all(&b),
+            };
         }
-        out.finish(&redactor, &mut std::io::stdout());
-        err.finish(&redactor, &mut std::io::stderr());
     });
     (tx, h)
-}
-
-/// Holds a partial line so that a secret split across chunks is still redacted.
-#[derive(Default)]
-struct LineBuf(Vec<u8>);
-
-impl LineBuf {
-    fn push(&mut self, b: &[u8], r: &Redactor, w: &mut impl Write) {
-        self.0.extend_from_slice(b);
-        if let Some(last) = self.0.iter().rposition(|c| *c == b'\n') {
-            let rest = self.0.split_off(last + 1);
-            let text = String::from_utf8_lossy(&self.0);
-            let _ = w.write_all(r.redact(&text).as_bytes());
-            let _ = w.flush();
-            self.0 = rest;
-        }
-    }
-
-    fn finish(&mut self, r: &Redactor, w: &mut impl Write) {
-        if !self.0.is_empty() {
-            let _ = w.write_all(r.redact(&String::from_utf8_lossy(&self.0)).as_bytes());
-            let _ = w.flush();
-        }
-    }
 }
 
 /// Left-aligned columns.
@@ -809,20 +814,6 @@ pub fn status_text(st: &status::Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn line_buffer_redacts_secrets_split_across_chunks() {
-        let r = Redactor::new(["hunter2-secret-value"]);
-        let mut lb = LineBuf::default();
-        let mut out = Vec::new();
-        lb.push(b"password=hunter2-se", &r, &mut out);
-        assert!(out.is_empty());
-        lb.push(b"cret-value\nnext", &r, &mut out);
-        lb.finish(&r, &mut out);
-        let s = String::from_utf8(out).unwrap();
-        assert!(!s.contains("hunter2"), "{s}");
-        assert!(s.ends_with("\nnext"));
-    }
 
     #[test]
     fn tables_align() {

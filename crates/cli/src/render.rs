@@ -32,7 +32,7 @@ impl PlainSink {
     pub fn stderr(verbose: bool) -> Self {
         PlainSink {
             verbose,
-            out: Mutex::new(Box::new(std::io::stderr())),
+            out: Mutex::new(Box::new(crate::term::stderr())),
         }
     }
 }
@@ -216,8 +216,7 @@ impl EventSink for JsonSink {
             return;
         }
         if let Ok(line) = serde_json::to_string(e) {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{line}");
+            crate::term::out_line(&line);
         }
     }
 }

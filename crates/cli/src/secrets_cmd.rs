@@ -1,6 +1,5 @@
 //! `provision secrets ...`: thin CLI layer over the provision-secrets crate.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
@@ -156,7 +155,7 @@ pub fn run(cmd: SecretsCommand) -> anyhow::Result<u8> {
         // An interrupted edit is not a failure to explain at length: say what happened and end
         // with the shell's 128+signal code.
         Err(e @ SecretsError::Interrupted { .. }) => {
-            eprintln!("{e}");
+            say!("{e}");
             Ok(e.exit_code())
         }
         // The library's messages are complete sentences; no error chain is appended.
@@ -175,21 +174,21 @@ fn execute(cmd: SecretsCommand) -> Result<u8, SecretsError> {
         SecretsCommand::Edit { file, yes, id } => {
             let opts = secrets::EditOptions {
                 confirm_recipients: yes,
-                ..secrets::EditOptions::from_env()
+                ..secrets::EditOptions::from_env(crate::term::err_line)
             };
             let outcome = secrets::edit(&file, &id.sources(), &opts)?;
             match outcome {
                 EditOutcome::Unchanged => {
-                    eprintln!("no changes; {} left untouched", file.display())
+                    say!("no changes; {} left untouched", file.display())
                 }
-                EditOutcome::Saved => eprintln!("saved {}", file.display()),
+                EditOutcome::Saved => say!("saved {}", file.display()),
             }
             Ok(0)
         }
         SecretsCommand::Generate { .. } => unreachable!("handled by run"),
         SecretsCommand::View { file, id } | SecretsCommand::Textconv { file, id } => {
             let decrypted = secrets::view(&file, &id.sources())?;
-            print_stdout(decrypted.text().as_bytes());
+            crate::term::secret_to_stdout(decrypted.text().as_bytes());
             Ok(0)
         }
         SecretsCommand::Set {
@@ -210,12 +209,12 @@ fn execute(cmd: SecretsCommand) -> Result<u8, SecretsError> {
                 secrets::SetOutcome::Added => "added",
                 secrets::SetOutcome::Replaced => "updated",
             };
-            eprintln!("{verb} {key} in {}", file.display());
+            say!("{verb} {key} in {}", file.display());
             Ok(0)
         }
         SecretsCommand::Rm { file, key, yes, id } => {
             secrets::remove(&file, &id.sources(), &key, yes)?;
-            eprintln!("removed {key} from {}", file.display());
+            say!("removed {key} from {}", file.display());
             Ok(0)
         }
         SecretsCommand::Recipients(RecipientsCommand::Add {
@@ -226,7 +225,7 @@ fn execute(cmd: SecretsCommand) -> Result<u8, SecretsError> {
         }) => {
             let key = secrets::resolve_recipient_arg(&key)?;
             let change = secrets::recipients_add(&file, &id.sources(), key, name.as_deref())?;
-            eprintln!(
+            say!(
                 "added {}; {} re-encrypted to {}",
                 change.key.short(),
                 file.display(),
@@ -236,17 +235,17 @@ fn execute(cmd: SecretsCommand) -> Result<u8, SecretsError> {
         }
         SecretsCommand::Recipients(RecipientsCommand::Remove { file, key, id }) => {
             let change = secrets::recipients_remove(&file, &id.sources(), &key)?;
-            eprintln!(
+            say!(
                 "removed {}; {} re-encrypted to {}",
                 change.key.short(),
                 file.display(),
                 count_recipients(change.recipients)
             );
-            eprintln!(
+            say!(
                 "note: that key could read earlier versions (they are in version control): change the secret values themselves"
             );
             if !change.still_readable {
-                eprintln!(
+                say!(
                     "warning: your own keys can no longer decrypt {}",
                     file.display()
                 );
@@ -259,7 +258,7 @@ fn execute(cmd: SecretsCommand) -> Result<u8, SecretsError> {
                 out.push_str(&key.line());
                 out.push('\n');
             }
-            print_stdout(out.as_bytes());
+            crate::term::out(&out);
             Ok(0)
         }
         SecretsCommand::Rotate { files, yes, id } => {
@@ -271,24 +270,24 @@ fn execute(cmd: SecretsCommand) -> Result<u8, SecretsError> {
             let report = secrets::rotate(&files, &id.sources(), yes)?;
             for done in &report.rotated {
                 match (done.recipients, &done.backup_of) {
-                    (Some(n), Some(src)) if src != &done.path => eprintln!(
+                    (Some(n), Some(src)) if src != &done.path => say!(
                         "re-encrypted {} (binary: a backup) to {} of {}",
                         done.path.display(),
                         count_recipients(n),
                         src.display()
                     ),
-                    (Some(n), _) => eprintln!(
+                    (Some(n), _) => say!(
                         "re-encrypted {} to {}",
                         done.path.display(),
                         count_recipients(n)
                     ),
                     (None, _) => {
-                        eprintln!("re-encrypted {} with its passphrase", done.path.display())
+                        say!("re-encrypted {} with its passphrase", done.path.display())
                     }
                 }
             }
             for (path, why) in &report.skipped {
-                eprintln!("skipped {}: {why}", path.display());
+                say!("skipped {}: {why}", path.display());
             }
             // Not everything is re-encrypted: a person must look at what was skipped.
             Ok(if report.skipped.is_empty() { 0 } else { 1 })
@@ -315,37 +314,37 @@ fn init(
         },
     )?;
     if let Some(key_path) = &report.created_key {
-        eprintln!(
+        say!(
             "created a key pair in {} (keep it private and backed up: without it you cannot decrypt)",
             key_path.display()
         );
     }
     if let Some((place, key)) = &report.own_key {
-        eprintln!("your public key ({place}): {}", key.line());
+        say!("your public key ({place}): {}", key.line());
     }
     if report.created_recipients {
-        eprintln!(
+        say!(
             "created {}",
             secrets::RecipientsFile::path_for(file).display()
         );
     }
     if report.created_file {
         if passphrase {
-            eprintln!("created {} (passphrase-encrypted)", file.display());
+            say!("created {} (passphrase-encrypted)", file.display());
         } else {
-            eprintln!(
+            say!(
                 "created {} (encrypted to {})",
                 file.display(),
                 count_recipients(report.recipients)
             );
         }
-        eprintln!(
+        say!(
             "add values with `provision secrets edit {}` or `provision secrets set {} NAME`",
             file.display(),
             file.display()
         );
     } else if let Some((_, key)) = &report.own_key {
-        eprintln!(
+        say!(
             "{} already exists and was left unchanged; to get access, ask a teammate who can decrypt it to run:\n  provision secrets recipients add {} '{}'",
             file.display(),
             file.display(),
@@ -429,7 +428,7 @@ fn generate(
         }
     }
     if made.is_empty() {
-        eprintln!(
+        say!(
             "nothing to generate: the {} generated secret(s) this cluster needs are in {}",
             needed.iter().filter(|(s, _)| s.generate.is_some()).count(),
             file.display()
@@ -442,20 +441,20 @@ fn generate(
         secrets::set_all_decrypted(&file, &decrypted, &values, confirm)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         for (spec, length, alphabet, _) in &made {
-            eprintln!(
+            say!(
                 "generated {} ({length} random {} characters)",
                 spec.name,
                 alphabet.name()
             );
         }
-        eprintln!(
+        say!(
             "{} written ({} new, existing values kept)",
             file.display(),
             made.len()
         );
     }
     for spec in &by_hand {
-        eprintln!(
+        say!(
             "error: required secret `{}` cannot be generated: set it with `provision secrets set {} {}`",
             spec.name,
             file.display(),
@@ -467,10 +466,4 @@ fn generate(
 
 fn count_recipients(n: usize) -> String {
     format!("{n} recipient{}", if n == 1 { "" } else { "s" })
-}
-
-/// Writes decrypted text to stdout; a closed pipe (`| head`) is not an error.
-fn print_stdout(bytes: &[u8]) {
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(bytes).and_then(|()| out.flush());
 }

@@ -3,14 +3,15 @@
 //! works under its own root directory (a host var).
 
 use provision_testkit::leaks::leaks;
-use provision_testkit::{KeyPair, Sshd, keygen};
+use provision_testkit::{KeyPair, Netns, Sshd, SshdOptions, keygen};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 struct Cluster {
     dir: tempfile::TempDir,
     servers: Vec<Sshd>,
-    #[allow(dead_code)]
+    /// The namespace the servers listen in; `provision` runs there too.
+    netns: Option<String>,
     key: KeyPair,
 }
 
@@ -50,9 +51,22 @@ const TEMPLATE: &str = "# {{ host.name }}\nlisten = {{ host.private_ip }}\npeers
 const SECRET: &str = "tok-7f3a9c-very-secret";
 
 fn cluster(n: usize) -> Cluster {
+    cluster_with(n, SshdOptions::default())
+}
+
+/// `n` hosts served by sshds started with `opts`, addressed by their listen address;
+/// private addresses in the same family.
+fn cluster_with(n: usize, opts: SshdOptions) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let key = keygen(dir.path(), "id", "ed25519", "");
-    let servers: Vec<Sshd> = (0..n).map(|_| Sshd::start()).collect();
+    let servers: Vec<Sshd> = (0..n).map(|_| Sshd::start_with(opts.clone())).collect();
+    let private = |n: usize| {
+        if opts.listen.contains(':') {
+            format!("fd00::{n}")
+        } else {
+            format!("10.0.0.{n}")
+        }
+    };
     let mut kh = String::new();
     let mut hosts = String::new();
     for (i, s) in servers.iter().enumerate() {
@@ -61,8 +75,10 @@ fn cluster(n: usize) -> Cluster {
         let root = dir.path().join(format!("root-h{}", i + 1));
         std::fs::create_dir_all(root.join("etc")).unwrap();
         hosts.push_str(&format!(
-            "\n[[hosts]]\nname = \"h{n}\"\naddress = \"127.0.0.1\"\nport = {port}\nprivate_ip = \"10.0.0.{n}\"\nroles = [\"worker\"]\nvars = {{ root = \"{root}\" }}\n",
+            "\n[[hosts]]\nname = \"h{n}\"\naddress = \"{address}\"\nport = {port}\nprivate_ip = \"{private}\"\nroles = [\"worker\"]\nvars = {{ root = \"{root}\" }}\n",
             n = i + 1,
+            address = s.listen,
+            private = private(i + 1),
             port = s.port,
             root = root.display()
         ));
@@ -93,7 +109,12 @@ fn cluster(n: usize) -> Cluster {
         key.private.display()
     );
     std::fs::write(dir.path().join("cluster.toml"), inventory).unwrap();
-    Cluster { dir, servers, key }
+    Cluster {
+        dir,
+        servers,
+        netns: opts.netns,
+        key,
+    }
 }
 
 fn run_ok(cmd: &mut Command) {
@@ -107,8 +128,16 @@ fn run_ok(cmd: &mut Command) {
 
 impl Cluster {
     fn provision(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_provision"))
-            .args(args)
+        let bin = env!("CARGO_BIN_EXE_provision");
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, bin]);
+                c
+            }
+            None => Command::new(bin),
+        };
+        cmd.args(args)
             .env("PROVISION_IDENTITY", self.dir.path().join("age.key"))
             .env("HOME", self.dir.path())
             .env_remove("SSH_AUTH_SOCK")
@@ -472,6 +501,93 @@ fn keys_trusted_on_first_use_are_named_with_their_fingerprints() {
     let out = c.provision(&["run", &c.cluster_toml()]);
     assert!(out.status.success());
     assert!(!text(&out).contains("trusted a new host key"));
+}
+
+#[test]
+fn an_ipv6_host_is_reached_pinned_and_configured() {
+    // sshd on ::1 in a namespace of the test's own; the inventory gives IPv6 addresses.
+    let ns = Netns::create();
+    let c = cluster_with(
+        2,
+        SshdOptions {
+            listen: "::1",
+            netns: Some(ns.name.clone()),
+            ..Default::default()
+        },
+    );
+    let toml = c.dir.path().join("cluster.toml");
+    let inventory = std::fs::read_to_string(&toml).unwrap();
+    assert!(inventory.contains("address = \"::1\""), "{inventory}");
+    std::fs::write(
+        &toml,
+        inventory.replace(
+            "host_key_policy = \"strict\"",
+            "host_key_policy = \"accept-new\"",
+        ),
+    )
+    .unwrap();
+    let known_hosts = c.dir.path().join("known_hosts");
+    std::fs::remove_file(&known_hosts).unwrap();
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    // Recorded as OpenSSH records them (`ssh -p PORT ::1`), and only those.
+    let mut recorded: Vec<String> = std::fs::read_to_string(&known_hosts)
+        .unwrap()
+        .lines()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    recorded.sort();
+    let mut expected: Vec<String> = c.servers.iter().map(|s| s.known_hosts_line()).collect();
+    expected.sort();
+    assert_eq!(recorded, expected);
+    assert!(expected[0].starts_with("[::1]:"), "{expected:?}");
+    for i in 1..=2 {
+        let conf = std::fs::read_to_string(c.root(i).join("etc/app/app.conf")).unwrap();
+        assert!(conf.contains(&format!("listen = fd00::{i}\n")), "{conf}");
+    }
+    // Pinned: the next run under the strict policy reaches both and changes nothing.
+    std::fs::write(&toml, &inventory).unwrap();
+    let out = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let results = Cluster::results(&out);
+    assert!(!results.is_empty());
+    assert!(
+        results.iter().all(|(_, _, status)| status == "ok"),
+        "{results:?}"
+    );
+    // Through a bastion written as OpenSSH takes it, a bare IPv6 address on port 22.
+    let bastion = Sshd::start_with(SshdOptions {
+        listen: "::1",
+        netns: Some(ns.name.clone()),
+        port: Some(22),
+        extra_config: "LogLevel DEBUG1".into(),
+        ..Default::default()
+    });
+    bastion.authorize(&c.key);
+    std::fs::write(
+        &toml,
+        inventory.replace(
+            "host_key_policy = \"strict\"",
+            "host_key_policy = \"accept-new\"\nproxy_jump = \"root@::1\"",
+        ),
+    )
+    .unwrap();
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let pinned = std::fs::read_to_string(&known_hosts).unwrap();
+    assert!(
+        pinned.contains(&format!("\n::1 {}\n", bastion.host_keys[0])),
+        "the bastion on port 22 is recorded as `::1`: {pinned}"
+    );
+    for s in &c.servers {
+        assert!(
+            bastion.log().contains(&format!("port {}", s.port)),
+            "the bastion must forward to {}: {}",
+            s.port,
+            bastion.log()
+        );
+    }
 }
 
 #[test]

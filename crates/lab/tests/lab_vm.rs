@@ -1,5 +1,7 @@
 //! Tier 3: boots real VMs under qemu and checks them through the real OpenSSH `ssh`: distinct
 //! identities, the private network, bare images, `add_vm`, and `down`.
+// A VM test prints its progress for CI's log.
+#![allow(clippy::disallowed_macros, clippy::disallowed_methods)]
 
 use provision_lab::aptcache::AptCache;
 use provision_lab::{DEFAULT_BOOT_TIMEOUT, DropPolicy, Lab, LabSpec, Role, UpOptions, VmSpec};

@@ -21,7 +21,9 @@ pub struct Cluster {
     targets: BTreeMap<String, Target>,
     /// The cluster's secrets, plus those learnt while working (join tokens, the unlock key):
     /// every message is made through it.
-    redactor: Mutex<Redactor>,
+    /// Shared with the binary's terminal output ([`Cluster::sharing`]), so a secret learnt
+    /// mid-operation is hidden there too.
+    redactor: Arc<Mutex<Redactor>>,
     /// Set on Ctrl-C / SIGTERM: no new command starts; the running ones finish.
     interrupted: std::sync::atomic::AtomicBool,
 }
@@ -37,9 +39,21 @@ impl Cluster {
             inv,
             connector,
             targets: targets.into_iter().map(|t| (t.name.clone(), t)).collect(),
-            redactor: Mutex::new(redactor),
+            redactor: Arc::new(Mutex::new(redactor)),
             interrupted: Default::default(),
         }
+    }
+
+    /// Keeps the cluster's secrets, and those it learns later, in `shared` (the binary's
+    /// one redactor for everything it prints).
+    pub fn sharing(mut self, shared: Arc<Mutex<Redactor>>) -> Self {
+        {
+            let own = self.redactor.lock().unwrap_or_else(|e| e.into_inner());
+            let mut all = shared.lock().unwrap_or_else(|e| e.into_inner());
+            *all = all.merged(&own);
+        }
+        self.redactor = shared;
+        self
     }
 
     /// From now on no new command starts ([`Cluster::run`] returns

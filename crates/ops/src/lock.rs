@@ -199,8 +199,19 @@ pub struct LockGuard {
     owner: Owner,
     refresher: tokio::task::JoinHandle<()>,
     dir: String,
-    /// Turns true when a refresh round is confirmed by fewer managers than the policy needs.
-    lost: tokio::sync::watch::Receiver<bool>,
+    /// What the last refresh round saw.
+    health: tokio::sync::watch::Receiver<LockHealth>,
+}
+
+/// What a refresh round of the lock saw, for the holder to show and act on (a library does
+/// not print: the binary's terminal output is redacted in one place).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LockHealth {
+    /// Warnings of the last round (a manager whose lock someone forced away, the majority lost).
+    pub notes: Vec<String>,
+    /// The lock lost the managers its policy needs (a partition, managers going down): the
+    /// holder must start nothing new. Once true, stays true.
+    pub lost: bool,
 }
 
 /// What the lock did, for the caller to tell the user.
@@ -298,7 +309,7 @@ pub async fn acquire_in(
         return Err(e);
     }
     report.hosts = held.clone();
-    let (lost_tx, lost) = tokio::sync::watch::channel(false);
+    let (health_tx, health) = tokio::sync::watch::channel(LockHealth::default());
     let refresher = {
         let (cluster, hosts, dir, token) = (
             cluster.clone(),
@@ -310,21 +321,31 @@ pub async fn acquire_in(
             loop {
                 tokio::time::sleep(REFRESH_EVERY).await;
                 let mut confirmed = Vec::new();
+                let mut notes = Vec::new();
                 for h in &hosts {
                     let cmd =
                         Command::new(refresh_script(&dir, &token)).timeout(Duration::from_secs(20));
                     match cluster.run_always(h, cmd).await {
                         Ok(out) if out.success() => confirmed.push(h.clone()),
-                        Ok(_) => eprintln!(
-                            "warning: the cluster lock on {h} is no longer ours (someone forced it away)"
-                        ),
+                        Ok(_) => notes.push(format!(
+                            "the cluster lock on {h} is no longer ours (someone forced it away)"
+                        )),
                         Err(_) => {}
                     }
                 }
-                if let Err(e) = check_grants(policy, managers, &confirmed, &[]) {
-                    eprintln!("warning: {}", e.to_string().lines().next().unwrap_or(""));
-                    let _ = lost_tx.send(true);
+                let lost = check_grants(policy, managers, &confirmed, &[]).err();
+                if let Some(e) = &lost {
+                    notes.push(e.to_string().lines().next().unwrap_or("").to_string());
                 }
+                health_tx.send_if_modified(|h| {
+                    let now = LockHealth {
+                        notes,
+                        lost: h.lost || lost.is_some(),
+                    };
+                    let changed = *h != now;
+                    *h = now;
+                    changed
+                });
             }
         })
     };
@@ -335,7 +356,7 @@ pub async fn acquire_in(
             owner,
             refresher,
             dir: dir.to_string(),
-            lost,
+            health,
         },
         report,
     ))
@@ -353,10 +374,9 @@ impl LockGuard {
         &self.hosts
     }
 
-    /// Turns true when the lock lost the managers its policy needs (a partition, managers
-    /// going down): the holder must start nothing new.
-    pub fn lost(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.lost.clone()
+    /// What the refresh rounds see, as they see it.
+    pub fn health(&self) -> tokio::sync::watch::Receiver<LockHealth> {
+        self.health.clone()
     }
 
     pub async fn release(self) {

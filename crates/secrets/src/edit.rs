@@ -37,15 +37,16 @@ pub struct EditOptions {
 }
 
 impl EditOptions {
-    /// `$VISUAL`, else `$EDITOR`, else `vi`; `$PROVISION_SECRETS_TMPDIR`; notices to stderr.
-    pub fn from_env() -> Self {
+    /// `$VISUAL`, else `$EDITOR`, else `vi`; `$PROVISION_SECRETS_TMPDIR`; notices to `notice`
+    /// (the caller prints: a library does not).
+    pub fn from_env(notice: fn(&str)) -> Self {
         let var = |n: &str| std::env::var(n).ok().filter(|v| !v.trim().is_empty());
         EditOptions {
             editor: var("VISUAL")
                 .or_else(|| var("EDITOR"))
                 .unwrap_or_else(|| "vi".into()),
             tmp_root: var(ENV_TMPDIR).map(PathBuf::from),
-            notice: |m| eprintln!("{m}"),
+            notice,
             confirm_recipients: false,
         }
     }

@@ -125,8 +125,9 @@ impl Redactor {
 
     /// The covered byte ranges, merged, in order.
     fn matches(&self, hay: &[u8]) -> Vec<(usize, usize)> {
+        let shaped = shaped(hay);
         let Some(inner) = &self.inner else {
-            return Vec::new();
+            return shaped;
         };
         let mut ranges: Vec<(usize, usize)> = Vec::new();
         for i in 0..hay.len() {
@@ -143,7 +144,19 @@ impl Redactor {
                 }
             }
         }
-        ranges
+        if shaped.is_empty() {
+            return ranges;
+        }
+        ranges.extend(shaped);
+        ranges.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(ranges.len());
+        for (start, end) in ranges {
+            match merged.last_mut() {
+                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        merged
     }
 
     fn apply(hay: &[u8], ranges: &[(usize, usize)]) -> Vec<u8> {
@@ -191,6 +204,32 @@ impl Redactor {
     pub fn clean(&self, text: &str) -> Redacted {
         Redacted(self.redact(text).into_owned())
     }
+}
+
+/// Secrets known by their shape rather than their value, because the process sees them before
+/// anything could declare them: Docker prints a new swarm's worker join token in the output of
+/// `docker swarm init`, and an unlock key in that of `swarm init --autolock` or `swarm
+/// unlock-key`. The prefix stays readable; the rest is hidden.
+pub const SHAPED_PREFIXES: &[&str] = &["SWMTKN-1-", "SWMKEY-1-"];
+
+/// The ranges of shaped secrets in `hay`: after each prefix, the run of token characters.
+fn shaped(hay: &[u8]) -> Vec<(usize, usize)> {
+    let token = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'+' | b'/' | b'=');
+    let mut out = Vec::new();
+    for prefix in SHAPED_PREFIXES {
+        let p = prefix.as_bytes();
+        let mut from = 0;
+        while let Some(at) = hay[from..].windows(p.len()).position(|w| w == p) {
+            let start = from + at + p.len();
+            let len = hay[start..].iter().take_while(|&&b| token(b)).count();
+            if len >= MIN_ENCODED_CHARS {
+                out.push((start, start + len));
+            }
+            from = start + len;
+        }
+    }
+    out.sort_unstable();
+    out
 }
 
 /// How `value` looks inside encoded data, as the runs of encoded characters that depend on
@@ -362,6 +401,30 @@ mod tests {
         let r = Redactor::new(["", "ab", "on"]);
         assert!(r.is_empty(), "too-short values are ignored");
         assert_eq!(r.redact("on and on"), "on and on");
+    }
+
+    /// As `docker swarm init` printed it on the lab (token from a swarm that no longer exists):
+    /// the run log held it before the steps could learn it from the facts.
+    #[test]
+    fn docker_join_tokens_and_unlock_keys_are_hidden_by_their_shape() {
+        let init = "To add a worker to this swarm, run the following command:\n\n    docker swarm join --token SWMTKN-1-27m31gnzbehlcwkp792dglj2ydat4yf6u1o3xm21b356cpj5c4-04wy8421thepp5dk7m3as7le2 [fd00:10::11]:2377\n";
+        for r in [Redactor::empty(), Redactor::new(["s3cret-pw"])] {
+            assert_eq!(
+                r.redact(init),
+                "To add a worker to this swarm, run the following command:\n\n    docker swarm join --token SWMTKN-1-*** [fd00:10::11]:2377\n"
+            );
+            assert_eq!(
+                r.redact("key SWMKEY-1-7c3B9vYQnKq0q2vJ8x4mN6zF1aPp+R/wE5tLd3hUo9s= s3cret-pw"),
+                if r.is_empty() {
+                    "key SWMKEY-1-*** s3cret-pw"
+                } else {
+                    "key SWMKEY-1-*** ***"
+                }
+            );
+            assert!(r.contains_secret(init.as_bytes()));
+        }
+        // The bare prefix (documentation, a grep) is not a secret.
+        assert_eq!(Redactor::empty().redact("SWMTKN-1-"), "SWMTKN-1-");
     }
 
     #[test]

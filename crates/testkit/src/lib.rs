@@ -1,6 +1,7 @@
-//! Test support for tier 2: real OpenSSH `sshd` processes on 127.0.0.1 ports with
-//! throw-away host keys, user keys and config, plus local users for sudo tests, and leak
-//! checks for secrets in every encoding ([`leaks`]).
+//! Test support for tier 2: real OpenSSH `sshd` processes on 127.0.0.1 ports (or on
+//! `::1` inside a network namespace of the test's own, [`Netns`]) with throw-away host
+//! keys, user keys and config, plus local users for sudo tests, and leak checks for
+//! secrets in every encoding ([`leaks`]).
 //!
 //! Everything lives in a temp directory removed on drop; each sshd is killed on drop.
 
@@ -75,6 +76,9 @@ pub fn sshd_path() -> PathBuf {
 /// One real sshd listening on 127.0.0.1, in the foreground, logging to a file.
 pub struct Sshd {
     pub port: u16,
+    /// The address it listens on.
+    pub listen: &'static str,
+    netns: Option<String>,
     pub dir: tempfile::TempDir,
     /// Host keys as `type base64` (one per key type served).
     pub host_keys: Vec<String>,
@@ -92,6 +96,11 @@ pub struct SshdOptions {
     pub extra_config: String,
     /// Listen on this port (a server that replaces another at its address); default: a free one.
     pub port: Option<u16>,
+    /// Listen address; `::1` needs a [`Netns`] (the network rule allows only 127.0.0.0/8
+    /// on this machine's own interfaces).
+    pub listen: &'static str,
+    /// Run sshd inside this network namespace ([`Netns::name`]).
+    pub netns: Option<String>,
 }
 
 impl Default for SshdOptions {
@@ -100,6 +109,8 @@ impl Default for SshdOptions {
             host_key_types: vec!["ed25519"],
             extra_config: String::new(),
             port: None,
+            listen: "127.0.0.1",
+            netns: None,
         }
     }
 }
@@ -135,17 +146,26 @@ impl Sshd {
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let port = opts.port.unwrap_or_else(free_port);
         let config = format!(
-            "{extra}\nPort {port}\nListenAddress 127.0.0.1\n{host_key_lines}AuthorizedKeysFile {ak}\nStrictModes no\n\
+            "{extra}\nPort {port}\nListenAddress {listen}\n{host_key_lines}AuthorizedKeysFile {ak}\nStrictModes no\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\n\
              UsePAM no\nPidFile {dir}/sshd.pid\nPrintMotd no\nLogLevel VERBOSE\nMaxStartups 200:30:400\nSubsystem sftp internal-sftp\n",
             ak = authorized_keys.display(),
             dir = dir.path().display(),
             extra = opts.extra_config,
+            listen = opts.listen,
         );
         let config_path = dir.path().join("sshd_config");
         fs::write(&config_path, config).unwrap();
         let log = fs::File::create(dir.path().join("sshd.log")).unwrap();
-        let child = Command::new(sshd_path())
+        let mut cmd = match &opts.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(sshd_path());
+                c
+            }
+            None => Command::new(sshd_path()),
+        };
+        let child = cmd
             .args(["-D", "-e", "-f"])
             .arg(&config_path)
             .stdin(Stdio::null())
@@ -155,6 +175,8 @@ impl Sshd {
             .expect("start sshd");
         let mut sshd = Sshd {
             port,
+            listen: opts.listen,
+            netns: opts.netns,
             dir,
             host_keys,
             authorized_keys,
@@ -167,7 +189,12 @@ impl Sshd {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            // Inside a namespace this process cannot connect: sshd says when it listens.
+            let ready = match self.netns {
+                Some(_) => self.log().contains("Server listening on"),
+                None => TcpStream::connect((self.listen, self.port)).is_ok(),
+            };
+            if ready {
                 return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
@@ -193,7 +220,7 @@ impl Sshd {
 
     /// A known_hosts line for this server with its first host key.
     pub fn known_hosts_line(&self) -> String {
-        format!("[127.0.0.1]:{} {}\n", self.port, self.host_keys[0])
+        format!("[{}]:{} {}\n", self.listen, self.port, self.host_keys[0])
     }
 
     pub fn log(&self) -> String {
@@ -216,6 +243,42 @@ impl Sshd {
 impl Drop for Sshd {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A network namespace of the test's own (needs root and iproute2), with its loopback up
+/// (127.0.0.1 and ::1); removed on drop. Run programs inside it with [`Netns::command`].
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn create() -> Netns {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name = format!(
+            "provision-t{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        run(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Netns { name };
+        run(ns.command("ip").args(["link", "set", "lo", "up"]));
+        ns
+    }
+
+    /// `program` run inside the namespace (`ip netns exec NAME program`).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
