@@ -59,6 +59,27 @@ fn bare_vms_to_a_swarm_with_the_demo_stack_then_idempotent_then_a_new_worker() {
         nodes, "manager-1 Ready Leader\nworker-1 Ready \n",
         "docker node ls"
     );
+    // The swarm's join tokens are secrets: not in the run's output nor in its log, though
+    // `docker swarm init` prints the worker's.
+    for role in ["worker", "manager"] {
+        let token = sh(
+            &lab,
+            "manager-1",
+            &format!("docker swarm join-token -q {role}"),
+        );
+        let token = token.trim();
+        assert!(token.starts_with("SWMTKN-1-"), "{token}");
+        let logs = cluster.parent().unwrap().join(".provision/logs");
+        let mut seen = first.text();
+        for e in std::fs::read_dir(&logs).expect("run logs") {
+            seen.push_str(&std::fs::read_to_string(e.unwrap().path()).unwrap());
+        }
+        assert!(
+            !seen.contains(token),
+            "the {role} join token leaked into the run's output or {}",
+            logs.display()
+        );
+    }
     let labels = sh(
         &lab,
         "manager-1",
