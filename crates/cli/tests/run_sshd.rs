@@ -156,6 +156,23 @@ impl Cluster {
         .unwrap();
     }
 
+    /// Switches the cluster to `accept-new` with no known_hosts file; returns the inventory
+    /// as it was (strict).
+    fn trust_on_first_use(&self) -> String {
+        let toml = self.dir.path().join("cluster.toml");
+        let inventory = std::fs::read_to_string(&toml).unwrap();
+        std::fs::write(
+            &toml,
+            inventory.replace(
+                "host_key_policy = \"strict\"",
+                "host_key_policy = \"accept-new\"",
+            ),
+        )
+        .unwrap();
+        std::fs::remove_file(self.dir.path().join("known_hosts")).unwrap();
+        inventory
+    }
+
     fn cluster_toml(&self) -> String {
         self.dir.path().join("cluster.toml").display().to_string()
     }
@@ -477,17 +494,7 @@ fn files_holding_secrets_are_private_unless_a_mode_says_otherwise() {
 #[test]
 fn keys_trusted_on_first_use_are_named_with_their_fingerprints() {
     let c = cluster(2);
-    let toml = c.dir.path().join("cluster.toml");
-    let inventory = std::fs::read_to_string(&toml).unwrap();
-    std::fs::write(
-        &toml,
-        inventory.replace(
-            "host_key_policy = \"strict\"",
-            "host_key_policy = \"accept-new\"",
-        ),
-    )
-    .unwrap();
-    std::fs::remove_file(c.dir.path().join("known_hosts")).unwrap();
+    c.trust_on_first_use();
     let out = c.provision(&["run", &c.cluster_toml()]);
     let t = text(&out);
     assert!(out.status.success(), "{t}");
@@ -516,18 +523,9 @@ fn an_ipv6_host_is_reached_pinned_and_configured() {
         },
     );
     let toml = c.dir.path().join("cluster.toml");
-    let inventory = std::fs::read_to_string(&toml).unwrap();
+    let inventory = c.trust_on_first_use();
     assert!(inventory.contains("address = \"::1\""), "{inventory}");
-    std::fs::write(
-        &toml,
-        inventory.replace(
-            "host_key_policy = \"strict\"",
-            "host_key_policy = \"accept-new\"",
-        ),
-    )
-    .unwrap();
     let known_hosts = c.dir.path().join("known_hosts");
-    std::fs::remove_file(&known_hosts).unwrap();
     let out = c.provision(&["run", &c.cluster_toml()]);
     let t = text(&out);
     assert!(out.status.success(), "{t}");

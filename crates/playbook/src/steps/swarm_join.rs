@@ -523,6 +523,23 @@ mod tests {
         assert_eq!(err, format!("{refused}\n"), "with Docker's message");
     }
 
+    /// worker-1 is in the swarm already; worker-2 joins: the summary, script and request body
+    /// of its join.
+    fn worker_2_joins(p: &StepPlan) -> (String, String, serde_json::Value) {
+        assert_eq!(
+            p.hosts["worker-1"],
+            Ok(Check::Ok("worker in swarm clusterA".into()))
+        );
+        let Ok(Check::Change(c)) = &p.hosts["worker-2"] else {
+            panic!("{:?}", p.hosts["worker-2"])
+        };
+        let Action::Run { script, stdin } = &c[0].actions[0] else {
+            panic!()
+        };
+        let body = serde_json::from_slice(stdin.as_ref().unwrap()).unwrap();
+        (c[0].summary.clone(), script.clone(), body)
+    }
+
     #[test]
     fn new_worker_joins_with_the_token_on_stdin() {
         let inv = inventory(1, 2);
@@ -544,26 +561,16 @@ mod tests {
             p.hosts["manager-1"],
             Ok(Check::Ok("manager in swarm clusterA".into()))
         );
+        let (summary, script, body) = worker_2_joins(&p);
         assert_eq!(
-            p.hosts["worker-1"],
-            Ok(Check::Ok("worker in swarm clusterA".into()))
-        );
-        let Ok(Check::Change(c)) = &p.hosts["worker-2"] else {
-            panic!("{:?}", p.hosts["worker-2"])
-        };
-        assert_eq!(
-            c[0].summary,
+            summary,
             "join swarm clusterA as worker through 10.10.0.12:2377"
         );
-        let Action::Run { script, stdin } = &c[0].actions[0] else {
-            panic!()
-        };
         assert_eq!(script, JOIN_COMMAND);
         assert!(
             !script.contains("SWMTKN"),
             "the token is not in the command line"
         );
-        let body: serde_json::Value = serde_json::from_slice(stdin.as_ref().unwrap()).unwrap();
         assert_eq!(body["JoinToken"], "SWMTKN-1-worker-token");
         assert_eq!(body["AdvertiseAddr"], "10.10.0.32:2377");
         assert_eq!(body["RemoteAddrs"][0], "10.10.0.12:2377");
@@ -612,21 +619,11 @@ mod tests {
             ("worker-2", fixtures::INACTIVE.into()),
         ]);
         let p = plan(&inv, &all(&inv), &f);
+        let (summary, _, body) = worker_2_joins(&p);
         assert_eq!(
-            p.hosts["worker-1"],
-            Ok(Check::Ok("worker in swarm clusterA".into()))
-        );
-        let Ok(Check::Change(c)) = &p.hosts["worker-2"] else {
-            panic!("{:?}", p.hosts["worker-2"])
-        };
-        assert_eq!(
-            c[0].summary,
+            summary,
             "join swarm clusterA as worker through [fd00::11]:2377"
         );
-        let Action::Run { stdin, .. } = &c[0].actions[0] else {
-            panic!()
-        };
-        let body: serde_json::Value = serde_json::from_slice(stdin.as_ref().unwrap()).unwrap();
         assert_eq!(body["AdvertiseAddr"], "[fd00::13]:2377");
         assert_eq!(body["DataPathAddr"], "fd00::13");
         assert_eq!(body["RemoteAddrs"][0], "[fd00::11]:2377");
