@@ -41,6 +41,10 @@ pub struct RunArgs {
     /// Hosts worked on at once.
     #[arg(long, default_value_t = 64)]
     pub forks: usize,
+    /// Give up on a command of a step after this many seconds (the host fails), unless the
+    /// step sets its own `timeout`. Default: 3600.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: Option<u64>,
     /// `text` (default) or `json` (one event per line on stdout).
     #[arg(long, default_value = "text")]
     pub output: Output,
@@ -270,6 +274,10 @@ pub fn run(args: RunArgs) -> Result<u8> {
         diff: args.diff,
         limit,
         forks: args.forks.max(1),
+        command_timeout: args
+            .timeout
+            .map(std::time::Duration::from_secs)
+            .unwrap_or(provision_engine::runner::DEFAULT_COMMAND_TIMEOUT),
         ..Default::default()
     };
     let log = log_path(&loaded.inv).with_context(|| {

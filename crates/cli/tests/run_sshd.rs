@@ -374,6 +374,54 @@ fn a_failing_host_leaves_the_others_done() {
     );
 }
 
+/// A command past its step's `timeout` is abandoned: its host fails, naming the step and the
+/// time it was given; the others go on. (The abandoned `sleep` ends on its own.)
+#[test]
+fn a_command_past_its_timeout_fails_its_host_and_the_run_goes_on() {
+    let c = cluster(2);
+    std::fs::write(
+        c.dir.path().join("playbook.toml"),
+        r#"
+[[steps]]
+name = "hung mount"
+use = "command"
+hosts = "h1"
+timeout = 2
+with = { run = "sleep 30" }
+
+[[steps]]
+name = "after"
+use = "command"
+with = { run = "touch {{ vars.root }}/after", creates = "{{ vars.root }}/after" }
+"#,
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(25),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(t.contains("h1 failed in step `hung mount`"), "{t}");
+    assert!(t.contains("command did not finish within 2s"), "{t}");
+    assert!(t.contains("set `timeout` (seconds) on the step"), "{t}");
+    assert!(c.root(2).join("after").exists(), "h2 went on");
+    assert!(!c.root(1).join("after").exists(), "h1 dropped out");
+    // The run's own limit, for steps without one.
+    std::fs::write(
+        c.dir.path().join("playbook.toml"),
+        "[[steps]]\nname = \"slow\"\nuse = \"command\"\nwith = { run = \"sleep 30\" }\n",
+    )
+    .unwrap();
+    let out = c.provision(&["run", &c.cluster_toml(), "--timeout", "1"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("command did not finish within 1s"), "{t}");
+}
+
 #[test]
 fn an_unreachable_host_is_reported_and_the_rest_converges() {
     let mut c = cluster(2);

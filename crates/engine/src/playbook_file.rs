@@ -24,6 +24,8 @@ pub struct StepSpec {
     pub hosts: Selector,
     /// A minijinja expression, evaluated later per host.
     pub when: Option<String>,
+    /// `timeout` (seconds): how long each command of the step may run.
+    pub timeout: Option<std::time::Duration>,
     /// Parameters, rendered and checked later by the step's constructor.
     pub with: toml::Table,
     /// Position of the `[[steps]]` header (or inline table).
@@ -91,7 +93,7 @@ const SECRET_KEYS: &[&str] = &[
 /// Shortest generated value: 16 characters of the smallest alphabet (hex) are 64 bits.
 pub const MIN_GENERATED_CHARS: usize = 16;
 const MAX_GENERATED_CHARS: usize = 4096;
-const STEP_KEYS: &[&str] = &["name", "use", "hosts", "when", "with"];
+const STEP_KEYS: &[&str] = &["name", "use", "hosts", "when", "timeout", "with"];
 
 impl PlaybookFile {
     /// Reads and validates a playbook; `known_steps` are the built-in step names.
@@ -237,6 +239,25 @@ fn check_step(
             .map(|s| Some(s.to_string())),
         None => Some(None),
     };
+    let timeout = match t.get("timeout") {
+        Some(v) => {
+            let example = "timeout = 600 (seconds)";
+            let what = format!("`timeout` in {label}");
+            match r.integer(v, &what, example) {
+                Some(n) if n > 0 => Some(Some(std::time::Duration::from_secs(n as u64))),
+                Some(n) => {
+                    r.error(
+                        &v.span(),
+                        format!("{what} must be a positive number of seconds, not {n}"),
+                        Some(format!("write {example}")),
+                    );
+                    None
+                }
+                None => None,
+            }
+        }
+        None => Some(None),
+    };
     let mut param_positions = BTreeMap::new();
     let with = match t.get("with") {
         Some(v) => {
@@ -260,6 +281,7 @@ fn check_step(
         uses: uses?,
         hosts: hosts?,
         when: when?,
+        timeout: timeout?,
         with: with?,
         line,
         column,

@@ -27,7 +27,15 @@ pub struct RunOptions {
     /// re-gather only after that host changed.
     pub batch_facts: bool,
     pub gather_timeout: Duration,
+    /// How long a command of a plan may run unless its step says otherwise: past it the
+    /// command is abandoned and the host fails (a hung NFS mount or a stuck apt lock cannot
+    /// hold a run forever).
+    pub command_timeout: Duration,
 }
+
+/// [`RunOptions::command_timeout`] by default: generous, since a first run under emulation
+/// installs packages for many minutes.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Longest line of a transport error shown (the first line of a long script is cut there).
 const MAX_LINE_CHARS: usize = 200;
@@ -41,6 +49,7 @@ impl Default for RunOptions {
             forks: 64,
             batch_facts: true,
             gather_timeout: Duration::from_secs(300),
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
         }
     }
 }
@@ -191,6 +200,7 @@ impl Runner {
     async fn run_step(&self, index: usize, steps: &[Box<dyn Step>]) {
         let step = &steps[index];
         let title = step.title().to_string();
+        let timeout = step.timeout().unwrap_or(self.opts.command_timeout);
         let targets: Vec<String> = step
             .targets()
             .into_iter()
@@ -286,7 +296,8 @@ impl Runner {
                 if self.cancelled() {
                     break;
                 }
-                self.apply(index, &title, &host, c, step_started).await;
+                self.apply(index, &title, &host, c, step_started, timeout)
+                    .await;
             }
         } else {
             let title = &title;
@@ -294,7 +305,8 @@ impl Runner {
                 let forks = forks.clone();
                 async move {
                     let _p = forks.acquire().await.expect("semaphore");
-                    self.apply(index, title, &host, c, step_started).await
+                    self.apply(index, title, &host, c, step_started, timeout)
+                        .await
                 }
             }))
             .await;
@@ -437,6 +449,7 @@ impl Runner {
         host: &str,
         changes: Vec<Change>,
         started: Instant,
+        timeout: Duration,
     ) {
         let summaries: Vec<Redacted> = changes.iter().map(|c| self.clean(&c.summary)).collect();
         let diff = if self.opts.diff {
@@ -487,7 +500,7 @@ impl Runner {
             for action in &change.actions {
                 let res = match action {
                     Action::RunOn { host: other, .. } => match self.connection(other).await {
-                        Ok(c) => self.run_action(&*c, other, title, action).await,
+                        Ok(c) => self.run_action(&*c, other, title, action, timeout).await,
                         Err(e) => Err(RunnerError::Step(FailureInfo {
                             message: self
                                 .clean(&format!("cannot reach {other} to act for {host}: {e}")),
@@ -497,7 +510,7 @@ impl Runner {
                             hint: None,
                         })),
                     },
-                    _ => self.run_action(&*conn, host, title, action).await,
+                    _ => self.run_action(&*conn, host, title, action, timeout).await,
                 };
                 if let Err(e) = res {
                     return match e {
@@ -527,6 +540,7 @@ impl Runner {
         host: &str,
         title: &str,
         action: &Action,
+        timeout: Duration,
     ) -> Result<(), RunnerError> {
         let started = Instant::now();
         match action {
@@ -536,7 +550,7 @@ impl Runner {
                     .map(|s| Stdin::Bytes(s.clone()))
                     .unwrap_or_default();
                 let out = conn
-                    .run(Command::new(script.clone()).stdin(stdin))
+                    .run(Command::new(script.clone()).stdin(stdin).timeout(timeout))
                     .await
                     .map_err(RunnerError::Transport)?;
                 self.log_command(
@@ -606,7 +620,11 @@ impl Runner {
                 command: None,
                 exit_status: None,
                 stderr: Redacted::default(),
-                hint: None,
+                hint: matches!(t, TransportError::CommandTimeout { .. }).then(|| {
+                    Redacted::literal(
+                        "it may still be running on the host: look there; if it needs longer, set `timeout` (seconds) on the step, or `provision run --timeout SECONDS`",
+                    )
+                }),
             },
             RunnerError::Step(f) => f.clone(),
         }

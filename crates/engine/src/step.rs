@@ -2,6 +2,7 @@
 //! facts to a plan, and the actions that carry the plan out (run by the engine).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 use zeroize::Zeroizing;
 
 /// The output of a step's fact command on one host.
@@ -209,6 +210,43 @@ pub trait Step: Send + Sync {
     /// join token): the runner redacts them from logs and events from then on.
     fn secret_values(&self, _host: &str, _facts: &Facts) -> Vec<String> {
         Vec::new()
+    }
+
+    /// How long each command of this step's plan may run; None: the run's default
+    /// (`RunOptions::command_timeout`). A step whose commands wait by design (a stack
+    /// deploy that waits for convergence) says how long they may.
+    fn timeout(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// A step with the playbook's `timeout` for every command of its plan.
+pub struct Timed {
+    pub step: Box<dyn Step>,
+    pub timeout: Duration,
+}
+
+impl Step for Timed {
+    fn title(&self) -> &str {
+        self.step.title()
+    }
+    fn targets(&self) -> Vec<String> {
+        self.step.targets()
+    }
+    fn fact_hosts(&self) -> Vec<String> {
+        self.step.fact_hosts()
+    }
+    fn gather(&self, host: &str) -> Option<String> {
+        self.step.gather(host)
+    }
+    fn plan(&self, facts: &BTreeMap<String, Facts>) -> StepPlan {
+        self.step.plan(facts)
+    }
+    fn secret_values(&self, host: &str, facts: &Facts) -> Vec<String> {
+        self.step.secret_values(host, facts)
+    }
+    fn timeout(&self) -> Option<Duration> {
+        Some(self.timeout)
     }
 }
 

@@ -784,6 +784,29 @@ fn secret_declarations() {
     );
 }
 
+/// `timeout` on a step: seconds, positive; anything else points at the value.
+#[test]
+fn a_step_timeout_is_a_positive_number_of_seconds() {
+    let ok = "[[steps]]\nuse = \"apt\"\ntimeout = 90\n";
+    let pb = PlaybookFile::parse(ok, Path::new("p.toml"), STEPS).unwrap();
+    assert_eq!(pb.steps[0].timeout, Some(Duration::from_secs(90)));
+    for (bad, message) in [
+        (
+            "timeout = 0",
+            "p.toml:3:11: error: `timeout` in step `apt` must be a positive number of seconds, not 0\n  help: write timeout = 600 (seconds)",
+        ),
+        (
+            "timeout = \"10m\"",
+            "p.toml:3:11: error: `timeout` in step `apt` must be an integer, not a string\n  help: write timeout = 600 (seconds)",
+        ),
+    ] {
+        let e = PlaybookFile::parse(&ok.replace("timeout = 90", bad), Path::new("p.toml"), STEPS)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, format!("{message}\n\n1 error"));
+    }
+}
+
 /// IPv6 addresses are written bare, as `private_ip` is; the bracketed URL form is
 /// refused with the exact fix, port included.
 #[test]

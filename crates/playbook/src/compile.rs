@@ -7,7 +7,7 @@ use crate::registry::{
 use provision_engine::diagnostic::{ConfigError, Diagnostic};
 use provision_engine::inventory::{Host, Inventory};
 use provision_engine::playbook_file::{PlaybookFile, StepSpec};
-use provision_engine::step::{Check, Facts, HostStep, PerHost, Step, StepError};
+use provision_engine::step::{Check, Facts, HostStep, PerHost, Step, StepError, Timed};
 use provision_engine::template::{self, TemplateError};
 use provision_transport::{Become, Target};
 use std::sync::Arc;
@@ -136,7 +136,7 @@ pub fn compile(
                 &claims,
                 &mut diagnostics,
             ) {
-                steps.push(step);
+                steps.push(timed(spec, step));
             }
             continue;
         }
@@ -222,10 +222,13 @@ pub fn compile(
                 }
             }
         }
-        steps.push(Box::new(PerHost {
-            title: spec.name.clone(),
-            hosts: per_host,
-        }));
+        steps.push(timed(
+            spec,
+            Box::new(PerHost {
+                title: spec.name.clone(),
+                hosts: per_host,
+            }),
+        ));
     }
     for d in conflicts(pb, &claims.into_inner()) {
         push_unique(&mut diagnostics, d);
@@ -259,6 +262,14 @@ pub fn cluster_context(inv: &Inventory, secrets: &toml::Table) -> minijinja::Val
 
 /// One cluster step: `when` and `with` are evaluated once, cluster-wide; a false
 /// `when` leaves the step out.
+/// The step with the playbook's `timeout`, when it sets one.
+fn timed(spec: &StepSpec, step: Box<dyn Step>) -> Box<dyn Step> {
+    match spec.timeout {
+        Some(timeout) => Box::new(Timed { step, timeout }),
+        None => step,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn compile_cluster_step(
     inv: &Inventory,

@@ -203,6 +203,18 @@ pub fn build(with: &toml::Table, ctx: &ClusterCtx<'_>) -> Result<Box<dyn Step>, 
     }))
 }
 
+/// How long the deploy command may run: its own waits (dump, migration, convergence, and a
+/// roll back's convergence) and 30 minutes for Docker's deploys and tries, never less than
+/// the run's default.
+fn budget(deploy: &DeployOptions, release: Option<&Release>) -> std::time::Duration {
+    let wait = deploy.wait.unwrap_or(0);
+    let jobs = release.map_or(0, |r| {
+        r.migrate.as_ref().map_or(0, |j| j.timeout) + r.dump.as_ref().map_or(0, |d| d.job.timeout)
+    });
+    std::time::Duration::from_secs(1800 + jobs + 2 * wait)
+        .max(provision_engine::runner::DEFAULT_COMMAND_TIMEOUT)
+}
+
 /// The release parameters: a version (recorded on the cluster with its migration), the
 /// migration and the dump before it, and whether a failure rolls back.
 fn release(p: &Params) -> Result<Option<Release>, ParamError> {
@@ -458,6 +470,10 @@ impl Step for StackDeploy {
         swarm_facts::tokens_in(&Facts::new(parse_stack(&facts.stdout).0))
     }
 
+    fn timeout(&self) -> Option<std::time::Duration> {
+        Some(budget(&self.deploy, self.release.as_ref()))
+    }
+
     fn plan(&self, facts: &BTreeMap<String, Facts>) -> StepPlan {
         let parsed: BTreeMap<String, (Facts, StackFacts)> = facts
             .iter()
@@ -688,6 +704,44 @@ impl StackDeploy {
 mod tests {
     use super::super::swarm_facts::fixtures;
     use super::*;
+
+    /// The deploy command may run as long as its own waits need, and never less than the
+    /// run's default: the run's command timeout must not cut an upgrade's migration short.
+    #[test]
+    fn a_deploy_may_run_as_long_as_its_waits() {
+        let deploy = DeployOptions {
+            resolve_image: "always".into(),
+            with_registry_auth: false,
+            prune: false,
+            wait: Some(1200),
+        };
+        let job = |t| Job {
+            service: "s".into(),
+            command: "c".into(),
+            timeout: t,
+        };
+        let release = Release {
+            version: "2".into(),
+            migrate: Some(job(900)),
+            dump: Some(Dump {
+                job: job(1500),
+                dir: "/d".into(),
+            }),
+            rollback: true,
+        };
+        assert_eq!(
+            budget(&deploy, Some(&release)).as_secs(),
+            1800 + 900 + 1500 + 2 * 1200
+        );
+        let quick = DeployOptions {
+            wait: None,
+            ..deploy
+        };
+        assert_eq!(
+            budget(&quick, None),
+            provision_engine::runner::DEFAULT_COMMAND_TIMEOUT
+        );
+    }
 
     /// The wait script against a stand-in `docker` on PATH: replicas already
     /// 2/2 but the update still running, then completed (exit 0); or paused on
