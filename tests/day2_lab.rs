@@ -440,6 +440,15 @@ fn day2_lock_status_upgrade_exec_backup_recover_restore() {
             .starts_with("QUORUM LOST"),
         "{st:#}"
     );
+    // For a person: the swarm still exists, it has no leader, and the figures are the raft's.
+    let (code, text, err) = p(&key, &["status", &cluster]);
+    assert_eq!(code, 1, "{text}{err}");
+    let head: Vec<&str> = text.lines().take(2).collect();
+    assert!(head[0].ends_with(", no leader)"), "{text}");
+    assert_eq!(
+        head[1], "managers: 1 of 3 reachable, 2 needed for quorum: LOST",
+        "{text}"
+    );
     // A run now: the cluster lock cannot exclude an operator on the other side (only 1 of 3
     // managers grants it), so nothing starts.
     let refused = run(&cluster_path, &idargs);

@@ -732,8 +732,15 @@ fn table(rows: &[Vec<String>]) -> String {
 
 pub fn status_text(st: &status::Status) -> String {
     let mut s = format!("cluster {}", st.cluster);
+    let leaderless = st.quorum.as_ref().is_some_and(|q| q.leader.is_none());
     match (&st.swarm_id, &st.via) {
         (Some(id), Some(via)) => s.push_str(&format!(" (swarm {id}, read through {via})\n")),
+        // Managers are in a swarm that has no leader: not "no swarm" (Docker cannot name it
+        // then, so its id may be unknown).
+        (id, None) if leaderless => s.push_str(&format!(
+            " (swarm {}, no leader)\n",
+            id.as_deref().unwrap_or("of unknown id")
+        )),
         (Some(id), None) => s.push_str(&format!(" (swarm {id}, no manager can answer)\n")),
         _ => s.push_str(" (no swarm)\n"),
     }
@@ -814,6 +821,45 @@ pub fn status_text(st: &status::Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two of three managers down: the swarm still exists, without a leader (Docker cannot
+    /// name it then); the header says so instead of "no swarm".
+    #[test]
+    fn a_leaderless_swarm_is_named_as_such() {
+        let mut st = status::Status {
+            cluster: "day2".into(),
+            swarm_id: None,
+            via: None,
+            quorum: Some(provision_ops::Quorum {
+                managers: 3,
+                reachable: 1,
+                needed: 2,
+                ok: false,
+                leader: None,
+            }),
+            nodes: vec![],
+            services: vec![],
+            warnings: vec![],
+        };
+        let head = |st: &status::Status| {
+            status_text(st)
+                .lines()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(
+            head(&st),
+            "cluster day2 (swarm of unknown id, no leader)\nmanagers: 1 of 3 reachable, 2 needed for quorum: LOST"
+        );
+        st.swarm_id = Some("pgrthigctdiq".into());
+        assert!(head(&st).starts_with("cluster day2 (swarm pgrthigctdiq, no leader)"));
+        st.quorum = None;
+        assert_eq!(
+            head(&st).lines().next(),
+            Some("cluster day2 (swarm pgrthigctdiq, no manager can answer)")
+        );
+    }
 
     #[test]
     fn tables_align() {
