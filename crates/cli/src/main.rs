@@ -66,6 +66,12 @@ fn raise_nofile_limit() {
 
 fn main() -> ExitCode {
     raise_nofile_limit();
+    // A panic's message leaves the process too: through the same redaction as the rest.
+    std::panic::set_hook(Box::new(|info| {
+        term::err_line(&format!(
+            "provision: internal error: {info}\n  hint: this is a bug; please report it with the command you ran"
+        ))
+    }));
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(a) => cmd_run::run(a),
