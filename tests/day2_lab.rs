@@ -440,15 +440,31 @@ fn day2_lock_status_upgrade_exec_backup_recover_restore() {
             .starts_with("QUORUM LOST"),
         "{st:#}"
     );
-    // For a person: the swarm still exists, it has no leader, and the figures are the raft's.
-    let (code, text, err) = p(&key, &["status", &cluster]);
-    assert_eq!(code, 1, "{text}{err}");
-    let head: Vec<&str> = text.lines().take(2).collect();
-    assert!(head[0].ends_with(", no leader)"), "{text}");
-    assert_eq!(
-        head[1], "managers: 1 of 3 reachable, 2 needed for quorum: LOST",
-        "{text}"
-    );
+    // For a person: the swarm still exists, and once the leader that lost its majority steps
+    // down (at first it still says it leads: "LOST, leader manager-1"), it has no leader; the
+    // figures are the raft's either way.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let (code, text, err) = p(&key, &["status", &cluster]);
+        assert_eq!(code, 1, "{text}{err}");
+        let head: Vec<&str> = text.lines().take(2).collect();
+        assert!(
+            head[1].starts_with("managers: 1 of 3 reachable, 2 needed for quorum: LOST"),
+            "{text}"
+        );
+        if head[0].ends_with(", no leader)") {
+            assert_eq!(
+                head[1], "managers: 1 of 3 reachable, 2 needed for quorum: LOST",
+                "{text}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leader never stepped down: {text}"
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    }
     // A run now: the cluster lock cannot exclude an operator on the other side (only 1 of 3
     // managers grants it), so nothing starts.
     let refused = run(&cluster_path, &idargs);
