@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 #! Installs everything the test suite needs on a fresh Debian 12 machine, idempotently:
-#! OpenSSH server and client, sudo, the reference age CLI, and the lab's qemu/debootstrap.
+#! OpenSSH server and client, sudo, the reference age CLI, iproute2, and the lab's qemu/debootstrap.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/as-root.sh
@@ -10,7 +10,8 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "install-deps: no cargo on PATH: install Rust with rustup (https://rustup.rs), then run this again" >&2
     exit 1
 fi
-packages=(openssh-server openssh-client sudo age procps)
+# iproute2: `ip netns` for the tier-2 test on ::1 in a namespace of its own.
+packages=(openssh-server openssh-client sudo age procps iproute2)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
