@@ -179,7 +179,7 @@ pub fn compile(loaded: &Loaded, builtin: Builtin<'_>) -> Result<provision_playbo
     let compiled = provision_playbook::compile(&loaded.inv, &pb, &view).map_err(config_error)?;
     // The inventory's warnings were shown by `load`; the steps' follow them.
     for w in compiled.warnings.iter().skip(loaded.inv.warnings.len()) {
-        say!("{}", loaded.redactor.clean(&w.to_string()));
+        say!("{w}");
     }
     Ok(compiled)
 }
@@ -330,7 +330,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let guard = match locked {
         Ok(g) => g,
         Err(e) => {
-            say!("error: {}", loaded.redactor.redact(&e.to_string()));
+            say!("error: {e}");
             return Ok(match e {
                 provision_ops::OpsError::Locked { .. }
                 | provision_ops::OpsError::NoLockMajority { .. } => crate::ops_cmd::EXIT_LOCKED,
@@ -490,7 +490,7 @@ pub fn shell(args: ShellArgs) -> Result<u8> {
                     failed += 1;
                 }
                 show!("== {host} ({status})");
-                crate::term::out(&redactor.redact(&out.stdout_str()));
+                crate::term::out(&out.stdout_str());
                 let err = out.stderr_str();
                 if !err.is_empty() {
                     for l in redactor.redact(&err).lines() {
@@ -500,7 +500,7 @@ pub fn shell(args: ShellArgs) -> Result<u8> {
             }
             Err(e) => {
                 failed += 1;
-                show!("== {host} (error)\n{}", redactor.redact(&e.to_string()));
+                show!("== {host} (error)\n{e}");
             }
         }
     }

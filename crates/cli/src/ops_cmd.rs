@@ -197,8 +197,8 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// Prints an operation error for people and picks the exit code.
-fn report(o: &Opened, e: OpsError) -> u8 {
-    say!("error: {}", o.cluster.redact(&e.to_string()));
+fn report(e: OpsError) -> u8 {
+    say!("error: {e}");
     match e {
         OpsError::Locked { .. } | OpsError::NoLockMajority { .. } => EXIT_LOCKED,
         OpsError::Interrupted { .. } => crate::cmd_run::EXIT_INTERRUPTED,
@@ -238,31 +238,31 @@ pub async fn take_lock(
     Ok(guard)
 }
 
-/// Runs a mutating operation under the cluster lock, held as `policy` says: `recover` and
-/// `restore` take it on the managers that answer, every other command needs a majority.
 /// Shows each new note of the lock's refresh rounds; returns when the lock lost the managers
 /// its policy needs (never, while it holds).
 pub async fn watch_lock(mut health: tokio::sync::watch::Receiver<lock::LockHealth>) {
     let mut shown = std::collections::HashSet::new();
     loop {
-        let lost = {
+        {
             let h = health.borrow_and_update();
             for n in &h.notes {
                 if shown.insert(n.clone()) {
                     say!("warning: {n}");
                 }
             }
-            h.lost
-        };
-        if lost || health.changed().await.is_err() {
-            if lost {
+            if h.lost {
                 return;
             }
+        }
+        if health.changed().await.is_err() {
+            // The refresher is gone (the lock is being released): nothing more to see.
             std::future::pending::<()>().await;
         }
     }
 }
 
+/// Runs a mutating operation under the cluster lock, held as `policy` says: `recover` and
+/// `restore` take it on the managers that answer, every other command needs a majority.
 fn locked<T>(
     o: &Opened,
     what: &str,
@@ -278,16 +278,15 @@ fn locked<T>(
         let signals = crate::cmd_run::on_interrupt(move || cluster.interrupt());
         let guard = match take_lock(o.cluster.clone(), what, force, policy).await {
             Ok(g) => g,
-            Err(e) => return Err(report(o, e)),
+            Err(e) => return Err(report(e)),
         };
         // A day-2 command finishes what it started; the notes say what happened to the lock.
-        let res = tokio::select! {
-            r = op(&o.cluster) => r,
-            () = async { watch_lock(guard.health()).await; std::future::pending().await } => unreachable!(),
-        };
+        let watcher = tokio::spawn(watch_lock(guard.health()));
+        let res = op(&o.cluster).await;
+        watcher.abort();
         guard.release().await;
         signals.abort();
-        res.map_err(|e| report(o, e))
+        res.map_err(report)
     }))
 }
 
@@ -297,16 +296,14 @@ pub fn run(cmd: OpsCommand) -> Result<u8> {
             let o = open(&common)?;
             let st = match runtime()?.block_on(status::status(&o.cluster)) {
                 Ok(s) => s,
-                Err(e) => return Ok(report(&o, e)),
+                Err(e) => return Ok(report(e)),
             };
             let unhealthy = st.quorum.as_ref().is_none_or(|q| !q.ok);
             match output {
                 crate::cmd_run::Output::Json => {
-                    show!("{}", o.cluster.redact(&serde_json::to_string_pretty(&st)?))
+                    show!("{}", serde_json::to_string_pretty(&st)?)
                 }
-                crate::cmd_run::Output::Text => {
-                    crate::term::out(&o.cluster.redact(&status_text(&st)))
-                }
+                crate::cmd_run::Output::Text => crate::term::out(&status_text(&st)),
             }
             Ok(if unhealthy { EXIT_FAILED } else { 0 })
         }
@@ -318,7 +315,7 @@ pub fn run(cmd: OpsCommand) -> Result<u8> {
             let o = open(&common)?;
             let (name, tasks) = match runtime()?.block_on(services::ps(&o.cluster, &service, all)) {
                 Ok(x) => x,
-                Err(e) => return Ok(report(&o, e)),
+                Err(e) => return Ok(report(e)),
             };
             let mut rows = vec![vec![
                 "TASK".to_string(),
@@ -341,7 +338,7 @@ pub fn run(cmd: OpsCommand) -> Result<u8> {
                 ]);
             }
             show!("{name}: {} task(s)", tasks.len());
-            crate::term::out(&o.cluster.redact(&table(&rows)));
+            crate::term::out(&table(&rows));
             Ok(0)
         }
         OpsCommand::Logs {
@@ -361,7 +358,7 @@ pub fn run(cmd: OpsCommand) -> Result<u8> {
             Ok(match code {
                 Ok(0) => 0,
                 Ok(_) => EXIT_FAILED,
-                Err(e) => report(&o, e),
+                Err(e) => report(e),
             })
         }
         OpsCommand::Exec {
@@ -378,7 +375,7 @@ pub fn run(cmd: OpsCommand) -> Result<u8> {
                     placed.task.name,
                     name,
                     placed.host.as_deref().unwrap_or("?"),
-                    o.cluster.redact(&command.join(" "))
+                    command.join(" ")
                 );
                 let (tx, printer) = printer();
                 let r = services::exec(&o.cluster, &placed, &command, tx).await;
@@ -388,7 +385,7 @@ pub fn run(cmd: OpsCommand) -> Result<u8> {
             Ok(match code {
                 // The command's own status, like ssh and docker exec.
                 Ok(c) => c.min(255) as u8,
-                Err(e) => report(&o, e),
+                Err(e) => report(e),
             })
         }
         OpsCommand::Drain { common, host, lock } => availability(common, host, lock, "drain"),
@@ -649,7 +646,7 @@ fn restore_cmd(
     let key = o.backup_key.as_ref().map(|k| k.as_bytes());
     let checked = match backup::check_backup(&file.display().to_string(), &unpacked, key, force) {
         Ok(c) => c,
-        Err(e) => return Ok(report(&o, e)),
+        Err(e) => return Ok(report(e)),
     };
     if let Some(w) = &checked.unverified {
         say!("--force: {w}");
@@ -658,7 +655,7 @@ fn restore_cmd(
     // Checked before the lock is taken: a wrong target changes nothing anywhere.
     let to = match backup::restore_target(&o.cluster.inv, &meta, to.as_deref()) {
         Ok(t) => t,
-        Err(e) => return Ok(report(&o, e)),
+        Err(e) => return Ok(report(e)),
     };
     say!(
         "restoring swarm {} (taken on {} of cluster {}; {} files, {} KiB, {}) onto {to}",

@@ -31,10 +31,15 @@ pub fn clean(text: &str) -> Redacted {
     all.clean(text)
 }
 
-/// Writes `text` (cleaned) to stdout as is; a closed pipe (`| head`) is not an error.
+/// Writes `text` (cleaned) to stdout as is.
 pub fn out(text: &str) {
+    write_stdout(clean(text).as_bytes());
+}
+
+/// A closed pipe (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) {
     let mut o = std::io::stdout().lock();
-    let _ = o.write_all(clean(text).as_bytes()).and_then(|()| o.flush());
+    let _ = o.write_all(bytes).and_then(|()| o.flush());
 }
 
 /// Writes `text` (cleaned) to stderr as is.
@@ -52,11 +57,10 @@ pub fn err_line(text: &str) {
     err(&format!("{text}\n"));
 }
 
-/// The decrypted bytes a person asked for (`provision secrets decrypt`): the one output that
-/// is the secret itself, so the one that is not cleaned.
+/// The decrypted bytes a person asked for (`provision secrets view`, git's `textconv`): the
+/// one output that is the secret itself, so the one that is not cleaned.
 pub fn secret_to_stdout(bytes: &[u8]) {
-    let mut o = std::io::stdout().lock();
-    let _ = o.write_all(bytes).and_then(|()| o.flush());
+    write_stdout(bytes);
 }
 
 pub fn stderr_is_terminal() -> bool {

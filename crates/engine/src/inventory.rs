@@ -680,15 +680,13 @@ fn check_address(r: &mut Reporter<'_>, v: &Spanned<DeValue<'_>>, what: &str) -> 
     }
     let bare = provision_transport::addr::host_of(a);
     let help = match a.rsplit_once(':') {
-        _ if bare != a && a.starts_with('[') && bare.parse::<IpAddr>().is_ok() => {
-            let port = a.rsplit_once("]:").map(|(_, p)| p);
-            match port {
-                Some(p) => format!(
-                    "write the address without brackets and the port in its own key: address = \"{bare}\" and port = {p}"
-                ),
-                None => format!("write the address without brackets: address = \"{bare}\""),
-            }
-        }
+        // `[v6]` or `[v6]:port`, the URL form.
+        _ if a.starts_with('[') && bare.parse::<IpAddr>().is_ok() => match a.rsplit_once("]:") {
+            Some((_, p)) => format!(
+                "write the address without brackets and the port in its own key: address = \"{bare}\" and port = {p}"
+            ),
+            None => format!("write the address without brackets: address = \"{bare}\""),
+        },
         Some((host, port))
             if port.parse::<u16>().is_ok()
                 && (host.parse::<IpAddr>().is_ok() || is_dns_name(host)) =>
