@@ -1,9 +1,8 @@
 //! The playbook compiler: inventory + playbook file (+ secrets) to the ordered steps
 //! the engine runs. Everything is checked here, before any host is contacted.
 
-use crate::registry::{
-    BuildCtx, Claim, ClusterCtx, ClusterStepCtor, cluster_step, host_step, known_steps,
-};
+use crate::ctx::{BuildCtx, Claim, ClusterCtx, ClusterStepCtor};
+use crate::registry::{cluster_step, host_step, known_steps};
 use provision_engine::diagnostic::{ConfigError, Diagnostic};
 use provision_engine::inventory::{Host, Inventory};
 use provision_engine::playbook_file::{PlaybookFile, StepSpec};

@@ -157,7 +157,7 @@ fn shown(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::test_inventory;
+    use crate::ctx::test_inventory;
 
     fn playbook(text: &str) -> PlaybookFile {
         PlaybookFile::parse(text, Path::new("/pb/site.toml"), &crate::known_steps()).unwrap()

@@ -16,7 +16,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("steps/util.rs", include_str!("steps/util.rs")),
     ("steps/copy.rs", include_str!("steps/copy.rs")),
     ("steps/command.rs", include_str!("steps/command.rs")),
-    ("registry.rs", include_str!("registry.rs")),
+    ("ctx.rs", include_str!("ctx.rs")),
     (FILES[0].0, FILES[0].1),
 ];
 

@@ -5,10 +5,12 @@
 //! `provision_transport::shell::quote`) and return them in plans.
 
 pub mod compile;
+pub mod ctx;
 pub mod declared_secrets;
 pub mod lab_ready;
 pub mod registry;
 pub mod steps;
 
 pub use compile::{Compiled, compile};
-pub use registry::{BuildCtx, ParamError, known_steps, test_inventory};
+pub use ctx::{BuildCtx, ParamError, test_inventory};
+pub use registry::known_steps;

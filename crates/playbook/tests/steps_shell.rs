@@ -9,7 +9,8 @@
 use provision_engine::facts;
 use provision_engine::inventory::Host;
 use provision_engine::step::{Action, Check, Facts, HostStep, StepError};
-use provision_playbook::registry::{BuildCtx, ParamError, host_step, test_inventory};
+use provision_playbook::ctx::{BuildCtx, ParamError, test_inventory};
+use provision_playbook::registry::host_step;
 use provision_transport::{
     Command, Output, Stdin, Transport, TransportError, Upload, UploadSource,
 };

@@ -12,7 +12,7 @@
 use provision_engine::facts;
 use provision_engine::inventory::Inventory;
 use provision_engine::step::{Action, Check, Facts, HostStep, StepError};
-use provision_playbook::registry::{BuildCtx, ParamError};
+use provision_playbook::ctx::{BuildCtx, ParamError};
 use provision_playbook::steps::{
     apt, docker, hostname, load_balancer, nfs_mount, nfs_server, swap,
 };

@@ -3,7 +3,7 @@
 //! installed and they are stale, older than the sources, or lack a package.
 
 use super::util::{self, List};
-use crate::registry::{BuildCtx, ParamError};
+use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::step::{Action, Change, Check, Facts, HostStep, StepError};
 use provision_transport::shell::join;
 use serde::Deserialize;

@@ -3,7 +3,7 @@
 //! on every run: add a guard to make it idempotent.
 
 use super::util;
-use crate::registry::{BuildCtx, ParamError};
+use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::step::{Action, Change, Check, Facts, HostStep, StepError};
 use provision_transport::shell::quote;
 use serde::Deserialize;

@@ -3,7 +3,7 @@
 
 use super::file::{self, FileStep};
 use super::util::{self, Mode};
-use crate::registry::{BuildCtx, ParamError};
+use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::step::HostStep;
 use serde::Deserialize;
 use zeroize::Zeroizing;

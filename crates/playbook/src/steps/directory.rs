@@ -3,7 +3,7 @@
 
 use super::file::{self, Kind, PathFacts};
 use super::util::{self, Mode};
-use crate::registry::{BuildCtx, ParamError};
+use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::step::{Action, Change, Check, Facts, HostStep, StepError};
 use provision_transport::shell::quote;
 use serde::Deserialize;

@@ -15,7 +15,7 @@ use super::apt;
 use super::file::{self, Kind, PathFacts};
 use super::service;
 use super::util::{self, List, Sections};
-use crate::registry::{BuildCtx, ParamError};
+use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::step::{Action, Change, Check, Facts, HostStep, StepError};
 use provision_transport::shell::{join, quote};
 use serde::Deserialize;

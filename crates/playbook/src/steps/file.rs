@@ -3,7 +3,7 @@
 //! `template`, `copy` and `line`.
 
 use super::util::{self, Attrs, STAT_FORMAT};
-use crate::registry::{BuildCtx, ParamError};
+use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::step::{Action, Change, Check, Facts, FileDiff, HostStep, StepError};
 use provision_transport::shell::quote;
 use zeroize::Zeroizing;

@@ -7,7 +7,7 @@
 use super::file::{self, PathFacts};
 use super::line::{self, Edit};
 use super::util::{self, Flag, Sections};
-use crate::registry::{BuildCtx, ParamError};
+use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::inventory::is_hostname;
 use provision_engine::step::{Action, Change, Check, Facts, HostStep, StepError};
 use provision_transport::shell::{join, quote};
@@ -270,7 +270,7 @@ impl HostStep for Hostname {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::BuildCtx;
+    use crate::ctx::BuildCtx;
     use crate::steps::testing::{build as build_with_ctx, build_err};
     use provision_engine::inventory::Inventory;
 

@@ -5,7 +5,7 @@
 
 use super::file::{self, Kind};
 use super::util::{self, Mode};
-use crate::registry::{BuildCtx, ParamError};
+use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::step::{Action, Change, Check, Facts, FileDiff, HostStep, StepError};
 use provision_transport::shell::quote;
 use serde::Deserialize;

@@ -9,7 +9,7 @@ use super::apt;
 use super::file::{self, Kind, PathFacts};
 use super::service;
 use super::util::{self, Flag, Num, Sections};
-use crate::registry::{BuildCtx, ParamError};
+use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::inventory::Role;
 use provision_engine::step::{Action, Change, Check, Facts, HostStep, StepError};
 use provision_transport::shell::quote;

@@ -1,49 +1,47 @@
 //! One file per built-in step, named for its intent, and the table that makes
 //! them available to playbooks.
 
-use crate::registry::{ClusterStepCtor, HostStepCtor};
+use crate::ctx::{ClusterStepCtor, HostStepCtor};
 
-pub mod apt;
-pub mod command;
-pub mod copy;
-pub mod directory;
-pub mod docker;
-pub mod file;
-pub mod hostname;
-pub mod line;
-pub mod load_balancer;
-pub mod nfs_mount;
-pub mod nfs_server;
-pub mod node_availability;
-pub mod node_labels;
-pub mod service;
-pub mod stack_deploy;
-pub mod stack_release;
-pub mod swap;
-pub mod swarm_facts;
-pub mod swarm_init;
-pub mod swarm_join;
-pub mod template;
-pub mod user;
-pub mod util;
+/// Declares each step's module and puts its `build` in the table under the module's name, so a
+/// new step is one file plus one name here.
+macro_rules! steps {
+    (host: [$($host:ident),* $(,)?], cluster: [$($cluster:ident),* $(,)?], helpers: [$($helper:ident),* $(,)?] $(,)?) => {
+        $(pub mod $host;)*
+        $(pub mod $cluster;)*
+        $(pub mod $helper;)*
 
-/// General-purpose per-host steps.
-pub const HOST_STEPS: &[(&str, HostStepCtor)] = &[
-    ("command", command::build),
-    ("template", template::build),
-    ("copy", copy::build),
-    ("apt", apt::build),
-    ("service", service::build),
-    ("line", line::build),
-    ("directory", directory::build),
-    ("user", user::build),
-    ("swap", swap::build),
-    ("hostname", hostname::build),
-    ("docker", docker::build),
-    ("nfs_server", nfs_server::build),
-    ("nfs_mount", nfs_mount::build),
-    ("load_balancer", load_balancer::build),
-];
+        /// General-purpose per-host steps, by the name a playbook `uses`.
+        pub const HOST_STEPS: &[(&str, HostStepCtor)] = &[$((stringify!($host), $host::build)),*];
+
+        /// Steps that decide over several hosts at once (the swarm's membership, labels
+        /// and stacks), built once per playbook entry.
+        pub const CLUSTER_STEPS: &[(&str, ClusterStepCtor)] =
+            &[$((stringify!($cluster), $cluster::build)),*];
+    };
+}
+
+steps! {
+    host: [
+        command,
+        template,
+        copy,
+        apt,
+        service,
+        line,
+        directory,
+        user,
+        swap,
+        hostname,
+        docker,
+        nfs_server,
+        nfs_mount,
+        load_balancer,
+    ],
+    cluster: [swarm_init, swarm_join, node_labels, node_availability, stack_deploy],
+    // Modules the steps share (facts, parsers, builders); not steps themselves.
+    helpers: [file, swarm_facts, stack_release, util],
+}
 
 /// Parameters whose values never reach a command line: they travel on stdin or as the content
 /// of an uploaded file. Every other parameter may end up in a command's argv, which every user
@@ -54,21 +52,11 @@ pub const STDIN_PARAMS: &[(&str, &[&str])] = &[
     ("line", &["line"]),
 ];
 
-/// Steps that decide over several hosts at once (the swarm's membership, labels
-/// and stacks), built once per playbook entry.
-pub const CLUSTER_STEPS: &[(&str, ClusterStepCtor)] = &[
-    ("swarm_init", swarm_init::build),
-    ("swarm_join", swarm_join::build),
-    ("node_labels", node_labels::build),
-    ("node_availability", node_availability::build),
-    ("stack_deploy", stack_deploy::build),
-];
-
 /// What step unit tests share: a BuildCtx for host `web-1` (vars.ip =
 /// 10.0.0.5, secret `db_password`), TOML parsing, error unwrapping.
 #[cfg(test)]
 pub(crate) mod testing {
-    use crate::registry::{BuildCtx, ParamError, test_inventory};
+    use crate::ctx::{BuildCtx, ParamError, test_inventory};
     use provision_engine::inventory::Host;
     use provision_engine::step::HostStep;
     use std::path::Path;
@@ -112,7 +100,7 @@ pub(crate) mod testing {
 
     /// Builds in a context whose base_dir is the crate (no files needed).
     pub fn build(
-        ctor: crate::registry::HostStepCtor,
+        ctor: crate::ctx::HostStepCtor,
         with: &str,
     ) -> Result<Box<dyn HostStep>, ParamError> {
         with_ctx(Path::new(env!("CARGO_MANIFEST_DIR")), |ctx| {

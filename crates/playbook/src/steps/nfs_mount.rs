@@ -13,7 +13,7 @@ use super::apt;
 use super::file::{self, Kind, PathFacts};
 use super::line::{self, Edit};
 use super::util::{self, Sections};
-use crate::registry::{BuildCtx, ParamError};
+use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::inventory::Role;
 use provision_engine::step::{Action, Change, Check, Facts, HostStep, StepError};
 use provision_transport::shell::quote;

@@ -10,7 +10,7 @@ use super::file::{self, Kind, PathFacts};
 use super::line::{self, Edit};
 use super::service;
 use super::util::{self, List, Mode, Sections};
-use crate::registry::{BuildCtx, ParamError};
+use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::inventory::Role;
 use provision_engine::step::{Action, Change, Check, Facts, HostStep, StepError};
 use provision_transport::shell::quote;

@@ -3,7 +3,7 @@
 //! Workers are left alone, so a maintenance drain (`provision drain`) survives runs.
 
 use super::swarm_facts;
-use crate::registry::{Claim, ClusterCtx, ParamError, params};
+use crate::ctx::{Claim, ClusterCtx, ParamError, params};
 use provision_engine::inventory::{Inventory, Role};
 use provision_engine::step::{Action, Change, Check, Facts, Step, StepError, StepPlan};
 use provision_transport::shell::quote;

@@ -3,7 +3,7 @@
 //! inventory dropped are removed only with `prune = true`. Updates run on a manager.
 
 use super::swarm_facts::{self, SwarmView};
-use crate::registry::{ClusterCtx, ParamError, params};
+use crate::ctx::{ClusterCtx, ParamError, params};
 use provision_engine::inventory::{Host, Inventory, Role};
 use provision_engine::step::{Action, Change, Check, Facts, Step, StepError, StepPlan};
 use provision_transport::shell::quote;

@@ -3,7 +3,7 @@
 //! from a `command` step guarded by `when` (or `unless`) instead.
 
 use super::util;
-use crate::registry::{BuildCtx, ParamError};
+use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::step::{Action, Change, Check, Facts, HostStep, StepError};
 use provision_transport::shell::join;
 use serde::Deserialize;

@@ -7,7 +7,7 @@
 
 use super::stack_release::{self, Dump, Job, Release, Todo};
 use super::swarm_facts;
-use crate::registry::{Claim, ClusterCtx, ParamError, params};
+use crate::ctx::{Claim, ClusterCtx, ParamError, params};
 use provision_engine::inventory::Inventory;
 use provision_engine::step::{Action, Change, Check, Facts, FileDiff, Step, StepPlan};
 use provision_transport::shell::quote;

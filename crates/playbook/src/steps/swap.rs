@@ -6,7 +6,7 @@
 use super::file::{self, Kind, PathFacts};
 use super::line::{self, Edit};
 use super::util::{self, Num, Sections};
-use crate::registry::{BuildCtx, ParamError};
+use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::step::{Action, Change, Check, Facts, HostStep, StepError};
 use provision_transport::shell::quote;
 use serde::Deserialize;
@@ -820,7 +820,7 @@ mod tests {
 
     #[test]
     fn size_defaults_to_the_swap_size_var() {
-        use crate::registry::BuildCtx;
+        use crate::ctx::BuildCtx;
         use provision_engine::inventory::Inventory;
         let inv = Inventory::parse(
             "name = \"t\"\n[vars]\nswap_size = \"1G\"\n[[hosts]]\nname = \"web-1\"\naddress = \"10.0.0.5\"\nroles = [\"worker\"]\nvars = { swap_size = \"3G\" }\n",

@@ -4,7 +4,7 @@
 //! first one run `docker swarm init` on its private address.
 
 use super::swarm_facts::{self, HostSwarm};
-use crate::registry::{ClusterCtx, ParamError, params};
+use crate::ctx::{ClusterCtx, ParamError, params};
 use provision_engine::inventory::{Inventory, Role};
 use provision_engine::step::{Action, Change, Check, Facts, Step, StepError, StepPlan};
 use provision_transport::shell::quote;

@@ -5,7 +5,7 @@
 //! join one at a time so that quorum is never at risk.
 
 use super::swarm_facts::{self, HostSwarm, SwarmView};
-use crate::registry::{ClusterCtx, ParamError, params};
+use crate::ctx::{ClusterCtx, ParamError, params};
 use provision_engine::inventory::{Inventory, Role};
 use provision_engine::step::{Action, Change, Check, Facts, Step, StepError, StepPlan};
 use provision_transport::shell::quote;

@@ -3,7 +3,7 @@
 //! account (`state = "absent"`).
 
 use super::util::{self, Attrs, List};
-use crate::registry::{BuildCtx, ParamError};
+use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::step::{Action, Change, Check, Facts, FileDiff, HostStep, StepError};
 use provision_transport::shell::{join, quote};
 use serde::Deserialize;

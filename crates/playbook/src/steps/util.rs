@@ -2,7 +2,7 @@
 //! modes, paths, user names), sha256, base64 decoding of gathered content, and
 //! parsing of `stat` lines.
 
-use crate::registry::{self, ParamError};
+use crate::ctx::{self, ParamError};
 use provision_engine::step::{Facts, StepError};
 use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256};
@@ -14,7 +14,7 @@ pub fn params<T: serde::de::DeserializeOwned>(
     with: &toml::Table,
     known: &[&str],
 ) -> Result<T, ParamError> {
-    registry::params::<T>(with, known).map_err(|mut e| {
+    ctx::params::<T>(with, known).map_err(|mut e| {
         if e.key.is_none() {
             let culprit = |v: &toml::Value| match v {
                 toml::Value::String(s)
