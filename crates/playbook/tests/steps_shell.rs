@@ -6,83 +6,15 @@
 // A test's diagnostics; no secrets.
 #![allow(clippy::disallowed_macros, clippy::disallowed_methods)]
 
-use provision_engine::facts;
 use provision_engine::inventory::Host;
-use provision_engine::step::{Action, Check, Facts, HostStep, StepError};
+use provision_engine::step::{Check, HostStep};
 use provision_playbook::ctx::{BuildCtx, ParamError, test_inventory};
 use provision_playbook::registry::host_step;
-use provision_transport::{
-    Command, Output, Stdin, Transport, TransportError, Upload, UploadSource,
-};
-use std::future::Future;
-use std::io::Write;
+use provision_testkit::local::LocalShell;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::process::Stdio;
 
 const SECRET: &str = "s3cr3t-pw";
-
-/// The local machine as a transport: `sh -c` with the command's stdin, and
-/// extra environment (PATH with stub programs).
-struct Local {
-    env: Vec<(String, String)>,
-}
-
-type Fut<'a> = Pin<Box<dyn Future<Output = Result<Output, TransportError>> + Send + 'a>>;
-
-impl Local {
-    fn new() -> Self {
-        Local { env: Vec::new() }
-    }
-
-    fn sh(&self, script: &str, stdin: &[u8]) -> Output {
-        let mut child = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("sh runs");
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        let out = child.wait_with_output().unwrap();
-        Output {
-            exit_status: out.status.code().map(|c| c as u32),
-            exit_signal: None,
-            stdout: out.stdout,
-            stderr: out.stderr,
-        }
-    }
-}
-
-impl Transport for Local {
-    fn host(&self) -> &str {
-        "local"
-    }
-
-    // What #[async_trait] expands to; the work itself is synchronous.
-    fn run<'a, 'b>(&'a self, cmd: Command) -> Fut<'b>
-    where
-        'a: 'b,
-        Self: 'b,
-    {
-        Box::pin(async move {
-            let stdin = match cmd.stdin {
-                Stdin::Empty => Vec::new(),
-                Stdin::Bytes(b) => b.to_vec(),
-                Stdin::Stream(mut s) => {
-                    use tokio::io::AsyncReadExt;
-                    let mut v = Vec::new();
-                    s.read_to_end(&mut v).await.unwrap();
-                    v
-                }
-            };
-            Ok(self.sh(&cmd.script, &stdin))
-        })
-    }
-}
 
 /// The current user and group: chown to them works without root.
 fn me() -> (String, String) {
@@ -132,78 +64,6 @@ fn step(name: &str, with: &str, base_dir: &Path) -> Box<dyn HostStep> {
     build(name, with, base_dir).unwrap_or_else(|e| panic!("{name}: {e:?}"))
 }
 
-/// Gathers as the engine does: in its batch script, in a subshell, stdin from /dev/null.
-fn gather(t: &Local, s: &dyn HostStep) -> Facts {
-    let Some(cmd) = s.gather() else {
-        return Facts::default();
-    };
-    let out = t.sh(&facts::batch_script("t", &[(0, cmd.clone())]), b"");
-    let mut parsed = facts::parse_batch("t", &String::from_utf8(out.stdout).unwrap());
-    assert_eq!(
-        parsed.len(),
-        1,
-        "fact command broke the batch: {cmd}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    parsed.remove(0).1
-}
-
-fn check(t: &Local, s: &dyn HostStep) -> Result<Check, StepError> {
-    s.check(&gather(t, s))
-}
-
-/// Applies a plan as the engine does; returns the change summaries.
-fn apply(t: &Local, plan: Check) -> Vec<String> {
-    let Check::Change(changes) = plan else {
-        panic!("expected changes, got {plan:?}")
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    for c in &changes {
-        for a in &c.actions {
-            match a {
-                // One local "host": running on another host means running here too.
-                Action::Run { script, stdin } | Action::RunOn { script, stdin, .. } => {
-                    let out = t.sh(
-                        script,
-                        stdin.as_deref().map(|s| s.as_slice()).unwrap_or_default(),
-                    );
-                    assert!(out.success(), "`{script}` failed: {}", out.stderr_str());
-                }
-                Action::Upload {
-                    dest,
-                    content,
-                    mode,
-                    owner,
-                    group,
-                } => {
-                    let up = Upload {
-                        dest: dest.clone(),
-                        source: UploadSource::Bytes(content.clone()),
-                        mode: *mode,
-                        owner: owner.clone(),
-                        group: group.clone(),
-                    };
-                    rt.block_on(t.upload(up))
-                        .unwrap_or_else(|e| panic!("upload to {dest}: {e}"));
-                }
-            }
-        }
-    }
-    changes.into_iter().map(|c| c.summary).collect()
-}
-
-/// Check, apply, and check again: the second check must be Ok.
-fn converge(t: &Local, s: &dyn HostStep) -> Vec<String> {
-    let summaries = apply(t, check(t, s).unwrap());
-    match check(t, s).unwrap() {
-        Check::Ok(_) => summaries,
-        other => panic!("not converged after {summaries:?}: {other:?}"),
-    }
-}
-
 fn mode_of(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
 }
@@ -218,7 +78,7 @@ fn s(p: &Path) -> &str {
 
 #[test]
 fn directory_is_created_fixed_and_removed() {
-    let t = Local::new();
+    let t = LocalShell::new();
     let (user, group) = me();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("my app/data");
@@ -227,24 +87,26 @@ fn directory_is_created_fixed_and_removed() {
         s(&dir)
     );
     let d = step("directory", &with, tmp.path());
-    assert_eq!(converge(&t, &*d).len(), 1);
+    assert_eq!(t.converge(&*d).len(), 1);
     assert!(dir.is_dir());
     assert_eq!(mode_of(&dir), 0o750);
     // Drift: loose mode, plus a setgid bit as a setgid parent would hand down.
     chmod(&dir, 0o2777);
     assert_eq!(
-        converge(&t, &*d),
+        t.converge(&*d),
         vec!["update ".to_string() + s(&dir) + ": mode 0750 (was 2777)"]
     );
     assert_eq!(mode_of(&dir), 0o750);
     // A regular file in the way is an error, not a silent replacement.
     let file = tmp.path().join("file");
     std::fs::write(&file, "x").unwrap();
-    let e = check(
-        &t,
-        &*step("directory", &format!("path = \"{}\"", s(&file)), tmp.path()),
-    )
-    .unwrap_err();
+    let e = t
+        .check(&*step(
+            "directory",
+            &format!("path = \"{}\"", s(&file)),
+            tmp.path(),
+        ))
+        .unwrap_err();
     assert!(e.message.ends_with("exists but is a regular file"), "{e}");
     // Absent removes the whole tree, once.
     std::fs::write(dir.join("f"), "x").unwrap();
@@ -256,13 +118,13 @@ fn directory_is_created_fixed_and_removed() {
         ),
         tmp.path(),
     );
-    assert_eq!(converge(&t, &*gone).len(), 1);
+    assert_eq!(t.converge(&*gone).len(), 1);
     assert!(!tmp.path().join("my app").exists());
 }
 
 #[test]
 fn template_is_rendered_uploaded_and_repaired() {
-    let t = Local::new();
+    let t = LocalShell::new();
     let (user, group) = me();
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -277,7 +139,7 @@ fn template_is_rendered_uploaded_and_repaired() {
     );
     let tpl = step("template", &with, tmp.path());
     assert_eq!(
-        converge(&t, &*tpl),
+        t.converge(&*tpl),
         vec![format!("create {} (20 bytes, mode 0640)", s(&dest))]
     );
     assert_eq!(
@@ -287,14 +149,14 @@ fn template_is_rendered_uploaded_and_repaired() {
     assert_eq!(mode_of(&dest), 0o640);
     // Drifted content: the diff shows what was there.
     std::fs::write(&dest, "# web-1\nport = 80\n").unwrap();
-    let Check::Change(c) = check(&t, &*tpl).unwrap() else {
+    let Check::Change(c) = t.check(&*tpl).unwrap() else {
         panic!()
     };
     assert_eq!(
         c[0].diff.as_ref().unwrap().before.as_deref(),
         Some("# web-1\nport = 80\n")
     );
-    converge(&t, &*tpl);
+    t.converge(&*tpl);
     assert_eq!(
         std::fs::read_to_string(&dest).unwrap(),
         "# web-1\nport = 8080\n"
@@ -302,7 +164,7 @@ fn template_is_rendered_uploaded_and_repaired() {
     // Drifted mode only.
     chmod(&dest, 0o666);
     assert_eq!(
-        converge(&t, &*tpl),
+        t.converge(&*tpl),
         vec![format!("update {}: mode 0640 (was 0666)", s(&dest))]
     );
     assert_eq!(mode_of(&dest), 0o640);
@@ -313,13 +175,13 @@ fn template_is_rendered_uploaded_and_repaired() {
         &format!("src = \"db.j2\"\ndest = \"{}/db\"", s(tmp.path())),
         tmp.path(),
     );
-    converge(&t, &*db);
+    t.converge(&*db);
     assert_eq!(mode_of(&tmp.path().join("db")), 0o600);
 }
 
 #[test]
 fn template_refuses_symbolic_links() {
-    let t = Local::new();
+    let t = LocalShell::new();
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("real.conf"), "x\n").unwrap();
     std::os::unix::fs::symlink(tmp.path().join("real.conf"), tmp.path().join("link.conf")).unwrap();
@@ -328,7 +190,7 @@ fn template_refuses_symbolic_links() {
         &format!("content = \"y\\n\"\ndest = \"{}/link.conf\"", s(tmp.path())),
         tmp.path(),
     );
-    let e = check(&t, &*c).unwrap_err();
+    let e = t.check(&*c).unwrap_err();
     assert_eq!(
         e.hint,
         Some(format!(
@@ -340,7 +202,7 @@ fn template_refuses_symbolic_links() {
 
 #[test]
 fn copy_handles_binary_and_large_files() {
-    let t = Local::new();
+    let t = LocalShell::new();
     let tmp = tempfile::tempdir().unwrap();
     // Binary and above the 64 KiB diff limit: compared by hash only.
     let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 256) as u8).collect();
@@ -351,14 +213,14 @@ fn copy_handles_binary_and_large_files() {
         &format!("src = \"blob.bin\"\ndest = \"{}\"", s(&dest)),
         tmp.path(),
     );
-    converge(&t, &*c);
+    t.converge(&*c);
     assert_eq!(std::fs::read(&dest).unwrap(), data);
     assert_eq!(mode_of(&dest), 0o644);
     let mut changed = data.clone();
     changed[100] ^= 1;
     std::fs::write(&dest, &changed).unwrap();
     assert_eq!(
-        converge(&t, &*c),
+        t.converge(&*c),
         vec![format!(
             "update {}: content (no diff: binary or larger than 64 KiB)",
             s(&dest)
@@ -373,13 +235,13 @@ fn copy_handles_binary_and_large_files() {
         &format!("content = \"text\\n\"\ndest = \"{}\"", s(&small)),
         tmp.path(),
     );
-    assert_eq!(converge(&t, &*inline).len(), 1);
+    assert_eq!(t.converge(&*inline).len(), 1);
     assert_eq!(std::fs::read_to_string(&small).unwrap(), "text\n");
 }
 
 #[test]
 fn line_edits_keep_mode_and_converge() {
-    let t = Local::new();
+    let t = LocalShell::new();
     let tmp = tempfile::tempdir().unwrap();
     let conf = tmp.path().join("sshd config");
     std::fs::write(&conf, "Include /etc/ssh/sshd_config.d/*.conf\n#PermitRootLogin prohibit-password\nX11Forwarding yes\nPermitRootLogin yes").unwrap();
@@ -390,7 +252,7 @@ fn line_edits_keep_mode_and_converge() {
     );
     let l = step("line", &with, tmp.path());
     assert_eq!(
-        converge(&t, &*l),
+        t.converge(&*l),
         vec![format!("replace lines 2, 4 in {}", s(&conf))]
     );
     assert_eq!(
@@ -405,7 +267,7 @@ fn line_edits_keep_mode_and_converge() {
         tmp.path(),
     );
     assert_eq!(
-        converge(&t, &*add),
+        t.converge(&*add),
         vec![format!("append line 5 in {}", s(&conf))]
     );
     assert!(
@@ -423,7 +285,7 @@ fn line_edits_keep_mode_and_converge() {
         tmp.path(),
     );
     assert_eq!(
-        converge(&t, &*rm),
+        t.converge(&*rm),
         vec![format!("remove line 3 in {}", s(&conf))]
     );
     assert!(!std::fs::read_to_string(&conf).unwrap().contains("X11"));
@@ -434,7 +296,7 @@ fn line_edits_keep_mode_and_converge() {
         &format!("path = \"{}\"\nline = \"a\"\nregexp = \"(\"", s(&conf)),
         tmp.path(),
     );
-    let e = check(&t, &*bad).unwrap_err();
+    let e = t.check(&*bad).unwrap_err();
     assert!(
         e.message
             .contains("not a valid POSIX extended regular expression"),
@@ -444,7 +306,7 @@ fn line_edits_keep_mode_and_converge() {
 
 #[test]
 fn line_creates_missing_files_only_when_asked() {
-    let t = Local::new();
+    let t = LocalShell::new();
     let tmp = tempfile::tempdir().unwrap();
     let env = tmp.path().join("app.env");
     let no = step(
@@ -453,7 +315,7 @@ fn line_creates_missing_files_only_when_asked() {
         tmp.path(),
     );
     assert_eq!(
-        check(&t, &*no).unwrap_err().message,
+        t.check(&*no).unwrap_err().message,
         format!("{} does not exist", s(&env))
     );
     let yes = step(
@@ -464,14 +326,14 @@ fn line_creates_missing_files_only_when_asked() {
         ),
         tmp.path(),
     );
-    converge(&t, &*yes);
+    t.converge(&*yes);
     assert_eq!(std::fs::read_to_string(&env).unwrap(), "A=1\n");
     assert_eq!(mode_of(&env), 0o600);
 }
 
 #[test]
 fn command_guards_and_stdin() {
-    let t = Local::new();
+    let t = LocalShell::new();
     let tmp = tempfile::tempdir().unwrap();
     let marker = tmp.path().join("done marker");
     let with = format!(
@@ -479,11 +341,11 @@ fn command_guards_and_stdin() {
         m = s(&marker)
     );
     let c = step("command", &with, tmp.path());
-    let plan = check(&t, &*c).unwrap();
-    apply(&t, plan);
+    let plan = t.check(&*c).unwrap();
+    t.apply(plan);
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "from stdin");
     assert_eq!(
-        check(&t, &*c).unwrap(),
+        t.check(&*c).unwrap(),
         Check::Ok(format!("{} exists (creates)", s(&marker)))
     );
     // unless: ok once the condition holds; a syntax error only makes it fail.
@@ -493,15 +355,15 @@ fn command_guards_and_stdin() {
         f = s(&count)
     );
     let u = step("command", &with, tmp.path());
-    apply(&t, check(&t, &*u).unwrap());
-    assert!(matches!(check(&t, &*u).unwrap(), Check::Ok(_)));
+    t.apply(t.check(&*u).unwrap());
+    assert!(matches!(t.check(&*u).unwrap(), Check::Ok(_)));
     assert_eq!(std::fs::read_to_string(&count).unwrap(), "x\n");
     let broken = step(
         "command",
         "run = \"true\"\nunless = \"if then )\"",
         tmp.path(),
     );
-    assert!(matches!(check(&t, &*broken).unwrap(), Check::Change(_)));
+    assert!(matches!(t.check(&*broken).unwrap(), Check::Change(_)));
     // only_if: runs only while it succeeds.
     let o = step(
         "command",
@@ -512,7 +374,7 @@ fn command_guards_and_stdin() {
         tmp.path(),
     );
     assert_eq!(
-        check(&t, &*o).unwrap(),
+        t.check(&*o).unwrap(),
         Check::Skip(format!(
             "`test -e {}/nope` exited 1 (only_if)",
             s(tmp.path())
@@ -550,9 +412,7 @@ fn user_authorized_keys_with_stubbed_account_database() {
             "case $1 in -nG) echo '{group} docker';; -gn) echo '{group}';; *) exec /usr/bin/id \"$@\";; esac\n"
         ),
     );
-    let t = Local {
-        env: vec![("PATH".into(), format!("{}:/usr/bin:/bin", s(&bin)))],
-    };
+    let t = LocalShell::new().env("PATH", format!("{}:/usr/bin:/bin", s(&bin)));
     let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGz0eKqWk3n9q3sC0tHcXjW9m2b5y8yq7d3vQe1Xo0aB ops@laptop";
     let u = step(
         "user",
@@ -561,7 +421,7 @@ fn user_authorized_keys_with_stubbed_account_database() {
     );
     let keys = home.join(".ssh/authorized_keys");
     assert_eq!(
-        converge(&t, &*u),
+        t.converge(&*u),
         vec![format!("add 1 authorized key to {}", s(&keys))]
     );
     assert_eq!(std::fs::read_to_string(&keys).unwrap(), format!("{key}\n"));
@@ -572,7 +432,7 @@ fn user_authorized_keys_with_stubbed_account_database() {
     // Other keys are kept; loose modes are fixed.
     std::fs::write(&keys, "ssh-rsa AAAAB3Nza other@host\n").unwrap();
     chmod(&keys, 0o644);
-    converge(&t, &*u);
+    t.converge(&*u);
     assert_eq!(
         std::fs::read_to_string(&keys).unwrap(),
         format!("ssh-rsa AAAAB3Nza other@host\n{key}\n")
@@ -582,7 +442,7 @@ fn user_authorized_keys_with_stubbed_account_database() {
     std::fs::remove_file(&keys).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", &keys).unwrap();
     assert!(
-        check(&t, &*u)
+        t.check(&*u)
             .unwrap_err()
             .message
             .ends_with("is a symbolic link")
@@ -597,22 +457,22 @@ fn apt_gather_reads_the_real_package_database() {
         eprintln!("skipped: not a Debian-family machine");
         return;
     }
-    let t = Local::new();
+    let t = LocalShell::new();
     let tmp = tempfile::tempdir().unwrap();
     let present = step("apt", "packages = [\"coreutils\"]", tmp.path());
     assert_eq!(
-        check(&t, &*present).unwrap(),
+        t.check(&*present).unwrap(),
         Check::Ok("coreutils installed".into())
     );
     // Converged: dpkg alone answers, the package lists are not read.
-    let f = gather(&t, &*present);
+    let f = t.gather(&*present);
     assert!(!f.stdout.contains("now="), "{}", f.stdout);
     let missing = step(
         "apt",
         "packages = [\"coreutils\", \"provision-no-such-pkg\"]",
         tmp.path(),
     );
-    let f = gather(&t, &*missing);
+    let f = t.gather(&*missing);
     for key in ["now=", "updated=", "sources=", "lists="] {
         assert!(f.stdout.contains(key), "{key} missing from {}", f.stdout);
     }
@@ -622,7 +482,7 @@ fn apt_gather_reads_the_real_package_database() {
         tmp.path(),
     );
     assert_eq!(
-        check(&t, &*absent).unwrap(),
+        t.check(&*absent).unwrap(),
         Check::Ok("provision-no-such-pkg not installed".into())
     );
 }
@@ -630,7 +490,7 @@ fn apt_gather_reads_the_real_package_database() {
 /// `user` facts from the real account database (read-only: nothing is created).
 #[test]
 fn user_gather_reads_the_real_account_database() {
-    let t = Local::new();
+    let t = LocalShell::new();
     let tmp = tempfile::tempdir().unwrap();
     let (user, _) = me();
     let uid = String::from_utf8(
@@ -643,7 +503,7 @@ fn user_gather_reads_the_real_account_database() {
     .unwrap();
     let me_step = step("user", &format!("name = \"{user}\""), tmp.path());
     assert_eq!(
-        check(&t, &*me_step).unwrap(),
+        t.check(&*me_step).unwrap(),
         Check::Ok(format!("user {user} (uid {})", uid.trim()))
     );
     let nobody = step(
@@ -652,7 +512,7 @@ fn user_gather_reads_the_real_account_database() {
         tmp.path(),
     );
     assert_eq!(
-        check(&t, &*nobody).unwrap(),
+        t.check(&*nobody).unwrap(),
         Check::Ok("no user provision-no-such-user".into())
     );
 }

@@ -1,11 +1,13 @@
 //! Test support for tier 2: real OpenSSH `sshd` processes on 127.0.0.1 ports (or on
 //! `::1` inside a network namespace of the test's own, [`Netns`]) with throw-away host
 //! keys, user keys and config, plus local users for sudo tests, and leak checks for
-//! secrets in every encoding ([`leaks`]).
+//! secrets in every encoding ([`leaks`]), and the local shell as a host for step tests
+//! ([`local`]).
 //!
 //! Everything lives in a temp directory removed on drop; each sshd is killed on drop.
 
 pub mod leaks;
+pub mod local;
 use std::fs;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
