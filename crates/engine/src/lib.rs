@@ -6,6 +6,7 @@
 
 pub mod diagnostic;
 pub mod event;
+pub mod fact;
 pub mod facts;
 pub mod inventory;
 pub mod playbook_file;
