@@ -37,6 +37,7 @@ steps! {
         nfs_server,
         nfs_mount,
         load_balancer,
+        link,
     ],
     cluster: [swarm_init, swarm_join, node_labels, node_availability, stack_deploy],
     // Modules the steps share (facts, parsers, builders); not steps themselves.
