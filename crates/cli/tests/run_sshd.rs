@@ -387,7 +387,7 @@ name = "hung mount"
 use = "command"
 hosts = "h1"
 timeout = 2
-with = { run = "sleep 30" }
+with = { run = "sleep 6 && touch {{ vars.root }}/late" }
 
 [[steps]]
 name = "after"
@@ -406,10 +406,20 @@ with = { run = "touch {{ vars.root }}/after", creates = "{{ vars.root }}/after" 
         start.elapsed()
     );
     assert!(t.contains("h1 failed in step `hung mount`"), "{t}");
-    assert!(t.contains("command did not finish within 2s"), "{t}");
+    assert!(
+        t.contains("command did not finish within 2s and was stopped on the host"),
+        "{t}"
+    );
     assert!(t.contains("set `timeout` (seconds) on the step"), "{t}");
     assert!(c.root(2).join("after").exists(), "h2 went on");
     assert!(!c.root(1).join("after").exists(), "h1 dropped out");
+    // Stopped, not abandoned: the command never gets to its `touch`.
+    std::thread::sleep(std::time::Duration::from_secs(6).saturating_sub(start.elapsed()));
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(
+        !c.root(1).join("late").exists(),
+        "the command ran on after its timeout"
+    );
     // The run's own limit, for steps without one.
     std::fs::write(
         c.dir.path().join("playbook.toml"),

@@ -620,11 +620,19 @@ impl Runner {
                 command: None,
                 exit_status: None,
                 stderr: Redacted::default(),
-                hint: matches!(t, TransportError::CommandTimeout { .. }).then(|| {
-                    Redacted::literal(
-                        "it may still be running on the host: look there; if it needs longer, set `timeout` (seconds) on the step, or `provision run --timeout SECONDS`",
-                    )
-                }),
+                hint: match t {
+                    TransportError::CommandTimeout { stopped: true, .. } => {
+                        Some(Redacted::literal(
+                            "the host stopped it (TERM to its processes, KILL 5 s later): what it changed so far stays; if it needs longer, set `timeout` (seconds) on the step, or `provision run --timeout SECONDS`",
+                        ))
+                    }
+                    TransportError::CommandTimeout { stopped: false, .. } => {
+                        Some(Redacted::literal(
+                            "the host did not answer in time, so the command may still be running there: look; if it needs longer, set `timeout` (seconds) on the step, or `provision run --timeout SECONDS`",
+                        ))
+                    }
+                    _ => None,
+                },
             },
             RunnerError::Step(f) => f.clone(),
         }

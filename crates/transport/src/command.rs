@@ -1,9 +1,48 @@
 //! What a remote command is (a POSIX sh script plus stdin) and what it returns.
 
+use crate::shell::quote;
 use std::fmt;
 use std::pin::Pin;
 use std::time::Duration;
 use tokio::io::AsyncRead;
+
+/// How long the host's `timeout` waits after its TERM before it sends KILL.
+pub const KILL_AFTER: Duration = Duration::from_secs(5);
+
+/// How a script runs on a host: `sh -c SCRIPT`, and with a deadline under coreutils' `timeout`,
+/// so that a command past it is stopped on the host itself (TERM to its whole process group,
+/// KILL [`KILL_AFTER`] later) instead of running on after provision gave up on it; closing the
+/// SSH channel would not signal it. `timeout` exits 124 (137 after KILL) when it stopped it.
+pub fn sh_c(script: &str, deadline: Option<Duration>) -> String {
+    match deadline {
+        None => format!("sh -c {}", quote(script)),
+        Some(d) => format!(
+            "timeout -k {} {} sh -c {}",
+            KILL_AFTER.as_secs(),
+            seconds(d),
+            quote(script)
+        ),
+    }
+}
+
+/// Seconds as `timeout` reads them: whole, or with milliseconds.
+fn seconds(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        d.as_secs().to_string()
+    } else {
+        format!("{}.{:03}", d.as_secs(), d.subsec_millis())
+    }
+}
+
+/// True when a command run by [`sh_c`] with `deadline` was stopped by it: `timeout`'s exit
+/// status, after at least the deadline (a script may exit 124 on its own, earlier).
+pub fn stopped_by_deadline(
+    exit_status: Option<u32>,
+    deadline: Duration,
+    elapsed: Duration,
+) -> bool {
+    matches!(exit_status, Some(124 | 137)) && elapsed >= deadline
+}
 
 /// Data fed to a remote command's standard input.
 ///

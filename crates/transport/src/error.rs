@@ -100,11 +100,17 @@ pub enum TransportError {
     )]
     ConnectionLost { host: String, during: String },
 
-    #[error("{host}: command did not finish within {after:?}: {command}")]
+    #[error(
+        "{host}: command did not finish within {after:?}{}: {command}",
+        if *stopped { " and was stopped on the host" } else { "" }
+    )]
     CommandTimeout {
         host: String,
         command: String,
         after: Duration,
+        /// The host's `timeout` stopped it (its whole process group); false when the host did
+        /// not answer, so the command may still run there.
+        stopped: bool,
     },
 
     #[error(

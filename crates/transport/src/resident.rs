@@ -3,9 +3,10 @@
 //! new login shell (which reads ~/.bashrc every time).
 
 use crate::command::Output;
-use crate::shell::quote;
+use crate::command::sh_c;
 use russh::client::Msg;
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
+use std::time::Duration;
 
 /// Why a resident shell could not answer; it is discarded after any of these.
 #[derive(Debug)]
@@ -23,11 +24,12 @@ pub(crate) struct Resident {
 
 /// The text written to the resident shell for one command. The script runs in
 /// its own `sh -c` (quoted, so nothing in it can confuse the resident shell),
-/// with stdin from /dev/null; then both streams get an end marker.
-pub(crate) fn framed(nonce: &str, script: &str) -> String {
+/// with stdin from /dev/null (under `timeout` when it has a deadline: [`sh_c`]); then both
+/// streams get an end marker.
+pub(crate) fn framed(nonce: &str, script: &str, deadline: Option<Duration>) -> String {
     format!(
-        "sh -c {} </dev/null; printf '\\n<<pv-{nonce}-rc %s>>\\n' \"$?\"; printf '\\n<<pv-{nonce}-err>>\\n' >&2\n",
-        quote(script)
+        "{} </dev/null; printf '\\n<<pv-{nonce}-rc %s>>\\n' \"$?\"; printf '\\n<<pv-{nonce}-err>>\\n' >&2\n",
+        sh_c(script, deadline)
     )
 }
 
@@ -58,8 +60,12 @@ impl Resident {
     }
 
     /// Runs one command. On error the caller must drop this resident.
-    pub(crate) async fn run(&mut self, script: &str) -> Result<Output, ResidentError> {
-        let line = framed(&self.nonce, script);
+    pub(crate) async fn run(
+        &mut self,
+        script: &str,
+        deadline: Option<Duration>,
+    ) -> Result<Output, ResidentError> {
+        let line = framed(&self.nonce, script, deadline);
         self.tx
             .data_bytes(line.into_bytes())
             .await
@@ -116,7 +122,7 @@ mod tests {
     #[test]
     fn framing_is_exact() {
         assert_eq!(
-            framed("n", "echo 'a'"),
+            framed("n", "echo 'a'", None),
             "sh -c 'echo '\\''a'\\''' </dev/null; printf '\\n<<pv-n-rc %s>>\\n' \"$?\"; printf '\\n<<pv-n-err>>\\n' >&2\n"
         );
     }
@@ -159,7 +165,9 @@ mod tests {
             ("pwd | grep -c '^/tmp$'; echo $X", "0\n\n", 0),
             ("exit", "", 0),
         ] {
-            stdin.write_all(framed("t", script).as_bytes()).unwrap();
+            stdin
+                .write_all(framed("t", script, None).as_bytes())
+                .unwrap();
             let mut buf = Vec::new();
             loop {
                 let mut line = Vec::new();

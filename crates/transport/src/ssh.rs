@@ -1,7 +1,9 @@
 //! The russh-based transport: connecting (retries, timeouts, host keys, keys and
 //! agent, ProxyJump), one pooled connection per host, commands as channels, sudo.
 
-use crate::command::{Chunk, Command, Output, OutputSink, Stdin};
+use crate::command::{
+    Chunk, Command, KILL_AFTER, Output, OutputSink, Stdin, sh_c, stopped_by_deadline,
+};
 use crate::error::TransportError;
 use crate::known_hosts::{self, KnownHosts, Verdict};
 use crate::resident::{Resident, ResidentError};
@@ -786,8 +788,13 @@ impl SshSession {
     }
 
     /// The exact command line sent to sshd for `script`, and the stdin prefix.
-    fn wire(&self, script: &str, mode: SudoMode) -> (String, Option<Vec<u8>>) {
-        let inner = format!("sh -c {}", quote(script));
+    fn wire(
+        &self,
+        script: &str,
+        mode: SudoMode,
+        deadline: Option<Duration>,
+    ) -> (String, Option<Vec<u8>>) {
+        let inner = sh_c(script, deadline);
         match (mode, &self.become_) {
             (SudoMode::AlreadyRoot, _) => (inner, None),
             (SudoMode::NoPassword, _) => (format!("sudo -n -- {inner}"), None),
@@ -872,9 +879,12 @@ impl SshSession {
             }
             out
         };
+        let started = Instant::now();
         let out = match timeout {
             None => read.await,
-            Some(t) => match tokio::time::timeout(t, read).await {
+            // The host's own `timeout` stops the command at `t`; this one is for a host that
+            // does not answer at all by then.
+            Some(t) => match tokio::time::timeout(t + UNANSWERED, read).await {
                 Ok(o) => o,
                 Err(_) => {
                     writer.abort();
@@ -882,10 +892,22 @@ impl SshSession {
                         host: self.label.clone(),
                         command: short,
                         after: t,
+                        stopped: false,
                     });
                 }
             },
         };
+        if let Some(t) = timeout
+            && stopped_by_deadline(out.exit_status, t, started.elapsed())
+        {
+            writer.abort();
+            return Err(TransportError::CommandTimeout {
+                host: self.label.clone(),
+                command: short,
+                after: t,
+                stopped: true,
+            });
+        }
         let _ = writer.await;
         if out.exit_status.is_none() && out.exit_signal.is_none() {
             return Err(if self.handle.is_closed() {
@@ -955,25 +977,40 @@ impl SshSession {
                 Resident::new(tx, rx, self.nonce.clone())
             }
         };
+        let started = Instant::now();
         let res = match timeout {
-            None => resident.run(script).await,
-            Some(t) => match tokio::time::timeout(t, resident.run(script)).await {
-                Ok(r) => r,
-                Err(_) => {
-                    // The shell is busy with the stuck command: discard it.
-                    resident.close().await;
-                    return Err(TransportError::CommandTimeout {
-                        host: self.label.clone(),
-                        command: short,
-                        after: t,
-                    });
+            None => resident.run(script, None).await,
+            Some(t) => {
+                match tokio::time::timeout(t + UNANSWERED, resident.run(script, timeout)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        // The shell is busy with the stuck command: discard it.
+                        resident.close().await;
+                        return Err(TransportError::CommandTimeout {
+                            host: self.label.clone(),
+                            command: short,
+                            after: t,
+                            stopped: false,
+                        });
+                    }
                 }
-            },
+            }
         };
         match res {
             Ok(out) => {
+                // The shell itself is free again, also after its command was stopped.
                 self.idle.lock().unwrap().push(resident);
-                Ok(out)
+                match timeout {
+                    Some(t) if stopped_by_deadline(out.exit_status, t, started.elapsed()) => {
+                        Err(TransportError::CommandTimeout {
+                            host: self.label.clone(),
+                            command: short,
+                            after: t,
+                            stopped: true,
+                        })
+                    }
+                    _ => Ok(out),
+                }
             }
             Err(ResidentError::Closed) => Err(lost("the shell ended".into())),
             Err(ResidentError::Send(e)) => Err(lost(e)),
@@ -992,6 +1029,10 @@ impl SshSession {
         }
     }
 }
+
+/// How long past a command's deadline provision waits for the host's answer (the host's
+/// `timeout` has stopped it by then, KILL included) before it treats the host as not answering.
+const UNANSWERED: Duration = Duration::from_secs(KILL_AFTER.as_secs() + 5);
 
 /// Marker nonce of a session's resident shells: unpredictable to command output.
 fn session_nonce() -> String {
@@ -1027,12 +1068,18 @@ impl Transport for SshSession {
             Some(t) => {
                 let short = summarize(&cmd.script);
                 // The inner timeouts fire first and clean up; this one is the backstop.
-                match tokio::time::timeout(t + Duration::from_secs(5), self.run_inner(cmd)).await {
+                match tokio::time::timeout(
+                    t + UNANSWERED + Duration::from_secs(5),
+                    self.run_inner(cmd),
+                )
+                .await
+                {
                     Ok(r) => r,
                     Err(_) => Err(TransportError::CommandTimeout {
                         host: self.label.clone(),
                         command: short,
                         after: t,
+                        stopped: false,
                     }),
                 }
             }
@@ -1046,7 +1093,7 @@ impl SshSession {
         if self.resident && matches!(cmd.stdin, Stdin::Empty) && cmd.output_to.is_none() {
             return self.run_resident(&cmd.script, mode, cmd.timeout).await;
         }
-        let (wire, prefix) = self.wire(&cmd.script, mode);
+        let (wire, prefix) = self.wire(&cmd.script, mode, cmd.timeout);
         let stdin = match prefix {
             None => cmd.stdin,
             Some(mut p) => match cmd.stdin {

@@ -604,12 +604,16 @@ async fn command_timeout_leaves_connection_usable() {
     let e = env();
     let s = e.session("root").await;
     let start = Instant::now();
+    let marker = e.dir.path().join("late");
     let err = s
-        .run(Command::new("sleep 30").timeout(Duration::from_millis(500)))
+        .run(
+            Command::new(format!("sleep 3 && touch {}", marker.display()))
+                .timeout(Duration::from_millis(500)),
+        )
         .await
         .unwrap_err();
     assert!(
-        matches!(err, TransportError::CommandTimeout { .. }),
+        matches!(err, TransportError::CommandTimeout { stopped: true, .. }),
         "{err}"
     );
     assert!(
@@ -618,6 +622,9 @@ async fn command_timeout_leaves_connection_usable() {
         start.elapsed()
     );
     assert_eq!(run(&*s, "echo still here").await, "still here\n");
+    // The host stopped the command: it never reaches its `touch`.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!marker.exists(), "the command ran on after its timeout");
 }
 
 unsafe extern "C" {
