@@ -12,7 +12,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("steps/docker.rs", include_str!("steps/docker.rs")),
     ("steps/apt.rs", include_str!("steps/apt.rs")),
     ("steps/file.rs", include_str!("steps/file.rs")),
-    ("steps/service.rs", include_str!("steps/service.rs")),
+    ("steps/systemd.rs", include_str!("steps/systemd.rs")),
     ("steps/util.rs", include_str!("steps/util.rs")),
     ("steps/copy.rs", include_str!("steps/copy.rs")),
     ("steps/command.rs", include_str!("steps/command.rs")),

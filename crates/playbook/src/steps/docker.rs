@@ -13,7 +13,7 @@
 
 use super::apt;
 use super::file::{self, Kind, PathFacts};
-use super::service;
+use super::systemd::{self, Verb};
 use super::util::{self, List, Sections};
 use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::step::{Action, Change, Check, Facts, HostStep, StepError};
@@ -477,12 +477,13 @@ pub fn apply_daemon_json_command(live: &str) -> String {
     let staged = format!("{live}.provision-new");
     format!(
         "s={}; if dockerd --help 2>&1 | grep -q -e '--validate'; then dockerd --validate --config-file \"$s\" >/dev/null || {{ rm -f \"$s\"; echo {} >&2; exit 1; }}; fi; \
-         mv -f \"$s\" {} && systemctl restart {SERVICE}",
+         mv -f \"$s\" {} && {}",
         quote(&staged),
         quote(&format!(
             "dockerd rejects the new {live} (see above); the running configuration is unchanged"
         )),
         quote(live),
+        systemd::command(Verb::Restart, SERVICE),
     )
 }
 
@@ -541,7 +542,7 @@ impl Docker {
                 ),
             ));
         }
-        parts.push(("service", service::gather_command(SERVICE)));
+        parts.push(("service", systemd::gather_command(SERVICE)));
         util::sections(&parts)
     }
 
@@ -864,37 +865,10 @@ impl HostStep for Docker {
             changes.extend(daemon);
         }
         changes.extend(self.users_change(&s)?);
-        if !engine_installed {
-            // The package starts it, unless a policy (containers, some images) stops that.
-            changes.push(Change::new(
-                format!("enable and start {SERVICE}"),
-                vec![Action::run(format!("systemctl enable --now {SERVICE}"))],
-            ));
-        } else {
-            let unit = service::parse(s.get("service")?)?;
-            if !matches!(
-                unit.unit_file,
-                "enabled" | "static" | "indirect" | "generated" | "alias"
-            ) {
-                changes.push(Change::new(
-                    format!(
-                        "enable {SERVICE} (was {})",
-                        if unit.unit_file.is_empty() {
-                            "unknown"
-                        } else {
-                            unit.unit_file
-                        }
-                    ),
-                    vec![Action::run(format!("systemctl enable {SERVICE}"))],
-                ));
-            }
-            if !matches!(unit.active, "active" | "reloading" | "activating") && !restarts {
-                changes.push(Change::new(
-                    format!("start {SERVICE} (was {})", unit.active),
-                    vec![Action::run(format!("systemctl start {SERVICE}"))],
-                ));
-            }
-        }
+        let unit = engine_installed
+            .then(|| s.get("service").and_then(systemd::parse))
+            .transpose()?;
+        changes.extend(systemd::keep_running(SERVICE, unit.as_ref(), restarts));
         if changes.is_empty() {
             let version = dpkg
                 .dpkg
@@ -1108,6 +1082,21 @@ mod tests {
             json_text(&daemon_config(Some(&t), None).unwrap()),
             "{\n  \"labels\": [],\n  \"log-driver\": \"json-file\",\n  \"log-opts\": {\n    \"max-file\": \"3\",\n    \"max-size\": \"10m\"\n  },\n  \"x\": {}\n}\n"
         );
+    }
+
+    /// The text hosts have had since the first release, for every kind of JSON value.
+    #[test]
+    fn json_text_is_exact() {
+        let v = serde_json::json!({
+            "b": [1, -2.5, 1e300, true, null, [], {}, [[]], ""],
+            "a": "\u{e9} \"q\" \\ \n\t\u{1}",
+            "A": {"z": {}, "y": [], "x": {"w": [{"v": 0}]}}
+        });
+        assert_eq!(
+            json_text(&v),
+            "{\n  \"A\": {\n    \"x\": {\n      \"w\": [\n        {\n          \"v\": 0\n        }\n      ]\n    },\n    \"y\": [],\n    \"z\": {}\n  },\n  \"a\": \"\u{e9} \\\"q\\\" \\\\ \\n\\t\\u0001\",\n  \"b\": [\n    1,\n    -2.5,\n    1e+300,\n    true,\n    null,\n    [],\n    {},\n    [\n      []\n    ],\n    \"\"\n  ]\n}\n"
+        );
+        assert_eq!(json_text(&serde_json::json!({})), "{}\n");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use super::apt;
 use super::file::{self, Kind, PathFacts};
-use super::service;
+use super::systemd::{self, Verb};
 use super::util::{self, Flag, Num, Sections};
 use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::inventory::Role;
@@ -212,7 +212,7 @@ impl LoadBalancer {
                 "config",
                 file::gather_command(&self.files.config, Some(file::DIFF_LIMIT)),
             ),
-            ("service", service::gather_command(SERVICE)),
+            ("service", systemd::gather_command(SERVICE)),
         ])
     }
 
@@ -244,12 +244,10 @@ impl LoadBalancer {
         };
         if !installed {
             // The package has just started haproxy with its own configuration.
-            actions.push(Action::run(format!(
-                "systemctl reload-or-restart {SERVICE}"
-            )));
+            actions.push(Action::run(systemd::command(Verb::ReloadOrRestart, SERVICE)));
             c.summary.push_str(" and load it");
         } else if active {
-            actions.push(Action::run(format!("systemctl reload {SERVICE}")));
+            actions.push(Action::run(systemd::command(Verb::Reload, SERVICE)));
             c.summary.push_str(" and reload haproxy");
         }
         c.actions = actions;
@@ -273,45 +271,12 @@ impl HostStep for LoadBalancer {
         if let Check::Change(c) = self.apt.check(apt_facts)? {
             changes.extend(c);
         }
-        let unit = if installed {
-            Some(service::parse(s.get("service")?)?)
-        } else {
-            None
-        };
-        let active = unit
-            .as_ref()
-            .is_some_and(|u| matches!(u.active, "active" | "reloading" | "activating"));
+        let unit = installed
+            .then(|| s.get("service").and_then(systemd::parse))
+            .transpose()?;
+        let active = unit.as_ref().is_some_and(|u| u.running());
         changes.extend(self.config_change(&file::parse(s.get("config")?)?, installed, active)?);
-        match &unit {
-            None => changes.push(Change::new(
-                format!("enable and start {SERVICE}"),
-                vec![Action::run(format!("systemctl enable --now {SERVICE}"))],
-            )),
-            Some(u) => {
-                if !matches!(
-                    u.unit_file,
-                    "enabled" | "static" | "indirect" | "generated" | "alias"
-                ) {
-                    changes.push(Change::new(
-                        format!(
-                            "enable {SERVICE} (was {})",
-                            if u.unit_file.is_empty() {
-                                "unknown"
-                            } else {
-                                u.unit_file
-                            }
-                        ),
-                        vec![Action::run(format!("systemctl enable {SERVICE}"))],
-                    ));
-                }
-                if !active {
-                    changes.push(Change::new(
-                        format!("start {SERVICE} (was {})", u.active),
-                        vec![Action::run(format!("systemctl start {SERVICE}"))],
-                    ));
-                }
-            }
-        }
+        changes.extend(systemd::keep_running(SERVICE, unit.as_ref(), false));
         if changes.is_empty() {
             Ok(Check::Ok(format!(
                 "haproxy running, {} up to date",

@@ -12,6 +12,7 @@
 use super::apt;
 use super::file::{self, Kind, PathFacts};
 use super::line::{self, Edit};
+use super::systemd;
 use super::util::{self, Sections};
 use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::inventory::Role;
@@ -404,9 +405,7 @@ impl HostStep for NfsMount {
                 c.summary.push_str(": new options apply at the next mount");
             }
             // systemd generates mount units from fstab: keep them current.
-            c.actions.push(Action::run(
-                "if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi",
-            ));
+            c.actions.push(Action::run(systemd::DAEMON_RELOAD));
             changes.push(c);
         }
         match &f.mounted {

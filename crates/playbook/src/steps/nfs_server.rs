@@ -8,7 +8,7 @@ use super::apt;
 use super::directory::{self, NEW_DIR_MODE};
 use super::file::{self, Kind, PathFacts};
 use super::line::{self, Edit};
-use super::service;
+use super::systemd;
 use super::util::{self, List, Mode, Sections};
 use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::inventory::Role;
@@ -271,7 +271,7 @@ impl NfsServer {
             "etab".into(),
             format!("cat {} 2>/dev/null; echo", quote(&self.files.etab)),
         ));
-        parts.push(("service".into(), service::gather_command(SERVICE)));
+        parts.push(("service".into(), systemd::gather_command(SERVICE)));
         let parts: Vec<(&str, String)> =
             parts.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();
         util::sections(&parts)
@@ -431,36 +431,10 @@ impl HostStep for NfsServer {
                 vec![Action::run("exportfs -ra")],
             ));
         }
-        if !installed {
-            changes.push(Change::new(
-                format!("enable and start {SERVICE}"),
-                vec![Action::run(format!("systemctl enable --now {SERVICE}"))],
-            ));
-        } else {
-            let unit = service::parse(s.get("service")?)?;
-            if !matches!(
-                unit.unit_file,
-                "enabled" | "static" | "indirect" | "generated" | "alias"
-            ) {
-                changes.push(Change::new(
-                    format!(
-                        "enable {SERVICE} (was {})",
-                        if unit.unit_file.is_empty() {
-                            "unknown"
-                        } else {
-                            unit.unit_file
-                        }
-                    ),
-                    vec![Action::run(format!("systemctl enable {SERVICE}"))],
-                ));
-            }
-            if !matches!(unit.active, "active" | "reloading" | "activating") {
-                changes.push(Change::new(
-                    format!("start {SERVICE} (was {})", unit.active),
-                    vec![Action::run(format!("systemctl start {SERVICE}"))],
-                ));
-            }
-        }
+        let unit = installed
+            .then(|| s.get("service").and_then(systemd::parse))
+            .transpose()?;
+        changes.extend(systemd::keep_running(SERVICE, unit.as_ref(), false));
         if changes.is_empty() {
             let paths: Vec<&str> = self.exports.iter().map(|e| e.path.as_str()).collect();
             let clients = self
