@@ -10,6 +10,19 @@ pub const PLAYBOOK: &str = include_str!("../../../playbooks/lab-ready.toml");
 /// a test against the `use super::` lines, so a new helper cannot be forgotten).
 pub const SOURCES: &[(&str, &str)] = &[
     ("steps/docker.rs", include_str!("steps/docker.rs")),
+    ("steps/docker_repo.rs", include_str!("steps/docker_repo.rs")),
+    (
+        "steps/docker_engine.rs",
+        include_str!("steps/docker_engine.rs"),
+    ),
+    (
+        "steps/docker_daemon.rs",
+        include_str!("steps/docker_daemon.rs"),
+    ),
+    (
+        "steps/docker_users.rs",
+        include_str!("steps/docker_users.rs"),
+    ),
     ("steps/apt.rs", include_str!("steps/apt.rs")),
     ("steps/file.rs", include_str!("steps/file.rs")),
     ("steps/systemd.rs", include_str!("steps/systemd.rs")),

@@ -244,7 +244,10 @@ impl LoadBalancer {
         };
         if !installed {
             // The package has just started haproxy with its own configuration.
-            actions.push(Action::run(systemd::command(Verb::ReloadOrRestart, SERVICE)));
+            actions.push(Action::run(systemd::command(
+                Verb::ReloadOrRestart,
+                SERVICE,
+            )));
             c.summary.push_str(" and load it");
         } else if active {
             actions.push(Action::run(systemd::command(Verb::Reload, SERVICE)));

@@ -118,11 +118,7 @@ impl HostStep for Service {
             Some(true) if u.enabled() || u.unit_file == "transient" => {
                 ok.push(u.unit_file.to_string())
             }
-            Some(true) => changes.push(systemd::change(
-                Verb::Enable,
-                name,
-                or_none(u.unit_file),
-            )),
+            Some(true) => changes.push(systemd::change(Verb::Enable, name, or_none(u.unit_file))),
             Some(false)
                 if matches!(
                     u.unit_file,

@@ -54,7 +54,10 @@ pub fn change(verb: Verb, unit: &str, was: &str) -> Change {
 pub fn enable_and_start(unit: &str) -> Change {
     Change::new(
         format!("enable and start {unit}"),
-        vec![Action::run(format!("systemctl enable --now {}", quote(unit)))],
+        vec![Action::run(format!(
+            "systemctl enable --now {}",
+            quote(unit)
+        ))],
     )
 }
 
