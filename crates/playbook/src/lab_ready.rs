@@ -26,6 +26,10 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("steps/apt.rs", include_str!("steps/apt.rs")),
     ("steps/file.rs", include_str!("steps/file.rs")),
     ("steps/systemd.rs", include_str!("steps/systemd.rs")),
+    (
+        "steps/system_files.rs",
+        include_str!("steps/system_files.rs"),
+    ),
     ("steps/util.rs", include_str!("steps/util.rs")),
     ("steps/copy.rs", include_str!("steps/copy.rs")),
     ("steps/command.rs", include_str!("steps/command.rs")),

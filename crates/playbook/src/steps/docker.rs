@@ -21,9 +21,10 @@ use super::docker_engine::{self, Engine, Source};
 use super::docker_repo::{self, Repo};
 use super::docker_users;
 use super::file;
+use super::system_files::{Built, system_files};
 use super::systemd;
 use super::util::{self, List, Sections};
-use crate::ctx::{BuildCtx, ParamError};
+use crate::ctx::BuildCtx;
 use provision_engine::step::{Check, Facts, HostStep, StepError};
 use serde::Deserialize;
 
@@ -44,30 +45,15 @@ pub const KNOWN_KEYS: &[&str] = &[
 
 pub const SERVICE: &str = "docker.service";
 
-/// The system files the step reads and writes; tests point them elsewhere.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Files {
-    pub os_release: String,
-    pub apt_proxy: String,
-    pub keyring: String,
-    pub sources: String,
+system_files! {
+    os_release: "/etc/os-release",
+    apt_proxy: "/etc/apt/apt.conf.d/01provision-proxy",
+    keyring: "/etc/apt/keyrings/docker.asc",
+    sources: "/etc/apt/sources.list.d/docker.sources",
     /// The one-line sources file of Docker's older instructions: its Signed-By
     /// would conflict with ours and break apt-get update.
-    pub legacy_list: String,
-    pub daemon_json: String,
-}
-
-impl Default for Files {
-    fn default() -> Self {
-        Files {
-            os_release: "/etc/os-release".into(),
-            apt_proxy: "/etc/apt/apt.conf.d/01provision-proxy".into(),
-            keyring: "/etc/apt/keyrings/docker.asc".into(),
-            sources: "/etc/apt/sources.list.d/docker.sources".into(),
-            legacy_list: "/etc/apt/sources.list.d/docker.list".into(),
-            daemon_json: "/etc/docker/daemon.json".into(),
-        }
-    }
+    legacy_list: "/etc/apt/sources.list.d/docker.list",
+    daemon_json: "/etc/docker/daemon.json",
 }
 
 #[derive(Deserialize)]
@@ -95,16 +81,12 @@ pub struct Docker {
     files: Files,
 }
 
-pub fn build(with: &toml::Table, ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep>, ParamError> {
+pub fn build(with: &toml::Table, ctx: &BuildCtx<'_>) -> Built {
     build_with(with, ctx, Files::default())
 }
 
 /// [`build`] with the system files somewhere else (tests).
-pub fn build_with(
-    with: &toml::Table,
-    ctx: &BuildCtx<'_>,
-    files: Files,
-) -> Result<Box<dyn HostStep>, ParamError> {
+pub fn build_with(with: &toml::Table, ctx: &BuildCtx<'_>, files: Files) -> Built {
     let p: Params = util::params(with, KNOWN_KEYS)?;
     let source = p.source.unwrap_or_default();
     let version = docker_engine::check_version(source, p.version)?;
@@ -234,6 +216,7 @@ impl HostStep for Docker {
 pub(crate) mod testing {
     pub(crate) use super::build;
     use super::*;
+    pub(crate) use crate::steps::fixtures::{LISTS, file_facts, summaries};
     pub(crate) use crate::steps::testing::{build as build_with_ctx, build_err};
     pub(crate) use provision_engine::step::{Action, Check, Facts};
 
@@ -242,22 +225,6 @@ pub(crate) mod testing {
     }
 
     pub(crate) const INSTALL: &str = "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold -o DPkg::Lock::Timeout=300";
-
-    /// Lists refreshed 10 minutes before `now`, on Debian 12 (captured shape).
-    pub(crate) const LISTS: &str =
-        "now=1795768133\nupdated=1795767533\nsources=1700000000\nlists=4\n";
-
-    pub(crate) fn file_facts(content: Option<&str>) -> String {
-        match content {
-            None => "kind=absent\n".into(),
-            Some(c) => format!(
-                "kind=file\nattrs=644 root root 0 0 {}\nsha256={}\ncontent={}\n",
-                c.len(),
-                util::sha256_hex(c.as_bytes()),
-                util::base64_encode(c.as_bytes())
-            ),
-        }
-    }
 
     pub(crate) const DEFAULT_JSON: &str = "{\n  \"log-driver\": \"json-file\",\n  \"log-opts\": {\n    \"max-file\": \"3\",\n    \"max-size\": \"10m\"\n  }\n}\n";
 
@@ -344,13 +311,6 @@ pub(crate) mod testing {
         }
         s.push_str(&format!("--- service\n{}", h.service));
         Facts::new(s)
-    }
-
-    pub(crate) fn summaries(c: &Check) -> Vec<&str> {
-        let Check::Change(c) = c else {
-            panic!("expected changes, got {c:?}")
-        };
-        c.iter().map(|c| c.summary.as_str()).collect()
     }
 }
 
