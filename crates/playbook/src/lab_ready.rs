@@ -10,9 +10,26 @@ pub const PLAYBOOK: &str = include_str!("../../../playbooks/lab-ready.toml");
 /// a test against the `use super::` lines, so a new helper cannot be forgotten).
 pub const SOURCES: &[(&str, &str)] = &[
     ("steps/docker.rs", include_str!("steps/docker.rs")),
+    ("steps/docker_repo.rs", include_str!("steps/docker_repo.rs")),
+    (
+        "steps/docker_engine.rs",
+        include_str!("steps/docker_engine.rs"),
+    ),
+    (
+        "steps/docker_daemon.rs",
+        include_str!("steps/docker_daemon.rs"),
+    ),
+    (
+        "steps/docker_users.rs",
+        include_str!("steps/docker_users.rs"),
+    ),
     ("steps/apt.rs", include_str!("steps/apt.rs")),
     ("steps/file.rs", include_str!("steps/file.rs")),
-    ("steps/service.rs", include_str!("steps/service.rs")),
+    ("steps/systemd.rs", include_str!("steps/systemd.rs")),
+    (
+        "steps/system_files.rs",
+        include_str!("steps/system_files.rs"),
+    ),
     ("steps/util.rs", include_str!("steps/util.rs")),
     ("steps/copy.rs", include_str!("steps/copy.rs")),
     ("steps/command.rs", include_str!("steps/command.rs")),

@@ -6,8 +6,9 @@
 
 use super::file::{self, PathFacts};
 use super::line::{self, Edit};
+use super::system_files::{Built, system_files};
 use super::util::{self, Flag, Sections};
-use crate::ctx::{BuildCtx, ParamError};
+use crate::ctx::BuildCtx;
 use provision_engine::inventory::is_hostname;
 use provision_engine::step::{Action, Change, Check, Facts, HostStep, StepError};
 use provision_transport::shell::{join, quote};
@@ -18,25 +19,12 @@ pub const KNOWN_KEYS: &[&str] = &["name", "hosts_entries"];
 pub const BEGIN: &str = "# BEGIN provision";
 pub const END: &str = "# END provision";
 
-/// The system files the step reads and writes; tests point them elsewhere.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Files {
-    pub hostname: String,
-    pub hosts: String,
+system_files! {
+    hostname: "/etc/hostname",
+    hosts: "/etc/hosts",
     /// cloud-init's drop-in directory: the step writes there only if it exists.
-    pub cloud_dir: String,
-    pub cloud_cfg: String,
-}
-
-impl Default for Files {
-    fn default() -> Self {
-        Files {
-            hostname: "/etc/hostname".into(),
-            hosts: "/etc/hosts".into(),
-            cloud_dir: "/etc/cloud/cloud.cfg.d".into(),
-            cloud_cfg: "/etc/cloud/cloud.cfg.d/99-provision-hostname.cfg".into(),
-        }
-    }
+    cloud_dir: "/etc/cloud/cloud.cfg.d",
+    cloud_cfg: "/etc/cloud/cloud.cfg.d/99-provision-hostname.cfg",
 }
 
 #[derive(Deserialize)]
@@ -54,16 +42,12 @@ pub struct Hostname {
     files: Files,
 }
 
-pub fn build(with: &toml::Table, ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep>, ParamError> {
+pub fn build(with: &toml::Table, ctx: &BuildCtx<'_>) -> Built {
     build_with(with, ctx, Files::default())
 }
 
 /// [`build`] with the system files somewhere else (tests).
-pub fn build_with(
-    with: &toml::Table,
-    ctx: &BuildCtx<'_>,
-    files: Files,
-) -> Result<Box<dyn HostStep>, ParamError> {
+pub fn build_with(with: &toml::Table, ctx: &BuildCtx<'_>, files: Files) -> Built {
     let p: Params = util::params(with, KNOWN_KEYS)?;
     let name = util::non_empty(p.name).unwrap_or_else(|| ctx.host.name.clone());
     if !is_hostname(&name) {
@@ -270,9 +254,8 @@ impl HostStep for Hostname {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ctx::BuildCtx;
+    use crate::steps::fixtures::{build_in, file_facts};
     use crate::steps::testing::{build as build_with_ctx, build_err};
-    use provision_engine::inventory::Inventory;
 
     /// Debian 12's /etc/hosts as the installer writes it.
     const DEBIAN_HOSTS: &str = "127.0.0.1\tlocalhost\n127.0.1.1\tdebian\n\n# The following lines are desirable for IPv6 capable hosts\n::1     localhost ip6-localhost ip6-loopback\nff02::1 ip6-allnodes\nff02::2 ip6-allrouters\n";
@@ -282,32 +265,8 @@ mod tests {
         [[hosts]]\nname = \"manager-1\"\naddress = \"203.0.113.11\"\nprivate_ip = \"10.0.0.11\"\nroles = [\"manager\"]\n\
         [[hosts]]\nname = \"lb-1\"\naddress = \"203.0.113.30\"\nroles = [\"lb\"]\n";
 
-    fn cluster_step(with: &str) -> Result<Box<dyn HostStep>, ParamError> {
-        let inv =
-            Inventory::parse(CLUSTER, std::path::Path::new("c.toml"), &Default::default()).unwrap();
-        let render = |_: &str, b: &str| Ok(b.to_string());
-        let has_secret = |_: &str| false;
-        let ctx = BuildCtx {
-            host: &inv.hosts[1],
-            inventory: &inv,
-            base_dir: std::path::Path::new("."),
-            render: &render,
-            has_secret: &has_secret,
-            warn: &|_, _| {},
-        };
-        build(&toml::from_str(with).unwrap(), &ctx)
-    }
-
-    fn file_facts(content: Option<&str>) -> String {
-        match content {
-            None => "kind=absent\n".into(),
-            Some(c) => format!(
-                "kind=file\nattrs=644 root root 0 0 {}\nsha256={}\ncontent={}\n",
-                c.len(),
-                util::sha256_hex(c.as_bytes()),
-                util::base64_encode(c.as_bytes())
-            ),
-        }
+    fn cluster_step(with: &str) -> Built {
+        build_in(build, CLUSTER, "manager-1", with)
     }
 
     fn facts(

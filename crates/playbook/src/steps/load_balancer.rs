@@ -7,7 +7,8 @@
 
 use super::apt;
 use super::file::{self, Kind, PathFacts};
-use super::service;
+use super::system_files::{Built, system_files};
+use super::systemd::{self, Verb};
 use super::util::{self, Flag, Num, Sections};
 use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::inventory::Role;
@@ -25,18 +26,8 @@ pub const DEFAULT_PORTS: &[u16] = &[80, 443];
 
 const SERVICE: &str = "haproxy.service";
 
-/// The system files the step reads and writes; tests point them elsewhere.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Files {
-    pub config: String,
-}
-
-impl Default for Files {
-    fn default() -> Self {
-        Files {
-            config: "/etc/haproxy/haproxy.cfg".into(),
-        }
-    }
+system_files! {
+    config: "/etc/haproxy/haproxy.cfg",
 }
 
 #[derive(Deserialize)]
@@ -55,16 +46,12 @@ pub struct LoadBalancer {
     files: Files,
 }
 
-pub fn build(with: &toml::Table, ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep>, ParamError> {
+pub fn build(with: &toml::Table, ctx: &BuildCtx<'_>) -> Built {
     build_with(with, ctx, Files::default())
 }
 
 /// [`build`] with the system files somewhere else (tests).
-pub fn build_with(
-    with: &toml::Table,
-    ctx: &BuildCtx<'_>,
-    files: Files,
-) -> Result<Box<dyn HostStep>, ParamError> {
+pub fn build_with(with: &toml::Table, ctx: &BuildCtx<'_>, files: Files) -> Built {
     let p: Params = util::params(with, KNOWN_KEYS)?;
     let ports = match p.ports {
         None => DEFAULT_PORTS.to_vec(),
@@ -212,7 +199,7 @@ impl LoadBalancer {
                 "config",
                 file::gather_command(&self.files.config, Some(file::DIFF_LIMIT)),
             ),
-            ("service", service::gather_command(SERVICE)),
+            ("service", systemd::gather_command(SERVICE)),
         ])
     }
 
@@ -244,12 +231,13 @@ impl LoadBalancer {
         };
         if !installed {
             // The package has just started haproxy with its own configuration.
-            actions.push(Action::run(format!(
-                "systemctl reload-or-restart {SERVICE}"
+            actions.push(Action::run(systemd::command(
+                Verb::ReloadOrRestart,
+                SERVICE,
             )));
             c.summary.push_str(" and load it");
         } else if active {
-            actions.push(Action::run(format!("systemctl reload {SERVICE}")));
+            actions.push(Action::run(systemd::command(Verb::Reload, SERVICE)));
             c.summary.push_str(" and reload haproxy");
         }
         c.actions = actions;
@@ -273,45 +261,12 @@ impl HostStep for LoadBalancer {
         if let Check::Change(c) = self.apt.check(apt_facts)? {
             changes.extend(c);
         }
-        let unit = if installed {
-            Some(service::parse(s.get("service")?)?)
-        } else {
-            None
-        };
-        let active = unit
-            .as_ref()
-            .is_some_and(|u| matches!(u.active, "active" | "reloading" | "activating"));
+        let unit = installed
+            .then(|| s.get("service").and_then(systemd::parse))
+            .transpose()?;
+        let active = unit.as_ref().is_some_and(|u| u.running());
         changes.extend(self.config_change(&file::parse(s.get("config")?)?, installed, active)?);
-        match &unit {
-            None => changes.push(Change::new(
-                format!("enable and start {SERVICE}"),
-                vec![Action::run(format!("systemctl enable --now {SERVICE}"))],
-            )),
-            Some(u) => {
-                if !matches!(
-                    u.unit_file,
-                    "enabled" | "static" | "indirect" | "generated" | "alias"
-                ) {
-                    changes.push(Change::new(
-                        format!(
-                            "enable {SERVICE} (was {})",
-                            if u.unit_file.is_empty() {
-                                "unknown"
-                            } else {
-                                u.unit_file
-                            }
-                        ),
-                        vec![Action::run(format!("systemctl enable {SERVICE}"))],
-                    ));
-                }
-                if !active {
-                    changes.push(Change::new(
-                        format!("start {SERVICE} (was {})", u.active),
-                        vec![Action::run(format!("systemctl start {SERVICE}"))],
-                    ));
-                }
-            }
-        }
+        changes.extend(systemd::keep_running(SERVICE, unit.as_ref(), false));
         if changes.is_empty() {
             Ok(Check::Ok(format!(
                 "haproxy running, {} up to date",
@@ -326,20 +281,11 @@ impl HostStep for LoadBalancer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::steps::fixtures::{CLUSTER, LISTS, file_facts, summaries};
     use crate::steps::testing::{build as build_with_ctx, build_err, with_ctx};
     use provision_engine::inventory::Inventory;
 
-    const CLUSTER: &str = "name = \"t\"\n\
-        [[hosts]]\nname = \"storage-1\"\naddress = \"203.0.113.10\"\nprivate_ip = \"10.0.0.10\"\nroles = [\"storage\"]\n\
-        [[hosts]]\nname = \"manager-1\"\naddress = \"203.0.113.11\"\nprivate_ip = \"10.0.0.11\"\nroles = [\"manager\"]\n\
-        [[hosts]]\nname = \"worker-1\"\naddress = \"203.0.113.21\"\nprivate_ip = \"10.0.0.21\"\nroles = [\"worker\"]\n\
-        [[hosts]]\nname = \"lb-1\"\naddress = \"203.0.113.30\"\nprivate_ip = \"10.0.0.30\"\nroles = [\"lb\"]\n";
-
-    fn cluster_step_in(
-        cluster: &str,
-        base: &std::path::Path,
-        with: &str,
-    ) -> Result<Box<dyn HostStep>, ParamError> {
+    fn cluster_step_in(cluster: &str, base: &std::path::Path, with: &str) -> Built {
         let inv =
             Inventory::parse(cluster, std::path::Path::new("c.toml"), &Default::default()).unwrap();
         let env = provision_engine::template::environment();
@@ -366,34 +312,14 @@ mod tests {
     }
 
     const EXPECTED: &str = include_str!("../../tests/fixtures/swarm/haproxy.cfg");
-    const LISTS: &str = "now=1795768133\nupdated=1795767533\nsources=1700000000\nlists=4\n";
     const INSTALLED: &str = "pkg=ii  haproxy amd64 2.6.12-1+deb12u1\n";
     const RUNNING: &str = "LoadState=loaded\nActiveState=active\nUnitFileState=enabled\n";
-
-    fn file_facts(content: Option<&str>) -> String {
-        match content {
-            None => "kind=absent\n".into(),
-            Some(c) => format!(
-                "kind=file\nattrs=644 root root 0 0 {}\nsha256={}\ncontent={}\n",
-                c.len(),
-                util::sha256_hex(c.as_bytes()),
-                util::base64_encode(c.as_bytes())
-            ),
-        }
-    }
 
     fn facts(apt: &str, config: Option<&str>, service: &str) -> Facts {
         Facts::new(format!(
             "--- apt\n{apt}{LISTS}--- config\n{}--- service\n{service}",
             file_facts(config)
         ))
-    }
-
-    fn summaries(c: &Check) -> Vec<&str> {
-        let Check::Change(c) = c else {
-            panic!("expected changes, got {c:?}")
-        };
-        c.iter().map(|c| c.summary.as_str()).collect()
     }
 
     /// Debian 12's haproxy.cfg as the package installs it (abridged).

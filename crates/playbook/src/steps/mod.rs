@@ -41,7 +41,19 @@ steps! {
     ],
     cluster: [swarm_init, swarm_join, node_labels, node_availability, stack_deploy],
     // Modules the steps share (facts, parsers, builders); not steps themselves.
-    helpers: [file, swarm_facts, stack_release, util],
+    helpers: [
+        file,
+        swarm_facts,
+        stack_release,
+        util,
+        systemd,
+        system_files,
+        fixtures,
+        docker_repo,
+        docker_engine,
+        docker_daemon,
+        docker_users,
+    ],
 }
 
 /// Parameters whose values never reach a command line: they travel on stdin or as the content

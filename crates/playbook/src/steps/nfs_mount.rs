@@ -12,6 +12,8 @@
 use super::apt;
 use super::file::{self, Kind, PathFacts};
 use super::line::{self, Edit};
+use super::system_files::{Built, system_files};
+use super::systemd;
 use super::util::{self, Sections};
 use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::inventory::Role;
@@ -32,18 +34,8 @@ pub const DEFAULT_MOUNT_POINT: &str = "/mnt/share";
 /// network at boot).
 pub const DEFAULT_OPTIONS: &str = "rw,hard,noatime,nfsvers=4.2,_netdev";
 
-/// The system files the step reads and writes; tests point them elsewhere.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Files {
-    pub fstab: String,
-}
-
-impl Default for Files {
-    fn default() -> Self {
-        Files {
-            fstab: "/etc/fstab".into(),
-        }
-    }
+system_files! {
+    fstab: "/etc/fstab",
 }
 
 #[derive(Deserialize)]
@@ -67,16 +59,12 @@ pub struct NfsMount {
     files: Files,
 }
 
-pub fn build(with: &toml::Table, ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep>, ParamError> {
+pub fn build(with: &toml::Table, ctx: &BuildCtx<'_>) -> Built {
     build_with(with, ctx, Files::default())
 }
 
 /// [`build`] with the system files somewhere else (tests).
-pub fn build_with(
-    with: &toml::Table,
-    ctx: &BuildCtx<'_>,
-    files: Files,
-) -> Result<Box<dyn HostStep>, ParamError> {
+pub fn build_with(with: &toml::Table, ctx: &BuildCtx<'_>, files: Files) -> Built {
     let p: Params = util::params(with, KNOWN_KEYS)?;
     let (server, server_host) = match util::non_empty(p.server) {
         Some(s) => {
@@ -404,9 +392,7 @@ impl HostStep for NfsMount {
                 c.summary.push_str(": new options apply at the next mount");
             }
             // systemd generates mount units from fstab: keep them current.
-            c.actions.push(Action::run(
-                "if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi",
-            ));
+            c.actions.push(Action::run(systemd::DAEMON_RELOAD));
             changes.push(c);
         }
         match &f.mounted {
@@ -431,27 +417,11 @@ impl HostStep for NfsMount {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::steps::fixtures::{CLUSTER, LISTS, build_in, summaries};
     use crate::steps::testing::{build as build_with_ctx, build_err};
-    use provision_engine::inventory::Inventory;
 
-    const CLUSTER: &str = "name = \"t\"\n\
-        [[hosts]]\nname = \"storage-1\"\naddress = \"203.0.113.10\"\nprivate_ip = \"10.0.0.10\"\nroles = [\"storage\"]\n\
-        [[hosts]]\nname = \"worker-1\"\naddress = \"203.0.113.21\"\nprivate_ip = \"10.0.0.21\"\nroles = [\"worker\"]\n";
-
-    fn cluster_step_in(cluster: &str, with: &str) -> Result<Box<dyn HostStep>, ParamError> {
-        let inv =
-            Inventory::parse(cluster, std::path::Path::new("c.toml"), &Default::default()).unwrap();
-        let render = |_: &str, b: &str| Ok(b.to_string());
-        let has_secret = |_: &str| false;
-        let ctx = BuildCtx {
-            host: inv.host("worker-1").unwrap_or(&inv.hosts[0]),
-            inventory: &inv,
-            base_dir: std::path::Path::new("."),
-            render: &render,
-            has_secret: &has_secret,
-            warn: &|_, _| {},
-        };
-        build(&toml::from_str(with).unwrap(), &ctx)
+    fn cluster_step_in(cluster: &str, with: &str) -> Built {
+        build_in(build, cluster, "worker-1", with)
     }
 
     fn step(with: &str) -> Box<dyn HostStep> {
@@ -461,7 +431,6 @@ mod tests {
     const FSTAB: &str = "# /etc/fstab: static file system information.\n/dev/vda1 / ext4 rw,discard,errors=remount-ro 0 1\n";
     const LINE: &str =
         "10.0.0.10:/srv/share /mnt/share nfs rw,hard,noatime,nfsvers=4.2,_netdev 0 0";
-    const LISTS: &str = "now=1795768133\nupdated=1795767533\nsources=1700000000\nlists=4\n";
     const INSTALLED: &str = "pkg=ii  nfs-common amd64 1:2.6.2-4+deb12u1\n";
     /// findmnt on Debian 12 with the share mounted (via the gather's awk).
     const MOUNTED: &str = "mounted=10.0.0.10:/srv/share nfs4 rw,noatime,vers=4.2,rsize=524288,wsize=524288,namlen=255,hard,proto=tcp,timeo=600,retrans=2,sec=sys,clientaddr=10.0.0.21,local_lock=none,addr=10.0.0.10\n";
@@ -473,13 +442,6 @@ mod tests {
             util::sha256_hex(fstab.as_bytes()),
             util::base64_encode(fstab.as_bytes())
         ))
-    }
-
-    fn summaries(c: &Check) -> Vec<&str> {
-        let Check::Change(c) = c else {
-            panic!("expected changes, got {c:?}")
-        };
-        c.iter().map(|c| c.summary.as_str()).collect()
     }
 
     #[test]

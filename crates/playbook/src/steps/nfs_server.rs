@@ -8,7 +8,8 @@ use super::apt;
 use super::directory::{self, NEW_DIR_MODE};
 use super::file::{self, Kind, PathFacts};
 use super::line::{self, Edit};
-use super::service;
+use super::system_files::{Built, system_files};
+use super::systemd;
 use super::util::{self, List, Mode, Sections};
 use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::inventory::Role;
@@ -32,21 +33,10 @@ pub const END: &str = "# END provision";
 
 const SERVICE: &str = "nfs-server.service";
 
-/// The system files the step reads and writes; tests point them elsewhere.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Files {
-    pub exports: String,
+system_files! {
+    exports: "/etc/exports",
     /// What the kernel exports now, as exportfs last wrote it.
-    pub etab: String,
-}
-
-impl Default for Files {
-    fn default() -> Self {
-        Files {
-            exports: "/etc/exports".into(),
-            etab: "/var/lib/nfs/etab".into(),
-        }
-    }
+    etab: "/var/lib/nfs/etab",
 }
 
 #[derive(Deserialize)]
@@ -96,16 +86,12 @@ pub struct NfsServer {
     files: Files,
 }
 
-pub fn build(with: &toml::Table, ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep>, ParamError> {
+pub fn build(with: &toml::Table, ctx: &BuildCtx<'_>) -> Built {
     build_with(with, ctx, Files::default())
 }
 
 /// [`build`] with the system files somewhere else (tests).
-pub fn build_with(
-    with: &toml::Table,
-    ctx: &BuildCtx<'_>,
-    files: Files,
-) -> Result<Box<dyn HostStep>, ParamError> {
+pub fn build_with(with: &toml::Table, ctx: &BuildCtx<'_>, files: Files) -> Built {
     let p: Params = util::params(with, KNOWN_KEYS)?;
     let options = match util::non_empty(p.options) {
         Some(o) => check_options("options", o)?,
@@ -271,7 +257,7 @@ impl NfsServer {
             "etab".into(),
             format!("cat {} 2>/dev/null; echo", quote(&self.files.etab)),
         ));
-        parts.push(("service".into(), service::gather_command(SERVICE)));
+        parts.push(("service".into(), systemd::gather_command(SERVICE)));
         let parts: Vec<(&str, String)> =
             parts.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();
         util::sections(&parts)
@@ -431,36 +417,10 @@ impl HostStep for NfsServer {
                 vec![Action::run("exportfs -ra")],
             ));
         }
-        if !installed {
-            changes.push(Change::new(
-                format!("enable and start {SERVICE}"),
-                vec![Action::run(format!("systemctl enable --now {SERVICE}"))],
-            ));
-        } else {
-            let unit = service::parse(s.get("service")?)?;
-            if !matches!(
-                unit.unit_file,
-                "enabled" | "static" | "indirect" | "generated" | "alias"
-            ) {
-                changes.push(Change::new(
-                    format!(
-                        "enable {SERVICE} (was {})",
-                        if unit.unit_file.is_empty() {
-                            "unknown"
-                        } else {
-                            unit.unit_file
-                        }
-                    ),
-                    vec![Action::run(format!("systemctl enable {SERVICE}"))],
-                ));
-            }
-            if !matches!(unit.active, "active" | "reloading" | "activating") {
-                changes.push(Change::new(
-                    format!("start {SERVICE} (was {})", unit.active),
-                    vec![Action::run(format!("systemctl start {SERVICE}"))],
-                ));
-            }
-        }
+        let unit = installed
+            .then(|| s.get("service").and_then(systemd::parse))
+            .transpose()?;
+        changes.extend(systemd::keep_running(SERVICE, unit.as_ref(), false));
         if changes.is_empty() {
             let paths: Vec<&str> = self.exports.iter().map(|e| e.path.as_str()).collect();
             let clients = self
@@ -482,45 +442,15 @@ impl HostStep for NfsServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::steps::fixtures::{CLUSTER, LISTS, build_in, file_facts};
     use crate::steps::testing::{build as build_with_ctx, build_err};
-    use provision_engine::inventory::Inventory;
 
-    const CLUSTER: &str = "name = \"t\"\n\
-        [[hosts]]\nname = \"storage-1\"\naddress = \"203.0.113.10\"\nprivate_ip = \"10.0.0.10\"\nroles = [\"storage\"]\n\
-        [[hosts]]\nname = \"manager-1\"\naddress = \"203.0.113.11\"\nprivate_ip = \"10.0.0.11\"\nroles = [\"manager\"]\n\
-        [[hosts]]\nname = \"worker-1\"\naddress = \"203.0.113.21\"\nprivate_ip = \"10.0.0.21\"\nroles = [\"worker\"]\n\
-        [[hosts]]\nname = \"lb-1\"\naddress = \"203.0.113.30\"\nroles = [\"lb\"]\n";
-
-    fn cluster_step_in(cluster: &str, with: &str) -> Result<Box<dyn HostStep>, ParamError> {
-        let inv =
-            Inventory::parse(cluster, std::path::Path::new("c.toml"), &Default::default()).unwrap();
-        let render = |_: &str, b: &str| Ok(b.to_string());
-        let has_secret = |_: &str| false;
-        let ctx = BuildCtx {
-            host: &inv.hosts[0],
-            inventory: &inv,
-            base_dir: std::path::Path::new("."),
-            render: &render,
-            has_secret: &has_secret,
-            warn: &|_, _| {},
-        };
-        build(&toml::from_str(with).unwrap(), &ctx)
+    fn cluster_step_in(cluster: &str, with: &str) -> Built {
+        build_in(build, cluster, "storage-1", with)
     }
 
     fn step(with: &str) -> Box<dyn HostStep> {
         cluster_step_in(CLUSTER, with).unwrap_or_else(|e| panic!("{e:?}"))
-    }
-
-    fn file_facts(content: Option<&str>) -> String {
-        match content {
-            None => "kind=absent\n".into(),
-            Some(c) => format!(
-                "kind=file\nattrs=644 root root 0 0 {}\nsha256={}\ncontent={}\n",
-                c.len(),
-                util::sha256_hex(c.as_bytes()),
-                util::base64_encode(c.as_bytes())
-            ),
-        }
     }
 
     /// The /etc/exports nfs-kernel-server installs on Debian 12.
@@ -528,7 +458,6 @@ mod tests {
     const LINE: &str = "/srv/share 10.0.0.11(rw,sync,no_subtree_check,no_root_squash) 10.0.0.21(rw,sync,no_subtree_check,no_root_squash)";
     /// /var/lib/nfs/etab after exportfs -ra (Debian 12).
     const ETAB: &str = "/srv/share\t10.0.0.11(rw,sync,wdelay,hide,nocrossmnt,secure,no_root_squash,no_all_squash,no_subtree_check,secure_locks,acl,no_pnfs,anonuid=65534,anongid=65534,sec=sys,rw,secure,no_root_squash,no_all_squash)\n/srv/share\t10.0.0.21(rw,sync,wdelay,hide,nocrossmnt,secure,no_root_squash,no_all_squash,no_subtree_check,secure_locks,acl,no_pnfs,anonuid=65534,anongid=65534,sec=sys,rw,secure,no_root_squash,no_all_squash)\n";
-    const LISTS: &str = "now=1795768133\nupdated=1795767533\nsources=1700000000\nlists=4\n";
 
     fn done_exports() -> String {
         format!("{DEBIAN_EXPORTS}{BEGIN}\n{LINE}\n{END}\n")

@@ -2,10 +2,10 @@
 //! There is no `restarted`: restarting on every run is not a state; restart
 //! from a `command` step guarded by `when` (or `unless`) instead.
 
+use super::systemd::{self, Verb};
 use super::util;
 use crate::ctx::{BuildCtx, ParamError};
-use provision_engine::step::{Action, Change, Check, Facts, HostStep, StepError};
-use provision_transport::shell::join;
+use provision_engine::step::{Check, Facts, HostStep, StepError};
 use serde::Deserialize;
 
 pub const KNOWN_KEYS: &[&str] = &["name", "state", "enabled"];
@@ -93,48 +93,13 @@ pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep
     }))
 }
 
-pub fn gather_command(name: &str) -> String {
-    format!(
-        "systemctl show -p LoadState -p ActiveState -p UnitFileState {}",
-        join([name])
-    )
-}
-
-/// What the unit is now.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Unit<'a> {
-    pub load: &'a str,
-    pub active: &'a str,
-    pub unit_file: &'a str,
-}
-
-pub fn parse(facts: &Facts) -> Result<Unit<'_>, StepError> {
-    let kv = facts.kv();
-    match (
-        kv.get("LoadState"),
-        kv.get("ActiveState"),
-        kv.get("UnitFileState"),
-    ) {
-        (Some(load), Some(active), unit_file) => Ok(Unit {
-            load,
-            active,
-            unit_file: unit_file.copied().unwrap_or(""),
-        }),
-        _ if facts.stdout.trim().is_empty() => {
-            Err(StepError::new("systemctl show printed nothing")
-                .hint("is systemd running on this host (not a container without systemd)?"))
-        }
-        _ => Err(util::bad_facts("systemctl show", &facts.stdout)),
-    }
-}
-
 impl HostStep for Service {
     fn gather(&self) -> Option<String> {
-        Some(gather_command(&self.name))
+        Some(systemd::gather_command(&self.name))
     }
 
     fn check(&self, facts: &Facts) -> Result<Check, StepError> {
-        let u = parse(facts)?;
+        let u = systemd::parse(facts)?;
         let name = &self.name;
         if u.load == "not-found" {
             return Err(StepError::new(format!("unit {name} not found")).hint("install the package that provides it first (an `apt` step before this one), or check the name"));
@@ -149,45 +114,27 @@ impl HostStep for Service {
         let mut changes = Vec::new();
         let mut ok = Vec::new();
         match self.enabled {
-            // static, indirect, generated, transient: nothing to enable, it starts when needed.
-            Some(true)
-                if matches!(
-                    u.unit_file,
-                    "enabled" | "static" | "indirect" | "generated" | "transient" | "alias"
-                ) =>
-            {
+            // transient (made at run time, by systemd-run): nothing to enable either.
+            Some(true) if u.enabled() || u.unit_file == "transient" => {
                 ok.push(u.unit_file.to_string())
             }
-            Some(true) => changes.push(Change::new(
-                format!("enable {name} (was {})", or_none(u.unit_file)),
-                vec![Action::run(join(["systemctl", "enable", name]))],
-            )),
+            Some(true) => changes.push(systemd::change(Verb::Enable, name, or_none(u.unit_file))),
             Some(false)
                 if matches!(
                     u.unit_file,
                     "enabled" | "enabled-runtime" | "linked" | "linked-runtime"
                 ) =>
             {
-                changes.push(Change::new(
-                    format!("disable {name} (was {})", u.unit_file),
-                    vec![Action::run(join(["systemctl", "disable", name]))],
-                ))
+                changes.push(systemd::change(Verb::Disable, name, u.unit_file))
             }
             Some(false) => ok.push(or_none(u.unit_file).to_string()),
             None => {}
         }
-        let running = matches!(u.active, "active" | "reloading" | "activating");
         match self.state {
-            Some(State::Started) if running => ok.push(u.active.to_string()),
-            Some(State::Started) => changes.push(Change::new(
-                format!("start {name} (was {})", u.active),
-                vec![Action::run(join(["systemctl", "start", name]))],
-            )),
-            Some(State::Stopped) if !running => ok.push(u.active.to_string()),
-            Some(State::Stopped) => changes.push(Change::new(
-                format!("stop {name} (was {})", u.active),
-                vec![Action::run(join(["systemctl", "stop", name]))],
-            )),
+            Some(State::Started) if u.running() => ok.push(u.active.to_string()),
+            Some(State::Started) => changes.push(systemd::change(Verb::Start, name, u.active)),
+            Some(State::Stopped) if !u.running() => ok.push(u.active.to_string()),
+            Some(State::Stopped) => changes.push(systemd::change(Verb::Stop, name, u.active)),
             None => {}
         }
         if changes.is_empty() {
@@ -210,6 +157,7 @@ fn or_none(s: &str) -> &str {
 mod tests {
     use super::*;
     use crate::steps::testing::{build as build_with, build_err};
+    use provision_engine::step::{Action, Change};
 
     fn step(with: &str) -> Box<dyn HostStep> {
         build_with(build, with).unwrap_or_else(|e| panic!("{e:?}"))
@@ -220,22 +168,6 @@ mod tests {
     const INSTALLED_STOPPED: &str =
         "LoadState=loaded\nActiveState=inactive\nUnitFileState=disabled\n";
     const MISSING: &str = "LoadState=not-found\nActiveState=inactive\nUnitFileState=\n";
-
-    #[test]
-    fn gather_command_is_exact() {
-        assert_eq!(
-            gather_command("nginx"),
-            "systemctl show -p LoadState -p ActiveState -p UnitFileState nginx"
-        );
-        assert_eq!(
-            gather_command("getty@tty1.service"),
-            "systemctl show -p LoadState -p ActiveState -p UnitFileState getty@tty1.service"
-        );
-        assert_eq!(
-            gather_command("a\\x2db"),
-            "systemctl show -p LoadState -p ActiveState -p UnitFileState 'a\\x2db'"
-        );
-    }
 
     #[test]
     fn fresh_host_starts_and_enables() {

@@ -5,6 +5,7 @@
 
 use super::file::{self, Kind, PathFacts};
 use super::line::{self, Edit};
+use super::system_files::{Built, system_files};
 use super::util::{self, Num, Sections};
 use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::step::{Action, Change, Check, Facts, HostStep, StepError};
@@ -17,22 +18,10 @@ pub const DEFAULT_PATH: &str = "/swapfile";
 
 const MIB: u64 = 1 << 20;
 
-/// The system files the step reads and writes; tests point them elsewhere.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Files {
-    pub fstab: String,
-    pub sysctl_conf: String,
-    pub proc_swappiness: String,
-}
-
-impl Default for Files {
-    fn default() -> Self {
-        Files {
-            fstab: "/etc/fstab".into(),
-            sysctl_conf: "/etc/sysctl.d/99-provision-swap.conf".into(),
-            proc_swappiness: "/proc/sys/vm/swappiness".into(),
-        }
-    }
+system_files! {
+    fstab: "/etc/fstab",
+    sysctl_conf: "/etc/sysctl.d/99-provision-swap.conf",
+    proc_swappiness: "/proc/sys/vm/swappiness",
 }
 
 #[derive(Deserialize)]
@@ -51,16 +40,12 @@ pub struct Swap {
     files: Files,
 }
 
-pub fn build(with: &toml::Table, ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep>, ParamError> {
+pub fn build(with: &toml::Table, ctx: &BuildCtx<'_>) -> Built {
     build_with(with, ctx, Files::default())
 }
 
 /// [`build`] with the system files somewhere else (tests).
-pub fn build_with(
-    with: &toml::Table,
-    ctx: &BuildCtx<'_>,
-    files: Files,
-) -> Result<Box<dyn HostStep>, ParamError> {
+pub fn build_with(with: &toml::Table, ctx: &BuildCtx<'_>, files: Files) -> Built {
     let p: Params = util::params(with, KNOWN_KEYS)?;
     // Without `size`, the host's (or the inventory's) vars.swap_size.
     let from_vars = || match ctx.inventory.host_vars(ctx.host).get("swap_size") {
@@ -460,6 +445,7 @@ impl HostStep for Swap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::steps::fixtures::{build_in, file_facts};
     use crate::steps::testing::{build as build_with_ctx, build_err};
     use provision_engine::step::FileDiff;
 
@@ -470,27 +456,18 @@ mod tests {
         build_with_ctx(build, with).unwrap_or_else(|e| panic!("{e:?}"))
     }
 
-    fn file_facts(content: &str) -> String {
-        format!(
-            "kind=file\nattrs=644 root root 0 0 {}\nsha256={}\ncontent={}\n",
-            content.len(),
-            util::sha256_hex(content.as_bytes()),
-            util::base64_encode(content.as_bytes())
-        )
-    }
-
     /// What the gather command prints on Debian 12 (captured shape).
     fn facts(active: &str, file: &str, fstab: &str, swappiness: u8, sysctl: Option<&str>) -> Facts {
         let mut s = format!(
             "--- swap\n{active}pagesize=4096\nswappiness={swappiness}\n--- file\n{file}--- fstab\n{}",
-            file_facts(fstab)
+            file_facts(Some(fstab))
         );
         if let Some(c) = sysctl {
             s.push_str("--- sysctl\n");
             s.push_str(&if c.is_empty() {
                 "kind=absent\n".to_string()
             } else {
-                file_facts(c)
+                file_facts(Some(c))
             });
         }
         Facts::new(s)
@@ -820,25 +797,8 @@ mod tests {
 
     #[test]
     fn size_defaults_to_the_swap_size_var() {
-        use crate::ctx::BuildCtx;
-        use provision_engine::inventory::Inventory;
-        let inv = Inventory::parse(
-            "name = \"t\"\n[vars]\nswap_size = \"1G\"\n[[hosts]]\nname = \"web-1\"\naddress = \"10.0.0.5\"\nroles = [\"worker\"]\nvars = { swap_size = \"3G\" }\n",
-            std::path::Path::new("t.toml"),
-            &Default::default(),
-        )
-        .unwrap();
-        let render = |_: &str, b: &str| Ok(b.to_string());
-        let has_secret = |_: &str| false;
-        let ctx = BuildCtx {
-            host: &inv.hosts[0],
-            inventory: &inv,
-            base_dir: std::path::Path::new("."),
-            render: &render,
-            has_secret: &has_secret,
-            warn: &|_, _| {},
-        };
-        let s = build(&toml::Table::new(), &ctx).unwrap();
+        let cluster = "name = \"t\"\n[vars]\nswap_size = \"1G\"\n[[hosts]]\nname = \"web-1\"\naddress = \"10.0.0.5\"\nroles = [\"worker\"]\nvars = { swap_size = \"3G\" }\n";
+        let s = build_in(build, cluster, "web-1", "").unwrap();
         let Check::Change(c) = s
             .check(&facts("", "kind=absent\n", FSTAB, 60, None))
             .unwrap()
