@@ -14,7 +14,9 @@ use crate::cluster::{HostState, Quorum};
 use crate::services::swarm;
 use crate::{Cluster, OpsError, commands};
 use hmac::{KeyInit, Mac};
-use provision_playbook::steps::swarm_facts::{self, NodeInfo};
+use provision_playbook::steps::swarm_facts::NodeInfo;
+use provision_playbook::swarm::commands as swarm_commands;
+use provision_playbook::swarm::node::{NodeRole, NodeState};
 use provision_transport::{Chunk, Command, Stdin};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -62,7 +64,7 @@ pub fn restore_target(
 ) -> Result<String, OpsError> {
     let addr_of = |h: &provision_engine::inventory::Host| {
         h.private_ip
-            .map(|ip| swarm_facts::manager_addr(&ip.to_string()))
+            .map(|ip| swarm_commands::manager_addr(&ip.to_string()))
     };
     let Some(want) = meta.manager_addr.as_deref() else {
         // A backup without the address: only its own host is known to be safe.
@@ -405,7 +407,9 @@ pub async fn backup(cluster: &Cluster, yes: bool, mac_key: &[u8]) -> Result<Back
         .managers()
         .filter_map(|m| {
             let node = v.node_of(&m.name, survey.state(&m.name).and_then(HostState::swarm))?;
-            (node.role == "manager" && node.reachability == "reachable" && node.state == "ready")
+            (node.role == NodeRole::Manager
+                && node.reachability == "reachable"
+                && node.state == NodeState::Ready)
                 .then(|| (m.name.clone(), node.id.clone()))
         })
         .collect();
@@ -611,7 +615,7 @@ pub async fn restore(
         .ok(
             to,
             "starting a new swarm from the restored state",
-            commands::force_new_cluster(&ip),
+            swarm_commands::force_new_cluster(&ip),
             "look at `journalctl -u docker`",
         )
         .await?;
@@ -630,7 +634,7 @@ mod tests {
     fn node(id: &str, leader: bool, reach: &str) -> NodeInfo {
         NodeInfo {
             id: id.into(),
-            role: "manager".into(),
+            role: NodeRole::Manager,
             leader,
             reachability: reach.into(),
             ..Default::default()

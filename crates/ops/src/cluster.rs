@@ -7,6 +7,7 @@ use crate::commands;
 use provision_engine::event::{Redacted, Redactor};
 use provision_engine::inventory::{Host, Inventory, Role};
 use provision_playbook::steps::swarm_facts::{self, HostSwarm, NodeInfo, SwarmView};
+use provision_playbook::swarm::node::NodeRole;
 use provision_transport::{Command, Connector, Output, Stdin, Target, Transport};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -476,7 +477,7 @@ impl Survey {
 /// A manager that counts for the quorum: one with a manager status. After
 /// `--force-new-cluster` the dropped managers keep their role but have none.
 pub fn raft_member(n: &NodeInfo) -> bool {
-    n.role == "manager" && !n.reachability.is_empty()
+    n.role == NodeRole::Manager && !n.reachability.is_empty()
 }
 
 /// The inventory host of a swarm node: same name as its hostname, or same private address.

@@ -6,7 +6,8 @@
 use crate::cluster::HostState;
 use crate::{Cluster, OpsError, commands};
 use provision_playbook::steps::swarm_facts::{self, HostSwarm, NodeInfo};
-use provision_playbook::steps::swarm_join;
+use provision_playbook::swarm::commands as swarm_commands;
+use provision_playbook::swarm::node::{NodeRole, NodeState};
 use provision_transport::Command;
 use std::time::{Duration, Instant};
 
@@ -86,8 +87,8 @@ pub fn membership(leader: &HostSwarm, host: Option<&HostState>, manager: bool) -
         .is_none_or(|c| Some(c.id.as_str()) == leader.cluster_id());
     let node = leader.nodes.iter().find(|n| n.id == info.node_id);
     match node {
-        Some(n) if same && n.state == "ready" => {
-            if manager && n.role != "manager" {
+        Some(n) if same && n.state == NodeState::Ready => {
+            if manager && n.role != NodeRole::Manager {
                 Membership::Promote(n.id.clone())
             } else if manager && n.reachability != "reachable" {
                 // An old raft member the new swarm does not count: join again.
@@ -110,7 +111,7 @@ pub async fn rejoin_others(
     steps: &mut Vec<String>,
 ) -> Result<(), OpsError> {
     let ip = cluster.private_ip(leader)?;
-    let join_addr = swarm_facts::manager_addr(&ip);
+    let join_addr = swarm_commands::manager_addr(&ip);
     let start = Instant::now();
     let others: Vec<(String, bool)> = cluster
         .swarm_hosts()
@@ -140,7 +141,11 @@ pub async fn rejoin_others(
             }
         };
         for (host, manager, plan) in plans {
-            let role = if manager { "manager" } else { "worker" };
+            let role = if manager {
+                NodeRole::Manager
+            } else {
+                NodeRole::Worker
+            };
             match plan {
                 Membership::Fine => steps.push(format!("{host}: already a {role} of the swarm")),
                 Membership::Unreachable(e) => steps.push(format!(
@@ -152,7 +157,7 @@ pub async fn rejoin_others(
                         .ok(
                             leader,
                             &format!("promoting {host}"),
-                            swarm_join::promote_command(&id),
+                            swarm_commands::promote(&id),
                             "check `docker node ls`",
                         )
                         .await?;
@@ -164,7 +169,7 @@ pub async fn rejoin_others(
                             .ok(
                                 &host,
                                 "leaving the old swarm state",
-                                commands::LEAVE,
+                                swarm_commands::LEAVE_COMMAND,
                                 "look at `journalctl -u docker` on the host",
                             )
                             .await?;
@@ -175,12 +180,12 @@ pub async fn rejoin_others(
                     } else {
                         &worker_token
                     };
-                    let body = swarm_join::join_request(&hip, &join_addr, token);
+                    let body = swarm_commands::join_request(&hip, &join_addr, token);
                     cluster
                         .ok_stdin(
                             &host,
                             &format!("joining as {role}"),
-                            swarm_join::JOIN_COMMAND,
+                            swarm_commands::JOIN_COMMAND,
                             body.into_bytes(),
                             "check that the host reaches the leader's private address on port 2377",
                         )
@@ -191,7 +196,7 @@ pub async fn rejoin_others(
                             .ok(
                                 &host,
                                 "waiting to be a reachable manager",
-                                swarm_join::MANAGER_SETTLED,
+                                swarm_commands::MANAGER_SETTLED,
                                 "look at `docker node ls` and `journalctl -u docker` on the leader",
                             )
                             .await?;
@@ -209,12 +214,12 @@ pub async fn rejoin_others(
     for n in stale_nodes(&facts.nodes, &own) {
         // After --force-new-cluster the dead managers are out of the raft (no
         // manager status; demoting them fails): `node rm --force` alone drops them.
-        if n.role == "manager" && !n.reachability.is_empty() {
+        if n.role == NodeRole::Manager && !n.reachability.is_empty() {
             cluster
                 .ok(
                     leader,
                     &format!("demoting dead manager {}", n.hostname),
-                    commands::demote(&n.id),
+                    swarm_commands::demote(&n.id),
                     "check `docker node ls`",
                 )
                 .await?;
@@ -223,7 +228,7 @@ pub async fn rejoin_others(
             .ok(
                 leader,
                 &format!("removing node {}", n.hostname),
-                commands::node_rm(&n.id, true),
+                swarm_commands::node_rm(&n.id, true),
                 "check `docker node ls`",
             )
             .await?;
@@ -242,11 +247,11 @@ pub fn stale_nodes<'a>(nodes: &'a [NodeInfo], leader_id: &str) -> Vec<&'a NodeIn
         .iter()
         .filter(|n| n.id != leader_id)
         .filter(|n| {
-            let dead_manager = n.role == "manager" && n.reachability != "reachable";
-            let replaced = n.state == "down"
-                && nodes
-                    .iter()
-                    .any(|o| o.id != n.id && o.hostname == n.hostname && o.state == "ready");
+            let dead_manager = n.role == NodeRole::Manager && n.reachability != "reachable";
+            let replaced = n.state == NodeState::Down
+                && nodes.iter().any(|o| {
+                    o.id != n.id && o.hostname == n.hostname && o.state == NodeState::Ready
+                });
             dead_manager || replaced
         })
         .collect()
@@ -434,7 +439,7 @@ pub async fn recover(
         .ok(
             &survivor,
             "starting a new swarm from this manager's state",
-            commands::force_new_cluster(&ip),
+            swarm_commands::force_new_cluster(&ip),
             "look at `journalctl -u docker` on the host",
         )
         .await?;
@@ -455,8 +460,8 @@ mod tests {
         NodeInfo {
             id: id.into(),
             hostname: host.into(),
-            role: role.into(),
-            state: state.into(),
+            role: role.parse().unwrap(),
+            state: state.parse().unwrap(),
             reachability: reach.into(),
             ..Default::default()
         }
