@@ -141,11 +141,7 @@ pub async fn rejoin_others(
             }
         };
         for (host, manager, plan) in plans {
-            let role = if manager {
-                NodeRole::Manager
-            } else {
-                NodeRole::Worker
-            };
+            let role = NodeRole::of(manager);
             match plan {
                 Membership::Fine => steps.push(format!("{host}: already a {role} of the swarm")),
                 Membership::Unreachable(e) => steps.push(format!(
@@ -455,6 +451,7 @@ pub async fn recover(
 mod tests {
     use super::*;
     use provision_playbook::steps::swarm_facts::{ClusterInfo, Docker, SwarmInfo};
+    use provision_playbook::swarm::node::LocalNodeState;
 
     fn node(id: &str, host: &str, role: &str, state: &str, reach: &str) -> NodeInfo {
         NodeInfo {
@@ -471,7 +468,7 @@ mod tests {
         HostSwarm {
             docker: Docker::Up(SwarmInfo {
                 node_id: node_id.into(),
-                local_node_state: state.into(),
+                local_node_state: state.parse().unwrap(),
                 control_available: !nodes.is_empty(),
                 cluster: Some(ClusterInfo { id: cluster.into() }),
                 ..Default::default()
@@ -599,7 +596,7 @@ mod tests {
         );
         let inactive = up(HostSwarm {
             docker: Docker::Up(SwarmInfo {
-                local_node_state: "inactive".into(),
+                local_node_state: LocalNodeState::Inactive,
                 ..Default::default()
             }),
             nodes: vec![],

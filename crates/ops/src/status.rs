@@ -155,7 +155,7 @@ pub fn nodes_from_hosts(cluster: &Cluster, survey: &Survey) -> Vec<NodeRow> {
                 ssh: ssh_state(st),
                 state: match (st, info) {
                     (Some(HostState::Unreachable(_)), _) => "unknown".into(),
-                    (_, Some(i)) => i.local_node_state.clone(),
+                    (_, Some(i)) => i.local_node_state.to_string(),
                     _ => "docker down".into(),
                 },
                 manager: if !manager {

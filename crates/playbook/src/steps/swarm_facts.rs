@@ -3,7 +3,7 @@
 //! the managers, shared by every swarm step.
 
 use crate::swarm::commands::manager_addr;
-use crate::swarm::node::{Availability, NodeRole, NodeState};
+use crate::swarm::node::{Availability, LocalNodeState, NodeRole, NodeState};
 use provision_engine::inventory::{Host, Inventory, Role};
 use provision_engine::step::{Facts, StepError};
 use serde::Deserialize;
@@ -35,9 +35,8 @@ pub struct SwarmInfo {
     pub node_id: String,
     #[serde(default)]
     pub node_addr: String,
-    /// inactive | pending | active | error | locked
     #[serde(default)]
-    pub local_node_state: String,
+    pub local_node_state: LocalNodeState,
     #[serde(default)]
     pub control_available: bool,
     #[serde(default)]
@@ -173,7 +172,7 @@ impl HostSwarm {
     /// In some swarm (active, locked, pending or in error).
     pub fn in_a_swarm(&self) -> bool {
         self.info()
-            .is_some_and(|i| !i.local_node_state.is_empty() && i.local_node_state != "inactive")
+            .is_some_and(|i| i.local_node_state != LocalNodeState::Inactive)
     }
 
     pub fn cluster_id(&self) -> Option<&str> {

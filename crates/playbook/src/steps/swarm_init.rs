@@ -5,6 +5,7 @@
 
 use crate::ctx::{ClusterCtx, ParamError, params};
 use crate::swarm::commands;
+use crate::swarm::node::LocalNodeState;
 use crate::swarm::step::{On, SwarmPlanner, SwarmStep};
 use provision_engine::inventory::Role;
 use provision_engine::step::{Action, Change, Check, Step, StepError, StepPlan};
@@ -63,7 +64,7 @@ fn decide(on: &On<'_>) -> Decision {
         swarm
             .host(m)
             .and_then(|s| s.info())
-            .is_some_and(|i| i.local_node_state == "locked")
+            .is_some_and(|i| i.local_node_state == LocalNodeState::Locked)
     }) {
         return Decision::Refuse(
             StepError::new(format!("the swarm is locked on {h} (autolock)"))

@@ -7,7 +7,7 @@
 use super::swarm_facts::{self, HostSwarm, Swarm, SwarmView};
 use crate::ctx::{ClusterCtx, ParamError, params};
 use crate::swarm::commands::{self, JOIN_COMMAND, LEAVE_COMMAND, MANAGER_SETTLED};
-use crate::swarm::node::NodeRole;
+use crate::swarm::node::{LocalNodeState, NodeRole};
 use crate::swarm::step::{On, SwarmPlanner, SwarmStep};
 use provision_engine::inventory::{Inventory, Role};
 use provision_engine::step::{Action, Change, Check, Step, StepError, StepPlan};
@@ -102,7 +102,7 @@ fn member_check(
     v: &SwarmView,
     s: &HostSwarm,
 ) -> Result<Check, StepError> {
-    let role = if manager { "manager" } else { "worker" };
+    let role = NodeRole::of(manager);
     let Some(info) = s.info() else {
         return match &s.docker {
             // Under --check before Docker is installed: it will join.
@@ -116,8 +116,8 @@ fn member_check(
             swarm_facts::Docker::Up(_) => unreachable!(),
         };
     };
-    match info.local_node_state.as_str() {
-        "inactive" | "" => Ok(Check::Change(vec![join_change(inv, host, manager, v)])),
+    match info.local_node_state {
+        LocalNodeState::Inactive => Ok(Check::Change(vec![join_change(inv, host, manager, v)])),
         // Removed from THE swarm (by `recover` or `remove-node`) while it was
         // down: it still holds the swarm's state but is no member any more.
         _ if removed_member(v, s) => Ok(Check::Change(vec![Change::new(
@@ -131,7 +131,7 @@ fn member_check(
                 c.actions
             },
         )])),
-        "active" => match v.node_of(host, Some(s)) {
+        LocalNodeState::Active => match v.node_of(host, Some(s)) {
             None => Err(StepError::new(format!(
                 "{host} is in a different swarm (node {}, managers at {})",
                 info.node_id,
@@ -149,8 +149,8 @@ fn member_check(
             ))),
             Some(_) => Ok(Check::Ok(format!("{role} in swarm {}", v.short_id()))),
         },
-        "locked" => Err(StepError::new(format!("{host} is locked (swarm autolock)")).hint("unlock it with `docker swarm unlock`")),
-        other => Err(StepError::new(format!("{host} swarm state is `{other}`: {}", info.error))
+        LocalNodeState::Locked => Err(StepError::new(format!("{host} is locked (swarm autolock)")).hint("unlock it with `docker swarm unlock`")),
+        other @ (LocalNodeState::Pending | LocalNodeState::Error) => Err(StepError::new(format!("{host} swarm state is `{other}`: {}", info.error))
             .hint(format!("if it cannot reach the managers, run `docker swarm leave --force` on {host} and re-run"))),
     }
 }
@@ -190,7 +190,7 @@ fn join_change(inv: &Inventory, host: &str, manager: bool, v: &SwarmView) -> Cha
         format!(
             "join swarm {} as {} through {}",
             v.short_id(),
-            if manager { "manager" } else { "worker" },
+            NodeRole::of(manager),
             v.join_addr
         ),
         {

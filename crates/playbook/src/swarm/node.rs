@@ -1,5 +1,5 @@
 //! The closed sets of values Docker reports for a swarm node (its role, availability and
-//! status), typed so that a misspelt `"drian"` cannot compile; each prints as Docker spells it.
+//! status, and the local node's swarm state), typed so that a misspelt `"drian"` cannot compile; each prints as Docker spells it.
 
 use serde::Deserialize;
 use std::fmt;
@@ -53,6 +53,17 @@ docker_enum! {
     }
 }
 
+impl NodeRole {
+    /// The role the inventory gives a swarm node: manager when it says so, else worker.
+    pub fn of(manager: bool) -> Self {
+        if manager {
+            NodeRole::Manager
+        } else {
+            NodeRole::Worker
+        }
+    }
+}
+
 docker_enum! {
     /// Whether the scheduler may place tasks on a node (`Spec.Availability`).
     Availability {
@@ -74,6 +85,21 @@ docker_enum! {
     }
 }
 
+docker_enum! {
+    /// Where the local node stands towards a swarm (`docker info` `.Swarm.LocalNodeState`).
+    LocalNodeState {
+        /// In no swarm (Docker leaves the field empty before swarm mode was ever used).
+        #[default]
+        #[serde(alias = "")]
+        Inactive = "inactive",
+        Pending = "pending",
+        Active = "active",
+        Error = "error",
+        /// Autolock: the node waits for its unlock key after a restart.
+        Locked = "locked",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +109,7 @@ mod tests {
         assert_eq!(Availability::Drain.to_string(), "drain");
         assert_eq!("pause".parse(), Ok(Availability::Pause));
         assert_eq!(NodeRole::Manager.as_str(), "manager");
+        assert_eq!(NodeRole::of(false), NodeRole::Worker);
         assert_eq!("disconnected".parse(), Ok(NodeState::Disconnected));
         assert_eq!(
             "drian".parse::<Availability>(),
@@ -91,5 +118,7 @@ mod tests {
         let n: NodeRole = serde_json::from_str("\"worker\"").unwrap();
         assert_eq!(n, NodeRole::Worker);
         assert_eq!(NodeState::default(), NodeState::Unknown);
+        let s: LocalNodeState = serde_json::from_str("\"\"").unwrap();
+        assert_eq!(s, LocalNodeState::Inactive);
     }
 }
