@@ -14,7 +14,7 @@ use crate::cluster::{HostState, Quorum};
 use crate::services::swarm;
 use crate::{Cluster, OpsError, commands};
 use hmac::{KeyInit, Mac};
-use provision_playbook::steps::swarm_facts::NodeInfo;
+use provision_playbook::steps::swarm_facts::{NodeInfo, Raft};
 use provision_playbook::swarm::commands as swarm_commands;
 use provision_playbook::swarm::node::{NodeRole, NodeState};
 use provision_transport::{Chunk, Command, Stdin};
@@ -371,17 +371,9 @@ pub fn choose_source(
     nodes: &[NodeInfo],
     candidates: &[(String, String)],
 ) -> Option<(String, String, bool)> {
-    let managers: Vec<&NodeInfo> = nodes
-        .iter()
-        .filter(|n| crate::cluster::raft_member(n))
-        .collect();
-    let reachable = managers
-        .iter()
-        .filter(|n| n.reachability == "reachable")
-        .count();
-    let needed = managers.len() / 2 + 1;
-    let pauses = reachable.saturating_sub(1) < needed;
-    let is_leader = |id: &str| managers.iter().any(|n| n.id == id && n.leader);
+    let raft = Raft::of(nodes);
+    let pauses = raft.reachable().saturating_sub(1) < raft.needed();
+    let is_leader = |id: &str| raft.members.iter().any(|n| n.id == id && n.leader);
     candidates
         .iter()
         .find(|(_, id)| !is_leader(id))
@@ -407,9 +399,7 @@ pub async fn backup(cluster: &Cluster, yes: bool, mac_key: &[u8]) -> Result<Back
         .managers()
         .filter_map(|m| {
             let node = v.node_of(&m.name, survey.state(&m.name).and_then(HostState::swarm))?;
-            (node.role == NodeRole::Manager
-                && node.reachability == "reachable"
-                && node.state == NodeState::Ready)
+            (node.role == NodeRole::Manager && node.reachable() && node.state == NodeState::Ready)
                 .then(|| (m.name.clone(), node.id.clone()))
         })
         .collect();
@@ -419,11 +409,7 @@ pub async fn backup(cluster: &Cluster, yes: bool, mac_key: &[u8]) -> Result<Back
             "check the managers with `provision status`",
         ));
     };
-    let managers = v
-        .nodes
-        .iter()
-        .filter(|n| crate::cluster::raft_member(n))
-        .count();
+    let managers = Raft::of(&v.nodes).members.len();
     if pauses && !yes {
         return Err(OpsError::refused(
             format!(
@@ -636,7 +622,7 @@ mod tests {
             id: id.into(),
             role: NodeRole::Manager,
             leader,
-            reachability: reach.into(),
+            reachability: reach.parse().ok(),
             ..Default::default()
         }
     }

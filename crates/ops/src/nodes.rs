@@ -4,7 +4,7 @@
 use crate::cluster::HostState;
 use crate::services::swarm;
 use crate::{Cluster, OpsError, commands};
-use provision_playbook::steps::swarm_facts::{NodeInfo, SwarmView};
+use provision_playbook::steps::swarm_facts::{NodeInfo, Raft, SwarmView};
 use provision_playbook::swarm::commands as swarm_commands;
 use provision_playbook::swarm::node::{Availability, NodeRole};
 use std::time::Duration;
@@ -103,23 +103,20 @@ pub async fn set_availability(
 
 /// Whether removing manager `host` keeps a quorum: Err(reason) when it does not.
 pub fn removal_keeps_quorum(nodes: &[NodeInfo], node_id: &str) -> Result<(), String> {
-    let managers: Vec<&NodeInfo> = nodes
-        .iter()
-        .filter(|n| crate::cluster::raft_member(n))
-        .collect();
+    let managers = Raft::of(nodes).members;
     if managers.len() <= 1 {
         return Err("it is the swarm's last manager".into());
     }
     let after = managers.len() - 1;
     let reachable_after = managers
         .iter()
-        .filter(|n| n.id != node_id && n.reachability == "reachable")
+        .filter(|n| n.id != node_id && n.reachable())
         .count();
     let needed = after / 2 + 1;
     if reachable_after < needed {
         let down: Vec<&str> = managers
             .iter()
-            .filter(|n| n.id != node_id && n.reachability != "reachable")
+            .filter(|n| n.id != node_id && !n.reachable())
             .map(|n| n.hostname.as_str())
             .collect();
         return Err(format!(
@@ -261,7 +258,7 @@ mod tests {
             id: id.into(),
             hostname: format!("host-{id}"),
             role: NodeRole::Manager,
-            reachability: reach.into(),
+            reachability: reach.parse().ok(),
             ..Default::default()
         }
     }

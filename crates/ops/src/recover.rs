@@ -90,7 +90,7 @@ pub fn membership(leader: &HostSwarm, host: Option<&HostState>, manager: bool) -
         Some(n) if same && n.state == NodeState::Ready => {
             if manager && n.role != NodeRole::Manager {
                 Membership::Promote(n.id.clone())
-            } else if manager && n.reachability != "reachable" {
+            } else if manager && !n.reachable() {
                 // An old raft member the new swarm does not count: join again.
                 Membership::Join { leave: true }
             } else {
@@ -210,7 +210,7 @@ pub async fn rejoin_others(
     for n in stale_nodes(&facts.nodes, &own) {
         // After --force-new-cluster the dead managers are out of the raft (no
         // manager status; demoting them fails): `node rm --force` alone drops them.
-        if n.role == NodeRole::Manager && !n.reachability.is_empty() {
+        if n.raft_member() {
             cluster
                 .ok(
                     leader,
@@ -243,7 +243,7 @@ pub fn stale_nodes<'a>(nodes: &'a [NodeInfo], leader_id: &str) -> Vec<&'a NodeIn
         .iter()
         .filter(|n| n.id != leader_id)
         .filter(|n| {
-            let dead_manager = n.role == NodeRole::Manager && n.reachability != "reachable";
+            let dead_manager = n.role == NodeRole::Manager && !n.reachable();
             let replaced = n.state == NodeState::Down
                 && nodes.iter().any(|o| {
                     o.id != n.id && o.hostname == n.hostname && o.state == NodeState::Ready
@@ -459,7 +459,7 @@ mod tests {
             hostname: host.into(),
             role: role.parse().unwrap(),
             state: state.parse().unwrap(),
-            reachability: reach.into(),
+            reachability: reach.parse().ok(),
             ..Default::default()
         }
     }

@@ -82,7 +82,7 @@ pub fn nodes_from_view(
             if n.leader {
                 "leader".to_string()
             } else {
-                n.reachability.clone()
+                n.reachability.map(|r| r.to_string()).unwrap_or_default()
             }
         } else {
             String::new()

@@ -3,7 +3,7 @@
 //! the managers, shared by every swarm step.
 
 use crate::swarm::commands::manager_addr;
-use crate::swarm::node::{Availability, LocalNodeState, NodeRole, NodeState};
+use crate::swarm::node::{Availability, LocalNodeState, NodeRole, NodeState, Reachability};
 use provision_engine::inventory::{Host, Inventory, Role};
 use provision_engine::step::{Facts, StepError};
 use serde::Deserialize;
@@ -75,9 +75,47 @@ pub struct NodeInfo {
     pub state: NodeState,
     pub addr: String,
     pub leader: bool,
-    pub reachability: String,
+    /// None without a manager status: a worker, or a manager `--force-new-cluster` dropped.
+    pub reachability: Option<Reachability>,
     pub manager_addr: String,
     pub engine_version: String,
+}
+
+impl NodeInfo {
+    /// A manager that counts for the quorum: one with a manager status. After
+    /// `--force-new-cluster` the dropped managers keep their role but have none.
+    pub fn raft_member(&self) -> bool {
+        self.role == NodeRole::Manager && self.reachability.is_some()
+    }
+
+    /// A manager the other managers reach.
+    pub fn reachable(&self) -> bool {
+        self.reachability == Some(Reachability::Reachable)
+    }
+}
+
+/// The managers' raft as a node list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Raft<'a> {
+    pub members: Vec<&'a NodeInfo>,
+}
+
+impl<'a> Raft<'a> {
+    pub fn of(nodes: &'a [NodeInfo]) -> Self {
+        Raft {
+            members: nodes.iter().filter(|n| n.raft_member()).collect(),
+        }
+    }
+
+    /// Members the other managers reach.
+    pub fn reachable(&self) -> usize {
+        self.members.iter().filter(|n| n.reachable()).count()
+    }
+
+    /// Members a majority needs.
+    pub fn needed(&self) -> usize {
+        self.members.len() / 2 + 1
+    }
 }
 
 #[derive(Deserialize)]
@@ -226,7 +264,8 @@ pub fn parse(stdout: &str) -> Result<HostSwarm, String> {
                     state: raw.status.state,
                     addr: raw.status.addr,
                     leader: ms.leader,
-                    reachability: ms.reachability,
+                    // Docker leaves it empty without a manager status.
+                    reachability: ms.reachability.parse().ok(),
                     manager_addr: ms.addr,
                     engine_version: raw.description.engine.engine_version,
                 });

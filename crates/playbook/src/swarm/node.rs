@@ -100,6 +100,16 @@ docker_enum! {
     }
 }
 
+docker_enum! {
+    /// Whether the other managers reach a manager (`ManagerStatus.Reachability`).
+    Reachability {
+        #[default]
+        Unknown = "unknown",
+        Unreachable = "unreachable",
+        Reachable = "reachable",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
