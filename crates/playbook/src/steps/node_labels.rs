@@ -2,7 +2,7 @@
 //! (`swarm`, `swarm-manager`, `swarm-worker`) plus each host's `labels`. Labels the
 //! inventory dropped are removed only with `prune = true`. Updates run on a manager.
 
-use super::swarm_facts::{HostSwarm, SwarmView};
+use super::swarm_facts::SwarmView;
 use crate::ctx::{ClusterCtx, ParamError, params};
 use crate::swarm::commands;
 use crate::swarm::step::{On, SwarmPlanner, SwarmStep};
@@ -68,7 +68,7 @@ impl SwarmPlanner for NodeLabels {
             let host = on.inv.host(t).expect("targets come from the inventory");
             let check = match &on.swarm.view {
                 Err(e) => Err(e.clone()),
-                Ok(v) => self.check_node(on, host, v.as_ref(), on.swarm.host(t)),
+                Ok(v) => self.check_node(on, host, v.as_ref()),
             };
             out.hosts.insert(t.clone(), check);
         }
@@ -82,7 +82,6 @@ impl NodeLabels {
         on: &On<'_>,
         host: &Host,
         view: Option<&SwarmView>,
-        own: Option<&HostSwarm>,
     ) -> Result<Check, StepError> {
         let wanted = wanted(host, self.role_labels);
         let describe = |m: &BTreeMap<String, String>| {
@@ -102,7 +101,7 @@ impl NodeLabels {
                 }],
             )]));
         };
-        let Some(node) = v.node_of(&host.name, own) else {
+        let Some(node) = v.node_of(&host.name, on.swarm.host(&host.name)) else {
             return Err(StepError::new(format!(
                 "{} is not a node of swarm {}",
                 host.name,
