@@ -9,6 +9,7 @@ use super::stack_release::{
     self, DeployOptions, Dump, EXPORT_ENV, Job, Release, STAMP, Todo, wait_script,
 };
 use crate::ctx::{Claim, ClusterCtx, ParamError, params};
+use crate::swarm::commands;
 use crate::swarm::step::{On, SwarmPlanner, SwarmStep};
 use provision_engine::inventory::Inventory;
 use provision_engine::step::{Action, Change, Check, FileDiff, Step, StepPlan};
@@ -352,14 +353,11 @@ pub fn deploy_script(
     if with_env {
         s.push_str(EXPORT_ENV);
     }
-    // `docker stack config` exists from Docker 23 on (Debian 12's docker.io is 20.10):
-    // validate where it can, else deploy reports the same errors itself.
-    s.push_str("if docker stack --help 2>/dev/null | grep -q '^  config '; then docker stack config -c docker-compose.yml >/dev/null; fi; ");
+    s.push_str(&commands::validate_compose(""));
     // The flags as the release scripts record them (resolve_image is a checked keyword).
     s.push_str(&format!(
-        "docker stack deploy -c docker-compose.yml {} {}; printf '%s\\n' {} > {STAMP}",
-        stack_release::deploy_flags(o),
-        quote(name),
+        "{}; printf '%s\\n' {} > {STAMP}",
+        commands::stack_deploy(&stack_release::deploy_flags(o), name),
         quote(hash)
     ));
     s

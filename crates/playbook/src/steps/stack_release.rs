@@ -9,6 +9,7 @@
 //! to are recorded on the cluster (raft), as Docker configs named by [`migrated_config`], so
 //! a re-run from any manager does not migrate again.
 
+use crate::swarm::commands;
 use provision_transport::shell::quote;
 
 /// The flags of `docker stack deploy` and the wait.
@@ -114,11 +115,11 @@ pub fn deploy_flags(o: &DeployOptions) -> String {
 fn functions(name: &str, wait: u64) -> String {
     format!(
         "say() {{ printf '%s\\n' \"$*\" >&2; }}; \
-         deploy_once() ( [ ! -f .env ] || {EXPORT_ENV}if docker stack --help 2>/dev/null | grep -q '^  config '; then docker stack config -c docker-compose.yml >/dev/null || exit 1; fi; \
-         docker stack deploy -c docker-compose.yml $flags {n} ); \
+         deploy_once() ( [ ! -f .env ] || {EXPORT_ENV}{validate}{deploy} ); \
          deploy() {{ n=1; until deploy_once; do [ \"$n\" -lt 5 ] || return 1; say \"docker stack deploy failed (attempt $n of 5): trying again in 5 s\"; n=$((n + 1)); sleep 5; done; }}; \
          converge() ( {wait} ); {JOB}",
-        n = quote(name),
+        validate = commands::validate_compose(" || exit 1"),
+        deploy = commands::stack_deploy("$flags", name),
         wait = wait_script(name, wait),
     )
 }

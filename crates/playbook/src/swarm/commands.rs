@@ -135,6 +135,24 @@ case $out in *'not part of a swarm'*) exit 0 ;; esac
 printf '%s\n' "$out" >&2
 exit 1"#;
 
+/// Validates `docker-compose.yml` where Docker can: `docker stack config` exists from Docker
+/// 23 on (Debian 12's docker.io is 20.10); elsewhere the deploy reports the same errors
+/// itself. `on_error` follows the check (` || exit 1`); empty where `set -e` stops the script.
+pub fn validate_compose(on_error: &str) -> String {
+    format!(
+        "if docker stack --help 2>/dev/null | grep -q '^  config '; then docker stack config -c docker-compose.yml >/dev/null{on_error}; fi; "
+    )
+}
+
+/// Deploys `docker-compose.yml` as stack `name`; `flags` are shell words as they are (the
+/// recorded flags, or a variable holding them).
+pub fn stack_deploy(flags: &str, name: &str) -> String {
+    format!(
+        "docker stack deploy -c docker-compose.yml {flags} {}",
+        quote(name)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::write_executable;
@@ -162,6 +180,18 @@ mod tests {
         assert_eq!(demote("n1"), "docker node demote n1");
         assert_eq!(node_rm("n1", true), "docker node rm --force n1");
         assert_eq!(node_rm("n1", false), "docker node rm n1");
+    }
+
+    #[test]
+    fn stack_commands_are_exact() {
+        assert_eq!(
+            validate_compose(" || exit 1"),
+            "if docker stack --help 2>/dev/null | grep -q '^  config '; then docker stack config -c docker-compose.yml >/dev/null || exit 1; fi; "
+        );
+        assert_eq!(
+            stack_deploy("$flags", "my stack"),
+            "docker stack deploy -c docker-compose.yml $flags 'my stack'"
+        );
     }
 
     #[test]
