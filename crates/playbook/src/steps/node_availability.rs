@@ -5,7 +5,7 @@
 use crate::ctx::{Claim, ClusterCtx, ParamError, params};
 use crate::swarm::commands;
 use crate::swarm::node::Availability;
-use crate::swarm::step::{On, SwarmPlanner, SwarmStep};
+use crate::swarm::step::{self, On, SwarmPlanner, SwarmStep};
 use provision_engine::inventory::Role;
 use provision_engine::step::{Action, Change, Check, Step, StepError, StepPlan};
 use serde::Deserialize;
@@ -34,12 +34,7 @@ pub fn build(with: &toml::Table, ctx: &ClusterCtx<'_>) -> Result<Box<dyn Step>, 
     if p.drain_managers {
         (ctx.claim)("drain_managers", Claim::DrainsManagers);
     }
-    let targets = ctx
-        .hosts
-        .iter()
-        .filter(|h| h.has_role(Role::Manager))
-        .map(|h| h.name.clone())
-        .collect();
+    let targets = step::selected_managers(ctx);
     let planner = NodeAvailability {
         drain: p.drain_managers,
     };

@@ -5,7 +5,7 @@
 use super::swarm_facts::SwarmView;
 use crate::ctx::{ClusterCtx, ParamError, params};
 use crate::swarm::commands;
-use crate::swarm::step::{On, SwarmPlanner, SwarmStep};
+use crate::swarm::step::{self, On, SwarmPlanner, SwarmStep};
 use provision_engine::inventory::{Host, Role};
 use provision_engine::step::{Action, Change, Check, Step, StepError, StepPlan};
 use serde::Deserialize;
@@ -32,12 +32,7 @@ pub struct NodeLabels {
 
 pub fn build(with: &toml::Table, ctx: &ClusterCtx<'_>) -> Result<Box<dyn Step>, ParamError> {
     let p: Params = params(with, &["role_labels", "prune"])?;
-    let targets = ctx
-        .hosts
-        .iter()
-        .filter(|h| h.is_swarm_node())
-        .map(|h| h.name.clone())
-        .collect();
+    let targets = step::selected_nodes(ctx);
     let planner = NodeLabels {
         role_labels: p.role_labels,
         prune: p.prune,

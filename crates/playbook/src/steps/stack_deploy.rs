@@ -10,7 +10,7 @@ use super::stack_release::{
 };
 use crate::ctx::{Claim, ClusterCtx, ParamError, params};
 use crate::swarm::commands;
-use crate::swarm::step::{On, SwarmPlanner, SwarmStep};
+use crate::swarm::step::{self, On, SwarmPlanner, SwarmStep};
 use provision_engine::inventory::Inventory;
 use provision_engine::step::{Action, Change, Check, FileDiff, Step, StepPlan};
 use provision_transport::shell::quote;
@@ -162,12 +162,7 @@ pub fn build(with: &toml::Table, ctx: &ClusterCtx<'_>) -> Result<Box<dyn Step>, 
         h.update(e.as_bytes());
     }
     let hash: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    let targets = ctx
-        .hosts
-        .iter()
-        .filter(|h| h.has_role(provision_engine::inventory::Role::Manager))
-        .map(|h| h.name.clone())
-        .collect::<Vec<_>>();
+    let targets = step::selected_managers(ctx);
     if targets.is_empty() {
         return Err(
             ParamError::new(None, "stack_deploy needs managers among its hosts")

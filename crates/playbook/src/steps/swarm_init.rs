@@ -6,8 +6,7 @@
 use crate::ctx::{ClusterCtx, ParamError, params};
 use crate::swarm::commands;
 use crate::swarm::node::LocalNodeState;
-use crate::swarm::step::{On, SwarmPlanner, SwarmStep};
-use provision_engine::inventory::Role;
+use crate::swarm::step::{self, On, SwarmPlanner, SwarmStep};
 use provision_engine::step::{Action, Change, Check, Step, StepError, StepPlan};
 use serde::Deserialize;
 
@@ -20,21 +19,8 @@ pub struct SwarmInit;
 
 pub fn build(with: &toml::Table, ctx: &ClusterCtx<'_>) -> Result<Box<dyn Step>, ParamError> {
     let _: Params = params(with, &[])?;
-    let targets: Vec<String> = ctx
-        .hosts
-        .iter()
-        .filter(|h| h.has_role(Role::Manager))
-        .map(|h| h.name.clone())
-        .collect();
-    for h in ctx.hosts.iter().filter(|h| h.has_role(Role::Manager)) {
-        if h.private_ip.is_none() {
-            return Err(ParamError::new(
-                None,
-                format!("manager `{}` has no private_ip to advertise", h.name),
-            )
-            .help("add private_ip = \"10.0.0.x\" to the host in the inventory"));
-        }
-    }
+    let targets = step::selected_managers(ctx);
+    step::need_private_ips(ctx, &targets, "manager")?;
     // The frame gathers on every manager of the inventory, even under --limit: a swarm
     // anywhere forbids a new one.
     Ok(SwarmStep::boxed(ctx, targets, SwarmInit))

@@ -8,7 +8,7 @@ use super::swarm_facts::{self, HostSwarm, Swarm, SwarmView};
 use crate::ctx::{ClusterCtx, ParamError, params};
 use crate::swarm::commands::{self, JOIN_COMMAND, LEAVE_COMMAND, MANAGER_SETTLED};
 use crate::swarm::node::{LocalNodeState, NodeRole};
-use crate::swarm::step::{On, SwarmPlanner, SwarmStep};
+use crate::swarm::step::{self, On, SwarmPlanner, SwarmStep};
 use provision_engine::inventory::{Inventory, Role};
 use provision_engine::step::{Action, Change, Check, Step, StepError, StepPlan};
 use provision_transport::shell::quote;
@@ -23,17 +23,8 @@ pub struct SwarmJoin;
 
 pub fn build(with: &toml::Table, ctx: &ClusterCtx<'_>) -> Result<Box<dyn Step>, ParamError> {
     let _: Params = params(with, &[])?;
-    let mut targets = Vec::new();
-    for h in ctx.hosts.iter().filter(|h| h.is_swarm_node()) {
-        if h.private_ip.is_none() {
-            return Err(ParamError::new(
-                None,
-                format!("swarm node `{}` has no private_ip to advertise", h.name),
-            )
-            .help("add private_ip = \"10.0.0.x\" to the host in the inventory"));
-        }
-        targets.push(h.name.clone());
-    }
+    let targets = step::selected_nodes(ctx);
+    step::need_private_ips(ctx, &targets, "swarm node")?;
     Ok(SwarmStep::boxed(ctx, targets, SwarmJoin))
 }
 

@@ -2,9 +2,9 @@
 //! targets), redacts the join tokens they hold, reads THE swarm once and hands it to the
 //! step's own planning. A swarm step is then only what it decides.
 
-use crate::ctx::ClusterCtx;
+use crate::ctx::{ClusterCtx, ParamError};
 use crate::steps::swarm_facts::{self, Swarm};
-use provision_engine::inventory::Inventory;
+use provision_engine::inventory::{Host, Inventory, Role};
 use provision_engine::step::{Facts, Step, StepPlan};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -66,6 +66,45 @@ impl<'a> On<'a> {
             .next()
             .map(|h| h.name.clone())
             .unwrap_or_default()
+    }
+}
+
+/// The selected hosts of a swarm step's entry that are managers, in inventory order.
+pub fn selected_managers(ctx: &ClusterCtx<'_>) -> Vec<String> {
+    selected(ctx, |h| h.has_role(Role::Manager))
+}
+
+/// The selected hosts that are swarm nodes (managers and workers), in inventory order.
+pub fn selected_nodes(ctx: &ClusterCtx<'_>) -> Vec<String> {
+    selected(ctx, Host::is_swarm_node)
+}
+
+fn selected(ctx: &ClusterCtx<'_>, keep: impl Fn(&Host) -> bool) -> Vec<String> {
+    ctx.hosts
+        .iter()
+        .filter(|h| keep(h))
+        .map(|h| h.name.clone())
+        .collect()
+}
+
+/// Refuses a target without the private address the swarm advertises (`what` names the
+/// kind of host in the error).
+pub fn need_private_ips(
+    ctx: &ClusterCtx<'_>,
+    targets: &[String],
+    what: &str,
+) -> Result<(), ParamError> {
+    match targets.iter().find(|t| {
+        ctx.inventory
+            .host(t)
+            .is_some_and(|h| h.private_ip.is_none())
+    }) {
+        Some(t) => Err(ParamError::new(
+            None,
+            format!("{what} `{t}` has no private_ip to advertise"),
+        )
+        .help("add private_ip = \"10.0.0.x\" to the host in the inventory")),
+        None => Ok(()),
     }
 }
 
