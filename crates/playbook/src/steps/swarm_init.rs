@@ -254,4 +254,29 @@ mod tests {
             "unknown parameter `advertise`"
         );
     }
+
+    #[test]
+    fn a_manager_without_a_private_address_is_refused() {
+        let mut inv = inventory(2, 1);
+        inv.hosts[1].private_ip = None;
+        inv.hosts[2].private_ip = None;
+        let ctx = ClusterCtx {
+            title: "swarm",
+            inventory: &inv,
+            hosts: inv.hosts.iter().collect(),
+            base_dir: std::path::Path::new("."),
+            render: &|_: &str, b: &str| Ok(b.to_string()),
+            has_secret: &|_: &str| false,
+            claim: &|_, _| {},
+        };
+        let e = build(&toml::Table::new(), &ctx).err().unwrap();
+        assert_eq!(e.message, "manager `manager-2` has no private_ip to advertise");
+        let e = super::super::swarm_join::build(&toml::Table::new(), &ctx)
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.message,
+            "swarm node `manager-2` has no private_ip to advertise"
+        );
+    }
 }
