@@ -236,21 +236,24 @@ mod tests {
         );
     }
 
-    #[test]
-    fn unknown_parameters_are_rejected() {
-        let inv = inventory(1, 0);
-        let ctx = ClusterCtx {
+    /// Runs `f` in the build context of a playbook entry selecting every host of `inv`.
+    fn with_ctx<R>(inv: &Inventory, f: impl FnOnce(&ClusterCtx<'_>) -> R) -> R {
+        f(&ClusterCtx {
             title: "swarm",
-            inventory: &inv,
+            inventory: inv,
             hosts: inv.hosts.iter().collect(),
             base_dir: std::path::Path::new("."),
             render: &|_: &str, b: &str| Ok(b.to_string()),
             has_secret: &|_: &str| false,
             claim: &|_, _| {},
-        };
+        })
+    }
+
+    #[test]
+    fn unknown_parameters_are_rejected() {
         let with: toml::Table = toml::from_str("advertise = \"x\"").unwrap();
         assert_eq!(
-            build(&with, &ctx).err().unwrap().message,
+            with_ctx(&inventory(1, 0), |ctx| build(&with, ctx).err().unwrap().message),
             "unknown parameter `advertise`"
         );
     }
@@ -260,22 +263,15 @@ mod tests {
         let mut inv = inventory(2, 1);
         inv.hosts[1].private_ip = None;
         inv.hosts[2].private_ip = None;
-        let ctx = ClusterCtx {
-            title: "swarm",
-            inventory: &inv,
-            hosts: inv.hosts.iter().collect(),
-            base_dir: std::path::Path::new("."),
-            render: &|_: &str, b: &str| Ok(b.to_string()),
-            has_secret: &|_: &str| false,
-            claim: &|_, _| {},
+        let refused = |ctor: crate::ctx::ClusterStepCtor| {
+            with_ctx(&inv, |ctx| ctor(&toml::Table::new(), ctx).err().unwrap().message)
         };
-        let e = build(&toml::Table::new(), &ctx).err().unwrap();
-        assert_eq!(e.message, "manager `manager-2` has no private_ip to advertise");
-        let e = super::super::swarm_join::build(&toml::Table::new(), &ctx)
-            .err()
-            .unwrap();
         assert_eq!(
-            e.message,
+            refused(build),
+            "manager `manager-2` has no private_ip to advertise"
+        );
+        assert_eq!(
+            refused(super::super::swarm_join::build),
             "swarm node `manager-2` has no private_ip to advertise"
         );
     }
