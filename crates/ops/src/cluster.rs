@@ -424,10 +424,8 @@ impl Survey {
         if let Ok(Some(v)) = self.view(inv) {
             let raft = Raft::of(&v.nodes);
             let (reachable, needed) = (raft.reachable(), raft.needed());
-            let leader = raft
-                .members
-                .iter()
-                .find(|n| n.leader)
+            let leader = v
+                .leader()
                 .and_then(|n| host_of_node(inv, n))
                 .map(str::to_string);
             return Some(Quorum {
