@@ -14,7 +14,9 @@ use crate::cluster::{HostState, Quorum};
 use crate::services::swarm;
 use crate::{Cluster, OpsError, commands};
 use hmac::{KeyInit, Mac};
-use provision_playbook::steps::swarm_facts::{self, NodeInfo};
+use provision_playbook::steps::swarm_facts::{NodeInfo, Raft};
+use provision_playbook::swarm::commands as swarm_commands;
+use provision_playbook::swarm::node::{NodeRole, NodeState};
 use provision_transport::{Chunk, Command, Stdin};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -62,7 +64,7 @@ pub fn restore_target(
 ) -> Result<String, OpsError> {
     let addr_of = |h: &provision_engine::inventory::Host| {
         h.private_ip
-            .map(|ip| swarm_facts::manager_addr(&ip.to_string()))
+            .map(|ip| swarm_commands::manager_addr(&ip.to_string()))
     };
     let Some(want) = meta.manager_addr.as_deref() else {
         // A backup without the address: only its own host is known to be safe.
@@ -369,17 +371,9 @@ pub fn choose_source(
     nodes: &[NodeInfo],
     candidates: &[(String, String)],
 ) -> Option<(String, String, bool)> {
-    let managers: Vec<&NodeInfo> = nodes
-        .iter()
-        .filter(|n| crate::cluster::raft_member(n))
-        .collect();
-    let reachable = managers
-        .iter()
-        .filter(|n| n.reachability == "reachable")
-        .count();
-    let needed = managers.len() / 2 + 1;
-    let pauses = reachable.saturating_sub(1) < needed;
-    let is_leader = |id: &str| managers.iter().any(|n| n.id == id && n.leader);
+    let raft = Raft::of(nodes);
+    let pauses = raft.reachable().saturating_sub(1) < raft.needed();
+    let is_leader = |id: &str| raft.members.iter().any(|n| n.id == id && n.leader);
     candidates
         .iter()
         .find(|(_, id)| !is_leader(id))
@@ -405,7 +399,7 @@ pub async fn backup(cluster: &Cluster, yes: bool, mac_key: &[u8]) -> Result<Back
         .managers()
         .filter_map(|m| {
             let node = v.node_of(&m.name, survey.state(&m.name).and_then(HostState::swarm))?;
-            (node.role == "manager" && node.reachability == "reachable" && node.state == "ready")
+            (node.role == NodeRole::Manager && node.reachable() && node.state == NodeState::Ready)
                 .then(|| (m.name.clone(), node.id.clone()))
         })
         .collect();
@@ -415,11 +409,7 @@ pub async fn backup(cluster: &Cluster, yes: bool, mac_key: &[u8]) -> Result<Back
             "check the managers with `provision status`",
         ));
     };
-    let managers = v
-        .nodes
-        .iter()
-        .filter(|n| crate::cluster::raft_member(n))
-        .count();
+    let managers = Raft::of(&v.nodes).members.len();
     if pauses && !yes {
         return Err(OpsError::refused(
             format!(
@@ -611,7 +601,7 @@ pub async fn restore(
         .ok(
             to,
             "starting a new swarm from the restored state",
-            commands::force_new_cluster(&ip),
+            swarm_commands::force_new_cluster(&ip),
             "look at `journalctl -u docker`",
         )
         .await?;
@@ -630,9 +620,9 @@ mod tests {
     fn node(id: &str, leader: bool, reach: &str) -> NodeInfo {
         NodeInfo {
             id: id.into(),
-            role: "manager".into(),
+            role: NodeRole::Manager,
             leader,
-            reachability: reach.into(),
+            reachability: reach.parse().ok(),
             ..Default::default()
         }
     }

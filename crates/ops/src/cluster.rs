@@ -6,7 +6,7 @@ use crate::OpsError;
 use crate::commands;
 use provision_engine::event::{Redacted, Redactor};
 use provision_engine::inventory::{Host, Inventory, Role};
-use provision_playbook::steps::swarm_facts::{self, HostSwarm, NodeInfo, SwarmView};
+use provision_playbook::steps::swarm_facts::{self, HostSwarm, NodeInfo, Raft, SwarmView};
 use provision_transport::{Command, Connector, Output, Stdin, Target, Transport};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -422,19 +422,14 @@ impl Survey {
     /// what the managers' own Docker says (raft size) and who answers.
     pub fn quorum(&self, inv: &Inventory) -> Option<Quorum> {
         if let Ok(Some(v)) = self.view(inv) {
-            let managers: Vec<&NodeInfo> = v.nodes.iter().filter(|n| raft_member(n)).collect();
-            let reachable = managers
-                .iter()
-                .filter(|n| n.reachability == "reachable")
-                .count();
-            let needed = managers.len() / 2 + 1;
-            let leader = managers
-                .iter()
-                .find(|n| n.leader)
+            let raft = Raft::of(&v.nodes);
+            let (reachable, needed) = (raft.reachable(), raft.needed());
+            let leader = v
+                .leader()
                 .and_then(|n| host_of_node(inv, n))
                 .map(str::to_string);
             return Some(Quorum {
-                managers: managers.len(),
+                managers: raft.members.len(),
                 reachable,
                 needed,
                 ok: reachable >= needed,
@@ -471,12 +466,6 @@ impl Survey {
             leader: None,
         })
     }
-}
-
-/// A manager that counts for the quorum: one with a manager status. After
-/// `--force-new-cluster` the dropped managers keep their role but have none.
-pub fn raft_member(n: &NodeInfo) -> bool {
-    n.role == "manager" && !n.reachability.is_empty()
 }
 
 /// The inventory host of a swarm node: same name as its hostname, or same private address.

@@ -1,5 +1,7 @@
 //! The shell commands of day-2 operations, built by pure functions and quoted
-//! with the transport's one quoting helper (tested as exact strings below).
+//! with the transport's one quoting helper (tested as exact strings below). The swarm's
+//! own commands (node update, promote, demote, rm, join, leave, init) are the ones the
+//! swarm steps plan: `provision_playbook::swarm::commands`.
 
 use provision_transport::shell::quote;
 
@@ -58,14 +60,6 @@ pub fn exec_in_task(task_id: &str, argv: &[String]) -> String {
     s
 }
 
-pub fn node_availability(node_id: &str, availability: &str) -> String {
-    format!(
-        "docker node update --availability {} {}",
-        quote(availability),
-        quote(node_id)
-    )
-}
-
 /// The tasks still meant to run on a node (empty once a drain has finished).
 pub fn node_running_tasks(node_id: &str) -> String {
     format!(
@@ -81,21 +75,6 @@ pub fn node_state(node_id: &str) -> String {
         quote(node_id)
     )
 }
-
-pub fn demote(node_id: &str) -> String {
-    format!("docker node demote {}", quote(node_id))
-}
-
-pub fn node_rm(node_id: &str, force: bool) -> String {
-    format!(
-        "docker node rm{} {}",
-        if force { " --force" } else { "" },
-        quote(node_id)
-    )
-}
-
-/// Leaves the swarm (after a demotion, or for a node the swarm dropped).
-pub use provision_playbook::steps::swarm_join::LEAVE_COMMAND as LEAVE;
 
 /// The unlock key when autolock is on; empty output when it is off.
 pub const UNLOCK_KEY: &str = "docker swarm unlock-key -q 2>/dev/null || true";
@@ -156,15 +135,6 @@ pub fn raft_files() -> String {
     )
 }
 
-/// A new single-manager swarm from this manager's state (the raft keeps the
-/// services, networks, secrets and nodes; the other managers are dropped).
-pub fn force_new_cluster(advertise_ip: &str) -> String {
-    format!(
-        "docker swarm init --force-new-cluster --advertise-addr {}",
-        quote(advertise_ip)
-    )
-}
-
 fn parent(p: &str) -> &str {
     p.rsplit_once('/').map(|(a, _)| a).unwrap_or(".")
 }
@@ -200,10 +170,6 @@ mod tests {
     #[test]
     fn node_commands_are_exact() {
         assert_eq!(
-            node_availability("n1", "drain"),
-            "docker node update --availability drain n1"
-        );
-        assert_eq!(
             node_running_tasks("n1"),
             "docker node ps --filter desired-state=running --format '{{.Name}} {{.CurrentState}}' n1"
         );
@@ -211,9 +177,6 @@ mod tests {
             node_state("n1"),
             "docker node inspect --format '{{.Status.State}} {{if .ManagerStatus}}{{.ManagerStatus.Reachability}}{{end}}' n1"
         );
-        assert_eq!(demote("n1"), "docker node demote n1");
-        assert_eq!(node_rm("n1", true), "docker node rm --force n1");
-        assert_eq!(node_rm("n1", false), "docker node rm n1");
         assert_eq!(
             unlock_request("SWMKEY-1-x\"y"),
             "{\"UnlockKey\":\"SWMKEY-1-x\\\"y\"}"
@@ -233,10 +196,6 @@ mod tests {
         assert_eq!(
             raft_files(),
             "for f in /var/lib/docker/swarm/raft/snap-v3-encrypted/*.snap /var/lib/docker/swarm/raft/wal-v3-encrypted/*.wal; do if [ -e \"$f\" ]; then stat -c '%n %.9Y' \"$f\"; fi; done"
-        );
-        assert_eq!(
-            force_new_cluster("10.10.0.12"),
-            "docker swarm init --force-new-cluster --advertise-addr 10.10.0.12"
         );
     }
 

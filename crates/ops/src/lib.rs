@@ -4,8 +4,10 @@
 //! quorum, and the cluster lock that serialises every mutating command.
 //!
 //! Like the steps, operations never talk to russh: they run commands built by
-//! the pure functions of [`commands`] through the [`provision_transport::Transport`]
-//! of each host, and decide from parsed output ([`parse`]).
+//! the pure functions of [`commands`] and of the swarm steps'
+//! `provision_playbook::swarm::commands` through the [`provision_transport::Transport`]
+//! of each host, and decide from parsed output ([`parse`], and the swarm steps' one
+//! reading of the swarm, `provision_playbook::steps::swarm_facts`).
 
 // Errors carry host, command, status and stderr for people; they are rare and
 // returned once per command, so their size does not matter.

@@ -4,7 +4,9 @@
 use crate::cluster::HostState;
 use crate::services::swarm;
 use crate::{Cluster, OpsError, commands};
-use provision_playbook::steps::swarm_facts::{NodeInfo, SwarmView};
+use provision_playbook::steps::swarm_facts::{NodeInfo, Raft, SwarmView};
+use provision_playbook::swarm::commands as swarm_commands;
+use provision_playbook::swarm::node::{Availability, NodeRole};
 use std::time::Duration;
 
 const DRAIN_WAIT: Duration = Duration::from_secs(300);
@@ -37,13 +39,17 @@ pub struct Moved {
     pub remaining: Vec<String>,
 }
 
-/// Sets a node's availability; for `drain`, waits until its tasks moved away.
+/// Sets a node's availability (`active`, `pause` or `drain`); for `drain`, waits until its
+/// tasks moved away.
 pub async fn set_availability(
     cluster: &Cluster,
     host: &str,
     availability: &str,
 ) -> Result<Moved, OpsError> {
     cluster.host(host)?;
+    let availability: Availability = availability
+        .parse()
+        .map_err(|e: String| OpsError::refused(e, "use active, pause or drain"))?;
     let survey = cluster.survey().await;
     let v = swarm(cluster).await?;
     let Some(node) = v.node_of(host, survey.state(host).and_then(HostState::swarm)) else {
@@ -56,12 +62,12 @@ pub async fn set_availability(
         .ok(
             &v.via,
             &format!("setting {host} to {availability}"),
-            commands::node_availability(&node.id, availability),
+            swarm_commands::node_availability(&node.id, availability),
             "check `docker node ls` on a manager",
         )
         .await?;
     let mut remaining = Vec::new();
-    if availability == "drain" {
+    if availability == Availability::Drain {
         let waited = cluster
             .wait_for(
                 &v.via,
@@ -97,23 +103,20 @@ pub async fn set_availability(
 
 /// Whether removing manager `host` keeps a quorum: Err(reason) when it does not.
 pub fn removal_keeps_quorum(nodes: &[NodeInfo], node_id: &str) -> Result<(), String> {
-    let managers: Vec<&NodeInfo> = nodes
-        .iter()
-        .filter(|n| crate::cluster::raft_member(n))
-        .collect();
+    let managers = Raft::of(nodes).members;
     if managers.len() <= 1 {
         return Err("it is the swarm's last manager".into());
     }
     let after = managers.len() - 1;
     let reachable_after = managers
         .iter()
-        .filter(|n| n.id != node_id && n.reachability == "reachable")
+        .filter(|n| n.id != node_id && n.reachable())
         .count();
     let needed = after / 2 + 1;
     if reachable_after < needed {
         let down: Vec<&str> = managers
             .iter()
-            .filter(|n| n.id != node_id && n.reachability != "reachable")
+            .filter(|n| n.id != node_id && !n.reachable())
             .map(|n| n.hostname.as_str())
             .collect();
         return Err(format!(
@@ -148,7 +151,7 @@ pub async fn remove_node(cluster: &Cluster, host: &str) -> Result<Removal, OpsEr
             .push(format!("{host} is not in the swarm: nothing to remove"));
         return Ok(done);
     };
-    let manager = node.role == "manager";
+    let manager = node.role == NodeRole::Manager;
     if manager && let Err(why) = removal_keeps_quorum(&v.nodes, &node.id) {
         return Err(OpsError::refused(
             format!("refusing to remove manager {host}: {why}"),
@@ -162,12 +165,12 @@ pub async fn remove_node(cluster: &Cluster, host: &str) -> Result<Removal, OpsEr
         ));
     };
     let reachable = survey.state(host).is_some_and(|s| s.swarm().is_some());
-    if node.availability != "drain" {
+    if node.availability != Availability::Drain {
         cluster
             .ok(
                 &via,
                 &format!("draining {host}"),
-                commands::node_availability(&node.id, "drain"),
+                swarm_commands::node_availability(&node.id, Availability::Drain),
                 "check `docker node ls`",
             )
             .await?;
@@ -188,7 +191,7 @@ pub async fn remove_node(cluster: &Cluster, host: &str) -> Result<Removal, OpsEr
             .ok(
                 &via,
                 &format!("demoting {host}"),
-                commands::demote(&node.id),
+                swarm_commands::demote(&node.id),
                 "check `docker node ls`",
             )
             .await?;
@@ -213,7 +216,7 @@ pub async fn remove_node(cluster: &Cluster, host: &str) -> Result<Removal, OpsEr
             .ok(
                 host,
                 "leaving the swarm",
-                commands::LEAVE,
+                swarm_commands::LEAVE_COMMAND,
                 "look at `journalctl -u docker` on the host",
             )
             .await?;
@@ -234,7 +237,7 @@ pub async fn remove_node(cluster: &Cluster, host: &str) -> Result<Removal, OpsEr
         .ok(
             &via,
             &format!("removing node {host}"),
-            commands::node_rm(&node.id, !left),
+            swarm_commands::node_rm(&node.id, !left),
             "check `docker node ls`",
         )
         .await?;
@@ -254,8 +257,8 @@ mod tests {
         NodeInfo {
             id: id.into(),
             hostname: format!("host-{id}"),
-            role: "manager".into(),
-            reachability: reach.into(),
+            role: NodeRole::Manager,
+            reachability: reach.parse().ok(),
             ..Default::default()
         }
     }

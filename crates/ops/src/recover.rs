@@ -6,7 +6,8 @@
 use crate::cluster::HostState;
 use crate::{Cluster, OpsError, commands};
 use provision_playbook::steps::swarm_facts::{self, HostSwarm, NodeInfo};
-use provision_playbook::steps::swarm_join;
+use provision_playbook::swarm::commands as swarm_commands;
+use provision_playbook::swarm::node::{NodeRole, NodeState};
 use provision_transport::Command;
 use std::time::{Duration, Instant};
 
@@ -86,10 +87,10 @@ pub fn membership(leader: &HostSwarm, host: Option<&HostState>, manager: bool) -
         .is_none_or(|c| Some(c.id.as_str()) == leader.cluster_id());
     let node = leader.nodes.iter().find(|n| n.id == info.node_id);
     match node {
-        Some(n) if same && n.state == "ready" => {
-            if manager && n.role != "manager" {
+        Some(n) if same && n.state == NodeState::Ready => {
+            if manager && n.role != NodeRole::Manager {
                 Membership::Promote(n.id.clone())
-            } else if manager && n.reachability != "reachable" {
+            } else if manager && !n.reachable() {
                 // An old raft member the new swarm does not count: join again.
                 Membership::Join { leave: true }
             } else {
@@ -110,7 +111,7 @@ pub async fn rejoin_others(
     steps: &mut Vec<String>,
 ) -> Result<(), OpsError> {
     let ip = cluster.private_ip(leader)?;
-    let join_addr = swarm_facts::manager_addr(&ip);
+    let join_addr = swarm_commands::manager_addr(&ip);
     let start = Instant::now();
     let others: Vec<(String, bool)> = cluster
         .swarm_hosts()
@@ -140,7 +141,7 @@ pub async fn rejoin_others(
             }
         };
         for (host, manager, plan) in plans {
-            let role = if manager { "manager" } else { "worker" };
+            let role = NodeRole::of(manager);
             match plan {
                 Membership::Fine => steps.push(format!("{host}: already a {role} of the swarm")),
                 Membership::Unreachable(e) => steps.push(format!(
@@ -152,7 +153,7 @@ pub async fn rejoin_others(
                         .ok(
                             leader,
                             &format!("promoting {host}"),
-                            swarm_join::promote_command(&id),
+                            swarm_commands::promote(&id),
                             "check `docker node ls`",
                         )
                         .await?;
@@ -164,7 +165,7 @@ pub async fn rejoin_others(
                             .ok(
                                 &host,
                                 "leaving the old swarm state",
-                                commands::LEAVE,
+                                swarm_commands::LEAVE_COMMAND,
                                 "look at `journalctl -u docker` on the host",
                             )
                             .await?;
@@ -175,12 +176,12 @@ pub async fn rejoin_others(
                     } else {
                         &worker_token
                     };
-                    let body = swarm_join::join_request(&hip, &join_addr, token);
+                    let body = swarm_commands::join_request(&hip, &join_addr, token);
                     cluster
                         .ok_stdin(
                             &host,
                             &format!("joining as {role}"),
-                            swarm_join::JOIN_COMMAND,
+                            swarm_commands::JOIN_COMMAND,
                             body.into_bytes(),
                             "check that the host reaches the leader's private address on port 2377",
                         )
@@ -191,7 +192,7 @@ pub async fn rejoin_others(
                             .ok(
                                 &host,
                                 "waiting to be a reachable manager",
-                                swarm_join::MANAGER_SETTLED,
+                                swarm_commands::MANAGER_SETTLED,
                                 "look at `docker node ls` and `journalctl -u docker` on the leader",
                             )
                             .await?;
@@ -209,12 +210,12 @@ pub async fn rejoin_others(
     for n in stale_nodes(&facts.nodes, &own) {
         // After --force-new-cluster the dead managers are out of the raft (no
         // manager status; demoting them fails): `node rm --force` alone drops them.
-        if n.role == "manager" && !n.reachability.is_empty() {
+        if n.raft_member() {
             cluster
                 .ok(
                     leader,
                     &format!("demoting dead manager {}", n.hostname),
-                    commands::demote(&n.id),
+                    swarm_commands::demote(&n.id),
                     "check `docker node ls`",
                 )
                 .await?;
@@ -223,7 +224,7 @@ pub async fn rejoin_others(
             .ok(
                 leader,
                 &format!("removing node {}", n.hostname),
-                commands::node_rm(&n.id, true),
+                swarm_commands::node_rm(&n.id, true),
                 "check `docker node ls`",
             )
             .await?;
@@ -242,11 +243,11 @@ pub fn stale_nodes<'a>(nodes: &'a [NodeInfo], leader_id: &str) -> Vec<&'a NodeIn
         .iter()
         .filter(|n| n.id != leader_id)
         .filter(|n| {
-            let dead_manager = n.role == "manager" && n.reachability != "reachable";
-            let replaced = n.state == "down"
-                && nodes
-                    .iter()
-                    .any(|o| o.id != n.id && o.hostname == n.hostname && o.state == "ready");
+            let dead_manager = n.role == NodeRole::Manager && !n.reachable();
+            let replaced = n.state == NodeState::Down
+                && nodes.iter().any(|o| {
+                    o.id != n.id && o.hostname == n.hostname && o.state == NodeState::Ready
+                });
             dead_manager || replaced
         })
         .collect()
@@ -434,7 +435,7 @@ pub async fn recover(
         .ok(
             &survivor,
             "starting a new swarm from this manager's state",
-            commands::force_new_cluster(&ip),
+            swarm_commands::force_new_cluster(&ip),
             "look at `journalctl -u docker` on the host",
         )
         .await?;
@@ -450,14 +451,15 @@ pub async fn recover(
 mod tests {
     use super::*;
     use provision_playbook::steps::swarm_facts::{ClusterInfo, Docker, SwarmInfo};
+    use provision_playbook::swarm::node::LocalNodeState;
 
     fn node(id: &str, host: &str, role: &str, state: &str, reach: &str) -> NodeInfo {
         NodeInfo {
             id: id.into(),
             hostname: host.into(),
-            role: role.into(),
-            state: state.into(),
-            reachability: reach.into(),
+            role: role.parse().unwrap(),
+            state: state.parse().unwrap(),
+            reachability: reach.parse().ok(),
             ..Default::default()
         }
     }
@@ -466,7 +468,7 @@ mod tests {
         HostSwarm {
             docker: Docker::Up(SwarmInfo {
                 node_id: node_id.into(),
-                local_node_state: state.into(),
+                local_node_state: state.parse().unwrap(),
                 control_available: !nodes.is_empty(),
                 cluster: Some(ClusterInfo { id: cluster.into() }),
                 ..Default::default()
@@ -594,7 +596,7 @@ mod tests {
         );
         let inactive = up(HostSwarm {
             docker: Docker::Up(SwarmInfo {
-                local_node_state: "inactive".into(),
+                local_node_state: LocalNodeState::Inactive,
                 ..Default::default()
             }),
             nodes: vec![],

@@ -6,6 +6,7 @@ use crate::parse::{self, TaskLine};
 use crate::{Cluster, OpsError, commands};
 use provision_engine::inventory::Inventory;
 use provision_playbook::steps::swarm_facts::SwarmView;
+use provision_playbook::swarm::node::{NodeRole, NodeState};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -77,25 +78,25 @@ pub fn nodes_from_view(
                 n.hostname, n.addr, n.id
             ));
         }
-        let manager = if n.role == "manager" {
+        let manager = if n.role == NodeRole::Manager {
             if n.leader {
                 "leader".to_string()
             } else {
-                n.reachability.clone()
+                n.reachability.map(|r| r.to_string()).unwrap_or_default()
             }
         } else {
             String::new()
         };
-        if n.state == "down" && host.is_some() {
+        if n.state == NodeState::Down && host.is_some() {
             warnings.push(format!("node {} is down", n.hostname));
         }
         rows.push(NodeRow {
             ssh: ssh_state(host.as_deref().and_then(|h| survey.state(h))),
             host,
             hostname: n.hostname.clone(),
-            role: n.role.clone(),
-            availability: n.availability.clone(),
-            state: n.state.clone(),
+            role: n.role.to_string(),
+            availability: n.availability.to_string(),
+            state: n.state.to_string(),
             manager,
             engine: n.engine_version.clone(),
         });
@@ -154,7 +155,7 @@ pub fn nodes_from_hosts(cluster: &Cluster, survey: &Survey) -> Vec<NodeRow> {
                 ssh: ssh_state(st),
                 state: match (st, info) {
                     (Some(HostState::Unreachable(_)), _) => "unknown".into(),
-                    (_, Some(i)) => i.local_node_state.clone(),
+                    (_, Some(i)) => i.local_node_state.to_string(),
                     _ => "docker down".into(),
                 },
                 manager: if !manager {

@@ -362,7 +362,7 @@ fn a_node_is_found_by_its_ipv6_raft_address() {
     // A renamed machine: only Docker's raft address (`[v6]:2377`) ties it to the inventory.
     let n = provision_playbook::steps::swarm_facts::NodeInfo {
         hostname: "renamed".into(),
-        role: "manager".into(),
+        role: provision_playbook::swarm::node::NodeRole::Manager,
         manager_addr: "[fd00:10::11]:2377".into(),
         ..Default::default()
     };

@@ -10,6 +10,7 @@ pub mod declared_secrets;
 pub mod lab_ready;
 pub mod registry;
 pub mod steps;
+pub mod swarm;
 
 pub use compile::{Compiled, compile};
 pub use ctx::{BuildCtx, ParamError, test_inventory};

@@ -2,13 +2,13 @@
 //! guide's option for big swarms: managers then only manage) and active otherwise.
 //! Workers are left alone, so a maintenance drain (`provision drain`) survives runs.
 
-use super::swarm_facts;
 use crate::ctx::{Claim, ClusterCtx, ParamError, params};
-use provision_engine::inventory::{Inventory, Role};
-use provision_engine::step::{Action, Change, Check, Facts, Step, StepError, StepPlan};
-use provision_transport::shell::quote;
+use crate::swarm::commands;
+use crate::swarm::node::Availability;
+use crate::swarm::step::{self, On, SwarmPlanner, SwarmStep};
+use provision_engine::inventory::Role;
+use provision_engine::step::{Action, Change, Check, Step, StepError, StepPlan};
 use serde::Deserialize;
-use std::collections::BTreeMap;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -17,10 +17,8 @@ struct Params {
     drain_managers: bool,
 }
 
+/// Plans the managers' availability; the frame around it is [`SwarmStep`].
 pub struct NodeAvailability {
-    title: String,
-    inv: Inventory,
-    targets: Vec<String>,
     drain: bool,
 }
 
@@ -36,78 +34,39 @@ pub fn build(with: &toml::Table, ctx: &ClusterCtx<'_>) -> Result<Box<dyn Step>, 
     if p.drain_managers {
         (ctx.claim)("drain_managers", Claim::DrainsManagers);
     }
-    let targets = ctx
-        .hosts
-        .iter()
-        .filter(|h| h.has_role(Role::Manager))
-        .map(|h| h.name.clone())
-        .collect();
-    Ok(Box::new(NodeAvailability {
-        title: ctx.title.to_string(),
-        inv: ctx.inventory.clone(),
-        targets,
+    let targets = step::selected_managers(ctx);
+    let planner = NodeAvailability {
         drain: p.drain_managers,
-    }))
+    };
+    Ok(SwarmStep::boxed(ctx, targets, planner))
 }
 
-pub fn availability_command(node: &str, availability: &str) -> String {
-    format!(
-        "docker node update --availability {} {}",
-        quote(availability),
-        quote(node)
-    )
-}
-
-impl Step for NodeAvailability {
-    fn title(&self) -> &str {
-        &self.title
-    }
-
-    fn targets(&self) -> Vec<String> {
-        self.targets.clone()
-    }
-
-    fn fact_hosts(&self) -> Vec<String> {
-        self.inv.managers().map(|h| h.name.clone()).collect()
-    }
-
-    fn gather(&self, host: &str) -> Option<String> {
-        Some(swarm_facts::gather_for(&self.inv, host))
-    }
-
-    fn secret_values(&self, _host: &str, facts: &Facts) -> Vec<String> {
-        swarm_facts::tokens_in(facts)
-    }
-
-    fn plan(&self, facts: &BTreeMap<String, Facts>) -> StepPlan {
-        let swarms = swarm_facts::parse_all(facts);
-        let view = swarm_facts::view(&self.inv, &swarms);
-        let want = if self.drain { "drain" } else { "active" };
+impl SwarmPlanner for NodeAvailability {
+    fn plan(&self, on: &On<'_>) -> StepPlan {
+        let want = if self.drain {
+            Availability::Drain
+        } else {
+            Availability::Active
+        };
         let mut out = StepPlan::default();
-        for t in self.targets.iter().filter(|t| facts.contains_key(*t)) {
-            let check = match &view {
+        for t in on.reachable_targets() {
+            let check = match &on.swarm.view {
                 Err(e) => Err(e.clone()),
                 Ok(None) => {
-                    let via = self
-                        .inv
-                        .managers()
-                        .next()
-                        .map(|h| h.name.clone())
-                        .unwrap_or_default();
-                    if want == "active" {
+                    if want == Availability::Active {
                         Ok(Check::Ok("active once joined (the default)".into()))
                     } else {
                         Ok(Check::Change(vec![Change::new(
                             "drain (managers only manage)",
                             vec![Action::RunOn {
-                                host: via,
-                                script: availability_command(t, want),
+                                host: on.first_manager(),
+                                script: commands::node_availability(t, want),
                                 stdin: None,
                             }],
                         )]))
                     }
                 }
-                Ok(Some(v)) => match v.node_of(t, swarms.get(t).and_then(|s| s.as_ref().ok())) {
+                Ok(Some(v)) => match v.node_of(t, on.swarm.host(t)) {
                     None => Err(StepError::new(format!(
                         "{t} is not a node of swarm {}",
                         v.short_id()
@@ -118,7 +77,7 @@ impl Step for NodeAvailability {
                         format!("{} -> {want}", n.availability),
                         vec![Action::RunOn {
                             host: v.via.clone(),
-                            script: availability_command(&n.id, want),
+                            script: commands::node_availability(&n.id, want),
                             stdin: None,
                         }],
                     )])),
@@ -134,6 +93,9 @@ impl Step for NodeAvailability {
 mod tests {
     use super::super::swarm_facts::fixtures;
     use super::*;
+    use provision_engine::inventory::Inventory;
+    use provision_engine::step::Facts;
+    use std::collections::BTreeMap;
 
     #[test]
     fn managers_are_drained_on_request() {
@@ -149,11 +111,11 @@ mod tests {
         )]
         .into_iter()
         .collect();
-        let s = NodeAvailability {
+        let s = SwarmStep {
             title: "a".into(),
             inv: inv.clone(),
             targets: vec!["manager-1".into()],
-            drain: true,
+            planner: NodeAvailability { drain: true },
         };
         assert_eq!(
             s.plan(&facts).hosts["manager-1"],
@@ -166,7 +128,10 @@ mod tests {
                 }]
             )]))
         );
-        let s = NodeAvailability { drain: false, ..s };
+        let s = SwarmStep {
+            planner: NodeAvailability { drain: false },
+            ..s
+        };
         assert_eq!(
             s.plan(&facts).hosts["manager-1"],
             Ok(Check::Ok("active".into()))

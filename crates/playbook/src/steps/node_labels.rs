@@ -2,11 +2,12 @@
 //! (`swarm`, `swarm-manager`, `swarm-worker`) plus each host's `labels`. Labels the
 //! inventory dropped are removed only with `prune = true`. Updates run on a manager.
 
-use super::swarm_facts::{self, SwarmView};
+use super::swarm_facts::SwarmView;
 use crate::ctx::{ClusterCtx, ParamError, params};
-use provision_engine::inventory::{Host, Inventory, Role};
-use provision_engine::step::{Action, Change, Check, Facts, Step, StepError, StepPlan};
-use provision_transport::shell::quote;
+use crate::swarm::commands;
+use crate::swarm::step::{self, On, SwarmPlanner, SwarmStep};
+use provision_engine::inventory::{Host, Role};
+use provision_engine::step::{Action, Change, Check, Step, StepError, StepPlan};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -23,29 +24,20 @@ fn yes() -> bool {
     true
 }
 
+/// Plans the labels; the frame around it is [`SwarmStep`].
 pub struct NodeLabels {
-    title: String,
-    inv: Inventory,
-    targets: Vec<String>,
     role_labels: bool,
     prune: bool,
 }
 
 pub fn build(with: &toml::Table, ctx: &ClusterCtx<'_>) -> Result<Box<dyn Step>, ParamError> {
     let p: Params = params(with, &["role_labels", "prune"])?;
-    let targets = ctx
-        .hosts
-        .iter()
-        .filter(|h| h.is_swarm_node())
-        .map(|h| h.name.clone())
-        .collect();
-    Ok(Box::new(NodeLabels {
-        title: ctx.title.to_string(),
-        inv: ctx.inventory.clone(),
-        targets,
+    let targets = step::selected_nodes(ctx);
+    let planner = NodeLabels {
         role_labels: p.role_labels,
         prune: p.prune,
-    }))
+    };
+    Ok(SwarmStep::boxed(ctx, targets, planner))
 }
 
 /// The labels a host's node must carry.
@@ -64,54 +56,14 @@ pub fn wanted(host: &Host, role_labels: bool) -> BTreeMap<String, String> {
     w
 }
 
-/// `docker node update` adding and removing labels (sorted, quoted).
-pub fn update_command(node: &str, add: &BTreeMap<String, String>, rm: &[String]) -> String {
-    let mut s = String::from("docker node update");
-    for (k, v) in add {
-        s.push_str(&format!(" --label-add {}", quote(&format!("{k}={v}"))));
-    }
-    for k in rm {
-        s.push_str(&format!(" --label-rm {}", quote(k)));
-    }
-    s.push(' ');
-    s.push_str(&quote(node));
-    s
-}
-
-impl Step for NodeLabels {
-    fn title(&self) -> &str {
-        &self.title
-    }
-
-    fn targets(&self) -> Vec<String> {
-        self.targets.clone()
-    }
-
-    fn fact_hosts(&self) -> Vec<String> {
-        self.inv.managers().map(|h| h.name.clone()).collect()
-    }
-
-    fn gather(&self, host: &str) -> Option<String> {
-        Some(swarm_facts::gather_for(&self.inv, host))
-    }
-
-    fn secret_values(&self, _host: &str, facts: &Facts) -> Vec<String> {
-        swarm_facts::tokens_in(facts)
-    }
-
-    fn plan(&self, facts: &BTreeMap<String, Facts>) -> StepPlan {
-        let swarms = swarm_facts::parse_all(facts);
-        let view = swarm_facts::view(&self.inv, &swarms);
+impl SwarmPlanner for NodeLabels {
+    fn plan(&self, on: &On<'_>) -> StepPlan {
         let mut out = StepPlan::default();
-        for t in self.targets.iter().filter(|t| facts.contains_key(*t)) {
-            let host = self.inv.host(t).expect("targets come from the inventory");
-            let check = match &view {
+        for t in on.reachable_targets() {
+            let host = on.inv.host(t).expect("targets come from the inventory");
+            let check = match &on.swarm.view {
                 Err(e) => Err(e.clone()),
-                Ok(v) => self.check_node(
-                    host,
-                    v.as_ref(),
-                    swarms.get(t).and_then(|s| s.as_ref().ok()),
-                ),
+                Ok(v) => self.check_node(on, host, v.as_ref()),
             };
             out.hosts.insert(t.clone(), check);
         }
@@ -122,9 +74,9 @@ impl Step for NodeLabels {
 impl NodeLabels {
     fn check_node(
         &self,
+        on: &On<'_>,
         host: &Host,
         view: Option<&SwarmView>,
-        own: Option<&swarm_facts::HostSwarm>,
     ) -> Result<Check, StepError> {
         let wanted = wanted(host, self.role_labels);
         let describe = |m: &BTreeMap<String, String>| {
@@ -135,22 +87,16 @@ impl NodeLabels {
         };
         let Some(v) = view else {
             // No swarm yet (only under --check): label by hostname once joined.
-            let via = self
-                .inv
-                .managers()
-                .next()
-                .map(|h| h.name.clone())
-                .unwrap_or_default();
             return Ok(Check::Change(vec![Change::new(
                 format!("label {}", describe(&wanted)),
                 vec![Action::RunOn {
-                    host: via,
-                    script: update_command(&host.name, &wanted, &[]),
+                    host: on.first_manager(),
+                    script: commands::node_labels(&host.name, &wanted, &[]),
                     stdin: None,
                 }],
             )]));
         };
-        let Some(node) = v.node_of(&host.name, own) else {
+        let Some(node) = v.node_of(&host.name, on.swarm.host(&host.name)) else {
             return Err(StepError::new(format!(
                 "{} is not a node of swarm {}",
                 host.name,
@@ -190,7 +136,7 @@ impl NodeLabels {
             summary.join("; "),
             vec![Action::RunOn {
                 host: v.via.clone(),
-                script: update_command(&node.id, &add, &rm),
+                script: commands::node_labels(&node.id, &add, &rm),
                 stdin: None,
             }],
         )]))
@@ -202,20 +148,25 @@ mod tests {
     use super::super::swarm_facts::fixtures;
     use super::*;
 
+    use provision_engine::inventory::Inventory;
+    use provision_engine::step::Facts;
+
     fn inventory() -> Inventory {
         let t = "name = \"t\"\n[[hosts]]\nname = \"manager-1\"\naddress = \"127.0.0.1\"\nport = 2201\nprivate_ip = \"10.10.0.12\"\nroles = [\"manager\"]\n\
                  [[hosts]]\nname = \"worker-1\"\naddress = \"127.0.0.1\"\nport = 2202\nprivate_ip = \"10.10.0.13\"\nroles = [\"worker\"]\nlabels = { zone = \"a b\" }\n";
         Inventory::parse(t, std::path::Path::new("c.toml"), &Default::default()).unwrap()
     }
 
-    fn step(prune: bool) -> NodeLabels {
+    fn step(prune: bool) -> SwarmStep<NodeLabels> {
         let inv = inventory();
-        NodeLabels {
+        SwarmStep {
             title: "labels".into(),
             targets: vec!["manager-1".into(), "worker-1".into()],
             inv,
-            role_labels: true,
-            prune,
+            planner: NodeLabels {
+                role_labels: true,
+                prune,
+            },
         }
     }
 
@@ -240,18 +191,6 @@ mod tests {
         ]
         .into_iter()
         .collect()
-    }
-
-    #[test]
-    fn command_is_exact() {
-        let add = BTreeMap::from([
-            ("zone".to_string(), "a b".to_string()),
-            ("swarm".to_string(), "true".to_string()),
-        ]);
-        assert_eq!(
-            update_command("w1", &add, &["old".into()]),
-            "docker node update --label-add swarm=true --label-add 'zone=a b' --label-rm old w1"
-        );
     }
 
     #[test]

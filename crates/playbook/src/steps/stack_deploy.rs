@@ -5,11 +5,14 @@
 //! the shell (never in argv). A stamp of what was deployed makes re-runs a no-op
 //! until the rendered stack changes; optionally waits for the services to converge.
 
-use super::stack_release::{self, Dump, Job, Release, Todo};
-use super::swarm_facts;
+use super::stack_release::{
+    self, DeployOptions, Dump, EXPORT_ENV, Job, Release, STAMP, Todo, wait_script,
+};
 use crate::ctx::{Claim, ClusterCtx, ParamError, params};
+use crate::swarm::commands;
+use crate::swarm::step::{self, On, SwarmPlanner, SwarmStep};
 use provision_engine::inventory::Inventory;
-use provision_engine::step::{Action, Change, Check, Facts, FileDiff, Step, StepPlan};
+use provision_engine::step::{Action, Change, Check, FileDiff, Step, StepPlan};
 use provision_transport::shell::quote;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -89,10 +92,8 @@ const KNOWN: &[&str] = &[
     "rollback",
 ];
 
+/// Plans the stack's deploy; the frame around it is [`SwarmStep`].
 pub struct StackDeploy {
-    title: String,
-    inv: Inventory,
-    targets: Vec<String>,
     name: String,
     dir: String,
     compose: String,
@@ -100,15 +101,6 @@ pub struct StackDeploy {
     hash: String,
     deploy: DeployOptions,
     release: Option<Release>,
-}
-
-/// The flags of `docker stack deploy` and the wait.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeployOptions {
-    pub resolve_image: String,
-    pub with_registry_auth: bool,
-    pub prune: bool,
-    pub wait: Option<u64>,
 }
 
 pub fn build(with: &toml::Table, ctx: &ClusterCtx<'_>) -> Result<Box<dyn Step>, ParamError> {
@@ -170,22 +162,14 @@ pub fn build(with: &toml::Table, ctx: &ClusterCtx<'_>) -> Result<Box<dyn Step>, 
         h.update(e.as_bytes());
     }
     let hash: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    let targets = ctx
-        .hosts
-        .iter()
-        .filter(|h| h.has_role(provision_engine::inventory::Role::Manager))
-        .map(|h| h.name.clone())
-        .collect::<Vec<_>>();
+    let targets = step::selected_managers(ctx);
     if targets.is_empty() {
         return Err(
             ParamError::new(None, "stack_deploy needs managers among its hosts")
                 .help("use hosts = \"manager\""),
         );
     }
-    Ok(Box::new(StackDeploy {
-        title: ctx.title.to_string(),
-        inv: ctx.inventory.clone(),
-        targets,
+    let planner = StackDeploy {
         dir: p
             .dir
             .unwrap_or_else(|| format!("/opt/provision/stacks/{}", p.name)),
@@ -200,7 +184,8 @@ pub fn build(with: &toml::Table, ctx: &ClusterCtx<'_>) -> Result<Box<dyn Step>, 
             wait: p.wait.then_some(p.wait_timeout),
         },
         release,
-    }))
+    };
+    Ok(SwarmStep::boxed(ctx, targets, planner))
 }
 
 /// How long the deploy command may run: its own waits (dump, migration, convergence, and a
@@ -336,11 +321,6 @@ pub fn manager_only_services(compose: &str, inv: &Inventory) -> Vec<(String, Str
     out
 }
 
-pub const STAMP: &str = ".provision-deployed";
-
-/// Exports each `KEY=value` line of `.env` verbatim (shell builtins only: no value reaches an argv).
-pub const EXPORT_ENV: &str = "while IFS= read -r l || [ -n \"$l\" ]; do case \"$l\" in ''|'#'*) continue;; esac; export \"${l%%=*}=${l#*=}\"; done < .env; ";
-
 /// Facts of the stack on a manager, after the swarm facts: the stamp, whether the stack
 /// exists, the versions recorded as migrated, the compose file deployed.
 pub fn stack_gather(dir: &str, name: &str) -> String {
@@ -368,40 +348,14 @@ pub fn deploy_script(
     if with_env {
         s.push_str(EXPORT_ENV);
     }
-    // `docker stack config` exists from Docker 23 on (Debian 12's docker.io is 20.10):
-    // validate where it can, else deploy reports the same errors itself.
-    s.push_str("if docker stack --help 2>/dev/null | grep -q '^  config '; then docker stack config -c docker-compose.yml >/dev/null; fi; ");
+    s.push_str(&commands::validate_compose(""));
     // The flags as the release scripts record them (resolve_image is a checked keyword).
     s.push_str(&format!(
-        "docker stack deploy -c docker-compose.yml {} {}; printf '%s\\n' {} > {STAMP}",
-        stack_release::deploy_flags(o),
-        quote(name),
+        "{}; printf '%s\\n' {} > {STAMP}",
+        commands::stack_deploy(&stack_release::deploy_flags(o), name),
         quote(hash)
     ));
     s
-}
-
-/// Waits until every service of the stack runs all its replicas, or fails after
-/// `timeout` seconds listing the tasks that do not run and their errors.
-pub fn wait_script(name: &str, timeout: u64) -> String {
-    let n = quote(name);
-    // Replica counts alone say 2/2 in the middle of a rolling update (the old
-    // tasks still run): also wait for every service's update to complete, and
-    // fail when one paused on errors. The first pause lets the updater start. Each poll starts
-    // the docker CLI three times: 5 s apart, polls leave a small manager's CPU to the update.
-    format!(
-        "end=$(( $(date +%s) + {timeout} )); sleep 2; while :; do \
-         pending=$(docker stack services {n} --format '{{{{.Name}}}} {{{{.Replicas}}}}' | awk '{{split($2, r, \"/\"); if (r[1] != r[2]) print $1 \" \" $2}}'); \
-         states=$(docker stack services -q {n} | xargs -r docker service inspect --format '{{{{.Spec.Name}}}} {{{{if .UpdateStatus}}}}{{{{.UpdateStatus.State}}}} {{{{.UpdateStatus.Message}}}}{{{{end}}}}'); \
-         failed=$(printf '%s\\n' \"$states\" | awk '$2 == \"paused\" || $2 == \"rollback_paused\"'); \
-         if [ -n \"$failed\" ]; then echo \"service update paused on errors: $failed\" >&2; \
-         docker stack ps {n} --no-trunc --format '{{{{.Name}}}} {{{{.CurrentState}}}} {{{{.Error}}}}' | grep -v ' Running ' | head -n 5 >&2 || true; exit 1; fi; \
-         updating=$(printf '%s\\n' \"$states\" | awk '$2 == \"updating\" || $2 == \"rollback_started\" {{ print $1 \" \" $2 }}'); \
-         [ -z \"$pending$updating\" ] && exit 0; \
-         if [ \"$(date +%s)\" -ge \"$end\" ]; then echo \"services not converged after {timeout}s: $pending $updating\" >&2; \
-         docker stack ps {n} --no-trunc --filter desired-state=running --format '{{{{.Name}}}} {{{{.CurrentState}}}} {{{{.Error}}}}' | grep -v ' Running ' >&2 || true; exit 1; fi; \
-         sleep 5; done"
-    )
 }
 
 /// The stack part of a manager's facts.
@@ -445,61 +399,30 @@ pub fn parse_stack(stdout: &str) -> (String, StackFacts) {
     (swarm.to_string(), f)
 }
 
-impl Step for StackDeploy {
-    fn title(&self) -> &str {
-        &self.title
+impl SwarmPlanner for StackDeploy {
+    /// The stack's state follows the swarm facts on each manager.
+    fn more_facts(&self, _host: &str) -> Option<String> {
+        Some(stack_gather(&self.dir, &self.name))
     }
 
-    fn targets(&self) -> Vec<String> {
-        self.targets.clone()
-    }
-
-    fn fact_hosts(&self) -> Vec<String> {
-        self.inv.managers().map(|h| h.name.clone()).collect()
-    }
-
-    fn gather(&self, host: &str) -> Option<String> {
-        Some(format!(
-            "{}; {}",
-            swarm_facts::gather_for(&self.inv, host),
-            stack_gather(&self.dir, &self.name)
-        ))
-    }
-
-    fn secret_values(&self, _host: &str, facts: &Facts) -> Vec<String> {
-        swarm_facts::tokens_in(&Facts::new(parse_stack(&facts.stdout).0))
+    fn swarm_part(&self, stdout: &str) -> String {
+        parse_stack(stdout).0
     }
 
     fn timeout(&self) -> Option<std::time::Duration> {
         Some(budget(&self.deploy, self.release.as_ref()))
     }
 
-    fn plan(&self, facts: &BTreeMap<String, Facts>) -> StepPlan {
-        let parsed: BTreeMap<String, (Facts, StackFacts)> = facts
+    fn plan(&self, on: &On<'_>) -> StepPlan {
+        let parsed: BTreeMap<String, StackFacts> = on
+            .facts
             .iter()
-            .map(|(h, f)| {
-                let (swarm, stack) = parse_stack(&f.stdout);
-                (
-                    h.clone(),
-                    (
-                        Facts {
-                            stdout: swarm,
-                            exit_status: f.exit_status,
-                        },
-                        stack,
-                    ),
-                )
-            })
+            .map(|(h, f)| (h.clone(), parse_stack(&f.stdout).1))
             .collect();
-        let swarm_only: BTreeMap<String, Facts> = parsed
-            .iter()
-            .map(|(h, (f, _))| (h.clone(), f.clone()))
-            .collect();
-        let swarms = swarm_facts::parse_all(&swarm_only);
         let mut out = StepPlan::default();
-        let view = match swarm_facts::view(&self.inv, &swarms) {
+        let view = match &on.swarm.view {
             Err(e) => {
-                for t in self.targets.iter().filter(|t| facts.contains_key(*t)) {
+                for t in on.reachable_targets() {
                     out.hosts.insert(t.clone(), Err(e.clone()));
                 }
                 return out;
@@ -507,23 +430,21 @@ impl Step for StackDeploy {
             Ok(v) => v,
         };
         // Deploy through the leader (or the first manager, before the swarm exists under --check).
-        let via = view.as_ref().map(|v| v.via.clone()).or_else(|| {
-            self.targets
-                .iter()
-                .find(|t| facts.contains_key(*t))
-                .cloned()
-        });
-        let stack_exists = view.is_some() && parsed.values().any(|(_, s)| s.exists);
+        let via = view
+            .as_ref()
+            .map(|v| v.via.clone())
+            .or_else(|| on.reachable_targets().next().cloned());
+        let stack_exists = view.is_some() && parsed.values().any(|s| s.exists);
         let up_to_date = stack_exists
             && parsed
                 .values()
-                .any(|(_, s)| s.stamp.as_deref() == Some(self.hash.as_str()));
+                .any(|s| s.stamp.as_deref() == Some(self.hash.as_str()));
         let deployed = via
             .as_ref()
             .and_then(|v| parsed.get(v))
-            .and_then(|(_, s)| s.version.clone());
+            .and_then(|s| s.version.clone());
         let todo = self.todo(up_to_date, stack_exists, deployed.as_deref(), &parsed);
-        for t in self.targets.iter().filter(|t| facts.contains_key(*t)) {
+        for t in on.reachable_targets() {
             let check = if !todo.deploy && !todo.migrate && !todo.record {
                 Ok(Check::Ok(format!(
                     "stack {} up to date ({}){}",
@@ -535,7 +456,7 @@ impl Step for StackDeploy {
                         .unwrap_or_default()
                 )))
             } else if Some(t) == via.as_ref() {
-                let before = parsed.get(t).and_then(|(_, s)| s.compose.clone());
+                let before = parsed.get(t).and_then(|s| s.compose.clone());
                 Ok(Check::Change(vec![self.change(
                     before,
                     todo,
@@ -562,7 +483,7 @@ impl StackDeploy {
         up_to_date: bool,
         stack_exists: bool,
         deployed: Option<&str>,
-        parsed: &BTreeMap<String, (Facts, StackFacts)>,
+        parsed: &BTreeMap<String, StackFacts>,
     ) -> Todo {
         let deploy = !up_to_date;
         let Some(r) = self.release.as_ref().filter(|r| r.migrate.is_some()) else {
@@ -573,7 +494,7 @@ impl StackDeploy {
             };
         };
         let config = stack_release::migrated_config(&self.name, &r.version);
-        let recorded = parsed.values().any(|(_, s)| s.migrated.contains(&config));
+        let recorded = parsed.values().any(|s| s.migrated.contains(&config));
         let migrate = !recorded && stack_exists && deployed != Some(r.version.as_str());
         Todo {
             deploy,
@@ -704,6 +625,7 @@ impl StackDeploy {
 mod tests {
     use super::super::swarm_facts::fixtures;
     use super::*;
+    use provision_engine::step::Facts;
 
     /// The deploy command may run as long as its own waits need, and never less than the
     /// run's default: the run's command timeout must not cut an upgrade's migration short.
@@ -741,62 +663,6 @@ mod tests {
             budget(&quick, None),
             provision_engine::runner::DEFAULT_COMMAND_TIMEOUT
         );
-    }
-
-    /// The wait script against a stand-in `docker` on PATH: replicas already
-    /// 2/2 but the update still running, then completed (exit 0); or paused on
-    /// errors (exit 1, with Docker's message).
-    #[test]
-    fn wait_script_waits_for_rolling_updates() {
-        let run = |states: &[&str]| {
-            let tmp = tempfile::tempdir().unwrap();
-            let dir = tmp.path();
-            let mut script = String::from(
-                "#!/bin/sh\nn=$(cat \"$0.n\" 2>/dev/null || echo 0)\ncase \"$*\" in\n",
-            );
-            script.push_str("  'stack services demo --format'*) echo 'demo_web 2/2';;\n");
-            script.push_str("  'stack services -q demo') echo id1;;\n  'stack ps'*) echo 'demo_web.1 Rejected No such image';;\n");
-            script.push_str("  'service inspect'*) echo $((n + 1)) > \"$0.n\"; case $n in\n");
-            for (i, st) in states.iter().enumerate() {
-                script.push_str(&format!("    {i}) echo 'demo_web {st}';;\n"));
-            }
-            script.push_str(&format!(
-                "    *) echo 'demo_web {}';;\n  esac;;\nesac\n",
-                states.last().unwrap()
-            ));
-            fixtures::write_executable(&dir.join("docker"), &script);
-            let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
-            let out = std::process::Command::new("sh")
-                .args(["-c", &wait_script("demo", 60)])
-                .env("PATH", path)
-                .output()
-                .unwrap();
-            let polls: u32 = std::fs::read_to_string(dir.join("docker.n"))
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
-            (
-                out.status.code(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-                polls,
-            )
-        };
-        let (code, _, polls) = run(&["updating", "updating", "completed update completed"]);
-        assert_eq!(code, Some(0));
-        assert_eq!(
-            polls, 3,
-            "waited for the update, not only the replica count"
-        );
-        let (code, err, _) = run(&["updating", "paused update paused due to failure"]);
-        assert_eq!(code, Some(1));
-        assert!(
-            err.contains(
-                "service update paused on errors: demo_web paused update paused due to failure"
-            ),
-            "{err}"
-        );
-        assert!(err.contains("No such image"), "{err}");
     }
 
     #[test]
@@ -839,11 +705,8 @@ mod tests {
         );
     }
 
-    fn step(inv: &Inventory) -> StackDeploy {
-        StackDeploy {
-            title: "stack".into(),
-            inv: inv.clone(),
-            targets: vec!["manager-1".into()],
+    fn step(inv: &Inventory) -> SwarmStep<StackDeploy> {
+        let planner = StackDeploy {
             name: "demo".into(),
             dir: "/opt/s".into(),
             compose: "services: {}\n".into(),
@@ -856,6 +719,12 @@ mod tests {
                 wait: Some(60),
             },
             release: None,
+        };
+        SwarmStep {
+            title: "stack".into(),
+            inv: inv.clone(),
+            targets: vec!["manager-1".into()],
+            planner,
         }
     }
 
@@ -922,9 +791,9 @@ mod tests {
         }
     }
 
-    fn versioned(inv: &Inventory) -> StackDeploy {
+    fn versioned(inv: &Inventory) -> SwarmStep<StackDeploy> {
         let mut s = step(inv);
-        s.release = Some(Release {
+        s.planner.release = Some(Release {
             version: "2.0".into(),
             migrate: Some(Job {
                 service: "api".into(),
@@ -987,8 +856,8 @@ mod tests {
                 "/opt/s",
                 "demo",
                 "0123456789abcdef0123",
-                &s.deploy,
-                s.release.as_ref().unwrap(),
+                &s.planner.deploy,
+                s.planner.release.as_ref().unwrap(),
                 Todo {
                     deploy: true,
                     migrate: true,

@@ -9,8 +9,45 @@
 //! to are recorded on the cluster (raft), as Docker configs named by [`migrated_config`], so
 //! a re-run from any manager does not migrate again.
 
-use super::stack_deploy::{DeployOptions, EXPORT_ENV, STAMP, wait_script};
+use crate::swarm::commands;
 use provision_transport::shell::quote;
+
+/// The flags of `docker stack deploy` and the wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployOptions {
+    pub resolve_image: String,
+    pub with_registry_auth: bool,
+    pub prune: bool,
+    pub wait: Option<u64>,
+}
+
+pub const STAMP: &str = ".provision-deployed";
+
+/// Exports each `KEY=value` line of `.env` verbatim (shell builtins only: no value reaches an argv).
+pub const EXPORT_ENV: &str = "while IFS= read -r l || [ -n \"$l\" ]; do case \"$l\" in ''|'#'*) continue;; esac; export \"${l%%=*}=${l#*=}\"; done < .env; ";
+
+/// Waits until every service of the stack runs all its replicas, or fails after
+/// `timeout` seconds listing the tasks that do not run and their errors.
+pub fn wait_script(name: &str, timeout: u64) -> String {
+    let n = quote(name);
+    // Replica counts alone say 2/2 in the middle of a rolling update (the old
+    // tasks still run): also wait for every service's update to complete, and
+    // fail when one paused on errors. The first pause lets the updater start. Each poll starts
+    // the docker CLI three times: 5 s apart, polls leave a small manager's CPU to the update.
+    format!(
+        "end=$(( $(date +%s) + {timeout} )); sleep 2; while :; do \
+         pending=$(docker stack services {n} --format '{{{{.Name}}}} {{{{.Replicas}}}}' | awk '{{split($2, r, \"/\"); if (r[1] != r[2]) print $1 \" \" $2}}'); \
+         states=$(docker stack services -q {n} | xargs -r docker service inspect --format '{{{{.Spec.Name}}}} {{{{if .UpdateStatus}}}}{{{{.UpdateStatus.State}}}} {{{{.UpdateStatus.Message}}}}{{{{end}}}}'); \
+         failed=$(printf '%s\\n' \"$states\" | awk '$2 == \"paused\" || $2 == \"rollback_paused\"'); \
+         if [ -n \"$failed\" ]; then echo \"service update paused on errors: $failed\" >&2; \
+         docker stack ps {n} --no-trunc --format '{{{{.Name}}}} {{{{.CurrentState}}}} {{{{.Error}}}}' | grep -v ' Running ' | head -n 5 >&2 || true; exit 1; fi; \
+         updating=$(printf '%s\\n' \"$states\" | awk '$2 == \"updating\" || $2 == \"rollback_started\" {{ print $1 \" \" $2 }}'); \
+         [ -z \"$pending$updating\" ] && exit 0; \
+         if [ \"$(date +%s)\" -ge \"$end\" ]; then echo \"services not converged after {timeout}s: $pending $updating\" >&2; \
+         docker stack ps {n} --no-trunc --filter desired-state=running --format '{{{{.Name}}}} {{{{.CurrentState}}}} {{{{.Error}}}}' | grep -v ' Running ' >&2 || true; exit 1; fi; \
+         sleep 5; done"
+    )
+}
 
 /// A one-shot task run from a service of the stack: its image, environment, networks
 /// (and mounts, for the migration), with another command.
@@ -78,11 +115,11 @@ pub fn deploy_flags(o: &DeployOptions) -> String {
 fn functions(name: &str, wait: u64) -> String {
     format!(
         "say() {{ printf '%s\\n' \"$*\" >&2; }}; \
-         deploy_once() ( [ ! -f .env ] || {EXPORT_ENV}if docker stack --help 2>/dev/null | grep -q '^  config '; then docker stack config -c docker-compose.yml >/dev/null || exit 1; fi; \
-         docker stack deploy -c docker-compose.yml $flags {n} ); \
+         deploy_once() ( [ ! -f .env ] || {EXPORT_ENV}{validate}{deploy} ); \
          deploy() {{ n=1; until deploy_once; do [ \"$n\" -lt 5 ] || return 1; say \"docker stack deploy failed (attempt $n of 5): trying again in 5 s\"; n=$((n + 1)); sleep 5; done; }}; \
          converge() ( {wait} ); {JOB}",
-        n = quote(name),
+        validate = commands::validate_compose(" || exit 1"),
+        deploy = commands::stack_deploy("$flags", name),
         wait = wait_script(name, wait),
     )
 }
@@ -238,7 +275,7 @@ pub fn rollback_script(dir: &str, name: &str, wait: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::swarm_facts::fixtures::write_executable;
+    use crate::swarm::testing::write_executable;
     use super::*;
     use std::path::Path;
 
@@ -620,5 +657,61 @@ esac
         let (code, err, _) = run(root.path(), root.path(), &script, "none");
         assert_eq!(code, Some(1));
         says(&err, "nothing to roll back to");
+    }
+
+    /// The wait script against a stand-in `docker` on PATH: replicas already
+    /// 2/2 but the update still running, then completed (exit 0); or paused on
+    /// errors (exit 1, with Docker's message).
+    #[test]
+    fn wait_script_waits_for_rolling_updates() {
+        let run = |states: &[&str]| {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path();
+            let mut script = String::from(
+                "#!/bin/sh\nn=$(cat \"$0.n\" 2>/dev/null || echo 0)\ncase \"$*\" in\n",
+            );
+            script.push_str("  'stack services demo --format'*) echo 'demo_web 2/2';;\n");
+            script.push_str("  'stack services -q demo') echo id1;;\n  'stack ps'*) echo 'demo_web.1 Rejected No such image';;\n");
+            script.push_str("  'service inspect'*) echo $((n + 1)) > \"$0.n\"; case $n in\n");
+            for (i, st) in states.iter().enumerate() {
+                script.push_str(&format!("    {i}) echo 'demo_web {st}';;\n"));
+            }
+            script.push_str(&format!(
+                "    *) echo 'demo_web {}';;\n  esac;;\nesac\n",
+                states.last().unwrap()
+            ));
+            write_executable(&dir.join("docker"), &script);
+            let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
+            let out = std::process::Command::new("sh")
+                .args(["-c", &wait_script("demo", 60)])
+                .env("PATH", path)
+                .output()
+                .unwrap();
+            let polls: u32 = std::fs::read_to_string(dir.join("docker.n"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+                polls,
+            )
+        };
+        let (code, _, polls) = run(&["updating", "updating", "completed update completed"]);
+        assert_eq!(code, Some(0));
+        assert_eq!(
+            polls, 3,
+            "waited for the update, not only the replica count"
+        );
+        let (code, err, _) = run(&["updating", "paused update paused due to failure"]);
+        assert_eq!(code, Some(1));
+        assert!(
+            err.contains(
+                "service update paused on errors: demo_web paused update paused due to failure"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("No such image"), "{err}");
     }
 }

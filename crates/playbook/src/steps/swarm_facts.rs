@@ -2,6 +2,8 @@
 //! and, on managers, the node list and join tokens; plus THE swarm as seen from
 //! the managers, shared by every swarm step.
 
+use crate::swarm::commands::manager_addr;
+use crate::swarm::node::{Availability, LocalNodeState, NodeRole, NodeState, Reachability};
 use provision_engine::inventory::{Host, Inventory, Role};
 use provision_engine::step::{Facts, StepError};
 use serde::Deserialize;
@@ -25,14 +27,6 @@ pub fn gather(manager: bool) -> String {
     s
 }
 
-/// The swarm's control-plane port.
-pub const SWARM_PORT: u16 = 2377;
-
-/// A manager's raft address as Docker writes it: `10.0.0.1:2377`, `[fd00::1]:2377`.
-pub fn manager_addr(ip: &str) -> String {
-    provision_transport::addr::with_port(ip, SWARM_PORT)
-}
-
 /// Docker's view of the local node (`docker info` .Swarm).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
@@ -41,9 +35,8 @@ pub struct SwarmInfo {
     pub node_id: String,
     #[serde(default)]
     pub node_addr: String,
-    /// inactive | pending | active | error | locked
     #[serde(default)]
-    pub local_node_state: String,
+    pub local_node_state: LocalNodeState,
     #[serde(default)]
     pub control_available: bool,
     #[serde(default)]
@@ -76,15 +69,53 @@ pub struct RemoteManager {
 pub struct NodeInfo {
     pub id: String,
     pub hostname: String,
-    pub role: String,
-    pub availability: String,
+    pub role: NodeRole,
+    pub availability: Availability,
     pub labels: BTreeMap<String, String>,
-    pub state: String,
+    pub state: NodeState,
     pub addr: String,
     pub leader: bool,
-    pub reachability: String,
+    /// None without a manager status: a worker, or a manager `--force-new-cluster` dropped.
+    pub reachability: Option<Reachability>,
     pub manager_addr: String,
     pub engine_version: String,
+}
+
+impl NodeInfo {
+    /// A manager that counts for the quorum: one with a manager status. After
+    /// `--force-new-cluster` the dropped managers keep their role but have none.
+    pub fn raft_member(&self) -> bool {
+        self.role == NodeRole::Manager && self.reachability.is_some()
+    }
+
+    /// A manager the other managers reach.
+    pub fn reachable(&self) -> bool {
+        self.reachability == Some(Reachability::Reachable)
+    }
+}
+
+/// The managers' raft as a node list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Raft<'a> {
+    pub members: Vec<&'a NodeInfo>,
+}
+
+impl<'a> Raft<'a> {
+    pub fn of(nodes: &'a [NodeInfo]) -> Self {
+        Raft {
+            members: nodes.iter().filter(|n| n.raft_member()).collect(),
+        }
+    }
+
+    /// Members the other managers reach.
+    pub fn reachable(&self) -> usize {
+        self.members.iter().filter(|n| n.reachable()).count()
+    }
+
+    /// Members a majority needs.
+    pub fn needed(&self) -> usize {
+        self.members.len() / 2 + 1
+    }
 }
 
 #[derive(Deserialize)]
@@ -108,9 +139,9 @@ struct RawSpec {
     #[serde(default)]
     labels: Option<BTreeMap<String, String>>,
     #[serde(default)]
-    role: String,
+    role: NodeRole,
     #[serde(default)]
-    availability: String,
+    availability: Availability,
 }
 
 #[derive(Deserialize, Default)]
@@ -133,7 +164,7 @@ struct RawEngine {
 #[serde(rename_all = "PascalCase")]
 struct RawStatus {
     #[serde(default)]
-    state: String,
+    state: NodeState,
     #[serde(default)]
     addr: String,
 }
@@ -179,7 +210,7 @@ impl HostSwarm {
     /// In some swarm (active, locked, pending or in error).
     pub fn in_a_swarm(&self) -> bool {
         self.info()
-            .is_some_and(|i| !i.local_node_state.is_empty() && i.local_node_state != "inactive")
+            .is_some_and(|i| i.local_node_state != LocalNodeState::Inactive)
     }
 
     pub fn cluster_id(&self) -> Option<&str> {
@@ -233,7 +264,8 @@ pub fn parse(stdout: &str) -> Result<HostSwarm, String> {
                     state: raw.status.state,
                     addr: raw.status.addr,
                     leader: ms.leader,
-                    reachability: ms.reachability,
+                    // Docker leaves it empty without a manager status.
+                    reachability: ms.reachability.parse().ok(),
                     manager_addr: ms.addr,
                     engine_version: raw.description.engine.engine_version,
                 });
@@ -266,6 +298,28 @@ pub fn parse_all(
         .collect()
 }
 
+/// One read of the swarm from every host's facts: each host's own state, and THE swarm as
+/// the managers see it. Every swarm step plans from one.
+#[derive(Debug, Clone)]
+pub struct Swarm {
+    pub hosts: BTreeMap<String, Result<HostSwarm, StepError>>,
+    /// None while no reachable manager controls a swarm; an error when managers disagree.
+    pub view: Result<Option<SwarmView>, StepError>,
+}
+
+impl Swarm {
+    pub fn read(inv: &Inventory, facts: &BTreeMap<String, Facts>) -> Self {
+        let hosts = parse_all(facts);
+        let view = view(inv, &hosts);
+        Swarm { hosts, view }
+    }
+
+    /// A host's own swarm state, when its facts parsed.
+    pub fn host(&self, host: &str) -> Option<&HostSwarm> {
+        self.hosts.get(host).and_then(|s| s.as_ref().ok())
+    }
+}
+
 /// THE swarm, as the reachable managers of the inventory see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SwarmView {
@@ -295,6 +349,11 @@ impl SwarmView {
 
     pub fn short_id(&self) -> &str {
         &self.cluster_id[..self.cluster_id.len().min(12)]
+    }
+
+    /// The node that leads the raft, when one does.
+    pub fn leader(&self) -> Option<&NodeInfo> {
+        self.nodes.iter().find(|n| n.leader)
     }
 }
 
@@ -400,13 +459,9 @@ pub fn tokens_in(facts: &Facts) -> Vec<String> {
 pub(crate) mod fixtures {
     //! Captured from docker.io 20.10.24 on Debian 12 (lab VMs), trimmed.
 
-    /// Writes an executable stand-in (for `docker`, `curl`) that a script run
-    /// locally finds first on PATH.
-    pub fn write_executable(path: &std::path::Path, body: &str) {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::write(path, body).unwrap();
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    use provision_engine::inventory::Inventory;
+    use provision_engine::step::Facts;
+    use std::collections::BTreeMap;
 
     pub const INACTIVE: &str = "== info\n{\"NodeID\":\"\",\"NodeAddr\":\"\",\"LocalNodeState\":\"inactive\",\"ControlAvailable\":false,\"Error\":\"\",\"RemoteManagers\":null}\n";
 
@@ -433,6 +488,27 @@ pub(crate) mod fixtures {
         }
         s.push_str("== tokens\nSWMTKN-1-worker-token\nSWMTKN-1-manager-token\n");
         s
+    }
+
+    /// An inventory of managers `manager-N` (private IPs from 10.10.0.11) and workers
+    /// `worker-N` (from 10.10.0.31).
+    pub fn inventory(managers: usize, workers: usize) -> Inventory {
+        let mut t = String::from("name = \"t\"\n");
+        for i in 1..=managers {
+            t.push_str(&format!("[[hosts]]\nname = \"manager-{i}\"\naddress = \"127.0.0.1\"\nport = {}\nprivate_ip = \"10.10.0.{}\"\nroles = [\"manager\"]\n", 2200 + i, 10 + i));
+        }
+        for i in 1..=workers {
+            t.push_str(&format!("[[hosts]]\nname = \"worker-{i}\"\naddress = \"127.0.0.1\"\nport = {}\nprivate_ip = \"10.10.0.{}\"\nroles = [\"worker\"]\n", 2300 + i, 30 + i));
+        }
+        Inventory::parse(&t, std::path::Path::new("c.toml"), &Default::default()).unwrap()
+    }
+
+    /// Facts by host, as the runner hands them to a plan.
+    pub fn facts(entries: &[(&str, String)]) -> BTreeMap<String, Facts> {
+        entries
+            .iter()
+            .map(|(h, f)| (h.to_string(), Facts::new(f.clone())))
+            .collect()
     }
 
     pub fn worker(node_id: &str) -> String {
@@ -489,7 +565,7 @@ mod tests {
             Some("true")
         );
         assert!(m.nodes[0].leader);
-        assert_eq!(m.nodes[1].role, "worker");
+        assert_eq!(m.nodes[1].role, NodeRole::Worker);
         assert_eq!(m.worker_token.as_deref(), Some("SWMTKN-1-worker-token"));
         let w = parse(&fixtures::worker("w1")).unwrap();
         assert!(w.in_a_swarm());

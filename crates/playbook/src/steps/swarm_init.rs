@@ -3,77 +3,32 @@
 //! initialised; only when every manager answers and none is in a swarm does the
 //! first one run `docker swarm init` on its private address.
 
-use super::swarm_facts::{self, HostSwarm};
 use crate::ctx::{ClusterCtx, ParamError, params};
-use provision_engine::inventory::{Inventory, Role};
-use provision_engine::step::{Action, Change, Check, Facts, Step, StepError, StepPlan};
-use provision_transport::shell::quote;
+use crate::swarm::commands;
+use crate::swarm::node::LocalNodeState;
+use crate::swarm::step::{self, On, SwarmPlanner, SwarmStep};
+use provision_engine::step::{Action, Change, Check, Step, StepError, StepPlan};
 use serde::Deserialize;
-use std::collections::BTreeMap;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct Params {}
 
-pub struct SwarmInit {
-    title: String,
-    inv: Inventory,
-    targets: Vec<String>,
-}
+/// Plans the init; the frame around it is [`SwarmStep`].
+pub struct SwarmInit;
 
 pub fn build(with: &toml::Table, ctx: &ClusterCtx<'_>) -> Result<Box<dyn Step>, ParamError> {
     let _: Params = params(with, &[])?;
-    let targets: Vec<String> = ctx
-        .hosts
-        .iter()
-        .filter(|h| h.has_role(Role::Manager))
-        .map(|h| h.name.clone())
-        .collect();
-    for h in ctx.hosts.iter().filter(|h| h.has_role(Role::Manager)) {
-        if h.private_ip.is_none() {
-            return Err(ParamError::new(
-                None,
-                format!("manager `{}` has no private_ip to advertise", h.name),
-            )
-            .help("add private_ip = \"10.0.0.x\" to the host in the inventory"));
-        }
-    }
-    Ok(Box::new(SwarmInit {
-        title: ctx.title.to_string(),
-        inv: ctx.inventory.clone(),
-        targets,
-    }))
+    let targets = step::selected_managers(ctx);
+    step::need_private_ips(ctx, &targets, "manager")?;
+    // The frame gathers on every manager of the inventory, even under --limit: a swarm
+    // anywhere forbids a new one.
+    Ok(SwarmStep::boxed(ctx, targets, SwarmInit))
 }
 
-/// `docker swarm init` advertising the private address.
-pub fn init_command(advertise_ip: &str) -> String {
-    format!("docker swarm init --advertise-addr {}", quote(advertise_ip))
-}
-
-impl Step for SwarmInit {
-    fn title(&self) -> &str {
-        &self.title
-    }
-
-    fn targets(&self) -> Vec<String> {
-        self.targets.clone()
-    }
-
-    /// Every manager of the inventory, even under --limit: a swarm anywhere forbids a new one.
-    fn fact_hosts(&self) -> Vec<String> {
-        self.inv.managers().map(|h| h.name.clone()).collect()
-    }
-
-    fn gather(&self, host: &str) -> Option<String> {
-        Some(swarm_facts::gather_for(&self.inv, host))
-    }
-
-    fn secret_values(&self, _host: &str, facts: &Facts) -> Vec<String> {
-        swarm_facts::tokens_in(facts)
-    }
-
-    fn plan(&self, facts: &BTreeMap<String, Facts>) -> StepPlan {
-        plan(&self.inv, &self.targets, facts)
+impl SwarmPlanner for SwarmInit {
+    fn plan(&self, on: &On<'_>) -> StepPlan {
+        plan(on)
     }
 }
 
@@ -84,26 +39,26 @@ enum Decision {
     Refuse(StepError),
 }
 
-fn decide(inv: &Inventory, facts: &BTreeMap<String, Facts>) -> Decision {
-    let swarms = swarm_facts::parse_all(facts);
-    if let Some(Err(e)) = swarms.values().find(|s| s.is_err()) {
+fn decide(on: &On<'_>) -> Decision {
+    let swarm = &on.swarm;
+    if let Some(Err(e)) = swarm.hosts.values().find(|s| s.is_err()) {
         return Decision::Refuse(e.clone());
     }
-    let state = |h: &str| -> Option<&HostSwarm> { swarms.get(h).and_then(|s| s.as_ref().ok()) };
-    let managers: Vec<&str> = inv.managers().map(|h| h.name.as_str()).collect();
+    let managers: Vec<&str> = on.inv.managers().map(|h| h.name.as_str()).collect();
     // Locked managers hold the swarm but cannot act: say how to unlock.
     if let Some(h) = managers.iter().find(|m| {
-        state(m)
+        swarm
+            .host(m)
             .and_then(|s| s.info())
-            .is_some_and(|i| i.local_node_state == "locked")
+            .is_some_and(|i| i.local_node_state == LocalNodeState::Locked)
     }) {
         return Decision::Refuse(
             StepError::new(format!("the swarm is locked on {h} (autolock)"))
                 .hint("unlock it with `docker swarm unlock` and the unlock key (or `provision restore`), then re-run"),
         );
     }
-    match swarm_facts::view(inv, &swarms) {
-        Err(e) => return Decision::Refuse(e),
+    match &swarm.view {
+        Err(e) => return Decision::Refuse(e.clone()),
         Ok(Some(v)) => {
             return Decision::Exists(format!(
                 "swarm {} exists (managed through {})",
@@ -115,7 +70,7 @@ fn decide(inv: &Inventory, facts: &BTreeMap<String, Facts>) -> Decision {
     }
     if let Some(h) = managers
         .iter()
-        .find(|m| state(m).is_some_and(|s| s.in_a_swarm()))
+        .find(|m| swarm.host(m).is_some_and(|s| s.in_a_swarm()))
     {
         // In a swarm without control: a manager of the inventory is a worker
         // somewhere, or the swarm lost quorum.
@@ -127,7 +82,7 @@ fn decide(inv: &Inventory, facts: &BTreeMap<String, Facts>) -> Decision {
     let unreachable: Vec<&str> = managers
         .iter()
         .copied()
-        .filter(|m| !facts.contains_key(*m))
+        .filter(|m| !on.facts.contains_key(*m))
         .collect();
     if !unreachable.is_empty() {
         // Never create a second swarm: an unreachable manager may hold the real one.
@@ -142,22 +97,23 @@ fn decide(inv: &Inventory, facts: &BTreeMap<String, Facts>) -> Decision {
     Decision::Init(managers.first().copied().unwrap_or_default().to_string())
 }
 
-fn plan(inv: &Inventory, targets: &[String], facts: &BTreeMap<String, Facts>) -> StepPlan {
-    let decision = decide(inv, facts);
+fn plan(on: &On<'_>) -> StepPlan {
+    let decision = decide(on);
     let mut out = StepPlan::default();
-    for t in targets.iter().filter(|t| facts.contains_key(*t)) {
+    for t in on.reachable_targets() {
         let check = match &decision {
             Decision::Exists(reason) => Ok(Check::Ok(reason.clone())),
             Decision::Refuse(e) => Err(e.clone()),
             Decision::Init(first) if first == t => {
-                let ip = inv
+                let ip = on
+                    .inv
                     .host(t)
                     .and_then(|h| h.private_ip)
                     .map(|ip| ip.to_string())
                     .unwrap_or_default();
                 Ok(Check::Change(vec![Change::new(
                     format!("init the swarm advertising {ip}"),
-                    vec![Action::run(init_command(&ip))],
+                    vec![Action::run(commands::init(&ip))],
                 )]))
             }
             Decision::Init(first) => Ok(Check::Ok(format!("joins the swarm {first} creates"))),
@@ -169,25 +125,14 @@ fn plan(inv: &Inventory, targets: &[String], facts: &BTreeMap<String, Facts>) ->
 
 #[cfg(test)]
 mod tests {
-    use super::super::swarm_facts::fixtures;
+    use super::super::swarm_facts::fixtures::{self, facts, inventory};
     use super::*;
+    use provision_engine::inventory::Inventory;
+    use provision_engine::step::Facts;
+    use std::collections::BTreeMap;
 
-    pub(crate) fn inventory(managers: usize, workers: usize) -> Inventory {
-        let mut t = String::from("name = \"t\"\n");
-        for i in 1..=managers {
-            t.push_str(&format!("[[hosts]]\nname = \"manager-{i}\"\naddress = \"127.0.0.1\"\nport = {}\nprivate_ip = \"10.10.0.{}\"\nroles = [\"manager\"]\n", 2200 + i, 10 + i));
-        }
-        for i in 1..=workers {
-            t.push_str(&format!("[[hosts]]\nname = \"worker-{i}\"\naddress = \"127.0.0.1\"\nport = {}\nprivate_ip = \"10.10.0.{}\"\nroles = [\"worker\"]\nlabels = {{ zone = \"a\" }}\n", 2300 + i, 30 + i));
-        }
-        Inventory::parse(&t, std::path::Path::new("c.toml"), &Default::default()).unwrap()
-    }
-
-    fn facts(entries: &[(&str, String)]) -> BTreeMap<String, Facts> {
-        entries
-            .iter()
-            .map(|(h, f)| (h.to_string(), Facts::new(f.clone())))
-            .collect()
+    fn plan(inv: &Inventory, targets: &[String], facts: &BTreeMap<String, Facts>) -> StepPlan {
+        super::plan(&On::read(inv, targets, facts))
     }
 
     fn targets(inv: &Inventory) -> Vec<String> {
@@ -291,22 +236,43 @@ mod tests {
         );
     }
 
-    #[test]
-    fn unknown_parameters_are_rejected() {
-        let inv = inventory(1, 0);
-        let ctx = ClusterCtx {
+    /// Runs `f` in the build context of a playbook entry selecting every host of `inv`.
+    fn with_ctx<R>(inv: &Inventory, f: impl FnOnce(&ClusterCtx<'_>) -> R) -> R {
+        f(&ClusterCtx {
             title: "swarm",
-            inventory: &inv,
+            inventory: inv,
             hosts: inv.hosts.iter().collect(),
             base_dir: std::path::Path::new("."),
             render: &|_: &str, b: &str| Ok(b.to_string()),
             has_secret: &|_: &str| false,
             claim: &|_, _| {},
-        };
+        })
+    }
+
+    #[test]
+    fn unknown_parameters_are_rejected() {
         let with: toml::Table = toml::from_str("advertise = \"x\"").unwrap();
         assert_eq!(
-            build(&with, &ctx).err().unwrap().message,
+            with_ctx(&inventory(1, 0), |ctx| build(&with, ctx).err().unwrap().message),
             "unknown parameter `advertise`"
+        );
+    }
+
+    #[test]
+    fn a_manager_without_a_private_address_is_refused() {
+        let mut inv = inventory(2, 1);
+        inv.hosts[1].private_ip = None;
+        inv.hosts[2].private_ip = None;
+        let refused = |ctor: crate::ctx::ClusterStepCtor| {
+            with_ctx(&inv, |ctx| ctor(&toml::Table::new(), ctx).err().unwrap().message)
+        };
+        assert_eq!(
+            refused(build),
+            "manager `manager-2` has no private_ip to advertise"
+        );
+        assert_eq!(
+            refused(super::super::swarm_join::build),
+            "swarm node `manager-2` has no private_ip to advertise"
         );
     }
 }

@@ -4,134 +4,48 @@
 //! on its local socket), so they appear in no command line and no log. Managers
 //! join one at a time so that quorum is never at risk.
 
-use super::swarm_facts::{self, HostSwarm, SwarmView};
+use super::swarm_facts::{self, HostSwarm, Swarm, SwarmView};
 use crate::ctx::{ClusterCtx, ParamError, params};
+use crate::swarm::commands::{self, JOIN_COMMAND, LEAVE_COMMAND, MANAGER_SETTLED};
+use crate::swarm::node::{LocalNodeState, NodeRole};
+use crate::swarm::step::{self, On, SwarmPlanner, SwarmStep};
 use provision_engine::inventory::{Inventory, Role};
-use provision_engine::step::{Action, Change, Check, Facts, Step, StepError, StepPlan};
+use provision_engine::step::{Action, Change, Check, Step, StepError, StepPlan};
 use provision_transport::shell::quote;
 use serde::Deserialize;
-use std::collections::BTreeMap;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct Params {}
 
-pub struct SwarmJoin {
-    title: String,
-    inv: Inventory,
-    targets: Vec<String>,
-}
+/// Plans the joins; the frame around it is [`SwarmStep`].
+pub struct SwarmJoin;
 
 pub fn build(with: &toml::Table, ctx: &ClusterCtx<'_>) -> Result<Box<dyn Step>, ParamError> {
     let _: Params = params(with, &[])?;
-    let mut targets = Vec::new();
-    for h in ctx.hosts.iter().filter(|h| h.is_swarm_node()) {
-        if h.private_ip.is_none() {
-            return Err(ParamError::new(
-                None,
-                format!("swarm node `{}` has no private_ip to advertise", h.name),
-            )
-            .help("add private_ip = \"10.0.0.x\" to the host in the inventory"));
-        }
-        targets.push(h.name.clone());
-    }
-    Ok(Box::new(SwarmJoin {
-        title: ctx.title.to_string(),
-        inv: ctx.inventory.clone(),
-        targets,
-    }))
+    let targets = step::selected_nodes(ctx);
+    step::need_private_ips(ctx, &targets, "swarm node")?;
+    Ok(SwarmStep::boxed(ctx, targets, SwarmJoin))
 }
 
-/// Joins through the Docker API on the local socket, with the request (token
-/// included) on stdin: `docker swarm join --token` would put it in argv.
-/// Docker stops waiting after 20 s and answers 503 "Timeout was reached before
-/// node joined" while the join goes on in the background (a slow leader, a
-/// raft catching up): that is waited out on `docker info`, not reported as a
-/// failure. Any other error prints Docker's message on stderr.
-pub const JOIN_COMMAND: &str = r#"out=$(curl -sS --fail-with-body --unix-socket /var/run/docker.sock -H 'Content-Type: application/json' --data-binary @- http://localhost/swarm/join) && exit 0
-rc=$?
-case $out in
-*'continue in the background'*) ;;
-*) printf '%s\n' "$out" >&2; exit $rc ;;
-esac
-i=0
-while [ $i -lt 300 ]; do
-  s=$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)
-  [ "$s" = active ] && exit 0
-  [ "$s" = error ] && break
-  sleep 1; i=$((i + 1))
-done
-printf 'the join did not finish: %s\n' "$(docker info --format '{{.Swarm.LocalNodeState}} {{.Swarm.Error}}' 2>&1)" >&2
-exit 1"#;
-
-/// Run on a manager that just joined: waits until the swarm reports it ready and
-/// reachable, so the next manager joins a raft whose members are all caught up
-/// (joining while one is still syncing can leave the swarm without a leader).
-pub const MANAGER_SETTLED: &str = r#"i=0
-while [ $i -lt 180 ]; do
-  [ "$(docker node inspect self --format '{{.Status.State}} {{.ManagerStatus.Reachability}}' 2>/dev/null)" = 'ready reachable' ] && exit 0
-  sleep 1; i=$((i + 1))
-done
-printf 'joined, but not a ready and reachable manager after 180 s: %s\n' "$(docker node inspect self --format '{{.Status.State}} {{.ManagerStatus.Reachability}}' 2>&1)" >&2
-exit 1"#;
-
-/// The JSON body of a join request.
-pub fn join_request(advertise_ip: &str, join_addr: &str, token: &str) -> String {
-    serde_json::json!({
-        "ListenAddr": "0.0.0.0:2377",
-        "AdvertiseAddr": swarm_facts::manager_addr(advertise_ip),
-        "DataPathAddr": advertise_ip,
-        "RemoteAddrs": [join_addr],
-        "JoinToken": token,
-    })
-    .to_string()
-}
-
-pub fn promote_command(node_id: &str) -> String {
-    format!("docker node promote {}", quote(node_id))
-}
-
-impl Step for SwarmJoin {
-    fn title(&self) -> &str {
-        &self.title
-    }
-
-    fn targets(&self) -> Vec<String> {
-        self.targets.clone()
-    }
-
-    /// The managers tell which swarm is THE swarm and hold the tokens, even when
-    /// --limit lets only a new node change.
-    fn fact_hosts(&self) -> Vec<String> {
-        self.inv.managers().map(|h| h.name.clone()).collect()
-    }
-
-    fn gather(&self, host: &str) -> Option<String> {
-        Some(swarm_facts::gather_for(&self.inv, host))
-    }
-
-    fn secret_values(&self, _host: &str, facts: &Facts) -> Vec<String> {
-        swarm_facts::tokens_in(facts)
-    }
-
-    fn plan(&self, facts: &BTreeMap<String, Facts>) -> StepPlan {
-        plan(&self.inv, &self.targets, facts)
+impl SwarmPlanner for SwarmJoin {
+    fn plan(&self, on: &On<'_>) -> StepPlan {
+        plan(on)
     }
 }
 
-fn plan(inv: &Inventory, targets: &[String], facts: &BTreeMap<String, Facts>) -> StepPlan {
-    let swarms = swarm_facts::parse_all(facts);
+fn plan(on: &On<'_>) -> StepPlan {
+    let (inv, swarm) = (on.inv, &on.swarm);
     let mut out = StepPlan::default();
-    let view = swarm_facts::view(inv, &swarms);
     let mut any_manager_joins = false;
-    for t in targets.iter().filter(|t| facts.contains_key(*t)) {
-        let check = match (&view, &swarms[t]) {
+    for t in on.reachable_targets() {
+        let check = match (&swarm.view, &swarm.hosts[t]) {
             (_, Err(e)) => Err(e.clone()),
             (Err(e), _) => Err(e.clone()),
-            (Ok(None), Ok(s)) if !s.in_a_swarm() && swarm_to_be_created(inv, &swarms) => {
+            (Ok(None), Ok(s)) if !s.in_a_swarm() && swarm_to_be_created(inv, swarm) => {
                 // Only under --check (or when swarm_init did not run): the swarm
                 // swarm_init creates does not exist yet, so there is no token.
-                let first = inv.managers().next().map(|h| h.name.clone()).unwrap_or_default();
+                let first = on.first_manager();
                 Ok(Check::Change(vec![Change::new(
                     format!("join the swarm that swarm_init creates on {first}"),
                     vec![Action::run(format!(
@@ -167,12 +81,9 @@ fn plan(inv: &Inventory, targets: &[String], facts: &BTreeMap<String, Facts>) ->
 }
 
 /// True when every manager answered and none is in a swarm: swarm_init creates it.
-fn swarm_to_be_created(
-    inv: &Inventory,
-    swarms: &BTreeMap<String, Result<HostSwarm, StepError>>,
-) -> bool {
+fn swarm_to_be_created(inv: &Inventory, swarm: &Swarm) -> bool {
     inv.managers()
-        .all(|m| matches!(swarms.get(&m.name), Some(Ok(s)) if !s.in_a_swarm()))
+        .all(|m| matches!(swarm.hosts.get(&m.name), Some(Ok(s)) if !s.in_a_swarm()))
 }
 
 fn member_check(
@@ -182,7 +93,7 @@ fn member_check(
     v: &SwarmView,
     s: &HostSwarm,
 ) -> Result<Check, StepError> {
-    let role = if manager { "manager" } else { "worker" };
+    let role = NodeRole::of(manager);
     let Some(info) = s.info() else {
         return match &s.docker {
             // Under --check before Docker is installed: it will join.
@@ -196,8 +107,8 @@ fn member_check(
             swarm_facts::Docker::Up(_) => unreachable!(),
         };
     };
-    match info.local_node_state.as_str() {
-        "inactive" | "" => Ok(Check::Change(vec![join_change(inv, host, manager, v)])),
+    match info.local_node_state {
+        LocalNodeState::Inactive => Ok(Check::Change(vec![join_change(inv, host, manager, v)])),
         // Removed from THE swarm (by `recover` or `remove-node`) while it was
         // down: it still holds the swarm's state but is no member any more.
         _ if removed_member(v, s) => Ok(Check::Change(vec![Change::new(
@@ -211,53 +122,29 @@ fn member_check(
                 c.actions
             },
         )])),
-        "active" => match v.node_of(host, Some(s)) {
+        LocalNodeState::Active => match v.node_of(host, Some(s)) {
             None => Err(StepError::new(format!(
                 "{host} is in a different swarm (node {}, managers at {})",
                 info.node_id,
                 info.remote_managers.iter().flatten().map(|m| m.addr.as_str()).collect::<Vec<_>>().join(", ")
             ))
             .hint(format!("if that swarm is abandoned, run `docker swarm leave --force` on {host}, then re-run"))),
-            Some(node) if manager && node.role != "manager" => Ok(Check::Change(vec![Change::new(
+            Some(node) if manager && node.role != NodeRole::Manager => Ok(Check::Change(vec![Change::new(
                 "promote to manager",
-                vec![Action::RunOn { host: v.via.clone(), script: promote_command(&node.id), stdin: None }],
+                vec![Action::RunOn { host: v.via.clone(), script: commands::promote(&node.id), stdin: None }],
             )])),
-            Some(node) if !manager && node.role == "manager" => Ok(Check::Ok(format!(
+            Some(node) if !manager && node.role == NodeRole::Manager => Ok(Check::Ok(format!(
                 "manager in swarm {} (the inventory says worker; not demoted automatically: `docker node demote {}`)",
                 v.short_id(),
                 node.hostname
             ))),
             Some(_) => Ok(Check::Ok(format!("{role} in swarm {}", v.short_id()))),
         },
-        "locked" => Err(StepError::new(format!("{host} is locked (swarm autolock)")).hint("unlock it with `docker swarm unlock`")),
-        other => Err(StepError::new(format!("{host} swarm state is `{other}`: {}", info.error))
+        LocalNodeState::Locked => Err(StepError::new(format!("{host} is locked (swarm autolock)")).hint("unlock it with `docker swarm unlock`")),
+        other @ (LocalNodeState::Pending | LocalNodeState::Error) => Err(StepError::new(format!("{host} swarm state is `{other}`: {}", info.error))
             .hint(format!("if it cannot reach the managers, run `docker swarm leave --force` on {host} and re-run"))),
     }
 }
-
-/// Leaves whatever swarm state the node holds; only for a node the swarm removed.
-/// A manager whose raft peers are gone can hang while stopping, and Docker gives
-/// up after 15 s with "context deadline exceeded" (moby/moby#34140; seen in CI on
-/// a manager that came back after `recover`): dockerd is restarted and the leave
-/// tried again, at most twice. Any other error is printed and fails.
-pub const LEAVE_COMMAND: &str = r#"out=$(docker swarm leave --force 2>&1) && exit 0
-for _ in 2 3; do
-  case $out in
-  *'not part of a swarm'*) exit 0 ;;
-  *'context deadline exceeded'*) ;;
-  *) break ;;
-  esac
-  systemctl restart docker || exit 1
-  i=0
-  until docker info >/dev/null 2>&1; do
-    [ $i -lt 120 ] || { echo 'dockerd did not answer within 120 s of a restart' >&2; exit 1; }
-    sleep 1; i=$((i + 1))
-  done
-  out=$(docker swarm leave --force 2>&1) && exit 0
-done
-case $out in *'not part of a swarm'*) exit 0 ;; esac
-printf '%s\n' "$out" >&2
-exit 1"#;
 
 /// Same swarm (cluster ID) but the node is not in its node list: it was removed.
 fn removed_member(v: &SwarmView, s: &HostSwarm) -> bool {
@@ -267,7 +154,9 @@ fn removed_member(v: &SwarmView, s: &HostSwarm) -> bool {
         Some(id) => id == v.cluster_id,
         None => info.remote_managers.iter().flatten().any(|r| {
             v.nodes.iter().any(|n| {
-                n.role == "manager" && !n.manager_addr.is_empty() && n.manager_addr == r.addr
+                n.role == NodeRole::Manager
+                    && !n.manager_addr.is_empty()
+                    && n.manager_addr == r.addr
             })
         }),
     };
@@ -287,12 +176,12 @@ fn join_change(inv: &Inventory, host: &str, manager: bool, v: &SwarmView) -> Cha
     } else {
         &v.worker_token
     };
-    let body = join_request(&ip, &v.join_addr, token);
+    let body = commands::join_request(&ip, &v.join_addr, token);
     Change::new(
         format!(
             "join swarm {} as {} through {}",
             v.short_id(),
-            if manager { "manager" } else { "worker" },
+            NodeRole::of(manager),
             v.join_addr
         ),
         {
@@ -307,220 +196,17 @@ fn join_change(inv: &Inventory, host: &str, manager: bool, v: &SwarmView) -> Cha
 
 #[cfg(test)]
 mod tests {
-    use super::super::swarm_facts::fixtures;
+    use super::super::swarm_facts::fixtures::{self, facts, inventory};
     use super::*;
+    use provision_engine::step::Facts;
+    use std::collections::BTreeMap;
 
-    fn inventory(managers: usize, workers: usize) -> Inventory {
-        let mut t = String::from("name = \"t\"\n");
-        for i in 1..=managers {
-            t.push_str(&format!("[[hosts]]\nname = \"manager-{i}\"\naddress = \"127.0.0.1\"\nport = {}\nprivate_ip = \"10.10.0.{}\"\nroles = [\"manager\"]\n", 2200 + i, 10 + i));
-        }
-        for i in 1..=workers {
-            t.push_str(&format!("[[hosts]]\nname = \"worker-{i}\"\naddress = \"127.0.0.1\"\nport = {}\nprivate_ip = \"10.10.0.{}\"\nroles = [\"worker\"]\n", 2300 + i, 30 + i));
-        }
-        Inventory::parse(&t, std::path::Path::new("c.toml"), &Default::default()).unwrap()
-    }
-
-    fn facts(entries: &[(&str, String)]) -> BTreeMap<String, Facts> {
-        entries
-            .iter()
-            .map(|(h, f)| (h.to_string(), Facts::new(f.clone())))
-            .collect()
+    fn plan(inv: &Inventory, targets: &[String], facts: &BTreeMap<String, Facts>) -> StepPlan {
+        super::plan(&On::read(inv, targets, facts))
     }
 
     fn all(inv: &Inventory) -> Vec<String> {
         inv.hosts.iter().map(|h| h.name.clone()).collect()
-    }
-
-    /// The join script against stand-in `curl` and `docker` on PATH.
-    /// `curl_rc`/`curl_out` is what the API call does; `states` what
-    /// `docker info` says on each poll. Returns (exit code, stderr, stdin seen
-    /// by curl, polls).
-    fn run_script(
-        script: &str,
-        curl_rc: i32,
-        curl_out: &str,
-        states: &[&str],
-    ) -> (Option<i32>, String, String, usize) {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path();
-        let write = |name: &str, body: String| fixtures::write_executable(&dir.join(name), &body);
-        write(
-            "curl",
-            format!(
-                "#!/bin/sh\ncat > \"$0.stdin\"\nprintf '%s' {}\nexit {curl_rc}\n",
-                quote(curl_out)
-            ),
-        );
-        let mut docker = String::from(
-            "#!/bin/sh\nn=$(cat \"$0.n\" 2>/dev/null || echo 0); echo $((n + 1)) > \"$0.n\"\ncase $n in\n",
-        );
-        for (i, st) in states.iter().enumerate() {
-            docker.push_str(&format!("  {i}) echo {};;\n", quote(st)));
-        }
-        docker.push_str(&format!(
-            "  *) echo {};;\nesac\n",
-            quote(states.last().unwrap_or(&""))
-        ));
-        write("docker", docker);
-        let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", script])
-            .env("PATH", path)
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"{\"JoinToken\":\"t\"}")
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let polls = std::fs::read_to_string(dir.join("docker.n"))
-            .map(|n| n.trim().parse().unwrap())
-            .unwrap_or(0);
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-            std::fs::read_to_string(dir.join("curl.stdin")).unwrap_or_default(),
-            polls,
-        )
-    }
-
-    fn run_join(
-        curl_rc: i32,
-        curl_out: &str,
-        states: &[&str],
-    ) -> (Option<i32>, String, String, usize) {
-        run_script(JOIN_COMMAND, curl_rc, curl_out, states)
-    }
-
-    /// LEAVE_COMMAND against a stand-in `docker` whose `swarm leave` calls
-    /// answer `leaves` in turn (exit code, message), and a stand-in
-    /// `systemctl`. Returns (exit code, stderr, the calls made).
-    fn run_leave(leaves: &[(i32, &str)]) -> (Option<i32>, String, Vec<String>) {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path();
-        let log = dir.join("calls");
-        let mut docker = format!(
-            "#!/bin/sh\necho \"docker $*\" >> {log}\n[ \"$1\" = swarm ] || exit 0\nn=$(cat \"$0.n\" 2>/dev/null || echo 0); echo $((n + 1)) > \"$0.n\"\ncase $n in\n",
-            log = quote(&log.display().to_string())
-        );
-        for (i, (rc, msg)) in leaves.iter().enumerate() {
-            docker.push_str(&format!("  {i}) echo {} >&2; exit {rc};;\n", quote(msg)));
-        }
-        docker.push_str("esac\necho 'no more answers' >&2; exit 99\n");
-        fixtures::write_executable(&dir.join("docker"), &docker);
-        fixtures::write_executable(
-            &dir.join("systemctl"),
-            &format!(
-                "#!/bin/sh\necho \"systemctl $*\" >> {}\n",
-                quote(&log.display().to_string())
-            ),
-        );
-        let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
-        let out = std::process::Command::new("sh")
-            .args(["-c", LEAVE_COMMAND])
-            .env("PATH", path)
-            .output()
-            .unwrap();
-        let calls = std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .map(String::from)
-            .collect();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-            calls,
-        )
-    }
-
-    #[test]
-    fn leave_restarts_dockerd_when_stopping_the_manager_times_out() {
-        const LEAVE: &str = "docker swarm leave --force";
-        const RESTART: &str = "systemctl restart docker";
-        const INFO: &str = "docker info";
-        const DEADLINE: &str = "Error response from daemon: context deadline exceeded";
-
-        let (code, err, calls) = run_leave(&[(0, "Node left the swarm.")]);
-        assert_eq!(
-            (code, err.as_str(), calls),
-            (Some(0), "", vec![LEAVE.to_string()])
-        );
-
-        let (code, err, calls) = run_leave(&[(1, DEADLINE), (0, "Node left the swarm.")]);
-        assert_eq!((code, err.as_str()), (Some(0), ""));
-        assert_eq!(calls, vec![LEAVE, RESTART, INFO, LEAVE]);
-
-        let (code, err, calls) = run_leave(&[(1, DEADLINE), (1, DEADLINE), (1, DEADLINE)]);
-        assert_eq!(
-            (code, err),
-            (Some(1), format!("{DEADLINE}\n")),
-            "gives up after three"
-        );
-        assert_eq!(
-            calls,
-            vec![LEAVE, RESTART, INFO, LEAVE, RESTART, INFO, LEAVE]
-        );
-
-        // Already out (a restart finished the leave): nothing left to do.
-        let (code, _, calls) = run_leave(&[
-            (1, DEADLINE),
-            (
-                1,
-                "Error response from daemon: This node is not part of a swarm",
-            ),
-        ]);
-        assert_eq!((code, calls.len()), (Some(0), 4));
-
-        let other = "Error response from daemon: permission denied";
-        let (code, err, calls) = run_leave(&[(1, other)]);
-        assert_eq!(
-            (code, err),
-            (Some(1), format!("{other}\n")),
-            "other errors fail at once"
-        );
-        assert_eq!(calls, vec![LEAVE]);
-    }
-
-    #[test]
-    fn a_joined_manager_waits_until_it_is_reachable() {
-        let (code, err, _, polls) = run_script(
-            MANAGER_SETTLED,
-            0,
-            "",
-            &["ready unknown", "ready unknown", "ready reachable"],
-        );
-        assert_eq!((code, err.as_str(), polls), (Some(0), "", 3));
-    }
-
-    #[test]
-    fn join_script_waits_out_dockers_20_second_timeout() {
-        let (code, err, stdin, polls) = run_join(0, "", &[]);
-        assert_eq!((code, err.as_str(), polls), (Some(0), "", 0));
-        assert_eq!(
-            stdin, "{\"JoinToken\":\"t\"}",
-            "the request reaches curl on stdin"
-        );
-
-        let timeout = r#"{"message":"Timeout was reached before node joined. The attempt to join the swarm will continue in the background. Use the \"docker info\" command to see the current swarm status of your node."}"#;
-        let (code, err, _, polls) = run_join(22, timeout, &["pending", "pending", "active"]);
-        assert_eq!((code, err.as_str(), polls), (Some(0), "", 3));
-
-        let (code, err, _, polls) = run_join(22, timeout, &["pending", "error"]);
-        assert_eq!((code, polls), (Some(1), 3));
-        assert_eq!(err, "the join did not finish: error\n");
-
-        let refused =
-            r#"{"message":"rpc error: code = Unknown desc = The swarm does not have a leader."}"#;
-        let (code, err, _, polls) = run_join(22, refused, &["active"]);
-        assert_eq!((code, polls), (Some(22), 0), "other errors fail at once");
-        assert_eq!(err, format!("{refused}\n"), "with Docker's message");
     }
 
     /// worker-1 is in the swarm already; worker-2 joins: the summary, script and request body
