@@ -127,7 +127,7 @@ pub fn ready_key_text(base: &Recipe, playbook: &str, code_digest: &str) -> Strin
 /// The ready layer's directory name: `ready-` and 16 hex digits of the key text's SHA-256.
 pub fn ready_key(base: &Recipe, playbook: &str, code_digest: &str) -> String {
     let digest = Sha256::digest(ready_key_text(base, playbook, code_digest).as_bytes());
-    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let hex = hex::encode(&digest[..8]);
     format!("ready-{hex}")
 }
 

@@ -9,7 +9,7 @@ use provision_engine::inventory::Inventory;
 use provision_engine::playbook_file::{PlaybookFile, SecretSpec};
 use provision_engine::template;
 
-use crate::compile::cluster_context;
+use crate::compile::context::cluster_context;
 
 /// A declared secret this inventory needs, and its state in the secrets file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
