@@ -1,6 +1,6 @@
 //! Event sinks of the command line: live progress (a line per host on a terminal,
 //! a summary above a threshold), plain timestamped lines for logs and CI, JSON
-//! lines, the run log file, and the recap at the end.
+//! lines, the run log file, and the recap at the end; and the `--output` choice.
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use provision_engine::event::{Event, EventSink, HostStatus, Recap, Redacted};
@@ -8,6 +8,13 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Mutex;
 use std::time::SystemTime;
+
+/// How a command shows its results: for people, or as JSON for programs (`--output`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
 
 /// Above this many hosts, the terminal shows one summary bar instead of a line per host.
 pub const PER_HOST_LINES_MAX: usize = 40;
