@@ -4,6 +4,7 @@
 //! the file's mode and owner kept: no in-place `sed -i`.
 
 use super::file::{self, Kind};
+pub use super::util::Presence as State;
 use super::util::{self, Mode};
 use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::step::{Action, Change, Check, Facts, FileDiff, HostStep, StepError};
@@ -16,14 +17,6 @@ pub const KNOWN_KEYS: &[&str] = &["path", "line", "regexp", "state", "create", "
 
 /// Files are read whole into the facts: larger ones belong to `template`/`copy`.
 pub const SIZE_LIMIT: u64 = 1024 * 1024;
-
-#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    #[default]
-    Present,
-    Absent,
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -2,6 +2,7 @@
 //! shell and home, and public keys in its `~/.ssh/authorized_keys`; or no such
 //! account (`state = "absent"`).
 
+pub use super::util::Presence as State;
 use super::util::{self, Attrs, List};
 use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::step::{Action, Change, Check, Facts, FileDiff, HostStep, StepError};
@@ -21,14 +22,6 @@ pub const KNOWN_KEYS: &[&str] = &[
     "remove_home",
     "authorized_keys",
 ];
-
-#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    #[default]
-    Present,
-    Absent,
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,10 +66,7 @@ pub struct User {
 pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep>, ParamError> {
     let p: Params = util::params(with, KNOWN_KEYS)?;
     let name = util::account_name("name", &p.name, false)?;
-    let group = p
-        .group
-        .map(|g| util::account_name("group", &g, true))
-        .transpose()?;
+    let group = util::account("group", p.group)?;
     let groups = p
         .groups
         .0

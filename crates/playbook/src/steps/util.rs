@@ -133,6 +133,15 @@ impl<'de> Deserialize<'de> for List {
     }
 }
 
+/// `present` or `absent`: the `state` of the steps that put a thing in place or remove it.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Presence {
+    #[default]
+    Present,
+    Absent,
+}
+
 /// A ParamError for `key` with a help text.
 pub fn bad(key: &str, message: impl Into<String>, help: impl Into<String>) -> ParamError {
     ParamError::new(Some(key), message).help(help)
@@ -171,6 +180,16 @@ pub fn abs_path(key: &str, p: &str) -> Result<String, ParamError> {
         out.push('/');
     }
     Ok(out)
+}
+
+/// An optional `owner` or `group` parameter: a name or a numeric id, checked.
+pub fn account(key: &str, name: Option<String>) -> Result<Option<String>, ParamError> {
+    name.map(|n| account_name(key, &n, true)).transpose()
+}
+
+/// Refuses parameters that do not go together: a ParamError for `key` unless `ok`.
+pub fn require(ok: bool, key: &str, message: &str, help: &str) -> Result<(), ParamError> {
+    if ok { Ok(()) } else { Err(bad(key, message, help)) }
 }
 
 /// A user or group name as Debian's useradd accepts it by default, or a numeric id.
