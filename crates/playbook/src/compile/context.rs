@@ -20,16 +20,9 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(inv: &Inventory, secrets: &toml::Table) -> Self {
-        let hosts: Vec<toml::Value> = inv
-            .hosts
-            .iter()
-            .filter_map(|h| inv.host_vars(h).remove("host"))
-            .collect();
-        let mut cluster = toml::Table::new();
-        cluster.insert("name".into(), inv.name.clone().into());
         Shared {
-            hosts: minijinja::Value::from(minijinja::value::Serde(hosts)),
-            cluster: minijinja::Value::from(minijinja::value::Serde(cluster)),
+            hosts: minijinja::Value::from(minijinja::value::Serde(hosts(inv))),
+            cluster: minijinja::Value::from(minijinja::value::Serde(cluster(inv))),
             secrets: minijinja::Value::from(minijinja::value::Serde(secrets)),
         }
     }
@@ -60,17 +53,25 @@ pub fn host_context_shared(inv: &Inventory, host: &Host, shared: &Shared) -> min
 
 /// The context of cluster steps: like a host's, without `host`.
 pub fn cluster_context(inv: &Inventory, secrets: &toml::Table) -> minijinja::Value {
-    let hosts: Vec<toml::Value> = inv
-        .hosts
-        .iter()
-        .filter_map(|h| inv.host_vars(h).remove("host"))
-        .collect();
     let mut ctx = toml::Table::new();
     ctx.insert("vars".into(), toml::Value::Table(inv.vars.clone()));
-    ctx.insert("hosts".into(), toml::Value::Array(hosts));
-    let mut cluster = toml::Table::new();
-    cluster.insert("name".into(), inv.name.clone().into());
-    ctx.insert("cluster".into(), toml::Value::Table(cluster));
+    ctx.insert("hosts".into(), toml::Value::Array(hosts(inv)));
+    ctx.insert("cluster".into(), toml::Value::Table(cluster(inv)));
     ctx.insert("secrets".into(), toml::Value::Table(secrets.clone()));
     minijinja::Value::from(minijinja::value::Serde(ctx))
+}
+
+/// `hosts`: every host's `host` table, in inventory order.
+fn hosts(inv: &Inventory) -> Vec<toml::Value> {
+    inv.hosts
+        .iter()
+        .filter_map(|h| inv.host_vars(h).remove("host"))
+        .collect()
+}
+
+/// `cluster`: the cluster's name.
+fn cluster(inv: &Inventory) -> toml::Table {
+    let mut cluster = toml::Table::new();
+    cluster.insert("name".into(), inv.name.clone().into());
+    cluster
 }
