@@ -431,27 +431,11 @@ fn render_status(lab: &Lab, status: &[VmStatus]) -> String {
     out
 }
 
-/// Left-aligned columns separated by two spaces.
+/// A header and its rows as one table.
 fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let s: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        format!("{}\n", s.join("  ").trim_end())
-    };
-    let mut out = line(header.to_vec());
-    for r in rows {
-        out.push_str(&line(r.iter().map(String::as_str).collect()));
-    }
-    out
+    let mut all = vec![header.map(String::from).to_vec()];
+    all.extend(rows.iter().map(|r| r.to_vec()));
+    crate::render::table(&all)
 }
 
 /// Replaces this process with ssh so the terminal, signals and exit code are ssh's own.

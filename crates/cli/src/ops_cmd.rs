@@ -4,7 +4,7 @@
 
 use crate::cluster::{Opened, on_interrupt, open, runtime, take_lock, watch_lock};
 use crate::exit::{EXIT_FAILED, config_failure, ok_or_failed, report};
-use crate::render::Output;
+use crate::render::{Output, table};
 use anyhow::{Context, Result, anyhow};
 use provision_ops::lock;
 use provision_ops::{Cluster, OpsError, backup, nodes, recover, services, stacks, status};
@@ -632,30 +632,6 @@ fn printer() -> (provision_transport::OutputSink, tokio::task::JoinHandle<()>) {
     (tx, h)
 }
 
-/// Left-aligned columns.
-fn table(rows: &[Vec<String>]) -> String {
-    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..n)
-        .map(|i| {
-            rows.iter()
-                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut s = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect();
-        s.push_str(line.join("  ").trim_end());
-        s.push('\n');
-    }
-    s
-}
-
 pub fn status_text(st: &status::Status) -> String {
     let mut s = format!("cluster {}", st.cluster);
     let leaderless = st.quorum.as_ref().is_some_and(|q| q.leader.is_none());
@@ -785,14 +761,5 @@ mod tests {
             head(&st).lines().next(),
             Some("cluster day2 (swarm pgrthigctdiq, no manager can answer)")
         );
-    }
-
-    #[test]
-    fn tables_align() {
-        let t = table(&[
-            vec!["A".into(), "BB".into()],
-            vec!["ccc".into(), "d".into()],
-        ]);
-        assert_eq!(t, "A    BB\nccc  d\n");
     }
 }
