@@ -357,7 +357,7 @@ fn images(prune: bool, cache_dir: Option<&Path>) -> anyhow::Result<u8> {
             }
             [
                 l.key.clone(),
-                l.layer.clone(),
+                l.layer.map_or("incomplete".into(), |l| l.to_string()),
                 layer::human_bytes(l.bytes),
                 l.age_secs.map_or("-".into(), layer::human_age),
                 notes.join("; "),
