@@ -40,7 +40,7 @@ pub fn config_error(e: ConfigError) -> anyhow::Error {
 }
 
 /// The exit code of a failed day-2 operation (or of taking the cluster lock).
-pub fn ops_code(e: &OpsError) -> u8 {
+fn ops_code(e: &OpsError) -> u8 {
     match e {
         OpsError::Locked { .. } | OpsError::NoLockMajority { .. } => EXIT_LOCKED,
         OpsError::Interrupted { .. } => EXIT_INTERRUPTED,

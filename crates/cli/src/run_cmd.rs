@@ -2,7 +2,7 @@
 //! everything offline, then hand the steps to the engine.
 
 use crate::cluster::{load, on_interrupt, runtime, take_lock, watch_lock};
-use crate::exit::{config_failure, ok_or_failed, ops_code, run_outcome};
+use crate::exit::{config_failure, ok_or_failed, report, run_outcome};
 use crate::playbook::{Builtin, compile};
 use crate::render::{JsonSink, LogSink, Output, PlainSink, ProgressSink, recap_text};
 use anyhow::{Context, Result};
@@ -147,8 +147,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         Ok(g) => g,
         Err(e) => {
             // Taking the lock is never interrupted (the handler comes after): locked or failed.
-            say!("error: {e}");
-            return Ok(ops_code(&e));
+            return Ok(report(e));
         }
     };
     let lock_lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
