@@ -80,6 +80,11 @@ pub fn run_outcome(lock_lost: bool, interrupted: bool, success: bool) -> u8 {
     }
 }
 
+/// A remote command's own exit status as ours (`exec`, like ssh and docker exec): 255 at most.
+pub fn passed_on(status: u32) -> u8 {
+    u8::try_from(status).unwrap_or(u8::MAX)
+}
+
 /// 0 when `ok`, else [`EXIT_FAILED`].
 pub fn ok_or_failed(ok: bool) -> u8 {
     if ok { 0 } else { EXIT_FAILED }

@@ -3,7 +3,7 @@
 //! lock around every mutating one, and output for people or JSON.
 
 use crate::cluster::{Opened, on_interrupt, open, runtime, take_lock, watch_lock};
-use crate::exit::{EXIT_FAILED, config_failure, ok_or_failed, report};
+use crate::exit::{EXIT_FAILED, config_failure, ok_or_failed, passed_on, report};
 use crate::render::{Output, table};
 use anyhow::{Context, Result, anyhow};
 use provision_ops::lock;
@@ -285,8 +285,7 @@ pub fn run(cmd: OpsCommand) -> Result<u8> {
                 r
             });
             Ok(match code {
-                // The command's own status, like ssh and docker exec.
-                Ok(c) => c.min(255) as u8,
+                Ok(c) => passed_on(c),
                 Err(e) => report(e),
             })
         }
