@@ -1,5 +1,6 @@
 //! `provision lab ...`: thin CLI layer over the provision-lab crate.
 
+use crate::exit::EXIT_DEGRADED;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use provision_lab::{
@@ -8,9 +9,6 @@ use provision_lab::{
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// Exit code of `lab status` when a VM is not running or its sshd does not answer.
-const EXIT_DEGRADED: u8 = 3;
 
 #[derive(Subcommand)]
 pub enum LabCommand {
@@ -55,8 +53,8 @@ pub enum LabCommand {
         /// Name of the new VM, e.g. worker-2.
         name: String,
         /// Role of the new VM (repeat for several): storage, manager, worker, lb.
-        #[arg(long = "role", required = true, value_parser = ["storage", "manager", "worker", "lb"])]
-        roles: Vec<String>,
+        #[arg(long = "role", required = true, value_parser = one_of(Role::ALL.map(Role::as_str), Role::parse))]
+        roles: Vec<Role>,
         /// Memory in MiB.
         #[arg(long, default_value_t = provision_lab::spec::DEFAULT_MEMORY_MIB)]
         memory: u32,
@@ -138,8 +136,8 @@ pub struct UpArgs {
     #[arg(long)]
     mirror: Option<String>,
     /// kvm, tcg or auto (probe KVM, fall back to TCG).
-    #[arg(long, env = provision_lab::accel::ENV_ACCEL, value_parser = ["auto", "kvm", "tcg"])]
-    accel: Option<String>,
+    #[arg(long, env = provision_lab::accel::ENV_ACCEL, value_parser = one_of(["auto", "kvm", "tcg"], |s| AccelChoice::parse(s).ok()))]
+    accel: Option<AccelChoice>,
     /// Seconds each VM has for its sshd to answer.
     #[arg(long, default_value_t = 300)]
     boot_timeout: u64,
@@ -149,8 +147,19 @@ pub struct UpArgs {
     /// Image layer the VMs start from: bare (Debian only) or ready (Docker and NFS packages
     /// installed by provision's own steps; built once per key). Default: LAB.toml's `layer`,
     /// else bare.
-    #[arg(long, value_parser = ["bare", "ready"])]
-    layer: Option<String>,
+    #[arg(long, value_parser = one_of(LayerName::ALL.map(LayerName::as_str), LayerName::parse))]
+    layer: Option<LayerName>,
+}
+
+/// A closed set of names parsed to its type: clap checks the name (and words the refusal with
+/// the possible values), so `parse` always succeeds.
+fn one_of<T: Clone + Send + Sync + 'static, const N: usize>(
+    names: [&'static str; N],
+    parse: fn(&str) -> Option<T>,
+) -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(names)
+        .map(move |name: String| parse(&name).expect("clap accepted only the possible values"))
 }
 
 /// The ready layer as this binary makes it: its own `run` with the built-in ready playbook.
@@ -223,7 +232,7 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<u8> {
             let mut lab = Lab::open(&target.resolve()?)?;
             let spec = VmSpec {
                 name,
-                roles: roles.iter().filter_map(|r| Role::parse(r)).collect(),
+                roles,
                 memory_mib: memory,
                 cpus,
             };
@@ -267,7 +276,7 @@ fn up(args: UpArgs) -> anyhow::Result<u8> {
     if let Some(name) = &args.lab {
         spec.name = name.clone();
     }
-    if let Some(layer) = args.layer.as_deref().and_then(LayerName::parse) {
+    if let Some(layer) = args.layer {
         spec.layer = layer;
     }
     spec.validate("command line")?;
@@ -275,7 +284,7 @@ fn up(args: UpArgs) -> anyhow::Result<u8> {
         dir: args.dir.clone(),
         cache_dir: args.cache_dir.clone(),
         mirror: args.mirror.clone(),
-        accel: args.accel.as_deref().map(AccelChoice::parse).transpose()?,
+        accel: args.accel,
         boot_timeout: Duration::from_secs(args.boot_timeout),
         keep_on_failure: args.keep_on_failure,
         progress: progress(),
@@ -348,7 +357,7 @@ fn images(prune: bool, cache_dir: Option<&Path>) -> anyhow::Result<u8> {
             }
             [
                 l.key.clone(),
-                l.layer.clone(),
+                l.layer.map_or("incomplete".into(), |l| l.to_string()),
                 layer::human_bytes(l.bytes),
                 l.age_secs.map_or("-".into(), layer::human_age),
                 notes.join("; "),
@@ -422,27 +431,11 @@ fn render_status(lab: &Lab, status: &[VmStatus]) -> String {
     out
 }
 
-/// Left-aligned columns separated by two spaces.
+/// A header and its rows as one table.
 fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let s: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        format!("{}\n", s.join("  ").trim_end())
-    };
-    let mut out = line(header.to_vec());
-    for r in rows {
-        out.push_str(&line(r.iter().map(String::as_str).collect()));
-    }
-    out
+    let mut all = vec![header.map(String::from).to_vec()];
+    all.extend(rows.iter().map(|r| r.to_vec()));
+    crate::render::table(&all)
 }
 
 /// Replaces this process with ssh so the terminal, signals and exit code are ssh's own.

@@ -1,13 +1,17 @@
-//! The `provision` command line: parses arguments, runs the library crates, formats
-//! errors for people and maps outcomes to exit codes.
+//! The `provision` command line: parses arguments and hands each command group to its module
+//! (`run_cmd`, `ops_cmd`, `secrets_cmd`, `lab_cmd`); `cluster` opens a cluster for them,
+//! `exit` maps what they return to the process's exit code.
 
 #[macro_use]
 mod term;
 mod builtin;
-mod cmd_run;
+mod cluster;
+mod exit;
 mod lab_cmd;
 mod ops_cmd;
+mod playbook;
 mod render;
+mod run_cmd;
 mod secrets_cmd;
 mod state_dir;
 
@@ -28,11 +32,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Apply the cluster's playbook: every step on its hosts, in order, idempotently.
-    Run(cmd_run::RunArgs),
+    Run(run_cmd::RunArgs),
     /// Validate the inventory, playbook, templates and secrets offline.
-    CheckConfig(cmd_run::CheckConfigArgs),
+    CheckConfig(run_cmd::CheckConfigArgs),
     /// Run an ad-hoc command on hosts in parallel and print the output per host.
-    Shell(cmd_run::ShellArgs),
+    Shell(run_cmd::ShellArgs),
     /// Manage age-encrypted secrets files.
     #[command(subcommand)]
     Secrets(secrets_cmd::SecretsCommand),
@@ -74,9 +78,9 @@ fn main() -> ExitCode {
     }));
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(a) => cmd_run::run(a),
-        Command::CheckConfig(a) => cmd_run::check_config(a),
-        Command::Shell(a) => cmd_run::shell(a),
+        Command::Run(a) => run_cmd::run(a),
+        Command::CheckConfig(a) => run_cmd::check_config(a),
+        Command::Shell(a) => run_cmd::shell(a),
         Command::Secrets(cmd) => secrets_cmd::run(cmd),
         Command::Lab(cmd) => lab_cmd::run(cmd),
         Command::Ops(cmd) => ops_cmd::run(cmd),
@@ -89,16 +93,5 @@ fn main() -> ExitCode {
             .map(|_| 0)
             .map_err(Into::into),
     };
-    match result {
-        Ok(code) => ExitCode::from(code),
-        Err(err) => {
-            if let Some(cfg) = err.downcast_ref::<cmd_run::ConfigFailure>() {
-                // Bad input: nothing ran anywhere.
-                say!("{cfg}");
-                return ExitCode::from(cmd_run::EXIT_CONFIG);
-            }
-            say!("error: {err:#}");
-            ExitCode::from(1)
-        }
-    }
+    exit::finish(result)
 }

@@ -2,19 +2,16 @@
 //! `remove-node`, `backup`, `restore`, `recover`, `rollback`): argument parsing, the cluster
 //! lock around every mutating one, and output for people or JSON.
 
-use crate::cmd_run::{ConfigFailure, EXIT_FAILED, connect_options, load, sudo_password};
+use crate::cluster::{Opened, on_interrupt, open, runtime, take_lock, watch_lock};
+use crate::exit::{EXIT_FAILED, config_failure, ok_or_failed, passed_on, report};
+use crate::render::{Output, table};
 use anyhow::{Context, Result, anyhow};
-use provision_ops::lock::{self, LockGuard};
+use provision_ops::lock;
 use provision_ops::{Cluster, OpsError, backup, nodes, recover, services, stacks, status};
-use provision_playbook::compile::targets;
 use provision_secrets::{EncryptionMode, IdentitySources, SecretsFile};
-use provision_transport::{Chunk, Connector, SshPool};
+use provision_transport::Chunk;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-/// Another operator holds the cluster lock (EX_TEMPFAIL: try again later).
-pub const EXIT_LOCKED: u8 = 75;
 
 #[derive(clap::Args, Debug)]
 pub struct Common {
@@ -23,6 +20,12 @@ pub struct Common {
     /// Identity for the secrets file (age key file or SSH private key).
     #[arg(long, env = "PROVISION_IDENTITY")]
     pub identity: Option<PathBuf>,
+}
+
+impl Common {
+    fn open(&self) -> Result<Opened> {
+        open(&self.cluster, self.identity.clone())
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -40,7 +43,7 @@ pub enum OpsCommand {
         common: Common,
         /// `text` or `json`.
         #[arg(long, default_value = "text")]
-        output: crate::cmd_run::Output,
+        output: Output,
     },
     /// Where a service's tasks run (SERVICE may omit the stack prefix: `web` for `demo_web`).
     Ps {
@@ -161,106 +164,6 @@ pub enum OpsCommand {
     },
 }
 
-struct Opened {
-    cluster: Arc<Cluster>,
-    secrets_path: Option<PathBuf>,
-    identity: Option<PathBuf>,
-    /// The secrets' `backup_key`: authenticates backups.
-    backup_key: Option<zeroize::Zeroizing<String>>,
-}
-
-fn open(common: &Common) -> Result<Opened> {
-    let loaded = load(&common.cluster, common.identity.clone(), None)?;
-    let pool: Arc<dyn Connector> =
-        Arc::new(SshPool::new(connect_options(&loaded.inv)?).map_err(|e| anyhow!("{e}"))?);
-    let t = targets(&loaded.inv, sudo_password(&loaded.secrets));
-    let backup_key = loaded
-        .secrets
-        .get(backup::BACKUP_KEY)
-        .and_then(|v| v.as_str())
-        .map(|k| zeroize::Zeroizing::new(k.to_string()));
-    Ok(Opened {
-        backup_key,
-        secrets_path: loaded.inv.secrets.clone(),
-        cluster: Arc::new(
-            Cluster::new(loaded.inv, pool, t, loaded.redactor.clone())
-                .sharing(crate::term::known()),
-        ),
-        identity: common.identity.clone(),
-    })
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
-}
-
-/// Prints an operation error for people and picks the exit code.
-fn report(e: OpsError) -> u8 {
-    say!("error: {e}");
-    match e {
-        OpsError::Locked { .. } | OpsError::NoLockMajority { .. } => EXIT_LOCKED,
-        OpsError::Interrupted { .. } => crate::cmd_run::EXIT_INTERRUPTED,
-        _ => EXIT_FAILED,
-    }
-}
-
-/// Takes the cluster lock for a mutating command, telling what it had to override.
-pub async fn take_lock(
-    cluster: Arc<Cluster>,
-    what: &str,
-    force: bool,
-    policy: lock::LockQuorum,
-) -> Result<LockGuard, OpsError> {
-    let (guard, rep) = lock::acquire(cluster, what, force, policy).await?;
-    if policy == lock::LockQuorum::Reachable && !rep.skipped.is_empty() {
-        say!(
-            "warning: the cluster lock is held on {} only ({} did not answer): an operator who reaches only those could act at the same time",
-            if rep.hosts.is_empty() {
-                "no manager".to_string()
-            } else {
-                rep.hosts.join(", ")
-            },
-            rep.skipped
-                .iter()
-                .map(|(h, _)| h.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    for (h, o) in &rep.forced {
-        say!("warning: removed the cluster lock of {o} on {h} (--force-unlock)");
-    }
-    for (h, o, age) in &rep.took_over {
-        say!("warning: took over a stale cluster lock on {h} ({o}, not refreshed for {age} s)");
-    }
-    Ok(guard)
-}
-
-/// Shows each new note of the lock's refresh rounds; returns when the lock lost the managers
-/// its policy needs (never, while it holds).
-pub async fn watch_lock(mut health: tokio::sync::watch::Receiver<lock::LockHealth>) {
-    let mut shown = std::collections::HashSet::new();
-    loop {
-        {
-            let h = health.borrow_and_update();
-            for n in &h.notes {
-                if shown.insert(n.clone()) {
-                    say!("warning: {n}");
-                }
-            }
-            if h.lost {
-                return;
-            }
-        }
-        if health.changed().await.is_err() {
-            // The refresher is gone (the lock is being released): nothing more to see.
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
 /// Runs a mutating operation under the cluster lock, held as `policy` says: `recover` and
 /// `restore` take it on the managers that answer, every other command needs a majority.
 fn locked<T>(
@@ -275,7 +178,7 @@ fn locked<T>(
         // Ctrl-C and SIGTERM as for `provision run`: a backup's Docker restart included, the
         // running remote commands finish, then the lock is released and the exit is 130.
         let cluster = o.cluster.clone();
-        let signals = crate::cmd_run::on_interrupt(move || cluster.interrupt());
+        let signals = on_interrupt(move || cluster.interrupt());
         let guard = match take_lock(o.cluster.clone(), what, force, policy).await {
             Ok(g) => g,
             Err(e) => return Err(report(e)),
@@ -293,26 +196,26 @@ fn locked<T>(
 pub fn run(cmd: OpsCommand) -> Result<u8> {
     match cmd {
         OpsCommand::Status { common, output } => {
-            let o = open(&common)?;
+            let o = common.open()?;
             let st = match runtime()?.block_on(status::status(&o.cluster)) {
                 Ok(s) => s,
                 Err(e) => return Ok(report(e)),
             };
             let unhealthy = st.quorum.as_ref().is_none_or(|q| !q.ok);
             match output {
-                crate::cmd_run::Output::Json => {
+                Output::Json => {
                     show!("{}", serde_json::to_string_pretty(&st)?)
                 }
-                crate::cmd_run::Output::Text => crate::term::out(&status_text(&st)),
+                Output::Text => crate::term::out(&status_text(&st)),
             }
-            Ok(if unhealthy { EXIT_FAILED } else { 0 })
+            Ok(ok_or_failed(!unhealthy))
         }
         OpsCommand::Ps {
             common,
             service,
             all,
         } => {
-            let o = open(&common)?;
+            let o = common.open()?;
             let (name, tasks) = match runtime()?.block_on(services::ps(&o.cluster, &service, all)) {
                 Ok(x) => x,
                 Err(e) => return Ok(report(e)),
@@ -347,7 +250,7 @@ pub fn run(cmd: OpsCommand) -> Result<u8> {
             follow,
             tail,
         } => {
-            let o = open(&common)?;
+            let o = common.open()?;
             let rt = runtime()?;
             let code = rt.block_on(async {
                 let (tx, printer) = printer();
@@ -356,8 +259,7 @@ pub fn run(cmd: OpsCommand) -> Result<u8> {
                 r
             });
             Ok(match code {
-                Ok(0) => 0,
-                Ok(_) => EXIT_FAILED,
+                Ok(c) => ok_or_failed(c == 0),
                 Err(e) => report(e),
             })
         }
@@ -366,7 +268,7 @@ pub fn run(cmd: OpsCommand) -> Result<u8> {
             service,
             command,
         } => {
-            let o = open(&common)?;
+            let o = common.open()?;
             let rt = runtime()?;
             let code = rt.block_on(async {
                 let (name, placed) = services::exec_target(&o.cluster, &service).await?;
@@ -383,15 +285,18 @@ pub fn run(cmd: OpsCommand) -> Result<u8> {
                 r
             });
             Ok(match code {
-                // The command's own status, like ssh and docker exec.
-                Ok(c) => c.min(255) as u8,
+                Ok(c) => passed_on(c),
                 Err(e) => report(e),
             })
         }
-        OpsCommand::Drain { common, host, lock } => availability(common, host, lock, "drain"),
-        OpsCommand::Activate { common, host, lock } => availability(common, host, lock, "active"),
+        OpsCommand::Drain { common, host, lock } => {
+            availability(common, host, lock, Availability::Drain)
+        }
+        OpsCommand::Activate { common, host, lock } => {
+            availability(common, host, lock, Availability::Active)
+        }
         OpsCommand::RemoveNode { common, host, lock } => {
-            let o = open(&common)?;
+            let o = common.open()?;
             match locked(
                 &o,
                 &format!("provision remove-node {host}"),
@@ -429,7 +334,7 @@ pub fn run(cmd: OpsCommand) -> Result<u8> {
             yes,
             lock,
         } => {
-            let o = open(&common)?;
+            let o = common.open()?;
             let stack = stack.unwrap_or_else(|| {
                 o.cluster
                     .inv
@@ -466,7 +371,7 @@ pub fn run(cmd: OpsCommand) -> Result<u8> {
             yes,
             lock,
         } => {
-            let o = open(&common)?;
+            let o = common.open()?;
             match locked(
                 &o,
                 "provision recover",
@@ -488,21 +393,43 @@ pub fn run(cmd: OpsCommand) -> Result<u8> {
     }
 }
 
-fn availability(common: Common, host: String, lock: LockArgs, to: &str) -> Result<u8> {
-    let o = open(&common)?;
-    let what = format!(
-        "provision {} {host}",
-        if to == "drain" { "drain" } else { "activate" }
-    );
+/// The availability `drain` and `activate` set: a closed set, Docker's words.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Availability {
+    Drain,
+    Active,
+}
+
+impl Availability {
+    /// Docker's word, as `docker node update --availability` takes it.
+    fn as_str(self) -> &'static str {
+        match self {
+            Availability::Drain => "drain",
+            Availability::Active => "active",
+        }
+    }
+
+    /// The command that sets it.
+    fn command(self) -> &'static str {
+        match self {
+            Availability::Drain => "drain",
+            Availability::Active => "activate",
+        }
+    }
+}
+
+fn availability(common: Common, host: String, lock: LockArgs, to: Availability) -> Result<u8> {
+    let o = common.open()?;
+    let what = format!("provision {} {host}", to.command());
     match locked(
         &o,
         &what,
         lock.force_unlock,
         lock::LockQuorum::Majority,
-        async |c| nodes::set_availability(c, &host, to).await,
+        async |c| nodes::set_availability(c, &host, to.as_str()).await,
     )? {
         Ok(m) => {
-            if to == "drain" && !m.remaining.is_empty() {
+            if to == Availability::Drain && !m.remaining.is_empty() {
                 say!("{host} drained, but these tasks have not moved yet:");
                 for t in &m.remaining {
                     say!("  {t}");
@@ -510,8 +437,9 @@ fn availability(common: Common, host: String, lock: LockArgs, to: &str) -> Resul
                 return Ok(EXIT_FAILED);
             }
             say!(
-                "{host}: availability {to}{}",
-                if to == "drain" {
+                "{host}: availability {}{}",
+                to.as_str(),
+                if to == Availability::Drain {
                     " (no task left on it)"
                 } else {
                     ""
@@ -525,29 +453,29 @@ fn availability(common: Common, host: String, lock: LockArgs, to: &str) -> Resul
 
 fn secrets_file(o: &Opened) -> Result<SecretsFile> {
     let Some(p) = &o.secrets_path else {
-        return Err(anyhow::Error::new(ConfigFailure(format!(
+        return Err(config_failure(format!(
             "{}: backups are encrypted to the secrets' recipients, and this cluster has no `secrets` file\n  hint: create one with `provision secrets init secrets.age` and add `secrets = \"secrets.age\"` to the cluster file",
             o.cluster.inv.path.display()
-        ))));
+        )));
     };
     Ok(SecretsFile::new(p))
 }
 
 fn backup_cmd(common: Common, output: PathBuf, yes: bool, lock: LockArgs) -> Result<u8> {
-    let o = open(&common)?;
+    let o = common.open()?;
     let sf = secrets_file(&o)?;
     // Fail before stopping anything when the backup could not be encrypted.
     sf.check_encryptable(&EncryptionMode::Recipients).map_err(|e| {
-        anyhow::Error::new(ConfigFailure(format!(
+        config_failure(format!(
             "{e}\n  hint: backups are encrypted to the recipients file {} (`provision secrets recipients add`)",
             sf.recipients_path().display()
-        )))
+        ))
     })?;
     if output.exists() {
-        return Err(anyhow::Error::new(ConfigFailure(format!(
+        return Err(config_failure(format!(
             "{} exists; backups never overwrite a file: choose another name",
             output.display()
-        ))));
+        )));
     }
     // The key that authenticates backups: made by the first one, kept in the secrets file.
     let mac_key = match &o.backup_key {
@@ -634,14 +562,14 @@ fn restore_cmd(
     force: bool,
     lock: LockArgs,
 ) -> Result<u8> {
-    let o = open(&common)?;
+    let o = common.open()?;
     let sf = secrets_file(&o)?;
     let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
     let plain = sf
         .decrypt_binary(&bytes, &IdentitySources::from_env(o.identity.clone()))
-        .map_err(|e| anyhow::Error::new(ConfigFailure(format!("{}: {e}", file.display()))))?;
-    let unpacked = backup::unpack(&plain)
-        .map_err(|e| anyhow::Error::new(ConfigFailure(format!("{}: {e}", file.display()))))?;
+        .map_err(|e| config_failure(format!("{}: {e}", file.display())))?;
+    let unpacked =
+        backup::unpack(&plain).map_err(|e| config_failure(format!("{}: {e}", file.display())))?;
     // Who made it, and is it whole: checked here, before any host is touched.
     let key = o.backup_key.as_ref().map(|k| k.as_bytes());
     let checked = match backup::check_backup(&file.display().to_string(), &unpacked, key, force) {
@@ -701,30 +629,6 @@ fn printer() -> (provision_transport::OutputSink, tokio::task::JoinHandle<()>) {
         }
     });
     (tx, h)
-}
-
-/// Left-aligned columns.
-fn table(rows: &[Vec<String>]) -> String {
-    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..n)
-        .map(|i| {
-            rows.iter()
-                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut s = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect();
-        s.push_str(line.join("  ").trim_end());
-        s.push('\n');
-    }
-    s
 }
 
 pub fn status_text(st: &status::Status) -> String {
@@ -856,14 +760,5 @@ mod tests {
             head(&st).lines().next(),
             Some("cluster day2 (swarm pgrthigctdiq, no manager can answer)")
         );
-    }
-
-    #[test]
-    fn tables_align() {
-        let t = table(&[
-            vec!["A".into(), "BB".into()],
-            vec!["ccc".into(), "d".into()],
-        ]);
-        assert_eq!(t, "A    BB\nccc  d\n");
     }
 }

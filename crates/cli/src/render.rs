@@ -1,6 +1,6 @@
 //! Event sinks of the command line: live progress (a line per host on a terminal,
 //! a summary above a threshold), plain timestamped lines for logs and CI, JSON
-//! lines, the run log file, and the recap at the end.
+//! lines, the run log file, and the recap at the end; and the `--output` choice.
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use provision_engine::event::{Event, EventSink, HostStatus, Recap, Redacted};
@@ -8,6 +8,13 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Mutex;
 use std::time::SystemTime;
+
+/// How a command shows its results: for people, or as JSON for programs (`--output`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
 
 /// Above this many hosts, the terminal shows one summary bar instead of a line per host.
 pub const PER_HOST_LINES_MAX: usize = 40;
@@ -357,6 +364,31 @@ pub fn recap_text(recap: &Recap, check: bool) -> String {
     s
 }
 
+/// Left-aligned columns separated by two spaces, as wide as their widest cell (in characters);
+/// the tables of the day-2 and lab commands.
+pub fn table(rows: &[Vec<String>]) -> String {
+    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..n)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut s = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        s.push_str(line.join("  ").trim_end());
+        s.push('\n');
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,5 +432,14 @@ mod tests {
             text.ends_with("2 host(s), 1 changed, 1 failed or unreachable\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(&[
+            vec!["A".into(), "BB".into()],
+            vec!["ccc".into(), "d".into()],
+        ]);
+        assert_eq!(t, "A    BB\nccc  d\n");
     }
 }

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::exit::ok_or_failed;
 use clap::{Args, Subcommand};
 use provision_secrets::{self as secrets, EditOutcome, IdentitySources, SecretsError};
 
@@ -150,17 +151,7 @@ pub fn run(cmd: SecretsCommand) -> anyhow::Result<u8> {
     {
         return generate(&cluster, playbook.as_deref(), yes, &id.sources());
     }
-    match execute(cmd) {
-        Ok(code) => Ok(code),
-        // An interrupted edit is not a failure to explain at length: say what happened and end
-        // with the shell's 128+signal code.
-        Err(e @ SecretsError::Interrupted { .. }) => {
-            say!("{e}");
-            Ok(e.exit_code())
-        }
-        // The library's messages are complete sentences; no error chain is appended.
-        Err(e) => Err(anyhow::anyhow!("{e}")),
-    }
+    execute(cmd).or_else(crate::exit::secrets)
 }
 
 fn execute(cmd: SecretsCommand) -> Result<u8, SecretsError> {
@@ -290,7 +281,7 @@ fn execute(cmd: SecretsCommand) -> Result<u8, SecretsError> {
                 say!("skipped {}: {why}", path.display());
             }
             // Not everything is re-encrypted: a person must look at what was skipped.
-            Ok(if report.skipped.is_empty() { 0 } else { 1 })
+            Ok(ok_or_failed(report.skipped.is_empty()))
         }
     }
 }
@@ -363,16 +354,11 @@ fn generate(
     confirm: bool,
     ids: &IdentitySources,
 ) -> anyhow::Result<u8> {
-    use crate::cmd_run::{Builtin, config_error, playbook_path};
+    use crate::playbook::Builtin;
     use anyhow::Context as _;
-    use provision_engine::inventory::{Inventory, InventoryRules};
-    use provision_engine::playbook_file::PlaybookFile;
     use provision_playbook::declared_secrets::{self, State};
 
-    let mut inv = Inventory::load(cluster, &InventoryRules::default()).map_err(config_error)?;
-    if let Some(p) = playbook {
-        inv.playbook = Some(std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
-    }
+    let inv = crate::cluster::inventory(cluster, playbook)?;
     let Some(file) = inv.secrets.clone() else {
         anyhow::bail!(
             "{} names no secrets file\n  hint: add secrets = \"secrets.age\" to it, run `provision secrets init secrets.age` next to it, then run this again",
@@ -396,12 +382,10 @@ fn generate(
         .prefix("provision-generate-")
         .tempdir()
         .context("cannot create a scratch directory for the built-in playbook")?;
-    let pb_path = playbook_path(&inv, Builtin::Scratch(scratch.path()))?;
-    let config_error = |e| config_error(crate::builtin::name_builtin_files(e, scratch.path()));
-    let pb =
-        PlaybookFile::load(&pb_path, &provision_playbook::known_steps()).map_err(config_error)?;
+    let builtin = Builtin::Scratch(scratch.path());
+    let pb = crate::playbook::load(&inv, builtin)?;
     let needed = declared_secrets::needed(&inv, &pb, current.table()).map_err(|diagnostics| {
-        config_error(provision_engine::diagnostic::ConfigError { diagnostics })
+        crate::playbook::errors(builtin)(provision_engine::diagnostic::ConfigError { diagnostics })
     })?;
 
     let mut made = Vec::new();
@@ -461,7 +445,7 @@ fn generate(
             spec.name
         );
     }
-    Ok(if by_hand.is_empty() { 0 } else { 1 })
+    Ok(ok_or_failed(by_hand.is_empty()))
 }
 
 fn count_recipients(n: usize) -> String {

@@ -396,23 +396,6 @@ impl<'a> Reporter<'a> {
         }
     }
 
-    /// A port number, 1 to 65535.
-    pub fn port(&mut self, value: &Spanned<DeValue<'_>>, what: &str) -> Option<u16> {
-        let example = "port = 22";
-        let n = self.integer(value, what, example)?;
-        match u16::try_from(n) {
-            Ok(p) if p > 0 => Some(p),
-            _ => {
-                self.error(
-                    &value.span(),
-                    format!("{what} must be between 1 and 65535, not {n}"),
-                    Some(format!("write {example}, or the port sshd listens on")),
-                );
-                None
-            }
-        }
-    }
-
     pub fn table<'v, 'i>(
         &mut self,
         value: &'v Spanned<DeValue<'i>>,

@@ -409,7 +409,7 @@ fn check_ssh(
                     .nonempty_string(v, &what, "user = \"root\"")
                     .map(str::to_string)
             }
-            "port" => ssh.port = r.port(v, &what),
+            "port" => ssh.port = check_port(r, v, &what),
             "identity" => {
                 ssh.identity = r
                     .nonempty_string(v, &what, "identity = \"~/.ssh/id_ed25519\"")
@@ -461,6 +461,23 @@ fn check_ssh(
         }
     }
     (r.diagnostics.len() == errors_before).then_some(ssh)
+}
+
+/// A port number, 1 to 65535; the help names sshd, the only port an inventory sets.
+fn check_port(r: &mut Reporter<'_>, value: &Spanned<DeValue<'_>>, what: &str) -> Option<u16> {
+    let example = "port = 22";
+    let n = r.integer(value, what, example)?;
+    match u16::try_from(n) {
+        Ok(p) if p > 0 => Some(p),
+        _ => {
+            r.error(
+                &value.span(),
+                format!("{what} must be between 1 and 65535, not {n}"),
+                Some(format!("write {example}, or the port sshd listens on")),
+            );
+            None
+        }
+    }
 }
 
 /// `become = "sudo"`, the one supported method.
@@ -624,7 +641,7 @@ fn check_host(
         let what = format!("`{k}` in {host}");
         match k {
             "address" => d.address = check_address(r, v, &what).map(|a| (a, v.span())),
-            "port" => d.port = r.port(v, &what),
+            "port" => d.port = check_port(r, v, &what),
             "user" => {
                 d.user = r
                     .nonempty_string(v, &what, "user = \"admin\"")

@@ -2,9 +2,9 @@
 //! hang guests, as on PVM hosts), whose answer is cached per host kernel and guest kernel.
 
 use crate::argv;
+pub use crate::argv::Accel;
 use crate::error::{LabError, Result};
 use crate::process::command;
-use serde::{Deserialize, Serialize};
 use std::io::Read;
 use std::path::Path;
 use std::process::Stdio;
@@ -15,37 +15,6 @@ pub const ENV_ACCEL: &str = "PROVISION_LAB_ACCEL";
 
 /// How long the KVM probe may take before KVM counts as broken.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// How qemu runs the guest CPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Accel {
-    /// Hardware virtualization.
-    Kvm,
-    /// Software emulation, multi-threaded; slower, works everywhere.
-    Tcg,
-}
-
-impl Accel {
-    /// qemu's flags for this accelerator. Under KVM `-cpu max` is the host's features (`-cpu host`
-    /// aborts on some hosts). Under TCG the plain `qemu64` model: measured on one ready VM it cut
-    /// 300 forks from 3.2-4.5 s to 2.5 s and file-heavy work by 15-30% against `-cpu max`, whose
-    /// extra features TCG emulates slowly (bench/README.md, "TCG tuning").
-    pub fn qemu_args(self) -> Vec<String> {
-        let (accel, cpu) = match self {
-            Accel::Kvm => ("kvm", "max"),
-            Accel::Tcg => ("tcg,thread=multi", "qemu64"),
-        };
-        ["-accel", accel, "-cpu", cpu].map(String::from).into()
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Accel::Kvm => "kvm",
-            Accel::Tcg => "tcg",
-        }
-    }
-}
 
 /// What the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

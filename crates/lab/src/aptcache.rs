@@ -107,7 +107,7 @@ impl AptCache {
 
     fn user_file(&self, lab_dir: &Path) -> PathBuf {
         let digest = Sha256::digest(lab_dir.as_os_str().as_encoded_bytes());
-        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let hex = hex::encode(&digest[..8]);
         self.users_dir().join(hex)
     }
 

@@ -7,6 +7,7 @@ use crate::error::{LabError, Result};
 use crate::prereq;
 use crate::process::{run, run_logged};
 use crate::recipe::{Content, REMOVALS, Recipe};
+use crate::spec::LayerName;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Component, Path, PathBuf};
@@ -25,7 +26,7 @@ pub const MARKER: &str = "layer.json";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Marker {
     /// `bare` or the name of the layer built on it.
-    pub layer: String,
+    pub layer: LayerName,
     /// The directory name: the layer's key.
     pub key: String,
     /// Seconds since the epoch when the build finished.
@@ -95,7 +96,7 @@ pub fn ensure(recipe: &Recipe, cache_root: &Path, progress: &dyn Fn(&str)) -> Re
         return Err(LabError::NeedsRoot);
     }
     let what = Build {
-        layer: "bare",
+        layer: LayerName::Bare,
         key: recipe.hash(),
         need_mib: BASE_BUILD_MIB,
         describe: format!(
@@ -111,7 +112,7 @@ pub fn ensure(recipe: &Recipe, cache_root: &Path, progress: &dyn Fn(&str)) -> Re
 
 /// What a layer build is: its name, key (directory name) and the free space it needs.
 pub(crate) struct Build {
-    pub layer: &'static str,
+    pub layer: LayerName,
     pub key: String,
     pub need_mib: u64,
     pub describe: String,
@@ -219,7 +220,7 @@ fn write_marker(dir: &Path, what: &Build) -> Result<()> {
     }
     files.sort();
     let marker = Marker {
-        layer: what.layer.to_string(),
+        layer: what.layer,
         key: what.key.clone(),
         built_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -584,7 +585,7 @@ mod tests {
 
     fn bare(r: &Recipe) -> Build {
         Build {
-            layer: "bare",
+            layer: LayerName::Bare,
             key: r.hash(),
             need_mib: 1,
             describe: "test".into(),
@@ -599,7 +600,7 @@ mod tests {
         let img =
             ensure_with(&bare(&r), cache.path(), &|_| {}, &|t| fake_build(t, &calls)).unwrap();
         let marker = img.marker().expect("marked");
-        assert_eq!(marker.layer, "bare");
+        assert_eq!(marker.layer, LayerName::Bare);
         assert_eq!(marker.key, r.hash());
         assert_eq!(
             marker

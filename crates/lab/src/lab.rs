@@ -273,7 +273,7 @@ impl Lab {
             LayerName::Bare => base,
             LayerName::Ready => {
                 let ready = opts.ready.as_ref().ok_or(LabError::LayerBuild {
-                    layer: "ready".into(),
+                    layer: LayerName::Ready.to_string(),
                     detail: "this caller cannot build it (no provisioner given): `provision lab up --layer ready` can".into(),
                 })?;
                 layer::ensure_ready(

@@ -127,7 +127,7 @@ pub fn ready_key_text(base: &Recipe, playbook: &str, code_digest: &str) -> Strin
 /// The ready layer's directory name: `ready-` and 16 hex digits of the key text's SHA-256.
 pub fn ready_key(base: &Recipe, playbook: &str, code_digest: &str) -> String {
     let digest = Sha256::digest(ready_key_text(base, playbook, code_digest).as_bytes());
-    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let hex = hex::encode(&digest[..8]);
     format!("ready-{hex}")
 }
 
@@ -142,7 +142,7 @@ pub fn ensure_ready(
 ) -> Result<Image> {
     let key = ready_key(base_recipe, &ready.playbook, &ready.code_digest);
     let what = Build {
-        layer: "ready",
+        layer: LayerName::Ready,
         key: key.clone(),
         need_mib: READY_BUILD_MIB,
         describe: format!(
@@ -210,7 +210,7 @@ fn build_ready(
     let started = Instant::now();
     progress.say("ready layer: running the playbook on the builder VM");
     (ready.provision)(&lab.cluster_toml_path()).map_err(|detail| LabError::LayerBuild {
-        layer: "ready".into(),
+        layer: LayerName::Ready.to_string(),
         detail,
     })?;
     progress.say(&format!(
@@ -222,7 +222,7 @@ fn build_ready(
     let out = lab.ssh("builder", WIPE_SCRIPT)?;
     if !String::from_utf8_lossy(&out.stdout).contains("provision-lab-wipe: done") {
         return Err(LabError::LayerBuild {
-            layer: "ready".into(),
+            layer: LayerName::Ready.to_string(),
             detail: format!(
                 "the wipe script failed ({}): {}",
                 out.status,
@@ -235,7 +235,7 @@ fn build_ready(
     while process::live_qemu(&pidfile).is_some() {
         if Instant::now() > deadline {
             return Err(LabError::LayerBuild {
-                layer: "ready".into(),
+                layer: LayerName::Ready.to_string(),
                 detail: "the builder VM did not power off within 180 s".into(),
             });
         }
@@ -269,8 +269,8 @@ pub struct LayerInfo {
     pub dir: PathBuf,
     /// The directory name.
     pub key: String,
-    /// `bare`, `ready`, or `incomplete` when the marker is missing or false.
-    pub layer: String,
+    /// `bare` or `ready`; None (shown as `incomplete`) when the marker is missing or false.
+    pub layer: Option<LayerName>,
     pub bytes: u64,
     /// Seconds since the build finished (None when incomplete).
     pub age_secs: Option<u64>,
@@ -299,9 +299,7 @@ pub fn list(cache_root: &Path) -> Result<Vec<LayerInfo>> {
         let marker: Option<Marker> = img.marker();
         out.push(LayerInfo {
             bytes: dir_bytes(&path),
-            layer: marker
-                .as_ref()
-                .map_or("incomplete".to_string(), |m| m.layer.clone()),
+            layer: marker.as_ref().map(|m| m.layer),
             age_secs: marker.as_ref().map(|m| now.saturating_sub(m.built_at)),
             key,
             dir: path,
@@ -423,7 +421,7 @@ mod tests {
         LayerInfo {
             dir: PathBuf::from("/c/images").join(key),
             key: key.into(),
-            layer: "ready".into(),
+            layer: Some(LayerName::Ready),
             bytes: 0,
             age_secs: Some(1),
         }
@@ -455,7 +453,7 @@ mod tests {
         held.lock().unwrap();
         let layers = list(cache.path()).unwrap();
         assert_eq!(layers.len(), 2);
-        assert!(layers.iter().all(|l| l.layer == "incomplete"));
+        assert!(layers.iter().all(|l| l.layer.is_none()));
         let plan = prune_plan(&layers, &[]);
         let removed = prune(cache.path(), &plan).unwrap();
         assert_eq!(removed, [images.join("ready-aaaa")]);

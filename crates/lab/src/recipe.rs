@@ -231,7 +231,7 @@ impl Recipe {
     /// First 16 hex digits of the SHA-256 of `text()`: the image's cache directory name.
     pub fn hash(&self) -> String {
         let digest = Sha256::digest(self.text().as_bytes());
-        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+        hex::encode(&digest[..8])
     }
 }
 

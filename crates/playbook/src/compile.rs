@@ -12,6 +12,9 @@ use provision_transport::{Become, Target};
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
+pub(crate) mod context;
+pub use context::{Shared, cluster_context, host_context, host_context_shared};
+
 /// A playbook ready to run.
 pub struct Compiled {
     pub steps: Vec<Box<dyn Step>>,
@@ -23,60 +26,6 @@ pub struct Compiled {
 pub struct SecretsView<'a> {
     pub table: &'a toml::Table,
     pub contains_secret: &'a (dyn Fn(&str) -> bool + Sync),
-}
-
-/// The template context of one host: `vars`, `host`, `hosts`, `cluster`, `secrets`.
-pub fn host_context(inv: &Inventory, host: &Host, secrets: &toml::Table) -> minijinja::Value {
-    host_context_shared(inv, host, &Shared::new(inv, secrets))
-}
-
-/// The parts of a template context every host sees: built once per run and
-/// shared (minijinja values are reference-counted), so that 1000 hosts do not
-/// each copy the 1000-host list.
-pub struct Shared {
-    hosts: minijinja::Value,
-    cluster: minijinja::Value,
-    secrets: minijinja::Value,
-}
-
-impl Shared {
-    pub fn new(inv: &Inventory, secrets: &toml::Table) -> Self {
-        let hosts: Vec<toml::Value> = inv
-            .hosts
-            .iter()
-            .filter_map(|h| inv.host_vars(h).remove("host"))
-            .collect();
-        let mut cluster = toml::Table::new();
-        cluster.insert("name".into(), inv.name.clone().into());
-        Shared {
-            hosts: minijinja::Value::from(minijinja::value::Serde(hosts)),
-            cluster: minijinja::Value::from(minijinja::value::Serde(cluster)),
-            secrets: minijinja::Value::from(minijinja::value::Serde(secrets)),
-        }
-    }
-}
-
-pub fn host_context_shared(inv: &Inventory, host: &Host, shared: &Shared) -> minijinja::Value {
-    let mut vars = inv.host_vars(host);
-    let host_table = vars
-        .remove("host")
-        .unwrap_or_else(|| toml::Value::Table(Default::default()));
-    let map: std::collections::BTreeMap<&str, minijinja::Value> = [
-        (
-            "vars",
-            minijinja::Value::from(minijinja::value::Serde(vars)),
-        ),
-        (
-            "host",
-            minijinja::Value::from(minijinja::value::Serde(host_table)),
-        ),
-        ("hosts", shared.hosts.clone()),
-        ("cluster", shared.cluster.clone()),
-        ("secrets", shared.secrets.clone()),
-    ]
-    .into_iter()
-    .collect();
-    minijinja::Value::from(map)
 }
 
 /// Compiles every step for every host it selects. All problems are collected and
@@ -240,23 +189,6 @@ pub fn compile(
     } else {
         Err(ConfigError { diagnostics })
     }
-}
-
-/// The context of cluster steps: like a host's, without `host`.
-pub fn cluster_context(inv: &Inventory, secrets: &toml::Table) -> minijinja::Value {
-    let hosts: Vec<toml::Value> = inv
-        .hosts
-        .iter()
-        .filter_map(|h| inv.host_vars(h).remove("host"))
-        .collect();
-    let mut ctx = toml::Table::new();
-    ctx.insert("vars".into(), toml::Value::Table(inv.vars.clone()));
-    ctx.insert("hosts".into(), toml::Value::Array(hosts));
-    let mut cluster = toml::Table::new();
-    cluster.insert("name".into(), inv.name.clone().into());
-    ctx.insert("cluster".into(), toml::Value::Table(cluster));
-    ctx.insert("secrets".into(), toml::Value::Table(secrets.clone()));
-    minijinja::Value::from(minijinja::value::Serde(ctx))
 }
 
 /// One cluster step: `when` and `with` are evaluated once, cluster-wide; a false

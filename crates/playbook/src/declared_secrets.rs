@@ -9,7 +9,7 @@ use provision_engine::inventory::Inventory;
 use provision_engine::playbook_file::{PlaybookFile, SecretSpec};
 use provision_engine::template;
 
-use crate::compile::cluster_context;
+use crate::compile::context::cluster_context;
 
 /// A declared secret this inventory needs, and its state in the secrets file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,6 +187,27 @@ length = 16
 alphabet = "hex"
 "#;
 
+    fn messages(diagnostics: Vec<Diagnostic>) -> Vec<String> {
+        diagnostics.iter().map(|d| d.to_string()).collect()
+    }
+
+    /// The problems when the secrets file holds nothing.
+    fn problems_without_secrets(inv: &Inventory, pb: &PlaybookFile) -> Vec<String> {
+        messages(problems(
+            inv,
+            pb,
+            &needed(inv, pb, &toml::Table::new()).unwrap(),
+        ))
+    }
+
+    /// Each of `parts` is in `msg` (shown whole when one is not).
+    #[track_caller]
+    fn assert_mentions(msg: &str, parts: &[&str]) {
+        for part in parts {
+            assert!(msg.contains(part), "{msg}");
+        }
+    }
+
     #[test]
     fn state_follows_dotted_keys() {
         let t: toml::Table = toml::from_str("a = \"x\"\n[app]\ndb_pass = \"v\"\nn = 3\n").unwrap();
@@ -220,31 +241,19 @@ alphabet = "hex"
                 ("app.registry_token", State::Present)
             ]
         );
-        let msgs: Vec<String> = problems(&inv, &pb, &needed_now)
-            .iter()
-            .map(|d| d.to_string())
-            .collect();
+        let msgs = messages(problems(&inv, &pb, &needed_now));
         assert_eq!(msgs.len(), 1, "{msgs:?}");
-        assert!(msgs[0].contains("/pb/site.toml:6:1"), "{}", msgs[0]);
-        assert!(
-            msgs[0].contains(
-                "required secret `app.db_pass` (the database password) is not in /c/secrets.age"
-            ),
-            "{}",
-            msgs[0]
-        );
-        assert!(
-            msgs[0].contains("provision secrets generate /c/cluster.toml"),
-            "{}",
-            msgs[0]
+        assert_mentions(
+            &msgs[0],
+            &[
+                "/pb/site.toml:6:1",
+                "required secret `app.db_pass` (the database password) is not in /c/secrets.age",
+                "provision secrets generate /c/cluster.toml",
+            ],
         );
 
         inv.vars.insert("stack".into(), "demo".into());
-        let t = toml::Table::new();
-        let msgs: Vec<String> = problems(&inv, &pb, &needed(&inv, &pb, &t).unwrap())
-            .iter()
-            .map(|d| d.to_string())
-            .collect();
+        let msgs = problems_without_secrets(&inv, &pb);
         assert_eq!(msgs.len(), 3, "{msgs:?}");
         assert!(msgs[1].contains("provision secrets set /c/secrets.age app.registry_token"));
         assert!(msgs[2].contains("`demo.key`"));
@@ -256,21 +265,14 @@ alphabet = "hex"
         inv.path = "/c/cluster.toml".into();
         inv.secrets = None;
         let pb = playbook(PB);
-        let t = toml::Table::new();
-        let msgs: Vec<String> = problems(&inv, &pb, &needed(&inv, &pb, &t).unwrap())
-            .iter()
-            .map(|d| d.to_string())
-            .collect();
+        let msgs = problems_without_secrets(&inv, &pb);
         assert_eq!(msgs.len(), 2, "{msgs:?}");
-        assert!(
-            msgs[0].contains("/c/cluster.toml names no secrets file"),
-            "{}",
-            msgs[0]
-        );
-        assert!(
-            msgs[0].contains("provision secrets init secrets.age"),
-            "{}",
-            msgs[0]
+        assert_mentions(
+            &msgs[0],
+            &[
+                "/c/cluster.toml names no secrets file",
+                "provision secrets init secrets.age",
+            ],
         );
     }
 

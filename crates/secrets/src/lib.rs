@@ -9,6 +9,7 @@
 //! - [`edit()`], [`init`], [`set`], [`remove`], [`recipients_add`], [`recipients_remove`],
 //!   [`rotate`] implement the `provision secrets` commands.
 
+mod atomic;
 mod crypto;
 mod edit;
 mod error;

@@ -117,7 +117,7 @@ pub fn init(
     )?;
     // Recipients first: a secrets file must never exist without the list of who can read it.
     recipients.save()?;
-    crate::file::write_atomic(path, &encrypted, 0o644)?;
+    crate::atomic::write_atomic(path, &encrypted, 0o644)?;
     report.created_file = true;
     report.recipients = keys.len();
     Ok(report)
@@ -395,7 +395,7 @@ fn change_recipients(
     let mut quiet = ids.clone();
     quiet.prompt = false;
     let still_readable = file.decrypt_bytes(&encrypted, &quiet).is_ok();
-    crate::file::write_atomic(path, &encrypted, 0o644)?;
+    crate::atomic::write_atomic(path, &encrypted, 0o644)?;
     list.save()?;
     Ok(RecipientsChange {
         key,
@@ -524,7 +524,7 @@ pub fn rotate(
         }
     }
     for (path, encrypted, recipients, backup_of) in plans {
-        crate::file::write_atomic(&path, &encrypted, 0o644)?;
+        crate::atomic::write_atomic(&path, &encrypted, 0o644)?;
         report.rotated.push(Rotated {
             path,
             recipients,

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
 use crate::SecretsError;
-use crate::file::write_atomic;
+use crate::atomic::write_atomic;
 
 /// The kind of an age recipient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -163,13 +163,12 @@ pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep
             packages.push(pkg);
         }
     }
-    if p.purge && p.state != State::Absent {
-        return Err(util::bad(
-            "purge",
-            "`purge` applies only with state = \"absent\"",
-            "remove it, or set state = \"absent\"",
-        ));
-    }
+    util::require(
+        !p.purge || p.state == State::Absent,
+        "purge",
+        "`purge` applies only with state = \"absent\"",
+        "remove it, or set state = \"absent\"",
+    )?;
     Ok(Box::new(Apt {
         packages,
         state: p.state,

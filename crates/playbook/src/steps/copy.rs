@@ -1,64 +1,36 @@
 //! `copy`: puts a file kept next to the playbook (`src`, copied byte for byte)
 //! or an inline string (`content`) at `dest`, with its mode and owner.
 
-use super::file::{self, FileStep};
-use super::util::{self, Mode};
+use super::file::{self, FileParams};
+use super::util;
 use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::step::HostStep;
-use serde::Deserialize;
 use zeroize::Zeroizing;
 
 pub const KNOWN_KEYS: &[&str] = &["src", "content", "dest", "mode", "owner", "group"];
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    src: Option<String>,
-    content: Option<String>,
-    dest: String,
-    mode: Option<Mode>,
-    owner: Option<String>,
-    group: Option<String>,
-}
-
 pub fn build(with: &toml::Table, ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep>, ParamError> {
-    let p: Params = util::params(with, KNOWN_KEYS)?;
-    let dest = util::abs_path("dest", &p.dest)?;
-    let owner = p
-        .owner
-        .map(|o| util::account_name("owner", &o, true))
-        .transpose()?;
-    let group = p
-        .group
-        .map(|g| util::account_name("group", &g, true))
-        .transpose()?;
-    let content = Zeroizing::new(match (p.src, p.content) {
-        (Some(src), None) => file::read_src(ctx, &src)?,
-        (None, Some(text)) => text.into_bytes(),
-        (Some(_), Some(_)) => {
-            return Err(util::bad(
-                "content",
-                "set either `src` or `content`, not both",
-                "`src` copies a file next to the playbook; `content` is inline text",
-            ));
-        }
-        (None, None) => {
-            return Err(ParamError::new(
-                None,
-                "`copy` needs `src` (a file next to the playbook) or `content` (inline text)",
-            )
-            .help("e.g. src = \"files/motd\" or content = \"hello\\n\""));
-        }
-    });
-    let mode = file::mode_for(ctx, &dest, &content, p.mode)?;
-    Ok(Box::new(FileStep {
-        path: dest,
-        key: "dest",
-        content,
-        mode,
-        owner,
-        group,
-    }))
+    let p: FileParams<Option<String>> = util::params(with, KNOWN_KEYS)?;
+    p.step(ctx, |src, content| {
+        Ok(Zeroizing::new(match (src, content) {
+            (Some(src), None) => file::read_src(ctx, &src)?,
+            (None, Some(text)) => text.into_bytes(),
+            (Some(_), Some(_)) => {
+                return Err(util::bad(
+                    "content",
+                    "set either `src` or `content`, not both",
+                    "`src` copies a file next to the playbook; `content` is inline text",
+                ));
+            }
+            (None, None) => {
+                return Err(ParamError::new(
+                    None,
+                    "`copy` needs `src` (a file next to the playbook) or `content` (inline text)",
+                )
+                .help("e.g. src = \"files/motd\" or content = \"hello\\n\""));
+            }
+        }))
+    })
 }
 
 #[cfg(test)]

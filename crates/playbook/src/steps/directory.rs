@@ -2,6 +2,7 @@
 //! needed), or nothing at `path` (`state = "absent"`, removed recursively).
 
 use super::file::{self, Kind, PathFacts};
+pub use super::util::Presence as State;
 use super::util::{self, Mode};
 use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::step::{Action, Change, Check, Facts, HostStep, StepError};
@@ -12,14 +13,6 @@ use serde::Deserialize;
 pub const NEW_DIR_MODE: u32 = 0o755;
 
 pub const KNOWN_KEYS: &[&str] = &["path", "mode", "owner", "group", "state"];
-
-#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    #[default]
-    Present,
-    Absent,
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,14 +38,8 @@ pub struct Directory {
 pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep>, ParamError> {
     let p: Params = util::params(with, KNOWN_KEYS)?;
     let path = util::abs_path("path", &p.path)?;
-    let owner = p
-        .owner
-        .map(|o| util::account_name("owner", &o, true))
-        .transpose()?;
-    let group = p
-        .group
-        .map(|g| util::account_name("group", &g, true))
-        .transpose()?;
+    let owner = util::account("owner", p.owner)?;
+    let group = util::account("group", p.group)?;
     if p.state == State::Absent {
         // A typo must not wipe /, /etc or /home.
         if path.split('/').filter(|c| !c.is_empty()).count() < 2 {
@@ -62,13 +49,12 @@ pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep
                 "state = \"absent\" removes a path with at least two components, e.g. /opt/app",
             ));
         }
-        if p.mode.is_some() || owner.is_some() || group.is_some() {
-            return Err(util::bad(
-                "state",
-                "`mode`, `owner` and `group` mean nothing with state = \"absent\"",
-                "remove them, or use state = \"present\"",
-            ));
-        }
+        util::require(
+            p.mode.is_none() && owner.is_none() && group.is_none(),
+            "state",
+            "`mode`, `owner` and `group` mean nothing with state = \"absent\"",
+            "remove them, or use state = \"present\"",
+        )?;
     }
     Ok(Box::new(Directory {
         path,

@@ -288,6 +288,44 @@ pub struct FileStep {
     pub group: Option<String>,
 }
 
+/// The parameters of `copy` (`src` optional, or `content`) and `template` (`src` required;
+/// `content` is not among its known keys, so it stays None).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileParams<Src> {
+    pub src: Src,
+    pub content: Option<String>,
+    pub dest: String,
+    pub mode: Option<util::Mode>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+}
+
+impl<Src> FileParams<Src> {
+    /// The step putting what `content` makes of `src` and `content` at `dest`: `dest`, `owner`
+    /// and `group` are checked before the content is made (their errors come first), the mode
+    /// is chosen after (a secret in the content makes the file private).
+    pub fn step(
+        self,
+        ctx: &BuildCtx<'_>,
+        content: impl FnOnce(Src, Option<String>) -> Result<Zeroizing<Vec<u8>>, ParamError>,
+    ) -> Result<Box<dyn HostStep>, ParamError> {
+        let dest = util::abs_path("dest", &self.dest)?;
+        let owner = util::account("owner", self.owner)?;
+        let group = util::account("group", self.group)?;
+        let content = content(self.src, self.content)?;
+        let mode = mode_for(ctx, &dest, &content, self.mode)?;
+        Ok(Box::new(FileStep {
+            path: dest,
+            key: "dest",
+            content,
+            mode,
+            owner,
+            group,
+        }))
+    }
+}
+
 impl HostStep for FileStep {
     fn gather(&self) -> Option<String> {
         Some(gather_command(&self.path, Some(DIFF_LIMIT)))

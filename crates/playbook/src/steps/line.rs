@@ -4,6 +4,7 @@
 //! the file's mode and owner kept: no in-place `sed -i`.
 
 use super::file::{self, Kind};
+pub use super::util::Presence as State;
 use super::util::{self, Mode};
 use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::step::{Action, Change, Check, Facts, FileDiff, HostStep, StepError};
@@ -16,14 +17,6 @@ pub const KNOWN_KEYS: &[&str] = &["path", "line", "regexp", "state", "create", "
 
 /// Files are read whole into the facts: larger ones belong to `template`/`copy`.
 pub const SIZE_LIMIT: u64 = 1024 * 1024;
-
-#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    #[default]
-    Present,
-    Absent,
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -722,26 +715,27 @@ mod tests {
         );
         let e = build_err(build_with(build, "path = \"/etc/x\"\nstate = \"absent\""));
         assert_eq!(e.key.as_deref(), Some("line"));
-        let e = build_err(build_with(build, "path = \"/etc/x\"\nline = \"a\\nb\""));
-        assert_eq!(e.message, "`line` must be a single line");
         let e = build_err(build_with(
             build,
             "path = \"/etc/x\"\nline = \"a\"\nregex = \"^a\"",
         ));
         assert!(e.help.unwrap().starts_with("did you mean `regexp`?"));
-        let e = build_err(build_with(
-            build,
-            "path = \"/etc/x\"\nline = \"a\"\nmode = \"0600\"",
-        ));
-        assert_eq!(e.message, "`mode` applies only to a file this step creates");
-        let e = build_err(build_with(
-            build,
-            "path = \"/etc/x\"\nline = \"a\"\ncreate = \"yes\"",
-        ));
-        assert_eq!(
-            e.message,
-            "`create`: invalid type: string \"yes\", expected a boolean"
-        );
+        for (with, message) in [
+            (
+                "path = \"/etc/x\"\nline = \"a\\nb\"",
+                "`line` must be a single line",
+            ),
+            (
+                "path = \"/etc/x\"\nline = \"a\"\nmode = \"0600\"",
+                "`mode` applies only to a file this step creates",
+            ),
+            (
+                "path = \"/etc/x\"\nline = \"a\"\ncreate = \"yes\"",
+                "`create`: invalid type: string \"yes\", expected a boolean",
+            ),
+        ] {
+            assert_eq!(build_err(build_with(build, with)).message, message, "{with}");
+        }
         // A file created with a secret line and no `mode` is private.
         let s = step(&format!(
             "path = \"/etc/x\"\nline = \"PW={SECRET}\"\ncreate = true"

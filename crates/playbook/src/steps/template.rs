@@ -1,69 +1,40 @@
 //! `template`: renders a minijinja template kept next to the playbook with the
 //! host's context and puts the result at `dest`, with its mode and owner.
 
-use super::file::{self, FileStep};
-use super::util::{self, Mode};
+use super::file::{self, FileParams};
+use super::util;
 use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::step::HostStep;
-use serde::Deserialize;
 use zeroize::Zeroizing;
 
 pub const KNOWN_KEYS: &[&str] = &["src", "dest", "mode", "owner", "group"];
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    src: String,
-    dest: String,
-    mode: Option<Mode>,
-    owner: Option<String>,
-    group: Option<String>,
-}
-
 pub fn build(with: &toml::Table, ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep>, ParamError> {
-    let p: Params = util::params(with, KNOWN_KEYS)?;
-    let dest = util::abs_path("dest", &p.dest)?;
-    let owner = p
-        .owner
-        .map(|o| util::account_name("owner", &o, true))
-        .transpose()?;
-    let group = p
-        .group
-        .map(|g| util::account_name("group", &g, true))
-        .transpose()?;
-    let body = String::from_utf8(file::read_src(ctx, &p.src)?).map_err(|_| {
-        util::bad(
-            "src",
-            format!("template {} is not UTF-8 text", p.src),
-            "use the `copy` step for binary files",
-        )
-    })?;
-    // Zeroizing: the rendered text may hold secrets.
-    let rendered = Zeroizing::new(
-        (ctx.render)(&p.src, &body)
-            .map_err(|e| {
-                util::bad(
-                    "src",
-                    format!("cannot render template: {e}"),
-                    "define it in [vars], in the host's vars, or in the secrets file",
-                )
-            })?
-            .into_bytes(),
-    );
-    let mode = file::mode_for(ctx, &dest, &rendered, p.mode)?;
-    Ok(Box::new(FileStep {
-        path: dest,
-        key: "dest",
-        content: rendered,
-        mode,
-        owner,
-        group,
-    }))
+    let p: FileParams<String> = util::params(with, KNOWN_KEYS)?;
+    p.step(ctx, |src, _| {
+        let body = String::from_utf8(file::read_src(ctx, &src)?).map_err(|_| {
+            util::bad(
+                "src",
+                format!("template {src} is not UTF-8 text"),
+                "use the `copy` step for binary files",
+            )
+        })?;
+        // Zeroizing: the rendered text may hold secrets.
+        let rendered = (ctx.render)(&src, &body).map_err(|e| {
+            util::bad(
+                "src",
+                format!("cannot render template: {e}"),
+                "define it in [vars], in the host's vars, or in the secrets file",
+            )
+        })?;
+        Ok(Zeroizing::new(rendered.into_bytes()))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::steps::util::Mode;
     use crate::steps::testing::{build_err, table, with_ctx};
     use provision_engine::step::{Action, Check, Facts};
 

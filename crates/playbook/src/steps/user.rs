@@ -2,6 +2,7 @@
 //! shell and home, and public keys in its `~/.ssh/authorized_keys`; or no such
 //! account (`state = "absent"`).
 
+pub use super::util::Presence as State;
 use super::util::{self, Attrs, List};
 use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::step::{Action, Change, Check, Facts, FileDiff, HostStep, StepError};
@@ -21,14 +22,6 @@ pub const KNOWN_KEYS: &[&str] = &[
     "remove_home",
     "authorized_keys",
 ];
-
-#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    #[default]
-    Present,
-    Absent,
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,10 +66,7 @@ pub struct User {
 pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep>, ParamError> {
     let p: Params = util::params(with, KNOWN_KEYS)?;
     let name = util::account_name("name", &p.name, false)?;
-    let group = p
-        .group
-        .map(|g| util::account_name("group", &g, true))
-        .transpose()?;
+    let group = util::account("group", p.group)?;
     let groups = p
         .groups
         .0
@@ -540,6 +530,21 @@ mod tests {
         assert_eq!(parse_passwd("garbage"), None);
     }
 
+    /// The change that adds one key to deploy's authorized_keys, leaving it as `file`.
+    fn assert_adds_one_key(c: &Change, file: &str) {
+        assert_eq!(
+            c.summary,
+            "add 1 authorized key to /home/deploy/.ssh/authorized_keys"
+        );
+        assert_eq!(
+            c.actions,
+            vec![Action::run_with_stdin(
+                keys_command("deploy"),
+                file.as_bytes().to_vec()
+            )]
+        );
+    }
+
     #[test]
     fn fresh_host_creates_user_and_keys() {
         let s = step(&format!(
@@ -557,17 +562,7 @@ mod tests {
                 )]
             )
         );
-        assert_eq!(
-            c[1].summary,
-            "add 1 authorized key to /home/deploy/.ssh/authorized_keys"
-        );
-        assert_eq!(
-            c[1].actions,
-            vec![Action::run_with_stdin(
-                keys_command("deploy"),
-                format!("{KEY}\n").into_bytes()
-            )]
-        );
+        assert_adds_one_key(&c[1], &format!("{KEY}\n"));
     }
 
     #[test]
@@ -599,17 +594,7 @@ mod tests {
                 )]
             )
         );
-        assert_eq!(
-            c[1].summary,
-            "add 1 authorized key to /home/deploy/.ssh/authorized_keys"
-        );
-        assert_eq!(
-            c[1].actions,
-            vec![Action::run_with_stdin(
-                keys_command("deploy"),
-                format!("{KEY}\n{KEY2}\n").into_bytes()
-            )]
-        );
+        assert_adds_one_key(&c[1], &format!("{KEY}\n{KEY2}\n"));
         assert_eq!(c[1].diff.as_ref().unwrap().before.as_deref(), Some(KEY));
     }
 
@@ -675,25 +660,27 @@ mod tests {
                 "`uid`: invalid value: integer `-1`, expected u32"
             )
         );
-        let e = build_err(build_with(
-            build,
-            "name = \"deploy\"\nauthorized_keys = [\"-----BEGIN OPENSSH PRIVATE KEY-----\"]",
-        ));
-        assert_eq!(e.message, "authorized_keys entry 1 is a private key");
-        let e = build_err(build_with(
-            build,
-            "name = \"deploy\"\nauthorized_keys = [\"AAAAC3Nza\"]",
-        ));
-        assert_eq!(
-            e.message,
-            "authorized_keys entry 1 does not look like a public key"
-        );
-        let e = build_err(build_with(
-            build,
-            "name = \"deploy\"\nstate = \"absent\"\nshell = \"/bin/sh\"",
-        ));
-        assert_eq!(e.key.as_deref(), Some("shell"));
-        let e = build_err(build_with(build, "name = \"deploy\"\nremove_home = true"));
-        assert_eq!(e.key.as_deref(), Some("remove_home"));
+        for (keys, message) in [
+            (
+                "-----BEGIN OPENSSH PRIVATE KEY-----",
+                "authorized_keys entry 1 is a private key",
+            ),
+            (
+                "AAAAC3Nza",
+                "authorized_keys entry 1 does not look like a public key",
+            ),
+        ] {
+            let with = format!("name = \"deploy\"\nauthorized_keys = [\"{keys}\"]");
+            assert_eq!(build_err(build_with(build, &with)).message, message);
+        }
+        for (with, key) in [
+            (
+                "name = \"deploy\"\nstate = \"absent\"\nshell = \"/bin/sh\"",
+                "shell",
+            ),
+            ("name = \"deploy\"\nremove_home = true", "remove_home"),
+        ] {
+            assert_eq!(build_err(build_with(build, with)).key.as_deref(), Some(key));
+        }
     }
 }

@@ -3,6 +3,8 @@
 //! parsing of `stat` lines.
 
 use crate::ctx::{self, ParamError};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use provision_engine::step::{Facts, StepError};
 use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256};
@@ -131,6 +133,15 @@ impl<'de> Deserialize<'de> for List {
     }
 }
 
+/// `present` or `absent`: the `state` of the steps that put a thing in place or remove it.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Presence {
+    #[default]
+    Present,
+    Absent,
+}
+
 /// A ParamError for `key` with a help text.
 pub fn bad(key: &str, message: impl Into<String>, help: impl Into<String>) -> ParamError {
     ParamError::new(Some(key), message).help(help)
@@ -171,6 +182,16 @@ pub fn abs_path(key: &str, p: &str) -> Result<String, ParamError> {
     Ok(out)
 }
 
+/// An optional `owner` or `group` parameter: a name or a numeric id, checked.
+pub fn account(key: &str, name: Option<String>) -> Result<Option<String>, ParamError> {
+    name.map(|n| account_name(key, &n, true)).transpose()
+}
+
+/// Refuses parameters that do not go together: a ParamError for `key` unless `ok`.
+pub fn require(ok: bool, key: &str, message: &str, help: &str) -> Result<(), ParamError> {
+    if ok { Ok(()) } else { Err(bad(key, message, help)) }
+}
+
 /// A user or group name as Debian's useradd accepts it by default, or a numeric id.
 pub fn account_name(key: &str, s: &str, allow_numeric: bool) -> Result<String, ParamError> {
     if allow_numeric && !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
@@ -200,64 +221,18 @@ pub fn account_name(key: &str, s: &str, allow_numeric: bool) -> Result<String, P
 
 /// Lower-case hex sha256, as `sha256sum` prints it.
 pub fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(data))
 }
 
 /// Decodes standard base64 (as `base64 -w0` prints it); whitespace is ignored.
 pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    fn val(c: u8) -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    }
     let clean: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if !clean.len().is_multiple_of(4) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(clean.len() / 4 * 3);
-    for (i, chunk) in clean.chunks(4).enumerate() {
-        let last = i == clean.len() / 4 - 1;
-        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && !last) {
-            return None;
-        }
-        let mut n = 0u32;
-        for &c in &chunk[..4 - pad] {
-            n = (n << 6) | val(c)?;
-        }
-        n <<= 6 * pad as u32;
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&bytes[..3 - pad]);
-    }
-    Some(out)
+    STANDARD.decode(clean).ok()
 }
 
-/// Standard base64 with padding (for tests and fixtures).
+/// Standard base64 with padding, as `base64 -w0` prints it.
 pub fn base64_encode(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    STANDARD.encode(data)
 }
 
 /// Mode, owner and group of a file or directory as `stat -c '%a %U %G %u %g %s'` prints them.

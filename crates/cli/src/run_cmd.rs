@@ -1,29 +1,20 @@
 //! `provision run`, `provision check-config` and `provision shell`: load and validate
 //! everything offline, then hand the steps to the engine.
 
-use crate::render::{JsonSink, LogSink, PlainSink, ProgressSink, recap_text};
-use anyhow::{Context, Result, anyhow};
-use provision_engine::diagnostic::ConfigError;
+use crate::cluster::{load, on_interrupt, runtime, take_lock, watch_lock};
+use crate::exit::{config_failure, ok_or_failed, report, run_outcome};
+use crate::playbook::{Builtin, compile};
+use crate::render::{JsonSink, LogSink, Output, PlainSink, ProgressSink, recap_text};
+use anyhow::{Context, Result};
 use provision_engine::event::{EventSink, Fanout};
-use provision_engine::inventory::{Inventory, InventoryRules};
-use provision_engine::playbook_file::PlaybookFile;
+use provision_engine::inventory::Inventory;
 use provision_engine::selector::Selector;
 use provision_engine::{RunOptions, Runner};
-use provision_playbook::compile::{SecretsView, targets};
-use provision_secrets::{IdentitySources, Redactor, Secrets, SecretsFile};
-use provision_transport::ssh_config::SshConfig;
-use provision_transport::{Command, ConnectOptions, Connector, SshPool, Target};
+use provision_transport::{Command, Connector, Target};
 use std::collections::BTreeSet;
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use zeroize::Zeroizing;
-
-/// Exit codes: 0 all good, 1 some host failed, 2 bad input (nothing ran), 130 interrupted.
-pub const EXIT_FAILED: u8 = 1;
-pub const EXIT_CONFIG: u8 = 2;
-pub const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -62,163 +53,15 @@ pub struct RunArgs {
     pub force_unlock: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    Text,
-    Json,
-}
-
-/// Everything a run needs, loaded and checked before any connection.
-pub struct Loaded {
-    pub inv: Inventory,
-    pub secrets: Secrets,
-    pub redactor: Redactor,
-}
-
-/// Prints configuration diagnostics and turns them into exit code 2.
-pub fn config_error(e: ConfigError) -> anyhow::Error {
-    anyhow::Error::new(ConfigFailure(e.to_string()))
-}
-
-#[derive(Debug)]
-pub struct ConfigFailure(pub String);
-
-impl std::fmt::Display for ConfigFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ConfigFailure {}
-
-pub fn load(cluster: &Path, identity: Option<PathBuf>, playbook: Option<&Path>) -> Result<Loaded> {
-    let mut inv = Inventory::load(cluster, &InventoryRules::default()).map_err(config_error)?;
-    if let Some(p) = playbook {
-        inv.playbook = Some(std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
-    }
-    for w in &inv.warnings {
-        say!("{w}");
-    }
-    let secrets = match &inv.secrets {
-        None => Secrets::empty(),
-        Some(path) => SecretsFile::load(path, &IdentitySources::from_env(identity))
-            .map_err(|e| anyhow::Error::new(ConfigFailure(format!("{}: {e}", path.display()))))?,
-    };
-    if let (Some(path), Some(drift)) = (&inv.secrets, secrets.recipients_drift()) {
-        say!(
-            "warning: {}: the recipients file changed since the secrets were last written ({drift}); the next write asks for confirmation: check the keys, then `provision secrets rotate --yes {}`",
-            path.display(),
-            path.display()
-        );
-    }
-    let redactor = secrets.redactor();
-    crate::term::learn(&redactor);
-    Ok(Loaded {
-        inv,
-        secrets,
-        redactor,
-    })
-}
-
-/// Where the built-in playbook's files are read from when the inventory names no playbook.
-pub enum Builtin<'a> {
-    /// `.provision/builtin/` next to the cluster file, where users can read them (`run`).
-    NextToCluster,
-    /// A private scratch directory (`check-config`, which writes nothing next to the cluster).
-    Scratch(&'a Path),
-}
-
-/// The inventory's playbook, or the built-in swarm playbook.
-pub fn playbook_path(inv: &Inventory, builtin: Builtin<'_>) -> Result<PathBuf> {
-    match (&inv.playbook, builtin) {
-        (Some(p), _) => Ok(p.clone()),
-        (None, Builtin::NextToCluster) => {
-            crate::builtin::materialize(&inv.dir).with_context(|| {
-                format!(
-                    "cannot write the built-in playbook under {}",
-                    inv.dir.display()
-                )
-            })
-        }
-        (None, Builtin::Scratch(dir)) => crate::builtin::write_into(dir)
-            .with_context(|| format!("cannot write the built-in playbook under {}", dir.display())),
-    }
-}
-
-pub fn compile(loaded: &Loaded, builtin: Builtin<'_>) -> Result<provision_playbook::Compiled> {
-    let scratch = match builtin {
-        Builtin::Scratch(dir) => Some(dir),
-        Builtin::NextToCluster => None,
-    };
-    // Diagnostics in a scratch copy of the built-in files name them as built-in.
-    let config_error = |e: ConfigError| match scratch {
-        Some(dir) => config_error(crate::builtin::name_builtin_files(e, dir)),
-        None => config_error(e),
-    };
-    let pb_path = playbook_path(&loaded.inv, builtin)?;
-    let known = provision_playbook::known_steps();
-    let pb = PlaybookFile::load(&pb_path, &known).map_err(config_error)?;
-    let redactor = loaded.redactor.clone();
-    let contains = move |t: &str| redactor.contains_secret(t.as_bytes());
-    let view = SecretsView {
-        table: loaded.secrets.table(),
-        contains_secret: &contains,
-    };
-    if pb
-        .steps
-        .iter()
-        .any(|s| provision_playbook::registry::cluster_step(&s.uses).is_some())
-    {
-        // A swarm needs managers and private addresses: check the inventory for that too.
-        let rules = InventoryRules {
-            require_manager: true,
-            require_private_ip: true,
-        };
-        Inventory::load(&loaded.inv.path, &rules).map_err(config_error)?;
-    }
-    let compiled = provision_playbook::compile(&loaded.inv, &pb, &view).map_err(config_error)?;
-    // The inventory's warnings were shown by `load`; the steps' follow them.
-    for w in compiled.warnings.iter().skip(loaded.inv.warnings.len()) {
-        say!("{w}");
-    }
-    Ok(compiled)
-}
-
-pub fn connect_options(inv: &Inventory) -> Result<ConnectOptions> {
-    let mut o = ConnectOptions::new(inv.ssh.known_hosts.clone());
-    o.policy = inv.ssh.host_key_policy;
-    if let Some(t) = inv.ssh.connect_timeout {
-        o.connect_timeout = t;
-    }
-    o.ssh_config = Arc::new(SshConfig::load_default().map_err(|e| anyhow!("{e}"))?);
-    o.passphrase_prompt = Some(Arc::new(|path: &Path| {
-        if !std::io::stdin().is_terminal() {
-            return None;
-        }
-        rpassword::prompt_password(format!("passphrase for {}: ", path.display()))
-            .ok()
-            .map(Zeroizing::new)
-    }));
-    Ok(o)
-}
-
-pub fn sudo_password(secrets: &Secrets) -> Option<Arc<Zeroizing<String>>> {
-    secrets
-        .get("sudo_password")
-        .and_then(|v| v.as_str())
-        .map(|s| Arc::new(Zeroizing::new(s.to_string())))
-}
-
 fn limit_set(inv: &Inventory, limit: Option<&str>) -> Result<Option<BTreeSet<String>>> {
     let Some(l) = limit else { return Ok(None) };
-    let sel = Selector::parse(l)
-        .map_err(|e| anyhow::Error::new(ConfigFailure(format!("--limit {l}: {e}"))))?;
+    let sel = Selector::parse(l).map_err(|e| config_failure(format!("--limit {l}: {e}")))?;
     let unknown = sel.unknown_names(inv);
     if !unknown.is_empty() {
-        return Err(anyhow::Error::new(ConfigFailure(format!(
+        return Err(config_failure(format!(
             "--limit {l}: unknown hosts {}",
             unknown.join(", ")
-        ))));
+        )));
     }
     Ok(Some(
         sel.select(inv)
@@ -235,30 +78,6 @@ fn log_path(inv: &Inventory) -> std::io::Result<PathBuf> {
         .unwrap_or(0);
     Ok(crate::state_dir::ensure(&inv.dir, "logs")?
         .join(format!("run-{ts}-{}.log", std::process::id())))
-}
-
-/// On the first Ctrl-C or SIGTERM (systemd, CI, kill): says so and calls `stop`, which makes
-/// the command start nothing new (the running remote commands finish and the cluster lock is
-/// released rather than left to go stale); a second Ctrl-C exits at once with 130. Shared by
-/// `run` and the day-2 commands. Must be called inside the tokio runtime.
-pub fn on_interrupt(stop: impl FnOnce() + Send + 'static) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("a SIGTERM handler can always be installed");
-        let got = tokio::select! {
-            r = tokio::signal::ctrl_c() => r.is_ok(),
-            r = term.recv() => r.is_some(),
-        };
-        if got {
-            say!(
-                "\ninterrupt: finishing the commands already running, then stopping (Ctrl-C again to abort now)"
-            );
-            stop();
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(i32::from(EXIT_INTERRUPTED));
-            }
-        }
-    })
 }
 
 pub fn run(args: RunArgs) -> Result<u8> {
@@ -298,8 +117,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         Output::Text => sinks.push(Arc::new(PlainSink::stderr(args.verbose))),
     }
     let sink = Arc::new(Fanout(sinks));
-    let targets = targets(&loaded.inv, sudo_password(&loaded.secrets));
-    let ssh = Arc::new(SshPool::new(connect_options(&loaded.inv)?).map_err(|e| anyhow!("{e}"))?);
+    let (ssh, targets) = loaded.connect()?;
     let pool: Arc<dyn Connector> = ssh.clone();
     // The cluster lock (not for --check, which changes nothing): on the managers.
     let lock_cluster = (!args.check).then(|| {
@@ -311,12 +129,10 @@ pub fn run(args: RunArgs) -> Result<u8> {
         ))
     });
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = runtime()?;
     let locked = rt.block_on(async {
         match &lock_cluster {
-            Some(c) => crate::ops_cmd::take_lock(
+            Some(c) => take_lock(
                 c.clone(),
                 "provision run",
                 args.force_unlock,
@@ -330,12 +146,8 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let guard = match locked {
         Ok(g) => g,
         Err(e) => {
-            say!("error: {e}");
-            return Ok(match e {
-                provision_ops::OpsError::Locked { .. }
-                | provision_ops::OpsError::NoLockMajority { .. } => crate::ops_cmd::EXIT_LOCKED,
-                _ => EXIT_FAILED,
-            });
+            // Taking the lock is never interrupted (the handler comes after): locked or failed.
+            return Ok(report(e));
         }
     };
     let lock_lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -352,7 +164,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         let watcher = guard.as_ref().map(|g| {
             let (tx, lock_lost, health) = (tx.clone(), lock_lost.clone(), g.health());
             tokio::spawn(async move {
-                crate::ops_cmd::watch_lock(health).await;
+                watch_lock(health).await;
                 lock_lost.store(true, std::sync::atomic::Ordering::SeqCst);
                 say!(
                     "stopping: the cluster lock lost its majority of managers; no new step starts"
@@ -388,15 +200,11 @@ pub fn run(args: RunArgs) -> Result<u8> {
     if args.output == Output::Text {
         say!("log: {}", log.display());
     }
-    Ok(if lock_lost.load(std::sync::atomic::Ordering::SeqCst) {
-        crate::ops_cmd::EXIT_LOCKED
-    } else if interrupted {
-        EXIT_INTERRUPTED
-    } else if recap.is_success() {
-        0
-    } else {
-        EXIT_FAILED
-    })
+    Ok(run_outcome(
+        lock_lost.load(std::sync::atomic::Ordering::SeqCst),
+        interrupted,
+        recap.is_success(),
+    ))
 }
 
 #[derive(clap::Args, Debug)]
@@ -451,17 +259,14 @@ pub struct ShellArgs {
 pub fn shell(args: ShellArgs) -> Result<u8> {
     let loaded = load(&args.cluster, args.identity.clone(), None)?;
     let limit = limit_set(&loaded.inv, args.limit.as_deref())?;
-    let all = targets(&loaded.inv, sudo_password(&loaded.secrets));
+    let (pool, all) = loaded.connect()?;
     let chosen: Vec<Target> = all
         .into_iter()
         .filter(|t| limit.as_ref().is_none_or(|l| l.contains(&t.name)))
         .collect();
-    let pool = SshPool::new(connect_options(&loaded.inv)?).map_err(|e| anyhow!("{e}"))?;
     let script = args.command.join(" ");
     let redactor = loaded.redactor.clone();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = runtime()?;
     let results = rt.block_on(async {
         let sem = Arc::new(tokio::sync::Semaphore::new(args.forks.max(1)));
         let futs = chosen.iter().map(|t| {
@@ -505,5 +310,5 @@ pub fn shell(args: ShellArgs) -> Result<u8> {
         }
     }
     say!("{} host(s), {} failed", chosen.len(), failed);
-    Ok(if failed == 0 { 0 } else { EXIT_FAILED })
+    Ok(ok_or_failed(failed == 0))
 }

@@ -1,0 +1,83 @@
+//! Which playbook a cluster runs (the one its inventory names, or the built-in one) and that
+//! playbook compiled against the loaded cluster: shared by `run`, `check-config` and
+//! `secrets generate`.
+
+use crate::cluster::Loaded;
+use crate::exit::config_error;
+use anyhow::{Context, Result};
+use provision_engine::diagnostic::ConfigError;
+use provision_engine::inventory::{Inventory, InventoryRules};
+use provision_engine::playbook_file::PlaybookFile;
+use provision_playbook::compile::SecretsView;
+use std::path::{Path, PathBuf};
+
+/// Where the built-in playbook's files are read from when the inventory names no playbook.
+#[derive(Clone, Copy)]
+pub enum Builtin<'a> {
+    /// `.provision/builtin/` next to the cluster file, where users can read them (`run`).
+    NextToCluster,
+    /// A private scratch directory (`check-config`, which writes nothing next to the cluster).
+    Scratch(&'a Path),
+}
+
+/// The inventory's playbook, or the built-in swarm playbook.
+pub fn playbook_path(inv: &Inventory, builtin: Builtin<'_>) -> Result<PathBuf> {
+    match (&inv.playbook, builtin) {
+        (Some(p), _) => Ok(p.clone()),
+        (None, Builtin::NextToCluster) => {
+            crate::builtin::materialize(&inv.dir).with_context(|| {
+                format!(
+                    "cannot write the built-in playbook under {}",
+                    inv.dir.display()
+                )
+            })
+        }
+        (None, Builtin::Scratch(dir)) => crate::builtin::write_into(dir)
+            .with_context(|| format!("cannot write the built-in playbook under {}", dir.display())),
+    }
+}
+
+/// Configuration diagnostics as bad input; those in a scratch copy of the built-in files name
+/// them as built-in.
+pub fn errors(builtin: Builtin<'_>) -> impl Fn(ConfigError) -> anyhow::Error + Copy + '_ {
+    move |e| match builtin {
+        Builtin::Scratch(dir) => config_error(crate::builtin::name_builtin_files(e, dir)),
+        Builtin::NextToCluster => config_error(e),
+    }
+}
+
+/// The cluster's playbook file, read and checked (steps, secrets declarations).
+pub fn load(inv: &Inventory, builtin: Builtin<'_>) -> Result<PlaybookFile> {
+    let pb_path = playbook_path(inv, builtin)?;
+    PlaybookFile::load(&pb_path, &provision_playbook::known_steps()).map_err(errors(builtin))
+}
+
+/// The cluster's playbook compiled: every step for every host, checked before any connection.
+pub fn compile(loaded: &Loaded, builtin: Builtin<'_>) -> Result<provision_playbook::Compiled> {
+    let pb = load(&loaded.inv, builtin)?;
+    let config_error = errors(builtin);
+    let redactor = loaded.redactor.clone();
+    let contains = move |t: &str| redactor.contains_secret(t.as_bytes());
+    let view = SecretsView {
+        table: loaded.secrets.table(),
+        contains_secret: &contains,
+    };
+    if pb
+        .steps
+        .iter()
+        .any(|s| provision_playbook::registry::cluster_step(&s.uses).is_some())
+    {
+        // A swarm needs managers and private addresses: check the inventory for that too.
+        let rules = InventoryRules {
+            require_manager: true,
+            require_private_ip: true,
+        };
+        Inventory::load(&loaded.inv.path, &rules).map_err(config_error)?;
+    }
+    let compiled = provision_playbook::compile(&loaded.inv, &pb, &view).map_err(config_error)?;
+    // The inventory's warnings were shown by `load`; the steps' follow them.
+    for w in compiled.warnings.iter().skip(loaded.inv.warnings.len()) {
+        say!("{w}");
+    }
+    Ok(compiled)
+}
