@@ -326,11 +326,7 @@ fn secret_in_argv(
     rendered: &toml::Table,
     secrets: &SecretsView<'_>,
 ) -> Option<Diagnostic> {
-    let safe: &[&str] = crate::steps::STDIN_PARAMS
-        .iter()
-        .find(|(n, _)| *n == spec.uses)
-        .map(|(_, keys)| *keys)
-        .unwrap_or(&[]);
+    let safe = crate::registry::stdin_params(&spec.uses);
     let (key, _) = rendered
         .iter()
         .filter(|(k, _)| !safe.contains(&k.as_str()))

@@ -124,3 +124,50 @@ pub fn test_inventory() -> Inventory {
     Inventory::parse(text, Path::new("test.toml"), &Default::default())
         .expect("the test inventory is valid")
 }
+
+/// What a constructor builds.
+#[derive(Clone, Copy)]
+pub enum Ctor {
+    /// A per-host step.
+    Host(HostStepCtor),
+    /// A step that plans over several hosts' facts at once.
+    Cluster(ClusterStepCtor),
+}
+
+/// A built-in step as a playbook names it (`use = "NAME"`). Each step's file registers its own
+/// (`inventory::submit!`), so adding a step is that file plus its `mod` line in `steps/mod.rs`;
+/// `registry.rs` looks them up.
+pub struct BuiltIn {
+    pub name: &'static str,
+    pub ctor: Ctor,
+    /// Parameters whose values never reach a command line: they travel on stdin or as the
+    /// content of an uploaded file. Every other parameter may end up in a command's argv,
+    /// which every user of the host can read (`ps`), so a secret there is refused by
+    /// check-config.
+    pub stdin_params: &'static [&'static str],
+}
+
+impl BuiltIn {
+    pub const fn host(name: &'static str, ctor: HostStepCtor) -> Self {
+        BuiltIn {
+            name,
+            ctor: Ctor::Host(ctor),
+            stdin_params: &[],
+        }
+    }
+
+    pub const fn cluster(name: &'static str, ctor: ClusterStepCtor) -> Self {
+        BuiltIn {
+            name,
+            ctor: Ctor::Cluster(ctor),
+            stdin_params: &[],
+        }
+    }
+
+    pub const fn stdin_params(mut self, params: &'static [&'static str]) -> Self {
+        self.stdin_params = params;
+        self
+    }
+}
+
+inventory::collect!(BuiltIn);

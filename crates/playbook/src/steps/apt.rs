@@ -179,6 +179,8 @@ pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep
     }))
 }
 
+inventory::submit! { crate::ctx::BuiltIn::host("apt", build) }
+
 /// `pkg=STATUS NAME ARCH VERSION` per known package (status first: it is always
 /// three characters, and arch and version are empty for packages dpkg only
 /// remembers). When installing, also `candidate=NAME VERSION` from apt-cache,

@@ -61,6 +61,8 @@ pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep
     }))
 }
 
+inventory::submit! { crate::ctx::BuiltIn::host("command", build).stdin_params(&["stdin"]) }
+
 /// The guards as `key=value` lines: `creates=yes|no`, then the exit status of
 /// `unless` and `only_if`, each run in its own `sh -c` with output discarded
 /// (a syntax error there only makes it fail, it cannot break the fact batch).

@@ -33,6 +33,8 @@ pub fn build(with: &toml::Table, ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep>
     })
 }
 
+inventory::submit! { crate::ctx::BuiltIn::host("copy", build).stdin_params(&["content"]) }
+
 #[cfg(test)]
 mod tests {
     use super::*;

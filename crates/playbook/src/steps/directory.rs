@@ -65,6 +65,8 @@ pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep
     }))
 }
 
+inventory::submit! { crate::ctx::BuiltIn::host("directory", build) }
+
 /// Creates the directory (and parents), then sets its mode and owner: mkdir -m
 /// would not apply to parents and is subject to the umask.
 pub fn create_command(path: &str, mode: u32, owner: Option<&str>, group: Option<&str>) -> String {

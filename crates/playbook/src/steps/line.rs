@@ -104,6 +104,8 @@ pub fn build(with: &toml::Table, ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep>
     }))
 }
 
+inventory::submit! { crate::ctx::BuiltIn::host("line", build).stdin_params(&["line"]) }
+
 /// The file facts (content included below 1 MiB) and, with a regexp, the
 /// numbers of the matching lines as `matches=3 7`, plus `regexp=invalid` when
 /// grep rejects the expression (exit status 2 on empty input).
@@ -734,7 +736,11 @@ mod tests {
                 "`create`: invalid type: string \"yes\", expected a boolean",
             ),
         ] {
-            assert_eq!(build_err(build_with(build, with)).message, message, "{with}");
+            assert_eq!(
+                build_err(build_with(build, with)).message,
+                message,
+                "{with}"
+            );
         }
         // A file created with a secret line and no `mode` is private.
         let s = step(&format!(

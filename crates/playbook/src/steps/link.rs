@@ -80,6 +80,8 @@ pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep
     })))
 }
 
+inventory::submit! { crate::ctx::BuiltIn::host("link", build) }
+
 /// What is at a path, without following a link there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found {
@@ -348,7 +350,9 @@ mod tests {
 
     #[test]
     fn a_symlink_is_made_repointed_and_left_alone() {
-        let l = link("path = \"/etc/nginx/sites-enabled/app\"\ntarget = \"/etc/nginx/sites-available/app\"");
+        let l = link(
+            "path = \"/etc/nginx/sites-enabled/app\"\ntarget = \"/etc/nginx/sites-available/app\"",
+        );
         assert_eq!(
             actions(l.decide(facts(Found::Absent)).unwrap()),
             vec![(
@@ -363,11 +367,11 @@ mod tests {
             "link /etc/nginx/sites-enabled/app -> /etc/nginx/sites-available/app (was -> /old)"
         );
         assert_eq!(
-            l.decide(facts(Found::Symlink("/etc/nginx/sites-available/app".into())))
-                .unwrap(),
-            Check::Ok(
-                "/etc/nginx/sites-enabled/app -> /etc/nginx/sites-available/app".into()
-            )
+            l.decide(facts(Found::Symlink(
+                "/etc/nginx/sites-available/app".into()
+            )))
+            .unwrap(),
+            Check::Ok("/etc/nginx/sites-enabled/app -> /etc/nginx/sites-available/app".into())
         );
     }
 
@@ -395,7 +399,8 @@ mod tests {
             target_id: target.map(str::to_string),
         };
         assert_eq!(
-            l.decide(with(Found::File("8:9".into()), Some("8:9"))).unwrap(),
+            l.decide(with(Found::File("8:9".into()), Some("8:9")))
+                .unwrap(),
             Check::Ok("/srv/b is /srv/a".into())
         );
         assert_eq!(
@@ -410,7 +415,10 @@ mod tests {
             e.message,
             "the hard link's target /srv/a is not a regular file on the host"
         );
-        assert!(l.decide(with(Found::File("8:10".into()), Some("8:9"))).is_err());
+        assert!(
+            l.decide(with(Found::File("8:10".into()), Some("8:9")))
+                .is_err()
+        );
     }
 
     #[test]
@@ -445,17 +453,22 @@ mod tests {
             "path = \"/a\"\ntarget = \"/b\"\nstate = \"absent\"",
         ));
         assert_eq!(e.message, "`target` means nothing with state = \"absent\"");
-        let e = build_err(build_step(super::build, "path = \"/a\"\ntarget = \"/b\"\nsrc = \"/c\""));
+        let e = build_err(build_step(
+            super::build,
+            "path = \"/a\"\ntarget = \"/b\"\nsrc = \"/c\"",
+        ));
         assert!(e.message.contains("unknown parameter `src`"), "{e:?}");
         // A relative target is what `ln -s` writes; relative paths are refused for `path`.
         assert!(build_step(super::build, "path = \"/a\"\ntarget = \"../b\"").is_ok());
-        assert!(build_err(build_step(super::build, "path = \"a\"\ntarget = \"/b\"")).key
-            == Some("path".into()));
+        assert!(
+            build_err(build_step(super::build, "path = \"a\"\ntarget = \"/b\"")).key
+                == Some("path".into())
+        );
     }
 
     #[test]
     fn links_are_made_repointed_and_removed_in_a_real_shell() {
-            // The real commands in a real `sh`, against a temporary directory.
+        // The real commands in a real `sh`, against a temporary directory.
         let tmp = tempfile::tempdir().unwrap();
         let t = LocalShell::new();
         let (a, b, l) = (
@@ -465,11 +478,7 @@ mod tests {
         );
         std::fs::write(&a, "a").unwrap();
         std::fs::write(&b, "b").unwrap();
-        let to = |target: &str| {
-            built(
-                &format!("path = \"{}\"\ntarget = \"{target}\"", s(&l)),
-            )
-        };
+        let to = |target: &str| built(&format!("path = \"{}\"\ntarget = \"{target}\"", s(&l)));
         // Made, then nothing to do; a relative target as `ln -s` writes it.
         assert_eq!(t.converge(&*to("a")).len(), 1);
         assert_eq!(std::fs::read_link(&l).unwrap(), Path::new("a"));
@@ -494,18 +503,16 @@ mod tests {
         std::fs::write(&l, "precious").unwrap();
         let e = t.check(&*to(s(&a))).unwrap_err();
         assert!(e.message.ends_with("exists and is a regular file"), "{e}");
-        let forced = built(
-            &format!("path = \"{}\"\ntarget = \"{}\"\nforce = true", s(&l), s(&a)),
-        );
+        let forced = built(&format!(
+            "path = \"{}\"\ntarget = \"{}\"\nforce = true",
+            s(&l),
+            s(&a)
+        ));
         t.converge(&*forced);
         assert_eq!(std::fs::read_link(&l).unwrap(), a);
         // A hard link shares the inode; then absent removes it.
         let h = tmp.path().join("h");
-        let hard = |state: &str| {
-            built(
-                &format!("path = \"{}\"\n{state}hard = true", s(&h)),
-            )
-        };
+        let hard = |state: &str| built(&format!("path = \"{}\"\n{state}hard = true", s(&h)));
         t.converge(&*hard(&format!("target = \"{}\"\n", s(&b))));
         use std::os::unix::fs::MetadataExt;
         assert_eq!(
@@ -515,9 +522,7 @@ mod tests {
         t.converge(&*hard("state = \"absent\"\n"));
         assert!(!h.exists() && b.exists());
         // Absent removes the symbolic link, never what it points to.
-        let gone = built(
-            &format!("path = \"{}\"\nstate = \"absent\"", s(&l)),
-        );
+        let gone = built(&format!("path = \"{}\"\nstate = \"absent\"", s(&l)));
         assert_eq!(t.converge(&*gone).len(), 1);
         assert!(std::fs::symlink_metadata(&l).is_err() && a.exists());
     }

@@ -50,6 +50,8 @@ pub fn build(with: &toml::Table, ctx: &BuildCtx<'_>) -> Built {
     build_with(with, ctx, Files::default())
 }
 
+inventory::submit! { crate::ctx::BuiltIn::host("load_balancer", build) }
+
 /// [`build`] with the system files somewhere else (tests).
 pub fn build_with(with: &toml::Table, ctx: &BuildCtx<'_>, files: Files) -> Built {
     let p: Params = util::params(with, KNOWN_KEYS)?;

@@ -1,69 +1,37 @@
-//! One file per built-in step, named for its intent, and the table that makes
-//! them available to playbooks.
+//! One file per built-in step, named for its intent (each registers its own name and
+//! constructor: `ctx::BuiltIn`), and the modules they share (facts, parsers, builders).
 
-use crate::ctx::{ClusterStepCtor, HostStepCtor};
-
-/// Declares each step's module and puts its `build` in the table under the module's name, so a
-/// new step is one file plus one name here.
-macro_rules! steps {
-    (host: [$($host:ident),* $(,)?], cluster: [$($cluster:ident),* $(,)?], helpers: [$($helper:ident),* $(,)?] $(,)?) => {
-        $(pub mod $host;)*
-        $(pub mod $cluster;)*
-        $(pub mod $helper;)*
-
-        /// General-purpose per-host steps, by the name a playbook `uses`.
-        pub const HOST_STEPS: &[(&str, HostStepCtor)] = &[$((stringify!($host), $host::build)),*];
-
-        /// Steps that decide over several hosts at once (the swarm's membership, labels
-        /// and stacks), built once per playbook entry.
-        pub const CLUSTER_STEPS: &[(&str, ClusterStepCtor)] =
-            &[$((stringify!($cluster), $cluster::build)),*];
-    };
-}
-
-steps! {
-    host: [
-        command,
-        template,
-        copy,
-        apt,
-        service,
-        line,
-        directory,
-        user,
-        swap,
-        hostname,
-        docker,
-        nfs_server,
-        nfs_mount,
-        load_balancer,
-        link,
-    ],
-    cluster: [swarm_init, swarm_join, node_labels, node_availability, stack_deploy],
-    // Modules the steps share (facts, parsers, builders); not steps themselves.
-    helpers: [
-        file,
-        swarm_facts,
-        stack_release,
-        util,
-        systemd,
-        system_files,
-        fixtures,
-        docker_repo,
-        docker_engine,
-        docker_daemon,
-        docker_users,
-    ],
-}
-
-/// Parameters whose values never reach a command line: they travel on stdin or as the content
-/// of an uploaded file. Every other parameter may end up in a command's argv, which every user
-/// of the host can read (`ps`), so a secret there is refused by check-config.
-pub const STDIN_PARAMS: &[(&str, &[&str])] = &[
-    ("command", &["stdin"]),
-    ("copy", &["content"]),
-    ("line", &["line"]),
-];
+pub mod apt;
+pub mod command;
+pub mod copy;
+pub mod directory;
+pub mod docker;
+pub mod docker_daemon;
+pub mod docker_engine;
+pub mod docker_repo;
+pub mod docker_users;
+pub mod file;
+pub mod fixtures;
+pub mod hostname;
+pub mod line;
+pub mod link;
+pub mod load_balancer;
+pub mod nfs_mount;
+pub mod nfs_server;
+pub mod node_availability;
+pub mod node_labels;
+pub mod service;
+pub mod stack_deploy;
+pub mod stack_release;
+pub mod swap;
+pub mod swarm_facts;
+pub mod swarm_init;
+pub mod swarm_join;
+pub mod system_files;
+pub mod systemd;
+pub mod template;
+pub mod user;
+pub mod util;
 
 /// What step unit tests share: a BuildCtx for host `web-1` (vars.ip =
 /// 10.0.0.5, secret `db_password`), TOML parsing, error unwrapping.

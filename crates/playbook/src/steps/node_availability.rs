@@ -41,6 +41,8 @@ pub fn build(with: &toml::Table, ctx: &ClusterCtx<'_>) -> Result<Box<dyn Step>, 
     Ok(SwarmStep::boxed(ctx, targets, planner))
 }
 
+inventory::submit! { crate::ctx::BuiltIn::cluster("node_availability", build) }
+
 impl SwarmPlanner for NodeAvailability {
     fn plan(&self, on: &On<'_>) -> StepPlan {
         let want = if self.drain {

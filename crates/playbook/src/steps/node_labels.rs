@@ -40,6 +40,8 @@ pub fn build(with: &toml::Table, ctx: &ClusterCtx<'_>) -> Result<Box<dyn Step>, 
     Ok(SwarmStep::boxed(ctx, targets, planner))
 }
 
+inventory::submit! { crate::ctx::BuiltIn::cluster("node_labels", build) }
+
 /// The labels a host's node must carry.
 pub fn wanted(host: &Host, role_labels: bool) -> BTreeMap<String, String> {
     let mut w = BTreeMap::new();

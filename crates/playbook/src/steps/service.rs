@@ -93,6 +93,8 @@ pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep
     }))
 }
 
+inventory::submit! { crate::ctx::BuiltIn::host("service", build) }
+
 impl HostStep for Service {
     fn gather(&self) -> Option<String> {
         Some(systemd::gather_command(&self.name))

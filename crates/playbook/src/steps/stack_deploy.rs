@@ -188,6 +188,8 @@ pub fn build(with: &toml::Table, ctx: &ClusterCtx<'_>) -> Result<Box<dyn Step>, 
     Ok(SwarmStep::boxed(ctx, targets, planner))
 }
 
+inventory::submit! { crate::ctx::BuiltIn::cluster("stack_deploy", build) }
+
 /// How long the deploy command may run: its own waits (dump, migration, convergence, and a
 /// roll back's convergence) and 30 minutes for Docker's deploys and tries, never less than
 /// the run's default.

@@ -275,8 +275,8 @@ pub fn rollback_script(dir: &str, name: &str, wait: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::swarm::testing::write_executable;
     use super::*;
+    use crate::swarm::testing::write_executable;
     use std::path::Path;
 
     /// A stand-in `docker` that logs what it is asked to do (one line per call) and answers

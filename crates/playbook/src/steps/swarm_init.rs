@@ -26,6 +26,8 @@ pub fn build(with: &toml::Table, ctx: &ClusterCtx<'_>) -> Result<Box<dyn Step>, 
     Ok(SwarmStep::boxed(ctx, targets, SwarmInit))
 }
 
+inventory::submit! { crate::ctx::BuiltIn::cluster("swarm_init", build) }
+
 impl SwarmPlanner for SwarmInit {
     fn plan(&self, on: &On<'_>) -> StepPlan {
         plan(on)
@@ -253,7 +255,10 @@ mod tests {
     fn unknown_parameters_are_rejected() {
         let with: toml::Table = toml::from_str("advertise = \"x\"").unwrap();
         assert_eq!(
-            with_ctx(&inventory(1, 0), |ctx| build(&with, ctx).err().unwrap().message),
+            with_ctx(&inventory(1, 0), |ctx| build(&with, ctx)
+                .err()
+                .unwrap()
+                .message),
             "unknown parameter `advertise`"
         );
     }
@@ -264,7 +269,9 @@ mod tests {
         inv.hosts[1].private_ip = None;
         inv.hosts[2].private_ip = None;
         let refused = |ctor: crate::ctx::ClusterStepCtor| {
-            with_ctx(&inv, |ctx| ctor(&toml::Table::new(), ctx).err().unwrap().message)
+            with_ctx(&inv, |ctx| {
+                ctor(&toml::Table::new(), ctx).err().unwrap().message
+            })
         };
         assert_eq!(
             refused(build),

@@ -28,6 +28,8 @@ pub fn build(with: &toml::Table, ctx: &ClusterCtx<'_>) -> Result<Box<dyn Step>, 
     Ok(SwarmStep::boxed(ctx, targets, SwarmJoin))
 }
 
+inventory::submit! { crate::ctx::BuiltIn::cluster("swarm_join", build) }
+
 impl SwarmPlanner for SwarmJoin {
     fn plan(&self, on: &On<'_>) -> StepPlan {
         plan(on)

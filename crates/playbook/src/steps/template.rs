@@ -31,11 +31,13 @@ pub fn build(with: &toml::Table, ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep>
     })
 }
 
+inventory::submit! { crate::ctx::BuiltIn::host("template", build) }
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::steps::util::Mode;
     use crate::steps::testing::{build_err, table, with_ctx};
+    use crate::steps::util::Mode;
     use provision_engine::step::{Action, Check, Facts};
 
     fn fixture_dir() -> std::path::PathBuf {

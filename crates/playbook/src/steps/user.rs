@@ -127,6 +127,8 @@ pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep
     }))
 }
 
+inventory::submit! { crate::ctx::BuiltIn::host("user", build) }
+
 /// A public key line, whitespace normalized; refuses private keys and anything
 /// without a key type.
 fn public_key(i: usize, k: &str) -> Result<String, ParamError> {

@@ -189,7 +189,11 @@ pub fn account(key: &str, name: Option<String>) -> Result<Option<String>, ParamE
 
 /// Refuses parameters that do not go together: a ParamError for `key` unless `ok`.
 pub fn require(ok: bool, key: &str, message: &str, help: &str) -> Result<(), ParamError> {
-    if ok { Ok(()) } else { Err(bad(key, message, help)) }
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(key, message, help))
+    }
 }
 
 /// A user or group name as Debian's useradd accepts it by default, or a numeric id.
