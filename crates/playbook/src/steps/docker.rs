@@ -18,10 +18,12 @@
 use super::apt;
 use super::docker_daemon;
 use super::docker_engine::{self, Engine, Source};
+// Where the Docker install keeps its files and its unit: beside the engine, read by every part.
+pub use super::docker_engine::{Files, SERVICE};
 use super::docker_repo::{self, Repo};
 use super::docker_users;
 use super::file;
-use super::system_files::{Built, system_files};
+use super::system_files::Built;
 use super::systemd;
 use super::util::{self, List, Sections};
 use crate::ctx::BuildCtx;
@@ -42,19 +44,6 @@ pub const KNOWN_KEYS: &[&str] = &[
     "gpg_key_url",
     "repo_url",
 ];
-
-pub const SERVICE: &str = "docker.service";
-
-system_files! {
-    os_release: "/etc/os-release",
-    apt_proxy: "/etc/apt/apt.conf.d/01provision-proxy",
-    keyring: "/etc/apt/keyrings/docker.asc",
-    sources: "/etc/apt/sources.list.d/docker.sources",
-    /// The one-line sources file of Docker's older instructions: its Signed-By
-    /// would conflict with ours and break apt-get update.
-    legacy_list: "/etc/apt/sources.list.d/docker.list",
-    daemon_json: "/etc/docker/daemon.json",
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

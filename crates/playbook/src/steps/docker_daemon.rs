@@ -2,7 +2,7 @@
 //! mirror, then the playbook's `daemon` table over them), its text, and the change that writes
 //! it: before the engine first starts, or validated on a staged copy and followed by a restart.
 
-use super::docker::SERVICE;
+use super::docker_engine::SERVICE;
 use super::file::{self, Kind, PathFacts};
 use super::systemd::{self, Verb};
 use super::util;

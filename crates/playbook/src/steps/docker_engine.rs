@@ -4,11 +4,25 @@
 //! error, never a silent swap that would restart every container.
 
 use super::apt;
+use super::system_files::system_files;
 use super::util;
 use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::step::{Action, Change, Check, Facts, HostStep, StepError};
 use provision_transport::shell::quote;
 use serde::Deserialize;
+
+pub const SERVICE: &str = "docker.service";
+
+system_files! {
+    os_release: "/etc/os-release",
+    apt_proxy: "/etc/apt/apt.conf.d/01provision-proxy",
+    keyring: "/etc/apt/keyrings/docker.asc",
+    sources: "/etc/apt/sources.list.d/docker.sources",
+    /// The one-line sources file of Docker's older instructions: its Signed-By
+    /// would conflict with ours and break apt-get update.
+    legacy_list: "/etc/apt/sources.list.d/docker.list",
+    daemon_json: "/etc/docker/daemon.json",
+}
 
 /// Installed before anything else: the key is fetched with curl.
 pub const PREREQUISITES: &[&str] = &["ca-certificates", "curl"];

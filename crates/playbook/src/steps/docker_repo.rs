@@ -2,8 +2,7 @@
 //! "docker" Docker's signing key (fetched on the host, or `gpg_key`) and its repository's
 //! deb822 sources entry (`repo_url`), replacing the one-line list of Docker's older guide.
 
-use super::docker::Files;
-use super::docker_engine::Source;
+use super::docker_engine::{Files, Source};
 use super::file::{self, Kind, PathFacts};
 use super::util::{self, Sections};
 use crate::ctx::ParamError;
