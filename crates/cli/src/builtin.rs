@@ -420,6 +420,52 @@ mod tests {
         assert!(playbook.contains("/appwrite/certificates/provision-tls.key\", mode = \"0600\""));
     }
 
+    /// appwrite_acme_staging = true: certbot's own cli.ini, written on the share by the
+    /// playbook, mounted in the certificates worker only; a wrong value is refused by name.
+    #[test]
+    fn lets_encrypt_staging_is_one_var_for_the_certificates_worker() {
+        let compose = "templates/appwrite/docker-compose.yml";
+        let real = "appwrite = { domain = \"aw.example.com\", system_security_email_address = \"ops@example.com\" }";
+        let mount = "      - /mnt/share/appwrite/acme/cli.ini:/etc/letsencrypt/cli.ini:ro";
+        let staging = render_production(
+            compose,
+            &format!("appwrite_acme_staging = true\n{real}"),
+            "",
+        )
+        .unwrap();
+        assert!(
+            service(&staging, "appwrite-worker-certificates").contains(&mount),
+            "{staging}"
+        );
+        assert_eq!(staging.matches("/etc/letsencrypt/cli.ini").count(), 1);
+        for off in [String::new(), "appwrite_acme_staging = false\n".to_string()] {
+            let production = render_production(compose, &format!("{off}{real}"), "").unwrap();
+            assert!(!production.contains("cli.ini"), "{off}");
+        }
+        let err = render_production(compose, "appwrite_acme_staging = \"yes\"", "").unwrap_err();
+        assert!(
+            err.contains("appwrite_acme_staging must be true (Let's Encrypt's staging server"),
+            "{err}"
+        );
+        let err = render_production(
+            compose,
+            "appwrite_acme_staging = true\nappwrite_tls = \"files\"",
+            "",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains(
+                "but appwrite_tls = \"files\" brings its own: remove appwrite_acme_staging"
+            ),
+            "{err}"
+        );
+        // The playbook writes the file the mount reads, with the staging directory's URL.
+        let playbook = FILES[0].1;
+        assert!(playbook.contains(
+            "content = \"server = https://acme-staging-v02.api.letsencrypt.org/directory\\n\", dest = \"{{ vars.share_mount | default('/mnt/share') }}/appwrite/acme/cli.ini\""
+        ));
+    }
+
     #[test]
     fn writes_once_and_points_at_the_playbook() {
         let dir = tempfile::tempdir().unwrap();
