@@ -80,6 +80,28 @@ fn bare_vms_to_a_swarm_with_the_demo_stack_then_idempotent_then_a_new_worker() {
             logs.display()
         );
     }
+    // The good run recorded the swarm (for status when no leader answers).
+    let id = sh(
+        &lab,
+        "manager-1",
+        "docker info --format '{{.Swarm.Cluster.ID}}'",
+    );
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(cluster.parent().unwrap().join(".provision/last-good.json"))
+            .expect("the last good state is recorded after a successful run"),
+    )
+    .unwrap();
+    assert_eq!(record["swarm_id"], id.trim(), "{record}");
+    assert_eq!(
+        record["managers"],
+        serde_json::json!(["manager-1"]),
+        "{record}"
+    );
+    assert_eq!(
+        record["workers"],
+        serde_json::json!(["worker-1"]),
+        "{record}"
+    );
     let labels = sh(
         &lab,
         "manager-1",

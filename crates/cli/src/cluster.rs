@@ -212,3 +212,27 @@ pub fn on_interrupt(stop: impl FnOnce() + Send + 'static) -> tokio::task::JoinHa
         }
     })
 }
+
+/// Records the swarm's last good state (`.provision/last-good.json`, ignored by git) when a
+/// leader lists it: after a successful run and after a day-2 command that changed the swarm's
+/// members. Status and the quorum refusals count its managers when no leader answers. A failure
+/// to record is said, never fatal.
+pub async fn remember(cluster: &provision_ops::Cluster) {
+    use provision_ops::record;
+    let Some(r) = record::current(cluster).await else {
+        return;
+    };
+    let path = match crate::state_dir::ensure(&cluster.inv.dir, "") {
+        Ok(dir) => dir.join(record::FILE),
+        Err(e) => {
+            say!("cannot record the swarm's last good state next to the cluster file: {e}");
+            return;
+        }
+    };
+    if let Err(e) = record::save(&path, &r) {
+        say!(
+            "cannot record the swarm's last good state in {}: {e}",
+            path.display()
+        );
+    }
+}

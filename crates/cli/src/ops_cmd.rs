@@ -302,7 +302,11 @@ pub fn run(cmd: OpsCommand) -> Result<u8> {
                 &format!("provision remove-node {host}"),
                 lock.force_unlock,
                 lock::LockQuorum::Majority,
-                async |c| nodes::remove_node(c, &host).await,
+                async |c| {
+                    let r = nodes::remove_node(c, &host).await?;
+                    crate::cluster::remember(c).await;
+                    Ok(r)
+                },
             )? {
                 Ok(r) => {
                     for s in r.steps {
@@ -377,7 +381,11 @@ pub fn run(cmd: OpsCommand) -> Result<u8> {
                 "provision recover",
                 lock.force_unlock,
                 lock::LockQuorum::Reachable,
-                async |c| recover::recover(c, from.as_deref(), yes).await,
+                async |c| {
+                    let r = recover::recover(c, from.as_deref(), yes).await?;
+                    crate::cluster::remember(c).await;
+                    Ok(r)
+                },
             )? {
                 Ok(r) => {
                     say!("recovered through {}:", r.survivor);
@@ -603,7 +611,11 @@ fn restore_cmd(
         "provision restore",
         lock.force_unlock,
         lock::LockQuorum::Reachable,
-        async |c| backup::restore(c, &meta, tar, &to, force).await,
+        async |c| {
+            let r = backup::restore(c, &meta, tar, &to, force).await?;
+            crate::cluster::remember(c).await;
+            Ok(r)
+        },
     )? {
         Ok(r) => {
             for s in r.steps {
@@ -639,8 +651,13 @@ pub fn status_text(st: &status::Status) -> String {
         // Managers are in a swarm that has no leader: not "no swarm" (Docker cannot name it
         // then, so its id may be unknown).
         (id, None) if leaderless => s.push_str(&format!(
-            " (swarm {}, no leader)\n",
-            id.as_deref().unwrap_or("of unknown id")
+            " (swarm {}{}, no leader)\n",
+            id.as_deref().unwrap_or("of unknown id"),
+            if st.swarm_id_recorded {
+                " as of the last good run"
+            } else {
+                ""
+            }
         )),
         (Some(id), None) => s.push_str(&format!(" (swarm {id}, no manager can answer)\n")),
         _ => s.push_str(" (no swarm)\n"),
@@ -730,6 +747,7 @@ mod tests {
         let mut st = status::Status {
             cluster: "day2".into(),
             swarm_id: None,
+            swarm_id_recorded: false,
             via: None,
             quorum: Some(provision_ops::Quorum {
                 managers: 3,
@@ -755,6 +773,14 @@ mod tests {
         );
         st.swarm_id = Some("pgrthigctdiq".into());
         assert!(head(&st).starts_with("cluster day2 (swarm pgrthigctdiq, no leader)"));
+        // Named by the last good run's record when no manager can.
+        st.swarm_id_recorded = true;
+        assert!(
+            head(&st).starts_with(
+                "cluster day2 (swarm pgrthigctdiq as of the last good run, no leader)"
+            )
+        );
+        st.swarm_id_recorded = false;
         st.quorum = None;
         assert_eq!(
             head(&st).lines().next(),

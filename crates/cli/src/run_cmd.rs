@@ -180,6 +180,14 @@ pub fn run(args: RunArgs) -> Result<u8> {
         if let Some(w) = watcher {
             w.abort();
         }
+        // The swarm as this good run left it: named and counted later if no leader answers.
+        if let Some(c) = &lock_cluster
+            && recap.is_success()
+            && !interrupted.load(std::sync::atomic::Ordering::SeqCst)
+            && c.inv.managers().next().is_some()
+        {
+            crate::cluster::remember(c).await;
+        }
         if let Some(g) = guard {
             g.release().await;
         }

@@ -327,6 +327,7 @@ impl Cluster {
         });
         Survey {
             hosts: futures::future::join_all(futs).await.into_iter().collect(),
+            last_good: crate::record::load(&crate::record::path(&self.inv)),
         }
     }
 }
@@ -361,6 +362,9 @@ impl HostState {
 #[derive(Debug, Clone)]
 pub struct Survey {
     pub hosts: BTreeMap<String, HostState>,
+    /// What the last successful run recorded ([`crate::record`]): counted when no leader can
+    /// list the nodes.
+    pub last_good: Option<crate::record::LastGood>,
 }
 
 /// The managers' quorum.
@@ -455,7 +459,10 @@ impl Survey {
             })
             .max()
             .unwrap_or(0)
-            .max(in_swarm.len());
+            .max(in_swarm.len())
+            // A lone manager that lost its peers may know fewer than the swarm had: the last
+            // good run's membership counts too.
+            .max(self.last_good.as_ref().map_or(0, |r| r.managers.len()));
         let needed = raft / 2 + 1;
         Some(Quorum {
             managers: raft,

@@ -20,6 +20,7 @@ pub mod error;
 pub mod lock;
 pub mod nodes;
 pub mod parse;
+pub mod record;
 pub mod recover;
 pub mod services;
 pub mod stacks;

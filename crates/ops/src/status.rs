@@ -14,6 +14,8 @@ pub struct Status {
     pub cluster: String,
     /// The swarm's ID (short), when a swarm exists.
     pub swarm_id: Option<String>,
+    /// True when no manager could name the swarm and its ID is the last good run's record.
+    pub swarm_id_recorded: bool,
     /// The manager the report was read through.
     pub via: Option<String>,
     pub quorum: Option<Quorum>,
@@ -235,6 +237,7 @@ pub async fn status(cluster: &Cluster) -> Result<Status, OpsError> {
     let view = survey.view(inv)?;
     let quorum = survey.quorum(inv);
     let mut warnings = Vec::new();
+    let mut swarm_id_recorded = false;
     let (nodes, services, swarm_id, via) = match &view {
         Some(v) => {
             let (nodes, w) = nodes_from_view(inv, &survey, v);
@@ -292,14 +295,20 @@ pub async fn status(cluster: &Cluster) -> Result<Status, OpsError> {
                     "no swarm: no reachable manager is in a swarm; `provision run {file}` creates it"
                 ));
             }
-            let id = survey.managers_in_swarm(inv).first().and_then(|m| {
+            let live = survey.managers_in_swarm(inv).first().and_then(|m| {
                 survey
                     .state(m)?
                     .swarm()?
                     .cluster_id()
                     .map(|c| c[..c.len().min(12)].to_string())
             });
-            (nodes, vec![], id, None)
+            // Managers in a swarm without a leader may not name it: the last good run did.
+            let recorded = quorum
+                .as_ref()
+                .and(survey.last_good.as_ref())
+                .map(|r| r.short_id().to_string());
+            swarm_id_recorded = live.is_none() && recorded.is_some();
+            (nodes, vec![], live.or(recorded), None)
         }
     };
     if let Some(q) = &quorum {
@@ -315,6 +324,7 @@ pub async fn status(cluster: &Cluster) -> Result<Status, OpsError> {
     Ok(Status {
         cluster: inv.name.clone(),
         swarm_id,
+        swarm_id_recorded,
         via,
         quorum,
         nodes,

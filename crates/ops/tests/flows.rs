@@ -12,6 +12,11 @@ use std::sync::Arc;
 const GATHER: &str = "{{json .Swarm}}";
 
 fn inventory() -> Inventory {
+    inventory_at(std::path::Path::new("c.toml"))
+}
+
+/// The test inventory as if read from `path` (its `.provision/` beside it).
+fn inventory_at(path: &std::path::Path) -> Inventory {
     let mut t = String::from("name = \"t\"\n");
     for i in 1..=3 {
         t.push_str(&format!(
@@ -20,7 +25,7 @@ fn inventory() -> Inventory {
         ));
     }
     t.push_str("[[hosts]]\nname = \"worker-1\"\naddress = \"127.0.0.1\"\nport = 2301\nprivate_ip = \"10.10.0.21\"\nroles = [\"worker\"]\n");
-    Inventory::parse(&t, std::path::Path::new("c.toml"), &Default::default()).unwrap()
+    Inventory::parse(&t, path, &Default::default()).unwrap()
 }
 
 fn info(node: &str, managers: usize) -> String {
@@ -64,7 +69,10 @@ fn manager_facts(
 const WORKER: &str = "== info\n{\"NodeID\":\"w1\",\"NodeAddr\":\"10.10.0.21\",\"LocalNodeState\":\"active\",\"ControlAvailable\":false,\"Error\":\"\",\"RemoteManagers\":[{\"NodeID\":\"m1\",\"Addr\":\"10.10.0.11:2377\"}],\"Managers\":0,\"Cluster\":null}\n";
 
 fn cluster(hosts: &[Arc<FakeTransport>]) -> Cluster {
-    let inv = inventory();
+    cluster_of(inventory(), hosts)
+}
+
+fn cluster_of(inv: Inventory, hosts: &[Arc<FakeTransport>]) -> Cluster {
     let c = FakeConnector::default();
     for h in hosts {
         c.add(h.clone());
@@ -171,6 +179,64 @@ async fn a_leaderless_manager_counts_the_raft_from_its_remote_managers() {
             && err.contains("drop manager-2, manager-3 from it as dead"),
         "{err}"
     );
+}
+
+/// A lone manager whose peers are gone may know only itself (RemoteManagers) and no swarm id:
+/// the last good run's record names the swarm and counts its managers, in status and in every
+/// refusal that quotes the quorum.
+#[tokio::test]
+async fn the_last_good_run_names_the_swarm_and_counts_its_managers_without_a_leader() {
+    let info = "{\"NodeID\":\"m1\",\"NodeAddr\":\"10.10.0.11\",\"LocalNodeState\":\"active\",\"ControlAvailable\":true,\"Error\":\"\",\"RemoteManagers\":[{\"NodeID\":\"m1\",\"Addr\":\"10.10.0.11:2377\"}],\"Managers\":0,\"Cluster\":{\"ID\":\"\"}}";
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory_at(&dir.path().join("c.toml"));
+    let survey = || {
+        let m1 = Arc::new(FakeTransport::new("manager-1"));
+        m1.respond(
+            GATHER,
+            Output {
+                exit_status: Some(0),
+                stdout: format!("== info\n{info}\n== nodes\n").into_bytes(),
+                stderr: b"Error response from daemon: The swarm does not have a leader.".to_vec(),
+                ..Default::default()
+            },
+        );
+        let w1 = Arc::new(FakeTransport::new("worker-1"));
+        w1.respond(GATHER, Output::ok(WORKER));
+        cluster_of(inv.clone(), &[m1, w1])
+    };
+    // Without a record, what the lone manager knows is all there is.
+    let st = status::status(&survey()).await.unwrap();
+    let q = st.quorum.clone().unwrap();
+    assert_eq!((q.managers, q.reachable, q.needed), (1, 1, 1));
+    assert_eq!(st.swarm_id, None);
+    // With one, its three managers count and it names the swarm.
+    std::fs::create_dir(dir.path().join(".provision")).unwrap();
+    provision_ops::record::save(
+        &provision_ops::record::path(&inv),
+        &provision_ops::record::LastGood {
+            swarm_id: "pgrthigctdiqz0b5x3lm9hkq2".into(),
+            recorded_at: 1_765_000_000,
+            managers: vec!["manager-1".into(), "manager-2".into(), "manager-3".into()],
+            workers: vec!["worker-1".into()],
+        },
+    )
+    .unwrap();
+    let st = status::status(&survey()).await.unwrap();
+    let q = st.quorum.clone().unwrap();
+    assert_eq!((q.managers, q.reachable, q.needed, q.ok), (3, 1, 2, false));
+    assert_eq!(st.swarm_id.as_deref(), Some("pgrthigctdiq"));
+    assert!(st.swarm_id_recorded);
+    assert!(
+        st.warnings[0].starts_with("QUORUM LOST: 1 of 3 managers reachable, 2 needed"),
+        "{:?}",
+        st.warnings
+    );
+    // remove-node quotes the same figures.
+    let err = nodes::remove_node(&survey(), "worker-1")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("1 of 3"), "{err}");
 }
 
 #[tokio::test]
