@@ -17,7 +17,7 @@
 
 use super::apt;
 use super::docker_daemon;
-use super::docker_engine::{self, Engine, Source};
+use super::docker_engine::{self, DpkgFact, Engine, Source};
 // Where the Docker install keeps its files and its unit: beside the engine, read by every part.
 pub use super::docker_engine::{Files, SERVICE};
 use super::docker_repo::{self, OsFact, Repo, RepoFacts, SourcesFact};
@@ -166,7 +166,7 @@ impl Fact for DockerFact {
             parts.push(("sources", SourcesFact { files: f }.command()));
         }
         parts.push(("engine", self.engine.clone()));
-        parts.push(("dpkg", docker_engine::dpkg_command()));
+        parts.push(("dpkg", DpkgFact.command()));
         parts.push((
             "daemon",
             file::gather_command(&f.daemon_json, Some(file::DIFF_LIMIT)),
@@ -199,7 +199,7 @@ impl Fact for DockerFact {
             Some(UsersFact { users: &self.users }.parse(s.get("users")?)?)
         };
         Ok(DockerFacts {
-            dpkg: apt::parse(&s.get("dpkg")?.stdout)?,
+            dpkg: DpkgFact.parse(s.get("dpkg")?)?,
             proxy: file::parse(s.get("proxy")?)?,
             prereq: s.get("prereq")?.clone(),
             engine: s.get("engine")?.clone(),

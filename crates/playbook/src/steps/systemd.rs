@@ -1,5 +1,6 @@
 //! systemd units as the steps see them: a unit's state as a typed fact ([`UnitFact`]), and
-//! the `systemctl` commands and changes that enable, start, stop, restart or reload it. One place, so every step words and runs these the same way.
+//! the `systemctl` commands and changes that enable, start, stop, restart or reload it. One
+//! place, so every step words and runs these the same way.
 
 use super::apt;
 use super::util::{self, Sections};
