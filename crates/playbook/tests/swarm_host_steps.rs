@@ -9,6 +9,7 @@
 //! else (stat, sha256sum, awk, dd, mkswap on a plain file, ...) is real.
 //! `apt-get update` actions are not run: they touch apt's real stamp file.
 
+use provision_engine::fact::Fact;
 use provision_engine::facts;
 use provision_engine::inventory::Inventory;
 use provision_engine::step::{Action, Check, Facts, HostStep, StepError};
@@ -560,10 +561,15 @@ fn swap_facts_parse_on_this_machine() {
         "worker-1",
         &format!("size = \"1M\"\npath = \"{}\"", s(&h.path("none"))),
         Path::new("."),
-        files,
+        files.clone(),
     )
     .unwrap();
-    let f = swap::parse(&gather(&real, &*step), false).unwrap();
+    let fact = swap::SwapFact {
+        path: s(&h.path("none")),
+        files,
+        swappiness: false,
+    };
+    let f = fact.parse(&gather(&real, &*step)).unwrap();
     assert_eq!(f.file.kind, provision_playbook::steps::file::Kind::Absent);
     assert!(f.swappiness.is_some());
 }

@@ -17,17 +17,18 @@
 
 use super::apt;
 use super::docker_daemon;
-use super::docker_engine::{self, Engine, Source};
+use super::docker_engine::{self, DpkgFact, Engine, Source};
 // Where the Docker install keeps its files and its unit: beside the engine, read by every part.
 pub use super::docker_engine::{Files, SERVICE};
-use super::docker_repo::{self, Repo};
-use super::docker_users;
-use super::file;
+use super::docker_repo::{self, OsFact, Repo, RepoFacts, SourcesFact};
+use super::docker_users::{self, Members, UsersFact};
+use super::file::{self, PathFacts};
 use super::system_files::Built;
 use super::systemd;
 use super::util::{self, List, Sections};
 use crate::ctx::BuildCtx;
-use provision_engine::step::{Check, Facts, HostStep, StepError};
+use provision_engine::fact::{Decide, Fact, Typed};
+use provision_engine::step::{Check, Facts, StepError};
 use serde::Deserialize;
 
 /// Where tests of the whole step (and the lab) find what the step writes.
@@ -98,7 +99,7 @@ pub fn build_with(with: &toml::Table, ctx: &BuildCtx<'_>, files: Files) -> Built
         .and(with.get("daemon"))
         .and_then(toml::Value::as_table);
     let daemon = docker_daemon::daemon_config(raw_daemon, mirror.as_deref())?;
-    Ok(Box::new(Docker {
+    Ok(Box::new(Typed(Docker {
         source,
         repo,
         engine: Engine::new(source, version, ctx)?,
@@ -106,88 +107,156 @@ pub fn build_with(with: &toml::Table, ctx: &BuildCtx<'_>, files: Files) -> Built
         daemon_json: docker_daemon::json_text(&daemon),
         host: ctx.host.name.clone(),
         files,
-    }))
+    })))
 }
 
-impl Docker {
-    fn gather_command(&self) -> String {
+/// The fact the docker step needs: [`DockerFacts`]. Sections, in the order of the parts:
+/// `os` (Docker's repository only), `proxy`, `prereq` (its apt step's command), `key` and
+/// `sources` (Docker's repository only), `engine` (its apt step's command), `dpkg`, `daemon`,
+/// `users` (when there are any), `service`.
+pub struct DockerFact {
+    pub files: Files,
+    /// Docker's repository (`source = "docker"`): its facts are gathered too.
+    pub repo: bool,
+    pub prereq: String,
+    pub engine: String,
+    pub users: Vec<String>,
+}
+
+pub struct DockerFacts {
+    /// The engines, read with dpkg.
+    pub dpkg: apt::AptFacts,
+    pub proxy: PathFacts,
+    /// The inner apt steps' output: they decide over it themselves.
+    pub prereq: Facts,
+    pub engine: Facts,
+    pub repo: Option<RepoFacts>,
+    pub daemon: PathFacts,
+    pub users: Option<Members>,
+    /// Read only where the engine is installed, which the step decides (it refuses the other
+    /// engine first): the unit's error waits until then.
+    pub service: Result<systemd::Unit, StepError>,
+}
+
+impl Fact for DockerFact {
+    type Value = DockerFacts;
+
+    fn command(&self) -> String {
         let f = &self.files;
-        let docker = self.source == Source::Docker;
         let mut parts = Vec::new();
-        if docker {
-            parts.push(("os", docker_repo::os_command(&f.os_release)));
+        if self.repo {
+            parts.push((
+                "os",
+                OsFact {
+                    os_release: &f.os_release,
+                }
+                .command(),
+            ));
         }
         parts.push((
             "proxy",
             file::gather_command(&f.apt_proxy, Some(file::DIFF_LIMIT)),
         ));
-        parts.push(("prereq", self.engine.prereq.gather().unwrap_or_default()));
-        if docker {
+        parts.push(("prereq", self.prereq.clone()));
+        if self.repo {
             parts.push((
                 "key",
                 file::gather_command(&f.keyring, Some(file::DIFF_LIMIT)),
             ));
-            parts.push(("sources", docker_repo::sources_command(f)));
+            parts.push(("sources", SourcesFact { files: f }.command()));
         }
-        parts.push(("engine", self.engine.packages.gather().unwrap_or_default()));
-        parts.push(("dpkg", docker_engine::dpkg_command()));
+        parts.push(("engine", self.engine.clone()));
+        parts.push(("dpkg", DpkgFact.command()));
         parts.push((
             "daemon",
             file::gather_command(&f.daemon_json, Some(file::DIFF_LIMIT)),
         ));
         if !self.users.is_empty() {
-            parts.push(("users", docker_users::gather_command(&self.users)));
+            parts.push(("users", UsersFact { users: &self.users }.command()));
         }
-        parts.push(("service", systemd::gather_command(SERVICE)));
+        parts.push(("service", systemd::UnitFact::new(SERVICE).command()));
         util::sections(&parts)
+    }
+
+    fn parse(&self, facts: &Facts) -> Result<DockerFacts, StepError> {
+        let s = Sections::parse(facts);
+        let f = &self.files;
+        let repo = if self.repo {
+            Some(RepoFacts {
+                os: OsFact {
+                    os_release: &f.os_release,
+                }
+                .parse(s.get("os")?)?,
+                key: file::parse(s.get("key")?)?,
+                sources: SourcesFact { files: f }.parse(s.get("sources")?)?,
+            })
+        } else {
+            None
+        };
+        let users = if self.users.is_empty() {
+            None
+        } else {
+            Some(UsersFact { users: &self.users }.parse(s.get("users")?)?)
+        };
+        Ok(DockerFacts {
+            dpkg: DpkgFact.parse(s.get("dpkg")?)?,
+            proxy: file::parse(s.get("proxy")?)?,
+            prereq: s.get("prereq")?.clone(),
+            engine: s.get("engine")?.clone(),
+            repo,
+            daemon: file::parse(s.get("daemon")?)?,
+            users,
+            service: s
+                .get("service")
+                .and_then(|u| systemd::UnitFact::new(SERVICE).parse(u)),
+        })
     }
 }
 
-impl HostStep for Docker {
-    fn gather(&self) -> Option<String> {
-        Some(self.gather_command())
+impl Decide for Docker {
+    type Fact = DockerFact;
+
+    fn fact(&self) -> DockerFact {
+        DockerFact {
+            files: self.files.clone(),
+            repo: self.source == Source::Docker,
+            prereq: self.engine.prereq.gather().unwrap_or_default(),
+            engine: self.engine.packages.gather().unwrap_or_default(),
+            users: self.users.clone(),
+        }
     }
 
-    fn check(&self, facts: &Facts) -> Result<Check, StepError> {
-        let s = Sections::parse(facts);
-        let dpkg = apt::parse(&s.get("dpkg")?.stdout)?;
-        let version = self.engine.installed(&dpkg, &self.host)?;
+    fn decide(&self, now: DockerFacts) -> Result<Check, StepError> {
+        let version = self.engine.installed(&now.dpkg, &self.host)?;
         let installed = version.is_some();
         let mut changes = Vec::new();
         let mut updated = false;
-        let proxy_now = file::parse(s.get("proxy")?)?;
-        changes.extend(self.repo.proxy_change(&self.files.apt_proxy, &proxy_now)?);
-        let prereq = s.get("prereq")?;
-        changes.extend(self.engine.prereq_changes(prereq, &mut updated)?);
-        if self.source == Source::Docker {
+        changes.extend(self.repo.proxy_change(&self.files.apt_proxy, &now.proxy)?);
+        changes.extend(self.engine.prereq_changes(&now.prereq, &mut updated)?);
+        if let Some(repo) = &now.repo {
             self.repo
-                .changes(&self.files, &self.host, &s, &mut changes)?;
+                .changes(&self.files, &self.host, repo, &mut changes)?;
         }
-        let daemon_now = file::parse(s.get("daemon")?)?;
         let (daemon, restarts) = docker_daemon::change(
             &self.files.daemon_json,
             &self.daemon_json,
-            &daemon_now,
+            &now.daemon,
             installed,
         )?;
         if !installed {
             changes.extend(daemon.clone());
         }
-        let engine = s.get("engine")?;
-        changes.extend(self.engine.package_changes(engine, &dpkg, &mut updated)?);
+        changes.extend(
+            self.engine
+                .package_changes(&now.engine, &now.dpkg, &mut updated)?,
+        );
         if installed {
             changes.extend(daemon);
         }
-        if !self.users.is_empty() {
-            changes.extend(docker_users::change(
-                &self.users,
-                &self.host,
-                s.get("users")?,
-            )?);
+        if let Some(members) = &now.users {
+            changes.extend(docker_users::change(&self.users, &self.host, members)?);
         }
-        let unit = installed
-            .then(|| s.get("service").and_then(systemd::parse))
-            .transpose()?;
+        let unit = if installed { Some(now.service?) } else { None };
         changes.extend(systemd::keep_running(SERVICE, unit.as_ref(), restarts));
         if changes.is_empty() {
             Ok(Check::Ok(format!(
@@ -209,7 +278,7 @@ pub(crate) mod testing {
     use super::*;
     pub(crate) use crate::steps::fixtures::{LISTS, file_facts, summaries};
     pub(crate) use crate::steps::testing::{build as build_with_ctx, build_err};
-    pub(crate) use provision_engine::step::{Action, Check, Facts};
+    pub(crate) use provision_engine::step::{Action, Check, Facts, HostStep};
 
     pub(crate) fn step(with: &str) -> Box<dyn HostStep> {
         build_with_ctx(build, with).unwrap_or_else(|e| panic!("{e:?}"))

@@ -7,6 +7,7 @@ use super::apt;
 use super::system_files::system_files;
 use super::util;
 use crate::ctx::{BuildCtx, ParamError};
+use provision_engine::fact::Fact;
 use provision_engine::step::{Action, Change, Check, Facts, HostStep, StepError};
 use provision_transport::shell::quote;
 use serde::Deserialize;
@@ -95,10 +96,20 @@ pub fn check_version(
     Ok(version)
 }
 
-/// Reads the state of the engines and of what provides /usr/bin/docker.
-pub fn dpkg_command() -> String {
-    let queries: Vec<String> = ENGINE_QUERIES.iter().map(|s| s.to_string()).collect();
-    apt::gather_command(&queries, false)
+/// The state of the engines and of what provides /usr/bin/docker, read with dpkg.
+pub struct DpkgFact;
+
+impl Fact for DpkgFact {
+    type Value = apt::AptFacts;
+
+    fn command(&self) -> String {
+        let queries: Vec<String> = ENGINE_QUERIES.iter().map(|s| s.to_string()).collect();
+        apt::gather_command(&queries, false)
+    }
+
+    fn parse(&self, facts: &Facts) -> Result<apt::AptFacts, StepError> {
+        apt::parse(&facts.stdout)
+    }
 }
 
 /// Installs docker-ce and docker-ce-cli at the newest build matching `version`

@@ -4,9 +4,10 @@
 
 use super::docker_engine::{Files, Source};
 use super::file::{self, Kind, PathFacts};
-use super::util::{self, Sections};
+use super::util;
 use crate::ctx::ParamError;
-use provision_engine::step::{Action, Change, StepError};
+use provision_engine::fact::Fact;
+use provision_engine::step::{Action, Change, Facts, StepError};
 use provision_transport::shell::quote;
 
 /// The parameters of where the packages come from, checked.
@@ -91,21 +92,86 @@ pub fn curl_proxy_config(url: &str) -> zeroize::Zeroizing<Vec<u8>> {
 }
 
 /// Reads the distribution's ID, codename and architecture, which Docker's repository is laid
-/// out by.
-pub fn os_command(os_release: &str) -> String {
-    format!(
-        "( . {}; echo \"id=$ID\"; echo \"codename=${{VERSION_CODENAME:-$UBUNTU_CODENAME}}\" ); echo \"arch=$(dpkg --print-architecture)\"",
-        quote(os_release)
-    )
+/// out by: [`Os`].
+pub struct OsFact<'a> {
+    pub os_release: &'a str,
 }
 
-/// The sources entry's facts, and `legacy=yes` when the one-line list is there too.
-pub fn sources_command(f: &Files) -> String {
-    format!(
-        "{}; if [ -e {} ]; then echo legacy=yes; fi",
-        file::gather_command(&f.sources, Some(file::DIFF_LIMIT)),
-        quote(&f.legacy_list)
-    )
+/// The distribution's ID, its codename and dpkg's architecture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Os {
+    pub id: String,
+    pub codename: String,
+    pub arch: String,
+}
+
+impl Fact for OsFact<'_> {
+    type Value = Os;
+
+    fn command(&self) -> String {
+        format!(
+            "( . {}; echo \"id=$ID\"; echo \"codename=${{VERSION_CODENAME:-$UBUNTU_CODENAME}}\" ); echo \"arch=$(dpkg --print-architecture)\"",
+            quote(self.os_release)
+        )
+    }
+
+    fn parse(&self, os: &Facts) -> Result<Os, StepError> {
+        let kv = os.kv();
+        let field = |k: &str| kv.get(k).map(|v| v.trim()).unwrap_or("");
+        let (id, codename, arch) = (field("id"), field("codename"), field("arch"));
+        let word = |v: &str| {
+            v.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        };
+        if !word(id) || !word(codename) || !word(arch) {
+            return Err(util::bad_facts("/etc/os-release", &os.stdout));
+        }
+        Ok(Os {
+            id: id.into(),
+            codename: codename.into(),
+            arch: arch.into(),
+        })
+    }
+}
+
+/// The sources entry's facts, and `legacy=yes` when the one-line list is there too:
+/// [`Sources`].
+pub struct SourcesFact<'a> {
+    pub files: &'a Files,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sources {
+    pub entry: PathFacts,
+    pub legacy: bool,
+}
+
+impl Fact for SourcesFact<'_> {
+    type Value = Sources;
+
+    fn command(&self) -> String {
+        format!(
+            "{}; if [ -e {} ]; then echo legacy=yes; fi",
+            file::gather_command(&self.files.sources, Some(file::DIFF_LIMIT)),
+            quote(&self.files.legacy_list)
+        )
+    }
+
+    fn parse(&self, facts: &Facts) -> Result<Sources, StepError> {
+        Ok(Sources {
+            entry: file::parse(facts)?,
+            legacy: facts.kv().get("legacy") == Some(&"yes"),
+        })
+    }
+}
+
+/// What Docker's repository needs to know of the host (the docker step gathers each part in
+/// its place among the others).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoFacts {
+    pub os: Os,
+    pub key: PathFacts,
+    pub sources: Sources,
 }
 
 impl Repo {
@@ -178,20 +244,11 @@ impl Repo {
         &self,
         f: &Files,
         host: &str,
-        s: &Sections,
+        now: &RepoFacts,
         changes: &mut Vec<Change>,
     ) -> Result<(), StepError> {
-        let os = s.get("os")?;
-        let kv = os.kv();
-        let field = |k: &str| kv.get(k).map(|v| v.trim()).unwrap_or("");
-        let (id, codename, arch) = (field("id"), field("codename"), field("arch"));
-        let word = |v: &str| {
-            v.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        };
-        if !word(id) || !word(codename) || !word(arch) {
-            return Err(util::bad_facts("/etc/os-release", &os.stdout));
-        }
+        let Os { id, codename, arch } = &now.os;
+        let (id, codename) = (id.as_str(), codename.as_str());
         if self.repo_url.is_none() && !matches!(id, "debian" | "ubuntu") {
             return Err(StepError::new(format!(
                 "{}: Docker's repository has no packages for this distribution ({})",
@@ -207,10 +264,10 @@ impl Repo {
             ))
             .hint("set source = \"distro\" (a testing or unreleased distribution has no Docker repository)"));
         }
-        let key_now = file::parse(s.get("key")?)?;
+        let key_now = &now.key;
         match &self.gpg_key {
             Some(k) => {
-                if let Some(mut c) = file::change(&f.keyring, "gpg_key", k.as_bytes(), &key_now)? {
+                if let Some(mut c) = file::change(&f.keyring, "gpg_key", k.as_bytes(), key_now)? {
                     c.summary = format!("place Docker's signing key in {}", f.keyring);
                     if let Some(dir) = f
                         .keyring
@@ -246,10 +303,8 @@ impl Repo {
             .repo_url
             .clone()
             .unwrap_or_else(|| format!("https://download.docker.com/linux/{id}"));
-        let sources = s.get("sources")?;
         let want = sources_content(&repo, codename, arch, &f.keyring);
-        if let Some(mut c) =
-            file::change(&f.sources, "path", want.as_bytes(), &file::parse(sources)?)?
+        if let Some(mut c) = file::change(&f.sources, "path", want.as_bytes(), &now.sources.entry)?
         {
             c.summary = format!(
                 "add Docker's repository ({repo} {codename} stable) in {}",
@@ -257,7 +312,7 @@ impl Repo {
             );
             changes.push(c);
         }
-        if sources.kv().get("legacy") == Some(&"yes") {
+        if now.sources.legacy {
             changes.push(Change::new(
                 format!("remove {} (replaced by {})", f.legacy_list, f.sources),
                 vec![Action::run(format!("rm -f {}", quote(&f.legacy_list)))],

@@ -2,43 +2,61 @@
 //! engine without sudo. An account that does not exist is an error: creating it is a `user`
 //! step's job.
 
+use provision_engine::fact::Fact;
 use provision_engine::step::{Action, Change, Facts, StepError};
 use provision_transport::shell::join;
 
-/// The docker group's entry, and which of `users` exist.
-pub fn gather_command(users: &[String]) -> String {
-    format!(
-        "getent group docker | sed 's/^/group=/'; getent passwd {} | cut -d: -f1 | sed 's/^/user=/'",
-        join(users)
-    )
+/// The docker group's entry, and which of `users` exist: [`Members`].
+pub struct UsersFact<'a> {
+    pub users: &'a [String],
+}
+
+/// The docker group's members, and the accounts of `users` that exist.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Members {
+    pub members: Vec<String>,
+    pub exist: Vec<String>,
+}
+
+impl Fact for UsersFact<'_> {
+    type Value = Members;
+
+    fn command(&self) -> String {
+        format!(
+            "getent group docker | sed 's/^/group=/'; getent passwd {} | cut -d: -f1 | sed 's/^/user=/'",
+            join(self.users)
+        )
+    }
+
+    fn parse(&self, f: &Facts) -> Result<Members, StepError> {
+        let mut m = Members::default();
+        for line in f.stdout.lines() {
+            if let Some(g) = line.strip_prefix("group=") {
+                // docker:x:998:alice,bob
+                m.members.extend(
+                    g.splitn(4, ':')
+                        .nth(3)
+                        .unwrap_or("")
+                        .split(',')
+                        .filter(|m| !m.is_empty())
+                        .map(str::to_string),
+                );
+            } else if let Some(u) = line.strip_prefix("user=") {
+                m.exist.push(u.to_string());
+            }
+        }
+        Ok(m)
+    }
 }
 
 /// Adds to the group those of `users` not in it yet, refusing one that does not exist.
-pub fn change(users: &[String], host: &str, f: &Facts) -> Result<Option<Change>, StepError> {
-    let mut members: Vec<&str> = Vec::new();
-    let mut exist: Vec<&str> = Vec::new();
-    for line in f.stdout.lines() {
-        if let Some(g) = line.strip_prefix("group=") {
-            // docker:x:998:alice,bob
-            members.extend(
-                g.splitn(4, ':')
-                    .nth(3)
-                    .unwrap_or("")
-                    .split(',')
-                    .filter(|m| !m.is_empty()),
-            );
-        } else if let Some(u) = line.strip_prefix("user=") {
-            exist.push(u);
-        }
-    }
-    if let Some(u) = users.iter().find(|u| !exist.contains(&u.as_str())) {
+pub fn change(users: &[String], host: &str, now: &Members) -> Result<Option<Change>, StepError> {
+    let (members, exist) = (&now.members, &now.exist);
+    if let Some(u) = users.iter().find(|u| !exist.contains(u)) {
         return Err(StepError::new(format!("{host}: user {u} does not exist"))
             .hint("create it before this step (a `user` step), or remove it from `users`"));
     }
-    let missing: Vec<&String> = users
-        .iter()
-        .filter(|u| !members.contains(&u.as_str()))
-        .collect();
+    let missing: Vec<&String> = users.iter().filter(|u| !members.contains(u)).collect();
     if missing.is_empty() {
         return Ok(None);
     }

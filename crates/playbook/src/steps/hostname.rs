@@ -9,8 +9,9 @@ use super::line::{self, Edit};
 use super::system_files::{Built, system_files};
 use super::util::{self, Flag, Sections};
 use crate::ctx::BuildCtx;
+use provision_engine::fact::{Decide, Fact, Typed};
 use provision_engine::inventory::is_hostname;
-use provision_engine::step::{Action, Change, Check, Facts, HostStep, StepError};
+use provision_engine::step::{Action, Change, Check, Facts, StepError};
 use provision_transport::shell::{join, quote};
 use serde::Deserialize;
 
@@ -71,37 +72,15 @@ pub fn build_with(with: &toml::Table, ctx: &BuildCtx<'_>, files: Files) -> Built
     } else {
         None
     };
-    Ok(Box::new(Hostname { name, block, files }))
+    Ok(Box::new(Typed(Hostname { name, block, files })))
 }
 
-/// Sections: `host` (the kernel's hostname, whether hostnamectl can work:
-/// systemd running and D-Bus there, which minimal images lack; whether
-/// cloud-init is installed), then the facts of /etc/hostname, /etc/hosts and
-/// the cloud-init drop-in.
-pub fn gather_command(files: &Files) -> String {
-    util::sections(&[
-        (
-            "host",
-            format!(
-                "echo \"current=$(uname -n)\"; \
-                 if [ -d /run/systemd/system ] && [ -S /run/dbus/system_bus_socket ] && command -v hostnamectl >/dev/null 2>&1; then echo hostnamectl=yes; fi; \
-                 if [ -d {} ]; then echo cloud_init=yes; fi",
-                quote(&files.cloud_dir)
-            ),
-        ),
-        (
-            "hostname",
-            file::gather_command(&files.hostname, Some(file::DIFF_LIMIT)),
-        ),
-        (
-            "hosts",
-            file::gather_command(&files.hosts, Some(line::SIZE_LIMIT)),
-        ),
-        (
-            "cloud",
-            file::gather_command(&files.cloud_cfg, Some(file::DIFF_LIMIT)),
-        ),
-    ])
+/// The fact a hostname step needs: [`HostnameFacts`]. Sections: `host` (the
+/// kernel's hostname, whether hostnamectl can work: systemd running and D-Bus
+/// there, which minimal images lack; whether cloud-init is installed), then the
+/// facts of /etc/hostname, /etc/hosts and the cloud-init drop-in.
+pub struct HostnameFact {
+    pub files: Files,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,21 +93,51 @@ pub struct HostnameFacts {
     pub cloud: PathFacts,
 }
 
-pub fn parse(facts: &Facts) -> Result<HostnameFacts, StepError> {
-    let s = Sections::parse(facts);
-    let host = s.get("host")?;
-    let kv = host.kv();
-    let current = kv
-        .get("current")
-        .ok_or_else(|| util::bad_facts("hostname", &host.stdout))?;
-    Ok(HostnameFacts {
-        current: current.trim().to_string(),
-        hostnamectl: kv.get("hostnamectl") == Some(&"yes"),
-        cloud_init: kv.get("cloud_init") == Some(&"yes"),
-        hostname: file::parse(s.get("hostname")?)?,
-        hosts: file::parse(s.get("hosts")?)?,
-        cloud: file::parse(s.get("cloud")?)?,
-    })
+impl Fact for HostnameFact {
+    type Value = HostnameFacts;
+
+    fn command(&self) -> String {
+        util::sections(&[
+            (
+                "host",
+                format!(
+                    "echo \"current=$(uname -n)\"; \
+                     if [ -d /run/systemd/system ] && [ -S /run/dbus/system_bus_socket ] && command -v hostnamectl >/dev/null 2>&1; then echo hostnamectl=yes; fi; \
+                     if [ -d {} ]; then echo cloud_init=yes; fi",
+                    quote(&self.files.cloud_dir)
+                ),
+            ),
+            (
+                "hostname",
+                file::gather_command(&self.files.hostname, Some(file::DIFF_LIMIT)),
+            ),
+            (
+                "hosts",
+                file::gather_command(&self.files.hosts, Some(line::SIZE_LIMIT)),
+            ),
+            (
+                "cloud",
+                file::gather_command(&self.files.cloud_cfg, Some(file::DIFF_LIMIT)),
+            ),
+        ])
+    }
+
+    fn parse(&self, facts: &Facts) -> Result<HostnameFacts, StepError> {
+        let s = Sections::parse(facts);
+        let host = s.get("host")?;
+        let kv = host.kv();
+        let current = kv
+            .get("current")
+            .ok_or_else(|| util::bad_facts("hostname", &host.stdout))?;
+        Ok(HostnameFacts {
+            current: current.trim().to_string(),
+            hostnamectl: kv.get("hostnamectl") == Some(&"yes"),
+            cloud_init: kv.get("cloud_init") == Some(&"yes"),
+            hostname: file::parse(s.get("hostname")?)?,
+            hosts: file::parse(s.get("hosts")?)?,
+            cloud: file::parse(s.get("cloud")?)?,
+        })
+    }
 }
 
 /// What cloud-init must leave alone: without it, cloud images reset the
@@ -174,13 +183,16 @@ pub fn edit_hosts(content: &str, name: &str, block: Option<&str>) -> Result<Edit
     })
 }
 
-impl HostStep for Hostname {
-    fn gather(&self) -> Option<String> {
-        Some(gather_command(&self.files))
+impl Decide for Hostname {
+    type Fact = HostnameFact;
+
+    fn fact(&self) -> HostnameFact {
+        HostnameFact {
+            files: self.files.clone(),
+        }
     }
 
-    fn check(&self, facts: &Facts) -> Result<Check, StepError> {
-        let f = parse(facts)?;
+    fn decide(&self, f: HostnameFacts) -> Result<Check, StepError> {
         let name = &self.name;
         let files = &self.files;
         let mut changes = Vec::new();
@@ -258,6 +270,20 @@ mod tests {
     use super::*;
     use crate::steps::fixtures::{build_in, file_facts};
     use crate::steps::testing::{build as build_with_ctx, build_err};
+
+    fn gather_command(files: &Files) -> String {
+        HostnameFact {
+            files: files.clone(),
+        }
+        .command()
+    }
+
+    fn parse(facts: &Facts) -> Result<HostnameFacts, StepError> {
+        HostnameFact {
+            files: Files::default(),
+        }
+        .parse(facts)
+    }
 
     /// Debian 12's /etc/hosts as the installer writes it.
     const DEBIAN_HOSTS: &str = "127.0.0.1\tlocalhost\n127.0.1.1\tdebian\n\n# The following lines are desirable for IPv6 capable hosts\n::1     localhost ip6-localhost ip6-loopback\nff02::1 ip6-allnodes\nff02::2 ip6-allrouters\n";

@@ -11,6 +11,7 @@ use super::system_files::{Built, system_files};
 use super::systemd::{self, Verb};
 use super::util::{self, Flag, Num, Sections};
 use crate::ctx::{BuildCtx, ParamError};
+use provision_engine::fact::{Decide, Fact, Typed};
 use provision_engine::inventory::Role;
 use provision_engine::step::{Action, Change, Check, Facts, HostStep, StepError};
 use provision_transport::shell::quote;
@@ -125,12 +126,12 @@ pub fn build_with(with: &toml::Table, ctx: &BuildCtx<'_>, files: Files) -> Built
         "packages".into(),
         toml::Value::Array(vec!["haproxy".into()]),
     );
-    Ok(Box::new(LoadBalancer {
+    Ok(Box::new(Typed(LoadBalancer {
         config: Zeroizing::new(rendered.into_bytes()),
         mode,
         apt: apt::build(&t, ctx)?,
         files,
-    }))
+    })))
 }
 
 /// Every manager and worker, by name and private address (IPv6 in brackets, as haproxy reads it).
@@ -193,18 +194,44 @@ pub fn install_config_command(live: &str) -> String {
     )
 }
 
-impl LoadBalancer {
-    pub fn gather_command(&self) -> String {
+/// The fact a load balancer needs: [`BalancerFacts`]. Sections: `apt` (the apt step's own
+/// command), `config`, `service`.
+pub struct BalancerFact {
+    pub apt_gather: String,
+    pub files: Files,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalancerFacts {
+    /// haproxy and its unit.
+    pub package: systemd::Packaged,
+    pub config: PathFacts,
+}
+
+impl Fact for BalancerFact {
+    type Value = BalancerFacts;
+
+    fn command(&self) -> String {
         util::sections(&[
-            ("apt", self.apt.gather().unwrap_or_default()),
+            ("apt", self.apt_gather.clone()),
             (
                 "config",
                 file::gather_command(&self.files.config, Some(file::DIFF_LIMIT)),
             ),
-            ("service", systemd::gather_command(SERVICE)),
+            ("service", systemd::UnitFact::new(SERVICE).command()),
         ])
     }
 
+    fn parse(&self, facts: &Facts) -> Result<BalancerFacts, StepError> {
+        let s = Sections::parse(facts);
+        Ok(BalancerFacts {
+            package: systemd::Packaged::parse(&s, "haproxy", SERVICE)?,
+            config: file::parse(s.get("config")?)?,
+        })
+    }
+}
+
+impl LoadBalancer {
     fn config_change(
         &self,
         now: &PathFacts,
@@ -247,28 +274,25 @@ impl LoadBalancer {
     }
 }
 
-impl HostStep for LoadBalancer {
-    fn gather(&self) -> Option<String> {
-        Some(self.gather_command())
+impl Decide for LoadBalancer {
+    type Fact = BalancerFact;
+
+    fn fact(&self) -> BalancerFact {
+        BalancerFact {
+            apt_gather: self.apt.gather().unwrap_or_default(),
+            files: self.files.clone(),
+        }
     }
 
-    fn check(&self, facts: &Facts) -> Result<Check, StepError> {
-        let s = Sections::parse(facts);
-        let apt_facts = s.get("apt")?;
-        let installed = apt::parse(&apt_facts.stdout)?
-            .dpkg
-            .iter()
-            .any(|d| d.name == "haproxy" && d.installed());
+    fn decide(&self, f: BalancerFacts) -> Result<Check, StepError> {
         let mut changes = Vec::new();
-        if let Check::Change(c) = self.apt.check(apt_facts)? {
+        if let Check::Change(c) = self.apt.check(&f.package.apt)? {
             changes.extend(c);
         }
-        let unit = installed
-            .then(|| s.get("service").and_then(systemd::parse))
-            .transpose()?;
-        let active = unit.as_ref().is_some_and(|u| u.running());
-        changes.extend(self.config_change(&file::parse(s.get("config")?)?, installed, active)?);
-        changes.extend(systemd::keep_running(SERVICE, unit.as_ref(), false));
+        let unit = f.package.unit.as_ref();
+        let active = unit.is_some_and(|u| u.running());
+        changes.extend(self.config_change(&f.config, f.package.installed, active)?);
+        changes.extend(systemd::keep_running(SERVICE, unit, false));
         if changes.is_empty() {
             Ok(Check::Ok(format!(
                 "haproxy running, {} up to date",

@@ -16,6 +16,7 @@ use super::system_files::{Built, system_files};
 use super::systemd;
 use super::util::{self, Sections};
 use crate::ctx::{BuildCtx, ParamError};
+use provision_engine::fact::{Decide, Fact, Typed};
 use provision_engine::inventory::Role;
 use provision_engine::step::{Action, Change, Check, Facts, HostStep, StepError};
 use provision_transport::shell::quote;
@@ -136,7 +137,7 @@ pub fn build_with(with: &toml::Table, ctx: &BuildCtx<'_>, files: Files) -> Built
         "packages".into(),
         toml::Value::Array(vec!["nfs-common".into()]),
     );
-    Ok(Box::new(NfsMount {
+    Ok(Box::new(Typed(NfsMount {
         server,
         server_host,
         export,
@@ -145,7 +146,7 @@ pub fn build_with(with: &toml::Table, ctx: &BuildCtx<'_>, files: Files) -> Built
         host: ctx.host.name.clone(),
         apt: apt::build(&t, ctx)?,
         files,
-    }))
+    })))
 }
 
 /// The private address of the inventory's one storage host; None without one.
@@ -209,26 +210,52 @@ pub fn fstab_line(source: &str, mount_point: &str, options: &str) -> String {
     format!("{source} {mount_point} nfs {options} 0 0")
 }
 
-/// Sections: `apt` (nfs-common), `mount` (`mounted=SOURCE FSTYPE OPTIONS` from
-/// the mount table, read without touching the mount point; only when nothing
-/// is mounted, the mount point's facts and its first entries), `fstab`.
-pub fn gather_command(apt_gather: &str, mount_point: &str, files: &Files) -> String {
-    let mp = quote(mount_point);
-    util::sections(&[
-        ("apt", apt_gather.to_string()),
-        (
-            "mount",
-            format!(
-                "m=$(findmnt -rn -o TARGET,SOURCE,FSTYPE,OPTIONS | awk -v m={mp} '$1 == m {{ print $2, $3, $4 }}' | tail -n 1); \
-                 if [ -n \"$m\" ]; then echo \"mounted=$m\"; else {}; if [ -d \"$p\" ]; then echo \"entries=$(ls -A \"$p\" | head -n 3 | tr '\\n' ' ')\"; fi; fi",
-                file::gather_command(mount_point, None)
+/// The fact an NFS mount needs: [`NfsMountFacts`]. Sections: `apt` (nfs-common, the apt
+/// step's own command), `mount` (`mounted=SOURCE FSTYPE OPTIONS` from the mount table, read
+/// without touching the mount point; only when nothing is mounted, the mount point's facts and
+/// its first entries), `fstab`.
+pub struct MountFact {
+    pub apt_gather: String,
+    pub mount_point: String,
+    pub files: Files,
+}
+
+/// The apt step's output (it decides over it itself) and the mount's facts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NfsMountFacts {
+    pub apt: Facts,
+    pub mount: MountFacts,
+}
+
+impl Fact for MountFact {
+    type Value = NfsMountFacts;
+
+    fn command(&self) -> String {
+        let mp = quote(&self.mount_point);
+        util::sections(&[
+            ("apt", self.apt_gather.clone()),
+            (
+                "mount",
+                format!(
+                    "m=$(findmnt -rn -o TARGET,SOURCE,FSTYPE,OPTIONS | awk -v m={mp} '$1 == m {{ print $2, $3, $4 }}' | tail -n 1); \
+                     if [ -n \"$m\" ]; then echo \"mounted=$m\"; else {}; if [ -d \"$p\" ]; then echo \"entries=$(ls -A \"$p\" | head -n 3 | tr '\\n' ' ')\"; fi; fi",
+                    file::gather_command(&self.mount_point, None)
+                ),
             ),
-        ),
-        (
-            "fstab",
-            file::gather_command(&files.fstab, Some(line::SIZE_LIMIT)),
-        ),
-    ])
+            (
+                "fstab",
+                file::gather_command(&self.files.fstab, Some(line::SIZE_LIMIT)),
+            ),
+        ])
+    }
+
+    fn parse(&self, facts: &Facts) -> Result<NfsMountFacts, StepError> {
+        let s = Sections::parse(facts);
+        Ok(NfsMountFacts {
+            mount: parse_mount(s.get("mount")?, s.get("fstab")?)?,
+            apt: s.get("apt")?.clone(),
+        })
+    }
 }
 
 /// What is mounted at the mount point now.
@@ -325,22 +352,23 @@ impl NfsMount {
     }
 }
 
-impl HostStep for NfsMount {
-    fn gather(&self) -> Option<String> {
-        Some(gather_command(
-            &self.apt.gather().unwrap_or_default(),
-            &self.mount_point,
-            &self.files,
-        ))
+impl Decide for NfsMount {
+    type Fact = MountFact;
+
+    fn fact(&self) -> MountFact {
+        MountFact {
+            apt_gather: self.apt.gather().unwrap_or_default(),
+            mount_point: self.mount_point.clone(),
+            files: self.files.clone(),
+        }
     }
 
-    fn check(&self, facts: &Facts) -> Result<Check, StepError> {
-        let s = Sections::parse(facts);
-        let f = parse_mount(s.get("mount")?, s.get("fstab")?)?;
+    fn decide(&self, now: NfsMountFacts) -> Result<Check, StepError> {
+        let f = now.mount;
         let mp = &self.mount_point;
         let src = self.source();
         let mut changes = Vec::new();
-        if let Check::Change(c) = self.apt.check(s.get("apt")?)? {
+        if let Check::Change(c) = self.apt.check(&now.apt)? {
             changes.extend(c);
         }
         if let Some(dir) = &f.dir {
@@ -436,6 +464,15 @@ mod tests {
     const INSTALLED: &str = "pkg=ii  nfs-common amd64 1:2.6.2-4+deb12u1\n";
     /// findmnt on Debian 12 with the share mounted (via the gather's awk).
     const MOUNTED: &str = "mounted=10.0.0.10:/srv/share nfs4 rw,noatime,vers=4.2,rsize=524288,wsize=524288,namlen=255,hard,proto=tcp,timeo=600,retrans=2,sec=sys,clientaddr=10.0.0.21,local_lock=none,addr=10.0.0.10\n";
+
+    fn gather_command(apt_gather: &str, mount_point: &str, files: &Files) -> String {
+        MountFact {
+            apt_gather: apt_gather.into(),
+            mount_point: mount_point.into(),
+            files: files.clone(),
+        }
+        .command()
+    }
 
     fn facts(apt: &str, mount: &str, fstab: &str) -> Facts {
         Facts::new(format!(

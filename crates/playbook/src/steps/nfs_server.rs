@@ -12,6 +12,7 @@ use super::system_files::{Built, system_files};
 use super::systemd;
 use super::util::{self, List, Mode, Sections};
 use crate::ctx::{BuildCtx, ParamError};
+use provision_engine::fact::{Decide, Fact, Typed};
 use provision_engine::inventory::Role;
 use provision_engine::step::{Action, Change, Check, Facts, HostStep, StepError};
 use provision_transport::shell::quote;
@@ -168,11 +169,11 @@ pub fn build_with(with: &toml::Table, ctx: &BuildCtx<'_>, files: Files) -> Built
         "packages".into(),
         toml::Value::Array(vec!["nfs-kernel-server".into()]),
     );
-    Ok(Box::new(NfsServer {
+    Ok(Box::new(Typed(NfsServer {
         exports,
         apt: apt::build(&t, ctx)?,
         files,
-    }))
+    })))
 }
 
 /// The private address of every manager and worker: the hosts that mount the share.
@@ -245,11 +246,32 @@ fn check_clients(key: &str, clients: Vec<String>) -> Result<Vec<String>, ParamEr
     Ok(clients)
 }
 
-impl NfsServer {
-    pub fn gather_command(&self) -> String {
-        let mut parts = vec![("apt".to_string(), self.apt.gather().unwrap_or_default())];
-        for (i, e) in self.exports.iter().enumerate() {
-            parts.push((format!("dir{i}"), file::gather_command(&e.path, None)));
+/// The fact an NFS server needs: [`NfsServerFacts`]. Sections: `apt` (the apt step's own
+/// command), `dirN` (each export's directory), `exports`, `etab` (what the kernel exports now),
+/// `service`.
+pub struct ServerFact {
+    pub apt_gather: String,
+    pub dirs: Vec<String>,
+    pub files: Files,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NfsServerFacts {
+    /// nfs-kernel-server and its unit.
+    pub package: systemd::Packaged,
+    /// Each export's directory, in the order of the exports.
+    pub dirs: Vec<PathFacts>,
+    pub exports: PathFacts,
+    pub etab: String,
+}
+
+impl Fact for ServerFact {
+    type Value = NfsServerFacts;
+
+    fn command(&self) -> String {
+        let mut parts = vec![("apt".to_string(), self.apt_gather.clone())];
+        for (i, path) in self.dirs.iter().enumerate() {
+            parts.push((format!("dir{i}"), file::gather_command(path, None)));
         }
         parts.push((
             "exports".into(),
@@ -259,12 +281,28 @@ impl NfsServer {
             "etab".into(),
             format!("cat {} 2>/dev/null; echo", quote(&self.files.etab)),
         ));
-        parts.push(("service".into(), systemd::gather_command(SERVICE)));
+        parts.push(("service".into(), systemd::UnitFact::new(SERVICE).command()));
         let parts: Vec<(&str, String)> =
             parts.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();
         util::sections(&parts)
     }
 
+    fn parse(&self, facts: &Facts) -> Result<NfsServerFacts, StepError> {
+        let s = Sections::parse(facts);
+        let package = systemd::Packaged::parse(&s, "nfs-kernel-server", SERVICE)?;
+        let dirs = (0..self.dirs.len())
+            .map(|i| file::parse(s.get(&format!("dir{i}"))?))
+            .collect::<Result<_, _>>()?;
+        Ok(NfsServerFacts {
+            package,
+            dirs,
+            exports: file::parse(s.get("exports")?)?,
+            etab: s.get("etab")?.stdout.clone(),
+        })
+    }
+}
+
+impl NfsServer {
     fn dir_change(&self, e: &Export, now: &PathFacts) -> Result<Option<Change>, StepError> {
         let path = &e.path;
         if now.link.is_some() && now.kind == Kind::Absent {
@@ -383,31 +421,30 @@ impl NfsServer {
     }
 }
 
-impl HostStep for NfsServer {
-    fn gather(&self) -> Option<String> {
-        Some(self.gather_command())
+impl Decide for NfsServer {
+    type Fact = ServerFact;
+
+    fn fact(&self) -> ServerFact {
+        ServerFact {
+            apt_gather: self.apt.gather().unwrap_or_default(),
+            dirs: self.exports.iter().map(|e| e.path.clone()).collect(),
+            files: self.files.clone(),
+        }
     }
 
-    fn check(&self, facts: &Facts) -> Result<Check, StepError> {
-        let s = Sections::parse(facts);
+    fn decide(&self, f: NfsServerFacts) -> Result<Check, StepError> {
         let mut changes = Vec::new();
-        let apt_facts = s.get("apt")?;
-        let installed = apt::parse(&apt_facts.stdout)?
-            .dpkg
-            .iter()
-            .any(|d| d.name == "nfs-kernel-server" && d.installed());
-        if let Check::Change(c) = self.apt.check(apt_facts)? {
+        if let Check::Change(c) = self.apt.check(&f.package.apt)? {
             changes.extend(c);
         }
-        for (i, e) in self.exports.iter().enumerate() {
-            let now = file::parse(s.get(&format!("dir{i}"))?)?;
-            changes.extend(self.dir_change(e, &now)?);
+        for (e, now) in self.exports.iter().zip(&f.dirs) {
+            changes.extend(self.dir_change(e, now)?);
         }
         let path = &self.files.exports;
-        let now = file::parse(s.get("exports")?)?;
-        let mut reload = !installed || !self.exported(&s.get("etab")?.stdout);
-        if let Edit::Changed { content, summary } = self.exports_edit(&file::text(&now, path)?)?
-            && let Some(mut c) = file::change(path, "path", content.as_bytes(), &now)?
+        let now = &f.exports;
+        let mut reload = !f.package.installed || !self.exported(&f.etab);
+        if let Edit::Changed { content, summary } = self.exports_edit(&file::text(now, path)?)?
+            && let Some(mut c) = file::change(path, "path", content.as_bytes(), now)?
         {
             c.summary = format!("{path}: {summary} ({} exports)", self.exports.len());
             changes.push(c);
@@ -419,10 +456,11 @@ impl HostStep for NfsServer {
                 vec![Action::run("exportfs -ra")],
             ));
         }
-        let unit = installed
-            .then(|| s.get("service").and_then(systemd::parse))
-            .transpose()?;
-        changes.extend(systemd::keep_running(SERVICE, unit.as_ref(), false));
+        changes.extend(systemd::keep_running(
+            SERVICE,
+            f.package.unit.as_ref(),
+            false,
+        ));
         if changes.is_empty() {
             let paths: Vec<&str> = self.exports.iter().map(|e| e.path.as_str()).collect();
             let clients = self

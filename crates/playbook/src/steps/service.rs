@@ -5,7 +5,8 @@
 use super::systemd::{self, Verb};
 use super::util;
 use crate::ctx::{BuildCtx, ParamError};
-use provision_engine::step::{Check, Facts, HostStep, StepError};
+use provision_engine::fact::{Decide, Typed};
+use provision_engine::step::{Check, HostStep, StepError};
 use serde::Deserialize;
 
 pub const KNOWN_KEYS: &[&str] = &["name", "state", "enabled"];
@@ -86,22 +87,23 @@ pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep
                 .help("e.g. state = \"started\" and enabled = true"),
         );
     }
-    Ok(Box::new(Service {
+    Ok(Box::new(Typed(Service {
         name: p.name,
         state,
         enabled: p.enabled,
-    }))
+    })))
 }
 
 inventory::submit! { crate::ctx::BuiltIn::host("service", build) }
 
-impl HostStep for Service {
-    fn gather(&self) -> Option<String> {
-        Some(systemd::gather_command(&self.name))
+impl Decide for Service {
+    type Fact = systemd::UnitFact;
+
+    fn fact(&self) -> systemd::UnitFact {
+        systemd::UnitFact::new(&self.name)
     }
 
-    fn check(&self, facts: &Facts) -> Result<Check, StepError> {
-        let u = systemd::parse(facts)?;
+    fn decide(&self, u: systemd::Unit) -> Result<Check, StepError> {
         let name = &self.name;
         if u.load == "not-found" {
             return Err(StepError::new(format!("unit {name} not found")).hint("install the package that provides it first (an `apt` step before this one), or check the name"));
@@ -115,28 +117,27 @@ impl HostStep for Service {
         }
         let mut changes = Vec::new();
         let mut ok = Vec::new();
+        let unit_file = u.unit_file.as_str();
         match self.enabled {
             // transient (made at run time, by systemd-run): nothing to enable either.
-            Some(true) if u.enabled() || u.unit_file == "transient" => {
-                ok.push(u.unit_file.to_string())
-            }
-            Some(true) => changes.push(systemd::change(Verb::Enable, name, or_none(u.unit_file))),
+            Some(true) if u.enabled() || unit_file == "transient" => ok.push(unit_file.to_string()),
+            Some(true) => changes.push(systemd::change(Verb::Enable, name, or_none(unit_file))),
             Some(false)
                 if matches!(
-                    u.unit_file,
+                    unit_file,
                     "enabled" | "enabled-runtime" | "linked" | "linked-runtime"
                 ) =>
             {
-                changes.push(systemd::change(Verb::Disable, name, u.unit_file))
+                changes.push(systemd::change(Verb::Disable, name, unit_file))
             }
-            Some(false) => ok.push(or_none(u.unit_file).to_string()),
+            Some(false) => ok.push(or_none(unit_file).to_string()),
             None => {}
         }
         match self.state {
             Some(State::Started) if u.running() => ok.push(u.active.to_string()),
-            Some(State::Started) => changes.push(systemd::change(Verb::Start, name, u.active)),
+            Some(State::Started) => changes.push(systemd::change(Verb::Start, name, &u.active)),
             Some(State::Stopped) if !u.running() => ok.push(u.active.to_string()),
-            Some(State::Stopped) => changes.push(systemd::change(Verb::Stop, name, u.active)),
+            Some(State::Stopped) => changes.push(systemd::change(Verb::Stop, name, &u.active)),
             None => {}
         }
         if changes.is_empty() {
@@ -159,7 +160,7 @@ fn or_none(s: &str) -> &str {
 mod tests {
     use super::*;
     use crate::steps::testing::{build as build_with, build_err};
-    use provision_engine::step::{Action, Change};
+    use provision_engine::step::{Action, Change, Facts};
 
     fn step(with: &str) -> Box<dyn HostStep> {
         build_with(build, with).unwrap_or_else(|e| panic!("{e:?}"))

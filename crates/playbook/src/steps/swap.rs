@@ -8,7 +8,8 @@ use super::line::{self, Edit};
 use super::system_files::{Built, system_files};
 use super::util::{self, Num, Sections};
 use crate::ctx::{BuildCtx, ParamError};
-use provision_engine::step::{Action, Change, Check, Facts, HostStep, StepError};
+use provision_engine::fact::{Decide, Fact, Typed};
+use provision_engine::step::{Action, Change, Check, Facts, StepError};
 use provision_transport::shell::quote;
 use serde::Deserialize;
 
@@ -91,12 +92,12 @@ pub fn build_with(with: &toml::Table, ctx: &BuildCtx<'_>, files: Files) -> Built
             ));
         }
     };
-    Ok(Box::new(Swap {
+    Ok(Box::new(Typed(Swap {
         path,
         bytes,
         swappiness,
         files,
-    }))
+    })))
 }
 
 /// Parses "2G", "512M", "512MiB", "1048576" (bytes): powers of 1024, as
@@ -133,39 +134,16 @@ pub fn human_size(bytes: u64) -> String {
     format!("{bytes} bytes")
 }
 
-/// Sections: `swap` (every active swap area as `active=NAME BYTES`, the page
-/// size, the current swappiness), `file` (the swap file's facts and the swap
-/// signature mkswap writes at the end of the first page), `fstab`, and with a
-/// swappiness, `sysctl` (the persisted setting).
-pub fn gather_command(path: &str, files: &Files, swappiness: bool) -> String {
-    let mut parts = vec![
-        (
-            "swap",
-            format!(
-                "swapon --show=NAME,SIZE --bytes --noheadings --raw 2>/dev/null | sed 's/^/active=/'; \
-                 echo \"pagesize=$(getconf PAGESIZE)\"; echo \"swappiness=$(cat {} 2>/dev/null)\"",
-                quote(&files.proc_swappiness)
-            ),
-        ),
-        (
-            "file",
-            format!(
-                "{}; if [ -f \"$p\" ]; then printf 'signature=%s\\n' \"$(dd if=\"$p\" bs=1 skip=$(($(getconf PAGESIZE) - 10)) count=10 2>/dev/null | tr -dc 'A-Z0-9-')\"; fi",
-                file::gather_command(path, None)
-            ),
-        ),
-        (
-            "fstab",
-            file::gather_command(&files.fstab, Some(line::SIZE_LIMIT)),
-        ),
-    ];
-    if swappiness {
-        parts.push((
-            "sysctl",
-            file::gather_command(&files.sysctl_conf, Some(file::DIFF_LIMIT)),
-        ));
-    }
-    util::sections(&parts)
+/// The fact a swap step needs: [`SwapFacts`]. Sections: `swap` (every active
+/// swap area as `active=NAME BYTES`, the page size, the current swappiness),
+/// `file` (the swap file's facts and the swap signature mkswap writes at the
+/// end of the first page), `fstab`, and with a swappiness, `sysctl` (the
+/// persisted setting).
+pub struct SwapFact {
+    pub path: String,
+    pub files: Files,
+    /// Whether the step sets a swappiness: only then is its file gathered.
+    pub swappiness: bool,
 }
 
 /// What the gather command found.
@@ -181,39 +159,74 @@ pub struct SwapFacts {
     pub sysctl: Option<PathFacts>,
 }
 
-pub fn parse(facts: &Facts, swappiness: bool) -> Result<SwapFacts, StepError> {
-    let s = Sections::parse(facts);
-    let swap = s.get("swap")?;
-    let mut active = Vec::new();
-    for line in swap.stdout.lines() {
-        if let Some(v) = line.strip_prefix("active=") {
-            let (name, size) = v
-                .rsplit_once(' ')
-                .ok_or_else(|| util::bad_facts("swapon --show", &swap.stdout))?;
-            let size = size
-                .parse()
-                .map_err(|_| util::bad_facts("swapon --show", &swap.stdout))?;
-            active.push((name.to_string(), size));
+impl Fact for SwapFact {
+    type Value = SwapFacts;
+
+    fn command(&self) -> String {
+        let mut parts = vec![
+            (
+                "swap",
+                format!(
+                    "swapon --show=NAME,SIZE --bytes --noheadings --raw 2>/dev/null | sed 's/^/active=/'; \
+                     echo \"pagesize=$(getconf PAGESIZE)\"; echo \"swappiness=$(cat {} 2>/dev/null)\"",
+                    quote(&self.files.proc_swappiness)
+                ),
+            ),
+            (
+                "file",
+                format!(
+                    "{}; if [ -f \"$p\" ]; then printf 'signature=%s\\n' \"$(dd if=\"$p\" bs=1 skip=$(($(getconf PAGESIZE) - 10)) count=10 2>/dev/null | tr -dc 'A-Z0-9-')\"; fi",
+                    file::gather_command(&self.path, None)
+                ),
+            ),
+            (
+                "fstab",
+                file::gather_command(&self.files.fstab, Some(line::SIZE_LIMIT)),
+            ),
+        ];
+        if self.swappiness {
+            parts.push((
+                "sysctl",
+                file::gather_command(&self.files.sysctl_conf, Some(file::DIFF_LIMIT)),
+            ));
         }
+        util::sections(&parts)
     }
-    let kv = swap.kv();
-    let file_facts = s.get("file")?;
-    Ok(SwapFacts {
-        active,
-        swappiness: kv.get("swappiness").and_then(|v| v.trim().parse().ok()),
-        file: file::parse(file_facts)?,
-        signature: file_facts
-            .kv()
-            .get("signature")
-            .filter(|v| !v.is_empty())
-            .map(|v| v.to_string()),
-        fstab: file::parse(s.get("fstab")?)?,
-        sysctl: if swappiness {
-            Some(file::parse(s.get("sysctl")?)?)
-        } else {
-            None
-        },
-    })
+
+    fn parse(&self, facts: &Facts) -> Result<SwapFacts, StepError> {
+        let s = Sections::parse(facts);
+        let swap = s.get("swap")?;
+        let mut active = Vec::new();
+        for line in swap.stdout.lines() {
+            if let Some(v) = line.strip_prefix("active=") {
+                let (name, size) = v
+                    .rsplit_once(' ')
+                    .ok_or_else(|| util::bad_facts("swapon --show", &swap.stdout))?;
+                let size = size
+                    .parse()
+                    .map_err(|_| util::bad_facts("swapon --show", &swap.stdout))?;
+                active.push((name.to_string(), size));
+            }
+        }
+        let kv = swap.kv();
+        let file_facts = s.get("file")?;
+        Ok(SwapFacts {
+            active,
+            swappiness: kv.get("swappiness").and_then(|v| v.trim().parse().ok()),
+            file: file::parse(file_facts)?,
+            signature: file_facts
+                .kv()
+                .get("signature")
+                .filter(|v| !v.is_empty())
+                .map(|v| v.to_string()),
+            fstab: file::parse(s.get("fstab")?)?,
+            sysctl: if self.swappiness {
+                Some(file::parse(s.get("sysctl")?)?)
+            } else {
+                None
+            },
+        })
+    }
 }
 
 /// Creates the swap file under a temporary name (an interrupted run leaves no
@@ -419,17 +432,18 @@ impl Swap {
     }
 }
 
-impl HostStep for Swap {
-    fn gather(&self) -> Option<String> {
-        Some(gather_command(
-            &self.path,
-            &self.files,
-            self.swappiness.is_some(),
-        ))
+impl Decide for Swap {
+    type Fact = SwapFact;
+
+    fn fact(&self) -> SwapFact {
+        SwapFact {
+            path: self.path.clone(),
+            files: self.files.clone(),
+            swappiness: self.swappiness.is_some(),
+        }
     }
 
-    fn check(&self, facts: &Facts) -> Result<Check, StepError> {
-        let f = parse(facts, self.swappiness.is_some())?;
+    fn decide(&self, f: SwapFacts) -> Result<Check, StepError> {
         let mut ok = Vec::new();
         let mut changes = self.file_changes(&f, &mut ok)?;
         changes.extend(self.fstab_change(&f, &mut ok)?);
@@ -449,10 +463,28 @@ mod tests {
     use super::*;
     use crate::steps::fixtures::{build_in, file_facts};
     use crate::steps::testing::{build as build_with_ctx, build_err};
-    use provision_engine::step::FileDiff;
+    use provision_engine::step::{FileDiff, HostStep};
 
     const GIB2: u64 = 2 << 30;
     const FSTAB: &str = "# /etc/fstab: static file system information.\n#\n# <file system> <mount point>   <type>  <options>       <dump>  <pass>\n/dev/vda1 / ext4 rw,discard,errors=remount-ro 0 1\n";
+
+    fn gather_command(path: &str, files: &Files, swappiness: bool) -> String {
+        SwapFact {
+            path: path.into(),
+            files: files.clone(),
+            swappiness,
+        }
+        .command()
+    }
+
+    fn parse(facts: &Facts, swappiness: bool) -> Result<SwapFacts, StepError> {
+        SwapFact {
+            path: DEFAULT_PATH.into(),
+            files: Files::default(),
+            swappiness,
+        }
+        .parse(facts)
+    }
 
     fn step(with: &str) -> Box<dyn HostStep> {
         build_with_ctx(build, with).unwrap_or_else(|e| panic!("{e:?}"))

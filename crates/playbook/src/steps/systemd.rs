@@ -1,8 +1,10 @@
-//! systemd units as the steps see them: the command that gathers a unit's state and its
-//! parser, and the `systemctl` commands and changes that enable, start, stop, restart or
-//! reload it. One place, so every step words and runs these the same way.
+//! systemd units as the steps see them: a unit's state as a typed fact ([`UnitFact`]), and
+//! the `systemctl` commands and changes that enable, start, stop, restart or reload it. One
+//! place, so every step words and runs these the same way.
 
-use super::util;
+use super::apt;
+use super::util::{self, Sections};
+use provision_engine::fact::Fact;
 use provision_engine::step::{Action, Change, Facts, StepError};
 use provision_transport::shell::quote;
 
@@ -65,7 +67,7 @@ pub fn enable_and_start(unit: &str) -> Change {
 /// None when this plan installs its package (the package starts it, unless a policy, as in
 /// containers and some images, stops that: enabled and started in one command).
 /// `restarting`: the plan restarts it anyway, which starts it.
-pub fn keep_running(unit: &str, now: Option<&Unit<'_>>, restarting: bool) -> Vec<Change> {
+pub fn keep_running(unit: &str, now: Option<&Unit>, restarting: bool) -> Vec<Change> {
     let Some(u) = now else {
         return vec![enable_and_start(unit)];
     };
@@ -74,65 +76,109 @@ pub fn keep_running(unit: &str, now: Option<&Unit<'_>>, restarting: bool) -> Vec
         let was = if u.unit_file.is_empty() {
             "unknown"
         } else {
-            u.unit_file
+            &u.unit_file
         };
         changes.push(change(Verb::Enable, unit, was));
     }
     if !u.running() && !restarting {
-        changes.push(change(Verb::Start, unit, u.active));
+        changes.push(change(Verb::Start, unit, &u.active));
     }
     changes
 }
 
-/// The gather command whose output [`parse`] reads.
-pub fn gather_command(unit: &str) -> String {
-    format!(
-        "systemctl show -p LoadState -p ActiveState -p UnitFileState {}",
-        quote(unit)
-    )
+/// A unit's state: one `systemctl show`, composed by the steps that keep a service running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitFact {
+    pub unit: String,
+}
+
+impl UnitFact {
+    pub fn new(unit: impl Into<String>) -> UnitFact {
+        UnitFact { unit: unit.into() }
+    }
 }
 
 /// What the unit is now.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Unit<'a> {
-    pub load: &'a str,
-    pub active: &'a str,
-    pub unit_file: &'a str,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    pub load: String,
+    pub active: String,
+    pub unit_file: String,
 }
 
-impl Unit<'_> {
+impl Unit {
     /// Running, or about to be.
     pub fn running(&self) -> bool {
-        matches!(self.active, "active" | "reloading" | "activating")
+        matches!(self.active.as_str(), "active" | "reloading" | "activating")
     }
 
     /// Nothing to enable: enabled, or started when something else needs it (static,
     /// indirect, generated, an alias).
     pub fn enabled(&self) -> bool {
         matches!(
-            self.unit_file,
+            self.unit_file.as_str(),
             "enabled" | "static" | "indirect" | "generated" | "alias"
         )
     }
 }
 
-pub fn parse(facts: &Facts) -> Result<Unit<'_>, StepError> {
-    let kv = facts.kv();
-    match (
-        kv.get("LoadState"),
-        kv.get("ActiveState"),
-        kv.get("UnitFileState"),
-    ) {
-        (Some(load), Some(active), unit_file) => Ok(Unit {
-            load,
-            active,
-            unit_file: unit_file.copied().unwrap_or(""),
-        }),
-        _ if facts.stdout.trim().is_empty() => {
-            Err(StepError::new("systemctl show printed nothing")
-                .hint("is systemd running on this host (not a container without systemd)?"))
+impl Fact for UnitFact {
+    type Value = Unit;
+
+    fn command(&self) -> String {
+        format!(
+            "systemctl show -p LoadState -p ActiveState -p UnitFileState {}",
+            quote(&self.unit)
+        )
+    }
+
+    fn parse(&self, facts: &Facts) -> Result<Unit, StepError> {
+        let kv = facts.kv();
+        match (
+            kv.get("LoadState"),
+            kv.get("ActiveState"),
+            kv.get("UnitFileState"),
+        ) {
+            (Some(load), Some(active), unit_file) => Ok(Unit {
+                load: load.to_string(),
+                active: active.to_string(),
+                unit_file: unit_file.copied().unwrap_or("").to_string(),
+            }),
+            _ if facts.stdout.trim().is_empty() => {
+                Err(StepError::new("systemctl show printed nothing")
+                    .hint("is systemd running on this host (not a container without systemd)?"))
+            }
+            _ => Err(util::bad_facts("systemctl show", &facts.stdout)),
         }
-        _ => Err(util::bad_facts("systemctl show", &facts.stdout)),
+    }
+}
+
+/// The facts of a step that installs a package and keeps its service running, read from the
+/// `apt` section (the apt step's own command) and the `service` section ([`UnitFact`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packaged {
+    /// The apt step's output: it decides over it itself.
+    pub apt: Facts,
+    pub installed: bool,
+    /// None until the package is installed: before, there is no unit to read.
+    pub unit: Option<Unit>,
+}
+
+impl Packaged {
+    pub fn parse(s: &Sections, package: &str, unit: &str) -> Result<Packaged, StepError> {
+        let apt = s.get("apt")?.clone();
+        let installed = apt::parse(&apt.stdout)?
+            .dpkg
+            .iter()
+            .any(|d| d.name == package && d.installed());
+        let unit = installed
+            .then(|| UnitFact::new(unit).parse(s.get("service")?))
+            .transpose()?;
+        Ok(Packaged {
+            apt,
+            installed,
+            unit,
+        })
     }
 }
 
@@ -142,6 +188,14 @@ mod tests {
 
     /// `systemctl show -p LoadState -p ActiveState -p UnitFileState nginx` on Debian 12.
     const RUNNING: &str = "LoadState=loaded\nActiveState=active\nUnitFileState=enabled\n";
+
+    fn gather_command(unit: &str) -> String {
+        UnitFact::new(unit).command()
+    }
+
+    fn parse(facts: &Facts) -> Result<Unit, StepError> {
+        UnitFact::new("nginx").parse(facts)
+    }
 
     #[test]
     fn gather_command_is_exact() {
@@ -189,9 +243,9 @@ mod tests {
         assert_eq!(
             u,
             Unit {
-                load: "loaded",
-                active: "active",
-                unit_file: "enabled"
+                load: "loaded".into(),
+                active: "active".into(),
+                unit_file: "enabled".into()
             }
         );
         assert!(u.running() && u.enabled());
