@@ -122,6 +122,7 @@ impl Fact for GuardFact {
     type Value = Guards;
 
     fn command(&self) -> String {
+        // Empty only without guards, and such a command is not built as a typed step.
         gather_command(
             self.creates.as_deref(),
             self.unless.as_deref(),
