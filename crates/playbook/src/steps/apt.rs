@@ -4,6 +4,7 @@
 
 use super::util::{self, List};
 use crate::ctx::{BuildCtx, ParamError};
+use provision_engine::fact::{Decide, Fact, Typed};
 use provision_engine::step::{Action, Change, Check, Facts, HostStep, StepError};
 use provision_transport::shell::join;
 use serde::Deserialize;
@@ -169,14 +170,14 @@ pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep
         "`purge` applies only with state = \"absent\"",
         "remove it, or set state = \"absent\"",
     )?;
-    Ok(Box::new(Apt {
+    Ok(Box::new(Typed(Apt {
         packages,
         state: p.state,
         update_cache: p.update_cache.unwrap_or(true),
         cache_valid_time: p.cache_valid_time,
         install_recommends: p.install_recommends,
         purge: p.purge,
-    }))
+    })))
 }
 
 inventory::submit! { crate::ctx::BuiltIn::host("apt", build) }
@@ -304,6 +305,39 @@ pub fn parse(stdout: &str) -> Result<AptFacts, StepError> {
         }
     }
     Ok(f)
+}
+
+/// The fact an apt step needs: what dpkg knows of the packages and, when installing, the package
+/// lists' candidates and age ([`AptFacts`]).
+pub struct PackageFact {
+    pub queries: Vec<String>,
+    pub lists: Lists,
+}
+
+/// When the package lists are consulted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lists {
+    /// Removing: dpkg alone knows.
+    Never,
+    /// Only when dpkg says a package is missing ([`gather_present`]).
+    WhenMissing,
+    Always,
+}
+
+impl Fact for PackageFact {
+    type Value = AptFacts;
+
+    fn command(&self) -> String {
+        match self.lists {
+            Lists::Never => gather_command(&self.queries, false),
+            Lists::WhenMissing => gather_present(&self.queries),
+            Lists::Always => gather_command(&self.queries, true),
+        }
+    }
+
+    fn parse(&self, facts: &Facts) -> Result<AptFacts, StepError> {
+        parse(&facts.stdout)
+    }
 }
 
 /// `apt-get install`: unattended, keeping locally changed config files, waiting
@@ -453,18 +487,22 @@ impl Apt {
     }
 }
 
-impl HostStep for Apt {
-    fn gather(&self) -> Option<String> {
+impl Decide for Apt {
+    type Fact = PackageFact;
+
+    fn fact(&self) -> PackageFact {
         let pinned = self.packages.iter().any(|p| p.version.is_some());
-        Some(match self.state {
-            State::Present if !pinned => gather_present(&self.queries()),
-            State::Absent => gather_command(&self.queries(), false),
-            _ => gather_command(&self.queries(), true),
-        })
+        PackageFact {
+            queries: self.queries(),
+            lists: match self.state {
+                State::Present if !pinned => Lists::WhenMissing,
+                State::Absent => Lists::Never,
+                _ => Lists::Always,
+            },
+        }
     }
 
-    fn check(&self, facts: &Facts) -> Result<Check, StepError> {
-        let f = parse(&facts.stdout)?;
+    fn decide(&self, f: AptFacts) -> Result<Check, StepError> {
         let names = || self.queries().join(", ");
         match self.state {
             State::Present => {

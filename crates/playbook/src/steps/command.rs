@@ -4,6 +4,7 @@
 
 use super::util;
 use crate::ctx::{BuildCtx, ParamError};
+use provision_engine::fact::{Decide, Fact, Typed};
 use provision_engine::step::{Action, Change, Check, Facts, HostStep, StepError};
 use provision_transport::shell::quote;
 use serde::Deserialize;
@@ -52,13 +53,20 @@ pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep
             ));
         }
     }
-    Ok(Box::new(Command {
+    let command = Command {
         run: p.run,
         creates,
         unless: p.unless,
         only_if: p.only_if,
         stdin: p.stdin,
-    }))
+    };
+    Ok(
+        if command.creates.is_none() && command.unless.is_none() && command.only_if.is_none() {
+            Box::new(Unguarded(command))
+        } else {
+            Box::new(Typed(command))
+        },
+    )
 }
 
 inventory::submit! { crate::ctx::BuiltIn::host("command", build).stdin_params(&["stdin"]) }
@@ -93,46 +101,92 @@ pub fn gather_command(
     }
 }
 
-impl HostStep for Command {
-    fn gather(&self) -> Option<String> {
+/// The fact a guarded command needs: its guards, gathered by [`gather_command`].
+pub struct GuardFact {
+    pub creates: Option<String>,
+    pub unless: Option<String>,
+    pub only_if: Option<String>,
+}
+
+/// The guards' outcomes; None for a guard the step does not have.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Guards {
+    /// Whether the `creates` path exists.
+    pub creates: Option<bool>,
+    /// Exit statuses.
+    pub unless: Option<i64>,
+    pub only_if: Option<i64>,
+}
+
+impl Fact for GuardFact {
+    type Value = Guards;
+
+    fn command(&self) -> String {
+        // Empty only without guards, and such a command is not built as a typed step.
         gather_command(
             self.creates.as_deref(),
             self.unless.as_deref(),
             self.only_if.as_deref(),
         )
+        .unwrap_or_default()
     }
 
-    fn check(&self, facts: &Facts) -> Result<Check, StepError> {
+    fn parse(&self, facts: &Facts) -> Result<Guards, StepError> {
         let kv = facts.kv();
-        let status = |key: &str| -> Result<i64, StepError> {
-            kv.get(key)
-                .and_then(|v| v.trim().parse().ok())
-                .ok_or_else(|| util::bad_facts("command guard", &facts.stdout))
+        let bad = || util::bad_facts("command guard", &facts.stdout);
+        let status = |key: &str, guard: &Option<String>| -> Result<Option<i64>, StepError> {
+            guard
+                .as_ref()
+                .map(|_| {
+                    kv.get(key)
+                        .and_then(|v| v.trim().parse().ok())
+                        .ok_or_else(bad)
+                })
+                .transpose()
         };
-        if let Some(p) = &self.creates {
-            match kv.get("creates").copied() {
-                // The guard holds: the state the command creates is there, so "ok".
-                Some("yes") => return Ok(Check::Ok(format!("{p} exists (creates)"))),
-                Some("no") => {}
-                _ => return Err(util::bad_facts("command guard", &facts.stdout)),
-            }
+        let creates = match (&self.creates, kv.get("creates").copied()) {
+            (None, _) => None,
+            (Some(_), Some("yes")) => Some(true),
+            (Some(_), Some("no")) => Some(false),
+            (Some(_), _) => return Err(bad()),
+        };
+        Ok(Guards {
+            creates,
+            unless: status("unless", &self.unless)?,
+            only_if: status("only_if", &self.only_if)?,
+        })
+    }
+}
+
+impl Decide for Command {
+    type Fact = GuardFact;
+
+    fn fact(&self) -> GuardFact {
+        GuardFact {
+            creates: self.creates.clone(),
+            unless: self.unless.clone(),
+            only_if: self.only_if.clone(),
         }
-        if let Some(u) = &self.unless
-            && status("unless")? == 0
-        {
+    }
+
+    fn decide(&self, guards: Guards) -> Result<Check, StepError> {
+        if let (Some(p), Some(true)) = (&self.creates, guards.creates) {
+            // The guard holds: the state the command creates is there, so "ok".
+            return Ok(Check::Ok(format!("{p} exists (creates)")));
+        }
+        if let (Some(u), Some(0)) = (&self.unless, guards.unless) {
             return Ok(Check::Ok(format!(
                 "`{}` succeeded (unless)",
                 util::short(u)
             )));
         }
-        if let Some(o) = &self.only_if {
-            let code = status("only_if")?;
-            if code != 0 {
-                return Ok(Check::Skip(format!(
-                    "`{}` exited {code} (only_if)",
-                    util::short(o)
-                )));
-            }
+        if let (Some(o), Some(code)) = (&self.only_if, guards.only_if)
+            && code != 0
+        {
+            return Ok(Check::Skip(format!(
+                "`{}` exited {code} (only_if)",
+                util::short(o)
+            )));
         }
         let action = match &self.stdin {
             Some(s) => Action::run_with_stdin(self.run.clone(), s.as_bytes()),
@@ -142,6 +196,19 @@ impl HostStep for Command {
             format!("run `{}`", util::short(&self.run)),
             vec![action],
         )]))
+    }
+}
+
+/// A command without guards gathers nothing (a typed step always gathers) and runs every time.
+struct Unguarded(Command);
+
+impl HostStep for Unguarded {
+    fn gather(&self) -> Option<String> {
+        None
+    }
+
+    fn check(&self, _facts: &Facts) -> Result<Check, StepError> {
+        self.0.decide(Guards::default())
     }
 }
 

@@ -1,11 +1,12 @@
 //! `directory`: a directory with a mode and owner at `path` (parents created as
 //! needed), or nothing at `path` (`state = "absent"`, removed recursively).
 
-use super::file::{self, Kind, PathFacts};
+use super::file::{Kind, PathFact, PathFacts};
 pub use super::util::Presence as State;
 use super::util::{self, Mode};
 use crate::ctx::{BuildCtx, ParamError};
-use provision_engine::step::{Action, Change, Check, Facts, HostStep, StepError};
+use provision_engine::fact::{Decide, Typed};
+use provision_engine::step::{Action, Change, Check, HostStep, StepError};
 use provision_transport::shell::quote;
 use serde::Deserialize;
 
@@ -56,13 +57,13 @@ pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep
             "remove them, or use state = \"present\"",
         )?;
     }
-    Ok(Box::new(Directory {
+    Ok(Box::new(Typed(Directory {
         path,
         mode: p.mode.map(|m| m.0),
         owner,
         group,
         state: p.state,
-    }))
+    })))
 }
 
 inventory::submit! { crate::ctx::BuiltIn::host("directory", build) }
@@ -157,13 +158,14 @@ impl Directory {
     }
 }
 
-impl HostStep for Directory {
-    fn gather(&self) -> Option<String> {
-        Some(file::gather_command(&self.path, None))
+impl Decide for Directory {
+    type Fact = PathFact;
+
+    fn fact(&self) -> PathFact {
+        PathFact::new(&self.path, None)
     }
 
-    fn check(&self, facts: &Facts) -> Result<Check, StepError> {
-        let now = file::parse(facts)?;
+    fn decide(&self, now: PathFacts) -> Result<Check, StepError> {
         match self.state {
             State::Present => self.present(&now),
             State::Absent if now.kind == Kind::Absent && now.link.is_none() => {
@@ -188,7 +190,9 @@ impl HostStep for Directory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::steps::file;
     use crate::steps::testing::{build as build_with, build_err};
+    use provision_engine::step::Facts;
 
     fn step(with: &str) -> Box<dyn HostStep> {
         build_with(build, with).unwrap_or_else(|e| panic!("{e:?}"))

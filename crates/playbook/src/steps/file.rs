@@ -4,6 +4,7 @@
 
 use super::util::{self, Attrs, STAT_FORMAT};
 use crate::ctx::{BuildCtx, ParamError};
+use provision_engine::fact::{Decide, Fact, Typed, unexpected};
 use provision_engine::step::{Action, Change, Check, Facts, FileDiff, HostStep, StepError};
 use provision_transport::shell::quote;
 use zeroize::Zeroizing;
@@ -40,63 +41,90 @@ pub enum Kind {
     Other(String),
 }
 
-/// One POSIX sh command printing `key=value` lines about `path`: `link=TARGET`
-/// for a symbolic link, then `kind=file|directory|other|absent`, `attrs=MODE
-/// OWNER GROUP UID GID SIZE` (links followed). With `content_below`, regular
-/// files also get `sha256=HEX` and, when smaller than that many bytes,
-/// `content=BASE64`.
-pub fn gather_command(path: &str, content_below: Option<u64>) -> String {
-    let mut s = format!(
-        "p={}; if [ -L \"$p\" ]; then printf 'link=%s\\n' \"$(readlink -f -- \"$p\")\"; fi; \
-         if [ -f \"$p\" ]; then echo kind=file; stat -L -c 'attrs={STAT_FORMAT}' -- \"$p\"; ",
-        quote(path)
-    );
-    if let Some(limit) = content_below {
-        // An unreadable file prints an empty hash (the redirection fails first).
-        s.push_str(&format!(
-            "echo \"sha256=$(sha256sum < \"$p\" | cut -d' ' -f1)\"; \
-             if [ \"$(stat -L -c %s -- \"$p\")\" -lt {limit} ]; then printf content=; base64 -w0 < \"$p\"; echo; fi; "
-        ));
-    }
-    s.push_str(&format!(
-        "elif [ -d \"$p\" ]; then echo kind=directory; stat -L -c 'attrs={STAT_FORMAT}' -- \"$p\"; \
-         elif [ -e \"$p\" ]; then echo kind=other; stat -L -c 'type=%F' -- \"$p\"; else echo kind=absent; fi"
-    ));
-    s
+/// The fact a path step needs: what is at `path`. Its command prints `key=value` lines:
+/// `link=TARGET` for a symbolic link, then `kind=file|directory|other|absent`, `attrs=MODE
+/// OWNER GROUP UID GID SIZE` (links followed). With `content_below`, regular files also get
+/// `sha256=HEX` and, when smaller than that many bytes, `content=BASE64`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathFact {
+    pub path: String,
+    pub content_below: Option<u64>,
 }
 
-/// Parses the output of [`gather_command`].
-pub fn parse(facts: &Facts) -> Result<PathFacts, StepError> {
-    let kv = facts.kv();
-    let bad = || util::bad_facts("file fact", &facts.stdout);
-    let attrs = match kv.get("attrs") {
-        Some(a) => Some(util::parse_attrs(a).ok_or_else(bad)?),
-        None => None,
-    };
-    let kind = match kv.get("kind").copied() {
-        Some("absent") => Kind::Absent,
-        Some("file") => Kind::File,
-        Some("directory") => Kind::Directory,
-        Some("other") => Kind::Other(kv.get("type").unwrap_or(&"special file").to_string()),
-        _ => return Err(bad()),
-    };
-    if matches!(kind, Kind::File | Kind::Directory) && attrs.is_none() {
-        return Err(bad());
+impl PathFact {
+    pub fn new(path: &str, content_below: Option<u64>) -> PathFact {
+        PathFact {
+            path: path.to_string(),
+            content_below,
+        }
     }
-    let content = match kv.get("content") {
-        Some(b) => Some(util::base64_decode(b).ok_or_else(bad)?),
-        None => None,
-    };
-    Ok(PathFacts {
-        kind,
-        link: kv.get("link").map(|s| s.to_string()),
-        attrs,
-        sha256: kv
-            .get("sha256")
-            .filter(|s| !s.is_empty())
-            .map(|s| s.to_string()),
-        content,
-    })
+}
+
+impl Fact for PathFact {
+    type Value = PathFacts;
+
+    fn command(&self) -> String {
+        let mut s = format!(
+            "p={}; if [ -L \"$p\" ]; then printf 'link=%s\\n' \"$(readlink -f -- \"$p\")\"; fi; \
+             if [ -f \"$p\" ]; then echo kind=file; stat -L -c 'attrs={STAT_FORMAT}' -- \"$p\"; ",
+            quote(&self.path)
+        );
+        if let Some(limit) = self.content_below {
+            // An unreadable file prints an empty hash (the redirection fails first).
+            s.push_str(&format!(
+                "echo \"sha256=$(sha256sum < \"$p\" | cut -d' ' -f1)\"; \
+                 if [ \"$(stat -L -c %s -- \"$p\")\" -lt {limit} ]; then printf content=; base64 -w0 < \"$p\"; echo; fi; "
+            ));
+        }
+        s.push_str(&format!(
+            "elif [ -d \"$p\" ]; then echo kind=directory; stat -L -c 'attrs={STAT_FORMAT}' -- \"$p\"; \
+             elif [ -e \"$p\" ]; then echo kind=other; stat -L -c 'type=%F' -- \"$p\"; else echo kind=absent; fi"
+        ));
+        s
+    }
+
+    fn parse(&self, facts: &Facts) -> Result<PathFacts, StepError> {
+        let kv = facts.kv();
+        let bad = || unexpected("file fact", &facts.stdout);
+        let attrs = match kv.get("attrs") {
+            Some(a) => Some(util::parse_attrs(a).ok_or_else(bad)?),
+            None => None,
+        };
+        let kind = match kv.get("kind").copied() {
+            Some("absent") => Kind::Absent,
+            Some("file") => Kind::File,
+            Some("directory") => Kind::Directory,
+            Some("other") => Kind::Other(kv.get("type").unwrap_or(&"special file").to_string()),
+            _ => return Err(bad()),
+        };
+        if matches!(kind, Kind::File | Kind::Directory) && attrs.is_none() {
+            return Err(bad());
+        }
+        let content = match kv.get("content") {
+            Some(b) => Some(util::base64_decode(b).ok_or_else(bad)?),
+            None => None,
+        };
+        Ok(PathFacts {
+            kind,
+            link: kv.get("link").map(|s| s.to_string()),
+            attrs,
+            sha256: kv
+                .get("sha256")
+                .filter(|s| !s.is_empty())
+                .map(|s| s.to_string()),
+            content,
+        })
+    }
+}
+
+/// The command of [`PathFact`], for steps that gather it within [`util::sections`].
+pub fn gather_command(path: &str, content_below: Option<u64>) -> String {
+    PathFact::new(path, content_below).command()
+}
+
+/// Parses the output of [`gather_command`] (the parser does not depend on the path).
+pub fn parse(facts: &Facts) -> Result<PathFacts, StepError> {
+    PathFact::new("", None).parse(facts)
 }
 
 /// The file a step wants at `path`.
@@ -315,23 +343,25 @@ impl<Src> FileParams<Src> {
         let group = util::account("group", self.group)?;
         let content = content(self.src, self.content)?;
         let mode = mode_for(ctx, &dest, &content, self.mode)?;
-        Ok(Box::new(FileStep {
+        Ok(Box::new(Typed(FileStep {
             path: dest,
             key: "dest",
             content,
             mode,
             owner,
             group,
-        }))
+        })))
     }
 }
 
-impl HostStep for FileStep {
-    fn gather(&self) -> Option<String> {
-        Some(gather_command(&self.path, Some(DIFF_LIMIT)))
+impl Decide for FileStep {
+    type Fact = PathFact;
+
+    fn fact(&self) -> PathFact {
+        PathFact::new(&self.path, Some(DIFF_LIMIT))
     }
 
-    fn check(&self, facts: &Facts) -> Result<Check, StepError> {
+    fn decide(&self, now: PathFacts) -> Result<Check, StepError> {
         let want = Desired {
             path: &self.path,
             key: self.key,
@@ -340,7 +370,7 @@ impl HostStep for FileStep {
             owner: self.owner.as_deref(),
             group: self.group.as_deref(),
         };
-        plan(&want, &parse(facts)?)
+        plan(&want, &now)
     }
 }
 

@@ -3,10 +3,11 @@
 //! content is built here from the gathered content and uploaded atomically with
 //! the file's mode and owner kept: no in-place `sed -i`.
 
-use super::file::{self, Kind};
+use super::file::{self, Kind, PathFacts};
 pub use super::util::Presence as State;
 use super::util::{self, Mode};
 use crate::ctx::{BuildCtx, ParamError};
+use provision_engine::fact::{Decide, Fact, Typed};
 use provision_engine::step::{Action, Change, Check, Facts, FileDiff, HostStep, StepError};
 use provision_transport::shell::quote;
 use serde::Deserialize;
@@ -93,7 +94,7 @@ pub fn build(with: &toml::Table, ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep>
         (ctx.warn)("mode", w);
     }
     let mode = Mode(mode.unwrap_or(0o644));
-    Ok(Box::new(Line {
+    Ok(Box::new(Typed(Line {
         path,
         line: p.line,
         regexp: p.regexp,
@@ -101,24 +102,58 @@ pub fn build(with: &toml::Table, ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep>
         create: p.create,
         mode: mode.0,
         secret,
-    }))
+    })))
 }
 
 inventory::submit! { crate::ctx::BuiltIn::host("line", build).stdin_params(&["line"]) }
 
-/// The file facts (content included below 1 MiB) and, with a regexp, the
-/// numbers of the matching lines as `matches=3 7`, plus `regexp=invalid` when
-/// grep rejects the expression (exit status 2 on empty input).
-pub fn gather_command(path: &str, regexp: Option<&str>) -> String {
-    let mut s = file::gather_command(path, Some(SIZE_LIMIT));
-    if let Some(r) = regexp {
-        let r = quote(r);
-        s.push_str(&format!(
-            "; if [ -f \"$p\" ]; then printf 'matches=%s\\n' \"$(grep -n -E -e {r} -- \"$p\" 2>/dev/null | cut -d: -f1 | tr '\\n' ' ')\"; fi; \
-             grep -E -q -e {r} </dev/null 2>/dev/null; [ $? -ne 2 ] || echo regexp=invalid"
-        ));
+/// The fact a line step needs: the file facts (content included below 1 MiB) and, with a regexp,
+/// the numbers of the matching lines as `matches=3 7`, plus `regexp=invalid` when grep rejects
+/// the expression (exit status 2 on empty input).
+pub struct LineFact {
+    pub path: String,
+    pub regexp: Option<String>,
+}
+
+/// What [`LineFact`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineFacts {
+    pub file: PathFacts,
+    /// The matching lines (None without a regexp). An error only matters once the file is known
+    /// to be there and readable: kept for the decision rather than failing the parse.
+    pub matches: Result<Option<BTreeSet<usize>>, StepError>,
+}
+
+impl Fact for LineFact {
+    type Value = LineFacts;
+
+    fn command(&self) -> String {
+        let mut s = file::gather_command(&self.path, Some(SIZE_LIMIT));
+        if let Some(r) = &self.regexp {
+            let r = quote(r);
+            s.push_str(&format!(
+                "; if [ -f \"$p\" ]; then printf 'matches=%s\\n' \"$(grep -n -E -e {r} -- \"$p\" 2>/dev/null | cut -d: -f1 | tr '\\n' ' ')\"; fi; \
+                 grep -E -q -e {r} </dev/null 2>/dev/null; [ $? -ne 2 ] || echo regexp=invalid"
+            ));
+        }
+        s
     }
-    s
+
+    fn parse(&self, facts: &Facts) -> Result<LineFacts, StepError> {
+        Ok(LineFacts {
+            file: file::parse(facts)?,
+            matches: parse_matches(facts, self.regexp.as_deref()),
+        })
+    }
+}
+
+/// The command of [`LineFact`].
+pub fn gather_command(path: &str, regexp: Option<&str>) -> String {
+    LineFact {
+        path: path.to_string(),
+        regexp: regexp.map(str::to_string),
+    }
+    .command()
 }
 
 /// The result of editing the content: the new text and what was done, or why
@@ -243,14 +278,19 @@ fn parse_matches(
         .map(Some)
 }
 
-impl HostStep for Line {
-    fn gather(&self) -> Option<String> {
-        Some(gather_command(&self.path, self.regexp.as_deref()))
+impl Decide for Line {
+    type Fact = LineFact;
+
+    fn fact(&self) -> LineFact {
+        LineFact {
+            path: self.path.clone(),
+            regexp: self.regexp.clone(),
+        }
     }
 
-    fn check(&self, facts: &Facts) -> Result<Check, StepError> {
+    fn decide(&self, facts: LineFacts) -> Result<Check, StepError> {
         let path = &self.path;
-        let now = file::parse(facts)?;
+        let now = facts.file;
         file::require_file_or_absent(&now, path, "path")?;
         if now.kind == Kind::Absent {
             return match (self.state, self.create) {
@@ -281,10 +321,11 @@ impl HostStep for Line {
                 }
             };
         }
+        // The file fact's parser refuses a file without attributes: this does not happen.
         let attrs = now
             .attrs
             .as_ref()
-            .ok_or_else(|| util::bad_facts("line", &facts.stdout))?;
+            .ok_or_else(|| StepError::new(format!("no attributes gathered for {path}")))?;
         let Some(bytes) = &now.content else {
             return Err(StepError::new(format!(
                 "{path} is larger than 1 MiB ({} bytes)",
@@ -296,7 +337,7 @@ impl HostStep for Line {
             StepError::new(format!("{path} is not a UTF-8 text file"))
                 .hint("`line` edits text files only")
         })?;
-        let matches = parse_matches(facts, self.regexp.as_deref())?;
+        let matches = facts.matches?;
         match edit(content, self.line.as_deref(), matches.as_ref(), self.state) {
             Edit::Unchanged(reason) => Ok(Check::Ok(format!("{path}: {reason}"))),
             Edit::Changed {

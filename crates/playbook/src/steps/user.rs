@@ -5,6 +5,7 @@
 pub use super::util::Presence as State;
 use super::util::{self, Attrs, List};
 use crate::ctx::{BuildCtx, ParamError};
+use provision_engine::fact::{Decide, Fact, Typed};
 use provision_engine::step::{Action, Change, Check, Facts, FileDiff, HostStep, StepError};
 use provision_transport::shell::{join, quote};
 use serde::Deserialize;
@@ -112,7 +113,7 @@ pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep
             "remove it, or set state = \"absent\"",
         ));
     }
-    Ok(Box::new(User {
+    Ok(Box::new(Typed(User {
         name,
         uid: p.uid,
         group,
@@ -124,7 +125,7 @@ pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep
         state: p.state,
         remove_home: p.remove_home,
         keys,
-    }))
+    })))
 }
 
 inventory::submit! { crate::ctx::BuiltIn::host("user", build) }
@@ -158,7 +159,80 @@ fn public_key(i: usize, k: &str) -> Result<String, ParamError> {
     Ok(key)
 }
 
-/// `passwd=` (the getent line, empty when there is no such user), then for an
+/// The fact a user step needs: the account, and with keys its authorized_keys.
+pub struct UserFact {
+    pub name: String,
+    pub with_keys: bool,
+}
+
+/// What [`UserFact`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserFacts {
+    /// None: no such user.
+    pub passwd: Option<Passwd>,
+    /// Supplementary and primary group names (`id -nG`, `id -gn`).
+    pub groups: Vec<String>,
+    pub primary: String,
+    /// None: not gathered, or no authorized_keys file.
+    pub keys: Option<AuthorizedKeys>,
+    /// Of ~/.ssh and its authorized_keys; None when missing or unreadable.
+    pub ssh_dir: Option<Attrs>,
+    pub keys_attrs: Option<Attrs>,
+}
+
+/// The authorized_keys file as gathered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthorizedKeys {
+    /// ~/.ssh or the file is a symbolic link.
+    Link,
+    /// Its content could not be read (no become).
+    Unreadable,
+    /// Its text ("" when not UTF-8: such keys are not ours and get replaced).
+    Text(String),
+}
+
+impl Fact for UserFact {
+    type Value = UserFacts;
+
+    fn command(&self) -> String {
+        gather_command(&self.name, self.with_keys)
+    }
+
+    fn parse(&self, facts: &Facts) -> Result<UserFacts, StepError> {
+        let kv = facts.kv();
+        let bad = || util::bad_facts("getent passwd", &facts.stdout);
+        let entry = kv.get("passwd").copied().ok_or_else(bad)?;
+        let passwd = if entry.is_empty() {
+            None
+        } else {
+            Some(parse_passwd(entry).ok_or_else(bad)?)
+        };
+        let keys = kv.get("keys").map(|&k| match k {
+            "link" => AuthorizedKeys::Link,
+            b64 => match util::base64_decode(b64) {
+                Some(b) => AuthorizedKeys::Text(String::from_utf8(b).unwrap_or_default()),
+                None => AuthorizedKeys::Unreadable,
+            },
+        });
+        let attrs = |key: &str| kv.get(key).and_then(|a| util::parse_attrs(a));
+        Ok(UserFacts {
+            passwd,
+            groups: kv
+                .get("groups")
+                .copied()
+                .unwrap_or("")
+                .split_whitespace()
+                .map(str::to_string)
+                .collect(),
+            primary: kv.get("primary").copied().unwrap_or("").to_string(),
+            keys,
+            ssh_dir: attrs("ssh_dir"),
+            keys_attrs: attrs("keys_attrs"),
+        })
+    }
+}
+
+/// The command of [`UserFact`]: `passwd=` (the getent line, empty when there is no such user), then for an
 /// existing user `groups=` (id -nG) and `primary=` (id -gn); with keys,
 /// `ssh_dir=` and `keys_attrs=` (stat), `keys=` (base64 of authorized_keys, or
 /// `unreadable`), or `keys=link` when either is a symbolic link.
@@ -298,7 +372,7 @@ impl User {
     /// there (other keys are kept), wrong modes or owners fixed.
     fn keys_change(
         &self,
-        kv: &std::collections::BTreeMap<&str, &str>,
+        now: &UserFacts,
         home: &str,
         exists: bool,
     ) -> Result<Option<Change>, StepError> {
@@ -306,20 +380,18 @@ impl User {
             return Ok(None);
         }
         let path = format!("{home}/.ssh/authorized_keys");
-        let current = match kv.get("keys").copied() {
-            Some("link") => {
+        let current = match &now.keys {
+            Some(AuthorizedKeys::Link) => {
                 return Err(StepError::new(format!(
                     "{home}/.ssh or its authorized_keys is a symbolic link"
                 ))
                 .hint("replace the link with a real directory and file"));
             }
-            Some(b64) => Some(
-                String::from_utf8(util::base64_decode(b64).ok_or_else(|| {
-                    StepError::new(format!("cannot read {path}"))
-                        .hint("set `become = true` for this host")
-                })?)
-                .unwrap_or_default(),
-            ),
+            Some(AuthorizedKeys::Unreadable) => {
+                return Err(StepError::new(format!("cannot read {path}"))
+                    .hint("set `become = true` for this host"));
+            }
+            Some(AuthorizedKeys::Text(t)) => Some(t.clone()),
             None => None,
         };
         let have: Vec<String> = current
@@ -329,12 +401,12 @@ impl User {
             .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
             .collect();
         let missing: Vec<&String> = self.keys.iter().filter(|k| !have.contains(k)).collect();
-        let owned = |key: &str, mode: u32| {
-            kv.get(key)
-                .and_then(|a| util::parse_attrs(a))
-                .is_some_and(|a: Attrs| a.mode == mode && a.owner == self.name)
+        let owned = |attrs: &Option<Attrs>, mode: u32| {
+            attrs
+                .as_ref()
+                .is_some_and(|a| a.mode == mode && a.owner == self.name)
         };
-        let attrs_ok = !exists || (owned("ssh_dir", 0o700) && owned("keys_attrs", 0o600));
+        let attrs_ok = !exists || (owned(&now.ssh_dir, 0o700) && owned(&now.keys_attrs, 0o600));
         if missing.is_empty() && attrs_ok {
             return Ok(None);
         }
@@ -366,27 +438,19 @@ impl User {
     }
 }
 
-impl HostStep for User {
-    fn gather(&self) -> Option<String> {
-        Some(gather_command(&self.name, !self.keys.is_empty()))
+impl Decide for User {
+    type Fact = UserFact;
+
+    fn fact(&self) -> UserFact {
+        UserFact {
+            name: self.name.clone(),
+            with_keys: !self.keys.is_empty(),
+        }
     }
 
-    fn check(&self, facts: &Facts) -> Result<Check, StepError> {
-        let kv = facts.kv();
-        let entry = kv
-            .get("passwd")
-            .copied()
-            .ok_or_else(|| util::bad_facts("getent passwd", &facts.stdout))?;
+    fn decide(&self, facts: UserFacts) -> Result<Check, StepError> {
         let name = &self.name;
-        let now = if entry.is_empty() {
-            None
-        } else {
-            Some(
-                parse_passwd(entry)
-                    .ok_or_else(|| util::bad_facts("getent passwd", &facts.stdout))?,
-            )
-        };
-        let Some(now) = now else {
+        let Some(now) = &facts.passwd else {
             if self.state == State::Absent {
                 return Ok(Check::Ok(format!("no user {name}")));
             }
@@ -395,7 +459,7 @@ impl HostStep for User {
                 vec![Action::run(useradd_command(self))],
             )];
             let home = self.home.clone().unwrap_or_else(|| format!("/home/{name}"));
-            changes.extend(self.keys_change(&kv, &home, false)?);
+            changes.extend(self.keys_change(&facts, &home, false)?);
             return Ok(Check::Change(changes));
         };
         if self.state == State::Absent {
@@ -414,18 +478,12 @@ impl HostStep for User {
                 vec![Action::run(cmd)],
             )]));
         }
-        let groups: Vec<&str> = kv
-            .get("groups")
-            .copied()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let primary = kv.get("primary").copied().unwrap_or("");
+        let groups: Vec<&str> = facts.groups.iter().map(String::as_str).collect();
         let mut changes = Vec::new();
-        if let Some((summary, cmd)) = self.usermod(&now, &groups, primary) {
+        if let Some((summary, cmd)) = self.usermod(now, &groups, &facts.primary) {
             changes.push(Change::new(summary, vec![Action::run(cmd)]));
         }
-        changes.extend(self.keys_change(&kv, &now.home, true)?);
+        changes.extend(self.keys_change(&facts, &now.home, true)?);
         if changes.is_empty() {
             let mut reason = format!("user {name} (uid {}", now.uid);
             if !self.keys.is_empty() {

@@ -5,7 +5,8 @@
 use crate::ctx::{self, ParamError};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use provision_engine::step::{Facts, StepError};
+// The engine's fact helpers, under the names the steps have always used.
+pub use provision_engine::fact::{Sections, sections, unexpected as bad_facts};
 use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256};
 
@@ -318,12 +319,6 @@ pub fn short(script: &str) -> String {
     s
 }
 
-/// A StepError for facts that do not look like what the gather command prints.
-pub fn bad_facts(what: &str, stdout: &str) -> StepError {
-    let shown: String = stdout.chars().take(200).collect();
-    StepError::new(format!("unexpected {what} output: {shown:?}")).hint("is this a Debian or Ubuntu host with GNU coreutils? run the gather command with `provision shell` to see")
-}
-
 /// An integer parameter that may also arrive as a string: values written as
 /// templates (`"{{ vars.swappiness }}"`) are rendered to strings. The empty
 /// string (`| default('')`) means unset.
@@ -389,54 +384,10 @@ pub fn non_empty(s: Option<String>) -> Option<String> {
     s.filter(|s| !s.trim().is_empty())
 }
 
-/// Several fact commands as one (a step gathers with one command): the output
-/// of each follows a line `--- NAME`. Parts must not print such lines
-/// themselves: file contents are gathered as base64 for this reason.
-pub fn sections(parts: &[(&str, String)]) -> String {
-    parts
-        .iter()
-        .map(|(name, cmd)| format!("echo '--- {name}'; {cmd}"))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-/// The output of a [`sections`] command, split back into each part's facts.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Sections {
-    parts: Vec<(String, Facts)>,
-    stdout: String,
-}
-
-impl Sections {
-    pub fn parse(facts: &Facts) -> Sections {
-        let mut parts: Vec<(String, Facts)> = Vec::new();
-        for line in facts.stdout.split_inclusive('\n') {
-            let bare = line.trim_end_matches('\n');
-            if let Some(name) = bare.strip_prefix("--- ") {
-                parts.push((name.to_string(), Facts::new("")));
-            } else if let Some((_, f)) = parts.last_mut() {
-                f.stdout.push_str(line);
-            }
-        }
-        Sections {
-            parts,
-            stdout: facts.stdout.clone(),
-        }
-    }
-
-    /// The facts of one part; an error when the command did not get that far.
-    pub fn get(&self, name: &str) -> Result<&Facts, StepError> {
-        self.parts
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, f)| f)
-            .ok_or_else(|| bad_facts(&format!("`{name}` fact"), &self.stdout))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use provision_engine::step::Facts;
 
     #[test]
     fn modes() {
