@@ -1,5 +1,5 @@
 //! The `provision` command line: parses arguments and hands each command group to its module
-//! (`run_cmd`, `ops_cmd`, `secrets_cmd`, `lab_cmd`); `cluster` opens a cluster for them,
+//! (`run_cmd`, `facts_cmd`, `ops_cmd`, `secrets_cmd`, `lab_cmd`); `cluster` opens a cluster for them,
 //! `exit` maps what they return to the process's exit code.
 
 #[macro_use]
@@ -7,6 +7,7 @@ mod term;
 mod builtin;
 mod cluster;
 mod exit;
+mod facts_cmd;
 mod lab_cmd;
 mod ops_cmd;
 mod playbook;
@@ -37,6 +38,8 @@ enum Command {
     CheckConfig(run_cmd::CheckConfigArgs),
     /// Run an ad-hoc command on hosts in parallel and print the output per host.
     Shell(run_cmd::ShellArgs),
+    /// Show what each step reads on each host and what it would decide (changes nothing).
+    Facts(facts_cmd::FactsArgs),
     /// Manage age-encrypted secrets files.
     #[command(subcommand)]
     Secrets(secrets_cmd::SecretsCommand),
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run_cmd::run(a),
         Command::CheckConfig(a) => run_cmd::check_config(a),
         Command::Shell(a) => run_cmd::shell(a),
+        Command::Facts(a) => facts_cmd::facts(a),
         Command::Secrets(cmd) => secrets_cmd::run(cmd),
         Command::Lab(cmd) => lab_cmd::run(cmd),
         Command::Ops(cmd) => ops_cmd::run(cmd),

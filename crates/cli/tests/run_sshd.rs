@@ -781,3 +781,61 @@ fn interrupted_run(signal: i32) {
         );
     }
 }
+
+/// `provision facts`: each step's fact output per host and its decision, nothing changed; with
+/// `--save`, one JSON file per step and host, cleaned of secrets like everything printed.
+#[test]
+fn facts_shows_what_each_step_reads_and_decides_and_changes_nothing() {
+    let c = cluster(2);
+    let saved = c.dir.path().join("captured");
+    let out = c.provision(&[
+        "facts",
+        &c.cluster_toml(),
+        "--step",
+        "app",
+        "--host",
+        "h1",
+        "--save",
+        saved.to_str().unwrap(),
+    ]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("== app directory\n-- h1 (exit 0)\nkind=absent\n"),
+        "{t}"
+    );
+    assert!(t.contains("would change: create directory"), "{t}");
+    assert!(!t.contains("-- h2"), "only the hosts asked for: {t}");
+    assert!(!t.contains("== motd"), "only the steps asked for: {t}");
+    // Read only.
+    assert!(!c.root(1).join("etc/app").exists());
+    let f: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(saved.join("01-app-directory/h1.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(f["step"], "app directory");
+    assert_eq!(f["host"], "h1");
+    assert_eq!(f["exit_status"], 0);
+    assert_eq!(f["stdout"], "kind=absent\n");
+    assert!(f["command"].as_str().unwrap().starts_with("p="), "{f}");
+    // After a run: nothing to do, and the secret in the rendered config never reaches a file.
+    assert!(c.provision(&["run", &c.cluster_toml()]).status.success());
+    let out = c.provision(&[
+        "facts",
+        &c.cluster_toml(),
+        "--step",
+        "app config",
+        "--save",
+        saved.to_str().unwrap(),
+    ]);
+    let t = text(&out);
+    assert!(t.contains("nothing to do"), "{t}");
+    for h in ["h1", "h2"] {
+        let f = std::fs::read_to_string(saved.join(format!("02-app-config/{h}.json"))).unwrap();
+        assert!(!f.contains(SECRET), "{f}");
+        assert!(
+            provision_testkit::leaks::leaks(&f, SECRET).is_empty(),
+            "the secret in an encoded form: {f}"
+        );
+    }
+}
