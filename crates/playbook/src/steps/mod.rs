@@ -32,6 +32,7 @@ pub mod systemd;
 pub mod template;
 pub mod user;
 pub mod util;
+pub mod wait_for;
 
 /// What step unit tests share: a BuildCtx for host `web-1` (vars.ip =
 /// 10.0.0.5, secret `db_password`), TOML parsing, error unwrapping.
