@@ -35,22 +35,12 @@ pub struct FactsArgs {
 
 /// `NN-step-name`: the directory of a step's captures, in playbook order.
 fn step_dir(index: usize, title: &str) -> String {
-    let slug: String = title
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
+    let words: Vec<String> = title
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
         .collect();
-    let slug = slug
-        .split('-')
-        .filter(|p| !p.is_empty())
-        .collect::<Vec<_>>()
-        .join("-");
-    format!("{:02}-{slug}", index + 1)
+    format!("{:02}-{}", index + 1, words.join("-"))
 }
 
 fn decision(check: &Result<Check, provision_engine::step::StepError>) -> String {

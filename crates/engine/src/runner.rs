@@ -6,7 +6,7 @@ use crate::event::{
 };
 use crate::facts;
 use crate::step::{Action, Change, Check, Facts, Step, StepError};
-use provision_transport::{Command, Connector, Stdin, Target, Transport, TransportError, Upload};
+use provision_transport::{Command, Connector, Stdin, Target, Transport, TransportError};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -573,20 +573,8 @@ impl Runner {
                     }));
                 }
             }
-            Action::Upload {
-                dest,
-                content,
-                mode,
-                owner,
-                group,
-            } => {
-                let up = Upload {
-                    dest: dest.clone(),
-                    source: provision_transport::UploadSource::Bytes(content.clone()),
-                    mode: *mode,
-                    owner: owner.clone(),
-                    group: group.clone(),
-                };
+            Action::Upload { .. } => {
+                let up = action.upload().expect("an upload action");
                 let res = conn.upload(up).await;
                 let status = if res.is_ok() { Some(0) } else { None };
                 self.log_command(

@@ -56,6 +56,26 @@ pub enum Action {
 }
 
 impl Action {
+    /// An `Upload` action as the transport's upload (None for commands).
+    pub fn upload(&self) -> Option<provision_transport::Upload> {
+        match self {
+            Action::Upload {
+                dest,
+                content,
+                mode,
+                owner,
+                group,
+            } => Some(provision_transport::Upload {
+                dest: dest.clone(),
+                source: provision_transport::UploadSource::Bytes(content.clone()),
+                mode: *mode,
+                owner: owner.clone(),
+                group: group.clone(),
+            }),
+            _ => None,
+        }
+    }
+
     pub fn run(script: impl Into<String>) -> Self {
         Action::Run {
             script: script.into(),

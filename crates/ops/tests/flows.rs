@@ -145,6 +145,21 @@ async fn status_reports_a_lost_quorum() {
     assert_eq!(m1.scripts().len(), 1);
 }
 
+/// manager-1 in a swarm without a leader: its `docker info` is `info`, and it cannot list nodes.
+fn leaderless_manager1(info: &str) -> Arc<FakeTransport> {
+    let m1 = Arc::new(FakeTransport::new("manager-1"));
+    m1.respond(
+        GATHER,
+        Output {
+            exit_status: Some(0),
+            stdout: format!("== info\n{info}\n== nodes\n").into_bytes(),
+            stderr: b"Error response from daemon: rpc error: code = Unknown desc = The swarm does not have a leader.".to_vec(),
+            ..Default::default()
+        },
+    );
+    m1
+}
+
 /// Without a leader Docker's `Managers` count is 0 (it comes from the node list): the raft's
 /// size is read from `RemoteManagers`, else one surviving manager would look like a majority
 /// of one and recover would refuse (seen on the lab).
@@ -152,16 +167,7 @@ async fn status_reports_a_lost_quorum() {
 async fn a_leaderless_manager_counts_the_raft_from_its_remote_managers() {
     let info = "{\"NodeID\":\"m1\",\"NodeAddr\":\"10.10.0.11\",\"LocalNodeState\":\"active\",\"ControlAvailable\":true,\"Error\":\"\",\"RemoteManagers\":[{\"NodeID\":\"m1\",\"Addr\":\"10.10.0.11:2377\"},{\"NodeID\":\"m2\",\"Addr\":\"10.10.0.12:2377\"},{\"NodeID\":\"m3\",\"Addr\":\"10.10.0.13:2377\"}],\"Managers\":0,\"Cluster\":{\"ID\":\"C\"}}";
     let survey = || {
-        let m1 = Arc::new(FakeTransport::new("manager-1"));
-        m1.respond(
-            GATHER,
-            Output {
-                exit_status: Some(0),
-                stdout: format!("== info\n{info}\n== nodes\n").into_bytes(),
-                stderr: b"Error response from daemon: rpc error: code = Unknown desc = The swarm does not have a leader.".to_vec(),
-                ..Default::default()
-            },
-        );
+        let m1 = leaderless_manager1(info);
         m1.respond(raft_files(), Output::ok(""));
         let w1 = Arc::new(FakeTransport::new("worker-1"));
         w1.respond(GATHER, Output::ok(WORKER));
@@ -190,19 +196,9 @@ async fn the_last_good_run_names_the_swarm_and_counts_its_managers_without_a_lea
     let dir = tempfile::tempdir().unwrap();
     let inv = inventory_at(&dir.path().join("c.toml"));
     let survey = || {
-        let m1 = Arc::new(FakeTransport::new("manager-1"));
-        m1.respond(
-            GATHER,
-            Output {
-                exit_status: Some(0),
-                stdout: format!("== info\n{info}\n== nodes\n").into_bytes(),
-                stderr: b"Error response from daemon: The swarm does not have a leader.".to_vec(),
-                ..Default::default()
-            },
-        );
         let w1 = Arc::new(FakeTransport::new("worker-1"));
         w1.respond(GATHER, Output::ok(WORKER));
-        cluster_of(inv.clone(), &[m1, w1])
+        cluster_of(inv.clone(), &[leaderless_manager1(info), w1])
     };
     // Without a record, what the lone manager knows is all there is.
     let st = status::status(&survey()).await.unwrap();

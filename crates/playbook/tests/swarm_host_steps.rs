@@ -17,9 +17,7 @@ use provision_playbook::ctx::{BuildCtx, ParamError};
 use provision_playbook::steps::{
     apt, docker, hostname, load_balancer, nfs_mount, nfs_server, swap,
 };
-use provision_transport::{
-    Command, Output, Stdin, Transport, TransportError, Upload, UploadSource,
-};
+use provision_transport::{Command, Output, Stdin, Transport, TransportError};
 use std::future::Future;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -362,20 +360,8 @@ fn apply(h: &Host, plan: Check) -> Result<Vec<String>, String> {
                         return Err(out.stderr_str().to_string());
                     }
                 }
-                Action::Upload {
-                    dest,
-                    content,
-                    mode,
-                    owner,
-                    group,
-                } => {
-                    let up = Upload {
-                        dest: dest.clone(),
-                        source: UploadSource::Bytes(content.clone()),
-                        mode: *mode,
-                        owner: owner.clone(),
-                        group: group.clone(),
-                    };
+                Action::Upload { dest, .. } => {
+                    let up = a.upload().expect("an upload action");
                     rt.block_on(h.upload(up))
                         .unwrap_or_else(|e| panic!("upload to {dest}: {e}"));
                 }

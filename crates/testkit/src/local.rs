@@ -7,9 +7,7 @@
 use async_trait::async_trait;
 use provision_engine::facts;
 use provision_engine::step::{Action, Check, Facts, HostStep, StepError};
-use provision_transport::{
-    Command, Output, Stdin, Transport, TransportError, Upload, UploadSource,
-};
+use provision_transport::{Command, Output, Stdin, Transport, TransportError};
 use std::io::Write;
 use std::process::Stdio;
 
@@ -95,20 +93,8 @@ impl LocalShell {
                         );
                         assert!(out.success(), "`{script}` failed: {}", out.stderr_str());
                     }
-                    Action::Upload {
-                        dest,
-                        content,
-                        mode,
-                        owner,
-                        group,
-                    } => {
-                        let up = Upload {
-                            dest: dest.clone(),
-                            source: UploadSource::Bytes(content.clone()),
-                            mode: *mode,
-                            owner: owner.clone(),
-                            group: group.clone(),
-                        };
+                    Action::Upload { dest, .. } => {
+                        let up = a.upload().expect("an upload action");
                         rt.block_on(self.upload(up))
                             .unwrap_or_else(|e| panic!("upload to {dest}: {e}"));
                     }

@@ -2,7 +2,7 @@
 //! link (`hard = true`, `state=hard`), or no link at `path` (`state = "absent"`). A regular file
 //! in the way is replaced only with `force = true`; a directory in the way never is.
 
-use super::util;
+use super::util::{self, Presence as State};
 use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::fact::{Decide, Fact, Typed};
 use provision_engine::step::{Action, Change, Check, Facts, HostStep, StepError};
@@ -10,14 +10,6 @@ use provision_transport::shell::quote;
 use serde::Deserialize;
 
 pub const KNOWN_KEYS: &[&str] = &["path", "target", "hard", "force", "state"];
-
-#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug, Default)]
-#[serde(rename_all = "lowercase")]
-enum State {
-    #[default]
-    Present,
-    Absent,
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

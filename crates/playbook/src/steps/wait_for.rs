@@ -4,7 +4,7 @@
 //! `--check` says what it would wait for and a run fails the host, naming the condition, when
 //! the time runs out.
 
-use super::util;
+use super::util::{self, Presence as State};
 use crate::ctx::{BuildCtx, ParamError};
 use provision_engine::fact::{Decide, Fact, Typed};
 use provision_engine::step::{Action, Change, Check, Facts, HostStep, StepError};
@@ -15,16 +15,6 @@ pub const KNOWN_KEYS: &[&str] = &["port", "host", "path", "command", "state", "t
 
 /// Without `timeout`: five minutes, Ansible's default.
 pub const DEFAULT_TIMEOUT: u64 = 300;
-
-#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug, Default)]
-#[serde(rename_all = "lowercase")]
-enum State {
-    /// The port answers, the path exists, the command succeeds.
-    #[default]
-    Present,
-    /// The port no longer answers, the path is gone.
-    Absent,
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
