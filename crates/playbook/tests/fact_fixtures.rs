@@ -111,9 +111,51 @@ fn decisions(state: &str) -> BTreeMap<(String, String), String> {
 #[test]
 fn after_a_good_run_every_step_on_every_host_has_nothing_to_do() {
     let d = decisions("converged");
+    assert_eq!(d.len(), 19, "every captured step and host: {d:#?}");
     let pending: Vec<_> = d
         .iter()
         .filter(|(_, v)| v.as_str() != "ok" && !v.starts_with("Skip"))
         .collect();
     assert!(pending.is_empty(), "{pending:#?}");
+}
+
+/// On the ready layer (packages installed, nothing configured) each step plans what a first
+/// run does, as `provision run --check` shows it on those hosts.
+#[test]
+fn on_the_ready_layer_each_step_plans_the_first_run() {
+    let d = decisions("ready");
+    let swap = "create swap file /swapfile (512M) and activate it; /etc/fstab: append line 2 (/swapfile none swap sw 0 0); set vm.swappiness to 10 (was 60) and persist it in /etc/sysctl.d/99-provision-swap.conf";
+    let hostname = |h: &str| {
+        format!("/etc/hosts: replace line 2 (127.0.1.1 {h}); set hostname to {h} (was debian)")
+    };
+    let docker = "enable docker.service (was disabled); start docker.service (was inactive)";
+    let mount = "create mount point /mnt/share; /etc/fstab: append line 2 (10.10.0.11:/srv/share /mnt/share nfs rw,hard,noatime,nfsvers=4.2,_netdev 0 0); mount 10.10.0.11:/srv/share on /mnt/share and check it is writable";
+    let join = "join the swarm that swarm_init creates on manager-1";
+    let image = "run `set -e; d=$(mktemp -d); cd \"$d\"; apt-get download busybox-st…`";
+    let expected: Vec<(&str, &str, String)> = vec![
+        ("demo image", "manager-1", image.into()),
+        ("demo image", "worker-1", image.into()),
+        ("docker engine", "manager-1", docker.into()),
+        ("docker engine", "worker-1", docker.into()),
+        ("hostname", "manager-1", hostname("manager-1")),
+        ("hostname", "storage-1", hostname("storage-1")),
+        ("hostname", "worker-1", hostname("worker-1")),
+        ("manager availability", "manager-1", "ok".into()),
+        ("nfs server", "storage-1", "create export directory /srv/share (mode 0755, owner root:root); /etc/exports: append block at line 11 (1 exports); apply the exports (exportfs -ra); enable nfs-server.service (was disabled); start nfs-server.service (was inactive)".into()),
+        ("nfs share mounted", "manager-1", mount.into()),
+        ("nfs share mounted", "worker-1", mount.into()),
+        ("node labels", "manager-1", "label swarm=true, swarm-manager=true".into()),
+        ("node labels", "worker-1", "label swarm=true, swarm-worker=true".into()),
+        ("stack deployed", "manager-1", "deploy stack demo (30ec00ba294a)".into()),
+        ("swap file", "manager-1", swap.into()),
+        ("swap file", "worker-1", swap.into()),
+        ("swarm initialised", "manager-1", "init the swarm advertising 10.10.0.12".into()),
+        ("swarm members", "manager-1", join.into()),
+        ("swarm members", "worker-1", join.into()),
+    ];
+    let expected: BTreeMap<(String, String), String> = expected
+        .into_iter()
+        .map(|(s, h, d)| ((s.to_string(), h.to_string()), d))
+        .collect();
+    assert_eq!(d, expected);
 }
