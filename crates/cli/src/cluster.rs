@@ -219,7 +219,7 @@ pub fn on_interrupt(stop: impl FnOnce() + Send + 'static) -> tokio::task::JoinHa
 /// to record is said, never fatal.
 pub async fn remember(cluster: &provision_ops::Cluster) {
     use provision_ops::record;
-    let Some(r) = record::current(cluster).await else {
+    let Some(r) = cluster.last_good_now().await else {
         return;
     };
     let path = match crate::state_dir::ensure(&cluster.inv.dir, "") {

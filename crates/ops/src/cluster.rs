@@ -4,9 +4,11 @@
 
 use crate::OpsError;
 use crate::commands;
+use crate::record::{self, LastGood};
 use provision_engine::event::{Redacted, Redactor};
 use provision_engine::inventory::{Host, Inventory, Role};
 use provision_playbook::steps::swarm_facts::{self, HostSwarm, NodeInfo, Raft, SwarmView};
+use provision_playbook::swarm::node::NodeRole;
 use provision_transport::{Command, Connector, Output, Stdin, Target, Transport};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -327,7 +329,7 @@ impl Cluster {
         });
         Survey {
             hosts: futures::future::join_all(futs).await.into_iter().collect(),
-            last_good: crate::record::load(&crate::record::path(&self.inv)),
+            last_good: record::load(&record::path(&self.inv)),
         }
     }
 }
@@ -364,7 +366,7 @@ pub struct Survey {
     pub hosts: BTreeMap<String, HostState>,
     /// What the last successful run recorded ([`crate::record`]): counted when no leader can
     /// list the nodes.
-    pub last_good: Option<crate::record::LastGood>,
+    pub last_good: Option<LastGood>,
 }
 
 /// The managers' quorum.
@@ -489,4 +491,39 @@ pub fn host_of_node<'a>(inv: &'a Inventory, n: &NodeInfo) -> Option<&'a str> {
             })
         })
         .map(|h| h.name.as_str())
+}
+
+/// Pure: the last good state of a swarm as a leader listed it ([`crate::record`]).
+pub fn last_good(inv: &Inventory, view: &SwarmView, recorded_at: u64) -> LastGood {
+    let mut managers = Vec::new();
+    let mut workers = Vec::new();
+    for n in &view.nodes {
+        let name = host_of_node(inv, n)
+            .map(str::to_string)
+            .unwrap_or_else(|| n.hostname.clone());
+        match n.role {
+            NodeRole::Manager => managers.push(name),
+            NodeRole::Worker => workers.push(name),
+        }
+    }
+    LastGood {
+        swarm_id: view.cluster_id.clone(),
+        recorded_at,
+        managers,
+        workers,
+    }
+}
+
+impl Cluster {
+    /// The swarm's state now, when a leader lists it (one survey of the swarm hosts); None
+    /// when there is no swarm or no leader: then nothing is good enough to record.
+    pub async fn last_good_now(&self) -> Option<LastGood> {
+        let survey = self.survey().await;
+        let view = survey.view(&self.inv).ok()??;
+        view.leader()?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Some(last_good(&self.inv, &view, now))
+    }
 }

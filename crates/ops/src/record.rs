@@ -3,10 +3,7 @@
 //! that status and the day-2 commands can name the swarm and count its managers when no leader
 //! answers (a leaderless manager can list no nodes, and its own count may be stale).
 
-use crate::cluster::host_of_node;
 use provision_engine::inventory::Inventory;
-use provision_playbook::steps::swarm_facts::SwarmView;
-use provision_playbook::swarm::node::NodeRole;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -26,43 +23,10 @@ pub struct LastGood {
 }
 
 impl LastGood {
-    /// Pure: the record of a swarm as a leader listed it.
-    pub fn of(inv: &Inventory, view: &SwarmView, recorded_at: u64) -> LastGood {
-        let mut managers = Vec::new();
-        let mut workers = Vec::new();
-        for n in &view.nodes {
-            let name = host_of_node(inv, n)
-                .map(str::to_string)
-                .unwrap_or_else(|| n.hostname.clone());
-            match n.role {
-                NodeRole::Manager => managers.push(name),
-                NodeRole::Worker => workers.push(name),
-            }
-        }
-        LastGood {
-            swarm_id: view.cluster_id.clone(),
-            recorded_at,
-            managers,
-            workers,
-        }
-    }
-
     /// The id as status shows it (12 characters, as Docker does).
     pub fn short_id(&self) -> &str {
         self.swarm_id.get(..12).unwrap_or(&self.swarm_id)
     }
-}
-
-/// The swarm as it is now, when a leader lists it (one survey of the swarm hosts); None when
-/// there is no swarm or no leader: then nothing is good enough to record.
-pub async fn current(cluster: &crate::Cluster) -> Option<LastGood> {
-    let survey = cluster.survey().await;
-    let view = survey.view(&cluster.inv).ok()??;
-    view.leader()?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    Some(LastGood::of(&cluster.inv, &view, now))
 }
 
 /// Where the record of the cluster file's cluster lives.
