@@ -13,6 +13,8 @@ pub const KILL_AFTER: Duration = Duration::from_secs(5);
 /// so that a command past it is stopped on the host itself (TERM to its whole process group,
 /// KILL [`KILL_AFTER`] later) instead of running on after provision gave up on it; closing the
 /// SSH channel would not signal it. `timeout` exits 124 (137 after KILL) when it stopped it.
+/// The script's own EXIT trap still runs when it is stopped (sh runs none on a signal it does
+/// not trap): a backup that stopped Docker starts it again.
 pub fn sh_c(script: &str, deadline: Option<Duration>) -> String {
     match deadline {
         None => format!("sh -c {}", quote(script)),
@@ -20,7 +22,7 @@ pub fn sh_c(script: &str, deadline: Option<Duration>) -> String {
             "timeout -k {} {} sh -c {}",
             KILL_AFTER.as_secs(),
             seconds(d),
-            quote(script)
+            quote(&format!("trap 'exit 143' TERM; {script}"))
         ),
     }
 }
@@ -174,5 +176,58 @@ impl Output {
             (None, Some(sig)) => format!("killed by signal {sig}"),
             (None, None) => "no exit status".to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_runs_the_script_under_timeout() {
+        assert_eq!(sh_c("echo 'a'", None), "sh -c 'echo '\\''a'\\'''");
+        assert_eq!(
+            sh_c("sleep 9", Some(Duration::from_millis(2500))),
+            "timeout -k 5 2.500 sh -c 'trap '\\''exit 143'\\'' TERM; sleep 9'"
+        );
+        assert_eq!(
+            sh_c("true", Some(Duration::from_secs(300))),
+            "timeout -k 5 300 sh -c 'trap '\\''exit 143'\\'' TERM; true'"
+        );
+    }
+
+    /// In a real shell: stopped at the deadline with timeout's status, its EXIT trap run (a
+    /// backup that stopped Docker starts it again), the rest of it never run.
+    #[test]
+    fn a_stopped_script_runs_its_exit_trap_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let (trap, late) = (dir.path().join("trap"), dir.path().join("late"));
+        let script = format!(
+            "trap 'touch {}' EXIT; sleep 5; touch {}",
+            trap.display(),
+            late.display()
+        );
+        let started = std::time::Instant::now();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(sh_c(&script, Some(Duration::from_millis(500))))
+            .output()
+            .unwrap();
+        let elapsed = started.elapsed();
+        assert_eq!(out.status.code(), Some(124));
+        assert!(stopped_by_deadline(
+            Some(124),
+            Duration::from_millis(500),
+            elapsed
+        ));
+        assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
+        assert!(trap.exists(), "the EXIT trap did not run");
+        assert!(!late.exists());
+        // Exiting 124 by itself, early, is not being stopped.
+        assert!(!stopped_by_deadline(
+            Some(124),
+            Duration::from_secs(5),
+            Duration::from_millis(10)
+        ));
     }
 }
