@@ -95,7 +95,9 @@ fn appwrite_stack_on_the_lab_with_the_client_address_through_the_load_balancer()
     edit(
         &cluster,
         "stack = \"demo\"",
-        "stack = \"appwrite\"\nappwrite_lab_images = true\nresolve_image = \"never\"",
+        // Some twenty services starting under emulation: more than the default 600 s on a
+        // slow machine (seen: every task still "Starting" after 600 s).
+        "stack = \"appwrite\"\nappwrite_lab_images = true\nresolve_image = \"never\"\nstack_wait_timeout = 1500",
     );
     edit(&cluster, "lb_ports = [8080]", "lb_ports = [80, 443]");
     let (code, _, err) = provision(&["check-config", c, "--identity", k]);

@@ -181,10 +181,13 @@ pub fn run(args: RunArgs) -> Result<u8> {
             w.abort();
         }
         // The swarm as this good run left it: named and counted later if no leader answers.
+        // A run that changed nothing left the recorded swarm as it was: no survey then (a
+        // no-change run stays one round trip per host).
         if let Some(c) = &lock_cluster
             && recap.is_success()
             && !interrupted.load(std::sync::atomic::Ordering::SeqCst)
             && c.inv.managers().next().is_some()
+            && (recap.changed() > 0 || !provision_ops::record::path(&c.inv).exists())
         {
             crate::cluster::remember(c).await;
         }
