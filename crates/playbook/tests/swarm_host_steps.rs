@@ -17,13 +17,12 @@ use provision_playbook::ctx::{BuildCtx, ParamError};
 use provision_playbook::steps::{
     apt, docker, hostname, load_balancer, nfs_mount, nfs_server, swap,
 };
+use provision_testkit::local::LocalShell;
 use provision_transport::{Command, Output, Stdin, Transport, TransportError};
 use std::future::Future;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::Stdio;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/swarm");
 
@@ -236,24 +235,12 @@ impl Host {
         self.read("state/log")
     }
 
+    /// The local shell with this host's environment (stub programs first on PATH).
     fn sh(&self, script: &str, stdin: &[u8]) -> Output {
-        let mut child = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("sh runs");
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        let out = child.wait_with_output().unwrap();
-        Output {
-            exit_status: out.status.code().map(|c| c as u32),
-            exit_signal: None,
-            stdout: out.stdout,
-            stderr: out.stderr,
-        }
+        self.env
+            .iter()
+            .fold(LocalShell::new(), |l, (k, v)| l.env(k.clone(), v.clone()))
+            .sh(script, stdin)
     }
 }
 
