@@ -238,28 +238,15 @@ mod tests {
         ));
         write("docker", docker);
         let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", script])
+        let out = provision_testkit::local::LocalShell::new()
             .env("PATH", path)
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"{\"JoinToken\":\"t\"}")
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+            .sh(script, b"{\"JoinToken\":\"t\"}");
         let polls = std::fs::read_to_string(dir.join("docker.n"))
             .map(|n| n.trim().parse().unwrap())
             .unwrap_or(0);
         (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+            out.exit_status.map(|c| c as i32),
+            out.stderr_str().to_string(),
             std::fs::read_to_string(dir.join("curl.stdin")).unwrap_or_default(),
             polls,
         )
@@ -297,19 +284,17 @@ mod tests {
             ),
         );
         let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
-        let out = std::process::Command::new("sh")
-            .args(["-c", LEAVE_COMMAND])
+        let out = provision_testkit::local::LocalShell::new()
             .env("PATH", path)
-            .output()
-            .unwrap();
+            .sh(LEAVE_COMMAND, b"");
         let calls = std::fs::read_to_string(&log)
             .unwrap_or_default()
             .lines()
             .map(String::from)
             .collect();
         (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+            out.exit_status.map(|c| c as i32),
+            out.stderr_str().to_string(),
             calls,
         )
     }
