@@ -163,6 +163,7 @@ fn settings_vars_and_facts() {
         address = "web-1.example.com"
         private_ip = "fd00::1"
         roles = ["worker", "lb"]
+        groups = []
         labels = { tier = "front", zone = "a" }
         "#,
     )
