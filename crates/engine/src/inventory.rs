@@ -1256,8 +1256,10 @@ fn report_cycles(r: &mut Reporter<'_>, drafts: &[GroupDraft]) {
                 0 => visit(j, drafts, state, stack, found),
                 1 => {
                     let from = stack.iter().position(|&k| k == j).unwrap_or(0);
-                    let mut chain: Vec<&str> =
-                        stack[from..].iter().map(|&k| drafts[k].name.as_str()).collect();
+                    let mut chain: Vec<&str> = stack[from..]
+                        .iter()
+                        .map(|&k| drafts[k].name.as_str())
+                        .collect();
                     chain.push(child);
                     found.push((span.clone(), chain.join(" -> ")));
                 }
@@ -1511,9 +1513,8 @@ mod tests {
              [groups.site]\nchildren = [\"web\", \"manager\"]\n",
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let members = |g: &str| -> Vec<String> {
-            inv.group(g).unwrap().members.iter().cloned().collect()
-        };
+        let members =
+            |g: &str| -> Vec<String> { inv.group(g).unwrap().members.iter().cloned().collect() };
         assert_eq!(members("canary"), ["web-2"]);
         assert_eq!(members("web"), ["web-1", "web-2"]);
         // Grandchildren, and a role's hosts as a child.
@@ -1557,7 +1558,10 @@ mod tests {
         assert_eq!(var(&inv, "web-2", "port"), 9.into());
         // Outside every group: [vars].
         assert_eq!(var(&inv, "db-1", "port"), 1.into());
-        assert!(!inv.host_vars(inv.host("db-1").unwrap()).contains_key("from"));
+        assert!(
+            !inv.host_vars(inv.host("db-1").unwrap())
+                .contains_key("from")
+        );
     }
 
     #[test]
@@ -1640,5 +1644,4 @@ mod tests {
         assert!(!is_group_name(""));
         assert!(!is_group_name(&"a".repeat(64)));
     }
-
 }
