@@ -411,9 +411,9 @@ fn check(
     })
 }
 
-/// Every host name of the file with the line of its header, valid hosts or not (so a group
+/// Every host name of the file, valid hosts or not (so a group
 /// listing a host whose address is wrong does not also get "unknown host").
-fn drafts_names<'d>(drafts: &'d [Draft]) -> Vec<&'d str> {
+fn drafts_names(drafts: &[Draft]) -> Vec<&str> {
     drafts
         .iter()
         .filter_map(|d| d.name.as_ref().map(|(n, _)| n.as_str()))
