@@ -26,7 +26,8 @@ pub struct RunArgs {
     /// Show unified diffs of file contents (secrets redacted).
     #[arg(long)]
     pub diff: bool,
-    /// Only change these hosts (selector: names, roles, `swarm`, `!name`, comma-separated).
+    /// Only change these hosts: a hosts pattern (groups, roles, `swarm`, host names, globs
+    /// `web-*`; `,` or `:` joins, `&` intersects, `!` excludes), e.g. 'web:&prod'.
     #[arg(long)]
     pub limit: Option<String>,
     /// Hosts worked on at once.
@@ -53,15 +54,21 @@ pub struct RunArgs {
     pub force_unlock: bool,
 }
 
+/// `--limit`'s hosts pattern as the set of host names it selects: a name that is no group,
+/// role or host is bad input (with the nearest name); a glob matching nothing is a warning.
 fn limit_set(inv: &Inventory, limit: Option<&str>) -> Result<Option<BTreeSet<String>>> {
     let Some(l) = limit else { return Ok(None) };
     let sel = Selector::parse(l).map_err(|e| config_failure(format!("--limit {l}: {e}")))?;
-    let unknown = sel.unknown_names(inv);
+    let unknown: Vec<String> = sel.unknown(inv).iter().map(ToString::to_string).collect();
     if !unknown.is_empty() {
         return Err(config_failure(format!(
-            "--limit {l}: unknown hosts {}",
-            unknown.join(", ")
+            "--limit {l}: unknown group or host {}\n  help: {}",
+            unknown.join(", "),
+            provision_engine::selector::names_help(inv)
         )));
+    }
+    for glob in sel.globs_matching_nothing(inv) {
+        say!("warning: --limit {l}: `{glob}` matches no host");
     }
     Ok(Some(
         sel.select(inv)
@@ -252,7 +259,7 @@ pub fn check_config(args: CheckConfigArgs) -> Result<u8> {
 #[derive(clap::Args, Debug)]
 pub struct ShellArgs {
     pub cluster: PathBuf,
-    /// Hosts to run on (selector); default all.
+    /// Hosts to run on (a hosts pattern, as `run --limit`); default all.
     #[arg(long)]
     pub limit: Option<String>,
     #[arg(long, default_value_t = 64)]

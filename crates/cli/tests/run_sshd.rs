@@ -839,3 +839,165 @@ fn facts_shows_what_each_step_reads_and_decides_and_changes_nothing() {
         );
     }
 }
+
+/// Appends `extra` (groups, [vars]) to the cluster file.
+fn add_to_inventory(c: &Cluster, extra: &str) {
+    let path = c.dir.path().join("cluster.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(extra);
+    std::fs::write(&path, text).unwrap();
+}
+
+/// Adds `var` (`key = value`) to host h`i`'s own vars.
+fn add_host_var(c: &Cluster, i: usize, var: &str) {
+    let path = c.dir.path().join("cluster.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let root = format!("root-h{i}\" }}");
+    assert!(text.contains(&root), "{text}");
+    std::fs::write(
+        &path,
+        text.replace(&root, &format!("root-h{i}\", {var} }}")),
+    )
+    .unwrap();
+}
+
+/// A group's vars reach the templates of exactly its hosts, over [vars]; a host's own var
+/// overrides the group's.
+#[test]
+fn a_group_var_reaches_its_hosts_and_a_host_var_overrides_it() {
+    let c = cluster(3);
+    add_to_inventory(
+        &c,
+        "\n[vars]\ngreeting = \"global\"\n\n[groups.web]\nhosts = [\"h1\", \"h2\"]\nvars = { greeting = \"from-web\" }\n",
+    );
+    add_host_var(&c, 2, "greeting = \"from-h2\"");
+    std::fs::write(
+        c.dir.path().join("greet.j2"),
+        "{{ vars.greeting }} on {{ host.name }}, groups [{{ host.groups | join(',') }}]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        c.dir.path().join("playbook.toml"),
+        "[[steps]]\nname = \"greeting\"\nuse = \"template\"\nwith = { src = \"greet.j2\", dest = \"{{ vars.root }}/etc/greeting\" }\n",
+    )
+    .unwrap();
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let greeting = |i: usize| std::fs::read_to_string(c.root(i).join("etc/greeting")).unwrap();
+    assert_eq!(greeting(1), "from-web on h1, groups [web]\n");
+    assert_eq!(greeting(2), "from-h2 on h2, groups [web]\n");
+    assert_eq!(greeting(3), "global on h3, groups []\n");
+}
+
+/// `--limit 'web:&prod'`: only the host in both groups changes.
+#[test]
+fn limit_with_an_intersection_of_groups_changes_only_the_host_in_both() {
+    let c = cluster(3);
+    add_to_inventory(
+        &c,
+        "\n[groups.web]\nhosts = [\"h1\", \"h2\"]\n\n[groups.prod]\nhosts = [\"h2\", \"h3\"]\n",
+    );
+    let out = c.provision(&["run", &c.cluster_toml(), "--limit", "web:&prod"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(c.root(2).join("etc/motd").exists(), "h2 is in web and prod");
+    for i in [1, 3] {
+        let entries: Vec<_> = std::fs::read_dir(c.root(i).join("etc")).unwrap().collect();
+        assert!(entries.is_empty(), "h{i} is outside the limit: {entries:?}");
+    }
+    // A misspelt group in --limit: bad input, with the nearest name, and nothing runs.
+    let out = c.provision(&["run", &c.cluster_toml(), "--limit", "web:&prdo"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("--limit web:&prdo: unknown group or host `prdo` (did you mean `prod`?)"),
+        "{t}"
+    );
+    assert!(!c.root(1).join("etc/motd").exists());
+}
+
+/// An unknown group in a step's `hosts`: exit 2 at the value's line and column, with the
+/// nearest group, before anything connects.
+#[test]
+fn an_unknown_group_in_a_steps_hosts_exits_2_at_its_position_and_runs_nothing() {
+    let c = cluster(2);
+    add_to_inventory(&c, "\n[groups.web]\nhosts = [\"h1\"]\n");
+    c.playbook_with(
+        "name = \"motd\"\nuse = \"copy\"\n",
+        "name = \"motd\"\nuse = \"copy\"\nhosts = \"wbe,!h2\"\n",
+    );
+    for cmd in ["check-config", "run"] {
+        let out = c.provision(&[cmd, &c.cluster_toml()]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {t}");
+        assert!(
+            t.contains("playbook.toml:15:9: error: step `motd`: `hosts` names an unknown group or host: `wbe` (did you mean `web`?)"),
+            "{cmd}: {t}"
+        );
+    }
+    for s in &c.servers {
+        assert!(
+            !s.log().contains("Accepted publickey"),
+            "nothing connected: {}",
+            s.log()
+        );
+    }
+    for i in 1..=2 {
+        let entries: Vec<_> = std::fs::read_dir(c.root(i).join("etc")).unwrap().collect();
+        assert!(entries.is_empty(), "h{i} was changed: {entries:?}");
+    }
+}
+
+/// A false assert fails its host with fail_msg, a `fail` step fails the hosts its `when`
+/// picks, the run exits 1, and the other hosts finish every step.
+#[test]
+fn a_failing_assert_fails_its_host_with_the_message_and_the_others_finish() {
+    let c = cluster(3);
+    add_to_inventory(
+        &c,
+        "\n[vars]\nreplicas = 2\n\n[groups.frozen]\nhosts = [\"h3\"]\n",
+    );
+    add_host_var(&c, 2, "replicas = 0");
+    std::fs::write(
+        c.dir.path().join("playbook.toml"),
+        r#"
+[[steps]]
+name = "replicas"
+use = "assert"
+with = { that = ["vars.replicas is defined", "vars.replicas > 0"], fail_msg = "replicas must be positive, not {{ vars.replicas }}", success_msg = "{{ vars.replicas }} replicas" }
+
+[[steps]]
+name = "not frozen"
+use = "fail"
+when = "'frozen' in host.groups"
+with = { msg = "{{ host.name }} is frozen" }
+
+[[steps]]
+name = "motd"
+use = "copy"
+with = { content = "{{ host.name }} done\n", dest = "{{ vars.root }}/etc/motd" }
+"#,
+    )
+    .unwrap();
+    let out = c.provision(&["run", &c.cluster_toml(), "--verbose"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("h2 failed in step `replicas`"), "{t}");
+    assert!(t.contains("replicas must be positive, not 0"), "{t}");
+    assert!(t.contains("`vars.replicas > 0` is false"), "{t}");
+    assert!(t.contains("h3 failed in step `not frozen`"), "{t}");
+    assert!(t.contains("h3 is frozen"), "{t}");
+    assert!(
+        t.contains("2 replicas"),
+        "the success message is shown: {t}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(c.root(1).join("etc/motd")).unwrap(),
+        "h1 done\n"
+    );
+    for i in [2, 3] {
+        assert!(
+            !c.root(i).join("etc/motd").exists(),
+            "h{i} dropped out after its failure"
+        );
+    }
+}

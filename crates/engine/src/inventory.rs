@@ -1,7 +1,7 @@
 //! The inventory (`cluster.toml`): the cluster's hosts, roles, SSH settings and vars, validated
 //! in one pass before anything connects.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 use std::ops::Range;
@@ -125,8 +125,29 @@ pub struct Inventory {
     pub ssh: SshSettings,
     pub vars: toml::Table,
     pub hosts: Vec<Host>,
+    /// `[groups.NAME]`, in the order their vars apply (see [`Inventory::host_vars`]).
+    pub groups: Vec<Group>,
     /// Problems that do not stop a run (an even number of managers, ...).
     pub warnings: Vec<Diagnostic>,
+}
+
+/// A group of hosts (`[groups.NAME]`, Ansible's inventory groups): hosts listed by name, child
+/// groups (or roles) whose hosts it includes, and vars for all of them.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub name: String,
+    /// The hosts listed in the group itself.
+    pub hosts: Vec<String>,
+    /// Child groups and roles, as listed.
+    pub children: Vec<String>,
+    pub vars: toml::Table,
+    /// The longest chain of parent groups above it (0: no parent). A group is deeper than its
+    /// parents, so its vars apply after theirs.
+    pub depth: usize,
+    /// Every host of the group, its children's included.
+    pub members: BTreeSet<String>,
+    /// Line of the group's header.
+    pub line: usize,
 }
 
 /// Checks that depend on what the caller is about to do.
@@ -138,7 +159,10 @@ pub struct InventoryRules {
     pub require_private_ip: bool,
 }
 
-const TOP_KEYS: &[&str] = &["name", "playbook", "secrets", "ssh", "vars", "hosts"];
+const TOP_KEYS: &[&str] = &[
+    "name", "playbook", "secrets", "ssh", "vars", "hosts", "groups",
+];
+const GROUP_KEYS: &[&str] = &["hosts", "children", "vars"];
 const SSH_KEYS: &[&str] = &[
     "user",
     "port",
@@ -162,7 +186,7 @@ const HOST_KEYS: &[&str] = &[
 ];
 const ROLE_LIST: &str = "storage, manager, worker, lb";
 /// Names a selector reads as a role or group rather than a host.
-const SELECTOR_WORDS: &[&str] = &["all", "swarm", "storage", "manager", "worker", "lb"];
+pub(crate) const SELECTOR_WORDS: &[&str] = &["all", "swarm", "storage", "manager", "worker", "lb"];
 
 impl Inventory {
     /// Reads and validates an inventory file.
@@ -222,10 +246,27 @@ impl Inventory {
         host.port.or(self.ssh.port).unwrap_or(22)
     }
 
-    /// Vars for one host: inventory [vars] overlaid with host.vars (host wins, key by key), plus
-    /// a `host` table of facts: name, address, private_ip (when set), roles, labels.
+    pub fn group(&self, name: &str) -> Option<&Group> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+
+    /// The groups `host` is in (through child groups too), in the order their vars apply.
+    pub fn groups_of<'a>(&'a self, host: &'a Host) -> impl Iterator<Item = &'a Group> + 'a {
+        self.groups
+            .iter()
+            .filter(|g| g.members.contains(&host.name))
+    }
+
+    /// Vars for one host, key by key, each layer over the one before: inventory [vars], then
+    /// the vars of each group the host is in (shallowest first: a child group's over its
+    /// parents'; at the same depth alphabetical by name, the later wins: Ansible's order),
+    /// then host.vars. Plus a `host` table of facts: name, address, private_ip (when set),
+    /// roles, groups (sorted), labels.
     pub fn host_vars(&self, host: &Host) -> toml::Table {
         let mut vars = self.vars.clone();
+        for g in self.groups_of(host) {
+            vars.extend(g.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
         vars.extend(host.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
         let mut facts = toml::Table::new();
         facts.insert("name".into(), host.name.clone().into());
@@ -239,6 +280,10 @@ impl Inventory {
             .map(|r| toml::Value::from(r.as_str()))
             .collect::<Vec<_>>();
         facts.insert("roles".into(), roles.into());
+        let mut groups: Vec<&str> = self.groups_of(host).map(|g| g.name.as_str()).collect();
+        groups.sort_unstable();
+        let groups: Vec<toml::Value> = groups.into_iter().map(toml::Value::from).collect();
+        facts.insert("groups".into(), groups.into());
         let labels = host
             .labels
             .iter()
@@ -347,6 +392,10 @@ fn check(
 
     let drafts = check_hosts(r, doc.get("hosts"), ssh.as_ref());
     let hosts = check_cluster(r, &drafts, ssh.as_ref(), rules);
+    let groups = match doc.get("groups") {
+        Some(v) => check_groups(r, v, &drafts_names(&drafts), &hosts),
+        None => Vec::new(),
+    };
 
     Some(Inventory {
         path: path.to_path_buf(),
@@ -357,8 +406,18 @@ fn check(
         ssh: ssh?,
         vars: vars.unwrap_or_default(),
         hosts,
+        groups,
         warnings: Vec::new(),
     })
+}
+
+/// Every host name of the file, valid hosts or not (so a group
+/// listing a host whose address is wrong does not also get "unknown host").
+fn drafts_names(drafts: &[Draft]) -> Vec<&str> {
+    drafts
+        .iter()
+        .filter_map(|d| d.name.as_ref().map(|(n, _)| n.as_str()))
+        .collect()
 }
 
 /// An optional path setting: `Some(None)` when absent, `None` when invalid.
@@ -500,7 +559,7 @@ fn check_become(r: &mut Reporter<'_>, v: &Spanned<DeValue<'_>>, what: &str) -> O
 }
 
 /// A vars table; `host` is reserved for the facts `host_vars` adds.
-fn check_vars(
+pub(crate) fn check_vars(
     r: &mut Reporter<'_>,
     v: &Spanned<DeValue<'_>>,
     what: &str,
@@ -996,6 +1055,296 @@ fn check_cluster(
         .collect()
 }
 
+/// A group as read, before the checks across groups (cycles) and its members are known.
+struct GroupDraft {
+    name: String,
+    line: usize,
+    hosts: Vec<String>,
+    /// Child groups and roles, each with its entry's span (a cycle is shown where it closes).
+    children: Vec<(String, Range<usize>)>,
+    vars: toml::Table,
+}
+
+const GROUP_EXAMPLE: &str = "[groups.web] followed by hosts = [\"web-1\"]";
+
+/// `[groups.NAME]` tables: names, hosts, children and vars checked, cycles refused, members
+/// resolved; sorted in the order their vars apply (depth, then name).
+fn check_groups(
+    r: &mut Reporter<'_>,
+    value: &Spanned<DeValue<'_>>,
+    host_names: &[&str],
+    hosts: &[Host],
+) -> Vec<Group> {
+    let Some(t) = r.table(value, "`groups`", GROUP_EXAMPLE) else {
+        return Vec::new();
+    };
+    let errors_before = r.diagnostics.iter().filter(|d| d.is_error()).count();
+    let group_names: Vec<&str> = t.keys().map(|k| k.get_ref().as_ref()).collect();
+    let mut drafts = Vec::new();
+    for (key, v) in t.iter() {
+        let name = key.get_ref().as_ref();
+        if !check_group_name(r, name, &key.span(), host_names) {
+            continue;
+        }
+        let label = format!("group `{name}`");
+        let Some(body) = r.table(v, &label, GROUP_EXAMPLE) else {
+            continue;
+        };
+        r.unknown_keys(body, GROUP_KEYS, &format!(" in {label}"));
+        let mut d = GroupDraft {
+            name: name.to_string(),
+            line: r.pos(&key.span()).0,
+            hosts: Vec::new(),
+            children: Vec::new(),
+            vars: toml::Table::new(),
+        };
+        if let Some(v) = body.get("hosts") {
+            for (s, span) in string_list(r, v, "hosts", &label) {
+                if d.hosts.iter().any(|h| h == s) {
+                    r.warning(
+                        &span,
+                        format!("host `{s}` is listed twice in {label}"),
+                        Some("remove one".into()),
+                    );
+                } else if host_names.contains(&s) {
+                    d.hosts.push(s.to_string());
+                } else {
+                    let help = if group_names.contains(&s) || s.parse::<Role>().is_ok() {
+                        format!("`{s}` is a group: list it in children = [\"{s}\"]")
+                    } else if let Some(m) = did_you_mean(s, host_names) {
+                        format!("did you mean `{m}`?")
+                    } else {
+                        "list the names of [[hosts]] blocks".into()
+                    };
+                    r.error(&span, format!("unknown host `{s}` in {label}"), Some(help));
+                }
+            }
+        }
+        if let Some(v) = body.get("children") {
+            for (s, span) in string_list(r, v, "children", &label) {
+                if group_names.contains(&s) || s.parse::<Role>().is_ok() {
+                    d.children.push((s.to_string(), span));
+                    continue;
+                }
+                let mut candidates = group_names.clone();
+                candidates.extend(Role::NAMES);
+                let help = if host_names.contains(&s) {
+                    format!("`{s}` is a host: list it in hosts = [\"{s}\"]")
+                } else if let Some(m) = did_you_mean(s, &candidates) {
+                    format!("did you mean `{m}`?")
+                } else {
+                    format!(
+                        "children are groups ([groups.NAME]) or roles ({ROLE_LIST}) whose hosts \
+                         belong to {label} too"
+                    )
+                };
+                r.error(
+                    &span,
+                    format!("unknown group `{s}` in the children of {label}"),
+                    Some(help),
+                );
+            }
+        }
+        if let Some(v) = body.get("vars") {
+            let what = format!("`vars` in {label}");
+            d.vars = check_vars(r, v, &what, "vars = { port = 8080 }", &label).unwrap_or_default();
+        }
+        drafts.push(d);
+    }
+    report_cycles(r, &drafts);
+    if r.diagnostics.iter().filter(|d| d.is_error()).count() != errors_before {
+        // The inventory is refused: members of a broken hierarchy mean nothing.
+        return Vec::new();
+    }
+    resolve_groups(drafts, hosts)
+}
+
+/// A valid group name that is no role, keyword or host name.
+fn check_group_name(
+    r: &mut Reporter<'_>,
+    name: &str,
+    span: &Range<usize>,
+    host_names: &[&str],
+) -> bool {
+    let (message, help) = if !is_group_name(name) {
+        (
+            format!("group name `{name}` is not valid"),
+            "use letters, digits, `-` and `_` (at most 63): hosts patterns use `,` `:` `&` `!` \
+             `*` `?` as operators"
+                .to_string(),
+        )
+    } else if name.parse::<Role>().is_ok() {
+        (
+            format!("group name `{name}` is a role"),
+            format!(
+                "roles are groups already (hosts = \"{name}\" selects its hosts, children = \
+                 [\"{name}\"] includes them); name this group otherwise, e.g. `{name}s`"
+            ),
+        )
+    } else if SELECTOR_WORDS.contains(&name) {
+        (
+            format!("group name `{name}` is reserved"),
+            format!(
+                "`{name}` selects hosts already (all: every host; swarm: managers and workers); \
+                 name this group otherwise"
+            ),
+        )
+    } else if host_names.contains(&name) {
+        (
+            format!("group `{name}` has the same name as a host"),
+            format!(
+                "rename the group (e.g. `{name}-group`): a hosts pattern could not tell them apart"
+            ),
+        )
+    } else {
+        return true;
+    };
+    r.error(span, message, Some(help));
+    false
+}
+
+/// A list of strings (`hosts = [...]`, `children = [...]`) with each entry's span.
+fn string_list<'v>(
+    r: &mut Reporter<'_>,
+    v: &'v Spanned<DeValue<'_>>,
+    key: &str,
+    label: &str,
+) -> Vec<(&'v str, Range<usize>)> {
+    let what = format!("`{key}` in {label}");
+    let example = format!("{key} = [\"web-1\"]");
+    let items = match v.get_ref() {
+        DeValue::Array(a) => a,
+        DeValue::String(s) => {
+            r.error(
+                &v.span(),
+                format!("{what} must be an array, not a string"),
+                Some(format!("write {key} = [\"{s}\"]")),
+            );
+            return Vec::new();
+        }
+        _ => {
+            r.wrong_type(v, &what, "an array", &example);
+            return Vec::new();
+        }
+    };
+    items
+        .iter()
+        .filter_map(|item| {
+            r.string(item, &format!("each of {what}"), &example)
+                .map(|s| (s, item.span()))
+        })
+        .collect()
+}
+
+/// Each cycle of `children` once, at the entry that closes it, with the chain it makes.
+fn report_cycles(r: &mut Reporter<'_>, drafts: &[GroupDraft]) {
+    fn visit(
+        i: usize,
+        drafts: &[GroupDraft],
+        state: &mut [u8],
+        stack: &mut Vec<usize>,
+        found: &mut Vec<(Range<usize>, String)>,
+    ) {
+        // 0: not seen, 1: on the current path, 2: done.
+        state[i] = 1;
+        stack.push(i);
+        for (child, span) in &drafts[i].children {
+            let Some(j) = drafts.iter().position(|d| d.name == *child) else {
+                continue; // a role: no children
+            };
+            match state[j] {
+                0 => visit(j, drafts, state, stack, found),
+                1 => {
+                    let from = stack.iter().position(|&k| k == j).unwrap_or(0);
+                    let mut chain: Vec<&str> = stack[from..]
+                        .iter()
+                        .map(|&k| drafts[k].name.as_str())
+                        .collect();
+                    chain.push(child);
+                    found.push((span.clone(), chain.join(" -> ")));
+                }
+                _ => {}
+            }
+        }
+        stack.pop();
+        state[i] = 2;
+    }
+    let mut state = vec![0u8; drafts.len()];
+    let mut found = Vec::new();
+    for i in 0..drafts.len() {
+        if state[i] == 0 {
+            visit(i, drafts, &mut state, &mut Vec::new(), &mut found);
+        }
+    }
+    for (span, chain) in found {
+        r.error(
+            &span,
+            format!("groups contain each other: {chain}"),
+            Some("remove one of these children entries: a group cannot contain itself".into()),
+        );
+    }
+}
+
+/// Depths and members of an acyclic hierarchy, sorted by (depth, name).
+fn resolve_groups(drafts: Vec<GroupDraft>, hosts: &[Host]) -> Vec<Group> {
+    fn depth(i: usize, drafts: &[GroupDraft], memo: &mut [Option<usize>]) -> usize {
+        if let Some(d) = memo[i] {
+            return d;
+        }
+        let name = &drafts[i].name;
+        let d = (0..drafts.len())
+            .filter(|&p| drafts[p].children.iter().any(|(c, _)| c == name))
+            .map(|p| depth(p, drafts, memo) + 1)
+            .max()
+            .unwrap_or(0);
+        memo[i] = Some(d);
+        d
+    }
+    fn members(
+        i: usize,
+        drafts: &[GroupDraft],
+        hosts: &[Host],
+        memo: &mut [Option<BTreeSet<String>>],
+    ) -> BTreeSet<String> {
+        if let Some(m) = &memo[i] {
+            return m.clone();
+        }
+        let mut m: BTreeSet<String> = drafts[i].hosts.iter().cloned().collect();
+        for (child, _) in &drafts[i].children {
+            match drafts.iter().position(|d| d.name == *child) {
+                Some(j) => m.extend(members(j, drafts, hosts, memo)),
+                None => {
+                    if let Ok(role) = child.parse::<Role>() {
+                        m.extend(
+                            hosts
+                                .iter()
+                                .filter(|h| h.has_role(role))
+                                .map(|h| h.name.clone()),
+                        );
+                    }
+                }
+            }
+        }
+        memo[i] = Some(m.clone());
+        m
+    }
+    let mut depths = vec![None; drafts.len()];
+    let mut all_members = vec![None; drafts.len()];
+    let mut groups: Vec<Group> = (0..drafts.len())
+        .map(|i| Group {
+            name: drafts[i].name.clone(),
+            hosts: drafts[i].hosts.clone(),
+            children: drafts[i].children.iter().map(|(c, _)| c.clone()).collect(),
+            vars: drafts[i].vars.clone(),
+            depth: depth(i, &drafts, &mut depths),
+            members: members(i, &drafts, hosts, &mut all_members),
+            line: drafts[i].line,
+        })
+        .collect();
+    groups.sort_by(|a, b| (a.depth, &a.name).cmp(&(b.depth, &b.name)));
+    groups
+}
+
 /// An RFC 1123 label: letters, digits and hyphens, 1 to 63 long, no hyphen at either end.
 pub fn is_hostname(s: &str) -> bool {
     !s.is_empty()
@@ -1003,6 +1352,15 @@ pub fn is_hostname(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
+}
+
+/// A group name: letters, digits, `-` and `_`, 1 to 63 long (what a hosts pattern can name;
+/// every valid host name is one).
+pub fn is_group_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Dot-separated hostname labels, as an SSH address may be (a trailing dot is fully qualified).
@@ -1120,5 +1478,170 @@ mod tests {
             PathBuf::from("/a/b")
         );
         assert!(absolute_dir(Path::new("cluster.toml")).is_absolute());
+    }
+
+    /// Four hosts (web-1, web-2, db-1 a manager, lb-1) and `extra` appended: groups.
+    fn with_groups(extra: &str) -> Result<Inventory, ConfigError> {
+        let text = format!(
+            "name = \"t\"\n\
+             [vars]\nport = 1\ntier = \"global\"\n\
+             [[hosts]]\nname = \"web-1\"\naddress = \"10.0.0.1\"\nroles = [\"worker\"]\n\
+             [[hosts]]\nname = \"web-2\"\naddress = \"10.0.0.2\"\nroles = [\"worker\"]\nvars = {{ port = 9 }}\n\
+             [[hosts]]\nname = \"db-1\"\naddress = \"10.0.0.3\"\nroles = [\"manager\"]\n\
+             [[hosts]]\nname = \"lb-1\"\naddress = \"10.0.0.4\"\nroles = [\"lb\"]\n\
+             {extra}"
+        );
+        Inventory::parse(&text, Path::new("c.toml"), &InventoryRules::default())
+    }
+
+    fn errors(extra: &str) -> String {
+        match with_groups(extra) {
+            Ok(_) => panic!("loaded:\n{extra}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn var(inv: &Inventory, host: &str, key: &str) -> toml::Value {
+        inv.host_vars(inv.host(host).unwrap())[key].clone()
+    }
+
+    #[test]
+    fn groups_include_their_children_and_roles() {
+        let inv = with_groups(
+            "[groups.web]\nhosts = [\"web-1\"]\nchildren = [\"canary\"]\n\
+             [groups.canary]\nhosts = [\"web-2\"]\n\
+             [groups.site]\nchildren = [\"web\", \"manager\"]\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let members =
+            |g: &str| -> Vec<String> { inv.group(g).unwrap().members.iter().cloned().collect() };
+        assert_eq!(members("canary"), ["web-2"]);
+        assert_eq!(members("web"), ["web-1", "web-2"]);
+        // Grandchildren, and a role's hosts as a child.
+        assert_eq!(members("site"), ["db-1", "web-1", "web-2"]);
+        // Depth is the longest chain of parents; groups are kept in the order vars apply.
+        let order: Vec<(&str, usize)> = inv
+            .groups
+            .iter()
+            .map(|g| (g.name.as_str(), g.depth))
+            .collect();
+        assert_eq!(order, [("site", 0), ("web", 1), ("canary", 2)]);
+        assert_eq!(inv.group("web").unwrap().line, 22);
+        let groups_of = |h: &str| -> Vec<&str> {
+            inv.groups_of(inv.host(h).unwrap())
+                .map(|g| g.name.as_str())
+                .collect()
+        };
+        assert_eq!(groups_of("web-2"), ["site", "web", "canary"]);
+        assert!(groups_of("lb-1").is_empty());
+        // Templates see them, sorted, as host.groups.
+        assert_eq!(
+            inv.host_vars(inv.host("web-2").unwrap())["host"]["groups"],
+            toml::Value::Array(vec!["canary".into(), "site".into(), "web".into()])
+        );
+    }
+
+    #[test]
+    fn var_precedence_host_over_child_over_parent_over_global() {
+        let inv = with_groups(
+            "[groups.web]\nchildren = [\"canary\"]\nhosts = [\"web-1\"]\nvars = { port = 2, tier = \"web\", from = \"web\" }\n\
+             [groups.canary]\nhosts = [\"web-2\"]\nvars = { port = 3, tier = \"canary\" }\n",
+        )
+        .unwrap();
+        // Group over [vars].
+        assert_eq!(var(&inv, "web-1", "port"), 2.into());
+        assert_eq!(var(&inv, "web-1", "tier"), "web".into());
+        // A child group's over its parent's; the parent's still fill in the rest.
+        assert_eq!(var(&inv, "web-2", "tier"), "canary".into());
+        assert_eq!(var(&inv, "web-2", "from"), "web".into());
+        // The host's own over every group.
+        assert_eq!(var(&inv, "web-2", "port"), 9.into());
+        // Outside every group: [vars].
+        assert_eq!(var(&inv, "db-1", "port"), 1.into());
+        assert!(
+            !inv.host_vars(inv.host("db-1").unwrap())
+                .contains_key("from")
+        );
+    }
+
+    #[test]
+    fn unrelated_groups_apply_alphabetically_and_the_later_wins() {
+        // Written z before a: the order in the file does not matter, the names do.
+        let inv = with_groups(
+            "[groups.zeta]\nhosts = [\"web-1\"]\nvars = { tier = \"zeta\" }\n\
+             [groups.alpha]\nhosts = [\"web-1\", \"db-1\"]\nvars = { tier = \"alpha\", a = 1 }\n",
+        )
+        .unwrap();
+        assert_eq!(var(&inv, "web-1", "tier"), "zeta".into());
+        assert_eq!(var(&inv, "web-1", "a"), 1.into());
+        assert_eq!(var(&inv, "db-1", "tier"), "alpha".into());
+        // Depth before names: a deeper group wins over a shallower one whatever their names.
+        let inv = with_groups(
+            "[groups.zeta]\nhosts = [\"web-1\"]\nvars = { tier = \"zeta\" }\n\
+             [groups.top]\nchildren = [\"alpha\"]\n\
+             [groups.alpha]\nhosts = [\"web-1\"]\nvars = { tier = \"alpha\" }\n",
+        )
+        .unwrap();
+        assert_eq!(var(&inv, "web-1", "tier"), "alpha".into());
+    }
+
+    #[test]
+    fn a_cycle_is_an_error_showing_the_chain() {
+        assert_eq!(
+            errors(
+                "[groups.a]\nchildren = [\"b\"]\n[groups.b]\nchildren = [\"c\"]\n[groups.c]\nchildren = [\"a\", \"manager\"]\n"
+            ),
+            "c.toml:27:13: error: groups contain each other: a -> b -> c -> a\n  \
+             help: remove one of these children entries: a group cannot contain itself\n\n1 error"
+        );
+        assert_eq!(
+            errors("[groups.a]\nchildren = [\"a\"]\n"),
+            "c.toml:23:13: error: groups contain each other: a -> a\n  \
+             help: remove one of these children entries: a group cannot contain itself\n\n1 error"
+        );
+    }
+
+    #[test]
+    fn bad_groups_are_named_at_their_line_with_a_suggestion() {
+        let e = errors(
+            "[groups.web]\nhosts = [\"web-3\", \"canary\", \"web-1\", \"web-1\"]\nchildren = [\"canery\", \"lb-1\"]\nvar = {}\n\
+             [groups.canary]\nhosts = \"web-2\"\nvars = { host = 1 }\n\
+             [groups.worker]\n[groups.all]\n[groups.db-1]\n[groups.\"a.b\"]\n[groups.x]\nhosts = [1]\n",
+        );
+        assert_eq!(
+            e,
+            "c.toml:23:10: error: unknown host `web-3` in group `web`\n  help: did you mean `web-1`?\n\n\
+             c.toml:23:19: error: unknown host `canary` in group `web`\n  help: `canary` is a group: list it in children = [\"canary\"]\n\n\
+             c.toml:23:38: warning: host `web-1` is listed twice in group `web`\n  help: remove one\n\n\
+             c.toml:24:13: error: unknown group `canery` in the children of group `web`\n  help: did you mean `canary`?\n\n\
+             c.toml:24:23: error: unknown group `lb-1` in the children of group `web`\n  help: `lb-1` is a host: list it in hosts = [\"lb-1\"]\n\n\
+             c.toml:25:1: error: unknown key `var` in group `web`\n  help: did you mean `vars`?\n\n\
+             c.toml:27:9: error: `hosts` in group `canary` must be an array, not a string\n  help: write hosts = [\"web-2\"]\n\n\
+             c.toml:28:10: error: var `host` in group `canary` is reserved\n  help: rename it: templates see the host's facts (name, address, private_ip, roles, labels) as `host`\n\n\
+             c.toml:29:9: error: group name `worker` is a role\n  help: roles are groups already (hosts = \"worker\" selects its hosts, children = [\"worker\"] includes them); name this group otherwise, e.g. `workers`\n\n\
+             c.toml:30:9: error: group name `all` is reserved\n  help: `all` selects hosts already (all: every host; swarm: managers and workers); name this group otherwise\n\n\
+             c.toml:31:9: error: group `db-1` has the same name as a host\n  help: rename the group (e.g. `db-1-group`): a hosts pattern could not tell them apart\n\n\
+             c.toml:32:9: error: group name `a.b` is not valid\n  help: use letters, digits, `-` and `_` (at most 63): hosts patterns use `,` `:` `&` `!` `*` `?` as operators\n\n\
+             c.toml:34:10: error: each of `hosts` in group `x` must be a string, not an integer\n  help: write hosts = [\"web-1\"]\n\n\
+             12 errors, 1 warning"
+        );
+        let top = "groups = [\"web\"]\nname = \"t\"\n[[hosts]]\nname = \"web-1\"\naddress = \"10.0.0.1\"\nroles = [\"lb\"]\n";
+        assert_eq!(
+            Inventory::parse(top, Path::new("c.toml"), &InventoryRules::default())
+                .unwrap_err()
+                .to_string(),
+            "c.toml:1:10: error: `groups` must be a table, not an array\n  \
+             help: write [groups.web] followed by hosts = [\"web-1\"]\n\n1 error"
+        );
+    }
+
+    #[test]
+    fn group_names() {
+        assert!(is_group_name("web_servers"));
+        assert!(is_group_name("web-1"));
+        assert!(!is_group_name("web.1"));
+        assert!(!is_group_name("web*"));
+        assert!(!is_group_name(""));
+        assert!(!is_group_name(&"a".repeat(64)));
     }
 }

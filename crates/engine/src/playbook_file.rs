@@ -22,6 +22,9 @@ pub struct StepSpec {
     /// The built-in step, from `use`.
     pub uses: String,
     pub hosts: Selector,
+    /// Position of the `hosts` value (of the step when it has none): unknown names in the
+    /// pattern are shown there once the inventory is known.
+    pub hosts_at: (usize, usize),
     /// A minijinja expression, evaluated later per host.
     pub when: Option<String>,
     /// `timeout` (seconds): how long each command of the step may run.
@@ -276,10 +279,12 @@ fn check_step(
         return None;
     }
     let (line, column) = r.pos(&header);
+    let hosts_at = t.get("hosts").map_or((line, column), |v| r.pos(&v.span()));
     Some(StepSpec {
         name: name?,
         uses: uses?,
         hosts: hosts?,
+        hosts_at,
         when: when?,
         timeout: timeout?,
         with: with?,
@@ -316,9 +321,9 @@ fn check_selector(r: &mut Reporter<'_>, v: &Spanned<DeValue<'_>>, label: &str) -
                 &v.span(),
                 format!("bad hosts selector `{s}` in {label}: {e}"),
                 Some(
-                    "write comma-separated terms: all, storage, manager, worker, lb, swarm \
-                     or a host name; \
-                     !term excludes, e.g. hosts = \"swarm,!manager-1\""
+                    "write terms joined by `,` or `:`: all, a role (storage, manager, worker, lb), \
+                     swarm, a group, a host name or a glob (web-*); &term intersects, !term \
+                     excludes, e.g. hosts = \"web:&prod,!web-3\""
                         .into(),
                 ),
             );

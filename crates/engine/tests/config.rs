@@ -163,6 +163,7 @@ fn settings_vars_and_facts() {
         address = "web-1.example.com"
         private_ip = "fd00::1"
         roles = ["worker", "lb"]
+        groups = []
         labels = { tier = "front", zone = "a" }
         "#,
     )
@@ -294,8 +295,8 @@ fn selectors() {
     assert!(select("!all").is_empty());
 
     let m1 = inv.host("manager-1").unwrap();
-    assert!(Selector::parse("manager").unwrap().matches(m1));
-    assert!(!Selector::parse("swarm,!manager").unwrap().matches(m1));
+    assert!(Selector::parse("manager").unwrap().matches(&inv, m1));
+    assert!(!Selector::parse("swarm,!manager").unwrap().matches(&inv, m1));
 
     let s = Selector::parse("swarm,web-9,!web-8,!worker-1,web-9").unwrap();
     assert_eq!(s.unknown_names(&inv), ["web-9", "web-8"]);
@@ -676,8 +677,8 @@ fn playbook_unknown_top_key() {
 fn playbook_bad_selector() {
     assert_eq!(
         playbook_error("bad_selector.toml"),
-        r#"tests/fixtures/config/playbooks/bad_selector.toml:4:9: error: bad hosts selector `manager,,worker` in step `docker`: empty term between commas
-  help: write comma-separated terms: all, storage, manager, worker, lb, swarm or a host name; !term excludes, e.g. hosts = "swarm,!manager-1"
+        r#"tests/fixtures/config/playbooks/bad_selector.toml:4:9: error: bad hosts selector `manager,,worker` in step `docker`: empty term between separators (`,` or `:`)
+  help: write terms joined by `,` or `:`: all, a role (storage, manager, worker, lb), swarm, a group, a host name or a glob (web-*); &term intersects, !term excludes, e.g. hosts = "web:&prod,!web-3"
 
 tests/fixtures/config/playbooks/bad_selector.toml:8:9: error: `hosts` in step `file` must be a string, not an array
   help: write hosts = "swarm"

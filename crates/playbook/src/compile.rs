@@ -64,12 +64,8 @@ pub fn compile(
         .collect();
 
     for spec in &pb.steps {
-        let unknown = spec.hosts.unknown_names(inv);
-        if !unknown.is_empty() {
-            diagnostics.push(
-                Diagnostic::error(&pb.path, (spec.line, spec.column), format!("step `{}` selects unknown hosts: {}", spec.name, unknown.join(", ")))
-                    .with_help("use `all`, a role (storage, manager, worker, lb), `swarm`, or host names from the inventory"),
-            );
+        if let Some(d) = pattern_problems(inv, pb, spec, &mut warnings.borrow_mut()) {
+            diagnostics.push(d);
             continue;
         }
         if let Some(cctor) = cluster_step(&spec.uses) {
@@ -191,8 +187,49 @@ pub fn compile(
     }
 }
 
-/// One cluster step: `when` and `with` are evaluated once, cluster-wide; a false
-/// `when` leaves the step out.
+/// The step's hosts pattern against the inventory: names that are no group, role or host are
+/// an error at the `hosts` value; a glob that matches no host is a warning there.
+fn pattern_problems(
+    inv: &Inventory,
+    pb: &PlaybookFile,
+    spec: &StepSpec,
+    warnings: &mut Vec<Diagnostic>,
+) -> Option<Diagnostic> {
+    for glob in spec.hosts.globs_matching_nothing(inv) {
+        push_unique(
+            warnings,
+            Diagnostic::warning(
+                &pb.path,
+                spec.hosts_at,
+                format!("step `{}`: `{glob}` in `hosts` matches no host", spec.name),
+            )
+            .with_help("the step runs on what the rest of the pattern selects; check the glob"),
+        );
+    }
+    let unknown = spec.hosts.unknown(inv);
+    if unknown.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = unknown.iter().map(ToString::to_string).collect();
+    let what = if unknown.len() == 1 {
+        "an unknown group or host"
+    } else {
+        "unknown groups or hosts"
+    };
+    Some(
+        Diagnostic::error(
+            &pb.path,
+            spec.hosts_at,
+            format!(
+                "step `{}`: `hosts` names {what}: {}",
+                spec.name,
+                names.join(", ")
+            ),
+        )
+        .with_help(provision_engine::selector::names_help(inv)),
+    )
+}
+
 /// The step with the playbook's `timeout`, when it sets one.
 fn timed(spec: &StepSpec, step: Box<dyn Step>) -> Box<dyn Step> {
     match spec.timeout {
@@ -201,6 +238,8 @@ fn timed(spec: &StepSpec, step: Box<dyn Step>) -> Box<dyn Step> {
     }
 }
 
+/// One cluster step: `when` and `with` are evaluated once, cluster-wide; a false
+/// `when` leaves the step out.
 #[allow(clippy::too_many_arguments)]
 fn compile_cluster_step(
     inv: &Inventory,
@@ -418,4 +457,78 @@ pub fn targets(inv: &Inventory, sudo_password: Option<Arc<Zeroizing<String>>>) -
             },
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const INVENTORY: &str = "name = \"t\"\n\
+        [[hosts]]\nname = \"web-1\"\naddress = \"10.0.0.1\"\nroles = [\"worker\"]\n\
+        [[hosts]]\nname = \"db-1\"\naddress = \"10.0.0.2\"\nroles = [\"worker\"]\n\
+        [groups.web]\nhosts = [\"web-1\"]\n[groups.prod]\nhosts = [\"web-1\", \"db-1\"]\n";
+
+    fn compile_playbook(playbook: &str) -> Result<Compiled, ConfigError> {
+        let inv = Inventory::parse(INVENTORY, Path::new("c.toml"), &Default::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let pb = PlaybookFile::parse(playbook, Path::new("p.toml"), &known_steps())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let secrets = toml::Table::new();
+        compile(
+            &inv,
+            &pb,
+            &SecretsView {
+                table: &secrets,
+                contains_secret: &|_| false,
+            },
+        )
+    }
+
+    #[test]
+    fn unknown_names_in_a_pattern_are_errors_at_the_hosts_value() {
+        let err = compile_playbook(
+            "[[steps]]\nuse = \"fail\"\nhosts = \"web:&prdo,!db-2\"\n\n\
+             [[steps]]\nname = \"fine\"\nuse = \"fail\"\nhosts = \"web:&prod\"\n",
+        )
+        .err()
+        .expect("refused");
+        assert_eq!(
+            err.to_string(),
+            "p.toml:3:9: error: step `fail`: `hosts` names unknown groups or hosts: `prdo` (did you mean `prod`?), `db-2` (did you mean `db-1`?)\n  \
+             help: a pattern names groups (prod, web), roles (storage, manager, worker, lb), `all`, `swarm` or host names of the inventory; `,` or `:` joins, `&` intersects, `!` excludes, `*` matches any text\n\n\
+             1 error"
+        );
+    }
+
+    #[test]
+    fn a_glob_matching_nothing_is_a_warning_and_the_step_still_compiles() {
+        let compiled =
+            compile_playbook("[[steps]]\nuse = \"fail\"\nhosts = \"cache-*,web\"\n").unwrap();
+        assert_eq!(compiled.steps[0].targets(), ["web-1"]);
+        let warnings: Vec<String> = compiled.warnings.iter().map(|w| w.to_string()).collect();
+        assert_eq!(
+            warnings,
+            [
+                "p.toml:3:9: warning: step `fail`: `cache-*` in `hosts` matches no host\n  \
+              help: the step runs on what the rest of the pattern selects; check the glob"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_assert_that_cannot_be_evaluated_is_refused_at_its_parameter() {
+        let err = compile_playbook(
+            "[[steps]]\nuse = \"assert\"\nhosts = \"prod\"\nwith = { that = [\"vars.replicas >\"] }\n",
+        )
+        .err()
+        .expect("refused");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "p.toml:4:10: error: cannot evaluate `vars.replicas >` for host web-1: syntax error"
+            ),
+            "{text}"
+        );
+    }
 }

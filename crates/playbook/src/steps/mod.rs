@@ -2,6 +2,7 @@
 //! constructor: `ctx::BuiltIn`), and the modules they share (facts, parsers, builders).
 
 pub mod apt;
+pub mod assert;
 pub mod command;
 pub mod copy;
 pub mod directory;
@@ -10,6 +11,7 @@ pub mod docker_daemon;
 pub mod docker_engine;
 pub mod docker_repo;
 pub mod docker_users;
+pub mod fail;
 pub mod file;
 pub mod fixtures;
 pub mod hostname;
