@@ -117,6 +117,77 @@ mod tests {
         }
     }
 
+    /// Every step of the built-in playbook is tagged with the tags the README documents, so
+    /// `--tags docker` and the like reach every part of it; the vars check always runs.
+    #[test]
+    fn the_builtin_playbook_is_tagged_by_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let pb_path = write_into(dir.path()).unwrap();
+        let pb = PlaybookFile::load(&pb_path, &provision_playbook::known_steps()).unwrap();
+        let untagged: Vec<&str> = pb
+            .steps
+            .iter()
+            .filter(|s| s.tags.is_empty())
+            .map(|s| s.name.as_str())
+            .collect();
+        assert!(untagged.is_empty(), "untagged steps: {untagged:?}");
+        let mut all: Vec<&str> = pb
+            .steps
+            .iter()
+            .flat_map(|s| s.tags.iter().map(String::as_str))
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(
+            all,
+            [
+                "always", "base", "docker", "hostname", "labels", "lb", "nfs", "stack", "swap",
+                "swarm", "tls"
+            ]
+        );
+        let readme = include_str!("../../../README.md");
+        for tag in &all {
+            assert!(
+                readme.contains(&format!("`{tag}`")),
+                "{tag} is not in the README"
+            );
+        }
+        let chosen = |tags: &[&str]| -> Vec<String> {
+            let runs = provision_playbook::select::Selection {
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+                ..Default::default()
+            }
+            .decide(&pb)
+            .unwrap();
+            pb.steps
+                .iter()
+                .zip(runs)
+                .filter(|(_, run)| *run)
+                .map(|(s, _)| s.name.clone())
+                .collect()
+        };
+        assert_eq!(chosen(&["docker"]), ["stack chosen", "docker engine"]);
+        assert_eq!(
+            chosen(&["nfs", "lb"]),
+            [
+                "stack chosen",
+                "nfs server",
+                "nfs share mounted",
+                "load balancer"
+            ]
+        );
+        assert_eq!(
+            chosen(&["swarm"]),
+            [
+                "stack chosen",
+                "swarm initialised",
+                "swarm members",
+                "node labels",
+                "manager availability"
+            ]
+        );
+    }
+
     /// `drain_managers = true` while the Appwrite executor is pinned to the first manager (the
     /// default): one error naming both steps; pinned to a worker, the same cluster compiles.
     #[test]
@@ -149,12 +220,12 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         let line = |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap() + 1;
         // Claims point at their parameter: Appwrite's compose file, the drain's `with`
-        // (three lines below its step's name).
+        // (four lines below its step's name: use, hosts, tags, with).
         let (compose_line, drain_line) = (
             line("compose = \"../templates/appwrite/docker-compose.yml\""),
             line("name = \"manager availability\""),
         );
-        assert!(lines[drain_line + 2].contains("drain_managers ="));
+        assert!(lines[drain_line + 3].contains("drain_managers ="));
         assert_eq!(msgs.len(), 2, "{msgs:#?}");
         for (msg, service) in msgs
             .iter()
@@ -167,7 +238,7 @@ mod tests {
                     pb_path.display(),
                     compose_line,
                     1,
-                    drain_line + 3,
+                    drain_line + 4,
                 ),
                 "{msg}"
             );

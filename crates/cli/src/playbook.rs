@@ -3,12 +3,13 @@
 //! `secrets generate`.
 
 use crate::cluster::Loaded;
-use crate::exit::config_error;
+use crate::exit::{config_error, config_failure};
 use anyhow::{Context, Result};
 use provision_engine::diagnostic::ConfigError;
 use provision_engine::inventory::{Inventory, InventoryRules};
 use provision_engine::playbook_file::PlaybookFile;
 use provision_playbook::compile::SecretsView;
+use provision_playbook::select::Selection;
 use std::path::{Path, PathBuf};
 
 /// Where the built-in playbook's files are read from when the inventory names no playbook.
@@ -54,6 +55,28 @@ pub fn load(inv: &Inventory, builtin: Builtin<'_>) -> Result<PlaybookFile> {
 
 /// The cluster's playbook compiled: every step for every host, checked before any connection.
 pub fn compile(loaded: &Loaded, builtin: Builtin<'_>) -> Result<provision_playbook::Compiled> {
+    compile_file(loaded, builtin).map(|(_, compiled)| compiled)
+}
+
+/// The cluster's playbook compiled whole (a bad step is an error whatever is chosen), then only
+/// the steps `selection` chooses kept; a selection that does not fit the playbook is bad input.
+pub fn compile_chosen(
+    loaded: &Loaded,
+    builtin: Builtin<'_>,
+    selection: &Selection,
+) -> Result<(PlaybookFile, provision_playbook::Compiled)> {
+    let (pb, mut compiled) = compile_file(loaded, builtin)?;
+    let runs = selection
+        .decide(&pb)
+        .map_err(|e| config_failure(e.to_string()))?;
+    compiled.retain_chosen(&runs);
+    Ok((pb, compiled))
+}
+
+fn compile_file(
+    loaded: &Loaded,
+    builtin: Builtin<'_>,
+) -> Result<(PlaybookFile, provision_playbook::Compiled)> {
     let pb = load(&loaded.inv, builtin)?;
     let config_error = errors(builtin);
     let redactor = loaded.redactor.clone();
@@ -79,5 +102,5 @@ pub fn compile(loaded: &Loaded, builtin: Builtin<'_>) -> Result<provision_playbo
     for w in compiled.warnings.iter().skip(loaded.inv.warnings.len()) {
         say!("{w}");
     }
-    Ok(compiled)
+    Ok((pb, compiled))
 }

@@ -3,13 +3,14 @@
 
 use crate::cluster::{load, on_interrupt, runtime, take_lock, watch_lock};
 use crate::exit::{config_failure, ok_or_failed, report, run_outcome};
-use crate::playbook::{Builtin, compile};
-use crate::render::{JsonSink, LogSink, Output, PlainSink, ProgressSink, recap_text};
+use crate::playbook::{Builtin, compile, compile_chosen};
+use crate::render::{JsonSink, LogSink, Output, PlainSink, ProgressSink, recap_text, table};
 use anyhow::{Context, Result};
 use provision_engine::event::{EventSink, Fanout};
 use provision_engine::inventory::Inventory;
 use provision_engine::selector::Selector;
 use provision_engine::{RunOptions, Runner};
+use provision_playbook::select::Selection;
 use provision_transport::{Command, Connector, Target};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -52,6 +53,32 @@ pub struct RunArgs {
     /// Remove another operator's cluster lock first (only when you know that run is gone).
     #[arg(long)]
     pub force_unlock: bool,
+    /// Run only the steps with one of these tags (comma-separated), and those tagged `always`.
+    #[arg(long, value_delimiter = ',', value_name = "TAGS")]
+    pub tags: Vec<String>,
+    /// Skip the steps with one of these tags (comma-separated); `always` steps only for
+    /// `--skip-tags always`.
+    #[arg(long, value_delimiter = ',', value_name = "TAGS")]
+    pub skip_tags: Vec<String>,
+    /// Skip every step before the first one with this name.
+    #[arg(long, value_name = "NAME")]
+    pub start_at_step: Option<String>,
+    /// Print the steps that would run, with their hosts and tags; change nothing, connect to
+    /// no host.
+    #[arg(long)]
+    pub list_steps: bool,
+}
+
+impl RunArgs {
+    /// The steps asked for on the command line (tags trimmed, as written between commas).
+    fn selection(&self) -> Selection {
+        let clean = |tags: &[String]| tags.iter().map(|t| t.trim().to_string()).collect();
+        Selection {
+            tags: clean(&self.tags),
+            skip_tags: clean(&self.skip_tags),
+            start_at: self.start_at_step.clone(),
+        }
+    }
 }
 
 /// `--limit`'s hosts pattern as the set of host names it selects: a name that is no group,
@@ -88,12 +115,15 @@ fn log_path(inv: &Inventory) -> std::io::Result<PathBuf> {
 }
 
 pub fn run(args: RunArgs) -> Result<u8> {
+    if args.list_steps {
+        return list_steps(&args);
+    }
     let loaded = load(
         &args.cluster,
         args.identity.clone(),
         args.playbook.as_deref(),
     )?;
-    let compiled = compile(&loaded, Builtin::NextToCluster)?;
+    let (_, compiled) = compile_chosen(&loaded, Builtin::NextToCluster, &args.selection())?;
     let limit = limit_set(&loaded.inv, args.limit.as_deref())?;
     let opts = RunOptions {
         check: args.check,
@@ -223,6 +253,65 @@ pub fn run(args: RunArgs) -> Result<u8> {
         interrupted,
         recap.is_success(),
     ))
+}
+
+/// `run --list-steps`: the steps the run would go through, in order, each on the hosts it would
+/// run on (within --limit) with its tags. Offline, like check-config: nothing is written next to
+/// the cluster file and no host is contacted.
+fn list_steps(args: &RunArgs) -> Result<u8> {
+    let loaded = load(
+        &args.cluster,
+        args.identity.clone(),
+        args.playbook.as_deref(),
+    )?;
+    let scratch = tempfile::Builder::new()
+        .prefix("provision-list-")
+        .tempdir()
+        .context("cannot create a scratch directory for the built-in playbook")?;
+    let (pb, compiled) =
+        compile_chosen(&loaded, Builtin::Scratch(scratch.path()), &args.selection())?;
+    let limit = limit_set(&loaded.inv, args.limit.as_deref())?;
+    let rows = step_rows(&pb, &compiled, limit.as_ref());
+    if rows.len() > 1 {
+        crate::term::out(&table(&rows));
+    }
+    say!(
+        "{} step(s) would run; nothing was changed and no host contacted",
+        rows.len() - 1
+    );
+    Ok(0)
+}
+
+/// The listing's table: a header, then each step that runs on at least one host (within
+/// `limit`): its title, its tags, its hosts.
+fn step_rows(
+    pb: &provision_engine::playbook_file::PlaybookFile,
+    compiled: &provision_playbook::Compiled,
+    limit: Option<&BTreeSet<String>>,
+) -> Vec<Vec<String>> {
+    let mut rows = vec![vec!["STEP".into(), "TAGS".into(), "HOSTS".into()]];
+    for (step, origin) in compiled.steps.iter().zip(&compiled.origins) {
+        let hosts: Vec<&str> = origin
+            .runs_on
+            .iter()
+            .filter(|h| limit.is_none_or(|l| l.contains(*h)))
+            .map(String::as_str)
+            .collect();
+        if hosts.is_empty() {
+            continue;
+        }
+        let tags = &pb.steps[origin.spec].tags;
+        rows.push(vec![
+            step.title().to_string(),
+            if tags.is_empty() {
+                "-".into()
+            } else {
+                tags.join(",")
+            },
+            hosts.join(","),
+        ]);
+    }
+    rows
 }
 
 #[derive(clap::Args, Debug)]

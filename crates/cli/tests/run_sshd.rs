@@ -452,6 +452,328 @@ fn limit_changes_only_the_named_host() {
     assert!(c.root(2).join("etc/motd").exists());
 }
 
+const TAGGED: &str = r#"
+[[steps]]
+name = "check"
+use = "copy"
+tags = ["always"]
+with = { content = "always\n", dest = "{{ vars.root }}/always" }
+
+[[steps]]
+name = "docker part"
+use = "copy"
+tags = ["docker", "packages"]
+with = { content = "docker\n", dest = "{{ vars.root }}/docker" }
+
+[[steps]]
+name = "nfs part"
+use = "copy"
+tags = ["nfs"]
+with = { content = "nfs\n", dest = "{{ vars.root }}/nfs" }
+
+[[steps]]
+name = "untagged part"
+use = "copy"
+with = { content = "untagged\n", dest = "{{ vars.root }}/untagged" }
+
+[[steps]]
+name = "debug dump"
+use = "copy"
+tags = ["never", "debug"]
+with = { content = "debug\n", dest = "{{ vars.root }}/debug" }
+"#;
+
+impl Cluster {
+    /// The files of TAGGED present on host `i`, in its order.
+    fn tagged_files(&self, i: usize) -> Vec<&'static str> {
+        ["always", "docker", "nfs", "untagged", "debug"]
+            .into_iter()
+            .filter(|f| self.root(i).join(f).exists())
+            .collect()
+    }
+
+    fn remove_tagged_files(&self) {
+        for i in 1..=2 {
+            for f in ["always", "docker", "nfs", "untagged", "debug"] {
+                let _ = std::fs::remove_file(self.root(i).join(f));
+            }
+        }
+    }
+
+    /// The steps a `--output json` run reported, each once, in order.
+    fn steps_run(out: &Output) -> Vec<String> {
+        let mut steps: Vec<String> = Vec::new();
+        for (step, _, _) in Cluster::results(out) {
+            if !steps.contains(&step) {
+                steps.push(step);
+            }
+        }
+        steps
+    }
+}
+
+/// --tags runs only the steps carrying one of them (and `always` ones) on the hosts;
+/// --skip-tags the others; --start-at-step nothing before the step named; a `never` step only
+/// when asked for. An unknown tag or step name is bad input: exit 2 naming the known ones,
+/// before any host is contacted.
+#[test]
+fn tags_skip_tags_and_start_at_step_choose_the_steps_that_run() {
+    let c = cluster(2);
+    std::fs::write(c.dir.path().join("playbook.toml"), TAGGED).unwrap();
+
+    let out = c.provision(&["run", &c.cluster_toml(), "--tags", "dokcer"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("--tags: unknown tag `dokcer`\n  help: did you mean `docker`? the playbook's tags: always, debug, docker, never, nfs, packages"),
+        "{t}"
+    );
+    let out = c.provision(&["run", &c.cluster_toml(), "--start-at-step", "nfs"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("--start-at-step: no step is named `nfs`\n  help: did you mean `nfs part`? the playbook's steps, in order: `check`, `docker part`, `nfs part`, `untagged part`, `debug dump`"),
+        "{t}"
+    );
+    for s in &c.servers {
+        assert!(
+            !s.log().contains("Accepted publickey"),
+            "bad input connected to a host"
+        );
+    }
+    assert!(c.tagged_files(1).is_empty() && c.tagged_files(2).is_empty());
+
+    let toml = c.cluster_toml();
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", &toml, "--output", "json"];
+        all.extend_from_slice(args);
+        let out = c.provision(&all);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        out
+    };
+    let out = run(&["--tags", "docker"]);
+    assert_eq!(Cluster::steps_run(&out), ["check", "docker part"]);
+    for i in 1..=2 {
+        assert_eq!(c.tagged_files(i), ["always", "docker"], "h{i}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(c.root(2).join("docker")).unwrap(),
+        "docker\n"
+    );
+    c.remove_tagged_files();
+
+    // Both forms of a list: comma-separated, and the flag repeated.
+    let out = run(&["--skip-tags", "docker,nfs", "--skip-tags", "always"]);
+    assert_eq!(Cluster::steps_run(&out), ["untagged part"]);
+    for i in 1..=2 {
+        assert_eq!(c.tagged_files(i), ["untagged"], "h{i}");
+    }
+    c.remove_tagged_files();
+
+    let out = run(&["--start-at-step", "nfs part"]);
+    assert_eq!(Cluster::steps_run(&out), ["nfs part", "untagged part"]);
+    for i in 1..=2 {
+        assert_eq!(c.tagged_files(i), ["nfs", "untagged"], "h{i}");
+    }
+    c.remove_tagged_files();
+
+    // `never` runs when one of its tags is asked for; --check with tags changes nothing.
+    let out = run(&["--tags", "debug", "--check"]);
+    assert_eq!(Cluster::steps_run(&out), ["check", "debug dump"]);
+    assert!(c.tagged_files(1).is_empty(), "--check changed a file");
+    let out = run(&["--tags", "debug,packages", "--limit", "h2"]);
+    assert_eq!(
+        Cluster::steps_run(&out),
+        ["check", "docker part", "debug dump"]
+    );
+    assert!(c.tagged_files(1).is_empty(), "--limit h2 changed h1");
+    assert_eq!(c.tagged_files(2), ["always", "docker", "debug"]);
+    // With no selection, every step but the `never` one.
+    let out = run(&[]);
+    assert_eq!(
+        Cluster::steps_run(&out),
+        ["check", "docker part", "nfs part", "untagged part"]
+    );
+    assert_eq!(c.tagged_files(1), ["always", "docker", "nfs", "untagged"]);
+}
+
+/// --list-steps prints the steps that would run, in order, with their tags and the hosts they
+/// run on (a looped step once per item, a `when` false on a host leaving it out), from the
+/// configuration alone: with every host down it still works, and writes nothing.
+#[test]
+fn list_steps_names_what_would_run_and_touches_no_host() {
+    let mut c = cluster(2);
+    let playbook = format!(
+        "{TAGGED}\n[[steps]]\nname = \"fruit\"\nuse = \"copy\"\ntags = [\"fruit\"]\nloop = [\"apple\", \"pear\"]\nwhen = \"item == 'apple' or host.name == 'h2'\"\nwith = {{ content = \"{{{{ item }}}}\\n\", dest = \"{{{{ vars.root }}}}/{{{{ item }}}}\" }}\n"
+    );
+    std::fs::write(c.dir.path().join("playbook.toml"), playbook).unwrap();
+    for s in &mut c.servers {
+        s.kill();
+    }
+    let out = c.provision(&["run", &c.cluster_toml(), "--list-steps"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "STEP           TAGS             HOSTS\n\
+         check          always           h1,h2\n\
+         docker part    docker,packages  h1,h2\n\
+         nfs part       nfs              h1,h2\n\
+         untagged part  -                h1,h2\n\
+         fruit (apple)  fruit            h1,h2\n\
+         fruit (pear)   fruit            h2\n"
+    );
+    assert!(
+        t.contains("6 step(s) would run; nothing was changed and no host contacted"),
+        "{t}"
+    );
+    let out = c.provision(&[
+        "run",
+        &c.cluster_toml(),
+        "--check",
+        "--list-steps",
+        "--tags",
+        "fruit,debug",
+        "--skip-tags",
+        "always",
+        "--limit",
+        "h1",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "STEP           TAGS         HOSTS\n\
+         debug dump     never,debug  h1\n\
+         fruit (apple)  fruit        h1\n"
+    );
+    // Bad input is still bad input.
+    let out = c.provision(&["run", &c.cluster_toml(), "--list-steps", "--tags", "web"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        !c.dir.path().join(".provision").exists(),
+        "--list-steps wrote next to the cluster file"
+    );
+}
+
+/// A loop over vars makes one file per item with the item's content, each reported as its own
+/// result under the step's name and the item; a second run changes nothing. A loop over what
+/// is not a list, and `item` in a step without a loop, are bad input: exit 2 at the line and
+/// column, nothing run.
+#[test]
+fn a_loop_makes_one_file_per_item_reported_per_item_and_converges() {
+    let c = cluster(2);
+    let inventory = c.dir.path().join("cluster.toml");
+    let mut text_in = std::fs::read_to_string(&inventory).unwrap();
+    text_in.push_str(
+        "\n[vars]\nuser_name = \"alice\"\nusers = [{ name = \"alice\", uid = 1001 }, { name = \"bob\", uid = 1002 }]\n",
+    );
+    std::fs::write(&inventory, text_in).unwrap();
+    let playbook = r#"
+[[steps]]
+name = "user file"
+use = "copy"
+loop = "{{ vars.users }}"
+loop_var = "u"
+with = { content = "{{ u.name }} has uid {{ u.uid }} on {{ host.name }}\n", dest = "{{ vars.root }}/{{ u.name }}.user" }
+
+[[steps]]
+name = "fruit"
+use = "copy"
+loop = ["apple", "pear"]
+when = "item == 'apple' or host.name == 'h2'"
+with = { content = "{{ item }}\n", dest = "{{ vars.root }}/{{ item }}" }
+"#;
+    let pb = c.dir.path().join("playbook.toml");
+
+    for (bad, at, message) in [
+        (
+            playbook.replace("{{ vars.users }}", "{{ vars.user_name }}"),
+            "playbook.toml:5:8:",
+            "step `user file`: `loop` must give a list, and `vars.user_name` is a string (\"alice\")",
+        ),
+        (
+            playbook.replace("loop = [\"apple\", \"pear\"]\n", ""),
+            "playbook.toml:12:8:",
+            "`when`: step `fruit` reads `item`, but it has no `loop`",
+        ),
+        (
+            playbook.replace("loop = [\"apple\", \"pear\"]", "loop = 3"),
+            "playbook.toml:12:8:",
+            "`loop` in step `fruit` must be a list, not an integer",
+        ),
+        (
+            playbook.replace("loop_var = \"u\"", "loop_var = \"\""),
+            "playbook.toml:6:12:",
+            "`loop_var` in step `user file` must not be empty",
+        ),
+    ] {
+        std::fs::write(&pb, bad).unwrap();
+        let out = c.provision(&["run", &c.cluster_toml()]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{t}");
+        assert!(t.contains(&format!("{at} error: {message}")), "{t}");
+    }
+    for s in &c.servers {
+        assert!(
+            !s.log().contains("Accepted publickey"),
+            "bad input connected"
+        );
+    }
+    assert!(!c.root(1).join("alice.user").exists());
+
+    std::fs::write(&pb, playbook).unwrap();
+    let first = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    assert!(first.status.success(), "{}", text(&first));
+    let mut results = Cluster::results(&first);
+    results.sort();
+    let r = |step: &str, host: &str, status: &str| (step.into(), host.into(), status.into());
+    assert_eq!(
+        results,
+        vec![
+            r("fruit (apple)", "h1", "changed"),
+            r("fruit (apple)", "h2", "changed"),
+            r("fruit (pear)", "h1", "skipped"),
+            r("fruit (pear)", "h2", "changed"),
+            r("user file (alice)", "h1", "changed"),
+            r("user file (alice)", "h2", "changed"),
+            r("user file (bob)", "h1", "changed"),
+            r("user file (bob)", "h2", "changed"),
+        ]
+    );
+    for i in 1..=2 {
+        assert_eq!(
+            std::fs::read_to_string(c.root(i).join("alice.user")).unwrap(),
+            format!("alice has uid 1001 on h{i}\n")
+        );
+        assert_eq!(
+            std::fs::read_to_string(c.root(i).join("bob.user")).unwrap(),
+            format!("bob has uid 1002 on h{i}\n")
+        );
+        assert_eq!(
+            std::fs::read_to_string(c.root(i).join("apple")).unwrap(),
+            "apple\n"
+        );
+    }
+    assert!(!c.root(1).join("pear").exists());
+    assert_eq!(
+        std::fs::read_to_string(c.root(2).join("pear")).unwrap(),
+        "pear\n"
+    );
+    let second = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    assert!(second.status.success(), "{}", text(&second));
+    let results = Cluster::results(&second);
+    assert_eq!(results.len(), 8);
+    assert!(
+        results.iter().all(|r| r.2 == "ok" || r.2 == "skipped"),
+        "second run: {results:?}"
+    );
+    // The terminal names each repetition too.
+    let check = c.provision(&["run", &c.cluster_toml(), "--check", "-v"]);
+    let t = text(&check);
+    assert!(check.status.success(), "{t}");
+    assert!(t.contains("user file (bob)"), "{t}");
+}
+
 #[test]
 fn bad_inventory_exits_2_naming_file_line_and_column_and_runs_nothing() {
     let c = cluster(1);

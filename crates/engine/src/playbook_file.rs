@@ -14,6 +14,11 @@ use crate::diagnostic::{ConfigError, Diagnostic, Reporter, did_you_mean, to_tabl
 use crate::inventory::io_reason;
 use crate::selector::Selector;
 
+mod loops;
+mod tags;
+pub use loops::{DEFAULT_LOOP_VAR, LoopItems, StepLoop};
+pub use tags::{ALWAYS, NEVER};
+
 /// One `[[steps]]` entry, parsed but not yet built into a step.
 #[derive(Debug, Clone)]
 pub struct StepSpec {
@@ -36,6 +41,10 @@ pub struct StepSpec {
     pub column: usize,
     /// Position of each top-level key of `with`, so a constructor can point at a bad parameter.
     pub param_positions: BTreeMap<String, (usize, usize)>,
+    /// `tags`: what `--tags` and `--skip-tags` choose the step by.
+    pub tags: Vec<String>,
+    /// `loop`: the step is repeated once per item (expanded when the playbook is compiled).
+    pub loop_over: Option<StepLoop>,
 }
 
 impl StepSpec {
@@ -96,7 +105,18 @@ const SECRET_KEYS: &[&str] = &[
 /// Shortest generated value: 16 characters of the smallest alphabet (hex) are 64 bits.
 pub const MIN_GENERATED_CHARS: usize = 16;
 const MAX_GENERATED_CHARS: usize = 4096;
-const STEP_KEYS: &[&str] = &["name", "use", "hosts", "when", "timeout", "with"];
+const STEP_KEYS: &[&str] = &[
+    "name",
+    "use",
+    "hosts",
+    "when",
+    "timeout",
+    "with",
+    "tags",
+    "loop",
+    "loop_var",
+    "loop_label",
+];
 
 impl PlaybookFile {
     /// Reads and validates a playbook; `known_steps` are the built-in step names.
@@ -275,6 +295,14 @@ fn check_step(
         }
         None => Some(toml::Table::new()),
     };
+    let tags = match t.get("tags") {
+        Some(v) => tags::check_tags(r, v, &label),
+        None => Some(Vec::new()),
+    };
+    let loop_over = loops::check_loop(r, t, &label);
+    if let Some(looped) = &loop_over {
+        loops::check_item_use(r, t, &label, looped.as_ref());
+    }
     if r.diagnostics.len() != errors_before {
         return None;
     }
@@ -291,6 +319,8 @@ fn check_step(
         line,
         column,
         param_positions,
+        tags: tags?,
+        loop_over: loop_over?,
     })
 }
 

@@ -66,6 +66,22 @@ pub fn truthy(env: &Environment<'_>, expr: &str, ctx: &Value) -> Result<bool, Te
     Ok(v.is_true())
 }
 
+/// The top-level names a template reads without defining them itself (`{{ item.name }}` reads
+/// `item`; `{% for h in hosts %}` reads `hosts`, not `h`). None: it does not parse (rendering
+/// reports that, at its line).
+pub fn names_read(source: &str) -> Option<std::collections::HashSet<String>> {
+    let env = environment();
+    let t = env.template_from_str(source).ok()?;
+    Some(t.undeclared_variables(false))
+}
+
+/// [`names_read`] for an expression (`when`).
+pub fn names_read_by_expression(expr: &str) -> Option<std::collections::HashSet<String>> {
+    let env = environment();
+    let e = env.compile_expression(expr).ok()?;
+    Some(e.undeclared_variables(false))
+}
+
 /// Renders every string inside a TOML value (tables and arrays recursively).
 pub fn render_toml(
     env: &Environment<'_>,
@@ -249,6 +265,21 @@ mod tests {
             render_toml(&env, "with", &v, &ctx).is_err(),
             "undefined stays an error"
         );
+    }
+
+    #[test]
+    fn names_a_template_reads() {
+        let mut names: Vec<String> = names_read(
+            "{{ item.name }} {% for h in hosts %}{{ h }}{% endfor %}{% set x = 1 %}{{ x }}",
+        )
+        .unwrap()
+        .into_iter()
+        .collect();
+        names.sort();
+        assert_eq!(names, ["hosts", "item"]);
+        assert_eq!(names_read("{{ unclosed"), None);
+        let names = names_read_by_expression("user.admin and vars.x").unwrap();
+        assert!(names.contains("user") && names.contains("vars") && names.len() == 2);
     }
 
     #[test]

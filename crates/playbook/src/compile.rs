@@ -13,12 +13,26 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 pub(crate) mod context;
+mod looping;
 pub use context::{Shared, cluster_context, host_context, host_context_shared};
 
 /// A playbook ready to run.
 pub struct Compiled {
     pub steps: Vec<Box<dyn Step>>,
     pub warnings: Vec<Diagnostic>,
+    /// Where each step of `steps` comes from (same order): for choosing steps by tag or name,
+    /// and for listing them.
+    pub origins: Vec<Origin>,
+}
+
+/// The playbook entry a compiled step comes from, and where it would run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// Index of the entry in `PlaybookFile::steps` (a looped entry gives one step per item).
+    pub spec: usize,
+    /// The hosts it runs on, in inventory order: its selected hosts, without those for which
+    /// its `when` is false.
+    pub runs_on: Vec<String>,
 }
 
 /// Secret values as templates see them (`secrets.NAME`), and a test for "does
@@ -63,116 +77,93 @@ pub fn compile(
         .map(|h| (h.name.clone(), host_context_shared(inv, h, &shared)))
         .collect();
 
-    for spec in &pb.steps {
+    let mut origins: Vec<Origin> = Vec::new();
+    // Loops over vars read the cluster's context: a looped step is the same steps on every host.
+    let cluster_ctx = pb
+        .steps
+        .iter()
+        .any(|s| s.loop_over.is_some())
+        .then(|| cluster_context(inv, secrets.table));
+    for (index, spec) in pb.steps.iter().enumerate() {
         if let Some(d) = pattern_problems(inv, pb, spec, &mut warnings.borrow_mut()) {
             diagnostics.push(d);
             continue;
         }
-        if let Some(cctor) = cluster_step(&spec.uses) {
-            if let Some(step) = compile_cluster_step(
-                inv,
-                pb,
-                spec,
-                secrets,
-                &env,
-                &base_dir,
-                cctor,
-                &claims,
-                &mut diagnostics,
-            ) {
-                steps.push(timed(spec, step));
-            }
-            continue;
-        }
-        let Some(ctor) = host_step(&spec.uses) else {
-            diagnostics.push(
-                Diagnostic::error(
-                    &pb.path,
-                    (spec.line, spec.column),
-                    format!("unknown step `{}`", spec.uses),
-                )
-                .with_help(format!("built-in steps: {}", known_steps().join(", "))),
-            );
-            continue;
+        let repetitions = match &cluster_ctx {
+            Some(ctx) => looping::repetitions(&env, ctx, pb, spec),
+            None => looping::repetitions(&env, &minijinja::Value::UNDEFINED, pb, spec),
         };
-        let mut per_host: Vec<(String, Box<dyn HostStep>)> = Vec::new();
-        for host in spec.hosts.select(inv) {
-            let ctx = &contexts
-                .iter()
-                .find(|(n, _)| *n == host.name)
-                .expect("every host has a context")
-                .1;
-            if let Some(expr) = &spec.when {
-                match template::truthy(&env, expr, ctx) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        per_host.push((
-                            host.name.clone(),
-                            Box::new(Skipped(format!("`when = {expr}` is false"))),
-                        ));
-                        continue;
-                    }
-                    Err(e) => {
-                        push_unique(&mut diagnostics, when_error(pb, spec, &e));
-                        continue;
-                    }
-                }
-            }
-            let rendered = match template::render_toml(
-                &env,
-                "with",
-                &toml::Value::Table(spec.with.clone()),
-                ctx,
-            ) {
-                Ok(toml::Value::Table(t)) => t,
-                Ok(_) => unreachable!("a table renders to a table"),
-                Err(e) => {
-                    push_unique(&mut diagnostics, with_error(pb, spec, &e, host));
-                    continue;
-                }
-            };
-            if let Some(d) = secret_in_argv(pb, spec, &rendered, secrets) {
+        let repetitions = match repetitions {
+            Ok(r) => r,
+            Err(d) => {
                 push_unique(&mut diagnostics, d);
                 continue;
             }
-            let render = |name: &str, body: &str| template::render(&env, name, body, ctx);
-            let has_secret = |text: &str| (secrets.contains_secret)(text);
-            let warn = |key: &str, message: String| {
-                let mut d = spec.param_error(
-                    &pb.path,
-                    key,
-                    format!("step `{}`: {message}", spec.name),
-                    None,
-                );
-                d.severity = provision_engine::diagnostic::Severity::Warning;
-                push_unique(&mut warnings.borrow_mut(), d);
-            };
-            let bctx = BuildCtx {
-                host,
-                inventory: inv,
-                base_dir: &base_dir,
-                render: &render,
-                has_secret: &has_secret,
-                warn: &warn,
-            };
-            match ctor(&rendered, &bctx) {
-                Ok(step) => per_host.push((host.name.clone(), step)),
-                Err(e) => {
-                    let key = e.key.clone().unwrap_or_default();
-                    push_unique(
-                        &mut diagnostics,
-                        spec.param_error(&pb.path, &key, e.message, e.help),
-                    );
+        };
+        for rep in &repetitions {
+            // A repetition is the step under its own title: its messages and results name it.
+            let named;
+            let spec = match &rep.item {
+                None => spec,
+                Some(_) => {
+                    named = StepSpec {
+                        name: rep.title.clone(),
+                        ..spec.clone()
+                    };
+                    &named
                 }
+            };
+            if let Some(cctor) = cluster_step(&spec.uses) {
+                if let Some(step) = compile_cluster_step(
+                    inv,
+                    pb,
+                    spec,
+                    rep,
+                    secrets,
+                    &env,
+                    &base_dir,
+                    cctor,
+                    &claims,
+                    &mut diagnostics,
+                ) {
+                    origins.push(Origin {
+                        spec: index,
+                        runs_on: step.targets(),
+                    });
+                    steps.push(timed(spec, step));
+                }
+                continue;
             }
+            let Some(ctor) = host_step(&spec.uses) else {
+                diagnostics.push(
+                    Diagnostic::error(
+                        &pb.path,
+                        (spec.line, spec.column),
+                        format!("unknown step `{}`", spec.uses),
+                    )
+                    .with_help(format!("built-in steps: {}", known_steps().join(", "))),
+                );
+                continue;
+            };
+            let (step, runs_on) = compile_host_step(
+                inv,
+                pb,
+                spec,
+                rep,
+                secrets,
+                &env,
+                &base_dir,
+                &contexts,
+                ctor,
+                &warnings,
+                &mut diagnostics,
+            );
+            origins.push(Origin {
+                spec: index,
+                runs_on,
+            });
+            steps.push(step);
         }
-        steps.push(timed(
-            spec,
-            Box::new(PerHost {
-                title: spec.name.clone(),
-                hosts: per_host,
-            }),
-        ));
     }
     for d in conflicts(pb, &claims.into_inner()) {
         push_unique(&mut diagnostics, d);
@@ -181,6 +172,7 @@ pub fn compile(
         Ok(Compiled {
             steps,
             warnings: warnings.into_inner(),
+            origins,
         })
     } else {
         Err(ConfigError { diagnostics })
@@ -230,6 +222,105 @@ fn pattern_problems(
     )
 }
 
+/// One host step on every host it selects: `when` and `with` evaluated per host (with the
+/// repetition's item); the hosts for which `when` is false are skipped. Returns the step and
+/// the hosts it runs on.
+#[allow(clippy::too_many_arguments)]
+fn compile_host_step(
+    inv: &Inventory,
+    pb: &PlaybookFile,
+    spec: &StepSpec,
+    rep: &looping::Repetition,
+    secrets: &SecretsView<'_>,
+    env: &minijinja::Environment<'static>,
+    base_dir: &std::path::Path,
+    contexts: &[(String, minijinja::Value)],
+    ctor: crate::ctx::HostStepCtor,
+    warnings: &std::cell::RefCell<Vec<Diagnostic>>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> (Box<dyn Step>, Vec<String>) {
+    let mut runs_on = Vec::new();
+    let mut per_host: Vec<(String, Box<dyn HostStep>)> = Vec::new();
+    for host in spec.hosts.select(inv) {
+        let base = &contexts
+            .iter()
+            .find(|(n, _)| *n == host.name)
+            .expect("every host has a context")
+            .1;
+        let ctx = &rep.context(base);
+        if let Some(expr) = &spec.when {
+            match template::truthy(env, expr, ctx) {
+                Ok(true) => {}
+                Ok(false) => {
+                    per_host.push((
+                        host.name.clone(),
+                        Box::new(Skipped(format!("`when = {expr}` is false"))),
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    push_unique(diagnostics, when_error(pb, spec, &e));
+                    continue;
+                }
+            }
+        }
+        let rendered =
+            match template::render_toml(env, "with", &toml::Value::Table(spec.with.clone()), ctx) {
+                Ok(toml::Value::Table(t)) => t,
+                Ok(_) => unreachable!("a table renders to a table"),
+                Err(e) => {
+                    push_unique(diagnostics, with_error(pb, spec, &e, host));
+                    continue;
+                }
+            };
+        if let Some(d) = secret_in_argv(pb, spec, &rendered, secrets) {
+            push_unique(diagnostics, d);
+            continue;
+        }
+        let render = |name: &str, body: &str| template::render(env, name, body, ctx);
+        let has_secret = |text: &str| (secrets.contains_secret)(text);
+        let warn = |key: &str, message: String| {
+            let mut d = spec.param_error(
+                &pb.path,
+                key,
+                format!("step `{}`: {message}", spec.name),
+                None,
+            );
+            d.severity = provision_engine::diagnostic::Severity::Warning;
+            push_unique(&mut warnings.borrow_mut(), d);
+        };
+        let bctx = BuildCtx {
+            host,
+            inventory: inv,
+            base_dir,
+            render: &render,
+            has_secret: &has_secret,
+            warn: &warn,
+        };
+        match ctor(&rendered, &bctx) {
+            Ok(step) => {
+                runs_on.push(host.name.clone());
+                per_host.push((host.name.clone(), step));
+            }
+            Err(e) => {
+                let key = e.key.clone().unwrap_or_default();
+                push_unique(
+                    diagnostics,
+                    spec.param_error(&pb.path, &key, e.message, e.help),
+                );
+            }
+        }
+    }
+    let step = timed(
+        spec,
+        Box::new(PerHost {
+            title: spec.name.clone(),
+            hosts: per_host,
+        }),
+    );
+    (step, runs_on)
+}
+
 /// The step with the playbook's `timeout`, when it sets one.
 fn timed(spec: &StepSpec, step: Box<dyn Step>) -> Box<dyn Step> {
     match spec.timeout {
@@ -238,13 +329,14 @@ fn timed(spec: &StepSpec, step: Box<dyn Step>) -> Box<dyn Step> {
     }
 }
 
-/// One cluster step: `when` and `with` are evaluated once, cluster-wide; a false
-/// `when` leaves the step out.
+/// One cluster step: `when` and `with` are evaluated once, cluster-wide (with the
+/// repetition's item); a false `when` leaves the step out.
 #[allow(clippy::too_many_arguments)]
 fn compile_cluster_step(
     inv: &Inventory,
     pb: &PlaybookFile,
     spec: &StepSpec,
+    rep: &looping::Repetition,
     secrets: &SecretsView<'_>,
     env: &minijinja::Environment<'static>,
     base_dir: &std::path::Path,
@@ -252,7 +344,7 @@ fn compile_cluster_step(
     claims: &std::cell::RefCell<Vec<Claimed>>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Box<dyn Step>> {
-    let ctx = cluster_context(inv, secrets.table);
+    let ctx = rep.context(&cluster_context(inv, secrets.table));
     if let Some(expr) = &spec.when {
         match template::truthy(env, expr, &ctx) {
             Ok(true) => {}

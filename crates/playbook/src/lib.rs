@@ -9,6 +9,7 @@ pub mod ctx;
 pub mod declared_secrets;
 pub mod lab_ready;
 pub mod registry;
+pub mod select;
 pub mod steps;
 pub mod swarm;
 
