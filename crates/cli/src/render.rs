@@ -53,6 +53,7 @@ pub fn result_line(e: &Event, verbose: bool) -> Option<String> {
         details,
         diff,
         failure,
+        handler,
         ..
     } = e
     else {
@@ -62,7 +63,8 @@ pub fn result_line(e: &Event, verbose: bool) -> Option<String> {
     if !shown {
         return None;
     }
-    let mut line = format!("{host}: {} {step}", status.as_str());
+    let kind = if *handler { "handler " } else { "" };
+    let mut line = format!("{host}: {} {kind}{step}", status.as_str());
     if !details.is_empty() {
         line.push_str(": ");
         line.push_str(&Redacted::join(details, "; "));
@@ -95,9 +97,16 @@ impl EventSink for PlainSink {
                 }
             )),
             Event::StepStarted {
+                title,
+                hosts,
+                handler: true,
+                ..
+            } => Some(format!("handler: {title} ({} hosts)", hosts.len())),
+            Event::StepStarted {
                 index,
                 title,
                 hosts,
+                handler: false,
             } => Some(format!(
                 "step {}: {title} ({} hosts)",
                 index + 1,
@@ -155,7 +164,13 @@ impl EventSink for ProgressSink {
                 title,
                 hosts,
                 index,
+                handler,
             } => {
+                let what = if *handler {
+                    format!("handler: {title}")
+                } else {
+                    format!("step {}: {title}", index + 1)
+                };
                 st.done = 0;
                 st.total = hosts.len();
                 if hosts.len() > PER_HOST_LINES_MAX {
@@ -172,7 +187,7 @@ impl EventSink for ProgressSink {
                     });
                     bar.set_length(hosts.len() as u64);
                     bar.set_position(0);
-                    bar.set_message(format!("step {}: {title}", index + 1));
+                    bar.set_message(what);
                 } else {
                     for h in hosts {
                         let bar = st.bars.entry(h.to_string()).or_insert_with(|| {
@@ -182,7 +197,7 @@ impl EventSink for ProgressSink {
                             b.enable_steady_tick(std::time::Duration::from_millis(120));
                             b
                         });
-                        bar.set_message(format!("step {}: {title}", index + 1));
+                        bar.set_message(what.clone());
                     }
                 }
             }

@@ -1,6 +1,6 @@
 //! Playbook files: an ordered list of `[[steps]]`, each naming a built-in step, its target hosts,
-//! an optional condition and its parameters, and the `[[secrets]]` the playbook needs, validated
-//! with positions for every problem.
+//! an optional condition and its parameters, the `[[handlers]]` steps notify, and the
+//! `[[secrets]]` the playbook needs, validated with positions for every problem.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +13,9 @@ use provision_secrets::Alphabet;
 use crate::diagnostic::{ConfigError, Diagnostic, Reporter, did_you_mean, to_table};
 use crate::inventory::io_reason;
 use crate::selector::Selector;
+
+mod notify;
+pub use notify::{FLUSH_HANDLERS, Notify};
 
 /// One `[[steps]]` entry, parsed but not yet built into a step.
 #[derive(Debug, Clone)]
@@ -33,6 +36,8 @@ pub struct StepSpec {
     pub column: usize,
     /// Position of each top-level key of `with`, so a constructor can point at a bad parameter.
     pub param_positions: BTreeMap<String, (usize, usize)>,
+    /// `notify`: the handlers to run on each host this step changes.
+    pub notify: Vec<Notify>,
 }
 
 impl StepSpec {
@@ -79,9 +84,11 @@ pub struct PlaybookFile {
     pub path: PathBuf,
     pub steps: Vec<StepSpec>,
     pub secrets: Vec<SecretSpec>,
+    /// `[[handlers]]`, in declaration order (the order they run in).
+    pub handlers: Vec<StepSpec>,
 }
 
-const TOP_KEYS: &[&str] = &["steps", "secrets"];
+const TOP_KEYS: &[&str] = &["steps", "secrets", "handlers"];
 const SECRET_KEYS: &[&str] = &[
     "name",
     "description",
@@ -93,7 +100,7 @@ const SECRET_KEYS: &[&str] = &[
 /// Shortest generated value: 16 characters of the smallest alphabet (hex) are 64 bits.
 pub const MIN_GENERATED_CHARS: usize = 16;
 const MAX_GENERATED_CHARS: usize = 4096;
-const STEP_KEYS: &[&str] = &["name", "use", "hosts", "when", "timeout", "with"];
+const STEP_KEYS: &[&str] = &["name", "use", "hosts", "when", "timeout", "with", "notify"];
 
 impl PlaybookFile {
     /// Reads and validates a playbook; `known_steps` are the built-in step names.
@@ -131,6 +138,11 @@ impl PlaybookFile {
             Some(v) => check_secrets(&mut r, v),
             None => Vec::new(),
         };
+        let handlers = match doc.get("handlers") {
+            Some(v) => notify::check_handlers(&mut r, v, known_steps),
+            None => Vec::new(),
+        };
+        notify::check_notified(&mut r, &steps, &notify::declared(&doc));
         if r.has_errors() {
             return Err(ConfigError {
                 diagnostics: r.finish(),
@@ -140,6 +152,7 @@ impl PlaybookFile {
             path: path.to_path_buf(),
             steps,
             secrets,
+            handlers,
         })
     }
 }
@@ -179,7 +192,7 @@ fn check(r: &mut Reporter<'_>, doc: &DeTable<'_>, known: &[&str]) -> Vec<StepSpe
     let mut steps = Vec::new();
     for (i, item) in items.iter().enumerate() {
         match item.get_ref() {
-            DeValue::Table(t) => steps.extend(check_step(r, t, item.span(), i, known)),
+            DeValue::Table(t) => steps.extend(check_step(r, t, item.span(), i, known, "step")),
             _ => r.wrong_type(
                 item,
                 &format!("step #{}", i + 1),
@@ -191,24 +204,30 @@ fn check(r: &mut Reporter<'_>, doc: &DeTable<'_>, known: &[&str]) -> Vec<StepSpe
     steps
 }
 
+/// One `[[steps]]` block, or (`kind` "handler") one `[[handlers]]` block.
 fn check_step(
     r: &mut Reporter<'_>,
     t: &DeTable<'_>,
     header: std::ops::Range<usize>,
     index: usize,
     known: &[&str],
+    kind: &str,
 ) -> Option<StepSpec> {
     let errors_before = r.diagnostics.len();
     let n = index + 1;
     let str_of = |key: &str| t.get(key).and_then(|v| v.get_ref().as_str());
     // Messages name the step the way output will: its name, else its `use`.
     let label = match str_of("name").or_else(|| str_of("use")) {
-        Some(s) if !s.trim().is_empty() => format!("step `{s}`"),
-        _ => format!("step #{n}"),
+        Some(s) if !s.trim().is_empty() => format!("{kind} `{s}`"),
+        _ => format!("{kind} #{n}"),
     };
     let suggested = r.unknown_keys(t, STEP_KEYS, &format!(" in {label}"));
 
     let uses = match t.get("use") {
+        Some(v) if v.get_ref().as_str() == Some(FLUSH_HANDLERS) => {
+            notify::check_flush(r, t, &label);
+            Some(FLUSH_HANDLERS.to_string())
+        }
         Some(v) => check_use(r, v, &label, known),
         None if suggested.contains(&"use") => None,
         None => {
@@ -272,6 +291,10 @@ fn check_step(
         }
         None => Some(toml::Table::new()),
     };
+    let notify = match t.get("notify") {
+        Some(v) => notify::notify_list(r, v, &label),
+        None => Some(Vec::new()),
+    };
     if r.diagnostics.len() != errors_before {
         return None;
     }
@@ -286,6 +309,7 @@ fn check_step(
         line,
         column,
         param_positions,
+        notify: notify?,
     })
 }
 
@@ -299,7 +323,8 @@ fn check_use(
     if known.contains(&s) {
         return Some(s.to_string());
     }
-    let help = match did_you_mean(s, known) {
+    let candidates: Vec<&str> = known.iter().copied().chain([FLUSH_HANDLERS]).collect();
+    let help = match did_you_mean(s, &candidates) {
         Some(m) => format!("did you mean `{m}`?"),
         None => format!("built-in steps: {}", known.join(", ")),
     };

@@ -4,9 +4,12 @@
 use crate::ctx::{BuildCtx, Claim, ClusterCtx, ClusterStepCtor};
 use crate::registry::{cluster_step, host_step, known_steps};
 use provision_engine::diagnostic::{ConfigError, Diagnostic};
+use provision_engine::handlers::{self, Handlers};
 use provision_engine::inventory::{Host, Inventory};
-use provision_engine::playbook_file::{PlaybookFile, StepSpec};
-use provision_engine::step::{Check, Facts, HostStep, PerHost, Step, StepError, Timed};
+use provision_engine::playbook_file::{FLUSH_HANDLERS, PlaybookFile, StepSpec};
+use provision_engine::step::{
+    Check, Facts, FlushHandlers, HostStep, Notifying, PerHost, Step, StepError, Timed,
+};
 use provision_engine::template::{self, TemplateError};
 use provision_transport::{Become, Target};
 use std::sync::Arc;
@@ -19,6 +22,8 @@ pub use context::{Shared, cluster_context, host_context, host_context_shared};
 pub struct Compiled {
     pub steps: Vec<Box<dyn Step>>,
     pub warnings: Vec<Diagnostic>,
+    /// `[[handlers]]`, compiled like steps, and where each host keeps pending notifications.
+    pub handlers: Handlers,
 }
 
 /// Secret values as templates see them (`secrets.NAME`), and a test for "does
@@ -63,7 +68,21 @@ pub fn compile(
         .map(|h| (h.name.clone(), host_context_shared(inv, h, &shared)))
         .collect();
 
-    for spec in &pb.steps {
+    // Handlers compile like steps, after them, into their own list.
+    let mut handler_steps: Vec<Box<dyn Step>> = Vec::new();
+    let all_specs = pb.steps.iter().map(|s| (s, false));
+    for (spec, is_handler) in all_specs.chain(pb.handlers.iter().map(|s| (s, true))) {
+        let steps = if is_handler {
+            &mut handler_steps
+        } else {
+            &mut steps
+        };
+        if spec.uses == FLUSH_HANDLERS {
+            steps.push(Box::new(FlushHandlers {
+                title: spec.name.clone(),
+            }));
+            continue;
+        }
         let unknown = spec.hosts.unknown_names(inv);
         if !unknown.is_empty() {
             diagnostics.push(
@@ -84,7 +103,7 @@ pub fn compile(
                 &claims,
                 &mut diagnostics,
             ) {
-                steps.push(timed(spec, step));
+                steps.push(notifying(spec, timed(spec, step)));
             }
             continue;
         }
@@ -170,14 +189,18 @@ pub fn compile(
                 }
             }
         }
-        steps.push(timed(
+        steps.push(notifying(
             spec,
-            Box::new(PerHost {
-                title: spec.name.clone(),
-                hosts: per_host,
-            }),
+            timed(
+                spec,
+                Box::new(PerHost {
+                    title: spec.name.clone(),
+                    hosts: per_host,
+                }),
+            ),
         ));
     }
+    let pending_files = pending_files(inv, &mut diagnostics);
     for d in conflicts(pb, &claims.into_inner()) {
         push_unique(&mut diagnostics, d);
     }
@@ -185,6 +208,10 @@ pub fn compile(
         Ok(Compiled {
             steps,
             warnings: warnings.into_inner(),
+            handlers: Handlers {
+                steps: handler_steps,
+                pending_files,
+            },
         })
     } else {
         Err(ConfigError { diagnostics })
@@ -199,6 +226,57 @@ fn timed(spec: &StepSpec, step: Box<dyn Step>) -> Box<dyn Step> {
         Some(timeout) => Box::new(Timed { step, timeout }),
         None => step,
     }
+}
+
+/// The step with the handlers its `notify` names, when it names any.
+fn notifying(spec: &StepSpec, step: Box<dyn Step>) -> Box<dyn Step> {
+    if spec.notify.is_empty() {
+        return step;
+    }
+    let mut handlers: Vec<String> = Vec::new();
+    for n in &spec.notify {
+        if !handlers.contains(&n.handler) {
+            handlers.push(n.handler.clone());
+        }
+    }
+    Box::new(Notifying { step, handlers })
+}
+
+/// Each host's pending-notifications file: the var `pending_handlers_file` (host or cluster
+/// vars), an absolute path, else the default under /var/lib/provision.
+fn pending_files(
+    inv: &Inventory,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> std::collections::BTreeMap<String, String> {
+    let mut files = std::collections::BTreeMap::new();
+    for host in &inv.hosts {
+        let file = match inv.host_vars(host).get(handlers::PENDING_FILE_VAR) {
+            None => handlers::DEFAULT_PENDING_FILE.to_string(),
+            Some(toml::Value::String(s)) if s.starts_with('/') && !s.ends_with('/') => s.clone(),
+            Some(other) => {
+                push_unique(
+                    diagnostics,
+                    Diagnostic::error(
+                        &inv.path,
+                        (host.line, 1),
+                        format!(
+                            "host {}: var `{}` must be the absolute path of a file, not {other}",
+                            host.name,
+                            handlers::PENDING_FILE_VAR
+                        ),
+                    )
+                    .with_help(format!(
+                        "write {} = \"{}\" (where the host keeps handlers still to run), or leave it out",
+                        handlers::PENDING_FILE_VAR,
+                        handlers::DEFAULT_PENDING_FILE
+                    )),
+                );
+                continue;
+            }
+        };
+        files.insert(host.name.clone(), file);
+    }
+    files
 }
 
 #[allow(clippy::too_many_arguments)]
