@@ -449,6 +449,61 @@ mod tests {
         );
     }
 
+    /// Handlers are announced and reported by name, marked as handlers.
+    #[test]
+    fn handler_lines_name_the_handler() {
+        #[derive(Clone, Default)]
+        struct Buf(std::sync::Arc<Mutex<Vec<u8>>>);
+        impl Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let sink = PlainSink {
+            verbose: false,
+            out: Mutex::new(Box::new(buf.clone())),
+        };
+        sink.emit(&Event::StepStarted {
+            index: 0,
+            title: Redacted::literal("restart journald"),
+            hosts: vec![Redacted::literal("web-1")],
+            handler: true,
+        });
+        let result = Event::HostResult {
+            index: 0,
+            step: Redacted::literal("restart journald"),
+            host: Redacted::literal("web-1"),
+            status: HostStatus::Changed,
+            details: vec![Redacted::literal(
+                "run `systemctl restart systemd-journald`",
+            )],
+            diff: None,
+            failure: None,
+            duration: std::time::Duration::ZERO,
+            handler: true,
+        };
+        sink.emit(&result);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().map(|l| &l[11..]).collect();
+        assert_eq!(
+            lines,
+            [
+                "handler: restart journald (1 hosts)",
+                "web-1: changed handler restart journald: run `systemctl restart systemd-journald`"
+            ]
+        );
+        let json = serde_json::to_value(&result).unwrap();
+        assert_eq!(
+            (json["handler"].clone(), json["step"].clone()),
+            (true.into(), "restart journald".into())
+        );
+    }
+
     #[test]
     fn tables_align() {
         let t = table(&[
