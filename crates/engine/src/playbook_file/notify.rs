@@ -190,13 +190,16 @@ pub(super) fn declared<'a>(doc: &'a DeTable<'_>) -> Vec<&'a str> {
     let Some(DeValue::Array(items)) = doc.get("handlers").map(|v| v.get_ref()) else {
         return Vec::new();
     };
-    items
-        .iter()
-        .filter_map(|item| match item.get_ref() {
-            DeValue::Table(t) => t.get("name").and_then(|v| v.get_ref().as_str()),
-            _ => None,
-        })
-        .collect()
+    let mut names: Vec<&str> = Vec::new();
+    for item in items {
+        if let DeValue::Table(t) = item.get_ref()
+            && let Some(name) = t.get("name").and_then(|v| v.get_ref().as_str())
+            && !names.contains(&name)
+        {
+            names.push(name);
+        }
+    }
+    names
 }
 
 #[cfg(test)]
@@ -307,6 +310,15 @@ with = { run = "systemctl restart systemd-journald" }
             error("[[steps]]\nuse = \"command\"\nnotify = \"restart app\"\n"),
             "site.toml:3:10: error: step `command` notifies unknown handler `restart app`\n  \
              help: declare it: [[handlers]] with name = \"restart app\" and the step it runs\n\n1 error"
+        );
+        // A name declared twice is listed once.
+        let twice = "[[steps]]\nuse = \"command\"\nnotify = \"zz\"\n\
+                     [[handlers]]\nname = \"a\"\nuse = \"command\"\n\
+                     [[handlers]]\nname = \"a\"\nuse = \"command\"\n";
+        assert!(
+            error(twice).contains("  help: handlers: a\n"),
+            "{}",
+            error(twice)
         );
     }
 
