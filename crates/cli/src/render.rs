@@ -53,6 +53,7 @@ pub fn result_line(e: &Event, verbose: bool) -> Option<String> {
         details,
         diff,
         failure,
+        handler,
         ..
     } = e
     else {
@@ -62,7 +63,8 @@ pub fn result_line(e: &Event, verbose: bool) -> Option<String> {
     if !shown {
         return None;
     }
-    let mut line = format!("{host}: {} {step}", status.as_str());
+    let kind = if *handler { "handler " } else { "" };
+    let mut line = format!("{host}: {} {kind}{step}", status.as_str());
     if !details.is_empty() {
         line.push_str(": ");
         line.push_str(&Redacted::join(details, "; "));
@@ -95,9 +97,16 @@ impl EventSink for PlainSink {
                 }
             )),
             Event::StepStarted {
+                title,
+                hosts,
+                handler: true,
+                ..
+            } => Some(format!("handler: {title} ({} hosts)", hosts.len())),
+            Event::StepStarted {
                 index,
                 title,
                 hosts,
+                handler: false,
             } => Some(format!(
                 "step {}: {title} ({} hosts)",
                 index + 1,
@@ -155,7 +164,13 @@ impl EventSink for ProgressSink {
                 title,
                 hosts,
                 index,
+                handler,
             } => {
+                let what = if *handler {
+                    format!("handler: {title}")
+                } else {
+                    format!("step {}: {title}", index + 1)
+                };
                 st.done = 0;
                 st.total = hosts.len();
                 if hosts.len() > PER_HOST_LINES_MAX {
@@ -172,7 +187,7 @@ impl EventSink for ProgressSink {
                     });
                     bar.set_length(hosts.len() as u64);
                     bar.set_position(0);
-                    bar.set_message(format!("step {}: {title}", index + 1));
+                    bar.set_message(what);
                 } else {
                     for h in hosts {
                         let bar = st.bars.entry(h.to_string()).or_insert_with(|| {
@@ -182,7 +197,7 @@ impl EventSink for ProgressSink {
                             b.enable_steady_tick(std::time::Duration::from_millis(120));
                             b
                         });
-                        bar.set_message(format!("step {}: {title}", index + 1));
+                        bar.set_message(what.clone());
                     }
                 }
             }
@@ -431,6 +446,61 @@ mod tests {
         assert!(
             text.ends_with("2 host(s), 1 changed, 1 failed or unreachable\n"),
             "{text}"
+        );
+    }
+
+    /// Handlers are announced and reported by name, marked as handlers.
+    #[test]
+    fn handler_lines_name_the_handler() {
+        #[derive(Clone, Default)]
+        struct Buf(std::sync::Arc<Mutex<Vec<u8>>>);
+        impl Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let sink = PlainSink {
+            verbose: false,
+            out: Mutex::new(Box::new(buf.clone())),
+        };
+        sink.emit(&Event::StepStarted {
+            index: 0,
+            title: Redacted::literal("restart journald"),
+            hosts: vec![Redacted::literal("web-1")],
+            handler: true,
+        });
+        let result = Event::HostResult {
+            index: 0,
+            step: Redacted::literal("restart journald"),
+            host: Redacted::literal("web-1"),
+            status: HostStatus::Changed,
+            details: vec![Redacted::literal(
+                "run `systemctl restart systemd-journald`",
+            )],
+            diff: None,
+            failure: None,
+            duration: std::time::Duration::ZERO,
+            handler: true,
+        };
+        sink.emit(&result);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().map(|l| &l[11..]).collect();
+        assert_eq!(
+            lines,
+            [
+                "handler: restart journald (1 hosts)",
+                "web-1: changed handler restart journald: run `systemctl restart systemd-journald`"
+            ]
+        );
+        let json = serde_json::to_value(&result).unwrap();
+        assert_eq!(
+            (json["handler"].clone(), json["step"].clone()),
+            (true.into(), "restart journald".into())
         );
     }
 

@@ -123,7 +123,8 @@ pub fn run(args: RunArgs) -> Result<u8> {
         args.identity.clone(),
         args.playbook.as_deref(),
     )?;
-    let (_, compiled) = compile_chosen(&loaded, Builtin::NextToCluster, &args.selection())?;
+    let (_, mut compiled) = compile_chosen(&loaded, Builtin::NextToCluster, &args.selection())?;
+    let handlers = std::mem::take(&mut compiled.handlers);
     let limit = limit_set(&loaded.inv, args.limit.as_deref())?;
     let opts = RunOptions {
         check: args.check,
@@ -192,6 +193,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let tx = Arc::new(tx);
         let runner = Runner::new(pool, targets, opts, sink)
+            .with_handlers(handlers)
             .with_redaction(loaded.redactor.clone())
             .with_cancel(rx);
         let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -334,8 +336,12 @@ pub fn check_config(args: CheckConfigArgs) -> Result<u8> {
         .context("cannot create a scratch directory for the built-in playbook")?;
     let compiled = compile(&loaded, Builtin::Scratch(scratch.path()))?;
     let per_host: usize = compiled.steps.iter().map(|s| s.targets().len()).sum();
+    let handlers = match compiled.handlers.steps.len() {
+        0 => String::new(),
+        n => format!(", {n} handler(s)"),
+    };
     show!(
-        "{}: ok: {} hosts, {} steps ({} host-steps), {} warning(s)",
+        "{}: ok: {} hosts, {} steps ({} host-steps){handlers}, {} warning(s)",
         args.cluster.display(),
         loaded.inv.hosts.len(),
         compiled.steps.len(),

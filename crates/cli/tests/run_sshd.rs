@@ -1323,3 +1323,273 @@ with = { content = "{{ host.name }} done\n", dest = "{{ vars.root }}/etc/motd" }
         );
     }
 }
+
+/// Handlers: a config step notifies `restart app`, a second step both handlers (in the reverse
+/// of their declaration order); a command step fails on a host that has a `break` file.
+const HANDLERS_PLAYBOOK: &str = r#"
+[[steps]]
+name = "app config"
+use = "copy"
+with = { content = "v1\n", dest = "{{ vars.root }}/etc/app.conf" }
+notify = "restart app"
+
+[[steps]]
+name = "app unit"
+use = "copy"
+with = { content = "unit\n", dest = "{{ vars.root }}/etc/app.unit" }
+notify = ["restart app", "reload proxy"]
+
+[[steps]]
+name = "breaks where asked"
+use = "command"
+with = { run = "test ! -e {{ vars.root }}/break", unless = "test ! -e {{ vars.root }}/break" }
+
+[[handlers]]
+name = "reload proxy"
+use = "command"
+with = { run = "echo reload >> {{ vars.root }}/handlers.log" }
+
+[[handlers]]
+name = "restart app"
+use = "command"
+with = { run = "echo restart >> {{ vars.root }}/handlers.log" }
+"#;
+
+/// `n` hosts running `playbook`, each keeping its pending notifications under its own root (the
+/// hosts share this machine's filesystem).
+fn handlers_cluster(n: usize, playbook: &str) -> Cluster {
+    let c = cluster(n);
+    std::fs::write(c.dir.path().join("playbook.toml"), playbook).unwrap();
+    let toml = c.dir.path().join("cluster.toml");
+    let mut inventory = std::fs::read_to_string(&toml).unwrap();
+    for i in 1..=n {
+        let root = c.root(i).display().to_string();
+        inventory = inventory.replace(
+            &format!("vars = {{ root = \"{root}\" }}"),
+            &format!(
+                "vars = {{ root = \"{root}\", pending_handlers_file = \"{root}/var/lib/provision/pending-handlers\" }}"
+            ),
+        );
+    }
+    assert_eq!(inventory.matches("pending_handlers_file").count(), n);
+    std::fs::write(&toml, inventory).unwrap();
+    c
+}
+
+impl Cluster {
+    fn pending(&self, i: usize) -> PathBuf {
+        self.root(i).join("var/lib/provision/pending-handlers")
+    }
+
+    fn handlers_log(&self, i: usize) -> Option<String> {
+        std::fs::read_to_string(self.root(i).join("handlers.log")).ok()
+    }
+
+    /// (handler, host, status) of the handler results of a `--output json` run.
+    fn handler_results(out: &Output) -> Vec<(String, String, String)> {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == "host_result" && v["handler"] == true)
+            .map(|v| {
+                (
+                    v["step"].as_str().unwrap().into(),
+                    v["host"].as_str().unwrap().into(),
+                    v["status"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn triple(a: &str, b: &str, c: &str) -> (String, String, String) {
+    (a.into(), b.into(), c.into())
+}
+
+#[test]
+fn handlers_run_once_where_a_notifying_step_changed_and_not_on_a_no_change_run() {
+    let c = handlers_cluster(2, HANDLERS_PLAYBOOK);
+    // h2 already has both files: nothing changes there.
+    std::fs::write(c.root(2).join("etc/app.conf"), "v1\n").unwrap();
+    std::fs::write(c.root(2).join("etc/app.unit"), "unit\n").unwrap();
+    let out = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Declaration order, once each although `restart app` was notified by both steps.
+    assert_eq!(
+        Cluster::handler_results(&out),
+        [
+            triple("reload proxy", "h1", "changed"),
+            triple("restart app", "h1", "changed")
+        ]
+    );
+    assert_eq!(c.handlers_log(1).as_deref(), Some("reload\nrestart\n"));
+    assert_eq!(c.handlers_log(2), None, "nothing changed on h2");
+    assert!(!c.pending(1).exists(), "handled: nothing left pending");
+    assert_eq!(
+        std::fs::read_dir(c.pending(1).parent().unwrap())
+            .unwrap()
+            .count(),
+        0,
+        "no temporary file left"
+    );
+
+    let out = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(Cluster::handler_results(&out), []);
+    assert!(Cluster::results(&out).iter().all(|r| r.2 == "ok"));
+    assert_eq!(c.handlers_log(1).as_deref(), Some("reload\nrestart\n"));
+    // Still one command per host: the pending file is read in the fact batch.
+    let newest = std::fs::read_dir(c.dir.path().join(".provision/logs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .unwrap();
+    let log = std::fs::read_to_string(newest).unwrap();
+    for h in ["h1", "h2"] {
+        let commands: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&format!("] {h} [")) && l.contains(" exit="))
+            .collect();
+        assert_eq!(commands.len(), 1, "{h}: {log}");
+    }
+    assert!(log.contains("pending-handlers; if [ -f"), "{log}");
+
+    // --check: the handler a drift would notify is reported, nothing runs or is kept.
+    std::fs::write(c.root(1).join("etc/app.conf"), "v0\n").unwrap();
+    let out = c.provision(&["run", &c.cluster_toml(), "--check"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("handler: restart app (1 hosts)"), "{t}");
+    assert!(t.contains("h1: would change handler restart app"), "{t}");
+    assert!(
+        !t.contains("reload proxy"),
+        "only what the drift notifies: {t}"
+    );
+    assert_eq!(c.handlers_log(1).as_deref(), Some("reload\nrestart\n"));
+    assert!(!c.pending(1).exists());
+    assert_eq!(
+        std::fs::read_to_string(c.root(1).join("etc/app.conf")).unwrap(),
+        "v0\n"
+    );
+}
+
+#[test]
+fn flush_handlers_runs_the_notified_handlers_mid_play() {
+    let playbook = r#"
+[[steps]]
+name = "app config"
+use = "copy"
+with = { content = "v1\n", dest = "{{ vars.root }}/etc/app.conf" }
+notify = "restart app"
+
+[[steps]]
+use = "flush_handlers"
+
+[[steps]]
+name = "after the flush"
+use = "command"
+with = { run = "cp {{ vars.root }}/handlers.log {{ vars.root }}/seen-after-flush", creates = "{{ vars.root }}/seen-after-flush" }
+
+[[handlers]]
+name = "restart app"
+use = "command"
+with = { run = "echo restart >> {{ vars.root }}/handlers.log" }
+"#;
+    let c = handlers_cluster(1, playbook);
+    let out = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(c.root(1).join("seen-after-flush")).unwrap(),
+        "restart\n",
+        "the handler ran before the next step"
+    );
+    assert_eq!(
+        c.handlers_log(1).as_deref(),
+        Some("restart\n"),
+        "and not again at the end"
+    );
+    assert_eq!(
+        Cluster::handler_results(&out),
+        [triple("restart app", "h1", "changed")]
+    );
+}
+
+#[test]
+fn a_run_that_fails_after_the_change_leaves_the_handler_pending_on_the_host_for_the_next_run() {
+    let c = handlers_cluster(2, HANDLERS_PLAYBOOK);
+    std::fs::write(c.root(1).join("break"), "").unwrap();
+    let out = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    // h1 failed after its changes: no handler ran there, and the host keeps both notifications
+    // in a private file; h2 ran its handlers and keeps nothing.
+    assert_eq!(
+        Cluster::handler_results(&out),
+        [
+            triple("reload proxy", "h2", "changed"),
+            triple("restart app", "h2", "changed")
+        ]
+    );
+    assert_eq!(c.handlers_log(1), None);
+    assert_eq!(
+        std::fs::read_to_string(c.pending(1)).unwrap(),
+        "reload proxy\nrestart app\n"
+    );
+    assert_eq!(mode(&c.pending(1)), 0o600);
+    assert_eq!(mode(c.pending(1).parent().unwrap()), 0o700);
+    assert!(!c.pending(2).exists());
+
+    // Fixed: nothing of the playbook changes any more, yet h1's handlers run, once, in order,
+    // and only then is the file removed.
+    std::fs::remove_file(c.root(1).join("break")).unwrap();
+    let out = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        Cluster::results(&out)
+            .iter()
+            .filter(|r| !r.0.starts_with("re"))
+            .all(|r| r.2 == "ok"),
+        "{:?}",
+        Cluster::results(&out)
+    );
+    assert_eq!(
+        Cluster::handler_results(&out),
+        [
+            triple("reload proxy", "h1", "changed"),
+            triple("restart app", "h1", "changed")
+        ]
+    );
+    assert_eq!(c.handlers_log(1).as_deref(), Some("reload\nrestart\n"));
+    assert_eq!(c.handlers_log(2).as_deref(), Some("reload\nrestart\n"));
+    assert!(!c.pending(1).exists());
+
+    let out = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(Cluster::handler_results(&out), []);
+    assert_eq!(c.handlers_log(1).as_deref(), Some("reload\nrestart\n"));
+}
+
+#[test]
+fn bad_handlers_exit_2_at_their_lines_and_nothing_runs() {
+    let bad = HANDLERS_PLAYBOOK
+        .replace("notify = \"restart app\"", "notify = \"restart ap\"")
+        .replace("name = \"reload proxy\"", "name = \"restart app\"");
+    let c = handlers_cluster(1, &bad);
+    for cmd in ["check-config", "run"] {
+        let out = c.provision(&[cmd, &c.cluster_toml()]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {t}");
+        assert!(
+            t.contains("playbook.toml:6:10: error: step `app config` notifies unknown handler `restart ap`\n  help: did you mean `restart app`?"),
+            "{cmd}: {t}"
+        );
+        assert!(
+            t.contains("playbook.toml:25:8: error: handler `restart app` is declared twice (first at line 19)"),
+            "{cmd}: {t}"
+        );
+    }
+    assert!(
+        !c.servers[0].log().contains("Accepted publickey"),
+        "nothing connected"
+    );
+    assert!(!c.root(1).join("etc/app.conf").exists());
+}

@@ -57,6 +57,9 @@ pub enum Event {
         index: usize,
         title: Redacted,
         hosts: Vec<Redacted>,
+        /// A handler (`[[handlers]]`): `index` counts handlers, `title` is its name.
+        #[serde(skip_serializing_if = "is_false")]
+        handler: bool,
     },
     /// The outcome of one step on one host.
     HostResult {
@@ -72,6 +75,9 @@ pub enum Event {
         failure: Option<FailureInfo>,
         #[serde(serialize_with = "millis")]
         duration: Duration,
+        /// The outcome of a handler (`[[handlers]]`): `index` counts handlers, `step` is its name.
+        #[serde(skip_serializing_if = "is_false")]
+        handler: bool,
     },
     /// Every remote command, for the run log (not shown on the terminal). The output of
     /// fact gathering is not kept (it may hold file contents): only its size.
@@ -91,6 +97,10 @@ pub enum Event {
         #[serde(serialize_with = "millis")]
         duration: Duration,
     },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -8,6 +8,7 @@ pub mod diagnostic;
 pub mod event;
 pub mod fact;
 pub mod facts;
+pub mod handlers;
 pub mod inventory;
 pub mod playbook_file;
 pub mod runner;

@@ -1,6 +1,6 @@
 //! Playbook files: an ordered list of `[[steps]]`, each naming a built-in step, its target hosts,
-//! an optional condition and its parameters, and the `[[secrets]]` the playbook needs, validated
-//! with positions for every problem.
+//! an optional condition and its parameters, the `[[handlers]]` steps notify, and the
+//! `[[secrets]]` the playbook needs, validated with positions for every problem.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +18,8 @@ mod loops;
 mod tags;
 pub use loops::{DEFAULT_LOOP_VAR, LoopItems, StepLoop};
 pub use tags::{ALWAYS, NEVER};
+mod notify;
+pub use notify::{FLUSH_HANDLERS, Notify};
 
 /// One `[[steps]]` entry, parsed but not yet built into a step.
 #[derive(Debug, Clone)]
@@ -45,6 +47,8 @@ pub struct StepSpec {
     pub tags: Vec<String>,
     /// `loop`: the step is repeated once per item (expanded when the playbook is compiled).
     pub loop_over: Option<StepLoop>,
+    /// `notify`: the handlers to run on each host this step changes.
+    pub notify: Vec<Notify>,
 }
 
 impl StepSpec {
@@ -91,9 +95,11 @@ pub struct PlaybookFile {
     pub path: PathBuf,
     pub steps: Vec<StepSpec>,
     pub secrets: Vec<SecretSpec>,
+    /// `[[handlers]]`, in declaration order (the order they run in).
+    pub handlers: Vec<StepSpec>,
 }
 
-const TOP_KEYS: &[&str] = &["steps", "secrets"];
+const TOP_KEYS: &[&str] = &["steps", "secrets", "handlers"];
 const SECRET_KEYS: &[&str] = &[
     "name",
     "description",
@@ -116,6 +122,7 @@ const STEP_KEYS: &[&str] = &[
     "loop",
     "loop_var",
     "loop_label",
+    "notify",
 ];
 
 impl PlaybookFile {
@@ -154,6 +161,11 @@ impl PlaybookFile {
             Some(v) => check_secrets(&mut r, v),
             None => Vec::new(),
         };
+        let handlers = match doc.get("handlers") {
+            Some(v) => notify::check_handlers(&mut r, v, known_steps),
+            None => Vec::new(),
+        };
+        notify::check_notified(&mut r, &steps, &notify::declared(&doc));
         if r.has_errors() {
             return Err(ConfigError {
                 diagnostics: r.finish(),
@@ -163,6 +175,7 @@ impl PlaybookFile {
             path: path.to_path_buf(),
             steps,
             secrets,
+            handlers,
         })
     }
 }
@@ -202,7 +215,7 @@ fn check(r: &mut Reporter<'_>, doc: &DeTable<'_>, known: &[&str]) -> Vec<StepSpe
     let mut steps = Vec::new();
     for (i, item) in items.iter().enumerate() {
         match item.get_ref() {
-            DeValue::Table(t) => steps.extend(check_step(r, t, item.span(), i, known)),
+            DeValue::Table(t) => steps.extend(check_step(r, t, item.span(), i, known, "step")),
             _ => r.wrong_type(
                 item,
                 &format!("step #{}", i + 1),
@@ -214,24 +227,30 @@ fn check(r: &mut Reporter<'_>, doc: &DeTable<'_>, known: &[&str]) -> Vec<StepSpe
     steps
 }
 
+/// One `[[steps]]` block, or (`kind` "handler") one `[[handlers]]` block.
 fn check_step(
     r: &mut Reporter<'_>,
     t: &DeTable<'_>,
     header: std::ops::Range<usize>,
     index: usize,
     known: &[&str],
+    kind: &str,
 ) -> Option<StepSpec> {
     let errors_before = r.diagnostics.len();
     let n = index + 1;
     let str_of = |key: &str| t.get(key).and_then(|v| v.get_ref().as_str());
     // Messages name the step the way output will: its name, else its `use`.
     let label = match str_of("name").or_else(|| str_of("use")) {
-        Some(s) if !s.trim().is_empty() => format!("step `{s}`"),
-        _ => format!("step #{n}"),
+        Some(s) if !s.trim().is_empty() => format!("{kind} `{s}`"),
+        _ => format!("{kind} #{n}"),
     };
     let suggested = r.unknown_keys(t, STEP_KEYS, &format!(" in {label}"));
 
     let uses = match t.get("use") {
+        Some(v) if v.get_ref().as_str() == Some(FLUSH_HANDLERS) => {
+            notify::check_flush(r, t, &label);
+            Some(FLUSH_HANDLERS.to_string())
+        }
         Some(v) => check_use(r, v, &label, known),
         None if suggested.contains(&"use") => None,
         None => {
@@ -303,6 +322,10 @@ fn check_step(
     if let Some(looped) = &loop_over {
         loops::check_item_use(r, t, &label, looped.as_ref());
     }
+    let notify = match t.get("notify") {
+        Some(v) => notify::notify_list(r, v, &label),
+        None => Some(Vec::new()),
+    };
     if r.diagnostics.len() != errors_before {
         return None;
     }
@@ -321,6 +344,7 @@ fn check_step(
         param_positions,
         tags: tags?,
         loop_over: loop_over?,
+        notify: notify?,
     })
 }
 
@@ -334,7 +358,8 @@ fn check_use(
     if known.contains(&s) {
         return Some(s.to_string());
     }
-    let help = match did_you_mean(s, known) {
+    let candidates: Vec<&str> = known.iter().copied().chain([FLUSH_HANDLERS]).collect();
+    let help = match did_you_mean(s, &candidates) {
         Some(m) => format!("did you mean `{m}`?"),
         None => format!("built-in steps: {}", known.join(", ")),
     };

@@ -5,6 +5,7 @@ use crate::event::{
     Event, EventSink, FailureInfo, HostRecap, HostStatus, Recap, Redacted, Redactor,
 };
 use crate::facts;
+use crate::handlers::{self, Handlers};
 use crate::step::{Action, Change, Check, Facts, Step, StepError};
 use provision_transport::{Command, Connector, Stdin, Target, Transport, TransportError};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -75,7 +76,20 @@ struct State {
     /// the hosts; on a run that changes nothing, one round trip still gathers everything.
     wasted: std::collections::HashSet<String>,
     recap: BTreeMap<String, HostRecap>,
+    /// The play's steps; indices from here on are handlers.
+    steps: usize,
+    /// Hosts a step of the play targets: the only ones a flush reads pending notifications
+    /// from (a handler's other hosts are not contacted for it).
+    play_hosts: BTreeSet<String>,
+    /// Host to the handlers notified there in this run and not run yet.
+    notified: BTreeMap<String, BTreeSet<String>>,
+    /// Host to the pending notifications its file holds, once read (in the host's first fact
+    /// batch, or at the first flush); kept up to date with what this run writes there.
+    pending: HashMap<String, BTreeSet<String>>,
 }
+
+/// The batch key of the pending-notifications read, which rides in a host's first fact batch.
+const PENDING_KEY: usize = usize::MAX;
 
 pub struct Runner {
     connector: Arc<dyn Connector>,
@@ -88,6 +102,9 @@ pub struct Runner {
     cancel: tokio::sync::watch::Receiver<bool>,
     nonce: String,
     state: Mutex<State>,
+    handlers: Handlers,
+    /// Each handler's name and the hosts it targets, in declaration order.
+    handler_targets: Vec<(String, Vec<String>)>,
 }
 
 impl Runner {
@@ -124,8 +141,26 @@ impl Runner {
                 wasted: Default::default(),
                 cross: Default::default(),
                 recap,
+                steps: 0,
+                play_hosts: BTreeSet::new(),
+                notified: BTreeMap::new(),
+                pending: HashMap::new(),
             }),
+            handlers: Handlers::default(),
+            handler_targets: Vec::new(),
         }
+    }
+
+    /// The play's handlers: run at the end (and at each `flush_handlers`) on the hosts where a
+    /// step that notifies them changed something, or where an earlier run left them pending.
+    pub fn with_handlers(mut self, handlers: Handlers) -> Self {
+        self.handler_targets = handlers
+            .steps
+            .iter()
+            .map(|h| (h.title().to_string(), h.targets()))
+            .collect();
+        self.handlers = handlers;
+        self
     }
 
     /// The secrets of the run: nothing that leaves the runner shows them.
@@ -156,26 +191,56 @@ impl Runner {
         self.opts.limit.as_ref().is_none_or(|l| l.contains(host))
     }
 
-    /// Runs the steps in order, each across its hosts, and returns the recap.
+    /// Runs the steps in order, each across its hosts, then the handlers they notified, and
+    /// returns the recap.
     pub async fn run(&self, steps: &[Box<dyn Step>]) -> Recap {
         let started = Instant::now();
-        self.state.lock().unwrap().cross = steps
+        // Handlers follow the play's steps in one index space (facts cache, cross-host steps).
+        let all: Vec<&dyn Step> = steps
             .iter()
-            .enumerate()
-            .filter(|(_, s)| !s.fact_hosts().is_empty())
-            .map(|(i, _)| i)
+            .chain(self.handlers.steps.iter())
+            .map(|s| s.as_ref())
             .collect();
+        {
+            let mut st = self.state.lock().unwrap();
+            st.steps = steps.len();
+            st.play_hosts = steps.iter().flat_map(|s| s.targets()).collect();
+            st.cross = all
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.fact_hosts().is_empty())
+                .map(|(i, _)| i)
+                .collect();
+        }
         self.emit(Event::RunStarted {
             hosts: self.targets.len(),
             steps: steps.len(),
             check: self.opts.check,
         });
+        let mut stopped = false;
         for index in 0..steps.len() {
             if self.cancelled() {
                 self.emit(Event::Interrupted);
+                stopped = true;
                 break;
             }
-            self.run_step(index, steps).await;
+            if all[index].flushes_handlers() {
+                if !self.flush(&all).await {
+                    stopped = true;
+                    break;
+                }
+                continue;
+            }
+            self.run_step(index, &all, None).await;
+        }
+        // The end of the play flushes too. A stopped run runs no handler: the notifications of
+        // changed hosts stay pending on them, for the next run.
+        if !stopped && !self.handlers.is_empty() {
+            if self.cancelled() {
+                self.emit(Event::Interrupted);
+            } else {
+                self.flush(&all).await;
+            }
         }
         let recap = Recap {
             hosts: self
@@ -197,14 +262,16 @@ impl Runner {
         recap
     }
 
-    async fn run_step(&self, index: usize, steps: &[Box<dyn Step>]) {
-        let step = &steps[index];
+    /// Runs step `index` of `steps` on its hosts (`only` these, for a handler).
+    async fn run_step(&self, index: usize, steps: &[&dyn Step], only: Option<&[String]>) {
+        let step = steps[index];
         let title = step.title().to_string();
         let timeout = step.timeout().unwrap_or(self.opts.command_timeout);
         let targets: Vec<String> = step
             .targets()
             .into_iter()
             .filter(|h| self.in_limit(h) && !self.is_dead(h))
+            .filter(|h| only.is_none_or(|o| o.contains(h)))
             .collect();
         let mut gather_hosts: Vec<String> = targets.clone();
         for h in step.fact_hosts() {
@@ -215,10 +282,12 @@ impl Runner {
         if targets.is_empty() {
             return;
         }
+        let (shown, handler) = self.position(index);
         self.emit(Event::StepStarted {
-            index,
+            index: shown,
             title: self.clean(&title),
             hosts: targets.iter().map(|h| self.clean(h)).collect(),
+            handler,
         });
         let step_started = Instant::now();
 
@@ -244,7 +313,8 @@ impl Runner {
         }
 
         let plan = step.plan(&facts);
-        let mut changes: Vec<(String, Vec<Change>)> = Vec::new();
+        // Each host's changes, and the notifications they add to its pending file.
+        let mut changes: Vec<(String, Vec<Change>, BTreeSet<String>)> = Vec::new();
         for host in &targets {
             if self.is_dead(host) {
                 continue;
@@ -281,7 +351,11 @@ impl Runner {
                     None,
                     step_started,
                 ),
-                Some(Ok(Check::Change(c))) => changes.push((host.clone(), c.clone())),
+                Some(Ok(Check::Change(c))) => {
+                    let mut c = c.clone();
+                    let fresh = self.notify_pending(step, host, &mut c);
+                    changes.push((host.clone(), c, fresh))
+                }
                 Some(Err(e)) => {
                     self.fail(index, &title, host, self.failure_from_step(e), step_started)
                 }
@@ -289,27 +363,239 @@ impl Runner {
         }
 
         // Apply: one host at a time when the plan says so (quorum), else in parallel.
+        let mut changed: Vec<(String, BTreeSet<String>)> = Vec::new();
         if plan.serial {
             let pos = |h: &String| plan.order.iter().position(|o| o == h).unwrap_or(usize::MAX);
-            changes.sort_by_key(|(h, _)| (pos(h), h.clone()));
-            for (host, c) in changes {
+            changes.sort_by_key(|(h, _, _)| (pos(h), h.clone()));
+            for (host, c, fresh) in changes {
                 if self.cancelled() {
                     break;
                 }
-                self.apply(index, &title, &host, c, step_started, timeout)
-                    .await;
+                if self
+                    .apply(index, &title, &host, c, step_started, timeout, true)
+                    .await
+                {
+                    changed.push((host, fresh));
+                }
             }
         } else {
             let title = &title;
-            futures::future::join_all(changes.into_iter().map(|(host, c)| {
+            changed = futures::future::join_all(changes.into_iter().map(|(host, c, fresh)| {
                 let forks = forks.clone();
                 async move {
                     let _p = forks.acquire().await.expect("semaphore");
-                    self.apply(index, title, &host, c, step_started, timeout)
+                    self.apply(index, title, &host, c, step_started, timeout, true)
                         .await
+                        .then_some((host, fresh))
                 }
             }))
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        }
+        self.notified(step, changed);
+    }
+
+    /// The index an event shows for `index` of the run, and whether it is a handler's (handlers
+    /// are counted on their own).
+    fn position(&self, index: usize) -> (usize, bool) {
+        let steps = self.state.lock().unwrap().steps;
+        match index.checked_sub(steps) {
+            Some(h) => (h, true),
+            None => (index, false),
+        }
+    }
+
+    /// The handlers `step` notifies that can run on `host` (declared, and targeting it).
+    fn notifications(&self, step: &dyn Step, host: &str) -> BTreeSet<String> {
+        step.notifies()
+            .iter()
+            .filter(|n| {
+                self.handler_targets
+                    .iter()
+                    .any(|(name, targets)| name == *n && targets.iter().any(|t| t == host))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Before `changes` are applied to `host`: the notifications they add to the host's pending
+    /// file (those it is not known to hold), written by one more command after the changes'
+    /// own, through the same gate. Returns what it adds.
+    fn notify_pending(
+        &self,
+        step: &dyn Step,
+        host: &str,
+        changes: &mut [Change],
+    ) -> BTreeSet<String> {
+        let mut fresh = self.notifications(step, host);
+        if let Some(held) = self.state.lock().unwrap().pending.get(host) {
+            fresh.retain(|n| !held.contains(n));
+        }
+        if let (false, Some(last)) = (fresh.is_empty(), changes.last_mut()) {
+            let file = self.handlers.pending_file(host);
+            last.actions
+                .push(Action::run(handlers::add_command(file, &fresh)));
+        }
+        fresh
+    }
+
+    /// Records the notifications of `step` on the hosts it changed (`fresh`: what each host's
+    /// file now holds besides what it held).
+    fn notified(&self, step: &dyn Step, changed: Vec<(String, BTreeSet<String>)>) {
+        if step.notifies().is_empty() {
+            return;
+        }
+        let mut st = self.state.lock().unwrap();
+        for (host, fresh) in changed {
+            let names = self.notifications(step, &host);
+            st.notified.entry(host.clone()).or_default().extend(names);
+            if !self.opts.check
+                && let Some(held) = st.pending.get_mut(&host)
+            {
+                held.extend(fresh);
+            }
+        }
+    }
+
+    /// Runs the handlers notified so far, each on its notified hosts, in declaration order, and
+    /// clears those notifications (on the host too). False when the run was stopped.
+    async fn flush(&self, all: &[&dyn Step]) -> bool {
+        if self.handlers.is_empty() {
+            return true;
+        }
+        let steps = self.state.lock().unwrap().steps;
+        let live = |h: &String| self.in_limit(h) && !self.is_dead(h);
+        // Hosts no fact batch reached yet have their pending file read now.
+        let unread: BTreeSet<String> = {
+            let st = self.state.lock().unwrap();
+            self.handler_targets
+                .iter()
+                .flat_map(|(_, t)| t.iter())
+                .filter(|h| st.play_hosts.contains(*h) && !st.pending.contains_key(*h))
+                .cloned()
+                .collect()
+        };
+        futures::future::join_all(
+            unread
+                .iter()
+                .filter(|h| live(h))
+                .map(|h| self.read_pending(steps, h)),
+        )
+        .await;
+        let notified: BTreeMap<String, BTreeSet<String>> = {
+            let st = self.state.lock().unwrap();
+            let mut all = st.notified.clone();
+            for (host, held) in &st.pending {
+                all.entry(host.clone())
+                    .or_default()
+                    .extend(held.iter().cloned());
+            }
+            all
+        };
+        let list: Vec<(&str, Vec<String>)> = self
+            .handler_targets
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.iter().filter(|h| live(h)).cloned().collect()))
+            .collect();
+        for (i, hosts) in handlers::due(&list, &notified) {
+            if self.cancelled() {
+                self.emit(Event::Interrupted);
+                return false;
+            }
+            let name = &self.handler_targets[i].0;
+            self.run_step(steps + i, all, Some(&hosts)).await;
+            let done: Vec<&String> = hosts.iter().filter(|h| !self.is_dead(h)).collect();
+            let held: Vec<&String> = {
+                let mut st = self.state.lock().unwrap();
+                for h in &done {
+                    if let Some(n) = st.notified.get_mut(*h) {
+                        n.remove(name);
+                    }
+                }
+                done.iter()
+                    .filter(|h| st.pending.get(**h).is_some_and(|p| p.contains(name)))
+                    .copied()
+                    .collect()
+            };
+            if self.opts.check {
+                // Nothing is cleared on the host; in this run the handler has been reported.
+                let mut st = self.state.lock().unwrap();
+                for h in held {
+                    if let Some(p) = st.pending.get_mut(h) {
+                        p.remove(name);
+                    }
+                }
+                continue;
+            }
+            futures::future::join_all(
+                held.into_iter()
+                    .map(|h| self.clear_pending(steps + i, name, h)),
+            )
             .await;
+        }
+        true
+    }
+
+    /// Reads the pending notifications of `host` (one read-only command).
+    async fn read_pending(&self, steps: usize, host: &str) {
+        let script = handlers::read_command(self.handlers.pending_file(host));
+        let started = Instant::now();
+        let title = "pending handlers";
+        let res = match self.connection(host).await {
+            Ok(conn) => {
+                conn.run(Command::new(script.clone()).timeout(self.opts.gather_timeout))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(out) => {
+                self.log_command(
+                    host,
+                    title,
+                    &script,
+                    out.exit_status,
+                    started.elapsed(),
+                    &out.stdout_str(),
+                    &out.stderr_str(),
+                );
+                let held = handlers::parse_pending(&out.stdout_str());
+                self.state
+                    .lock()
+                    .unwrap()
+                    .pending
+                    .insert(host.to_string(), held);
+            }
+            Err(e) => self.host_lost(steps, title, host, &RunnerError::Transport(e), started),
+        }
+    }
+
+    /// Removes handler `name` from the pending file of `host`, where it ran: through the gate,
+    /// reporting only a failure.
+    async fn clear_pending(&self, index: usize, name: &str, host: &str) {
+        let once: BTreeSet<String> = [name.to_string()].into();
+        let change = Change::new(
+            format!("pending notification of `{name}` cleared"),
+            vec![Action::run(handlers::clear_command(
+                self.handlers.pending_file(host),
+                &once,
+            ))],
+        );
+        let cleared = self
+            .apply(
+                index,
+                name,
+                host,
+                vec![change],
+                Instant::now(),
+                self.opts.command_timeout,
+                false,
+            )
+            .await;
+        if cleared && let Some(held) = self.state.lock().unwrap().pending.get_mut(host) {
+            held.remove(name);
         }
     }
 
@@ -342,7 +628,7 @@ impl Runner {
         &self,
         host: &str,
         index: usize,
-        steps: &[Box<dyn Step>],
+        steps: &[&dyn Step],
     ) -> Result<Option<Facts>, RunnerError> {
         if let Some(f) = self
             .state
@@ -357,9 +643,14 @@ impl Runner {
             return Ok(None);
         };
         let mut cmds = vec![(index, own)];
-        let ahead = !self.state.lock().unwrap().wasted.remove(host);
+        let (ahead, play) = {
+            let mut st = self.state.lock().unwrap();
+            (!st.wasted.remove(host), st.steps)
+        };
+        // The play's steps look ahead to the play's steps; a handler to no other.
+        let end = if index < play { play } else { index + 1 };
         if self.opts.batch_facts && ahead {
-            for (j, later) in steps.iter().enumerate().skip(index + 1) {
+            for (j, later) in steps.iter().enumerate().take(end).skip(index + 1) {
                 let concerned = later
                     .targets()
                     .iter()
@@ -384,6 +675,20 @@ impl Runner {
                 None => distinct.push((*k, c.clone())),
             }
         }
+        // The host's pending notifications ride in its first batch: a run that changes nothing
+        // learns there is nothing pending without a round trip of its own.
+        let read_pending = self
+            .handler_targets
+            .iter()
+            .any(|(_, t)| t.iter().any(|h| h == host))
+            && self.in_limit(host)
+            && !self.state.lock().unwrap().pending.contains_key(host);
+        if read_pending {
+            distinct.push((
+                PENDING_KEY,
+                handlers::read_command(self.handlers.pending_file(host)),
+            ));
+        }
         let script = facts::batch_script(&self.nonce, &distinct);
         let started = Instant::now();
         let out = conn
@@ -393,6 +698,14 @@ impl Runner {
         let title = steps[index].title().to_string();
         let stdout = out.stdout_str();
         let mut parsed = facts::parse_batch(&self.nonce, &stdout);
+        if let Some(at) = parsed.iter().position(|(k, _)| *k == PENDING_KEY) {
+            let (_, f) = parsed.remove(at);
+            self.state
+                .lock()
+                .unwrap()
+                .pending
+                .insert(host.to_string(), handlers::parse_pending(&f.stdout));
+        }
         for (k, first) in same_as {
             if let Some(f) = parsed
                 .iter()
@@ -441,7 +754,10 @@ impl Runner {
         Ok(Some(own_facts))
     }
 
-    /// The one gate between a plan and the hosts: under --check nothing below runs.
+    /// The one gate between a plan and the hosts: under --check nothing below runs. True when
+    /// the host changed (or, under --check, would). `report`: a result event for the step;
+    /// without it (the runner's own bookkeeping) only a failure is reported.
+    #[allow(clippy::too_many_arguments)]
     async fn apply(
         &self,
         index: usize,
@@ -450,7 +766,8 @@ impl Runner {
         changes: Vec<Change>,
         started: Instant,
         timeout: Duration,
-    ) {
+        report: bool,
+    ) -> bool {
         let summaries: Vec<Redacted> = changes.iter().map(|c| self.clean(&c.summary)).collect();
         let diff = if self.opts.diff {
             let redactor = self.redactor.lock().unwrap().clone();
@@ -460,6 +777,9 @@ impl Runner {
             None
         };
         if self.opts.check {
+            if !report {
+                return false;
+            }
             self.result(
                 index,
                 title,
@@ -470,12 +790,13 @@ impl Runner {
                 None,
                 started,
             );
-            return;
+            return true;
         }
         let conn = match self.connection(host).await {
             Ok(c) => c,
             Err(e) => {
-                return self.host_lost(index, title, host, &RunnerError::Transport(e), started);
+                self.host_lost(index, title, host, &RunnerError::Transport(e), started);
+                return false;
             }
         };
         // Whatever happens next, cached facts of this host are stale.
@@ -513,25 +834,29 @@ impl Runner {
                     _ => self.run_action(&*conn, host, title, action, timeout).await,
                 };
                 if let Err(e) = res {
-                    return match e {
+                    match e {
                         RunnerError::Transport(t) if t.is_unreachable() => {
                             self.host_lost(index, title, host, &RunnerError::Transport(t), started)
                         }
                         other => self.fail(index, title, host, self.failure(&other), started),
                     };
+                    return false;
                 }
             }
         }
-        self.result(
-            index,
-            title,
-            host,
-            HostStatus::Changed,
-            summaries,
-            diff,
-            None,
-            started,
-        );
+        if report {
+            self.result(
+                index,
+                title,
+                host,
+                HostStatus::Changed,
+                summaries,
+                diff,
+                None,
+                started,
+            );
+        }
+        true
     }
 
     async fn run_action(
@@ -661,6 +986,7 @@ impl Runner {
                     r.failures.push((self.clean(title), failure.clone()));
                 }
             }
+            let (index, handler) = self.position(index);
             self.emit(Event::HostResult {
                 index,
                 step: self.clean(title),
@@ -670,6 +996,7 @@ impl Runner {
                 diff: None,
                 failure: Some(failure),
                 duration: started.elapsed(),
+                handler,
             });
         } else {
             self.fail(index, title, host, failure, started);
@@ -720,6 +1047,7 @@ impl Runner {
                 HostStatus::Unreachable => r.unreachable = true,
             }
         }
+        let (index, handler) = self.position(index);
         self.emit(Event::HostResult {
             index,
             step: self.clean(title),
@@ -729,6 +1057,7 @@ impl Runner {
             diff,
             failure,
             duration: started.elapsed(),
+            handler,
         });
     }
 }

@@ -238,6 +238,16 @@ pub trait Step: Send + Sync {
     fn timeout(&self) -> Option<Duration> {
         None
     }
+
+    /// The handlers (by name) this step notifies on each host it changes. Default: none.
+    fn notifies(&self) -> &[String] {
+        &[]
+    }
+
+    /// True for `use = "flush_handlers"`: the runner runs the handlers notified so far here.
+    fn flushes_handlers(&self) -> bool {
+        false
+    }
 }
 
 /// A step with the playbook's `timeout` for every command of its plan.
@@ -267,6 +277,72 @@ impl Step for Timed {
     }
     fn timeout(&self) -> Option<Duration> {
         Some(self.timeout)
+    }
+    fn notifies(&self) -> &[String] {
+        self.step.notifies()
+    }
+    fn flushes_handlers(&self) -> bool {
+        self.step.flushes_handlers()
+    }
+}
+
+/// A step with the handlers its `notify` names.
+pub struct Notifying {
+    pub step: Box<dyn Step>,
+    pub handlers: Vec<String>,
+}
+
+impl Step for Notifying {
+    fn title(&self) -> &str {
+        self.step.title()
+    }
+    fn targets(&self) -> Vec<String> {
+        self.step.targets()
+    }
+    fn fact_hosts(&self) -> Vec<String> {
+        self.step.fact_hosts()
+    }
+    fn gather(&self, host: &str) -> Option<String> {
+        self.step.gather(host)
+    }
+    fn plan(&self, facts: &BTreeMap<String, Facts>) -> StepPlan {
+        self.step.plan(facts)
+    }
+    fn secret_values(&self, host: &str, facts: &Facts) -> Vec<String> {
+        self.step.secret_values(host, facts)
+    }
+    fn timeout(&self) -> Option<Duration> {
+        self.step.timeout()
+    }
+    fn notifies(&self) -> &[String] {
+        &self.handlers
+    }
+    fn flushes_handlers(&self) -> bool {
+        self.step.flushes_handlers()
+    }
+}
+
+/// `use = "flush_handlers"`: no hosts of its own, no facts, no plan; the runner runs the handlers
+/// notified so far when it reaches it.
+pub struct FlushHandlers {
+    pub title: String,
+}
+
+impl Step for FlushHandlers {
+    fn title(&self) -> &str {
+        &self.title
+    }
+    fn targets(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn gather(&self, _host: &str) -> Option<String> {
+        None
+    }
+    fn plan(&self, _facts: &BTreeMap<String, Facts>) -> StepPlan {
+        StepPlan::default()
+    }
+    fn flushes_handlers(&self) -> bool {
+        true
     }
 }
 

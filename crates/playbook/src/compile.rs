@@ -4,9 +4,12 @@
 use crate::ctx::{BuildCtx, Claim, ClusterCtx, ClusterStepCtor};
 use crate::registry::{cluster_step, host_step, known_steps};
 use provision_engine::diagnostic::{ConfigError, Diagnostic};
+use provision_engine::handlers::{self, Handlers};
 use provision_engine::inventory::{Host, Inventory};
-use provision_engine::playbook_file::{PlaybookFile, StepSpec};
-use provision_engine::step::{Check, Facts, HostStep, PerHost, Step, StepError, Timed};
+use provision_engine::playbook_file::{FLUSH_HANDLERS, PlaybookFile, StepSpec};
+use provision_engine::step::{
+    Check, Facts, FlushHandlers, HostStep, Notifying, PerHost, Step, StepError, Timed,
+};
 use provision_engine::template::{self, TemplateError};
 use provision_transport::{Become, Target};
 use std::sync::Arc;
@@ -23,6 +26,8 @@ pub struct Compiled {
     /// Where each step of `steps` comes from (same order): for choosing steps by tag or name,
     /// and for listing them.
     pub origins: Vec<Origin>,
+    /// `[[handlers]]`, compiled like steps, and where each host keeps pending notifications.
+    pub handlers: Handlers,
 }
 
 /// The playbook entry a compiled step comes from, and where it would run.
@@ -82,9 +87,35 @@ pub fn compile(
     let cluster_ctx = pb
         .steps
         .iter()
+        .chain(&pb.handlers)
         .any(|s| s.loop_over.is_some())
         .then(|| cluster_context(inv, secrets.table));
-    for (index, spec) in pb.steps.iter().enumerate() {
+    // Handlers compile like steps, after them, into their own list; `origins` are the play's
+    // steps' only (tags and --start-at-step choose among those).
+    let mut handler_steps: Vec<Box<dyn Step>> = Vec::new();
+    let play = pb.steps.iter().enumerate().map(|(i, s)| (i, s, false));
+    let handler_specs = pb.handlers.iter().enumerate().map(|(i, s)| (i, s, true));
+    for (index, spec, is_handler) in play.chain(handler_specs) {
+        let out = if is_handler {
+            &mut handler_steps
+        } else {
+            &mut steps
+        };
+        let mut origin = |runs_on: Vec<String>| {
+            if !is_handler {
+                origins.push(Origin {
+                    spec: index,
+                    runs_on,
+                });
+            }
+        };
+        if spec.uses == FLUSH_HANDLERS {
+            out.push(Box::new(FlushHandlers {
+                title: spec.name.clone(),
+            }));
+            origin(Vec::new());
+            continue;
+        }
         if let Some(d) = pattern_problems(inv, pb, spec, &mut warnings.borrow_mut()) {
             diagnostics.push(d);
             continue;
@@ -126,11 +157,8 @@ pub fn compile(
                     &claims,
                     &mut diagnostics,
                 ) {
-                    origins.push(Origin {
-                        spec: index,
-                        runs_on: step.targets(),
-                    });
-                    steps.push(timed(spec, step));
+                    origin(step.targets());
+                    out.push(notifying(spec, timed(spec, step)));
                 }
                 continue;
             }
@@ -158,13 +186,11 @@ pub fn compile(
                 &warnings,
                 &mut diagnostics,
             );
-            origins.push(Origin {
-                spec: index,
-                runs_on,
-            });
-            steps.push(step);
+            origin(runs_on);
+            out.push(notifying(spec, step));
         }
     }
+    let pending_files = pending_files(inv, &mut diagnostics);
     for d in conflicts(pb, &claims.into_inner()) {
         push_unique(&mut diagnostics, d);
     }
@@ -173,6 +199,10 @@ pub fn compile(
             steps,
             warnings: warnings.into_inner(),
             origins,
+            handlers: Handlers {
+                steps: handler_steps,
+                pending_files,
+            },
         })
     } else {
         Err(ConfigError { diagnostics })
@@ -327,6 +357,57 @@ fn timed(spec: &StepSpec, step: Box<dyn Step>) -> Box<dyn Step> {
         Some(timeout) => Box::new(Timed { step, timeout }),
         None => step,
     }
+}
+
+/// The step with the handlers its `notify` names, when it names any.
+fn notifying(spec: &StepSpec, step: Box<dyn Step>) -> Box<dyn Step> {
+    if spec.notify.is_empty() {
+        return step;
+    }
+    let mut handlers: Vec<String> = Vec::new();
+    for n in &spec.notify {
+        if !handlers.contains(&n.handler) {
+            handlers.push(n.handler.clone());
+        }
+    }
+    Box::new(Notifying { step, handlers })
+}
+
+/// Each host's pending-notifications file: the var `pending_handlers_file` (host or cluster
+/// vars), an absolute path, else the default under /var/lib/provision.
+fn pending_files(
+    inv: &Inventory,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> std::collections::BTreeMap<String, String> {
+    let mut files = std::collections::BTreeMap::new();
+    for host in &inv.hosts {
+        let file = match inv.host_vars(host).get(handlers::PENDING_FILE_VAR) {
+            None => handlers::DEFAULT_PENDING_FILE.to_string(),
+            Some(toml::Value::String(s)) if s.starts_with('/') && !s.ends_with('/') => s.clone(),
+            Some(other) => {
+                push_unique(
+                    diagnostics,
+                    Diagnostic::error(
+                        &inv.path,
+                        (host.line, 1),
+                        format!(
+                            "host {}: var `{}` must be the absolute path of a file, not {other}",
+                            host.name,
+                            handlers::PENDING_FILE_VAR
+                        ),
+                    )
+                    .with_help(format!(
+                        "write {} = \"{}\" (where the host keeps handlers still to run), or leave it out",
+                        handlers::PENDING_FILE_VAR,
+                        handlers::DEFAULT_PENDING_FILE
+                    )),
+                );
+                continue;
+            }
+        };
+        files.insert(host.name.clone(), file);
+    }
+    files
 }
 
 /// One cluster step: `when` and `with` are evaluated once, cluster-wide (with the

@@ -1,6 +1,6 @@
 //! `service`: a systemd unit started or stopped, enabled or disabled at boot.
-//! There is no `restarted`: restarting on every run is not a state; restart
-//! from a `command` step guarded by `when` (or `unless`) instead.
+//! There is no `restarted`: restarting on every run is not a state; restart from a
+//! `command` handler notified by the step that changed the service's configuration.
 
 use super::systemd::{self, Verb};
 use super::util;
@@ -59,7 +59,7 @@ pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep
                         &s[..s.len() - 2]
                     ),
                     format!(
-                        "use a `command` step with run = \"systemctl {} {}\" and a `when` (or `unless`) saying when it is needed",
+                        "restart when something changed: a [[handlers]] block with use = \"command\" and run = \"systemctl {} {}\", notified by the step that changes its configuration (notify = [\"NAME\"])",
                         &s[..s.len() - 2],
                         p.name
                     ),
@@ -263,7 +263,7 @@ mod tests {
         assert_eq!(
             e.help.as_deref(),
             Some(
-                "use a `command` step with run = \"systemctl restart nginx\" and a `when` (or `unless`) saying when it is needed"
+                "restart when something changed: a [[handlers]] block with use = \"command\" and run = \"systemctl restart nginx\", notified by the step that changes its configuration (notify = [\"NAME\"])"
             )
         );
         let e = build_err(build_with(build, "name = \"nginx\"\nstate = \"running\""));
