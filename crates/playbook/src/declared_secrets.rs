@@ -41,7 +41,7 @@ pub fn needed<'p>(
                 Err(e) => {
                     errors.push(
                         Diagnostic::error(
-                            &pb.path,
+                            &spec.file,
                             (spec.line, spec.column),
                             format!("secret `{}`: cannot evaluate `when`: {}", spec.name, e.message),
                         )
@@ -81,7 +81,6 @@ pub fn state(secrets: &toml::Table, name: &str) -> State {
 /// Optional ones are not errors: the templates give them a default.
 pub fn problems(
     inv: &Inventory,
-    pb: &PlaybookFile,
     needed: &[(&SecretSpec, State)],
 ) -> Vec<Diagnostic> {
     let cluster = shown(&inv.path);
@@ -97,7 +96,7 @@ pub fn problems(
             (_, State::Present) => continue,
             (_, State::Missing) if !spec.required => continue,
             (None, _) => Diagnostic::error(
-                &pb.path,
+                &spec.file,
                 at,
                 format!(
                     "the playbook needs secret `{}`{about}, and {cluster} names no secrets file",
@@ -108,7 +107,7 @@ pub fn problems(
                 "add secrets = \"secrets.age\" to {cluster}, run `provision secrets init secrets.age`, then `provision secrets generate {cluster}`"
             )),
             (Some(file), State::NotAString) => Diagnostic::error(
-                &pb.path,
+                &spec.file,
                 at,
                 format!("secret `{}` in {} must be a string", spec.name, shown(file)),
             )
@@ -128,7 +127,7 @@ pub fn problems(
                     ),
                 };
                 Diagnostic::error(
-                    &pb.path,
+                    &spec.file,
                     at,
                     format!(
                         "required secret `{}`{about} is not in {}",
@@ -193,11 +192,7 @@ alphabet = "hex"
 
     /// The problems when the secrets file holds nothing.
     fn problems_without_secrets(inv: &Inventory, pb: &PlaybookFile) -> Vec<String> {
-        messages(problems(
-            inv,
-            pb,
-            &needed(inv, pb, &toml::Table::new()).unwrap(),
-        ))
+        messages(problems(inv, &needed(inv, pb, &toml::Table::new()).unwrap()))
     }
 
     /// Each of `parts` is in `msg` (shown whole when one is not).
@@ -241,7 +236,7 @@ alphabet = "hex"
                 ("app.registry_token", State::Present)
             ]
         );
-        let msgs = messages(problems(&inv, &pb, &needed_now));
+        let msgs = messages(problems(&inv, &needed_now));
         assert_eq!(msgs.len(), 1, "{msgs:?}");
         assert_mentions(
             &msgs[0],
