@@ -55,7 +55,8 @@ pub fn load(inv: &Inventory, builtin: Builtin<'_>) -> Result<PlaybookFile> {
     let builtins = |name: &str| -> std::result::Result<PathBuf, String> {
         if !crate::builtin::NAMES.contains(&name) {
             let prefix = provision_engine::playbook_file::BUILTIN_PREFIX;
-            if let Some(m) = provision_engine::diagnostic::did_you_mean(name, crate::builtin::NAMES) {
+            if let Some(m) = provision_engine::diagnostic::did_you_mean(name, crate::builtin::NAMES)
+            {
                 return Err(format!("did you mean `{prefix}{m}`?"));
             }
             return Err(format!(

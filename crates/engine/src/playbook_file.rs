@@ -197,7 +197,8 @@ pub(crate) struct Parts {
 }
 
 pub(crate) enum Entry {
-    Step(StepSpec, bool),
+    /// Boxed: a step is much larger than an include.
+    Step(Box<StepSpec>, bool),
     Include(include::IncludeSpec),
 }
 
@@ -286,7 +287,7 @@ fn check(r: &mut Reporter<'_>, doc: &DeTable<'_>, known: &[&str]) -> Vec<Entry> 
             }
             DeValue::Table(t) => steps.extend(
                 check_step(r, t, item.span(), i, known, "step")
-                    .map(|s| Entry::Step(s, t.contains_key("hosts"))),
+                    .map(|s| Entry::Step(Box::new(s), t.contains_key("hosts"))),
             ),
             _ => r.wrong_type(
                 item,

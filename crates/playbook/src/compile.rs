@@ -614,7 +614,11 @@ fn with_error(spec: &StepSpec, e: &TemplateError, host: &Host) -> Diagnostic {
 /// The directory a step's relative paths resolve in: the playbook's for its own steps; for a
 /// step an include brought in, where its rendered `src` exists first (its role's directory,
 /// then each including file's), else its own file's directory.
-fn src_dir(spec: &StepSpec, rendered: &toml::Table, playbook_dir: &std::path::Path) -> std::path::PathBuf {
+fn src_dir(
+    spec: &StepSpec,
+    rendered: &toml::Table,
+    playbook_dir: &std::path::Path,
+) -> std::path::PathBuf {
     let src = rendered.get("src").and_then(toml::Value::as_str);
     spec.scope.base_dir(src, playbook_dir)
 }
@@ -693,7 +697,9 @@ mod tests {
         )
         .unwrap();
         let step = |name: &str, when: &str| {
-            format!("[[steps]]\nname = \"{name}\"\nuse = \"command\"\nwhen = \"{when}\"\nwith = {{ run = \"true\" }}\n")
+            format!(
+                "[[steps]]\nname = \"{name}\"\nuse = \"command\"\nwhen = \"{when}\"\nwith = {{ run = \"true\" }}\n"
+            )
         };
         std::fs::write(
             role.join("steps.toml"),

@@ -79,10 +79,7 @@ pub fn state(secrets: &toml::Table, name: &str) -> State {
 /// An error at each needed secret that is required and missing (or not a string), saying how
 /// to create it: `provision secrets generate` for generated ones, `secrets set` otherwise.
 /// Optional ones are not errors: the templates give them a default.
-pub fn problems(
-    inv: &Inventory,
-    needed: &[(&SecretSpec, State)],
-) -> Vec<Diagnostic> {
+pub fn problems(inv: &Inventory, needed: &[(&SecretSpec, State)]) -> Vec<Diagnostic> {
     let cluster = shown(&inv.path);
     let mut out = Vec::new();
     for (spec, state) in needed {
@@ -192,7 +189,10 @@ alphabet = "hex"
 
     /// The problems when the secrets file holds nothing.
     fn problems_without_secrets(inv: &Inventory, pb: &PlaybookFile) -> Vec<String> {
-        messages(problems(inv, &needed(inv, pb, &toml::Table::new()).unwrap()))
+        messages(problems(
+            inv,
+            &needed(inv, pb, &toml::Table::new()).unwrap(),
+        ))
     }
 
     /// Each of `parts` is in `msg` (shown whole when one is not).

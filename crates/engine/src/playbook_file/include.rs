@@ -266,7 +266,7 @@ impl<'a> Loader<'a> {
             match entry {
                 Entry::Step(mut s, hosts_set) => {
                     s.scope = scope.clone();
-                    out.push((s, hosts_set));
+                    out.push((*s, hosts_set));
                 }
                 Entry::Include(inc) => out.extend(self.include(&inc, file, chain)),
             }
@@ -361,11 +361,7 @@ impl<'a> Loader<'a> {
                     Diagnostic::error(
                         from,
                         inc.at,
-                        format!(
-                            "cannot read {}: {}",
-                            steps_file.display(),
-                            io_reason(&e)
-                        ),
+                        format!("cannot read {}: {}", steps_file.display(), io_reason(&e)),
                     )
                     .with_help(INCLUDE_HELP),
                 );
@@ -598,10 +594,8 @@ mod tests {
                 _ => Err("built-in playbooks: builtin:base".into()),
             }
         };
-        PlaybookFile::load_with(&dir.join(file), KNOWN, &builtins).map_err(|e| {
-            e.to_string()
-                .replace(&format!("{}/", dir.display()), "")
-        })
+        PlaybookFile::load_with(&dir.join(file), KNOWN, &builtins)
+            .map_err(|e| e.to_string().replace(&format!("{}/", dir.display()), ""))
     }
 
     const ROLE_STEPS: &str = r#"
@@ -627,10 +621,7 @@ with = { run = "true" }
                 "roles/web/handlers.toml",
                 "[[handlers]]\nname = \"reload web\"\nuse = \"command\"\nwith = { run = \"true\" }\n",
             ),
-            (
-                "roles/web/defaults.toml",
-                "site = \"default\"\nport = 80\n",
-            ),
+            ("roles/web/defaults.toml", "site = \"default\"\nport = 80\n"),
             ("roles/web/templates/site.conf.j2", "port {{ vars.port }}\n"),
         ]
     }
@@ -669,23 +660,39 @@ notify = "reload web"
         let names: Vec<&str> = pb.steps.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,
-            ["first", "site config", "site flag", "site config", "site flag", "last"]
+            [
+                "first",
+                "site config",
+                "site flag",
+                "site config",
+                "site flag",
+                "last"
+            ]
         );
         let role = dir.path().join("roles/web");
         let steps_file = role.join("steps.toml");
         let (blog, blog_flag, shop) = (&pb.steps[1], &pb.steps[2], &pb.steps[3]);
         // Each step points at its own file; `hosts` from the include points at the include.
-        assert_eq!((blog.file.as_path(), blog.line, blog.column), (steps_file.as_path(), 2, 1));
+        assert_eq!(
+            (blog.file.as_path(), blog.line, blog.column),
+            (steps_file.as_path(), 2, 1)
+        );
         assert_eq!(blog.hosts.to_string(), "web");
         assert_eq!(blog.hosts_at, (12, 9));
-        assert_eq!(blog.scope.hosts_file.as_deref(), Some(dir.path().join("site.toml").as_path()));
+        assert_eq!(
+            blog.scope.hosts_file.as_deref(),
+            Some(dir.path().join("site.toml").as_path())
+        );
         // A step that sets its own hosts keeps them.
         assert_eq!(blog_flag.hosts.to_string(), "db");
         assert_eq!(blog_flag.scope.hosts_file, None);
         assert_eq!(shop.hosts.to_string(), "all");
         // `when` AND-ed, outer first; tags added after the step's own.
         assert_eq!(blog.when.as_deref(), Some("vars.web"));
-        assert_eq!(blog_flag.when.as_deref(), Some("(vars.web) and (vars.flag)"));
+        assert_eq!(
+            blog_flag.when.as_deref(),
+            Some("(vars.web) and (vars.flag)")
+        );
         assert_eq!(blog_flag.tags, ["flag", "web"]);
         assert!(shop.tags.is_empty());
         // Vars: the role's defaults, each include's vars.
@@ -695,12 +702,19 @@ notify = "reload web"
         assert_eq!(shop.scope.vars, table("site = \"shop\"\nport = 8080"));
         // Files are looked up in the role, then beside the playbook.
         assert_eq!(blog.scope.search, [role.clone(), dir.path().to_path_buf()]);
-        assert_eq!(blog.scope.base_dir(Some("templates/site.conf.j2"), Path::new("/x")), role);
+        assert_eq!(
+            blog.scope
+                .base_dir(Some("templates/site.conf.j2"), Path::new("/x")),
+            role
+        );
         // The role's handler is declared once however often the role is included, and both
         // the role's steps and the playbook's notify it.
         assert_eq!(pb.handlers.len(), 1);
         assert_eq!(pb.handlers[0].name, "reload web");
-        assert_eq!(pb.handlers[0].scope.defaults, table("site = \"default\"\nport = 80"));
+        assert_eq!(
+            pb.handlers[0].scope.defaults,
+            table("site = \"default\"\nport = 80")
+        );
         assert!(pb.handlers[0].scope.vars.is_empty());
         // The playbook's own steps have no scope.
         assert_eq!(pb.steps[0].scope, Scope::default());
@@ -709,31 +723,61 @@ notify = "reload web"
     #[test]
     fn src_falls_back_to_the_including_files_directory() {
         let dir = tree(&[
-            ("tasks/extra.toml", "[[steps]]\nuse = \"copy\"\nwith = { src = \"motd\", dest = \"/etc/motd\" }\n"),
+            (
+                "tasks/extra.toml",
+                "[[steps]]\nuse = \"copy\"\nwith = { src = \"motd\", dest = \"/etc/motd\" }\n",
+            ),
             ("motd", "hi\n"),
             ("site.toml", "[[steps]]\ninclude = \"tasks/extra.toml\"\n"),
         ]);
         let pb = load(dir.path(), "site.toml").unwrap();
         let scope = &pb.steps[0].scope;
-        assert_eq!(scope.search, [dir.path().join("tasks"), dir.path().to_path_buf()]);
+        assert_eq!(
+            scope.search,
+            [dir.path().join("tasks"), dir.path().to_path_buf()]
+        );
         assert_eq!(scope.base_dir(Some("motd"), Path::new("/x")), dir.path());
-        assert_eq!(scope.base_dir(Some("missing"), Path::new("/x")), dir.path().join("tasks"));
-        assert_eq!(Scope::default().base_dir(Some("motd"), Path::new("/x")), Path::new("/x"));
+        assert_eq!(
+            scope.base_dir(Some("missing"), Path::new("/x")),
+            dir.path().join("tasks")
+        );
+        assert_eq!(
+            Scope::default().base_dir(Some("motd"), Path::new("/x")),
+            Path::new("/x")
+        );
     }
 
     #[test]
     fn nested_includes_layer_nearest_first() {
         let dir = tree(&[
-            ("roles/inner/steps.toml", "[[steps]]\nname = \"inner\"\nuse = \"command\"\nwith = { run = \"true\" }\n"),
-            ("roles/inner/defaults.toml", "a = \"inner\"\nb = \"inner\"\n"),
-            ("roles/outer/steps.toml", "[[steps]]\ninclude = \"../inner\"\nvars = { x = \"near\" }\nwhen = \"vars.i\"\ntags = [\"i\"]\n"),
-            ("roles/outer/defaults.toml", "a = \"outer\"\nc = \"outer\"\n"),
-            ("site.toml", "[[steps]]\ninclude = \"roles/outer\"\nvars = { x = \"far\", y = \"far\" }\nwhen = \"vars.o\"\ntags = [\"o\"]\nhosts = \"web\"\n"),
+            (
+                "roles/inner/steps.toml",
+                "[[steps]]\nname = \"inner\"\nuse = \"command\"\nwith = { run = \"true\" }\n",
+            ),
+            (
+                "roles/inner/defaults.toml",
+                "a = \"inner\"\nb = \"inner\"\n",
+            ),
+            (
+                "roles/outer/steps.toml",
+                "[[steps]]\ninclude = \"../inner\"\nvars = { x = \"near\" }\nwhen = \"vars.i\"\ntags = [\"i\"]\n",
+            ),
+            (
+                "roles/outer/defaults.toml",
+                "a = \"outer\"\nc = \"outer\"\n",
+            ),
+            (
+                "site.toml",
+                "[[steps]]\ninclude = \"roles/outer\"\nvars = { x = \"far\", y = \"far\" }\nwhen = \"vars.o\"\ntags = [\"o\"]\nhosts = \"web\"\n",
+            ),
         ]);
         let pb = load(dir.path(), "site.toml").unwrap();
         let s = &pb.steps[0];
         let table = |t: &str| -> toml::Table { toml::from_str(t).unwrap() };
-        assert_eq!(s.scope.defaults, table("a = \"inner\"\nb = \"inner\"\nc = \"outer\""));
+        assert_eq!(
+            s.scope.defaults,
+            table("a = \"inner\"\nb = \"inner\"\nc = \"outer\"")
+        );
         assert_eq!(s.scope.vars, table("x = \"near\"\ny = \"far\""));
         assert_eq!(s.when.as_deref(), Some("(vars.o) and (vars.i)"));
         assert_eq!(s.tags, ["i", "o"]);
@@ -751,7 +795,10 @@ notify = "reload web"
     #[test]
     fn a_cycle_is_an_error_at_the_include_showing_the_chain() {
         let dir = tree(&[
-            ("roles/web/steps.toml", "[[steps]]\nuse = \"command\"\nwith = { run = \"true\" }\n\n[[steps]]\ninclude = \"../../a.toml\"\n"),
+            (
+                "roles/web/steps.toml",
+                "[[steps]]\nuse = \"command\"\nwith = { run = \"true\" }\n\n[[steps]]\ninclude = \"../../a.toml\"\n",
+            ),
             ("a.toml", "[[steps]]\ninclude = \"roles/web\"\n"),
         ]);
         assert_eq!(
@@ -770,16 +817,22 @@ notify = "reload web"
     #[test]
     fn problems_inside_an_included_file_point_into_that_file() {
         let dir = tree(&[
-            ("roles/web/steps.toml", "[[steps]]\nuse = \"comand\"\n\n[[steps]]\nuse = \"command\"\nnotify = \"reload wbe\"\n"),
-            ("roles/web/handlers.toml", "[[handlers]]\nname = \"reload web\"\nuse = \"command\"\n"),
+            (
+                "roles/web/steps.toml",
+                "[[steps]]\nuse = \"comand\"\n\n[[steps]]\nuse = \"command\"\nnotify = \"reload wbe\"\n",
+            ),
+            (
+                "roles/web/handlers.toml",
+                "[[handlers]]\nname = \"reload web\"\nuse = \"command\"\n",
+            ),
             ("roles/web/defaults.toml", "port = \n"),
-            ("site.toml", "[[steps]]\nuse = \"command\"\n\n[[steps]]\ninclude = \"roles/web\"\n"),
+            (
+                "site.toml",
+                "[[steps]]\nuse = \"command\"\n\n[[steps]]\ninclude = \"roles/web\"\n",
+            ),
         ]);
         let err = load(dir.path(), "site.toml").unwrap_err();
-        let firsts: Vec<&str> = err
-            .split("\n\n")
-            .filter_map(|d| d.lines().next())
-            .collect();
+        let firsts: Vec<&str> = err.split("\n\n").filter_map(|d| d.lines().next()).collect();
         assert_eq!(
             firsts,
             [
@@ -839,8 +892,14 @@ notify = "reload web"
     #[test]
     fn a_builtin_playbook_is_included_and_a_misspelt_include_key_is_suggested() {
         let dir = tree(&[
-            ("builtin/base.toml", "[[steps]]\nname = \"base\"\nuse = \"command\"\n\n[[secrets]]\nname = \"token\"\n"),
-            ("site.toml", "[[steps]]\ninclude = \"builtin:base\"\n\n[[steps]]\nname = \"mine\"\nuse = \"command\"\n\n[[secrets]]\nname = \"token\"\n"),
+            (
+                "builtin/base.toml",
+                "[[steps]]\nname = \"base\"\nuse = \"command\"\n\n[[secrets]]\nname = \"token\"\n",
+            ),
+            (
+                "site.toml",
+                "[[steps]]\ninclude = \"builtin:base\"\n\n[[steps]]\nname = \"mine\"\nuse = \"command\"\n\n[[secrets]]\nname = \"token\"\n",
+            ),
         ]);
         let pb = load(dir.path(), "site.toml").unwrap();
         let names: Vec<&str> = pb.steps.iter().map(|s| s.name.as_str()).collect();
@@ -857,8 +916,14 @@ notify = "reload web"
     #[test]
     fn handlers_of_two_files_with_one_name_are_an_error() {
         let dir = tree(&[
-            ("roles/web/steps.toml", "[[steps]]\nuse = \"command\"\n\n[[handlers]]\nname = \"reload\"\nuse = \"command\"\n"),
-            ("site.toml", "[[steps]]\ninclude = \"roles/web\"\n\n[[handlers]]\nname = \"reload\"\nuse = \"command\"\n"),
+            (
+                "roles/web/steps.toml",
+                "[[steps]]\nuse = \"command\"\n\n[[handlers]]\nname = \"reload\"\nuse = \"command\"\n",
+            ),
+            (
+                "site.toml",
+                "[[steps]]\ninclude = \"roles/web\"\n\n[[handlers]]\nname = \"reload\"\nuse = \"command\"\n",
+            ),
         ]);
         let err = load(dir.path(), "site.toml").unwrap_err();
         assert!(
