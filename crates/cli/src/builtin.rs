@@ -42,6 +42,9 @@ pub const FILES: &[(&str, &str)] = &[
     ),
 ];
 
+/// What a playbook includes as `include = "builtin:NAME"`: the swarm playbook (the only one).
+pub const NAMES: &[&str] = &["swarm"];
+
 /// Writes the built-in files under `cluster_dir/.provision/builtin` (only those
 /// whose content differs) and returns the playbook's path.
 pub fn materialize(cluster_dir: &Path) -> std::io::Result<PathBuf> {

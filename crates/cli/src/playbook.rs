@@ -47,10 +47,35 @@ pub fn errors(builtin: Builtin<'_>) -> impl Fn(ConfigError) -> anyhow::Error + C
     }
 }
 
-/// The cluster's playbook file, read and checked (steps, secrets declarations).
+/// The cluster's playbook file, read and checked (steps, secrets declarations), with the files
+/// it includes; `include = "builtin:swarm"` reads the built-in playbook from where `builtin`
+/// says.
 pub fn load(inv: &Inventory, builtin: Builtin<'_>) -> Result<PlaybookFile> {
     let pb_path = playbook_path(inv, builtin)?;
-    PlaybookFile::load(&pb_path, &provision_playbook::known_steps()).map_err(errors(builtin))
+    let builtins = |name: &str| -> std::result::Result<PathBuf, String> {
+        if !crate::builtin::NAMES.contains(&name) {
+            let prefix = provision_engine::playbook_file::BUILTIN_PREFIX;
+            if let Some(m) = provision_engine::diagnostic::did_you_mean(name, crate::builtin::NAMES)
+            {
+                return Err(format!("did you mean `{prefix}{m}`?"));
+            }
+            return Err(format!(
+                "built-in playbooks: {}",
+                crate::builtin::NAMES
+                    .iter()
+                    .map(|n| format!("{}{n}", provision_engine::playbook_file::BUILTIN_PREFIX))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let written = match builtin {
+            Builtin::NextToCluster => crate::builtin::materialize(&inv.dir),
+            Builtin::Scratch(dir) => crate::builtin::write_into(dir),
+        };
+        written.map_err(|e| format!("cannot write the built-in playbook: {e}"))
+    };
+    PlaybookFile::load_with(&pb_path, &provision_playbook::known_steps(), &builtins)
+        .map_err(errors(builtin))
 }
 
 /// The cluster's playbook compiled: every step for every host, checked before any connection.

@@ -1593,3 +1593,196 @@ fn bad_handlers_exit_2_at_their_lines_and_nothing_runs() {
     );
     assert!(!c.root(1).join("etc/app.conf").exists());
 }
+
+/// A role: default vars, a template under its templates/ and a handler it notifies.
+const SITE_ROLE: &[(&str, &str)] = &[
+    (
+        "roles/site/steps.toml",
+        "[[steps]]\nname = \"site config\"\nuse = \"template\"\nwith = { src = \"templates/site.conf.j2\", dest = \"{{ vars.root }}/etc/{{ vars.site }}.conf\" }\nnotify = \"reload sites\"\n",
+    ),
+    (
+        "roles/site/handlers.toml",
+        "[[handlers]]\nname = \"reload sites\"\nuse = \"command\"\nwith = { run = \"echo reload >> {{ vars.root }}/handlers.log\" }\n",
+    ),
+    (
+        "roles/site/defaults.toml",
+        "site = \"default\"\nport = 80\n",
+    ),
+    (
+        "roles/site/templates/site.conf.j2",
+        "site {{ vars.site }} on {{ host.name }} port {{ vars.port }}\n",
+    ),
+];
+
+fn write_files(c: &Cluster, files: &[(&str, &str)]) {
+    for (rel, content) in files {
+        let p = c.dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+}
+
+/// One role included twice with different vars (two sites): each include's vars over the
+/// role's defaults, the template found in the role's templates/, the role's handler run once
+/// per changed host; a second run changes nothing and runs no handler.
+#[test]
+fn a_role_included_twice_with_its_own_vars_converges_and_notifies_its_handler() {
+    let c = handlers_cluster(
+        2,
+        "[[steps]]\ninclude = \"roles/site\"\nvars = { site = \"blog\" }\n\n\
+         [[steps]]\ninclude = \"roles/site\"\nvars = { site = \"shop\", port = 8080 }\nhosts = \"h2\"\n",
+    );
+    write_files(&c, SITE_ROLE);
+    let out = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Hosts of one step finish in any order.
+    let mut results = Cluster::results(&out);
+    results.sort();
+    assert_eq!(
+        results,
+        [
+            triple("reload sites", "h1", "changed"),
+            triple("reload sites", "h2", "changed"),
+            triple("site config", "h1", "changed"),
+            triple("site config", "h2", "changed"),
+            triple("site config", "h2", "changed"),
+        ]
+    );
+    let read = |i: usize, f: &str| std::fs::read_to_string(c.root(i).join(f)).ok();
+    assert_eq!(
+        read(1, "etc/blog.conf").as_deref(),
+        Some("site blog on h1 port 80\n")
+    );
+    assert_eq!(
+        read(2, "etc/blog.conf").as_deref(),
+        Some("site blog on h2 port 80\n")
+    );
+    assert_eq!(
+        read(2, "etc/shop.conf").as_deref(),
+        Some("site shop on h2 port 8080\n")
+    );
+    assert_eq!(
+        read(1, "etc/shop.conf"),
+        None,
+        "the include's hosts: h2 only"
+    );
+    assert_eq!(read(1, "handlers.log").as_deref(), Some("reload\n"));
+    assert_eq!(read(2, "handlers.log").as_deref(), Some("reload\n"));
+
+    let out = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let results = Cluster::results(&out);
+    assert_eq!(results.len(), 3, "{results:?}");
+    assert!(results.iter().all(|r| r.2 == "ok"), "{results:?}");
+    assert_eq!(read(2, "handlers.log").as_deref(), Some("reload\n"));
+}
+
+/// A user's playbook extends the built-in swarm playbook by including it: check-config passes
+/// and --list-steps shows the built-in steps, then the user's, connecting to nothing.
+#[test]
+fn a_playbook_including_the_builtin_swarm_lists_its_steps_then_the_users() {
+    let mut c = cluster(2);
+    std::fs::write(
+        c.dir.path().join("playbook.toml"),
+        "[[steps]]\ninclude = \"builtin:swarm\"\n\n\
+         [[steps]]\nname = \"my motd\"\nuse = \"copy\"\nwith = { content = \"hi\\n\", dest = \"{{ vars.root }}/etc/motd\" }\n",
+    )
+    .unwrap();
+    let toml = c.dir.path().join("cluster.toml");
+    let inventory = std::fs::read_to_string(&toml).unwrap().replacen(
+        "roles = [\"worker\"]",
+        "roles = [\"manager\"]",
+        1,
+    );
+    std::fs::write(&toml, format!("{inventory}\n[vars]\nstack = \"demo\"\n")).unwrap();
+    for s in &mut c.servers {
+        s.kill();
+    }
+    let out = c.provision(&["check-config", &c.cluster_toml()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = c.provision(&["run", &c.cluster_toml(), "--list-steps"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let steps: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .map(|l| l.split("  ").next().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "swap file",
+            "hostname",
+            "docker engine",
+            "nfs share mounted",
+            "swarm initialised",
+            "swarm members",
+            "node labels",
+            "manager availability",
+            "demo image",
+            "stack deployed",
+            "my motd"
+        ],
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !c.dir.path().join(".provision").exists(),
+        "--list-steps wrote next to the cluster file"
+    );
+    // A misspelt built-in name is bad input with a suggestion.
+    std::fs::write(
+        c.dir.path().join("playbook.toml"),
+        "[[steps]]\ninclude = \"builtin:swram\"\n",
+    )
+    .unwrap();
+    let out = c.provision(&["check-config", &c.cluster_toml()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("playbook.toml:2:11: error: unknown built-in playbook `builtin:swram`\n  help: did you mean `builtin:swarm`?"),
+        "{t}"
+    );
+}
+
+/// An include cycle, and an include naming a missing role, are bad input: exit 2 at the
+/// include, the cycle's chain shown, nothing run on any host.
+#[test]
+fn an_include_cycle_exits_2_showing_the_chain_and_runs_nothing() {
+    let c = cluster(1);
+    write_files(
+        &c,
+        &[
+            (
+                "roles/web/steps.toml",
+                "[[steps]]\nname = \"marker\"\nuse = \"copy\"\nwith = { content = \"x\\n\", dest = \"{{ vars.root }}/marker\" }\n\n[[steps]]\ninclude = \"../../playbook.toml\"\n",
+            ),
+            (
+                "playbook.toml",
+                "[[steps]]\nname = \"first\"\nuse = \"copy\"\nwith = { content = \"x\\n\", dest = \"{{ vars.root }}/first\" }\n\n[[steps]]\ninclude = \"roles/web\"\n",
+            ),
+        ],
+    );
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("roles/web/steps.toml:7:11: error: include cycle: playbook.toml -> roles/web -> playbook.toml"),
+        "{t}"
+    );
+    assert!(!c.root(1).join("first").exists(), "nothing ran");
+    assert!(!c.root(1).join("marker").exists(), "nothing ran");
+
+    std::fs::write(
+        c.dir.path().join("playbook.toml"),
+        "[[steps]]\nname = \"first\"\nuse = \"copy\"\nwith = { content = \"x\\n\", dest = \"{{ vars.root }}/first\" }\n\n[[steps]]\ninclude = \"roles/wbe\"\nvar = { a = 1 }\n",
+    )
+    .unwrap();
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("playbook.toml:8:1: error: unknown key `var` in include `roles/wbe`\n  help: did you mean `vars`?"),
+        "{t}"
+    );
+    assert!(!c.root(1).join("first").exists(), "nothing ran");
+}

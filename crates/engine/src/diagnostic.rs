@@ -237,10 +237,6 @@ impl<'a> Reporter<'a> {
         self.diagnostics.push(Diagnostic { help, ..d });
     }
 
-    pub fn has_errors(&self) -> bool {
-        self.diagnostics.iter().any(Diagnostic::is_error)
-    }
-
     /// Diagnostics in file order, so the output reads top to bottom.
     pub fn finish(mut self) -> Vec<Diagnostic> {
         self.diagnostics.sort_by_key(|d| (d.line, d.column));

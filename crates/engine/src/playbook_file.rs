@@ -1,6 +1,7 @@
 //! Playbook files: an ordered list of `[[steps]]`, each naming a built-in step, its target hosts,
 //! an optional condition and its parameters, the `[[handlers]]` steps notify, and the
-//! `[[secrets]]` the playbook needs, validated with positions for every problem.
+//! `[[secrets]]` the playbook needs, validated with positions for every problem. `include`
+//! entries (`include.rs`) splice the steps of other files and role directories in.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,8 @@ pub use loops::{DEFAULT_LOOP_VAR, LoopItems, StepLoop};
 pub use tags::{ALWAYS, NEVER};
 mod notify;
 pub use notify::{FLUSH_HANDLERS, Notify};
+mod include;
+pub use include::{BUILTIN_PREFIX, Builtins, Scope};
 
 /// One `[[steps]]` entry, parsed but not yet built into a step.
 #[derive(Debug, Clone)]
@@ -49,6 +52,11 @@ pub struct StepSpec {
     pub loop_over: Option<StepLoop>,
     /// `notify`: the handlers to run on each host this step changes.
     pub notify: Vec<Notify>,
+    /// The file the step is written in (an included file's steps are in theirs): where its
+    /// diagnostics point.
+    pub file: PathBuf,
+    /// What the includes that brought the step in give it: vars, where files are looked up.
+    pub scope: Scope,
 }
 
 impl StepSpec {
@@ -87,6 +95,8 @@ pub struct SecretSpec {
     pub when: Option<String>,
     pub line: usize,
     pub column: usize,
+    /// The file it is declared in (an included file's secrets are merged into the playbook's).
+    pub file: PathBuf,
 }
 
 /// A loaded playbook file.
@@ -123,13 +133,25 @@ const STEP_KEYS: &[&str] = &[
     "loop_var",
     "loop_label",
     "notify",
+    // Routed to `include::check_include` before a step is checked; listed for did-you-mean.
+    "include",
 ];
 
 impl PlaybookFile {
     /// Reads and validates a playbook; `known_steps` are the built-in step names.
     pub fn load(path: &Path, known_steps: &[&str]) -> Result<PlaybookFile, ConfigError> {
+        PlaybookFile::load_with(path, known_steps, &include::no_builtins)
+    }
+
+    /// Reads and validates a playbook whose includes may name built-in playbooks
+    /// (`include = "builtin:NAME"`), which `builtins` turns into files.
+    pub fn load_with(
+        path: &Path,
+        known_steps: &[&str],
+        builtins: &Builtins<'_>,
+    ) -> Result<PlaybookFile, ConfigError> {
         match std::fs::read_to_string(path) {
-            Ok(text) => PlaybookFile::parse(&text, path, known_steps),
+            Ok(text) => PlaybookFile::parse_with(&text, path, known_steps, builtins),
             Err(e) => Err(ConfigError {
                 diagnostics: vec![
                     Diagnostic::error(
@@ -150,37 +172,82 @@ impl PlaybookFile {
         path: &Path,
         known_steps: &[&str],
     ) -> Result<PlaybookFile, ConfigError> {
-        let mut r = Reporter::new(text, path);
-        let Some(doc) = r.parse() else {
-            return Err(ConfigError {
-                diagnostics: r.finish(),
-            });
-        };
-        let steps = check(&mut r, &doc, known_steps);
-        let secrets = match doc.get("secrets") {
-            Some(v) => check_secrets(&mut r, v),
-            None => Vec::new(),
-        };
-        let handlers = match doc.get("handlers") {
-            Some(v) => notify::check_handlers(&mut r, v, known_steps),
-            None => Vec::new(),
-        };
-        notify::check_notified(&mut r, &steps, &notify::declared(&doc));
-        if r.has_errors() {
-            return Err(ConfigError {
-                diagnostics: r.finish(),
-            });
-        }
-        Ok(PlaybookFile {
-            path: path.to_path_buf(),
-            steps,
-            secrets,
-            handlers,
-        })
+        PlaybookFile::parse_with(text, path, known_steps, &include::no_builtins)
+    }
+
+    /// `text` is the playbook at `path`; its includes are read relative to `path`.
+    pub fn parse_with(
+        text: &str,
+        path: &Path,
+        known_steps: &[&str],
+        builtins: &Builtins<'_>,
+    ) -> Result<PlaybookFile, ConfigError> {
+        include::Loader::new(path, known_steps, builtins).playbook(text, path)
     }
 }
 
-fn check(r: &mut Reporter<'_>, doc: &DeTable<'_>, known: &[&str]) -> Vec<StepSpec> {
+/// What one file holds, checked, before its includes are resolved.
+pub(crate) struct Parts {
+    /// Its `[[steps]]` in order: steps (with whether they set `hosts`) and includes.
+    pub entries: Vec<Entry>,
+    pub secrets: Vec<SecretSpec>,
+    pub handlers: Vec<StepSpec>,
+    /// Names of its `[[handlers]]` blocks, also those with other errors.
+    pub declared: Vec<String>,
+}
+
+pub(crate) enum Entry {
+    /// Boxed: a step is much larger than an include.
+    Step(Box<StepSpec>, bool),
+    Include(include::IncludeSpec),
+}
+
+/// One file checked on its own; `steps_required` is false for a role's handlers.toml. What is
+/// valid is returned with the problems, so that a playbook's files are all checked in one pass.
+pub(crate) fn parse_parts(
+    text: &str,
+    path: &Path,
+    known_steps: &[&str],
+    steps_required: bool,
+) -> (Parts, Vec<Diagnostic>) {
+    let mut r = Reporter::new(text, path);
+    let Some(doc) = r.parse() else {
+        let parts = Parts {
+            entries: Vec::new(),
+            secrets: Vec::new(),
+            handlers: Vec::new(),
+            declared: Vec::new(),
+        };
+        return (parts, r.finish());
+    };
+    let entries = if steps_required || doc.contains_key("steps") {
+        check(&mut r, &doc, known_steps)
+    } else {
+        r.unknown_keys(&doc, TOP_KEYS, "");
+        Vec::new()
+    };
+    let secrets = match doc.get("secrets") {
+        Some(v) => check_secrets(&mut r, v),
+        None => Vec::new(),
+    };
+    let handlers = match doc.get("handlers") {
+        Some(v) => notify::check_handlers(&mut r, v, known_steps),
+        None => Vec::new(),
+    };
+    let declared = notify::declared(&doc)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let parts = Parts {
+        entries,
+        secrets,
+        handlers,
+        declared,
+    };
+    (parts, r.finish())
+}
+
+fn check(r: &mut Reporter<'_>, doc: &DeTable<'_>, known: &[&str]) -> Vec<Entry> {
     let suggested = r.unknown_keys(doc, TOP_KEYS, "");
     let help = "add a [[steps]] block for each step, with use = \"<built-in step>\"";
     let Some(value) = doc.get("steps") else {
@@ -215,7 +282,13 @@ fn check(r: &mut Reporter<'_>, doc: &DeTable<'_>, known: &[&str]) -> Vec<StepSpe
     let mut steps = Vec::new();
     for (i, item) in items.iter().enumerate() {
         match item.get_ref() {
-            DeValue::Table(t) => steps.extend(check_step(r, t, item.span(), i, known, "step")),
+            DeValue::Table(t) if t.contains_key("include") => {
+                steps.extend(include::check_include(r, t).map(Entry::Include));
+            }
+            DeValue::Table(t) => steps.extend(
+                check_step(r, t, item.span(), i, known, "step")
+                    .map(|s| Entry::Step(Box::new(s), t.contains_key("hosts"))),
+            ),
             _ => r.wrong_type(
                 item,
                 &format!("step #{}", i + 1),
@@ -252,7 +325,7 @@ fn check_step(
             Some(FLUSH_HANDLERS.to_string())
         }
         Some(v) => check_use(r, v, &label, known),
-        None if suggested.contains(&"use") => None,
+        None if suggested.contains(&"use") || suggested.contains(&"include") => None,
         None => {
             r.error(
                 &header,
@@ -345,6 +418,8 @@ fn check_step(
         tags: tags?,
         loop_over: loop_over?,
         notify: notify?,
+        file: r.file.to_path_buf(),
+        scope: Scope::default(),
     })
 }
 
@@ -542,6 +617,7 @@ fn check_secret(
         when: when?,
         line,
         column,
+        file: r.file.to_path_buf(),
     })
 }
 

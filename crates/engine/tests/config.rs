@@ -738,7 +738,8 @@ fn secret_declarations() {
                 generate: Some((32, Alphabet::Alnum)),
                 when: None,
                 line: 2,
-                column: 1
+                column: 1,
+                file: "p.toml".into(),
             },
             SecretSpec {
                 name: "app.token".into(),
@@ -747,7 +748,8 @@ fn secret_declarations() {
                 generate: Some((16, Alphabet::Hex)),
                 when: Some("vars.x | default(false)".into()),
                 line: 5,
-                column: 1
+                column: 1,
+                file: "p.toml".into(),
             },
             SecretSpec {
                 name: "registry.password".into(),
@@ -756,7 +758,8 @@ fn secret_declarations() {
                 generate: None,
                 when: None,
                 line: 11,
-                column: 1
+                column: 1,
+                file: "p.toml".into(),
             },
         ]
     );

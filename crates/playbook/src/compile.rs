@@ -17,7 +17,10 @@ use zeroize::Zeroizing;
 
 pub(crate) mod context;
 mod looping;
-pub use context::{Shared, cluster_context, host_context, host_context_shared};
+pub use context::{
+    Shared, cluster_context, cluster_context_scoped, host_context, host_context_scoped,
+    host_context_shared,
+};
 
 /// A playbook ready to run.
 pub struct Compiled {
@@ -58,7 +61,7 @@ pub fn compile(
     // one by one with "undefined".
     let needed = crate::declared_secrets::needed(inv, pb, secrets.table)
         .map_err(|diagnostics| ConfigError { diagnostics })?;
-    let missing = crate::declared_secrets::problems(inv, pb, &needed);
+    let missing = crate::declared_secrets::problems(inv, &needed);
     if !missing.is_empty() {
         return Err(ConfigError {
             diagnostics: missing,
@@ -84,6 +87,7 @@ pub fn compile(
 
     let mut origins: Vec<Origin> = Vec::new();
     // Loops over vars read the cluster's context: a looped step is the same steps on every host.
+    // (A step an include brought in reads its own: its vars are layered with the include's.)
     let cluster_ctx = pb
         .steps
         .iter()
@@ -116,13 +120,17 @@ pub fn compile(
             origin(Vec::new());
             continue;
         }
-        if let Some(d) = pattern_problems(inv, pb, spec, &mut warnings.borrow_mut()) {
+        if let Some(d) = pattern_problems(inv, spec, &mut warnings.borrow_mut()) {
             diagnostics.push(d);
             continue;
         }
         let repetitions = match &cluster_ctx {
-            Some(ctx) => looping::repetitions(&env, ctx, pb, spec),
-            None => looping::repetitions(&env, &minijinja::Value::UNDEFINED, pb, spec),
+            Some(_) if !spec.scope.defaults.is_empty() || !spec.scope.vars.is_empty() => {
+                let ctx = cluster_context_scoped(inv, secrets.table, &spec.scope);
+                looping::repetitions(&env, &ctx, spec)
+            }
+            Some(ctx) => looping::repetitions(&env, ctx, spec),
+            None => looping::repetitions(&env, &minijinja::Value::UNDEFINED, spec),
         };
         let repetitions = match repetitions {
             Ok(r) => r,
@@ -147,7 +155,6 @@ pub fn compile(
             if let Some(cctor) = cluster_step(&spec.uses) {
                 if let Some(step) = compile_cluster_step(
                     inv,
-                    pb,
                     spec,
                     rep,
                     secrets,
@@ -165,7 +172,7 @@ pub fn compile(
             let Some(ctor) = host_step(&spec.uses) else {
                 diagnostics.push(
                     Diagnostic::error(
-                        &pb.path,
+                        &spec.file,
                         (spec.line, spec.column),
                         format!("unknown step `{}`", spec.uses),
                     )
@@ -175,13 +182,12 @@ pub fn compile(
             };
             let (step, runs_on) = compile_host_step(
                 inv,
-                pb,
                 spec,
                 rep,
                 secrets,
                 &env,
                 &base_dir,
-                &contexts,
+                (&contexts, &shared),
                 ctor,
                 &warnings,
                 &mut diagnostics,
@@ -191,7 +197,7 @@ pub fn compile(
         }
     }
     let pending_files = pending_files(inv, &mut diagnostics);
-    for d in conflicts(pb, &claims.into_inner()) {
+    for d in conflicts(&claims.into_inner()) {
         push_unique(&mut diagnostics, d);
     }
     if diagnostics.is_empty() {
@@ -213,15 +219,16 @@ pub fn compile(
 /// an error at the `hosts` value; a glob that matches no host is a warning there.
 fn pattern_problems(
     inv: &Inventory,
-    pb: &PlaybookFile,
     spec: &StepSpec,
     warnings: &mut Vec<Diagnostic>,
 ) -> Option<Diagnostic> {
+    // `hosts` may come from the include entry that brought the step in.
+    let file = spec.scope.hosts_file.as_ref().unwrap_or(&spec.file);
     for glob in spec.hosts.globs_matching_nothing(inv) {
         push_unique(
             warnings,
             Diagnostic::warning(
-                &pb.path,
+                file,
                 spec.hosts_at,
                 format!("step `{}`: `{glob}` in `hosts` matches no host", spec.name),
             )
@@ -240,7 +247,7 @@ fn pattern_problems(
     };
     Some(
         Diagnostic::error(
-            &pb.path,
+            file,
             spec.hosts_at,
             format!(
                 "step `{}`: `hosts` names {what}: {}",
@@ -258,26 +265,31 @@ fn pattern_problems(
 #[allow(clippy::too_many_arguments)]
 fn compile_host_step(
     inv: &Inventory,
-    pb: &PlaybookFile,
     spec: &StepSpec,
     rep: &looping::Repetition,
     secrets: &SecretsView<'_>,
     env: &minijinja::Environment<'static>,
     base_dir: &std::path::Path,
-    contexts: &[(String, minijinja::Value)],
+    (contexts, shared): (&[(String, minijinja::Value)], &Shared),
     ctor: crate::ctx::HostStepCtor,
     warnings: &std::cell::RefCell<Vec<Diagnostic>>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> (Box<dyn Step>, Vec<String>) {
     let mut runs_on = Vec::new();
     let mut per_host: Vec<(String, Box<dyn HostStep>)> = Vec::new();
+    // Only a step with include vars or role defaults needs contexts of its own.
+    let scoped = !spec.scope.defaults.is_empty() || !spec.scope.vars.is_empty();
     for host in spec.hosts.select(inv) {
-        let base = &contexts
-            .iter()
-            .find(|(n, _)| *n == host.name)
-            .expect("every host has a context")
-            .1;
-        let ctx = &rep.context(base);
+        let ctx = &if scoped {
+            rep.context(&host_context_scoped(inv, host, shared, &spec.scope))
+        } else {
+            let base = &contexts
+                .iter()
+                .find(|(n, _)| *n == host.name)
+                .expect("every host has a context")
+                .1;
+            rep.context(base)
+        };
         if let Some(expr) = &spec.when {
             match template::truthy(env, expr, ctx) {
                 Ok(true) => {}
@@ -289,7 +301,7 @@ fn compile_host_step(
                     continue;
                 }
                 Err(e) => {
-                    push_unique(diagnostics, when_error(pb, spec, &e));
+                    push_unique(diagnostics, when_error(spec, &e));
                     continue;
                 }
             }
@@ -299,19 +311,20 @@ fn compile_host_step(
                 Ok(toml::Value::Table(t)) => t,
                 Ok(_) => unreachable!("a table renders to a table"),
                 Err(e) => {
-                    push_unique(diagnostics, with_error(pb, spec, &e, host));
+                    push_unique(diagnostics, with_error(spec, &e, host));
                     continue;
                 }
             };
-        if let Some(d) = secret_in_argv(pb, spec, &rendered, secrets) {
+        if let Some(d) = secret_in_argv(spec, &rendered, secrets) {
             push_unique(diagnostics, d);
             continue;
         }
+        let base_dir = &src_dir(spec, &rendered, base_dir);
         let render = |name: &str, body: &str| template::render(env, name, body, ctx);
         let has_secret = |text: &str| (secrets.contains_secret)(text);
         let warn = |key: &str, message: String| {
             let mut d = spec.param_error(
-                &pb.path,
+                &spec.file,
                 key,
                 format!("step `{}`: {message}", spec.name),
                 None,
@@ -336,7 +349,7 @@ fn compile_host_step(
                 let key = e.key.clone().unwrap_or_default();
                 push_unique(
                     diagnostics,
-                    spec.param_error(&pb.path, &key, e.message, e.help),
+                    spec.param_error(&spec.file, &key, e.message, e.help),
                 );
             }
         }
@@ -415,7 +428,6 @@ fn pending_files(
 #[allow(clippy::too_many_arguments)]
 fn compile_cluster_step(
     inv: &Inventory,
-    pb: &PlaybookFile,
     spec: &StepSpec,
     rep: &looping::Repetition,
     secrets: &SecretsView<'_>,
@@ -425,13 +437,13 @@ fn compile_cluster_step(
     claims: &std::cell::RefCell<Vec<Claimed>>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Box<dyn Step>> {
-    let ctx = rep.context(&cluster_context(inv, secrets.table));
+    let ctx = rep.context(&cluster_context_scoped(inv, secrets.table, &spec.scope));
     if let Some(expr) = &spec.when {
         match template::truthy(env, expr, &ctx) {
             Ok(true) => {}
             Ok(false) => return None,
             Err(e) => {
-                push_unique(diagnostics, when_error(pb, spec, &e));
+                push_unique(diagnostics, when_error(spec, &e));
                 return None;
             }
         }
@@ -449,7 +461,7 @@ fn compile_cluster_step(
                 push_unique(
                     diagnostics,
                     spec.param_error(
-                        &pb.path,
+                        &spec.file,
                         key,
                         format!("step `{}`: {}", spec.name, e.message),
                         Some("define it in [vars] or in the secrets file".into()),
@@ -458,10 +470,11 @@ fn compile_cluster_step(
                 return None;
             }
         };
-    if let Some(d) = secret_in_argv(pb, spec, &rendered, secrets) {
+    if let Some(d) = secret_in_argv(spec, &rendered, secrets) {
         push_unique(diagnostics, d);
         return None;
     }
+    let base_dir = &src_dir(spec, &rendered, base_dir);
     let render = |name: &str, body: &str| template::render(env, name, body, &ctx);
     let has_secret = |text: &str| (secrets.contains_secret)(text);
     let claim = |key: &str, claim: Claim| {
@@ -472,6 +485,7 @@ fn compile_cluster_step(
             .unwrap_or((spec.line, spec.column));
         claims.borrow_mut().push(Claimed {
             step: spec.name.clone(),
+            file: spec.file.clone(),
             at,
             claim,
         });
@@ -491,7 +505,7 @@ fn compile_cluster_step(
             let key = e.key.clone().unwrap_or_default();
             push_unique(
                 diagnostics,
-                spec.param_error(&pb.path, &key, e.message, e.help),
+                spec.param_error(&spec.file, &key, e.message, e.help),
             );
             None
         }
@@ -501,13 +515,14 @@ fn compile_cluster_step(
 /// A step's claim, where it was made.
 struct Claimed {
     step: String,
+    file: std::path::PathBuf,
     at: (usize, usize),
     claim: Claim,
 }
 
 /// Claims of different steps that cannot both hold: a service that can run only on managers
 /// while another step drains every manager (swarm would leave it pending forever).
-fn conflicts(pb: &PlaybookFile, claims: &[Claimed]) -> Vec<Diagnostic> {
+fn conflicts(claims: &[Claimed]) -> Vec<Diagnostic> {
     let Some(drain) = claims.iter().find(|c| c.claim == Claim::DrainsManagers) else {
         return Vec::new();
     };
@@ -516,7 +531,7 @@ fn conflicts(pb: &PlaybookFile, claims: &[Claimed]) -> Vec<Diagnostic> {
         .filter_map(|c| match &c.claim {
             Claim::ManagerOnly { stack, service, constraint } => Some(
                 Diagnostic::error(
-                    &pb.path,
+                    &c.file,
                     c.at,
                     format!(
                         "step `{}`: service `{service}` of stack `{stack}` can run only on a manager (`{constraint}`), and step `{}` drains every manager (drain_managers = true, line {}): it would never start",
@@ -533,7 +548,6 @@ fn conflicts(pb: &PlaybookFile, claims: &[Claimed]) -> Vec<Diagnostic> {
 /// A secret in a parameter that may become part of a command line (after rendering: a
 /// `secrets.*` reference, or a var holding a secret's value), as an error at that parameter.
 fn secret_in_argv(
-    pb: &PlaybookFile,
     spec: &StepSpec,
     rendered: &toml::Table,
     secrets: &SecretsView<'_>,
@@ -551,7 +565,7 @@ fn secret_in_argv(
     };
     Some(
         spec.param_error(
-            &pb.path,
+            &spec.file,
             key,
             format!(
                 "step `{}`: `{key}` holds a secret, and `{key}` becomes part of a command line, which every user of the host can read (ps, /proc)",
@@ -577,12 +591,12 @@ fn push_unique(all: &mut Vec<Diagnostic>, d: Diagnostic) {
     }
 }
 
-fn when_error(pb: &PlaybookFile, spec: &StepSpec, e: &TemplateError) -> Diagnostic {
-    Diagnostic::error(&pb.path, (spec.line, spec.column), format!("step `{}`: cannot evaluate `when`: {}", spec.name, e.message))
+fn when_error(spec: &StepSpec, e: &TemplateError) -> Diagnostic {
+    Diagnostic::error(&spec.file, (spec.line, spec.column), format!("step `{}`: cannot evaluate `when`: {}", spec.name, e.message))
         .with_help("`when` is a minijinja expression over vars, host, hosts and secrets, e.g. when = \"vars.use_lb\"")
 }
 
-fn with_error(pb: &PlaybookFile, spec: &StepSpec, e: &TemplateError, host: &Host) -> Diagnostic {
+fn with_error(spec: &StepSpec, e: &TemplateError, host: &Host) -> Diagnostic {
     // render_toml names nested values "with.KEY[.SUB]"; point at KEY's line.
     let key = e
         .name
@@ -590,11 +604,23 @@ fn with_error(pb: &PlaybookFile, spec: &StepSpec, e: &TemplateError, host: &Host
         .map(|k| k.split('.').next().unwrap_or(k))
         .unwrap_or("");
     spec.param_error(
-        &pb.path,
+        &spec.file,
         key,
         format!("step `{}`, host {}: {}", spec.name, host.name, e.message),
         Some("define it in [vars], in the host's vars, or in the secrets file".into()),
     )
+}
+
+/// The directory a step's relative paths resolve in: the playbook's for its own steps; for a
+/// step an include brought in, where its rendered `src` exists first (its role's directory,
+/// then each including file's), else its own file's directory.
+fn src_dir(
+    spec: &StepSpec,
+    rendered: &toml::Table,
+    playbook_dir: &std::path::Path,
+) -> std::path::PathBuf {
+    let src = rendered.get("src").and_then(toml::Value::as_str);
+    spec.scope.base_dir(src, playbook_dir)
 }
 
 /// A host for which the step's `when` is false.
@@ -656,6 +682,87 @@ mod tests {
                 contains_secret: &|_| false,
             },
         )
+    }
+
+    /// Vars of an included step, weakest first: the role's defaults, the inventory's (cluster,
+    /// then host), the include's. Each step runs only where its `when` sees the expected value.
+    #[test]
+    fn included_steps_see_role_defaults_under_inventory_vars_under_include_vars() {
+        let dir = tempfile::tempdir().unwrap();
+        let role = dir.path().join("roles/web");
+        std::fs::create_dir_all(&role).unwrap();
+        std::fs::write(
+            role.join("defaults.toml"),
+            "a = \"default\"\nb = \"default\"\nc = \"default\"\n",
+        )
+        .unwrap();
+        let step = |name: &str, when: &str| {
+            format!(
+                "[[steps]]\nname = \"{name}\"\nuse = \"command\"\nwhen = \"{when}\"\nwith = {{ run = \"true\" }}\n"
+            )
+        };
+        std::fs::write(
+            role.join("steps.toml"),
+            [
+                step("c from the role", "vars.c == 'default'"),
+                step("a from the inventory", "vars.a == 'cluster'"),
+                step("b from the host", "vars.b == 'host'"),
+                step("b from the include", "vars.b == 'include'"),
+            ]
+            .concat(),
+        )
+        .unwrap();
+        let pb_path = dir.path().join("site.toml");
+        std::fs::write(
+            &pb_path,
+            "[[steps]]\ninclude = \"roles/web\"\n\n\
+             [[steps]]\ninclude = \"roles/web\"\nvars = { b = \"include\" }\nhosts = \"web\"\n",
+        )
+        .unwrap();
+        // web-1 gets a host var `b`; the cluster a var `a`.
+        let inventory = format!("{INVENTORY}[vars]\na = \"cluster\"\n").replacen(
+            "roles = [\"worker\"]\n",
+            "roles = [\"worker\"]\nvars = { b = \"host\" }\n",
+            1,
+        );
+        let inv = Inventory::parse(&inventory, &dir.path().join("c.toml"), &Default::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let pb = PlaybookFile::load(&pb_path, &known_steps()).unwrap_or_else(|e| panic!("{e}"));
+        let secrets = toml::Table::new();
+        let compiled = compile(
+            &inv,
+            &pb,
+            &SecretsView {
+                table: &secrets,
+                contains_secret: &|_| false,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let runs: Vec<(String, Vec<String>)> = compiled
+            .steps
+            .iter()
+            .zip(&compiled.origins)
+            .map(|(s, o)| (s.title().to_string(), o.runs_on.clone()))
+            .collect();
+        let row = |t: &str, hosts: &[&str]| {
+            (
+                t.to_string(),
+                hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(
+            runs,
+            [
+                row("c from the role", &["web-1", "db-1"]),
+                row("a from the inventory", &["web-1", "db-1"]),
+                row("b from the host", &["web-1"]),
+                row("b from the include", &[]),
+                row("c from the role", &["web-1"]),
+                row("a from the inventory", &["web-1"]),
+                row("b from the host", &[]),
+                row("b from the include", &["web-1"]),
+            ]
+        );
     }
 
     #[test]

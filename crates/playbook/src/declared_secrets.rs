@@ -41,7 +41,7 @@ pub fn needed<'p>(
                 Err(e) => {
                     errors.push(
                         Diagnostic::error(
-                            &pb.path,
+                            &spec.file,
                             (spec.line, spec.column),
                             format!("secret `{}`: cannot evaluate `when`: {}", spec.name, e.message),
                         )
@@ -79,11 +79,7 @@ pub fn state(secrets: &toml::Table, name: &str) -> State {
 /// An error at each needed secret that is required and missing (or not a string), saying how
 /// to create it: `provision secrets generate` for generated ones, `secrets set` otherwise.
 /// Optional ones are not errors: the templates give them a default.
-pub fn problems(
-    inv: &Inventory,
-    pb: &PlaybookFile,
-    needed: &[(&SecretSpec, State)],
-) -> Vec<Diagnostic> {
+pub fn problems(inv: &Inventory, needed: &[(&SecretSpec, State)]) -> Vec<Diagnostic> {
     let cluster = shown(&inv.path);
     let mut out = Vec::new();
     for (spec, state) in needed {
@@ -97,7 +93,7 @@ pub fn problems(
             (_, State::Present) => continue,
             (_, State::Missing) if !spec.required => continue,
             (None, _) => Diagnostic::error(
-                &pb.path,
+                &spec.file,
                 at,
                 format!(
                     "the playbook needs secret `{}`{about}, and {cluster} names no secrets file",
@@ -108,7 +104,7 @@ pub fn problems(
                 "add secrets = \"secrets.age\" to {cluster}, run `provision secrets init secrets.age`, then `provision secrets generate {cluster}`"
             )),
             (Some(file), State::NotAString) => Diagnostic::error(
-                &pb.path,
+                &spec.file,
                 at,
                 format!("secret `{}` in {} must be a string", spec.name, shown(file)),
             )
@@ -128,7 +124,7 @@ pub fn problems(
                     ),
                 };
                 Diagnostic::error(
-                    &pb.path,
+                    &spec.file,
                     at,
                     format!(
                         "required secret `{}`{about} is not in {}",
@@ -195,7 +191,6 @@ alphabet = "hex"
     fn problems_without_secrets(inv: &Inventory, pb: &PlaybookFile) -> Vec<String> {
         messages(problems(
             inv,
-            pb,
             &needed(inv, pb, &toml::Table::new()).unwrap(),
         ))
     }
@@ -241,7 +236,7 @@ alphabet = "hex"
                 ("app.registry_token", State::Present)
             ]
         );
-        let msgs = messages(problems(&inv, &pb, &needed_now));
+        let msgs = messages(problems(&inv, &needed_now));
         assert_eq!(msgs.len(), 1, "{msgs:?}");
         assert_mentions(
             &msgs[0],

@@ -154,9 +154,11 @@ pub(super) fn check_handlers(
     out
 }
 
-/// Every name a step notifies must be a declared handler. `declared` are the names of every
-/// `[[handlers]]` block, also those with other errors (no "unknown" on top of those).
-pub(super) fn check_notified(r: &mut Reporter<'_>, steps: &[StepSpec], declared: &[&str]) {
+/// Every name a step notifies must be a declared handler (of any file the playbook includes,
+/// or that includes it). `declared` are the names of every `[[handlers]]` block, also those
+/// with other errors (no "unknown" on top of those). Errors are in the step's file.
+pub(super) fn check_notified(steps: &[StepSpec], declared: &[&str]) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
     for step in steps {
         for n in &step.notify {
             if declared.contains(&n.handler.as_str()) {
@@ -170,9 +172,9 @@ pub(super) fn check_notified(r: &mut Reporter<'_>, steps: &[StepSpec], declared:
                 ),
                 (None, false) => format!("handlers: {}", declared.join(", ")),
             };
-            r.diagnostics.push(
+            out.push(
                 Diagnostic::error(
-                    r.file,
+                    &step.file,
                     (n.line, n.column),
                     format!(
                         "step `{}` notifies unknown handler `{}`",
@@ -183,6 +185,7 @@ pub(super) fn check_notified(r: &mut Reporter<'_>, steps: &[StepSpec], declared:
             );
         }
     }
+    out
 }
 
 /// The names of the `[[handlers]]` blocks that have one.

@@ -3,6 +3,7 @@
 //! (the declared secrets' `when`) does not depend on the compiler that depends on it.
 
 use provision_engine::inventory::{Host, Inventory};
+use provision_engine::playbook_file::Scope;
 
 /// The template context of one host: `vars`, `host`, `hosts`, `cluster`, `secrets`.
 pub fn host_context(inv: &Inventory, host: &Host, secrets: &toml::Table) -> minijinja::Value {
@@ -29,7 +30,20 @@ impl Shared {
 }
 
 pub fn host_context_shared(inv: &Inventory, host: &Host, shared: &Shared) -> minijinja::Value {
-    let mut vars = inv.host_vars(host);
+    host_context_scoped(inv, host, shared, &Scope::default())
+}
+
+/// A host's context for a step an include brought in: its roles' defaults under the
+/// inventory's vars, its includes' vars over them.
+pub fn host_context_scoped(
+    inv: &Inventory,
+    host: &Host,
+    shared: &Shared,
+    scope: &Scope,
+) -> minijinja::Value {
+    let mut vars = scope.defaults.clone();
+    vars.extend(inv.host_vars(host));
+    vars.extend(scope.vars.clone());
     let host_table = vars
         .remove("host")
         .unwrap_or_else(|| toml::Value::Table(Default::default()));
@@ -53,8 +67,20 @@ pub fn host_context_shared(inv: &Inventory, host: &Host, shared: &Shared) -> min
 
 /// The context of cluster steps: like a host's, without `host`.
 pub fn cluster_context(inv: &Inventory, secrets: &toml::Table) -> minijinja::Value {
+    cluster_context_scoped(inv, secrets, &Scope::default())
+}
+
+/// The cluster context for a step an include brought in, its vars layered as a host's.
+pub fn cluster_context_scoped(
+    inv: &Inventory,
+    secrets: &toml::Table,
+    scope: &Scope,
+) -> minijinja::Value {
+    let mut vars = scope.defaults.clone();
+    vars.extend(inv.vars.clone());
+    vars.extend(scope.vars.clone());
     let mut ctx = toml::Table::new();
-    ctx.insert("vars".into(), toml::Value::Table(inv.vars.clone()));
+    ctx.insert("vars".into(), toml::Value::Table(vars));
     ctx.insert("hosts".into(), toml::Value::Array(hosts(inv)));
     ctx.insert("cluster".into(), toml::Value::Table(cluster(inv)));
     ctx.insert("secrets".into(), toml::Value::Table(secrets.clone()));

@@ -3,7 +3,7 @@
 //! engine runs and reports each repetition as any other step.
 
 use provision_engine::diagnostic::Diagnostic;
-use provision_engine::playbook_file::{LoopItems, PlaybookFile, StepLoop, StepSpec};
+use provision_engine::playbook_file::{LoopItems, StepLoop, StepSpec};
 use provision_engine::template;
 
 /// Longest label shown for an item; longer ones are cut (a table's rendering can be long).
@@ -37,7 +37,6 @@ impl Repetition {
 pub(crate) fn repetitions(
     env: &minijinja::Environment<'_>,
     cluster: &minijinja::Value,
-    pb: &PlaybookFile,
     spec: &StepSpec,
 ) -> Result<Vec<Repetition>, Diagnostic> {
     let Some(l) = &spec.loop_over else {
@@ -47,7 +46,7 @@ pub(crate) fn repetitions(
         }]);
     };
     let items = items(env, l, cluster).map_err(|(message, help)| {
-        Diagnostic::error(&pb.path, l.at, format!("step `{}`: {message}", spec.name))
+        Diagnostic::error(&spec.file, l.at, format!("step `{}`: {message}", spec.name))
             .with_help(help)
     })?;
     items
@@ -65,7 +64,7 @@ pub(crate) fn repetitions(
                     let at = l.label_at.unwrap_or(l.at);
                     let err = |message: String| {
                         Diagnostic::error(
-                            &pb.path,
+                            &spec.file,
                             at,
                             format!("step `{}`, item {}: {message}", spec.name, i + 1),
                         )
@@ -211,6 +210,7 @@ fn short(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use provision_engine::playbook_file::PlaybookFile;
     use std::path::Path;
 
     fn pb(step: &str) -> PlaybookFile {
@@ -224,7 +224,7 @@ mod tests {
 
     fn titles(step: &str, ctx: &minijinja::Value) -> Result<Vec<String>, String> {
         let pb = pb(step);
-        repetitions(&template::environment(), ctx, &pb, &pb.steps[0])
+        repetitions(&template::environment(), ctx, &pb.steps[0])
             .map(|r| r.into_iter().map(|r| r.title).collect())
             .map_err(|d| d.to_string())
     }
@@ -253,7 +253,6 @@ mod tests {
         let reps = repetitions(
             &template::environment(),
             &vars(serde_json::json!({})),
-            &pb,
             &pb.steps[0],
         )
         .unwrap();
@@ -283,7 +282,7 @@ mod tests {
         // The item is in the context under the loop var, beside what was there.
         let pb = pb("loop = \"{{ vars.users }}\"\nloop_var = \"u\"");
         let env = template::environment();
-        let reps = repetitions(&env, &ctx, &pb, &pb.steps[0]).unwrap();
+        let reps = repetitions(&env, &ctx, &pb.steps[0]).unwrap();
         let ctx1 = reps[1].context(&ctx);
         assert_eq!(
             template::render(
