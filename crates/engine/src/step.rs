@@ -248,6 +248,12 @@ pub trait Step: Send + Sync {
     fn flushes_handlers(&self) -> bool {
         false
     }
+
+    /// What is decided about this step when it is reached (`register`, a `when` over registered
+    /// results, retries); None: nothing (default).
+    fn at_run(&self) -> Option<&crate::registered::AtRun> {
+        None
+    }
 }
 
 /// A step with the playbook's `timeout` for every command of its plan.
@@ -284,6 +290,9 @@ impl Step for Timed {
     fn flushes_handlers(&self) -> bool {
         self.step.flushes_handlers()
     }
+    fn at_run(&self) -> Option<&crate::registered::AtRun> {
+        self.step.at_run()
+    }
 }
 
 /// A step with the handlers its `notify` names.
@@ -319,6 +328,9 @@ impl Step for Notifying {
     }
     fn flushes_handlers(&self) -> bool {
         self.step.flushes_handlers()
+    }
+    fn at_run(&self) -> Option<&crate::registered::AtRun> {
+        self.step.at_run()
     }
 }
 
