@@ -20,6 +20,7 @@ pub use loops::{DEFAULT_LOOP_VAR, LoopItems, StepLoop};
 pub use tags::{ALWAYS, NEVER};
 mod notify;
 pub use notify::{FLUSH_HANDLERS, Notify};
+mod register;
 
 /// One `[[steps]]` entry, parsed but not yet built into a step.
 #[derive(Debug, Clone)]
@@ -49,6 +50,13 @@ pub struct StepSpec {
     pub loop_over: Option<StepLoop>,
     /// `notify`: the handlers to run on each host this step changes.
     pub notify: Vec<Notify>,
+    /// `register`: the name later steps read this step's result by.
+    pub register: Option<String>,
+    /// `retries`, `delay`, `until`.
+    pub retry: Option<crate::registered::Retry>,
+    /// The `when` reads a registered result: it is decided per host when the step is reached,
+    /// not when the playbook is compiled.
+    pub when_at_run: bool,
 }
 
 impl StepSpec {
@@ -123,6 +131,10 @@ const STEP_KEYS: &[&str] = &[
     "loop_var",
     "loop_label",
     "notify",
+    "register",
+    "retries",
+    "delay",
+    "until",
 ];
 
 impl PlaybookFile {
@@ -166,6 +178,10 @@ impl PlaybookFile {
             None => Vec::new(),
         };
         notify::check_notified(&mut r, &steps, &notify::declared(&doc));
+        let (mut steps, mut handlers) = (steps, handlers);
+        let (at_run, handlers_at_run) = register::check_reads(&mut r, &doc);
+        register::mark(&mut steps, &at_run);
+        register::mark(&mut handlers, &handlers_at_run);
         if r.has_errors() {
             return Err(ConfigError {
                 diagnostics: r.finish(),
@@ -326,6 +342,8 @@ fn check_step(
         Some(v) => notify::notify_list(r, v, &label),
         None => Some(Vec::new()),
     };
+    let register = register::check_register(r, t, &label);
+    let retry = register::check_retry(r, t, &label);
     if r.diagnostics.len() != errors_before {
         return None;
     }
@@ -345,6 +363,9 @@ fn check_step(
         tags: tags?,
         loop_over: loop_over?,
         notify: notify?,
+        register: register?,
+        retry: retry?,
+        when_at_run: false,
     })
 }
 

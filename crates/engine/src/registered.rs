@@ -62,10 +62,12 @@ impl Registered {
             HostStatus::Changed => r.changed = true,
             HostStatus::Failed | HostStatus::Unreachable => r.failed = true,
             // Under --check nothing ran: Ansible's "skipped" for a command in check mode.
-            HostStatus::WouldChange | HostStatus::Skipped => r = Registered {
-                skipped: true,
-                ..Registered::default()
-            },
+            HostStatus::WouldChange | HostStatus::Skipped => {
+                r = Registered {
+                    skipped: true,
+                    ..Registered::default()
+                }
+            }
             HostStatus::Ok => {}
         }
         r
@@ -301,17 +303,18 @@ mod tests {
 
     #[test]
     fn when_reads_registered_results_and_vars_per_host() {
-        let s = at_run(
-            Some("probe.rc != 0 or probe.stdout == vars.want"),
-            None,
-        );
+        let s = at_run(Some("probe.rc != 0 or probe.stdout == vars.want"), None);
         assert!(s.when_holds("web-1", &probe(1, "present")).unwrap());
         assert!(s.when_holds("web-1", &probe(0, "absent")).unwrap());
         assert!(!s.when_holds("web-1", &probe(0, "present")).unwrap());
         let lines = at_run(Some("'b' in probe.stdout_lines and probe.changed"), None);
         assert!(lines.when_holds("web-1", &probe(0, "a\nb")).unwrap());
         assert!(!lines.when_holds("web-1", &probe(0, "a\nbc")).unwrap());
-        assert!(at_run(None, None).when_holds("web-1", &BTreeMap::new()).unwrap());
+        assert!(
+            at_run(None, None)
+                .when_holds("web-1", &BTreeMap::new())
+                .unwrap()
+        );
     }
 
     #[test]
@@ -326,7 +329,10 @@ mod tests {
         assert!(!guarded.when_holds("web-1", &BTreeMap::new()).unwrap());
         let bad = at_run(Some("probe.stdout + 1"), None);
         let e = bad.when_holds("web-1", &probe(0, "x")).unwrap_err();
-        assert!(e.starts_with("cannot evaluate `when = probe.stdout + 1`: "), "{e}");
+        assert!(
+            e.starts_with("cannot evaluate `when = probe.stdout + 1`: "),
+            "{e}"
+        );
     }
 
     #[test]
@@ -337,19 +343,33 @@ mod tests {
             ..Registered::default()
         };
         let s = at_run(None, Some("'ready' in stdout"));
-        assert!(s.until_holds("web-1", &own(0, "ready"), &BTreeMap::new()).unwrap());
-        assert!(!s.until_holds("web-1", &own(0, "starting"), &BTreeMap::new()).unwrap());
+        assert!(
+            s.until_holds("web-1", &own(0, "ready"), &BTreeMap::new())
+                .unwrap()
+        );
+        assert!(
+            !s.until_holds("web-1", &own(0, "starting"), &BTreeMap::new())
+                .unwrap()
+        );
         let s = at_run(None, Some("me.rc == 0 and rc == 0 and probe.rc == 1"));
         assert!(s.until_holds("web-1", &own(0, ""), &probe(1, "")).unwrap());
         assert!(!s.until_holds("web-1", &own(2, ""), &probe(1, "")).unwrap());
         // Without `until`: until the host does not fail.
         let plain = at_run(None, None);
-        assert!(plain.until_holds("web-1", &own(0, ""), &BTreeMap::new()).unwrap());
+        assert!(
+            plain
+                .until_holds("web-1", &own(0, ""), &BTreeMap::new())
+                .unwrap()
+        );
         let failed = Registered {
             failed: true,
             rc: 1,
             ..Registered::default()
         };
-        assert!(!plain.until_holds("web-1", &failed, &BTreeMap::new()).unwrap());
+        assert!(
+            !plain
+                .until_holds("web-1", &failed, &BTreeMap::new())
+                .unwrap()
+        );
     }
 }

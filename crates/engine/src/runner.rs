@@ -911,8 +911,12 @@ impl Runner {
                     &out.stderr_str(),
                 );
                 printed.rc = out.exit_status;
-                printed.stdout.push_str(self.clean(&out.stdout_str()).as_str());
-                printed.stderr.push_str(self.clean(&out.stderr_str()).as_str());
+                printed
+                    .stdout
+                    .push_str(self.clean(&out.stdout_str()).as_str());
+                printed
+                    .stderr
+                    .push_str(self.clean(&out.stderr_str()).as_str());
                 if !out.success() {
                     return Err(RunnerError::Step(FailureInfo {
                         message: self

@@ -41,7 +41,12 @@ pub(super) struct Outcome {
 impl Runner {
     /// Runs step `index` (`only` these hosts, for a handler), deciding at run time what its
     /// `when`, `retries` and `register` ask for.
-    pub(super) async fn run_entry(&self, index: usize, steps: &[&dyn Step], only: Option<&[String]>) {
+    pub(super) async fn run_entry(
+        &self,
+        index: usize,
+        steps: &[&dyn Step],
+        only: Option<&[String]>,
+    ) {
         let step = steps[index];
         let Some(at) = step.at_run() else {
             return self.run_step(index, steps, only).await;
@@ -54,7 +59,10 @@ impl Runner {
             .collect();
         self.forget(index, &hosts);
         match &at.retry {
-            Some(retry) => self.run_retried(index, steps, at, retry, hosts.clone()).await,
+            Some(retry) => {
+                self.run_retried(index, steps, at, retry, hosts.clone())
+                    .await
+            }
             None => self.run_step(index, steps, only).await,
         }
         if let Some(name) = &at.register {
