@@ -162,7 +162,11 @@ pub fn compile(
                     let mut contexts = std::collections::BTreeMap::new();
                     if spec.register.is_some() || spec.retry.is_some() {
                         let ctx = rep.context(&cluster_context(inv, secrets.table));
-                        contexts = step.targets().into_iter().map(|h| (h, ctx.clone())).collect();
+                        contexts = step
+                            .targets()
+                            .into_iter()
+                            .map(|h| (h, ctx.clone()))
+                            .collect();
                     }
                     out.push(notifying(spec, at_run(spec, timed(spec, step), contexts)));
                 }
@@ -762,7 +766,11 @@ mod tests {
              [[steps]]\nuse = \"command\"\nretries = 2\nwith = { run = \"true\" }\n",
         )
         .unwrap();
-        let runs_on: Vec<&[String]> = compiled.origins.iter().map(|o| o.runs_on.as_slice()).collect();
+        let runs_on: Vec<&[String]> = compiled
+            .origins
+            .iter()
+            .map(|o| o.runs_on.as_slice())
+            .collect();
         assert_eq!(
             runs_on,
             [
@@ -776,15 +784,29 @@ mod tests {
         assert_eq!(probe.register.as_deref(), Some("probe"));
         assert_eq!(probe.when, None);
         let later = compiled.steps[1].at_run().expect("decided at run time");
-        assert_eq!(later.when.as_deref(), Some("probe.rc != 0 and 'web' in host.groups"));
-        let reg = |rc| -> std::collections::BTreeMap<String, provision_engine::registered::Registered> {
-            [("probe".to_string(), provision_engine::registered::Registered { rc, ..Default::default() })].into()
-        };
+        assert_eq!(
+            later.when.as_deref(),
+            Some("probe.rc != 0 and 'web' in host.groups")
+        );
+        let reg =
+            |rc| -> std::collections::BTreeMap<String, provision_engine::registered::Registered> {
+                [(
+                    "probe".to_string(),
+                    provision_engine::registered::Registered {
+                        rc,
+                        ..Default::default()
+                    },
+                )]
+                .into()
+            };
         // The host's own context (its groups) is read along with the result.
         assert!(later.when_holds("web-1", &reg(1)).unwrap());
         assert!(!later.when_holds("web-1", &reg(0)).unwrap());
         assert!(!later.when_holds("db-1", &reg(1)).unwrap());
-        assert!(compiled.steps[2].at_run().is_none(), "decided when compiled");
+        assert!(
+            compiled.steps[2].at_run().is_none(),
+            "decided when compiled"
+        );
         let retried = compiled.steps[3].at_run().expect("retries");
         assert_eq!(retried.retry.as_ref().unwrap().retries, 2);
     }
