@@ -8,7 +8,6 @@ use std::time::Duration;
 use minijinja::Value;
 
 use crate::event::HostStatus;
-use crate::step::{Facts, Step, StepPlan};
 
 /// The fields of a result, as `until` reads them bare and `when` as `NAME.FIELD`.
 pub const RESULT_FIELDS: &[&str] = &[
@@ -97,11 +96,11 @@ pub struct Retry {
     pub until: Option<String>,
 }
 
-/// A step that registers its result, retries, or has a `when` decided per host when it is
-/// reached. It keeps each target host's template context (vars, host, the loop's item) so those
-/// expressions read what the compile-time ones read, plus the registered results.
+/// What is decided about a step when it is reached (`step::AtRunStep` carries it): its
+/// `register`, a `when` over registered results, its retries. It keeps each target host's
+/// template context (vars, host, the loop's item) so those expressions read what the
+/// compile-time ones read, plus the registered results.
 pub struct AtRun {
-    pub step: Box<dyn Step>,
     pub register: Option<String>,
     /// A `when` that reads a registered result.
     pub when: Option<String>,
@@ -199,43 +198,9 @@ impl AtRun {
     }
 }
 
-impl Step for AtRun {
-    fn title(&self) -> &str {
-        self.step.title()
-    }
-    fn targets(&self) -> Vec<String> {
-        self.step.targets()
-    }
-    fn fact_hosts(&self) -> Vec<String> {
-        self.step.fact_hosts()
-    }
-    fn gather(&self, host: &str) -> Option<String> {
-        self.step.gather(host)
-    }
-    fn plan(&self, facts: &BTreeMap<String, Facts>) -> StepPlan {
-        self.step.plan(facts)
-    }
-    fn secret_values(&self, host: &str, facts: &Facts) -> Vec<String> {
-        self.step.secret_values(host, facts)
-    }
-    fn timeout(&self) -> Option<Duration> {
-        self.step.timeout()
-    }
-    fn notifies(&self) -> &[String] {
-        self.step.notifies()
-    }
-    fn flushes_handlers(&self) -> bool {
-        self.step.flushes_handlers()
-    }
-    fn at_run(&self) -> Option<&AtRun> {
-        Some(self)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::step::FlushHandlers;
 
     fn at_run(when: Option<&str>, until: Option<&str>) -> AtRun {
         let ctx = Value::from(minijinja::value::Serde(serde_json::json!({
@@ -243,7 +208,6 @@ mod tests {
             "host": {"name": "web-1"},
         })));
         AtRun {
-            step: Box::new(FlushHandlers { title: "t".into() }),
             register: Some("me".into()),
             when: when.map(str::to_string),
             retry: Some(Retry {

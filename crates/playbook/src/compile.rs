@@ -9,7 +9,7 @@ use provision_engine::inventory::{Host, Inventory};
 use provision_engine::playbook_file::{FLUSH_HANDLERS, PlaybookFile, StepSpec};
 use provision_engine::registered::AtRun;
 use provision_engine::step::{
-    Check, Facts, FlushHandlers, HostStep, Notifying, PerHost, Step, StepError, Timed,
+    AtRunStep, Check, Facts, FlushHandlers, HostStep, Notifying, PerHost, Step, StepError, Timed,
 };
 use provision_engine::template::{self, TemplateError};
 use provision_transport::{Become, Target};
@@ -375,12 +375,14 @@ fn at_run(
     if spec.register.is_none() && spec.retry.is_none() && !spec.when_at_run {
         return step;
     }
-    Box::new(AtRun {
+    Box::new(AtRunStep {
         step,
-        register: spec.register.clone(),
-        when: spec.when.clone().filter(|_| spec.when_at_run),
-        retry: spec.retry.clone(),
-        contexts,
+        at: AtRun {
+            register: spec.register.clone(),
+            when: spec.when.clone().filter(|_| spec.when_at_run),
+            retry: spec.retry.clone(),
+            contexts,
+        },
     })
 }
 
