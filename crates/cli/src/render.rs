@@ -79,6 +79,26 @@ pub fn result_line(e: &Event, verbose: bool) -> Option<String> {
     Some(line)
 }
 
+/// The line printed when a retried step runs again on a host.
+pub fn retry_line(e: &Event) -> Option<String> {
+    let Event::Retrying {
+        step,
+        host,
+        retry,
+        retries,
+        reason,
+        handler,
+        ..
+    } = e
+    else {
+        return None;
+    };
+    let kind = if *handler { "handler " } else { "" };
+    Some(format!(
+        "{host}: retrying ({retry}/{retries}) {kind}{step}: {reason}"
+    ))
+}
+
 impl EventSink for PlainSink {
     fn emit(&self, e: &Event) {
         let text = match e {
@@ -113,6 +133,7 @@ impl EventSink for PlainSink {
                 hosts.len()
             )),
             Event::HostResult { .. } => result_line(e, self.verbose),
+            Event::Retrying { .. } => retry_line(e),
             Event::Interrupted => Some("interrupted: no new steps started".into()),
             _ => None,
         };
@@ -213,6 +234,14 @@ impl EventSink for ProgressSink {
                     b.set_position(st.done as u64);
                 }
             }
+            Event::Retrying { host, .. } => {
+                if let Some(line) = retry_line(e) {
+                    let _ = self.multi.println(line);
+                }
+                if let Some(b) = st.bars.get(host.as_str()) {
+                    b.set_message("retrying");
+                }
+            }
             Event::RunFinished { .. } => {
                 for b in st.bars.values() {
                     b.finish_and_clear();
@@ -291,6 +320,9 @@ impl EventSink for LogSink {
             ),
             Event::HostResult { .. } => {
                 writeln!(f, "[{ts}] {}", result_line(e, true).unwrap_or_default())
+            }
+            Event::Retrying { .. } => {
+                writeln!(f, "[{ts}] {}", retry_line(e).unwrap_or_default())
             }
             other => writeln!(
                 f,
@@ -447,6 +479,24 @@ mod tests {
             text.ends_with("2 host(s), 1 changed, 1 failed or unreachable\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_retry_is_one_line_with_its_count() {
+        let e = Event::Retrying {
+            index: 2,
+            step: Redacted::literal("wait for app"),
+            host: Redacted::literal("web-1"),
+            retry: 2,
+            retries: 5,
+            reason: Redacted::literal("command failed with exit status 1"),
+            handler: false,
+        };
+        assert_eq!(
+            retry_line(&e).unwrap(),
+            "web-1: retrying (2/5) wait for app: command failed with exit status 1"
+        );
+        assert_eq!(retry_line(&Event::Interrupted), None);
     }
 
     /// Handlers are announced and reported by name, marked as handlers.

@@ -1786,3 +1786,170 @@ fn an_include_cycle_exits_2_showing_the_chain_and_runs_nothing() {
     );
     assert!(!c.root(1).join("first").exists(), "nothing ran");
 }
+
+const REGISTER_PLAYBOOK: &str = r#"
+[[steps]]
+name = "probe"
+use = "command"
+register = "probe"
+with = { run = "if [ -e {{ vars.root }}/flag ]; then echo present; else echo absent; fi" }
+
+[[steps]]
+name = "fix"
+use = "command"
+when = "probe.rc == 0 and probe.stdout == 'absent'"
+with = { run = "touch {{ vars.root }}/fixed" }
+
+[[steps]]
+name = "echo the token"
+use = "command"
+register = "echoed"
+with = { run = "cat", stdin = "{{ secrets.app_token }}" }
+
+[[steps]]
+name = "token redacted"
+use = "command"
+when = "'very-secret' not in echoed.stdout and echoed.changed"
+with = { run = "touch {{ vars.root }}/redacted" }
+"#;
+
+/// A probe's registered stdout decides, per host and when the step is reached, where the next
+/// step runs; a registered output holding a secret holds it redacted; under --check the probe
+/// ran nothing, so it is skipped and the step over it too.
+#[test]
+fn a_registered_probe_decides_on_which_hosts_a_later_step_runs() {
+    let c = handlers_cluster(2, REGISTER_PLAYBOOK);
+    std::fs::write(c.root(2).join("flag"), "").unwrap();
+    let out = c.provision(&["run", &c.cluster_toml(), "--check", "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let fix: Vec<_> = Cluster::results(&out)
+        .into_iter()
+        .filter(|(s, _, _)| s == "fix")
+        .collect();
+    assert_eq!(
+        fix,
+        [
+            triple("fix", "h1", "skipped"),
+            triple("fix", "h2", "skipped")
+        ],
+        "under --check the probe is skipped"
+    );
+    assert!(!c.root(1).join("fixed").exists());
+
+    let out = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let results = Cluster::results(&out);
+    assert!(
+        results.contains(&triple("fix", "h1", "changed")),
+        "{results:?}"
+    );
+    assert!(
+        results.contains(&triple("fix", "h2", "skipped")),
+        "{results:?}"
+    );
+    assert!(c.root(1).join("fixed").exists());
+    assert!(
+        !c.root(2).join("fixed").exists(),
+        "the probe found the flag on h2"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(
+            "\"details\":[\"`when = probe.rc == 0 and probe.stdout == 'absent'` is false\"]"
+        ),
+        "{}",
+        text(&out)
+    );
+    for i in [1, 2] {
+        assert!(
+            c.root(i).join("redacted").exists(),
+            "h{i}: registered stdout is redacted"
+        );
+    }
+    assert!(!text(&out).contains(SECRET) && !c.logs().contains(SECRET));
+}
+
+const RETRY_PLAYBOOK: &str = r#"
+[[steps]]
+name = "third time lucky"
+use = "command"
+retries = 5
+delay = 0
+with = { run = "n=$(cat {{ vars.root }}/count 2>/dev/null || echo 0); n=$((n + 1)); echo $n > {{ vars.root }}/count; [ $n -ge 3 ]" }
+
+[[steps]]
+name = "wait until ready"
+use = "command"
+retries = 3
+delay = 0
+until = "'ready' in stdout"
+with = { run = "n=$(cat {{ vars.root }}/polls 2>/dev/null || echo 0); n=$((n + 1)); echo $n > {{ vars.root }}/polls; if [ $n -ge 2 ]; then echo ready; else echo starting; fi" }
+
+[[steps]]
+name = "never"
+use = "command"
+retries = 1
+delay = 0
+with = { run = "echo once >> {{ vars.root }}/never; exit 4" }
+"#;
+
+/// A command that succeeds on its third attempt passes, each retry reported; `until` over its
+/// stdout re-runs it until it holds; retries that run out fail the host naming the attempts.
+#[test]
+fn retries_rerun_a_step_until_it_succeeds_or_they_run_out() {
+    let c = handlers_cluster(1, RETRY_PLAYBOOK);
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    let read = |f: &str| std::fs::read_to_string(c.root(1).join(f)).unwrap();
+    assert_eq!(read("count"), "3\n");
+    assert!(
+        t.contains("h1: retrying (1/5) third time lucky: command failed with exit status 1"),
+        "{t}"
+    );
+    assert!(t.contains("h1: retrying (2/5) third time lucky"), "{t}");
+    assert!(!t.contains("(3/5)"), "{t}");
+    assert!(t.contains("h1: changed third time lucky"), "{t}");
+    assert_eq!(read("polls"), "2\n");
+    assert!(
+        t.contains("h1: retrying (1/3) wait until ready: `until = 'ready' in stdout` is false"),
+        "{t}"
+    );
+    assert!(t.contains("h1: changed wait until ready"), "{t}");
+    assert_eq!(read("never"), "once\nonce\n");
+    assert!(
+        t.contains("h1: retrying (1/1) never: command failed with exit status 4"),
+        "{t}"
+    );
+    assert!(
+        t.contains("h1: failed never: command failed with exit status 4 (after 2 attempts)"),
+        "{t}"
+    );
+}
+
+/// `until` (and `delay`) without `retries`, and a `when` reading a name no earlier step registers, exit 2 at
+/// their lines; nothing connects.
+#[test]
+fn bad_register_and_retry_keys_exit_2_at_their_lines_and_nothing_runs() {
+    let bad = RETRY_PLAYBOOK.replace("retries = 3\n", "register = \"polled\"\n")
+        + "\n[[steps]]\nuse = \"command\"\nwhen = \"poled.rc == 0\"\nwith = { run = \"true\" }\n";
+    let c = handlers_cluster(1, &bad);
+    for cmd in ["check-config", "run"] {
+        let out = c.provision(&[cmd, &c.cluster_toml()]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {t}");
+        assert!(
+            t.contains("playbook.toml:13:9: error: `delay` in step `wait until ready` without `retries`")
+                && t.contains("playbook.toml:14:9: error: `until` in step `wait until ready` without `retries`\n  help: add retries = 5"),
+            "{cmd}: {t}"
+        );
+        assert!(
+            t.contains("playbook.toml:26:8: error: `when` in step `command` reads `poled`, which no earlier step registers\n  help: did you mean `polled`?"),
+            "{cmd}: {t}"
+        );
+    }
+    assert!(
+        !c.servers[0].log().contains("Accepted publickey"),
+        "nothing connected"
+    );
+    assert!(!c.root(1).join("count").exists());
+}

@@ -91,6 +91,19 @@ pub enum Event {
         stdout: Redacted,
         stderr: Redacted,
     },
+    /// A retried step (`retries`) failed on a host, or its `until` did not hold there, and it
+    /// runs there again after its `delay`: retry `retry` of `retries`.
+    Retrying {
+        index: usize,
+        step: Redacted,
+        host: Redacted,
+        retry: u32,
+        retries: u32,
+        /// Why: the failure, or the `until` that is still false.
+        reason: Redacted,
+        #[serde(skip_serializing_if = "is_false")]
+        handler: bool,
+    },
     Interrupted,
     RunFinished {
         recap: Recap,

@@ -23,6 +23,7 @@ mod notify;
 pub use notify::{FLUSH_HANDLERS, Notify};
 mod include;
 pub use include::{BUILTIN_PREFIX, Builtins, Scope};
+mod register;
 
 /// One `[[steps]]` entry, parsed but not yet built into a step.
 #[derive(Debug, Clone)]
@@ -57,6 +58,13 @@ pub struct StepSpec {
     pub file: PathBuf,
     /// What the includes that brought the step in give it: vars, where files are looked up.
     pub scope: Scope,
+    /// `register`: the name later steps read this step's result by.
+    pub register: Option<String>,
+    /// `retries`, `delay`, `until`.
+    pub retry: Option<crate::registered::Retry>,
+    /// The `when` reads a registered result: it is decided per host when the step is reached,
+    /// not when the playbook is compiled.
+    pub when_at_run: bool,
 }
 
 impl StepSpec {
@@ -135,6 +143,10 @@ const STEP_KEYS: &[&str] = &[
     "notify",
     // Routed to `include::check_include` before a step is checked; listed for did-you-mean.
     "include",
+    "register",
+    "retries",
+    "delay",
+    "until",
 ];
 
 impl PlaybookFile {
@@ -238,6 +250,11 @@ pub(crate) fn parse_parts(
         .into_iter()
         .map(str::to_string)
         .collect();
+    // What `when` and `until` read of registered results is checked per file, in its order.
+    let (at_run, handlers_at_run) = register::check_reads(&mut r, &doc);
+    let (mut entries, mut handlers) = (entries, handlers);
+    register::mark_entries(&mut entries, &at_run);
+    register::mark(&mut handlers, &handlers_at_run);
     let parts = Parts {
         entries,
         secrets,
@@ -399,6 +416,8 @@ fn check_step(
         Some(v) => notify::notify_list(r, v, &label),
         None => Some(Vec::new()),
     };
+    let register = register::check_register(r, t, &label);
+    let retry = register::check_retry(r, t, &label);
     if r.diagnostics.len() != errors_before {
         return None;
     }
@@ -420,6 +439,9 @@ fn check_step(
         notify: notify?,
         file: r.file.to_path_buf(),
         scope: Scope::default(),
+        register: register?,
+        retry: retry?,
+        when_at_run: false,
     })
 }
 

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
+mod at_run;
+
 /// How a run behaves; the defaults are those of `provision run`.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -86,6 +88,8 @@ struct State {
     /// Host to the pending notifications its file holds, once read (in the host's first fact
     /// batch, or at the first flush); kept up to date with what this run writes there.
     pending: HashMap<String, BTreeSet<String>>,
+    /// `register`, a `when` over registered results, retries: what the runner keeps for them.
+    at_run: at_run::Kept,
 }
 
 /// The batch key of the pending-notifications read, which rides in a host's first fact batch.
@@ -145,6 +149,7 @@ impl Runner {
                 play_hosts: BTreeSet::new(),
                 notified: BTreeMap::new(),
                 pending: HashMap::new(),
+                at_run: Default::default(),
             }),
             handlers: Handlers::default(),
             handler_targets: Vec::new(),
@@ -231,7 +236,7 @@ impl Runner {
                 }
                 continue;
             }
-            self.run_step(index, &all, None).await;
+            self.run_entry(index, &all, None).await;
         }
         // The end of the play flushes too. A stopped run runs no handler: the notifications of
         // changed hosts stay pending on them, for the next run.
@@ -273,23 +278,31 @@ impl Runner {
             .filter(|h| self.in_limit(h) && !self.is_dead(h))
             .filter(|h| only.is_none_or(|o| o.contains(h)))
             .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let (shown, handler) = self.position(index);
+        // A retry's attempt is reported as a retry, not as the step starting again.
+        if !self.is_retry_attempt(index) {
+            self.emit(Event::StepStarted {
+                index: shown,
+                title: self.clean(&title),
+                hosts: targets.iter().map(|h| self.clean(h)).collect(),
+                handler,
+            });
+        }
+        let step_started = Instant::now();
+        // A `when` over registered results is decided now, per host.
+        let targets = self.decide_when(index, step, &title, targets, step_started);
+        if targets.is_empty() {
+            return;
+        }
         let mut gather_hosts: Vec<String> = targets.clone();
         for h in step.fact_hosts() {
             if !gather_hosts.contains(&h) && !self.is_dead(&h) {
                 gather_hosts.push(h);
             }
         }
-        if targets.is_empty() {
-            return;
-        }
-        let (shown, handler) = self.position(index);
-        self.emit(Event::StepStarted {
-            index: shown,
-            title: self.clean(&title),
-            hosts: targets.iter().map(|h| self.clean(h)).collect(),
-            handler,
-        });
-        let step_started = Instant::now();
 
         // Facts, in parallel.
         let forks = Arc::new(Semaphore::new(self.opts.forks.max(1)));
@@ -505,7 +518,7 @@ impl Runner {
                 return false;
             }
             let name = &self.handler_targets[i].0;
-            self.run_step(steps + i, all, Some(&hosts)).await;
+            self.run_entry(steps + i, all, Some(&hosts)).await;
             let done: Vec<&String> = hosts.iter().filter(|h| !self.is_dead(h)).collect();
             let held: Vec<&String> = {
                 let mut st = self.state.lock().unwrap();
@@ -817,11 +830,16 @@ impl Runner {
             st.wasted.extend(stale);
             st.cache.retain(|(h, j), _| h != host && !cross.contains(j));
         }
+        // What the commands print, for `register` and `until`.
+        let mut printed = crate::registered::Captured::default();
         for change in &changes {
             for action in &change.actions {
                 let res = match action {
                     Action::RunOn { host: other, .. } => match self.connection(other).await {
-                        Ok(c) => self.run_action(&*c, other, title, action, timeout).await,
+                        Ok(c) => {
+                            self.run_action(&*c, other, title, action, timeout, &mut printed)
+                                .await
+                        }
                         Err(e) => Err(RunnerError::Step(FailureInfo {
                             message: self
                                 .clean(&format!("cannot reach {other} to act for {host}: {e}")),
@@ -831,8 +849,12 @@ impl Runner {
                             hint: None,
                         })),
                     },
-                    _ => self.run_action(&*conn, host, title, action, timeout).await,
+                    _ => {
+                        self.run_action(&*conn, host, title, action, timeout, &mut printed)
+                            .await
+                    }
                 };
+                self.captured(index, host, &printed);
                 if let Err(e) = res {
                     match e {
                         RunnerError::Transport(t) if t.is_unreachable() => {
@@ -866,6 +888,7 @@ impl Runner {
         title: &str,
         action: &Action,
         timeout: Duration,
+        printed: &mut crate::registered::Captured,
     ) -> Result<(), RunnerError> {
         let started = Instant::now();
         match action {
@@ -887,6 +910,13 @@ impl Runner {
                     &out.stdout_str(),
                     &out.stderr_str(),
                 );
+                printed.rc = out.exit_status;
+                printed
+                    .stdout
+                    .push_str(self.clean(&out.stdout_str()).as_str());
+                printed
+                    .stderr
+                    .push_str(self.clean(&out.stderr_str()).as_str());
                 if !out.success() {
                     return Err(RunnerError::Step(FailureInfo {
                         message: self
@@ -1004,6 +1034,21 @@ impl Runner {
     }
 
     fn fail(&self, index: usize, title: &str, host: &str, failure: FailureInfo, started: Instant) {
+        // A retried step's failure waits for the retry's decision.
+        let held = at_run::Outcome {
+            status: HostStatus::Failed,
+            details: vec![],
+            diff: None,
+            failure: Some(failure),
+            started,
+        };
+        let Some(at_run::Outcome {
+            failure: Some(failure),
+            ..
+        }) = self.hold(index, host, held)
+        else {
+            return;
+        };
         {
             let mut st = self.state.lock().unwrap();
             st.dead.insert(host.into(), Dead::Failed);
@@ -1035,6 +1080,23 @@ impl Runner {
         failure: Option<FailureInfo>,
         started: Instant,
     ) {
+        let outcome = at_run::Outcome {
+            status,
+            details,
+            diff,
+            failure,
+            started,
+        };
+        let Some(at_run::Outcome {
+            status,
+            details,
+            diff,
+            failure,
+            started,
+        }) = self.hold(index, host, outcome)
+        else {
+            return;
+        };
         {
             let mut st = self.state.lock().unwrap();
             let r = st.recap.entry(host.to_string()).or_default();

@@ -248,6 +248,12 @@ pub trait Step: Send + Sync {
     fn flushes_handlers(&self) -> bool {
         false
     }
+
+    /// What is decided about this step when it is reached (`register`, a `when` over registered
+    /// results, retries); None: nothing (default).
+    fn at_run(&self) -> Option<&crate::registered::AtRun> {
+        None
+    }
 }
 
 /// A step with the playbook's `timeout` for every command of its plan.
@@ -284,6 +290,9 @@ impl Step for Timed {
     fn flushes_handlers(&self) -> bool {
         self.step.flushes_handlers()
     }
+    fn at_run(&self) -> Option<&crate::registered::AtRun> {
+        self.step.at_run()
+    }
 }
 
 /// A step with the handlers its `notify` names.
@@ -319,6 +328,9 @@ impl Step for Notifying {
     }
     fn flushes_handlers(&self) -> bool {
         self.step.flushes_handlers()
+    }
+    fn at_run(&self) -> Option<&crate::registered::AtRun> {
+        self.step.at_run()
     }
 }
 
@@ -382,5 +394,45 @@ impl Step for PerHost {
             plan.hosts.insert(host.clone(), result);
         }
         plan
+    }
+}
+
+/// A step with what is decided about it when it is reached (`register`, a `when` over
+/// registered results, retries).
+pub struct AtRunStep {
+    pub step: Box<dyn Step>,
+    pub at: crate::registered::AtRun,
+}
+
+impl Step for AtRunStep {
+    fn title(&self) -> &str {
+        self.step.title()
+    }
+    fn targets(&self) -> Vec<String> {
+        self.step.targets()
+    }
+    fn fact_hosts(&self) -> Vec<String> {
+        self.step.fact_hosts()
+    }
+    fn gather(&self, host: &str) -> Option<String> {
+        self.step.gather(host)
+    }
+    fn plan(&self, facts: &BTreeMap<String, Facts>) -> StepPlan {
+        self.step.plan(facts)
+    }
+    fn secret_values(&self, host: &str, facts: &Facts) -> Vec<String> {
+        self.step.secret_values(host, facts)
+    }
+    fn timeout(&self) -> Option<Duration> {
+        self.step.timeout()
+    }
+    fn notifies(&self) -> &[String] {
+        self.step.notifies()
+    }
+    fn flushes_handlers(&self) -> bool {
+        self.step.flushes_handlers()
+    }
+    fn at_run(&self) -> Option<&crate::registered::AtRun> {
+        Some(&self.at)
     }
 }

@@ -7,8 +7,9 @@ use provision_engine::diagnostic::{ConfigError, Diagnostic};
 use provision_engine::handlers::{self, Handlers};
 use provision_engine::inventory::{Host, Inventory};
 use provision_engine::playbook_file::{FLUSH_HANDLERS, PlaybookFile, StepSpec};
+use provision_engine::registered::AtRun;
 use provision_engine::step::{
-    Check, Facts, FlushHandlers, HostStep, Notifying, PerHost, Step, StepError, Timed,
+    AtRunStep, Check, Facts, FlushHandlers, HostStep, Notifying, PerHost, Step, StepError, Timed,
 };
 use provision_engine::template::{self, TemplateError};
 use provision_transport::{Become, Target};
@@ -165,7 +166,16 @@ pub fn compile(
                     &mut diagnostics,
                 ) {
                     origin(step.targets());
-                    out.push(notifying(spec, timed(spec, step)));
+                    let mut contexts = std::collections::BTreeMap::new();
+                    if spec.register.is_some() || spec.retry.is_some() {
+                        let ctx = rep.context(&cluster_context(inv, secrets.table));
+                        contexts = step
+                            .targets()
+                            .into_iter()
+                            .map(|h| (h, ctx.clone()))
+                            .collect();
+                    }
+                    out.push(notifying(spec, at_run(spec, timed(spec, step), contexts)));
                 }
                 continue;
             }
@@ -279,6 +289,8 @@ fn compile_host_step(
     let mut per_host: Vec<(String, Box<dyn HostStep>)> = Vec::new();
     // Only a step with include vars or role defaults needs contexts of its own.
     let scoped = !spec.scope.defaults.is_empty() || !spec.scope.vars.is_empty();
+    // Each host's context, for what is decided when the step is reached.
+    let mut kept = std::collections::BTreeMap::new();
     for host in spec.hosts.select(inv) {
         let ctx = &if scoped {
             rep.context(&host_context_scoped(inv, host, shared, &spec.scope))
@@ -290,7 +302,9 @@ fn compile_host_step(
                 .1;
             rep.context(base)
         };
-        if let Some(expr) = &spec.when {
+        kept.insert(host.name.clone(), ctx.clone());
+        // A `when` over registered results is decided per host when the step is reached.
+        if let Some(expr) = spec.when.as_ref().filter(|_| !spec.when_at_run) {
             match template::truthy(env, expr, ctx) {
                 Ok(true) => {}
                 Ok(false) => {
@@ -361,7 +375,28 @@ fn compile_host_step(
             hosts: per_host,
         }),
     );
-    (step, runs_on)
+    (at_run(spec, step, kept), runs_on)
+}
+
+/// The step with what is decided when it is reached (`register`, a `when` over registered
+/// results, retries), when it has any; `contexts`: each target host's template context.
+fn at_run(
+    spec: &StepSpec,
+    step: Box<dyn Step>,
+    contexts: std::collections::BTreeMap<String, minijinja::Value>,
+) -> Box<dyn Step> {
+    if spec.register.is_none() && spec.retry.is_none() && !spec.when_at_run {
+        return step;
+    }
+    Box::new(AtRunStep {
+        step,
+        at: AtRun {
+            register: spec.register.clone(),
+            when: spec.when.clone().filter(|_| spec.when_at_run),
+            retry: spec.retry.clone(),
+            contexts,
+        },
+    })
 }
 
 /// The step with the playbook's `timeout`, when it sets one.
@@ -438,6 +473,22 @@ fn compile_cluster_step(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Box<dyn Step>> {
     let ctx = rep.context(&cluster_context_scoped(inv, secrets.table, &spec.scope));
+    if spec.when_at_run {
+        // A cluster step plans over all its hosts at once: it cannot run on some of them.
+        push_unique(
+            diagnostics,
+            Diagnostic::error(
+                &spec.file,
+                (spec.line, spec.column),
+                format!(
+                    "step `{}`: `when` reads a registered result, but `{}` decides over all its hosts at once",
+                    spec.name, spec.uses
+                ),
+            )
+            .with_help("decide with vars here (when = \"vars.x\"), or put the registered check on a host step before it (use = \"fail\" with when = \"probe.rc != 0\")"),
+        );
+        return None;
+    }
     if let Some(expr) = &spec.when {
         match template::truthy(env, expr, &ctx) {
             Ok(true) => {}
@@ -809,6 +860,79 @@ mod tests {
                 "p.toml:4:10: error: cannot evaluate `vars.replicas >` for host web-1: syntax error"
             ),
             "{text}"
+        );
+    }
+
+    /// A `when` over a registered result is not decided when compiling: the step is built for
+    /// every selected host (listed on all of them) and decides per host when reached; a `when`
+    /// over vars alone still is.
+    #[test]
+    fn a_when_over_a_registered_result_waits_for_the_run() {
+        let compiled = compile_playbook(
+            "[[steps]]\nuse = \"command\"\nregister = \"probe\"\nwith = { run = \"true\" }\n\
+             [[steps]]\nuse = \"command\"\nwhen = \"probe.rc != 0 and 'web' in host.groups\"\nwith = { run = \"true\" }\n\
+             [[steps]]\nuse = \"command\"\nwhen = \"'web' in host.groups\"\nwith = { run = \"true\" }\n\
+             [[steps]]\nuse = \"command\"\nretries = 2\nwith = { run = \"true\" }\n",
+        )
+        .unwrap();
+        let runs_on: Vec<&[String]> = compiled
+            .origins
+            .iter()
+            .map(|o| o.runs_on.as_slice())
+            .collect();
+        assert_eq!(
+            runs_on,
+            [
+                &["web-1".to_string(), "db-1".to_string()][..],
+                &["web-1".to_string(), "db-1".to_string()][..],
+                &["web-1".to_string()][..],
+                &["web-1".to_string(), "db-1".to_string()][..],
+            ]
+        );
+        let probe = compiled.steps[0].at_run().expect("registers");
+        assert_eq!(probe.register.as_deref(), Some("probe"));
+        assert_eq!(probe.when, None);
+        let later = compiled.steps[1].at_run().expect("decided at run time");
+        assert_eq!(
+            later.when.as_deref(),
+            Some("probe.rc != 0 and 'web' in host.groups")
+        );
+        let reg =
+            |rc| -> std::collections::BTreeMap<String, provision_engine::registered::Registered> {
+                [(
+                    "probe".to_string(),
+                    provision_engine::registered::Registered {
+                        rc,
+                        ..Default::default()
+                    },
+                )]
+                .into()
+            };
+        // The host's own context (its groups) is read along with the result.
+        assert!(later.when_holds("web-1", &reg(1)).unwrap());
+        assert!(!later.when_holds("web-1", &reg(0)).unwrap());
+        assert!(!later.when_holds("db-1", &reg(1)).unwrap());
+        assert!(
+            compiled.steps[2].at_run().is_none(),
+            "decided when compiled"
+        );
+        let retried = compiled.steps[3].at_run().expect("retries");
+        assert_eq!(retried.retry.as_ref().unwrap().retries, 2);
+    }
+
+    #[test]
+    fn a_cluster_step_cannot_wait_for_a_registered_result() {
+        let err = compile_playbook(
+            "[[steps]]\nuse = \"command\"\nregister = \"probe\"\nwith = { run = \"true\" }\n\
+             [[steps]]\nuse = \"swarm_init\"\nwhen = \"probe.rc == 0\"\n",
+        )
+        .err()
+        .expect("refused");
+        assert!(
+            err.to_string().starts_with(
+                "p.toml:5:1: error: step `swarm_init`: `when` reads a registered result, but `swarm_init` decides over all its hosts at once"
+            ),
+            "{err}"
         );
     }
 }
