@@ -368,6 +368,9 @@ pub fn recap_text(recap: &Recap, check: bool) -> String {
             }
         }
     }
+    if let Some(why) = &recap.stopped {
+        s.push_str(&format!("\n{why}\n"));
+    }
     let total_changed = recap.changed();
     s.push_str(&format!(
         "\n{} host(s), {} {}, {} failed or unreachable\n",
@@ -436,6 +439,7 @@ mod tests {
                     ..Default::default()
                 },
             ],
+            stopped: None,
         };
         let text = recap_text(&recap, false);
         assert!(
@@ -445,6 +449,26 @@ mod tests {
         assert!(text.contains("db-1 failed in step `apt`: command failed with exit status 100\n  command: apt-get install -y nginx\n  exit status: 100\n  stderr:\n    E: Unable to locate package nginx\n"), "{text}");
         assert!(
             text.ends_with("2 host(s), 1 changed, 1 failed or unreachable\n"),
+            "{text}"
+        );
+    }
+
+    /// A run stopped by a failure threshold says so in its recap, before the totals.
+    #[test]
+    fn recap_says_why_the_run_stopped() {
+        let recap = Recap {
+            hosts: vec![HostRecap {
+                host: Redacted::literal("h1"),
+                failed: 1,
+                ..Default::default()
+            }],
+            stopped: Some(Redacted::literal(
+                "stopped after step `deploy`: 1 of its 1 host(s) failed (100%), more than max_fail_percentage = 0; no further batches or steps ran",
+            )),
+        };
+        let text = recap_text(&recap, false);
+        assert!(
+            text.ends_with("\nstopped after step `deploy`: 1 of its 1 host(s) failed (100%), more than max_fail_percentage = 0; no further batches or steps ran\n\n1 host(s), 0 changed, 1 failed or unreachable\n"),
             "{text}"
         );
     }

@@ -11,6 +11,7 @@ pub mod facts;
 pub mod handlers;
 pub mod inventory;
 pub mod playbook_file;
+pub mod rollout;
 pub mod runner;
 pub mod selector;
 pub mod step;

@@ -20,6 +20,7 @@ pub use loops::{DEFAULT_LOOP_VAR, LoopItems, StepLoop};
 pub use tags::{ALWAYS, NEVER};
 mod notify;
 pub use notify::{FLUSH_HANDLERS, Notify};
+mod rollout;
 
 /// One `[[steps]]` entry, parsed but not yet built into a step.
 #[derive(Debug, Clone)]
@@ -49,6 +50,9 @@ pub struct StepSpec {
     pub loop_over: Option<StepLoop>,
     /// `notify`: the handlers to run on each host this step changes.
     pub notify: Vec<Notify>,
+    /// `serial`, `max_fail_percentage`, `run_once`, as written on this step (the play's apply
+    /// where it sets none: [`PlaybookFile::rollout`]).
+    pub rollout: crate::rollout::Rollout,
 }
 
 impl StepSpec {
@@ -97,9 +101,17 @@ pub struct PlaybookFile {
     pub secrets: Vec<SecretSpec>,
     /// `[[handlers]]`, in declaration order (the order they run in).
     pub handlers: Vec<StepSpec>,
+    /// The top-level `serial` and `max_fail_percentage`: for every step that sets none.
+    pub rollout: crate::rollout::Rollout,
 }
 
-const TOP_KEYS: &[&str] = &["steps", "secrets", "handlers"];
+const TOP_KEYS: &[&str] = &[
+    "steps",
+    "secrets",
+    "handlers",
+    "serial",
+    "max_fail_percentage",
+];
 const SECRET_KEYS: &[&str] = &[
     "name",
     "description",
@@ -123,6 +135,9 @@ const STEP_KEYS: &[&str] = &[
     "loop_var",
     "loop_label",
     "notify",
+    "serial",
+    "max_fail_percentage",
+    "run_once",
 ];
 
 impl PlaybookFile {
@@ -166,6 +181,7 @@ impl PlaybookFile {
             None => Vec::new(),
         };
         notify::check_notified(&mut r, &steps, &notify::declared(&doc));
+        let rollout = rollout::check_rollout(&mut r, &doc, "the playbook", false);
         if r.has_errors() {
             return Err(ConfigError {
                 diagnostics: r.finish(),
@@ -176,6 +192,7 @@ impl PlaybookFile {
             steps,
             secrets,
             handlers,
+            rollout: rollout.unwrap_or_default(),
         })
     }
 }
@@ -326,6 +343,7 @@ fn check_step(
         Some(v) => notify::notify_list(r, v, &label),
         None => Some(Vec::new()),
     };
+    let rollout = rollout::check_rollout(r, t, &label, true);
     if r.diagnostics.len() != errors_before {
         return None;
     }
@@ -345,6 +363,7 @@ fn check_step(
         tags: tags?,
         loop_over: loop_over?,
         notify: notify?,
+        rollout: rollout?,
     })
 }
 

@@ -125,6 +125,10 @@ pub struct Change {
     pub summary: String,
     pub actions: Vec<Action>,
     pub diff: Option<FileDiff>,
+    /// Hosts with such a change are changed one at a time (`StepPlan::serial`): a restart of a
+    /// service every node of a cluster runs (dockerd under the swarm) must not happen on all
+    /// of them at once.
+    pub one_at_a_time: bool,
 }
 
 impl Change {
@@ -133,7 +137,14 @@ impl Change {
             summary: summary.into(),
             actions,
             diff: None,
+            one_at_a_time: false,
         }
+    }
+
+    /// See [`Change::one_at_a_time`].
+    pub fn one_at_a_time(mut self) -> Self {
+        self.one_at_a_time = true;
+        self
     }
 
     pub fn with_diff(mut self, diff: FileDiff) -> Self {
@@ -187,7 +198,8 @@ impl std::fmt::Display for StepError {
 #[derive(Debug, Clone, Default)]
 pub struct StepPlan {
     pub hosts: BTreeMap<String, Result<Check, StepError>>,
-    /// Apply host changes one at a time, in `order` (managers joining a swarm).
+    /// Apply host changes one at a time, in `order` (managers joining a swarm, daemons
+    /// restarting): within each batch of the step's `serial` rollout, when it has one.
     pub serial: bool,
     /// Order of application; hosts not listed are applied after, by name.
     pub order: Vec<String>,
@@ -248,6 +260,12 @@ pub trait Step: Send + Sync {
     fn flushes_handlers(&self) -> bool {
         false
     }
+
+    /// How the step rolls out over its hosts (`serial`, `max_fail_percentage`, `run_once`).
+    /// Default: all hosts at once.
+    fn rollout(&self) -> &crate::rollout::Rollout {
+        &crate::rollout::ALL_AT_ONCE
+    }
 }
 
 /// A step with the playbook's `timeout` for every command of its plan.
@@ -284,6 +302,9 @@ impl Step for Timed {
     fn flushes_handlers(&self) -> bool {
         self.step.flushes_handlers()
     }
+    fn rollout(&self) -> &crate::rollout::Rollout {
+        self.step.rollout()
+    }
 }
 
 /// A step with the handlers its `notify` names.
@@ -319,6 +340,9 @@ impl Step for Notifying {
     }
     fn flushes_handlers(&self) -> bool {
         self.step.flushes_handlers()
+    }
+    fn rollout(&self) -> &crate::rollout::Rollout {
+        self.step.rollout()
     }
 }
 
@@ -370,7 +394,10 @@ impl Step for PerHost {
     }
 
     fn plan(&self, facts: &BTreeMap<String, Facts>) -> StepPlan {
-        let mut plan = StepPlan::default();
+        let mut plan = StepPlan {
+            order: self.targets(),
+            ..StepPlan::default()
+        };
         let empty = Facts::default();
         for (host, step) in &self.hosts {
             let needs_facts = step.gather().is_some();
@@ -379,6 +406,9 @@ impl Step for PerHost {
                 (true, Some(f)) => step.check(f),
                 (false, _) => step.check(&empty),
             };
+            if let Ok(Check::Change(c)) = &result {
+                plan.serial |= c.iter().any(|c| c.one_at_a_time);
+            }
             plan.hosts.insert(host.clone(), result);
         }
         plan
