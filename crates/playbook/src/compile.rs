@@ -7,6 +7,7 @@ use provision_engine::diagnostic::{ConfigError, Diagnostic};
 use provision_engine::handlers::{self, Handlers};
 use provision_engine::inventory::{Host, Inventory};
 use provision_engine::playbook_file::{FLUSH_HANDLERS, PlaybookFile, StepSpec};
+use provision_engine::rollout::{RolledOut, Rollout};
 use provision_engine::step::{
     Check, Facts, FlushHandlers, HostStep, Notifying, PerHost, Step, StepError, Timed,
 };
@@ -158,7 +159,7 @@ pub fn compile(
                     &mut diagnostics,
                 ) {
                     origin(step.targets());
-                    out.push(notifying(spec, timed(spec, step)));
+                    out.push(rolled_out(pb, spec, notifying(spec, timed(spec, step))));
                 }
                 continue;
             }
@@ -187,7 +188,7 @@ pub fn compile(
                 &mut diagnostics,
             );
             origin(runs_on);
-            out.push(notifying(spec, step));
+            out.push(rolled_out(pb, spec, notifying(spec, step)));
         }
     }
     let pending_files = pending_files(inv, &mut diagnostics);
@@ -281,6 +282,9 @@ fn compile_host_step(
         if let Some(expr) = &spec.when {
             match template::truthy(env, expr, ctx) {
                 Ok(true) => {}
+                // A run-once step runs on the first host whose `when` is true: the others are
+                // not its hosts at all (and not reported).
+                Ok(false) if spec.rollout.run_once => continue,
                 Ok(false) => {
                     per_host.push((
                         host.name.clone(),
@@ -357,6 +361,21 @@ fn timed(spec: &StepSpec, step: Box<dyn Step>) -> Box<dyn Step> {
         Some(timeout) => Box::new(Timed { step, timeout }),
         None => step,
     }
+}
+
+/// The step with its rollout: its own `serial` and `max_fail_percentage`, else the play's, and
+/// its `run_once`.
+fn rolled_out(pb: &PlaybookFile, spec: &StepSpec, step: Box<dyn Step>) -> Box<dyn Step> {
+    let own = &spec.rollout;
+    let rollout = Rollout {
+        serial: own.serial.clone().or_else(|| pb.rollout.serial.clone()),
+        max_fail_percentage: own.max_fail_percentage.or(pb.rollout.max_fail_percentage),
+        run_once: own.run_once,
+    };
+    if rollout.is_default() {
+        return step;
+    }
+    Box::new(RolledOut { step, rollout })
 }
 
 /// The step with the handlers its `notify` names, when it names any.
