@@ -1,10 +1,7 @@
 //! How a step's changes roll out over its hosts (Ansible's `serial`, `max_fail_percentage` and
 //! `run_once`): the batches, the failure threshold that stops a run, and the one host of a
-//! run-once step. Pure decisions; the runner carries them out.
-
-use crate::step::{Facts, Step, StepPlan};
-use std::collections::BTreeMap;
-use std::time::Duration;
+//! run-once step. Pure decisions; the runner carries them out (`step::RolledOut` gives a step
+//! its rollout).
 
 /// One batch size of `serial`: a number of hosts, or a share of the step's hosts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,45 +87,6 @@ pub fn stop_reason(step: &str, failed: usize, total: usize, max_percent: u8) -> 
         "stopped after step `{step}`: {failed} of its {total} host(s) failed ({}%), more than max_fail_percentage = {max_percent}; no further batches or steps ran",
         failed * 100 / total.max(1)
     )
-}
-
-/// A step with the rollout its playbook entry (or the play) asks for.
-pub struct RolledOut {
-    pub step: Box<dyn Step>,
-    pub rollout: Rollout,
-}
-
-impl Step for RolledOut {
-    fn title(&self) -> &str {
-        self.step.title()
-    }
-    fn targets(&self) -> Vec<String> {
-        self.step.targets()
-    }
-    fn fact_hosts(&self) -> Vec<String> {
-        self.step.fact_hosts()
-    }
-    fn gather(&self, host: &str) -> Option<String> {
-        self.step.gather(host)
-    }
-    fn plan(&self, facts: &BTreeMap<String, Facts>) -> StepPlan {
-        self.step.plan(facts)
-    }
-    fn secret_values(&self, host: &str, facts: &Facts) -> Vec<String> {
-        self.step.secret_values(host, facts)
-    }
-    fn timeout(&self) -> Option<Duration> {
-        self.step.timeout()
-    }
-    fn notifies(&self) -> &[String] {
-        self.step.notifies()
-    }
-    fn flushes_handlers(&self) -> bool {
-        self.step.flushes_handlers()
-    }
-    fn rollout(&self) -> &Rollout {
-        &self.rollout
-    }
 }
 
 #[cfg(test)]

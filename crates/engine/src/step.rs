@@ -346,6 +346,45 @@ impl Step for Notifying {
     }
 }
 
+/// A step with the rollout its playbook entry (or the play) asks for.
+pub struct RolledOut {
+    pub step: Box<dyn Step>,
+    pub rollout: crate::rollout::Rollout,
+}
+
+impl Step for RolledOut {
+    fn title(&self) -> &str {
+        self.step.title()
+    }
+    fn targets(&self) -> Vec<String> {
+        self.step.targets()
+    }
+    fn fact_hosts(&self) -> Vec<String> {
+        self.step.fact_hosts()
+    }
+    fn gather(&self, host: &str) -> Option<String> {
+        self.step.gather(host)
+    }
+    fn plan(&self, facts: &BTreeMap<String, Facts>) -> StepPlan {
+        self.step.plan(facts)
+    }
+    fn secret_values(&self, host: &str, facts: &Facts) -> Vec<String> {
+        self.step.secret_values(host, facts)
+    }
+    fn timeout(&self) -> Option<Duration> {
+        self.step.timeout()
+    }
+    fn notifies(&self) -> &[String] {
+        self.step.notifies()
+    }
+    fn flushes_handlers(&self) -> bool {
+        self.step.flushes_handlers()
+    }
+    fn rollout(&self) -> &crate::rollout::Rollout {
+        &self.rollout
+    }
+}
+
 /// `use = "flush_handlers"`: no hosts of its own, no facts, no plan; the runner runs the handlers
 /// notified so far when it reaches it.
 pub struct FlushHandlers {

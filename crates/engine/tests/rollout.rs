@@ -4,8 +4,10 @@
 
 use provision_engine::event::{MemorySink, Recap};
 use provision_engine::facts::answer_batch;
-use provision_engine::rollout::{BatchSize, RolledOut, Rollout, Serial};
-use provision_engine::step::{Action, Change, Check, Facts, HostStep, PerHost, Step, StepError};
+use provision_engine::rollout::{BatchSize, Rollout, Serial};
+use provision_engine::step::{
+    Action, Change, Check, Facts, HostStep, PerHost, RolledOut, Step, StepError,
+};
 use provision_engine::{HostStatus, RunOptions, Runner};
 use provision_transport::fake::{FakeConnector, FakeTransport};
 use provision_transport::{Output, Target};

@@ -7,9 +7,9 @@ use provision_engine::diagnostic::{ConfigError, Diagnostic};
 use provision_engine::handlers::{self, Handlers};
 use provision_engine::inventory::{Host, Inventory};
 use provision_engine::playbook_file::{FLUSH_HANDLERS, PlaybookFile, StepSpec};
-use provision_engine::rollout::{RolledOut, Rollout};
+use provision_engine::rollout::Rollout;
 use provision_engine::step::{
-    Check, Facts, FlushHandlers, HostStep, Notifying, PerHost, Step, StepError, Timed,
+    Check, Facts, FlushHandlers, HostStep, Notifying, PerHost, RolledOut, Step, StepError, Timed,
 };
 use provision_engine::template::{self, TemplateError};
 use provision_transport::{Become, Target};
