@@ -400,6 +400,9 @@ pub fn recap_text(recap: &Recap, check: bool) -> String {
             }
         }
     }
+    if let Some(why) = &recap.stopped {
+        s.push_str(&format!("\n{why}\n"));
+    }
     let total_changed = recap.changed();
     s.push_str(&format!(
         "\n{} host(s), {} {}, {} failed or unreachable\n",
@@ -468,6 +471,7 @@ mod tests {
                     ..Default::default()
                 },
             ],
+            stopped: None,
         };
         let text = recap_text(&recap, false);
         assert!(
@@ -497,6 +501,26 @@ mod tests {
             "web-1: retrying (2/5) wait for app: command failed with exit status 1"
         );
         assert_eq!(retry_line(&Event::Interrupted), None);
+    }
+
+    /// A run stopped by a failure threshold says so in its recap, before the totals.
+    #[test]
+    fn recap_says_why_the_run_stopped() {
+        let recap = Recap {
+            hosts: vec![HostRecap {
+                host: Redacted::literal("h1"),
+                failed: 1,
+                ..Default::default()
+            }],
+            stopped: Some(Redacted::literal(
+                "stopped after step `deploy`: 1 of its 1 host(s) failed (100%), more than max_fail_percentage = 0; no further batches or steps ran",
+            )),
+        };
+        let text = recap_text(&recap, false);
+        assert!(
+            text.ends_with("\nstopped after step `deploy`: 1 of its 1 host(s) failed (100%), more than max_fail_percentage = 0; no further batches or steps ran\n\n1 host(s), 0 changed, 1 failed or unreachable\n"),
+            "{text}"
+        );
     }
 
     /// Handlers are announced and reported by name, marked as handlers.

@@ -297,6 +297,12 @@ fn step_rows(
             .runs_on
             .iter()
             .filter(|h| limit.is_none_or(|l| l.contains(*h)))
+            // A run-once step runs on the first of them only.
+            .take(if step.rollout().run_once {
+                1
+            } else {
+                usize::MAX
+            })
             .map(String::as_str)
             .collect();
         if hosts.is_empty() {

@@ -1953,3 +1953,205 @@ fn bad_register_and_retry_keys_exit_2_at_their_lines_and_nothing_runs() {
     );
     assert!(!c.root(1).join("count").exists());
 }
+
+/// `n` hosts running `playbook` (which may read `vars.shared`, a file all hosts append to: they
+/// share this machine's filesystem).
+fn rollout_cluster(n: usize, playbook: &str) -> Cluster {
+    let c = cluster(n);
+    let shared = c.dir.path().join("shared.log");
+    std::fs::write(
+        c.dir.path().join("playbook.toml"),
+        playbook.replace("SHARED", &shared.display().to_string()),
+    )
+    .unwrap();
+    c
+}
+
+impl Cluster {
+    /// The lines the hosts appended to the shared file, without their timestamps.
+    fn shared(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("shared.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+            .collect()
+    }
+}
+
+/// serial = 1: each host's command starts only when the previous host's finished, in inventory
+/// order; the same command without serial runs on every host at once.
+#[test]
+fn serial_one_changes_one_host_at_a_time() {
+    let c = rollout_cluster(
+        3,
+        r#"
+[[steps]]
+name = "rolling"
+use = "command"
+serial = 1
+with = { run = "echo start {{ host.name }} $(date +%s%N) >> SHARED; sleep 0.4; echo end {{ host.name }} $(date +%s%N) >> SHARED" }
+"#,
+    );
+    let out = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        c.shared(),
+        [
+            "start h1", "end h1", "start h2", "end h2", "start h3", "end h3"
+        ]
+    );
+    assert_eq!(
+        Cluster::results(&out),
+        [
+            triple("rolling", "h1", "changed"),
+            triple("rolling", "h2", "changed"),
+            triple("rolling", "h3", "changed")
+        ]
+    );
+
+    // The control: without serial the three commands overlap (all start before any ends).
+    std::fs::remove_file(c.dir.path().join("shared.log")).unwrap();
+    let pb = c.dir.path().join("playbook.toml");
+    let parallel = std::fs::read_to_string(&pb)
+        .unwrap()
+        .replace("serial = 1\n", "");
+    std::fs::write(&pb, parallel).unwrap();
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let lines = c.shared();
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    assert!(
+        lines[..3].iter().all(|l| l.starts_with("start")),
+        "{lines:?}"
+    );
+}
+
+/// max_fail_percentage = 30 with serial = 1: h1 failing is 33% of the step's 3 hosts, so the
+/// run stops after that first batch: h2 and h3 are never touched, the next step never runs, the
+/// recap says why, exit 1.
+#[test]
+fn past_max_fail_percentage_the_run_stops_after_the_batch() {
+    let c = rollout_cluster(
+        3,
+        r#"
+serial = 1
+
+[[steps]]
+name = "risky"
+use = "command"
+max_fail_percentage = 30
+with = { run = "if [ {{ host.name }} = h1 ]; then echo broken >&2; exit 3; fi; touch {{ vars.root }}/etc/risky" }
+
+[[steps]]
+name = "after"
+use = "command"
+with = { run = "touch {{ vars.root }}/etc/after" }
+"#,
+    );
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("h1 failed in step `risky`"), "{t}");
+    assert!(
+        t.contains("stopped after step `risky`: 1 of its 3 host(s) failed (33%), more than max_fail_percentage = 30; no further batches or steps ran"),
+        "{t}"
+    );
+    for i in 1..=3 {
+        assert!(!c.root(i).join("etc/risky").exists(), "h{i}");
+        assert!(!c.root(i).join("etc/after").exists(), "h{i}");
+    }
+    let log = c.logs();
+    assert!(log.contains("] h1 ["), "{log}");
+    assert!(
+        !log.contains("] h2 [") && !log.contains("] h3 ["),
+        "h2 and h3 ran nothing: {log}"
+    );
+
+    // Without the threshold, h1 drops out and the others finish both steps.
+    let pb = c.dir.path().join("playbook.toml");
+    let lenient = std::fs::read_to_string(&pb)
+        .unwrap()
+        .replace("max_fail_percentage = 30\n", "");
+    std::fs::write(&pb, lenient).unwrap();
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!text(&out).contains("stopped after"), "{}", text(&out));
+    for i in [2, 3] {
+        assert!(c.root(i).join("etc/after").exists(), "h{i}");
+    }
+}
+
+/// run_once: the first host whose `when` is true, and only it, runs the step; it is reported
+/// once.
+#[test]
+fn run_once_changes_exactly_one_host() {
+    let c = rollout_cluster(
+        3,
+        r#"
+[[steps]]
+name = "migrate"
+use = "command"
+run_once = true
+when = "host.name != 'h1'"
+with = { run = "echo migrated {{ host.name }} >> SHARED" }
+"#,
+    );
+    let out = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(Cluster::results(&out), [triple("migrate", "h2", "changed")]);
+    assert_eq!(c.shared(), ["migrated h2"]);
+    // Within --limit, the first host of the limit.
+    let out = c.provision(&[
+        "run",
+        &c.cluster_toml(),
+        "--limit",
+        "h3",
+        "--output",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(Cluster::results(&out), [triple("migrate", "h3", "changed")]);
+    assert_eq!(c.shared(), ["migrated h2", "migrated h3"]);
+}
+
+#[test]
+fn bad_rollout_keys_exit_2_at_their_position_and_nothing_runs() {
+    let c = rollout_cluster(
+        1,
+        r#"serial = "0%"
+
+[[steps]]
+name = "a"
+use = "command"
+serial = 0
+max_fail_percentage = 101
+run_once = "yes"
+with = { run = "touch {{ vars.root }}/etc/ran" }
+
+[[steps]]
+name = "b"
+use = "command"
+serial = []
+with = { run = "touch {{ vars.root }}/etc/ran" }
+"#,
+    );
+    for cmd in ["check-config", "run"] {
+        let out = c.provision(&[cmd, &c.cluster_toml()]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {t}");
+        for expected in [
+            "playbook.toml:6:10: error: `serial` in step `a` must be at least 1 host, not 0",
+            "playbook.toml:7:23: error: `max_fail_percentage` in step `a` must be from 0 to 100, not 101",
+            "playbook.toml:8:12: error: `run_once` in step `a` must be a boolean, not a string",
+            "playbook.toml:14:10: error: `serial` in step `b` is an empty list",
+            "playbook.toml:1:10: error: `serial` in the playbook must be a number of hosts or a percentage from 1% to 100%, not \"0%\"",
+        ] {
+            assert!(t.contains(expected), "{cmd}: {expected}\n{t}");
+        }
+    }
+    assert!(
+        !c.servers[0].log().contains("Accepted publickey"),
+        "nothing connected"
+    );
+    assert!(!c.root(1).join("etc/ran").exists());
+}

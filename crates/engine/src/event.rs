@@ -124,6 +124,9 @@ fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Recap {
     pub hosts: Vec<HostRecap>,
+    /// Why the run stopped before its end: a step's `max_fail_percentage` was exceeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<Redacted>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -152,7 +155,7 @@ impl Recap {
     }
 
     pub fn is_success(&self) -> bool {
-        self.failed_hosts() == 0
+        self.failed_hosts() == 0 && self.stopped.is_none()
     }
 }
 

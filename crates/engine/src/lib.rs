@@ -12,6 +12,7 @@ pub mod handlers;
 pub mod inventory;
 pub mod playbook_file;
 pub mod registered;
+pub mod rollout;
 pub mod runner;
 pub mod selector;
 pub mod step;

@@ -24,6 +24,7 @@ pub use notify::{FLUSH_HANDLERS, Notify};
 mod include;
 pub use include::{BUILTIN_PREFIX, Builtins, Scope};
 mod register;
+mod rollout;
 
 /// One `[[steps]]` entry, parsed but not yet built into a step.
 #[derive(Debug, Clone)]
@@ -65,6 +66,9 @@ pub struct StepSpec {
     /// The `when` reads a registered result: it is decided per host when the step is reached,
     /// not when the playbook is compiled.
     pub when_at_run: bool,
+    /// `serial`, `max_fail_percentage`, `run_once`, as written on this step (the play's apply
+    /// where it sets none: [`PlaybookFile::rollout`]).
+    pub rollout: crate::rollout::Rollout,
 }
 
 impl StepSpec {
@@ -115,9 +119,17 @@ pub struct PlaybookFile {
     pub secrets: Vec<SecretSpec>,
     /// `[[handlers]]`, in declaration order (the order they run in).
     pub handlers: Vec<StepSpec>,
+    /// The top-level `serial` and `max_fail_percentage`: for every step that sets none.
+    pub rollout: crate::rollout::Rollout,
 }
 
-const TOP_KEYS: &[&str] = &["steps", "secrets", "handlers"];
+const TOP_KEYS: &[&str] = &[
+    "steps",
+    "secrets",
+    "handlers",
+    "serial",
+    "max_fail_percentage",
+];
 const SECRET_KEYS: &[&str] = &[
     "name",
     "description",
@@ -147,6 +159,9 @@ const STEP_KEYS: &[&str] = &[
     "retries",
     "delay",
     "until",
+    "serial",
+    "max_fail_percentage",
+    "run_once",
 ];
 
 impl PlaybookFile {
@@ -206,6 +221,8 @@ pub(crate) struct Parts {
     pub handlers: Vec<StepSpec>,
     /// Names of its `[[handlers]]` blocks, also those with other errors.
     pub declared: Vec<String>,
+    /// Its top-level `serial` and `max_fail_percentage` (the playbook's own apply to the play).
+    pub rollout: crate::rollout::Rollout,
 }
 
 pub(crate) enum Entry {
@@ -229,6 +246,7 @@ pub(crate) fn parse_parts(
             secrets: Vec::new(),
             handlers: Vec::new(),
             declared: Vec::new(),
+            rollout: Default::default(),
         };
         return (parts, r.finish());
     };
@@ -255,11 +273,13 @@ pub(crate) fn parse_parts(
     let (mut entries, mut handlers) = (entries, handlers);
     register::mark_entries(&mut entries, &at_run);
     register::mark(&mut handlers, &handlers_at_run);
+    let rollout = rollout::check_rollout(&mut r, &doc, "the playbook", false).unwrap_or_default();
     let parts = Parts {
         entries,
         secrets,
         handlers,
         declared,
+        rollout,
     };
     (parts, r.finish())
 }
@@ -418,6 +438,7 @@ fn check_step(
     };
     let register = register::check_register(r, t, &label);
     let retry = register::check_retry(r, t, &label);
+    let rollout = rollout::check_rollout(r, t, &label, true);
     if r.diagnostics.len() != errors_before {
         return None;
     }
@@ -442,6 +463,7 @@ fn check_step(
         register: register?,
         retry: retry?,
         when_at_run: false,
+        rollout: rollout?,
     })
 }
 

@@ -6,6 +6,7 @@ use crate::event::{
 };
 use crate::facts;
 use crate::handlers::{self, Handlers};
+use crate::rollout;
 use crate::step::{Action, Change, Check, Facts, Step, StepError};
 use provision_transport::{Command, Connector, Stdin, Target, Transport, TransportError};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -88,6 +89,8 @@ struct State {
     /// Host to the pending notifications its file holds, once read (in the host's first fact
     /// batch, or at the first flush); kept up to date with what this run writes there.
     pending: HashMap<String, BTreeSet<String>>,
+    /// Why the run stopped before its end (a step's `max_fail_percentage` exceeded).
+    stopped: Option<String>,
     /// `register`, a `when` over registered results, retries: what the runner keeps for them.
     at_run: at_run::Kept,
 }
@@ -149,6 +152,7 @@ impl Runner {
                 play_hosts: BTreeSet::new(),
                 notified: BTreeMap::new(),
                 pending: HashMap::new(),
+                stopped: None,
                 at_run: Default::default(),
             }),
             handlers: Handlers::default(),
@@ -237,6 +241,10 @@ impl Runner {
                 continue;
             }
             self.run_entry(index, &all, None).await;
+            if self.stopped() {
+                stopped = true;
+                break;
+            }
         }
         // The end of the play flushes too. A stopped run runs no handler: the notifications of
         // changed hosts stay pending on them, for the next run.
@@ -247,7 +255,9 @@ impl Runner {
                 self.flush(&all).await;
             }
         }
+        let stop = self.state.lock().unwrap().stopped.clone();
         let recap = Recap {
+            stopped: stop.map(|s| self.clean(&s)),
             hosts: self
                 .state
                 .lock()
@@ -267,19 +277,43 @@ impl Runner {
         recap
     }
 
-    /// Runs step `index` of `steps` on its hosts (`only` these, for a handler).
-    async fn run_step(&self, index: usize, steps: &[&dyn Step], only: Option<&[String]>) {
+    /// Whether a step's `max_fail_percentage` stopped the run.
+    fn stopped(&self) -> bool {
+        self.state.lock().unwrap().stopped.is_some()
+    }
+
+    /// Runs step `index` of `steps` on its hosts (`only` these, for a handler), batch by batch
+    /// when its rollout has `serial`. False when the run must stop here: more of its hosts
+    /// failed than its `max_fail_percentage` allows (recorded for the recap).
+    async fn run_step(&self, index: usize, steps: &[&dyn Step], only: Option<&[String]>) -> bool {
         let step = steps[index];
+        let rollout = step.rollout();
         let title = step.title().to_string();
         let timeout = step.timeout().unwrap_or(self.opts.command_timeout);
-        let targets: Vec<String> = step
+        // The step's hosts within --limit, those that dropped out earlier included: the
+        // failure threshold counts them, as Ansible counts a play's failed hosts.
+        let selected: Vec<String> = step
             .targets()
             .into_iter()
-            .filter(|h| self.in_limit(h) && !self.is_dead(h))
+            .filter(|h| self.in_limit(h))
             .filter(|h| only.is_none_or(|o| o.contains(h)))
             .collect();
+        let mut targets: Vec<String> = selected
+            .iter()
+            .filter(|h| !self.is_dead(h))
+            .cloned()
+            .collect();
+        let counted = if rollout.run_once {
+            targets = rollout::run_once_host(&targets)
+                .cloned()
+                .into_iter()
+                .collect();
+            targets.clone()
+        } else {
+            selected
+        };
         if targets.is_empty() {
-            return;
+            return true;
         }
         let (shown, handler) = self.position(index);
         // A retry's attempt is reported as a retry, not as the step starting again.
@@ -295,9 +329,46 @@ impl Runner {
         // A `when` over registered results is decided now, per host.
         let targets = self.decide_when(index, step, &title, targets, step_started);
         if targets.is_empty() {
-            return;
+            return true;
         }
-        let mut gather_hosts: Vec<String> = targets.clone();
+        let batches = match &rollout.serial {
+            Some(serial) => serial.batches(&targets),
+            None => vec![targets],
+        };
+        for (n, batch) in batches.iter().enumerate() {
+            // A batch starts only when the previous one finished, and not after Ctrl-C.
+            if n > 0 && self.cancelled() {
+                break;
+            }
+            self.run_batch(index, steps, batch, timeout, step_started)
+                .await;
+            if let Some(max) = rollout.max_fail_percentage {
+                let failed = counted.iter().filter(|h| self.is_dead(h)).count();
+                if rollout::too_many_failed(failed, counted.len(), max) {
+                    self.state.lock().unwrap().stopped =
+                        Some(rollout::stop_reason(&title, failed, counted.len(), max));
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// One batch of step `index`: gather the facts of its hosts (and of the hosts the step
+    /// reads besides), plan, apply. Each batch plans on its own, after the previous one
+    /// finished, so a decision sees what earlier batches changed (a swarm step reads the
+    /// managers again).
+    async fn run_batch(
+        &self,
+        index: usize,
+        steps: &[&dyn Step],
+        targets: &[String],
+        timeout: Duration,
+        step_started: Instant,
+    ) {
+        let step = steps[index];
+        let title = step.title().to_string();
+        let mut gather_hosts: Vec<String> = targets.to_vec();
         for h in step.fact_hosts() {
             if !gather_hosts.contains(&h) && !self.is_dead(&h) {
                 gather_hosts.push(h);
@@ -328,7 +399,7 @@ impl Runner {
         let plan = step.plan(&facts);
         // Each host's changes, and the notifications they add to its pending file.
         let mut changes: Vec<(String, Vec<Change>, BTreeSet<String>)> = Vec::new();
-        for host in &targets {
+        for host in targets {
             if self.is_dead(host) {
                 continue;
             }
@@ -519,6 +590,9 @@ impl Runner {
             }
             let name = &self.handler_targets[i].0;
             self.run_entry(steps + i, all, Some(&hosts)).await;
+            // Past a handler's failure threshold the run stops, once the hosts where it ran
+            // have their notification cleared.
+            let go_on = !self.stopped();
             let done: Vec<&String> = hosts.iter().filter(|h| !self.is_dead(h)).collect();
             let held: Vec<&String> = {
                 let mut st = self.state.lock().unwrap();
@@ -540,13 +614,16 @@ impl Runner {
                         p.remove(name);
                     }
                 }
-                continue;
+            } else {
+                futures::future::join_all(
+                    held.into_iter()
+                        .map(|h| self.clear_pending(steps + i, name, h)),
+                )
+                .await;
             }
-            futures::future::join_all(
-                held.into_iter()
-                    .map(|h| self.clear_pending(steps + i, name, h)),
-            )
-            .await;
+            if !go_on {
+                return false;
+            }
         }
         true
     }

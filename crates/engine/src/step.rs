@@ -125,6 +125,10 @@ pub struct Change {
     pub summary: String,
     pub actions: Vec<Action>,
     pub diff: Option<FileDiff>,
+    /// Hosts with such a change are changed one at a time (`StepPlan::serial`): a restart of a
+    /// service every node of a cluster runs (dockerd under the swarm) must not happen on all
+    /// of them at once.
+    pub one_at_a_time: bool,
 }
 
 impl Change {
@@ -133,7 +137,14 @@ impl Change {
             summary: summary.into(),
             actions,
             diff: None,
+            one_at_a_time: false,
         }
+    }
+
+    /// See [`Change::one_at_a_time`].
+    pub fn one_at_a_time(mut self) -> Self {
+        self.one_at_a_time = true;
+        self
     }
 
     pub fn with_diff(mut self, diff: FileDiff) -> Self {
@@ -187,7 +198,8 @@ impl std::fmt::Display for StepError {
 #[derive(Debug, Clone, Default)]
 pub struct StepPlan {
     pub hosts: BTreeMap<String, Result<Check, StepError>>,
-    /// Apply host changes one at a time, in `order` (managers joining a swarm).
+    /// Apply host changes one at a time, in `order` (managers joining a swarm, daemons
+    /// restarting): within each batch of the step's `serial` rollout, when it has one.
     pub serial: bool,
     /// Order of application; hosts not listed are applied after, by name.
     pub order: Vec<String>,
@@ -254,6 +266,11 @@ pub trait Step: Send + Sync {
     fn at_run(&self) -> Option<&crate::registered::AtRun> {
         None
     }
+    /// How the step rolls out over its hosts (`serial`, `max_fail_percentage`, `run_once`).
+    /// Default: all hosts at once.
+    fn rollout(&self) -> &crate::rollout::Rollout {
+        &crate::rollout::ALL_AT_ONCE
+    }
 }
 
 /// A step with the playbook's `timeout` for every command of its plan.
@@ -293,6 +310,9 @@ impl Step for Timed {
     fn at_run(&self) -> Option<&crate::registered::AtRun> {
         self.step.at_run()
     }
+    fn rollout(&self) -> &crate::rollout::Rollout {
+        self.step.rollout()
+    }
 }
 
 /// A step with the handlers its `notify` names.
@@ -328,6 +348,51 @@ impl Step for Notifying {
     }
     fn flushes_handlers(&self) -> bool {
         self.step.flushes_handlers()
+    }
+    fn at_run(&self) -> Option<&crate::registered::AtRun> {
+        self.step.at_run()
+    }
+    fn rollout(&self) -> &crate::rollout::Rollout {
+        self.step.rollout()
+    }
+}
+
+/// A step with the rollout its playbook entry (or the play) asks for.
+pub struct RolledOut {
+    pub step: Box<dyn Step>,
+    pub rollout: crate::rollout::Rollout,
+}
+
+impl Step for RolledOut {
+    fn title(&self) -> &str {
+        self.step.title()
+    }
+    fn targets(&self) -> Vec<String> {
+        self.step.targets()
+    }
+    fn fact_hosts(&self) -> Vec<String> {
+        self.step.fact_hosts()
+    }
+    fn gather(&self, host: &str) -> Option<String> {
+        self.step.gather(host)
+    }
+    fn plan(&self, facts: &BTreeMap<String, Facts>) -> StepPlan {
+        self.step.plan(facts)
+    }
+    fn secret_values(&self, host: &str, facts: &Facts) -> Vec<String> {
+        self.step.secret_values(host, facts)
+    }
+    fn timeout(&self) -> Option<Duration> {
+        self.step.timeout()
+    }
+    fn notifies(&self) -> &[String] {
+        self.step.notifies()
+    }
+    fn flushes_handlers(&self) -> bool {
+        self.step.flushes_handlers()
+    }
+    fn rollout(&self) -> &crate::rollout::Rollout {
+        &self.rollout
     }
     fn at_run(&self) -> Option<&crate::registered::AtRun> {
         self.step.at_run()
@@ -382,7 +447,10 @@ impl Step for PerHost {
     }
 
     fn plan(&self, facts: &BTreeMap<String, Facts>) -> StepPlan {
-        let mut plan = StepPlan::default();
+        let mut plan = StepPlan {
+            order: self.targets(),
+            ..StepPlan::default()
+        };
         let empty = Facts::default();
         for (host, step) in &self.hosts {
             let needs_facts = step.gather().is_some();
@@ -391,6 +459,9 @@ impl Step for PerHost {
                 (true, Some(f)) => step.check(f),
                 (false, _) => step.check(&empty),
             };
+            if let Ok(Check::Change(c)) = &result {
+                plan.serial |= c.iter().any(|c| c.one_at_a_time);
+            }
             plan.hosts.insert(host.clone(), result);
         }
         plan
@@ -434,5 +505,8 @@ impl Step for AtRunStep {
     }
     fn at_run(&self) -> Option<&crate::registered::AtRun> {
         Some(&self.at)
+    }
+    fn rollout(&self) -> &crate::rollout::Rollout {
+        self.step.rollout()
     }
 }

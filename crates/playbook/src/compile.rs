@@ -8,8 +8,10 @@ use provision_engine::handlers::{self, Handlers};
 use provision_engine::inventory::{Host, Inventory};
 use provision_engine::playbook_file::{FLUSH_HANDLERS, PlaybookFile, StepSpec};
 use provision_engine::registered::AtRun;
+use provision_engine::rollout::Rollout;
 use provision_engine::step::{
-    AtRunStep, Check, Facts, FlushHandlers, HostStep, Notifying, PerHost, Step, StepError, Timed,
+    AtRunStep, Check, Facts, FlushHandlers, HostStep, Notifying, PerHost, RolledOut, Step,
+    StepError, Timed,
 };
 use provision_engine::template::{self, TemplateError};
 use provision_transport::{Become, Target};
@@ -175,7 +177,11 @@ pub fn compile(
                             .map(|h| (h, ctx.clone()))
                             .collect();
                     }
-                    out.push(notifying(spec, at_run(spec, timed(spec, step), contexts)));
+                    out.push(rolled_out(
+                        pb,
+                        spec,
+                        notifying(spec, at_run(spec, timed(spec, step), contexts)),
+                    ));
                 }
                 continue;
             }
@@ -203,7 +209,7 @@ pub fn compile(
                 &mut diagnostics,
             );
             origin(runs_on);
-            out.push(notifying(spec, step));
+            out.push(rolled_out(pb, spec, notifying(spec, step)));
         }
     }
     let pending_files = pending_files(inv, &mut diagnostics);
@@ -307,6 +313,9 @@ fn compile_host_step(
         if let Some(expr) = spec.when.as_ref().filter(|_| !spec.when_at_run) {
             match template::truthy(env, expr, ctx) {
                 Ok(true) => {}
+                // A run-once step runs on the first host whose `when` is true: the others are
+                // not its hosts at all (and not reported).
+                Ok(false) if spec.rollout.run_once => continue,
                 Ok(false) => {
                     per_host.push((
                         host.name.clone(),
@@ -405,6 +414,21 @@ fn timed(spec: &StepSpec, step: Box<dyn Step>) -> Box<dyn Step> {
         Some(timeout) => Box::new(Timed { step, timeout }),
         None => step,
     }
+}
+
+/// The step with its rollout: its own `serial` and `max_fail_percentage`, else the play's, and
+/// its `run_once`.
+fn rolled_out(pb: &PlaybookFile, spec: &StepSpec, step: Box<dyn Step>) -> Box<dyn Step> {
+    let own = &spec.rollout;
+    let rollout = Rollout {
+        serial: own.serial.clone().or_else(|| pb.rollout.serial.clone()),
+        max_fail_percentage: own.max_fail_percentage.or(pb.rollout.max_fail_percentage),
+        run_once: own.run_once,
+    };
+    if rollout.is_default() {
+        return step;
+    }
+    Box::new(RolledOut { step, rollout })
 }
 
 /// The step with the handlers its `notify` names, when it names any.

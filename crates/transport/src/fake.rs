@@ -33,6 +33,9 @@ pub struct FakeTransport {
     default: Mutex<Output>,
     log: Mutex<Vec<Recorded>>,
     unreachable: Mutex<bool>,
+    /// Commands containing the needle take this long (tokio time, so a paused clock makes the
+    /// runner's ordering and parallelism exact to observe).
+    delays: Mutex<Vec<(String, std::time::Duration)>>,
 }
 
 impl FakeTransport {
@@ -44,7 +47,14 @@ impl FakeTransport {
             default: Mutex::new(Output::ok("")),
             log: Mutex::new(Vec::new()),
             unreachable: Mutex::new(false),
+            delays: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Commands containing `needle` are answered `after` they are received (recorded at once).
+    pub fn delay(&self, needle: impl Into<String>, after: std::time::Duration) -> &Self {
+        self.delays.lock().unwrap().push((needle.into(), after));
+        self
     }
 
     pub fn respond(&self, needle: impl Into<String>, output: Output) -> &Self {
@@ -146,6 +156,16 @@ impl Transport for FakeTransport {
             script: cmd.script.clone(),
             stdin,
         });
+        let delay = self
+            .delays
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(n, _)| cmd.script.contains(n.as_str()))
+            .map(|(_, d)| *d);
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
         let mut rules = self.rules.lock().unwrap();
         if let Some(i) = rules.iter().position(|r| cmd.script.contains(&r.needle)) {
             let out = (rules[i].output)(&cmd.script);

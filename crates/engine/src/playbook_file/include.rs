@@ -209,6 +209,8 @@ impl<'a> Loader<'a> {
         }];
         let (parts, diagnostics) = parse_parts(text, path, self.known, true);
         self.diagnostics.extend(diagnostics);
+        // The play's rollout is the top playbook's (an included file's own is not the play's).
+        let rollout = parts.rollout.clone();
         let steps: Vec<StepSpec> = self
             .expand(parts, path, &mut chain)
             .into_iter()
@@ -237,6 +239,7 @@ impl<'a> Loader<'a> {
             steps,
             secrets: self.secrets,
             handlers: self.handlers,
+            rollout,
         })
     }
 

@@ -49,7 +49,9 @@ impl Runner {
     ) {
         let step = steps[index];
         let Some(at) = step.at_run() else {
-            return self.run_step(index, steps, only).await;
+            // Whether the run stops here is recorded in the state (`Runner::stopped`).
+            self.run_step(index, steps, only).await;
+            return;
         };
         let hosts: Vec<String> = step
             .targets()
@@ -63,7 +65,9 @@ impl Runner {
                 self.run_retried(index, steps, at, retry, hosts.clone())
                     .await
             }
-            None => self.run_step(index, steps, only).await,
+            None => {
+                self.run_step(index, steps, only).await;
+            }
         }
         if let Some(name) = &at.register {
             let mut st = self.state.lock().unwrap();

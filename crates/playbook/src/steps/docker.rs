@@ -6,7 +6,9 @@
 //!
 //! daemon.json is written before the first install, so the engine starts with
 //! it; later changes are validated by `dockerd --validate` (Docker 23 and later)
-//! on a staged copy before they replace the live file and docker is restarted.
+//! on a staged copy before they replace the live file and docker is restarted: one host at a
+//! time where dockerd was running (the plan is serial then), so a swarm never loses every node's
+//! engine at once; a first install, which starts dockerd, stays parallel.
 //! A pinned `version` is held with apt-mark; removing `version` leaves holds
 //! alone (they may be an administrator's). The other engine being installed is
 //! an error, never a silent swap that would restart every container.
@@ -28,7 +30,7 @@ use super::systemd;
 use super::util::{self, List, Sections};
 use crate::ctx::BuildCtx;
 use provision_engine::fact::{Decide, Fact, Typed};
-use provision_engine::step::{Check, Facts, StepError};
+use provision_engine::step::{Change, Check, Facts, StepError};
 use serde::Deserialize;
 
 /// Where tests of the whole step (and the lab) find what the step writes.
@@ -237,12 +239,19 @@ impl Decide for Docker {
             self.repo
                 .changes(&self.files, &self.host, repo, &mut changes)?;
         }
-        let (daemon, restarts) = docker_daemon::change(
+        let (mut daemon, restarts) = docker_daemon::change(
             &self.files.daemon_json,
             &self.daemon_json,
             &now.daemon,
             installed,
         )?;
+        // Restarting a running dockerd stops its containers, and under the swarm its tasks and
+        // a manager's raft member, until it is back: the hosts where it does restart one at a
+        // time (a first install, which starts dockerd, stays parallel).
+        let running = installed && now.service.as_ref().is_ok_and(systemd::Unit::running);
+        if restarts && running {
+            daemon = daemon.map(Change::one_at_a_time);
+        }
         if !installed {
             changes.extend(daemon.clone());
         }
@@ -495,5 +504,134 @@ mod tests {
         );
         let e = build_err(build_with_ctx(build, "sourc = \"docker\""));
         assert!(e.help.unwrap().starts_with("did you mean `source`?"));
+    }
+}
+
+/// A daemon.json change restarts a running dockerd one host at a time; a first install (which
+/// starts dockerd) and a restart of a dockerd that was not running stay parallel.
+#[cfg(test)]
+mod rolling_tests {
+    use crate::steps::docker::testing::*;
+    use provision_engine::event::MemorySink;
+    use provision_engine::facts::answer_batch;
+    use provision_engine::step::{PerHost, Step};
+    use provision_engine::{RunOptions, Runner};
+    use provision_transport::fake::{FakeConnector, FakeTransport};
+    use provision_transport::{Output, Target};
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    const RESTART: &str = "systemctl restart docker.service";
+    const START: &str = "systemctl enable --now docker.service";
+
+    fn on_two_hosts(with: &str) -> PerHost {
+        PerHost {
+            title: "docker".into(),
+            hosts: ["h1", "h2"].map(|h| (h.to_string(), step(with))).into(),
+        }
+    }
+
+    #[test]
+    fn only_a_restart_of_a_running_daemon_is_planned_one_host_at_a_time() {
+        let both = |h: &Host<'_>| -> BTreeMap<String, Facts> {
+            ["h1", "h2"]
+                .map(|n| (n.to_string(), facts(h, true, false)))
+                .into()
+        };
+        let new_settings = on_two_hosts("daemon = { mtu = 1450 }");
+        let plan = new_settings.plan(&both(&done()));
+        assert!(plan.serial, "dockerd running on both: one at a time");
+        assert_eq!(plan.order, ["h1", "h2"], "in inventory order");
+        let Some(Ok(Check::Change(c))) = plan.hosts.get("h2") else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(
+            summaries(&Check::Change(c.clone())),
+            ["update /etc/docker/daemon.json and restart docker"]
+        );
+
+        let mut stopped = done();
+        stopped.service = "LoadState=loaded\nActiveState=failed\nUnitFileState=enabled\n";
+        assert!(
+            !new_settings.plan(&both(&stopped)).serial,
+            "nothing running to keep up: restarted everywhere at once"
+        );
+        let first_install = on_two_hosts("");
+        let plan = first_install.plan(&both(&fresh()));
+        assert!(!plan.serial, "a first install is parallel");
+        assert!(matches!(plan.hosts.get("h1"), Some(Ok(Check::Change(_)))));
+        assert!(
+            !on_two_hosts("").plan(&both(&done())).serial,
+            "nothing to do"
+        );
+    }
+
+    /// Each host's (command, seconds since start) for every command but fact gathering.
+    type Journal = Arc<Mutex<Vec<(String, String, u64)>>>;
+
+    /// Runs `step` on h1 and h2, which answer `host`'s facts; `slow` takes 10 s (paused clock).
+    async fn run(step: PerHost, host: &Host<'_>, slow: &str) -> Journal {
+        let journal: Journal = Arc::default();
+        let t0 = tokio::time::Instant::now();
+        let connector = Arc::new(FakeConnector::default());
+        let stdout = facts(host, true, false).stdout;
+        for name in ["h1", "h2"] {
+            let fake = Arc::new(FakeTransport::new(name));
+            let out = stdout.clone();
+            fake.respond_with("<<pv-", move |script| {
+                Output::ok(answer_batch(script, |_| (out.clone(), 0)))
+            });
+            // Uploads find no file there yet (then write, and succeed by default).
+            fake.respond("; else echo absent; fi", Output::ok("absent\n"));
+            let j = journal.clone();
+            fake.respond_with(slow, move |script| {
+                j.lock()
+                    .unwrap()
+                    .push((name.into(), script.into(), t0.elapsed().as_secs()));
+                Output::ok("")
+            });
+            fake.delay(slow, Duration::from_secs(10));
+            connector.add(fake);
+        }
+        let targets = ["h1", "h2"]
+            .map(|n| Target {
+                name: n.into(),
+                ..Default::default()
+            })
+            .into();
+        let sink = Arc::new(MemorySink::default());
+        let runner = Runner::new(connector, targets, RunOptions::default(), sink);
+        let steps: Vec<Box<dyn Step>> = vec![Box::new(step)];
+        let recap = runner.run(&steps).await;
+        assert!(recap.is_success(), "{recap:?}");
+        assert_eq!(recap.changed(), 2);
+        journal
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_daemons_restart_one_after_the_other() {
+        let j = run(on_two_hosts("daemon = { mtu = 1450 }"), &done(), RESTART).await;
+        let j = j.lock().unwrap();
+        let seen: Vec<(&str, u64)> = j.iter().map(|(h, _, t)| (h.as_str(), *t)).collect();
+        assert_eq!(
+            seen,
+            [("h1", 10), ("h2", 20)],
+            "h2 restarts once h1 is back"
+        );
+        assert!(j.iter().all(|(_, s, _)| s.ends_with(RESTART)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_install_starts_every_daemon_at_once() {
+        let j = run(on_two_hosts(""), &fresh(), START).await;
+        let mut seen: Vec<(String, u64)> = j
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(h, _, t)| (h.clone(), *t))
+            .collect();
+        seen.sort();
+        assert_eq!(seen, [("h1".into(), 10), ("h2".into(), 10)]);
     }
 }
