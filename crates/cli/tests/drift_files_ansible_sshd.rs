@@ -180,3 +180,158 @@ fn detect_drift_exits_0_when_converged_4_when_drifted_1_on_failure_and_changes_n
         assert!(help.contains(line), "{line:?} in:\n{help}");
     }
 }
+
+const FILE_PLAYBOOK: &str = r#"
+[[steps]]
+name = "touch log"
+use = "file"
+with = { path = "{{ vars.root }}/var/app.log", state = "touch", mode = "0640", owner = "nobody" }
+
+[[steps]]
+name = "conf mode"
+use = "file"
+with = { path = "{{ vars.root }}/etc/app.conf", mode = "0600" }
+
+[[steps]]
+name = "data dir"
+use = "file"
+with = { path = "{{ vars.root }}/srv/data", state = "directory", mode = "0750", group = "nogroup" }
+
+[[steps]]
+name = "www tree"
+use = "file"
+with = { path = "{{ vars.root }}/srv/www", state = "directory", recurse = true, owner = "nobody", mode = "0755" }
+
+[[steps]]
+name = "old file gone"
+use = "file"
+with = { path = "{{ vars.root }}/etc/old.conf", state = "absent" }
+
+[[steps]]
+name = "old tree gone"
+use = "file"
+with = { path = "{{ vars.root }}/srv/old", state = "absent", recurse = true }
+"#;
+
+#[test]
+fn file_states_converge_and_a_second_run_changes_nothing() {
+    let h = hosts(2, FILE_PLAYBOOK, "");
+    for i in 1..=2 {
+        let r = h.root(i);
+        std::fs::create_dir_all(r.join("var")).unwrap();
+        std::fs::write(r.join("etc/app.conf"), "secret=1\n").unwrap();
+        std::fs::write(r.join("etc/old.conf"), "old\n").unwrap();
+        std::fs::create_dir_all(r.join("srv/www/css")).unwrap();
+        std::fs::write(r.join("srv/www/css/site.css"), "body{}\n").unwrap();
+        std::fs::create_dir_all(r.join("srv/old/deep")).unwrap();
+        std::fs::write(r.join("srv/old/deep/x"), "x").unwrap();
+    }
+    // h2's log exists with content: touch keeps it (and its mtime).
+    std::fs::write(h.root(2).join("var/app.log"), "earlier lines\n").unwrap();
+    let mtime = std::fs::metadata(h.root(2).join("var/app.log"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let (out, results) = h.run_json(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        results.iter().filter(|r| r.2 == "changed").count(),
+        12,
+        "{results:?}"
+    );
+    use std::os::unix::fs::MetadataExt;
+    for i in 1..=2 {
+        let r = h.root(i);
+        let log = std::fs::metadata(r.join("var/app.log")).unwrap();
+        assert_eq!((mode(&r.join("var/app.log")), log.uid()), (0o640, 65534));
+        assert_eq!(
+            std::fs::read_to_string(r.join("etc/app.conf")).unwrap(),
+            "secret=1\n"
+        );
+        assert_eq!(mode(&r.join("etc/app.conf")), 0o600);
+        assert_eq!(mode(&r.join("srv/data")), 0o750);
+        assert_eq!(std::fs::metadata(r.join("srv/data")).unwrap().gid(), 65534);
+        for p in ["srv/www", "srv/www/css", "srv/www/css/site.css"] {
+            let m = std::fs::metadata(r.join(p)).unwrap();
+            assert_eq!((mode(&r.join(p)), m.uid()), (0o755, 65534), "{p}");
+        }
+        assert!(!r.join("etc/old.conf").exists());
+        assert!(!r.join("srv/old").exists());
+    }
+    assert_eq!(
+        std::fs::read_to_string(h.root(2).join("var/app.log")).unwrap(),
+        "earlier lines\n"
+    );
+    assert_eq!(
+        std::fs::metadata(h.root(2).join("var/app.log"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        mtime
+    );
+    // Idempotence: nothing changes, and --detect-drift agrees.
+    let before: Vec<_> = (1..=2).map(|i| snapshot(&h.root(i))).collect();
+    let (out, results) = h.run_json(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(results.iter().all(|r| r.2 == "ok"), "{results:?}");
+    assert_eq!(results.len(), 12);
+    let out = h.provision(&["run", &h.cluster(), "--check", "--detect-drift"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let after: Vec<_> = (1..=2).map(|i| snapshot(&h.root(i))).collect();
+    assert_eq!(after, before, "a second run changed the hosts");
+    // One file deep in the tree drifts: only that step would change.
+    std::fs::set_permissions(
+        h.root(1).join("srv/www/css/site.css"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let (out, results) = h.run_json(&["--check"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let drifted: Vec<_> = results.iter().filter(|r| r.2 != "ok").collect();
+    assert_eq!(
+        drifted,
+        [&(
+            "www tree".to_string(),
+            "h1".to_string(),
+            "would_change".to_string()
+        )],
+        "{results:?}"
+    );
+}
+
+#[test]
+fn absent_refuses_a_non_empty_directory_without_recurse_and_bad_states_exit_2() {
+    let playbook = r#"
+[[steps]]
+name = "cache gone"
+use = "file"
+with = { path = "{{ vars.root }}/srv/cache", state = "absent" }
+"#;
+    let h = hosts(1, playbook, "");
+    std::fs::create_dir_all(h.root(1).join("srv/cache")).unwrap();
+    std::fs::write(h.root(1).join("srv/cache/keep"), "k").unwrap();
+    let (out, _) = h.run_json(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("is a directory holding 1 entries: not removed"),
+        "{}",
+        text(&out)
+    );
+    assert!(h.root(1).join("srv/cache/keep").exists());
+    // Bad input: a link state, and recurse without attributes, at their lines; nothing runs.
+    std::fs::write(
+        h.dir.path().join("playbook.toml"),
+        format!(
+            "{playbook}\n[[steps]]\nuse = \"file\"\nwith = {{ path = \"/srv/x\", state = \"link\" }}\n"
+        ),
+    )
+    .unwrap();
+    for cmd in ["check-config", "run"] {
+        let out = h.provision(&[cmd, &h.cluster()]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        let t = text(&out);
+        assert!(t.contains("playbook.toml:9:27"), "{t}");
+        assert!(t.contains("use = \"link\""), "{t}");
+    }
+    assert!(h.root(1).join("srv/cache/keep").exists());
+}
