@@ -335,3 +335,185 @@ with = { path = "{{ vars.root }}/srv/cache", state = "absent" }
     }
     assert!(h.root(1).join("srv/cache/keep").exists());
 }
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/ansible")
+}
+
+/// The YAML inventory an Ansible user would have for these sshd hosts: connection vars, each
+/// host's directories under its root, the service and user tasks switched off (they would
+/// change this machine), a package that is installed already.
+fn ansible_inventory(h: &Hosts, servers: &[(String, u16)]) -> String {
+    let mut hosts = String::new();
+    for (i, (addr, port)) in servers.iter().enumerate() {
+        let root = h.root(i + 1).display().to_string();
+        hosts.push_str(&format!(
+            "        h{n}:\n          ansible_host: {addr}\n          ansible_port: {port}\n          nginx_conf_dir: {root}/etc/nginx\n          nginx_www_root: {root}/var/www\n          pending_handlers_file: {root}/pending-handlers\n",
+            n = i + 1
+        ));
+    }
+    format!(
+        "all:\n  vars:\n    ansible_user: root\n    nginx_packages: [openssh-server]\n    nginx_manage_service: false\n    nginx_manage_users: false\n    web_users:\n      - name: root\n        shell: /bin/sh\n      - name: nobody\n        shell: /usr/sbin/nologin\n  children:\n    web:\n      vars:\n        http_port: 8080\n      hosts:\n{hosts}"
+    )
+}
+
+#[test]
+fn a_converted_ansible_role_runs_on_real_hosts_and_a_second_run_changes_nothing() {
+    let h = hosts(2, "", "");
+    let servers: Vec<(String, u16)> = h
+        ._servers
+        .iter()
+        .map(|s| (s.listen.to_string(), s.port))
+        .collect();
+    for i in 1..=2 {
+        std::fs::create_dir_all(h.root(i).join("var/www")).unwrap();
+    }
+    std::fs::write(
+        h.dir.path().join("hosts.yml"),
+        ansible_inventory(&h, &servers),
+    )
+    .unwrap();
+    let out_dir = h.dir.path().join("converted");
+    let site = examples().join("site.yml");
+    let out = h.provision(&[
+        "import-ansible",
+        site.to_str().unwrap(),
+        "-i",
+        "hosts.yml",
+        "-o",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Running it again would overwrite: bad input (2), unless --force.
+    let again = h.provision(&[
+        "import-ansible",
+        site.to_str().unwrap(),
+        "-o",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+    // What the converter cannot know: the SSH key and the pinned host keys.
+    let cluster = out_dir.join("cluster.toml");
+    let inv = std::fs::read_to_string(&cluster).unwrap();
+    assert!(inv.contains("[ssh]\nuser = \"root\"\n"), "{inv}");
+    assert!(!inv.contains("become"), "root needs no sudo: {inv}");
+    let key = h.dir.path().join("id");
+    std::fs::write(
+        &cluster,
+        inv.replace(
+            "[ssh]\n",
+            &format!(
+                "[ssh]\nidentity = \"{}\"\nhost_key_policy = \"strict\"\n",
+                key.display()
+            ),
+        ),
+    )
+    .unwrap();
+    std::fs::copy(
+        h.dir.path().join("known_hosts"),
+        out_dir.join("known_hosts"),
+    )
+    .unwrap();
+    let cluster = cluster.display().to_string();
+    let out = h.provision(&["check-config", &cluster]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", cluster.as_str(), "--output", "json"];
+        args.extend_from_slice(extra);
+        h.provision(&args)
+    };
+    let first = run(&[]);
+    assert!(first.status.success(), "{}", text(&first));
+    use std::os::unix::fs::MetadataExt;
+    for i in 1..=2 {
+        let r = h.root(i);
+        let www = r.join("var/www").display().to_string();
+        assert_eq!(
+            std::fs::read_to_string(r.join("etc/nginx/nginx.conf")).unwrap(),
+            format!(
+                "# Managed for h{i}\nuser www-data;\nworker_processes auto;\n\nevents {{\n    worker_connections 1024;\n}}\n\nhttp {{\n    access_log {www}/access.log;\n\n    # root: {www}/root\n\n    # nobody: {www}/nobody\n\n    include {}/etc/nginx/ports.conf;\n}}\n",
+                r.display()
+            )
+        );
+        assert_eq!(mode(&r.join("etc/nginx/nginx.conf")), 0o644);
+        assert_eq!(
+            std::fs::read_to_string(r.join("etc/nginx/ports.conf")).unwrap(),
+            "listen 8080;\n"
+        );
+        assert_eq!(
+            std::fs::metadata(r.join("var/www/nobody")).unwrap().uid(),
+            65534
+        );
+        assert_eq!(mode(&r.join("var/www/nobody")), 0o755);
+        assert_eq!(std::fs::metadata(r.join("var/www/root")).unwrap().uid(), 0);
+        assert_eq!(std::fs::read(r.join("var/www/access.log")).unwrap(), b"");
+        assert_eq!(mode(&r.join("var/www/access.log")), 0o640);
+    }
+    // Second run: nothing changes, and the drift check agrees.
+    let before: Vec<_> = (1..=2).map(|i| snapshot(&h.root(i))).collect();
+    let second = run(&[]);
+    assert!(second.status.success(), "{}", text(&second));
+    let statuses: Vec<(String, String, String)> = String::from_utf8_lossy(&second.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "host_result")
+        .map(|v| {
+            (
+                v["step"].as_str().unwrap().to_string(),
+                v["host"].as_str().unwrap().to_string(),
+                v["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(!statuses.is_empty());
+    assert!(
+        statuses.iter().all(|s| s.2 == "ok" || s.2 == "skipped"),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s.0 == "nginx configuration" && s.2 == "ok")
+    );
+    let after: Vec<_> = (1..=2).map(|i| snapshot(&h.root(i))).collect();
+    assert_eq!(after, before);
+    let drift = h.provision(&["run", &cluster, "--check", "--detect-drift"]);
+    assert_eq!(drift.status.code(), Some(0), "{}", text(&drift));
+}
+
+#[test]
+fn import_ansible_exits_3_naming_what_it_left_out_and_the_rest_passes_check_config() {
+    let h = hosts(1, "", "");
+    let dir = h.dir.path().join("ansible");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("site.yml"),
+        "- hosts: all\n  tasks:\n    - name: motd\n      copy:\n        content: hi\n        dest: /srv/motd\n    - name: count\n      command: wc -l /etc/passwd\n      register: lines\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("hosts.ini"), "[app]\nh1 ansible_host=127.0.0.1\n").unwrap();
+    let out = h.provision(&[
+        "import-ansible",
+        "ansible/site.yml",
+        "-i",
+        "ansible/hosts.ini",
+        "-o",
+        "out",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("converted 1 of 2 step(s)"), "{t}");
+    assert!(
+        t.contains("ansible/site.yml:9: register: not converted (see README: `register = \"x\"`)"),
+        "{t}"
+    );
+    let out = h.provision(&["check-config", "out/cluster.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("1 hosts, 1 steps"), "{}", text(&out));
+    // Not YAML at all: bad input, nothing written.
+    std::fs::write(dir.join("bad.yml"), "- hosts: [all\n").unwrap();
+    let out = h.provision(&["import-ansible", "ansible/bad.yml", "-o", "out2"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("ansible/bad.yml:"), "{}", text(&out));
+    assert!(!h.dir.path().join("out2").exists());
+}
