@@ -12,6 +12,12 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_CONFIG: u8 = 2;
 /// `lab status`: a VM is not running or its sshd does not answer.
 pub const EXIT_DEGRADED: u8 = 3;
+/// `import-ansible`: the TOML was written, but something was left unconverted (the report names
+/// each at its YAML file and line).
+pub const EXIT_UNCONVERTED: u8 = 3;
+/// `run --check --detect-drift`: every host answered and some step would change something
+/// (Terraform's `plan -detailed-exitcode` uses 2, which is our bad input).
+pub const EXIT_DRIFT: u8 = 4;
 /// Another operator holds the cluster lock (EX_TEMPFAIL: try again later).
 pub const EXIT_LOCKED: u8 = 75;
 /// Stopped by Ctrl-C or SIGTERM.
@@ -80,6 +86,26 @@ pub fn run_outcome(lock_lost: bool, interrupted: bool, success: bool) -> u8 {
     }
 }
 
+/// `run --detect-drift`'s code: drift only replaces a success (0); a failed host, an interrupt
+/// or a lost lock keep their own code, so 4 always means "all hosts answered, something would
+/// change".
+pub fn with_drift(code: u8, drifted: bool) -> u8 {
+    if code == 0 && drifted {
+        EXIT_DRIFT
+    } else {
+        code
+    }
+}
+
+/// Every exit code of `provision run`, for its `--help`.
+pub const RUN_EXIT_CODES: &str = "Exit codes:
+  0    done; with --check, nothing failed (with --detect-drift: and nothing would change)
+  1    a host failed or was unreachable (the recap names host, step, command and stderr)
+  2    bad input (inventory, playbook, secrets, arguments): nothing ran on any host
+  4    --check --detect-drift: all hosts answered and something would change
+  75   the cluster is locked by another run, or the lock lost its majority of managers
+  130  interrupted (Ctrl-C or SIGTERM): running commands were let finish";
+
 /// A remote command's own exit status as ours (`exec`, like ssh and docker exec): 255 at most.
 pub fn passed_on(status: u32) -> u8 {
     u8::try_from(status).unwrap_or(u8::MAX)
@@ -102,6 +128,43 @@ pub fn finish(result: anyhow::Result<u8>) -> ExitCode {
             }
             say!("error: {err:#}");
             ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drift_replaces_only_a_success() {
+        assert_eq!(with_drift(0, false), 0);
+        assert_eq!(with_drift(0, true), EXIT_DRIFT);
+        // A failure, an interrupt or a lost lock says more than "would change".
+        for code in [EXIT_FAILED, EXIT_LOCKED, EXIT_INTERRUPTED] {
+            assert_eq!(with_drift(code, true), code);
+            assert_eq!(with_drift(code, false), code);
+        }
+        // Drift must not be mistaken for bad input, a failure or lab degradation.
+        assert!(
+            ![0, EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED, EXIT_INTERRUPTED].contains(&EXIT_DRIFT)
+        );
+    }
+
+    #[test]
+    fn run_help_lists_every_code_run_returns() {
+        for code in [
+            0,
+            EXIT_FAILED,
+            EXIT_CONFIG,
+            EXIT_DRIFT,
+            EXIT_LOCKED,
+            EXIT_INTERRUPTED,
+        ] {
+            assert!(
+                RUN_EXIT_CODES.contains(&format!("\n  {code:<4} ")),
+                "{code}"
+            );
         }
     }
 }

@@ -4,6 +4,7 @@
 
 #[macro_use]
 mod term;
+mod ansible;
 mod builtin;
 mod cluster;
 mod exit;
@@ -48,6 +49,8 @@ enum Command {
     Lab(lab_cmd::LabCommand),
     #[command(flatten)]
     Ops(ops_cmd::OpsCommand),
+    /// Convert an Ansible playbook (and inventory) to provision TOML; names what it cannot.
+    ImportAnsible(ansible::ImportArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff).
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         Command::CheckConfig(a) => run_cmd::check_config(a),
         Command::Shell(a) => run_cmd::shell(a),
         Command::Facts(a) => facts_cmd::facts(a),
+        Command::ImportAnsible(a) => ansible::run(a),
         Command::Secrets(cmd) => secrets_cmd::run(cmd),
         Command::Lab(cmd) => lab_cmd::run(cmd),
         Command::Ops(cmd) => ops_cmd::run(cmd),

@@ -2,7 +2,7 @@
 //! everything offline, then hand the steps to the engine.
 
 use crate::cluster::{load, on_interrupt, runtime, take_lock, watch_lock};
-use crate::exit::{config_failure, ok_or_failed, report, run_outcome};
+use crate::exit::{config_failure, ok_or_failed, report, run_outcome, with_drift};
 use crate::playbook::{Builtin, compile, compile_chosen};
 use crate::render::{JsonSink, LogSink, Output, PlainSink, ProgressSink, recap_text, table};
 use anyhow::{Context, Result};
@@ -18,12 +18,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = crate::exit::RUN_EXIT_CODES)]
 pub struct RunArgs {
     /// The cluster file (inventory).
     pub cluster: PathBuf,
     /// Dry run: gather facts and show what would change; change nothing.
     #[arg(long)]
     pub check: bool,
+    /// With --check: exit 4 when some step would change something (drift), 0 when nothing
+    /// would; failures still exit 1 (Terraform's `plan -detailed-exitcode`, whose 2 is our bad
+    /// input).
+    #[arg(long, requires = "check")]
+    pub detect_drift: bool,
     /// Show unified diffs of file contents (secrets redacted).
     #[arg(long)]
     pub diff: bool,
@@ -250,11 +256,16 @@ pub fn run(args: RunArgs) -> Result<u8> {
     if args.output == Output::Text {
         say!("log: {}", log.display());
     }
-    Ok(run_outcome(
+    let code = run_outcome(
         lock_lost.load(std::sync::atomic::Ordering::SeqCst),
         interrupted,
         recap.is_success(),
-    ))
+    );
+    Ok(if args.detect_drift {
+        with_drift(code, recap.changed() > 0)
+    } else {
+        code
+    })
 }
 
 /// `run --list-steps`: the steps the run would go through, in order, each on the hosts it would

@@ -13,6 +13,7 @@ pub mod docker_repo;
 pub mod docker_users;
 pub mod fail;
 pub mod file;
+pub mod file_state;
 pub mod fixtures;
 pub mod hostname;
 pub mod line;

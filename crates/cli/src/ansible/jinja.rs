@@ -1,0 +1,295 @@
+//! Ansible's Jinja to provision's minijinja: the same language, but provision's templates read
+//! variables as `vars.NAME` and the host as `host` (Ansible: bare `NAME`, `inventory_hostname`).
+//! Only identifiers are rewritten (strings, attributes after `.`, filters after `|`, tests after
+//! `is`, keyword arguments are left alone); a bare name that is neither a known var, a loop or
+//! template local, a keyword nor a magic variable with a provision form is returned as unknown,
+//! so the caller can name it instead of guessing (facts, registered results, extra vars).
+
+use std::collections::BTreeSet;
+
+/// The names an expression may read.
+pub struct Scope<'a> {
+    /// Vars the converted inventory and playbook define: become `vars.NAME`.
+    pub vars: &'a BTreeSet<String>,
+    /// Loop variables: stay bare.
+    pub locals: &'a [String],
+}
+
+const KEYWORDS: &[&str] = &[
+    "and", "or", "not", "in", "is", "if", "else", "true", "false", "none", "True", "False", "None",
+];
+/// minijinja globals and template-local names that stay as written.
+const BUILTINS: &[&str] = &[
+    "range",
+    "dict",
+    "namespace",
+    "loop",
+    "cycler",
+    "joiner",
+    "lipsum",
+];
+
+/// Ansible's magic variables that have a provision form.
+fn magic(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "inventory_hostname" | "inventory_hostname_short" | "ansible_hostname" => "host.name",
+        "ansible_host" => "host.address",
+        "group_names" => "host.groups",
+        _ => return None,
+    })
+}
+
+/// Rewrites a bare expression (`when`, `that`, the inside of `{{ }}`); Err names the unknown
+/// identifiers, in order, once each.
+pub fn expr(e: &str, scope: &Scope<'_>) -> Result<String, Vec<String>> {
+    let mut unknown = Vec::new();
+    let out = rewrite(e, scope, &[], &mut unknown);
+    if unknown.is_empty() {
+        Ok(out)
+    } else {
+        Err(unknown)
+    }
+}
+
+fn rewrite(e: &str, scope: &Scope<'_>, extra: &[String], unknown: &mut Vec<String>) -> String {
+    let chars: Vec<char> = e.chars().collect();
+    let mut out = String::with_capacity(e.len() + 16);
+    let mut i = 0;
+    // The last significant token: a punctuation char, or an identifier.
+    let mut prev_punct: Option<char> = None;
+    let mut prev_words: Vec<String> = Vec::new();
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\'' || c == '"' {
+            let start = i;
+            i += 1;
+            while i < chars.len() && chars[i] != c {
+                if chars[i] == '\\' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            i = (i + 1).min(chars.len());
+            out.extend(&chars[start..i]);
+            prev_punct = Some('"');
+            prev_words.clear();
+            continue;
+        }
+        if c.is_ascii_digit() {
+            // A number (and an exponent or suffix letters that follow it).
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
+                out.push(chars[i]);
+                i += 1;
+            }
+            prev_punct = Some('0');
+            prev_words.clear();
+            continue;
+        }
+        if c.is_ascii_alphabetic() || c == '_' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            let mut j = i;
+            while j < chars.len() && chars[j] == ' ' {
+                j += 1;
+            }
+            let kwarg = j < chars.len() && chars[j] == '=' && chars.get(j + 1) != Some(&'=');
+            let after_is = prev_punct.is_none()
+                && (prev_words.last().map(String::as_str) == Some("is")
+                    || prev_words.ends_with(&["is".to_string(), "not".to_string()]));
+            let keep = matches!(prev_punct, Some('.') | Some('|'))
+                || after_is
+                || kwarg
+                || KEYWORDS.contains(&word.as_str())
+                || BUILTINS.contains(&word.as_str())
+                || scope.locals.contains(&word)
+                || extra.contains(&word);
+            if keep {
+                out.push_str(&word);
+            } else if let Some(m) = magic(&word) {
+                out.push_str(m);
+            } else if scope.vars.contains(&word) {
+                out.push_str("vars.");
+                out.push_str(&word);
+            } else {
+                if !unknown.contains(&word) {
+                    unknown.push(word.clone());
+                }
+                out.push_str(&word);
+            }
+            prev_punct = None;
+            prev_words.push(word);
+            continue;
+        }
+        out.push(c);
+        if !c.is_whitespace() {
+            prev_punct = Some(c);
+            prev_words.clear();
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Rewrites the expressions of a template text (`{{ }}` and `{% %}`; comments and text are left
+/// as they are). Names bound by `{% for NAME in %}` and `{% set NAME = %}` are locals from there on.
+pub fn template(text: &str, scope: &Scope<'_>) -> Result<String, Vec<String>> {
+    let mut out = String::with_capacity(text.len() + 32);
+    let mut unknown = Vec::new();
+    let mut locals: Vec<String> = Vec::new();
+    let mut rest = text;
+    loop {
+        let next = ["{{", "{%", "{#"]
+            .iter()
+            .filter_map(|o| rest.find(o).map(|p| (p, *o)))
+            .min();
+        let Some((p, open)) = next else {
+            out.push_str(rest);
+            break;
+        };
+        out.push_str(&rest[..p]);
+        let close = match open {
+            "{{" => "}}",
+            "{%" => "%}",
+            _ => "#}",
+        };
+        let body_start = p + 2;
+        let Some(end) = rest[body_start..].find(close) else {
+            out.push_str(&rest[p..]);
+            break;
+        };
+        let body = &rest[body_start..body_start + end];
+        out.push_str(open);
+        if open == "{#" {
+            out.push_str(body);
+        } else {
+            if open == "{%" {
+                let words: Vec<&str> = body
+                    .trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace())
+                    .split_whitespace()
+                    .collect();
+                match words.first() {
+                    Some(&"for") => {
+                        for w in words[1..].iter().take_while(|w| **w != "in") {
+                            locals.push(w.trim_matches(',').to_string());
+                        }
+                    }
+                    Some(&"set") if words.len() > 1 => {
+                        locals.push(words[1].trim_end_matches('=').to_string())
+                    }
+                    _ => {}
+                }
+            }
+            let mut extra = locals.clone();
+            // Statement words are not variables.
+            extra.extend(
+                [
+                    "for",
+                    "endfor",
+                    "endif",
+                    "elif",
+                    "set",
+                    "endset",
+                    "raw",
+                    "endraw",
+                    "with",
+                    "endwith",
+                    "filter",
+                    "endfilter",
+                    "macro",
+                    "endmacro",
+                    "call",
+                    "endcall",
+                    "recursive",
+                ]
+                .iter()
+                .map(|s| s.to_string()),
+            );
+            out.push_str(&rewrite(body, scope, &extra, &mut unknown));
+        }
+        out.push_str(close);
+        rest = &rest[body_start + end + 2..];
+    }
+    if unknown.is_empty() {
+        Ok(out)
+    } else {
+        Err(unknown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope_vars() -> BTreeSet<String> {
+        ["http_port", "users", "enabled", "site"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn bare_vars_get_the_vars_prefix_and_the_rest_is_left_alone() {
+        let vars = scope_vars();
+        let locals = vec!["item".to_string()];
+        let s = Scope {
+            vars: &vars,
+            locals: &locals,
+        };
+        assert_eq!(
+            expr("http_port | int > 1024 and users is defined", &s).unwrap(),
+            "vars.http_port | int > 1024 and vars.users is defined"
+        );
+        assert_eq!(
+            expr(
+                "item.name != 'http_port' and enabled | default(false, boolean=true)",
+                &s
+            )
+            .unwrap(),
+            "item.name != 'http_port' and vars.enabled | default(false, boolean=true)"
+        );
+        assert_eq!(
+            expr("inventory_hostname in groups_x is not defined", &s),
+            Err(vec!["groups_x".to_string()])
+        );
+        assert_eq!(
+            expr("'web' in group_names and inventory_hostname == site", &s).unwrap(),
+            "'web' in host.groups and host.name == vars.site"
+        );
+        assert_eq!(
+            expr(
+                "ansible_os_family == \"Debian\" or result.rc == 0 or result.changed",
+                &s
+            ),
+            Err(vec!["ansible_os_family".to_string(), "result".to_string()])
+        );
+        assert_eq!(
+            expr("users[0].name ~ 'x'", &s).unwrap(),
+            "vars.users[0].name ~ 'x'"
+        );
+    }
+
+    #[test]
+    fn templates_rewrite_only_expressions_and_know_their_own_locals() {
+        let vars = scope_vars();
+        let s = Scope {
+            vars: &vars,
+            locals: &[],
+        };
+        assert_eq!(
+            template(
+                "# {{ inventory_hostname }} {# users #}\nlisten {{ http_port }};\n{% for u in users %}{{ u.name }} {{ loop.index }}{% endfor %}\n{% if site is defined %}{{ site }}{% endif %}\n",
+                &s
+            )
+            .unwrap(),
+            "# {{ host.name }} {# users #}\nlisten {{ vars.http_port }};\n{% for u in users %}{{ u.name }} {{ loop.index }}{% endfor %}\n{% if vars.site is defined %}{{ vars.site }}{% endif %}\n"
+                .replace("for u in users", "for u in vars.users")
+        );
+        assert_eq!(
+            template("{{ ansible_default_ipv4.address }}", &s),
+            Err(vec!["ansible_default_ipv4".to_string()])
+        );
+    }
+}

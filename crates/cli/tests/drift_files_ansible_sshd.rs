@@ -1,0 +1,519 @@
+//! Tier 2, whole binary on real sshd hosts at 127.0.0.1: `run --check --detect-drift`'s exit
+//! codes, the `file` step's states, and a playbook converted by `import-ansible` run for real.
+//! As in `run_sshd.rs`, the hosts share this machine's filesystem, so each works under its own
+//! root directory (a host var).
+
+use provision_testkit::{KeyPair, Sshd, keygen};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Hosts {
+    dir: tempfile::TempDir,
+    _servers: Vec<Sshd>,
+    _key: KeyPair,
+}
+
+/// `n` sshd hosts (h1..hn, root `root-hN`), running `playbook`. `extra` is appended to the
+/// inventory (groups, vars).
+fn hosts(n: usize, playbook: &str, extra: &str) -> Hosts {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "id", "ed25519", "");
+    let servers: Vec<Sshd> = (0..n).map(|_| Sshd::start()).collect();
+    let mut kh = String::new();
+    let mut inv = format!(
+        "name = \"test\"\nplaybook = \"playbook.toml\"\n\n[ssh]\nuser = \"root\"\nidentity = \"{}\"\nhost_key_policy = \"strict\"\n",
+        key.private.display()
+    );
+    for (i, s) in servers.iter().enumerate() {
+        s.authorize(&key);
+        kh.push_str(&s.known_hosts_line());
+        let root = dir.path().join(format!("root-h{}", i + 1));
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        inv.push_str(&format!(
+            "\n[[hosts]]\nname = \"h{n}\"\naddress = \"{a}\"\nport = {p}\nroles = [\"worker\"]\nvars = {{ root = \"{r}\" }}\n",
+            n = i + 1,
+            a = s.listen,
+            p = s.port,
+            r = root.display()
+        ));
+    }
+    inv.push_str(extra);
+    std::fs::write(dir.path().join("known_hosts"), kh).unwrap();
+    std::fs::write(dir.path().join("cluster.toml"), inv).unwrap();
+    std::fs::write(dir.path().join("playbook.toml"), playbook).unwrap();
+    Hosts {
+        dir,
+        _servers: servers,
+        _key: key,
+    }
+}
+
+impl Hosts {
+    fn provision(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_provision"))
+            .args(args)
+            .env("HOME", self.dir.path())
+            .env_remove("SSH_AUTH_SOCK")
+            .env_remove("PROVISION_IDENTITY")
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap()
+    }
+
+    fn cluster(&self) -> String {
+        self.dir.path().join("cluster.toml").display().to_string()
+    }
+
+    fn root(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("root-h{i}"))
+    }
+
+    /// `run --output json`'s host results: (step, host, status).
+    fn run_json(&self, extra: &[&str]) -> (Output, Vec<(String, String, String)>) {
+        let cluster = self.cluster();
+        let mut args = vec!["run", cluster.as_str(), "--output", "json"];
+        args.extend_from_slice(extra);
+        let out = self.provision(&args);
+        let results = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == "host_result")
+            .map(|v| {
+                (
+                    v["step"].as_str().unwrap().into(),
+                    v["host"].as_str().unwrap().into(),
+                    v["status"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        (out, results)
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// Every file under `dir` with its content and mode, sorted: to prove a run changed nothing.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>, u32)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = mode(&p);
+            if p.is_dir() {
+                out.push((p.clone(), Vec::new(), m));
+                todo.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap(), m));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+const DRIFT_PLAYBOOK: &str = r#"
+[[steps]]
+name = "motd"
+use = "copy"
+with = { content = "managed\n", dest = "{{ vars.root }}/etc/motd", mode = "0644" }
+"#;
+
+#[test]
+fn detect_drift_exits_0_when_converged_4_when_drifted_1_on_failure_and_changes_nothing() {
+    let h = hosts(2, DRIFT_PLAYBOOK, "");
+    let cluster = h.cluster();
+    let drift = |h: &Hosts| h.provision(&["run", &cluster, "--check", "--detect-drift"]);
+    // Nothing converged yet: drift, and --check wrote nothing.
+    let out = drift(&h);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(!h.root(1).join("etc/motd").exists());
+    // Converged: 0.
+    let (out, _) = h.run_json(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = drift(&h);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Someone edits h2 by hand: 4, and the drift is left as it is.
+    std::fs::write(h.root(2).join("etc/motd"), "hand edit\n").unwrap();
+    let before = snapshot(h.dir.path().join("root-h2").as_path());
+    let out = drift(&h);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(text(&out).contains("would change"), "{}", text(&out));
+    assert_eq!(snapshot(&h.root(2)), before, "--detect-drift changed h2");
+    // Without the flag a --check run with drift still exits 0, as before.
+    let out = h.provision(&["run", &cluster, "--check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // A host that fails wins over drift: 1.
+    // (a directory where the file belongs: the step refuses it.)
+    std::fs::remove_file(h.root(1).join("etc/motd")).unwrap();
+    std::fs::create_dir(h.root(1).join("etc/motd")).unwrap();
+    let out = drift(&h);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    // Without --check the flag is bad input (2), and nothing ran.
+    let out = h.provision(&["run", &cluster, "--detect-drift"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(h.root(2).join("etc/motd")).unwrap(),
+        "hand edit\n"
+    );
+    // Every code is in `run --help`.
+    let help = text(&h.provision(&["run", "--help"]));
+    for line in [
+        "  0    done",
+        "  1    a host",
+        "  2    bad input",
+        "  4    --check",
+        "  75   ",
+        "  130  ",
+    ] {
+        assert!(help.contains(line), "{line:?} in:\n{help}");
+    }
+}
+
+const FILE_PLAYBOOK: &str = r#"
+[[steps]]
+name = "touch log"
+use = "file"
+with = { path = "{{ vars.root }}/var/app.log", state = "touch", mode = "0640", owner = "nobody" }
+
+[[steps]]
+name = "conf mode"
+use = "file"
+with = { path = "{{ vars.root }}/etc/app.conf", mode = "0600" }
+
+[[steps]]
+name = "data dir"
+use = "file"
+with = { path = "{{ vars.root }}/srv/data", state = "directory", mode = "0750", group = "nogroup" }
+
+[[steps]]
+name = "www tree"
+use = "file"
+with = { path = "{{ vars.root }}/srv/www", state = "directory", recurse = true, owner = "nobody", mode = "0755" }
+
+[[steps]]
+name = "old file gone"
+use = "file"
+with = { path = "{{ vars.root }}/etc/old.conf", state = "absent" }
+
+[[steps]]
+name = "old tree gone"
+use = "file"
+with = { path = "{{ vars.root }}/srv/old", state = "absent", recurse = true }
+"#;
+
+#[test]
+fn file_states_converge_and_a_second_run_changes_nothing() {
+    let h = hosts(2, FILE_PLAYBOOK, "");
+    for i in 1..=2 {
+        let r = h.root(i);
+        std::fs::create_dir_all(r.join("var")).unwrap();
+        std::fs::write(r.join("etc/app.conf"), "secret=1\n").unwrap();
+        std::fs::write(r.join("etc/old.conf"), "old\n").unwrap();
+        std::fs::create_dir_all(r.join("srv/www/css")).unwrap();
+        std::fs::write(r.join("srv/www/css/site.css"), "body{}\n").unwrap();
+        std::fs::create_dir_all(r.join("srv/old/deep")).unwrap();
+        std::fs::write(r.join("srv/old/deep/x"), "x").unwrap();
+    }
+    // h2's log exists with content: touch keeps it (and its mtime).
+    std::fs::write(h.root(2).join("var/app.log"), "earlier lines\n").unwrap();
+    let mtime = std::fs::metadata(h.root(2).join("var/app.log"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let (out, results) = h.run_json(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        results.iter().filter(|r| r.2 == "changed").count(),
+        12,
+        "{results:?}"
+    );
+    use std::os::unix::fs::MetadataExt;
+    for i in 1..=2 {
+        let r = h.root(i);
+        let log = std::fs::metadata(r.join("var/app.log")).unwrap();
+        assert_eq!((mode(&r.join("var/app.log")), log.uid()), (0o640, 65534));
+        assert_eq!(
+            std::fs::read_to_string(r.join("etc/app.conf")).unwrap(),
+            "secret=1\n"
+        );
+        assert_eq!(mode(&r.join("etc/app.conf")), 0o600);
+        assert_eq!(mode(&r.join("srv/data")), 0o750);
+        assert_eq!(std::fs::metadata(r.join("srv/data")).unwrap().gid(), 65534);
+        for p in ["srv/www", "srv/www/css", "srv/www/css/site.css"] {
+            let m = std::fs::metadata(r.join(p)).unwrap();
+            assert_eq!((mode(&r.join(p)), m.uid()), (0o755, 65534), "{p}");
+        }
+        assert!(!r.join("etc/old.conf").exists());
+        assert!(!r.join("srv/old").exists());
+    }
+    assert_eq!(
+        std::fs::read_to_string(h.root(2).join("var/app.log")).unwrap(),
+        "earlier lines\n"
+    );
+    assert_eq!(
+        std::fs::metadata(h.root(2).join("var/app.log"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        mtime
+    );
+    // Idempotence: nothing changes, and --detect-drift agrees.
+    let before: Vec<_> = (1..=2).map(|i| snapshot(&h.root(i))).collect();
+    let (out, results) = h.run_json(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(results.iter().all(|r| r.2 == "ok"), "{results:?}");
+    assert_eq!(results.len(), 12);
+    let out = h.provision(&["run", &h.cluster(), "--check", "--detect-drift"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let after: Vec<_> = (1..=2).map(|i| snapshot(&h.root(i))).collect();
+    assert_eq!(after, before, "a second run changed the hosts");
+    // One file deep in the tree drifts: only that step would change.
+    std::fs::set_permissions(
+        h.root(1).join("srv/www/css/site.css"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let (out, results) = h.run_json(&["--check"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let drifted: Vec<_> = results.iter().filter(|r| r.2 != "ok").collect();
+    assert_eq!(
+        drifted,
+        [&(
+            "www tree".to_string(),
+            "h1".to_string(),
+            "would_change".to_string()
+        )],
+        "{results:?}"
+    );
+}
+
+#[test]
+fn absent_refuses_a_non_empty_directory_without_recurse_and_bad_states_exit_2() {
+    let playbook = r#"
+[[steps]]
+name = "cache gone"
+use = "file"
+with = { path = "{{ vars.root }}/srv/cache", state = "absent" }
+"#;
+    let h = hosts(1, playbook, "");
+    std::fs::create_dir_all(h.root(1).join("srv/cache")).unwrap();
+    std::fs::write(h.root(1).join("srv/cache/keep"), "k").unwrap();
+    let (out, _) = h.run_json(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("is a directory holding 1 entries: not removed"),
+        "{}",
+        text(&out)
+    );
+    assert!(h.root(1).join("srv/cache/keep").exists());
+    // Bad input: a link state, and recurse without attributes, at their lines; nothing runs.
+    std::fs::write(
+        h.dir.path().join("playbook.toml"),
+        format!(
+            "{playbook}\n[[steps]]\nuse = \"file\"\nwith = {{ path = \"/srv/x\", state = \"link\" }}\n"
+        ),
+    )
+    .unwrap();
+    for cmd in ["check-config", "run"] {
+        let out = h.provision(&[cmd, &h.cluster()]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        let t = text(&out);
+        assert!(t.contains("playbook.toml:9:27"), "{t}");
+        assert!(t.contains("use = \"link\""), "{t}");
+    }
+    assert!(h.root(1).join("srv/cache/keep").exists());
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/ansible")
+}
+
+/// The YAML inventory an Ansible user would have for these sshd hosts: connection vars, each
+/// host's directories under its root, the service and user tasks switched off (they would
+/// change this machine), a package that is installed already.
+fn ansible_inventory(h: &Hosts, servers: &[(String, u16)]) -> String {
+    let mut hosts = String::new();
+    for (i, (addr, port)) in servers.iter().enumerate() {
+        let root = h.root(i + 1).display().to_string();
+        hosts.push_str(&format!(
+            "        h{n}:\n          ansible_host: {addr}\n          ansible_port: {port}\n          nginx_conf_dir: {root}/etc/nginx\n          nginx_www_root: {root}/var/www\n          pending_handlers_file: {root}/pending-handlers\n",
+            n = i + 1
+        ));
+    }
+    format!(
+        "all:\n  vars:\n    ansible_user: root\n    nginx_packages: [openssh-server]\n    nginx_manage_service: false\n    nginx_manage_users: false\n    web_users:\n      - name: root\n        shell: /bin/sh\n      - name: nobody\n        shell: /usr/sbin/nologin\n  children:\n    web:\n      vars:\n        http_port: 8080\n      hosts:\n{hosts}"
+    )
+}
+
+#[test]
+fn a_converted_ansible_role_runs_on_real_hosts_and_a_second_run_changes_nothing() {
+    let h = hosts(2, "", "");
+    let servers: Vec<(String, u16)> = h
+        ._servers
+        .iter()
+        .map(|s| (s.listen.to_string(), s.port))
+        .collect();
+    for i in 1..=2 {
+        std::fs::create_dir_all(h.root(i).join("var/www")).unwrap();
+    }
+    std::fs::write(
+        h.dir.path().join("hosts.yml"),
+        ansible_inventory(&h, &servers),
+    )
+    .unwrap();
+    let out_dir = h.dir.path().join("converted");
+    let site = examples().join("site.yml");
+    let out = h.provision(&[
+        "import-ansible",
+        site.to_str().unwrap(),
+        "-i",
+        "hosts.yml",
+        "-o",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Running it again would overwrite: bad input (2), unless --force.
+    let again = h.provision(&[
+        "import-ansible",
+        site.to_str().unwrap(),
+        "-o",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+    // What the converter cannot know: the SSH key and the pinned host keys.
+    let cluster = out_dir.join("cluster.toml");
+    let inv = std::fs::read_to_string(&cluster).unwrap();
+    assert!(inv.contains("[ssh]\nuser = \"root\"\n"), "{inv}");
+    assert!(!inv.contains("become"), "root needs no sudo: {inv}");
+    let key = h.dir.path().join("id");
+    std::fs::write(
+        &cluster,
+        inv.replace(
+            "[ssh]\n",
+            &format!(
+                "[ssh]\nidentity = \"{}\"\nhost_key_policy = \"strict\"\n",
+                key.display()
+            ),
+        ),
+    )
+    .unwrap();
+    std::fs::copy(
+        h.dir.path().join("known_hosts"),
+        out_dir.join("known_hosts"),
+    )
+    .unwrap();
+    let cluster = cluster.display().to_string();
+    let out = h.provision(&["check-config", &cluster]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", cluster.as_str(), "--output", "json"];
+        args.extend_from_slice(extra);
+        h.provision(&args)
+    };
+    let first = run(&[]);
+    assert!(first.status.success(), "{}", text(&first));
+    use std::os::unix::fs::MetadataExt;
+    for i in 1..=2 {
+        let r = h.root(i);
+        let www = r.join("var/www").display().to_string();
+        assert_eq!(
+            std::fs::read_to_string(r.join("etc/nginx/nginx.conf")).unwrap(),
+            format!(
+                "# Managed for h{i}\nuser www-data;\nworker_processes auto;\n\nevents {{\n    worker_connections 1024;\n}}\n\nhttp {{\n    access_log {www}/access.log;\n\n    # root: {www}/root\n\n    # nobody: {www}/nobody\n\n    include {}/etc/nginx/ports.conf;\n}}\n",
+                r.display()
+            )
+        );
+        assert_eq!(mode(&r.join("etc/nginx/nginx.conf")), 0o644);
+        assert_eq!(
+            std::fs::read_to_string(r.join("etc/nginx/ports.conf")).unwrap(),
+            "listen 8080;\n"
+        );
+        assert_eq!(
+            std::fs::metadata(r.join("var/www/nobody")).unwrap().uid(),
+            65534
+        );
+        assert_eq!(mode(&r.join("var/www/nobody")), 0o755);
+        assert_eq!(std::fs::metadata(r.join("var/www/root")).unwrap().uid(), 0);
+        assert_eq!(std::fs::read(r.join("var/www/access.log")).unwrap(), b"");
+        assert_eq!(mode(&r.join("var/www/access.log")), 0o640);
+    }
+    // Second run: nothing changes, and the drift check agrees.
+    let before: Vec<_> = (1..=2).map(|i| snapshot(&h.root(i))).collect();
+    let second = run(&[]);
+    assert!(second.status.success(), "{}", text(&second));
+    let statuses: Vec<(String, String, String)> = String::from_utf8_lossy(&second.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "host_result")
+        .map(|v| {
+            (
+                v["step"].as_str().unwrap().to_string(),
+                v["host"].as_str().unwrap().to_string(),
+                v["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(!statuses.is_empty());
+    assert!(
+        statuses.iter().all(|s| s.2 == "ok" || s.2 == "skipped"),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s.0 == "nginx configuration" && s.2 == "ok")
+    );
+    let after: Vec<_> = (1..=2).map(|i| snapshot(&h.root(i))).collect();
+    assert_eq!(after, before);
+    let drift = h.provision(&["run", &cluster, "--check", "--detect-drift"]);
+    assert_eq!(drift.status.code(), Some(0), "{}", text(&drift));
+}
+
+#[test]
+fn import_ansible_exits_3_naming_what_it_left_out_and_the_rest_passes_check_config() {
+    let h = hosts(1, "", "");
+    let dir = h.dir.path().join("ansible");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("site.yml"),
+        "- hosts: all\n  tasks:\n    - name: motd\n      copy:\n        content: hi\n        dest: /srv/motd\n    - name: count\n      command: wc -l /etc/passwd\n      register: lines\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("hosts.ini"), "[app]\nh1 ansible_host=127.0.0.1\n").unwrap();
+    let out = h.provision(&[
+        "import-ansible",
+        "ansible/site.yml",
+        "-i",
+        "ansible/hosts.ini",
+        "-o",
+        "out",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("converted 1 of 2 step(s)"), "{t}");
+    assert!(
+        t.contains("ansible/site.yml:9: register: not converted (see README: `register = \"x\"`)"),
+        "{t}"
+    );
+    let out = h.provision(&["check-config", "out/cluster.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("1 hosts, 1 steps"), "{}", text(&out));
+    // Not YAML at all: bad input, nothing written.
+    std::fs::write(dir.join("bad.yml"), "- hosts: [all\n").unwrap();
+    let out = h.provision(&["import-ansible", "ansible/bad.yml", "-o", "out2"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("ansible/bad.yml:"), "{}", text(&out));
+    assert!(!h.dir.path().join("out2").exists());
+}
