@@ -31,9 +31,40 @@ pub struct Step {
     pub loop_var: Option<String>,
     pub loop_label: Option<String>,
     pub notify: Vec<String>,
+    pub register: Option<String>,
+    pub retries: Option<i64>,
+    pub delay: Option<i64>,
+    pub until: Option<String>,
+    pub run_once: bool,
     pub with: toml::Table,
+    /// An include entry (`include = "roles/web"`): its path, relative to the file it is in.
+    pub include: Option<String>,
+    /// An include entry's `vars`.
+    pub vars: toml::Table,
     /// Something in it could not be converted: written commented out.
     pub disabled: bool,
+}
+
+/// One TOML file of steps and handlers: the playbook, a role's `steps.toml` or
+/// `handlers.toml`, a converted task file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OutFile {
+    /// Relative to the output directory, `/`-separated.
+    pub path: String,
+    /// The YAML it was converted from, as the header names it.
+    pub source: String,
+    /// Top-level keys (`serial`, `max_fail_percentage`), in order.
+    pub top: Vec<(String, toml::Value)>,
+    pub steps: Vec<Step>,
+    pub handlers: Vec<Step>,
+}
+
+/// A role's `defaults.toml`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoleDefaults {
+    pub path: String,
+    pub source: String,
+    pub vars: toml::Table,
 }
 
 /// A file a step reads (`template`, `copy`), to be written next to the converted playbook.
@@ -46,11 +77,14 @@ pub struct Asset {
 
 #[derive(Debug, Default)]
 pub struct Converted {
-    pub steps: Vec<Step>,
-    pub handlers: Vec<Step>,
+    /// The playbook (first), then each role's and task file's TOML, in the order converted.
+    pub files: Vec<OutFile>,
+    pub role_defaults: Vec<RoleDefaults>,
     /// Play vars, for the inventory's `[vars]` (over its `all` vars, as in Ansible).
     pub vars: toml::Table,
-    /// Role defaults, for `[vars]` too, under the inventory's `all` vars.
+    /// Every role's defaults (the first role's value of a name): those that steps outside the
+    /// roles read go to `[vars]` too, under the inventory's `all` vars, since Ansible shows a
+    /// role's defaults to the whole play and provision only to the role's own steps.
     pub defaults: toml::Table,
     pub assets: Vec<Asset>,
     pub problems: Vec<Problem>,
@@ -74,6 +108,8 @@ const PLAY_KEYS: &[&str] = &[
     "handlers",
     "roles",
     "tags",
+    "serial",
+    "max_fail_percentage",
 ];
 /// Keys of a task other than its module.
 const TASK_KEYS: &[&str] = &[
@@ -130,9 +166,6 @@ const TASK_KEYS: &[&str] = &[
 /// Task keys with a provision form in other branches (see README), or none.
 fn why_not(key: &str) -> &'static str {
     match key {
-        "register" => "see README: `register = \"x\"`",
-        "until" | "retries" | "delay" => "see README: `retries`, `delay`, `until`",
-        "run_once" => "see README: `run_once = true`",
         "delegate_to" | "local_action" | "delegate_facts" | "connection" => {
             "provision runs every step on its own hosts"
         }
@@ -157,6 +190,15 @@ pub struct Converter<'a> {
     file: PathBuf,
     /// Read a file (tests give fixtures; the command reads the disk).
     read: &'a dyn Fn(&Path) -> Option<Vec<u8>>,
+    /// Names an earlier task registers: a `when` or `until` reads them bare, as provision does.
+    registered: Vec<String>,
+    /// The index in `out.files` that tasks are added to.
+    cur: usize,
+    /// Output files being converted (a cycle of includes is named, not followed).
+    busy: Vec<String>,
+    /// Indices of problems found inside an included file: they disable the steps of that file,
+    /// not the include entry.
+    inner: Vec<std::ops::Range<usize>>,
 }
 
 /// What a task is converted within: the play's hosts and tags, a role's directory.
@@ -165,6 +207,8 @@ struct Within {
     hosts: Option<String>,
     tags: Vec<String>,
     role: Option<PathBuf>,
+    /// Where the role's files go in the output (`roles/NAME/`); empty for the playbook's.
+    out_dir: String,
 }
 
 impl<'a> Converter<'a> {
@@ -180,7 +224,52 @@ impl<'a> Converter<'a> {
             out: Converted::default(),
             file: PathBuf::new(),
             read,
+            registered: Vec::new(),
+            cur: 0,
+            busy: Vec::new(),
+            inner: Vec::new(),
         }
+    }
+
+    /// Runs `f` with tasks going to a new output file `path`; false (and nothing run) when that
+    /// file is converted already or is being converted (an include cycle, named at `line`).
+    fn in_file(
+        &mut self,
+        path: &str,
+        source: &Path,
+        line: usize,
+        f: impl FnOnce(&mut Self),
+    ) -> bool {
+        if self.busy.iter().any(|b| b == path) {
+            let chain = [self.busy.as_slice(), &[path.to_string()]]
+                .concat()
+                .join(" -> ");
+            self.problem(line, format!("include cycle: {chain}: not converted"));
+            return false;
+        }
+        if self.out.files.iter().any(|f| f.path == path) {
+            return false;
+        }
+        let source = source
+            .strip_prefix(&self.base)
+            .unwrap_or(source)
+            .display()
+            .to_string();
+        self.out.files.push(OutFile {
+            path: path.to_string(),
+            source,
+            ..OutFile::default()
+        });
+        let (outer, outer_file) = (self.cur, self.file.clone());
+        self.cur = self.out.files.len() - 1;
+        self.busy.push(path.to_string());
+        let first = self.out.problems.len();
+        f(self);
+        self.inner.push(first..self.out.problems.len());
+        self.busy.pop();
+        self.cur = outer;
+        self.file = outer_file;
+        true
     }
 
     fn problem(&mut self, line: usize, what: impl Into<String>) {
@@ -236,6 +325,15 @@ impl<'a> Converter<'a> {
             return self.out;
         };
         self.file = path.to_path_buf();
+        self.out.files.push(OutFile {
+            path: "playbook.toml".into(),
+            source: path
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
+            ..OutFile::default()
+        });
+        self.busy.push("playbook.toml".into());
         let V::Seq(plays) = &doc.v else {
             self.problem(doc.line, "a playbook is a list of plays");
             return self.out;
@@ -243,6 +341,9 @@ impl<'a> Converter<'a> {
         // First every var a play or role defines, so expressions anywhere can read them.
         for play in plays {
             self.collect_vars(play);
+        }
+        for key in ["serial", "max_fail_percentage"] {
+            self.rollout(plays, key);
         }
         for play in plays {
             self.file = path.to_path_buf();
@@ -255,9 +356,11 @@ impl<'a> Converter<'a> {
         let file = self.file.clone();
         if let Some(vars) = play.get("vars").and_then(Node::map) {
             for (k, v) in vars {
-                self.add_var(k, v, false);
+                self.add_var(k, v);
             }
         }
+        // Only the names of role defaults and params here: their values go to the role's
+        // defaults.toml and the include's `vars` when the role is converted.
         for role in play.get("roles").map(roles).unwrap_or_default() {
             let path = self
                 .base
@@ -267,24 +370,33 @@ impl<'a> Converter<'a> {
             if (self.read)(&path).is_some()
                 && let Some(d) = self.load(&path)
             {
-                self.file = path.clone();
-                for (k, v) in d.map().unwrap_or(&[]) {
-                    self.add_var(k, v, true);
+                for (k, _) in d.map().unwrap_or(&[]) {
+                    self.vars.insert(k.clone());
+                }
+            }
+        }
+        if let Some(V::Seq(entries)) = play.get("roles").map(|r| &r.v) {
+            for e in entries {
+                for (k, v) in e.map().unwrap_or(&[]) {
+                    match k.as_str() {
+                        "vars" => self
+                            .vars
+                            .extend(v.map().unwrap_or(&[]).iter().map(|(k, _)| k.clone())),
+                        k if !ROLE_ENTRY_KEYS.contains(&k) => {
+                            self.vars.insert(k.to_string());
+                        }
+                        _ => {}
+                    }
                 }
             }
         }
         self.file = file;
     }
 
-    /// A var for `[vars]`: the first definition wins, a conflicting one is named.
-    fn add_var(&mut self, k: &str, v: &Node, default: bool) {
+    /// A play var for `[vars]`: the first definition wins, a conflicting one is named.
+    fn add_var(&mut self, k: &str, v: &Node) {
         self.vars.insert(k.to_string());
-        let table = if default {
-            &self.out.defaults
-        } else {
-            &self.out.vars
-        };
-        let old = table.get(k).cloned();
+        let old = self.out.vars.get(k).cloned();
         match self.value(v, &[]) {
             Some(val) => match old {
                 Some(old) if old != val => self.problem(
@@ -292,12 +404,50 @@ impl<'a> Converter<'a> {
                     format!("var `{k}` is defined twice with different values: provision has one `[vars]`"),
                 ),
                 _ => {
-                    let table = if default { &mut self.out.defaults } else { &mut self.out.vars };
-                    table.insert(k.to_string(), val);
+                    self.out.vars.insert(k.to_string(), val);
                 }
             },
             None => self.problem(v.line, format!("var `{k}`: its value cannot be written in TOML")),
         }
+    }
+
+    /// A play's `serial` or `max_fail_percentage` as the playbook's top-level key: provision
+    /// has one per playbook file (or per step), so plays that disagree are not converted.
+    fn rollout(&mut self, plays: &[Node], key: &str) {
+        let set: Vec<&Node> = plays.iter().filter_map(|p| p.get(key)).collect();
+        let Some(first) = set.first() else { return };
+        let values: Vec<Option<toml::Value>> = set.iter().map(|n| rollout_value(key, n)).collect();
+        let mut ok = true;
+        for (n, v) in set.iter().zip(&values) {
+            if v.is_none() {
+                ok = false;
+                let what = if key == "serial" {
+                    "a positive number of hosts, a percentage (\"25%\") or a list of them"
+                } else {
+                    "a percentage from 0 to 100"
+                };
+                self.problem(
+                    n.line,
+                    format!(
+                        "play key `{key}`: not converted (provision takes {what}, not a template)"
+                    ),
+                );
+            }
+        }
+        if !ok {
+            return;
+        }
+        if set.len() != plays.len() || values.iter().any(|v| v != &values[0]) {
+            for n in &set {
+                self.problem(n.line, format!("play key `{key}`: not converted (plays differ, and provision has one `{key}` per playbook: set it per step)"));
+            }
+            return;
+        }
+        if key == "serial" {
+            self.note(first.line, "serial: each step rolls out in these batches; unlike Ansible, a batch runs one step, not the whole play (README: `serial`)");
+        }
+        let v = values[0].clone().expect("checked above");
+        self.out.files[0].top.push((key.to_string(), v));
     }
 
     fn play(&mut self, play: &Node) {
@@ -308,8 +458,6 @@ impl<'a> Converter<'a> {
         for (k, v) in keys {
             if !PLAY_KEYS.contains(&k.as_str()) {
                 let why = match k.as_str() {
-                    "serial" => "see README: `serial`",
-                    "max_fail_percentage" => "see README: `max_fail_percentage`",
                     "vars_files" | "vars_prompt" => "put these vars in the inventory's `[vars]`",
                     "strategy" => "provision runs each step on all its hosts, then the next",
                     _ => "no provision form",
@@ -324,7 +472,7 @@ impl<'a> Converter<'a> {
         let mut within = Within {
             hosts: hosts.filter(|h| h != "all"),
             tags: play.get("tags").and_then(Node::strings).unwrap_or_default(),
-            role: None,
+            ..Within::default()
         };
         let play_name = play.get("name").and_then(Node::text);
         if let Some(b) = play.get("become") {
@@ -343,19 +491,128 @@ impl<'a> Converter<'a> {
                 "gather_facts dropped: each provision step reads what it needs itself",
             );
         }
-        let first = self.out.steps.len();
+        let first = self.out.files[self.cur].steps.len();
         self.tasks(play.get("pre_tasks"), &within, false);
-        for (role, line) in play.get("roles").map(roles).unwrap_or_default() {
-            self.role(&role, line, &within);
+        if let Some(V::Seq(entries)) = play.get("roles").map(|r| &r.v) {
+            for e in entries {
+                let before = self.out.problems.len();
+                if let Some(step) = self.role_entry(e, &within) {
+                    let step = self.disable_if_problems(step, before, "include");
+                    self.out.files[self.cur].steps.push(step);
+                }
+            }
         }
         for key in ["tasks", "post_tasks"] {
             self.tasks(play.get(key), &within, false);
         }
         within.role = None;
         self.tasks(play.get("handlers"), &within, true);
-        if let (Some(n), Some(s)) = (play_name, self.out.steps.get_mut(first)) {
+        if let (Some(n), Some(s)) = (play_name, self.out.files[self.cur].steps.get_mut(first)) {
             s.comments.insert(0, format!("play: {n}"));
         }
+    }
+
+    /// A `roles:` entry (a name, or a mapping with `role`, `when`, `tags`, `vars` and role
+    /// params) as an include of the converted role.
+    fn role_entry(&mut self, e: &Node, within: &Within) -> Option<Step> {
+        let Some((name, line)) = roles_of(std::slice::from_ref(e)).pop() else {
+            self.problem(e.line, "a role entry names no role");
+            return None;
+        };
+        let mut step = Step {
+            hosts: within.hosts.clone(),
+            tags: within.tags.clone(),
+            ..Step::default()
+        };
+        for (k, v) in e.map().unwrap_or(&[]) {
+            match k.as_str() {
+                "role" | "name" => {}
+                "when" => step.when = self.when(v, &[]),
+                "tags" => step.tags.extend(tag_list(v)),
+                "become" => self.become_note(v),
+                "vars" => {
+                    for (k, v) in v.map().unwrap_or(&[]) {
+                        self.include_var(&mut step, k, v);
+                    }
+                }
+                k if ROLE_ENTRY_KEYS.contains(&k) => self.problem(
+                    v.line,
+                    format!("role key `{k}`: not converted ({})", why_not(k)),
+                ),
+                // Anything else is a role param: a var of the role's tasks.
+                k => self.include_var(&mut step, k, v),
+            }
+        }
+        let path = self.role(&name, line)?;
+        step.include = Some(path);
+        Some(step)
+    }
+
+    /// An include's var: a plain value (provision's include `vars` are not templates).
+    fn include_var(&mut self, step: &mut Step, k: &str, v: &Node) {
+        self.vars.insert(k.to_string());
+        let plain = match &v.v {
+            V::Str(s) => !s.contains("{{") && !s.contains("{%"),
+            _ => true,
+        };
+        match self.value(v, &[]) {
+            Some(val) if plain => {
+                step.vars.insert(k.to_string(), val);
+            }
+            Some(_) => self.problem(v.line, format!("var `{k}` of an include: a template: not converted (provision's include `vars` are plain values)")),
+            None => self.problem(v.line, format!("var `{k}`: its value cannot be written in TOML")),
+        }
+    }
+
+    /// A task's `when` (a condition or a list of them, AND-ed) rewritten; registered names stay
+    /// bare.
+    fn when(&mut self, v: &Node, locals: &[String]) -> Option<String> {
+        let conds: Vec<String> = match &v.v {
+            V::Seq(items) => items.iter().filter_map(Node::text).collect(),
+            _ => v.text().into_iter().collect(),
+        };
+        let mut locals = locals.to_vec();
+        locals.extend(self.registered.iter().cloned());
+        let mut out = Vec::new();
+        for c in &conds {
+            let c = c
+                .trim()
+                .trim_start_matches("{{")
+                .trim_end_matches("}}")
+                .trim();
+            let c = jinja::result_tests(c, &self.registered);
+            match jinja::expr(
+                &c,
+                &Scope {
+                    vars: &self.vars,
+                    locals: &locals,
+                },
+            ) {
+                Ok(e) => out.push(if conds.len() > 1 { format!("({e})") } else { e }),
+                Err(unknown) => self.unknown_vars(v.line, "when", &unknown),
+            }
+        }
+        Some(out.join(" and "))
+    }
+
+    /// Marks a step with problems since `before` as not converted, with the reasons above it.
+    fn disable_if_problems(&mut self, mut step: Step, before: usize, use_: &str) -> Step {
+        let own: Vec<&Problem> = (before..self.out.problems.len())
+            .filter(|i| !self.inner.iter().any(|r| r.contains(i)))
+            .map(|i| &self.out.problems[i])
+            .collect();
+        if !own.is_empty() {
+            step.disabled = true;
+            let reasons: Vec<String> = own
+                .iter()
+                .map(|p| format!("not converted: {}:{}: {}", p.file.display(), p.line, p.what))
+                .collect();
+            step.comments.extend(reasons);
+            if step.use_.is_empty() && step.include.is_none() {
+                step.use_ = use_.to_string();
+            }
+        }
+        step
     }
 
     fn become_note(&mut self, b: &Node) {
@@ -372,41 +629,90 @@ impl<'a> Converter<'a> {
         }
     }
 
-    fn role(&mut self, name: &str, line: usize, within: &Within) {
+    /// Converts the role `name` (once, however often it is included) to `roles/NAME/`: its
+    /// tasks to steps.toml, handlers to handlers.toml, defaults to defaults.toml, its templates
+    /// and files beside them. Returns its path relative to the file being converted.
+    fn role(&mut self, name: &str, line: usize) -> Option<String> {
+        if name.contains("{{") || name.contains('/') || name.starts_with('.') {
+            self.problem(line, format!("role `{name}`: not converted (a role is a directory under roles/, named as written)"));
+            return None;
+        }
         let dir = self.base.join("roles").join(name);
         let tasks = dir.join("tasks/main.yml");
         if (self.read)(&tasks).is_none() {
-            self.problem(line, format!("role `{name}`: {} not found (roles are inlined from roles/NAME/; see README: `include = \"roles/web\"`)", tasks.display()));
-            return;
+            self.problem(
+                line,
+                format!("role `{name}`: {} not found", tasks.display()),
+            );
+            return None;
         }
-        let outer = self.file.clone();
-        let within = Within {
+        let out_dir = format!("roles/{name}");
+        let from = self.out.files[self.cur].path.clone();
+        let role_within = Within {
             role: Some(dir.clone()),
-            ..within.clone()
+            out_dir: out_dir.clone(),
+            ..Within::default()
         };
-        let first = self.out.steps.len();
-        if let Some(t) = self.load(&tasks) {
-            self.file = tasks.clone();
-            self.tasks(Some(&t), &within, false);
-        }
-        if let Some(s) = self.out.steps.get_mut(first) {
-            s.comments
-                .insert(0, format!("role: {name} (inlined from roles/{name}/)"));
-        }
-        let handlers = dir.join("handlers/main.yml");
-        if (self.read)(&handlers).is_some()
-            && let Some(h) = self.load(&handlers)
+        let defaults = dir.join("defaults/main.yml");
+        if !self
+            .out
+            .files
+            .iter()
+            .any(|f| f.path.starts_with(&format!("{out_dir}/")))
+            && (self.read)(&defaults).is_some()
+            && let Some(d) = self.load(&defaults)
         {
-            self.file = handlers.clone();
-            self.tasks(Some(&h), &within, true);
-        }
-        for sub in ["vars/main.yml", "meta/main.yml"] {
-            if (self.read)(&dir.join(sub)).is_some() {
-                self.file = dir.join(sub);
-                self.problem(1, format!("role `{name}`: {sub} not converted (put role vars in the inventory's `[vars]`; dependencies as steps)"));
+            let outer = std::mem::replace(&mut self.file, defaults.clone());
+            let mut vars = toml::Table::new();
+            for (k, v) in d.map().unwrap_or(&[]) {
+                self.vars.insert(k.clone());
+                match self.value(v, &[]) {
+                    Some(val) => {
+                        self.out
+                            .defaults
+                            .entry(k.clone())
+                            .or_insert_with(|| val.clone());
+                        vars.insert(k.clone(), val);
+                    }
+                    None => self.problem(
+                        v.line,
+                        format!("var `{k}`: its value cannot be written in TOML"),
+                    ),
+                }
             }
+            self.file = outer;
+            self.out.role_defaults.push(RoleDefaults {
+                path: format!("{out_dir}/defaults.toml"),
+                source: format!("roles/{name}/defaults/main.yml"),
+                vars,
+            });
         }
-        self.file = outer;
+        let converted = self.in_file(&format!("{out_dir}/steps.toml"), &tasks, line, |c| {
+            if let Some(t) = c.load(&tasks) {
+                c.file = tasks.clone();
+                c.tasks(Some(&t), &role_within, false);
+            }
+        });
+        if converted {
+            let handlers = dir.join("handlers/main.yml");
+            if (self.read)(&handlers).is_some() {
+                self.in_file(&format!("{out_dir}/handlers.toml"), &handlers, line, |c| {
+                    if let Some(h) = c.load(&handlers) {
+                        c.file = handlers.clone();
+                        c.tasks(Some(&h), &role_within, true);
+                    }
+                });
+            }
+            let outer = self.file.clone();
+            for sub in ["vars/main.yml", "meta/main.yml"] {
+                if (self.read)(&dir.join(sub)).is_some() {
+                    self.file = dir.join(sub);
+                    self.problem(1, format!("role `{name}`: {sub} not converted (put role vars in the include's `vars` or the inventory's `[vars]`; dependencies as include steps)"));
+                }
+            }
+            self.file = outer;
+        }
+        Some(relative(&from, &out_dir))
     }
 
     fn tasks(&mut self, list: Option<&Node>, within: &Within, handlers: bool) {
@@ -417,10 +723,11 @@ impl<'a> Converter<'a> {
         };
         for t in items {
             if let Some(step) = self.task(t, within, handlers) {
+                let file = &mut self.out.files[self.cur];
                 if handlers {
-                    self.out.handlers.push(step);
+                    file.handlers.push(step);
                 } else {
-                    self.out.steps.push(step);
+                    file.steps.push(step);
                 }
             }
         }
@@ -468,6 +775,15 @@ impl<'a> Converter<'a> {
             .strip_prefix("ansible.builtin.")
             .or_else(|| module.strip_prefix("ansible.legacy."))
             .unwrap_or(module);
+        if !handler
+            && matches!(
+                module,
+                "include_tasks" | "import_tasks" | "include_role" | "import_role"
+            )
+        {
+            let step = self.include_task(t, module, margs, within)?;
+            return Some(self.disable_if_problems(step, before, "include"));
+        }
         // The loop first: its variable is a local of every expression in the task.
         let mut locals = Vec::new();
         let loop_node = t
@@ -510,42 +826,34 @@ impl<'a> Converter<'a> {
         for (k, v) in keys {
             match k.as_str() {
                 "name" | "loop" | "with_items" | "with_list" | "loop_control" | "args" => {}
-                "when" => {
-                    let conds: Vec<String> = match &v.v {
-                        V::Seq(items) => items.iter().filter_map(Node::text).collect(),
-                        _ => v.text().into_iter().collect(),
-                    };
-                    let mut out = Vec::new();
-                    for c in &conds {
-                        let c = c
-                            .trim()
-                            .trim_start_matches("{{")
-                            .trim_end_matches("}}")
-                            .trim();
-                        match jinja::expr(
-                            c,
-                            &Scope {
-                                vars: &self.vars,
-                                locals: &locals,
-                            },
-                        ) {
-                            Ok(e) => out.push(if conds.len() > 1 { format!("({e})") } else { e }),
-                            Err(unknown) => self.unknown_vars(v.line, "when", &unknown),
-                        }
-                    }
-                    step.when = Some(out.join(" and "));
-                }
+                "when" => step.when = self.when(v, &locals),
                 "notify" => step.notify = v.strings().unwrap_or_default(),
                 "tags" => {
                     let mut tags = within.tags.clone();
-                    tags.extend(
-                        v.strings()
-                            .unwrap_or_default()
-                            .iter()
-                            .flat_map(|t| t.split(',').map(|s| s.trim().to_string())),
-                    );
+                    tags.extend(tag_list(v));
                     step.tags = tags;
                 }
+                "register" => step.register = self.register(v, loop_node.is_some()),
+                "retries" | "delay" => {
+                    let n = match &v.v {
+                        V::Int(i) => Some(*i),
+                        V::Str(s) => s.trim().parse().ok(),
+                        _ => None,
+                    };
+                    match n {
+                        Some(n) if k == "retries" && n > 0 => step.retries = Some(n),
+                        Some(n) if k == "delay" && n >= 0 => step.delay = Some(n),
+                        _ => self.problem(v.line, format!("{k}: not converted (provision takes a {} number of seconds/attempts, not a template)", if k == "retries" { "positive" } else { "non-negative" })),
+                    }
+                }
+                "until" => {}
+                "run_once" => match v.boolean() {
+                    Some(b) => step.run_once = b,
+                    None => self.problem(
+                        v.line,
+                        "run_once: not converted (provision takes true or false, not a template)",
+                    ),
+                },
                 "become" => self.become_note(v),
                 "become_method" if v.text().as_deref() == Some("sudo") => {}
                 "timeout" => step.timeout = v.text().and_then(|s| s.parse().ok()),
@@ -561,6 +869,27 @@ impl<'a> Converter<'a> {
         }
         if step.tags.is_empty() {
             step.tags = within.tags.clone();
+        }
+        if let Some(u) = t.get("until") {
+            // Over the step's own result too, by its register name.
+            let mut own = locals.clone();
+            own.extend(step.register.iter().cloned());
+            let mut reg = self.registered.clone();
+            reg.extend(step.register.iter().cloned());
+            let saved = std::mem::replace(&mut self.registered, reg);
+            step.until = self.when(u, &own);
+            self.registered = saved;
+            // Ansible's `until` without `retries` makes 3 attempts in all.
+            if step.retries.is_none() {
+                step.retries = Some(2);
+                self.note(
+                    u.line,
+                    "until without retries: retries = 2 (Ansible's default of 3 attempts in all)",
+                );
+            }
+        }
+        if step.run_once && step.register.is_some() {
+            self.problem(t.get("run_once").map_or(t.line, |n| n.line), "run_once with register: not converted (Ansible gives every host the one result; provision registers it on the host that ran the step only)");
         }
         // Module arguments: a mapping (plus `args:`), or Ansible's free form.
         let mut args: Vec<(String, Node)> = Vec::new();
@@ -614,21 +943,208 @@ impl<'a> Converter<'a> {
                 self.problem(v.line, format!("`{module}` option `{k}`: not converted"));
             }
         }
-        if self.out.problems.len() > before {
-            step.disabled = true;
-            let reasons: Vec<String> = self.out.problems[before..]
-                .iter()
-                .map(|p| format!("not converted: {}:{}: {}", p.file.display(), p.line, p.what))
-                .collect();
-            step.comments.extend(reasons);
-            if step.use_.is_empty() {
-                step.use_ = module.to_string();
-            }
+        let step = self.disable_if_problems(step, before, module);
+        if let Some(r) = &step.register
+            && !step.disabled
+            && !self.registered.contains(r)
+        {
+            self.registered.push(r.clone());
         }
         Some(step)
     }
 
+    /// `include_tasks`/`import_tasks` of a file (converted to the TOML file beside where it
+    /// goes) or `include_role`/`import_role` (the role converted as for `roles:`), as an
+    /// include entry with the task's `when`, `tags` and `vars`.
+    fn include_task(
+        &mut self,
+        t: &Node,
+        module: &str,
+        margs: &Node,
+        within: &Within,
+    ) -> Option<Step> {
+        let mut step = Step {
+            hosts: within.hosts.clone(),
+            tags: within.tags.clone(),
+            ..Step::default()
+        };
+        if let Some(n) = t.get("name").and_then(Node::text) {
+            step.comments.push(format!("{module}: {n}"));
+        }
+        let role = module.ends_with("_role");
+        let mut target = None;
+        match &margs.v {
+            V::Str(s) => target = Some(s.trim().to_string()),
+            V::Map(m) => {
+                for (k, v) in m {
+                    match k.as_str() {
+                        "file" if !role => target = v.text(),
+                        "name" if role => target = v.text(),
+                        _ => {
+                            self.problem(v.line, format!("`{module}` option `{k}`: not converted"))
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        for (k, v) in t.map().unwrap_or(&[]) {
+            if !TASK_KEYS.contains(&k.as_str()) {
+                continue;
+            }
+            match k.as_str() {
+                "name" => {}
+                "when" => step.when = self.when(v, &[]),
+                "tags" => step.tags.extend(tag_list(v)),
+                "become" => self.become_note(v),
+                "become_method" if v.text().as_deref() == Some("sudo") => {}
+                "vars" => {
+                    for (k, v) in v.map().unwrap_or(&[]) {
+                        self.include_var(&mut step, k, v);
+                    }
+                }
+                "loop" | "with_items" | "with_list" | "loop_control" => self.problem(
+                    v.line,
+                    format!("{k} on `{module}`: not converted (provision's include has no loop: include a file whose step loops)"),
+                ),
+                _ => self.problem(v.line, format!("{k} on `{module}`: not converted ({})", why_not(k))),
+            }
+        }
+        let Some(target) = target.filter(|t| !t.is_empty() && !t.contains("{{")) else {
+            self.problem(margs.line, format!("`{module}`: not converted (it names no file or role, or names it with a template)"));
+            return None;
+        };
+        let path = if role {
+            self.role(&target, margs.line)?
+        } else {
+            self.tasks_file(&target, margs.line, within)?
+        };
+        step.include = Some(path);
+        Some(step)
+    }
+
+    /// A task file that `include_tasks`/`import_tasks` names, converted to the TOML file at the
+    /// same place (`tasks/extra.yml` to `tasks/extra.toml`; in a role, relative to its
+    /// `tasks/`). Looked up beside the including file, then in the role's `tasks/` or the
+    /// playbook's directory. Returns its path relative to the including file's output.
+    fn tasks_file(&mut self, target: &str, line: usize, within: &Within) -> Option<String> {
+        let rel = Path::new(target);
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            self.problem(line, format!("include_tasks `{target}`: not converted (only a relative path without `..` is converted)"));
+            return None;
+        }
+        let root = match &within.role {
+            Some(r) => r.join("tasks"),
+            None => self.base.clone(),
+        };
+        let here = self
+            .file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let Some(src) = [here.join(rel), root.join(rel)]
+            .into_iter()
+            .find(|p| (self.read)(p).is_some())
+        else {
+            self.problem(
+                line,
+                format!(
+                    "include_tasks `{target}`: not found beside {} or in {}",
+                    self.file.display(),
+                    root.display()
+                ),
+            );
+            return None;
+        };
+        let Ok(under) = src.strip_prefix(&root) else {
+            self.problem(
+                line,
+                format!(
+                    "include_tasks `{target}`: not converted ({} is outside {})",
+                    src.display(),
+                    root.display()
+                ),
+            );
+            return None;
+        };
+        let mut out = under
+            .with_extension("toml")
+            .to_string_lossy()
+            .replace('\\', "/");
+        if !within.out_dir.is_empty() {
+            out = format!("{}/{out}", within.out_dir);
+        }
+        if out == "playbook.toml" || out.starts_with("roles/") && within.out_dir.is_empty() {
+            self.problem(line, format!("include_tasks `{target}`: not converted (its TOML would be written as {out}, which the converter writes for the playbook or a role)"));
+            return None;
+        }
+        let from = self.out.files[self.cur].path.clone();
+        let inner = Within {
+            role: within.role.clone(),
+            out_dir: within.out_dir.clone(),
+            ..Within::default()
+        };
+        self.in_file(&out, &src, line, |c| {
+            if let Some(t) = c.load(&src) {
+                c.file = src.clone();
+                c.tasks(Some(&t), &inner, false);
+            }
+        });
+        Some(relative(&from, &out))
+    }
+
+    /// A task's `register`: a name provision accepts, on a task that is not a loop (Ansible
+    /// registers a loop's `results` list; provision keeps the last item's result).
+    fn register(&mut self, v: &Node, looped: bool) -> Option<String> {
+        let name = v.text().unwrap_or_default();
+        let ident = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        // Names provision's templates read already, or `until` reads bare.
+        const TAKEN: &[&str] = &[
+            "vars",
+            "host",
+            "hosts",
+            "cluster",
+            "secrets",
+            "item",
+            "rc",
+            "stdout",
+            "stderr",
+            "stdout_lines",
+            "changed",
+            "failed",
+            "skipped",
+            "true",
+            "false",
+            "none",
+            "range",
+            "dict",
+            "namespace",
+            "loop",
+        ];
+        if !ident || TAKEN.contains(&name.as_str()) {
+            self.problem(v.line, format!("register `{name}`: not converted (provision takes a name of letters, digits and `_` that templates do not read already)"));
+            return None;
+        }
+        if looped {
+            self.problem(v.line, format!("register `{name}` on a loop: not converted (Ansible registers a list, `{name}.results`; provision keeps the last item's result)"));
+            return None;
+        }
+        Some(name)
+    }
+
     fn unknown_vars(&mut self, line: usize, key: &str, unknown: &[String]) {
+        if let Some(r) = unknown.iter().find(|u| self.registered.contains(u)) {
+            self.problem(line, format!("{key}: reads the registered result `{r}`: not converted (provision's `when` and `until` read registered results; parameters and templates cannot)"));
+            return;
+        }
         let names: Vec<String> = unknown.iter().map(|u| format!("`{u}`")).collect();
         self.problem(
             line,
@@ -716,7 +1232,13 @@ impl<'a> Converter<'a> {
             return None;
         };
         let name = Path::new(src).file_name()?.to_string_lossy().to_string();
-        let dest = format!("{dir}/{name}");
+        // The step reads `dir/NAME` beside its own file; a role's go to the role's directory.
+        let rel = format!("{dir}/{name}");
+        let dest = if within.out_dir.is_empty() {
+            rel.clone()
+        } else {
+            format!("{}/{rel}", within.out_dir)
+        };
         let content = if dir == "templates" {
             let text = String::from_utf8_lossy(&content).to_string();
             match jinja::template(
@@ -752,12 +1274,9 @@ impl<'a> Converter<'a> {
                 return None;
             }
             Some(_) => {}
-            None => self.out.assets.push(Asset {
-                dest: dest.clone(),
-                content,
-            }),
+            None => self.out.assets.push(Asset { dest, content }),
         }
-        Some(dest)
+        Some(rel)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1116,7 +1635,7 @@ impl<'a> Converter<'a> {
                 self.problem(
                     line,
                     format!(
-                        "{module} `{what}`: not converted (see README: `include = \"roles/web\"`)"
+                        "{module} `{what}` in handlers: not converted (provision's handlers are steps, not includes)"
                     ),
                 );
                 "include"
@@ -1174,16 +1693,96 @@ fn mode(n: &Node) -> Option<String> {
 /// The roles of a play: names (or `role:`/`name:` in a mapping) with their lines.
 fn roles(n: &Node) -> Vec<(String, usize)> {
     match &n.v {
-        V::Seq(items) => items
-            .iter()
-            .filter_map(|r| {
-                r.text()
-                    .or_else(|| r.get("role").or_else(|| r.get("name")).and_then(Node::text))
-                    .map(|s| (s, r.line))
-            })
-            .collect(),
+        V::Seq(items) => roles_of(items),
         _ => Vec::new(),
     }
+}
+
+fn roles_of(items: &[Node]) -> Vec<(String, usize)> {
+    items
+        .iter()
+        .filter_map(|r| {
+            r.text()
+                .or_else(|| r.get("role").or_else(|| r.get("name")).and_then(Node::text))
+                .map(|s| (s, r.line))
+        })
+        .collect()
+}
+
+/// Keys of a `roles:` entry that are keywords, not role params.
+const ROLE_ENTRY_KEYS: &[&str] = &[
+    "role",
+    "name",
+    "when",
+    "tags",
+    "vars",
+    "become",
+    "become_user",
+    "become_method",
+    "delegate_to",
+    "environment",
+    "no_log",
+    "ignore_errors",
+    "connection",
+    "any_errors_fatal",
+    "check_mode",
+    "diff",
+    "debugger",
+    "module_defaults",
+    "collections",
+    "run_once",
+    "throttle",
+    "timeout",
+];
+
+/// A `tags` value: a list or a comma-separated string.
+fn tag_list(v: &Node) -> Vec<String> {
+    v.strings()
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|t| t.split(',').map(|s| s.trim().to_string()))
+        .collect()
+}
+
+/// A play's `serial` (a positive number, "N%" or a list of them) or `max_fail_percentage`
+/// (0 to 100) as provision writes it; None when it is a template or out of range.
+fn rollout_value(key: &str, n: &Node) -> Option<toml::Value> {
+    let one = |n: &Node| -> Option<toml::Value> {
+        let text = match &n.v {
+            V::Int(i) => i.to_string(),
+            V::Str(s) => s.trim().to_string(),
+            _ => return None,
+        };
+        if key == "serial" {
+            if let Some(p) = text.strip_suffix('%') {
+                let p: f64 = p.trim().parse().ok()?;
+                (p > 0.0 && p <= 100.0).then(|| toml::Value::String(text.clone()))
+            } else {
+                let i: i64 = text.parse().ok()?;
+                (i > 0).then_some(toml::Value::Integer(i))
+            }
+        } else {
+            let i: i64 = text.trim_end_matches('%').parse().ok()?;
+            (0..=100).contains(&i).then_some(toml::Value::Integer(i))
+        }
+    };
+    match &n.v {
+        V::Seq(items) if key == "serial" && !items.is_empty() => Some(toml::Value::Array(
+            items.iter().map(one).collect::<Option<Vec<_>>>()?,
+        )),
+        _ => one(n),
+    }
+}
+
+/// `to` (relative to the output directory) as an include path in the file `from_file`.
+fn relative(from_file: &str, to: &str) -> String {
+    let from: Vec<&str> = from_file.split('/').collect();
+    let from = &from[..from.len() - 1];
+    let to: Vec<&str> = to.split('/').collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut parts = vec![".."; from.len() - common];
+    parts.extend(&to[common..]);
+    parts.join("/")
 }
 
 /// Ansible's `k=v k2='v 2'` free form; None when a word is not `k=v`.

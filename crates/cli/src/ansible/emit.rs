@@ -2,7 +2,7 @@
 //! (one `[[steps]]` block per step, `with` as an inline table), so the output reads like a
 //! hand-written playbook. Values are printed by the `toml` crate: quoting is never ours.
 
-use super::convert::{Converted, Step};
+use super::convert::{OutFile, RoleDefaults, Step};
 use super::inventory::Inventory;
 
 fn v(x: impl Into<toml::Value>) -> String {
@@ -11,6 +11,22 @@ fn v(x: impl Into<toml::Value>) -> String {
 
 fn step_lines(kind: &str, s: &Step) -> Vec<String> {
     let mut l = vec![format!("[[{kind}]]")];
+    if let Some(inc) = &s.include {
+        l.push(format!("include = {}", v(inc.as_str())));
+        if let Some(h) = &s.hosts {
+            l.push(format!("hosts = {}", v(h.as_str())));
+        }
+        if let Some(w) = &s.when {
+            l.push(format!("when = {}", v(w.as_str())));
+        }
+        if !s.tags.is_empty() {
+            l.push(format!("tags = {}", v(s.tags.clone())));
+        }
+        if !s.vars.is_empty() {
+            l.push(format!("vars = {}", toml::Value::Table(s.vars.clone())));
+        }
+        return l;
+    }
     if let Some(n) = &s.name {
         l.push(format!("name = {}", v(n.as_str())));
     }
@@ -41,6 +57,21 @@ fn step_lines(kind: &str, s: &Step) -> Vec<String> {
         [one] => l.push(format!("notify = {}", v(one.as_str()))),
         many => l.push(format!("notify = {}", v(many.to_vec()))),
     }
+    if let Some(r) = &s.register {
+        l.push(format!("register = {}", v(r.as_str())));
+    }
+    if let Some(r) = s.retries {
+        l.push(format!("retries = {r}"));
+    }
+    if let Some(d) = s.delay {
+        l.push(format!("delay = {d}"));
+    }
+    if let Some(u) = &s.until {
+        l.push(format!("until = {}", v(u.as_str())));
+    }
+    if s.run_once {
+        l.push("run_once = true".into());
+    }
     if !s.with.is_empty() {
         l.push(format!("with = {}", toml::Value::Table(s.with.clone())));
     }
@@ -61,16 +92,35 @@ fn push_step(out: &mut String, kind: &str, s: &Step) {
     }
 }
 
-/// The playbook file.
-pub fn playbook(c: &Converted, source: &str) -> String {
+/// A file of steps and handlers: the playbook, a role's steps.toml or handlers.toml, a task file.
+pub fn file(f: &OutFile) -> String {
     let mut out = format!(
-        "# Converted from {source} by `provision import-ansible` (docs/porting-from-ansible.md).\n# Steps written commented out could not be converted whole: the comment above each says why.\n"
+        "# Converted from {} by `provision import-ansible` (docs/porting-from-ansible.md).\n# Steps written commented out could not be converted whole: the comment above each says why.\n",
+        f.source
     );
-    for s in &c.steps {
+    if !f.top.is_empty() {
+        out.push('\n');
+    }
+    for (k, val) in &f.top {
+        out.push_str(&format!("{k} = {val}\n"));
+    }
+    for s in &f.steps {
         push_step(&mut out, "steps", s);
     }
-    for h in &c.handlers {
+    for h in &f.handlers {
         push_step(&mut out, "handlers", h);
+    }
+    out
+}
+
+/// A role's defaults.toml: plain TOML, the weakest vars of the role's steps.
+pub fn role_defaults(d: &RoleDefaults) -> String {
+    let mut out = format!(
+        "# Converted from {} by `provision import-ansible`.\n# The role's defaults: the inventory's vars and the include's `vars` win over them.\n",
+        d.source
+    );
+    for (k, val) in &d.vars {
+        out.push_str(&format!("{} = {val}\n", toml_key(k)));
     }
     out
 }

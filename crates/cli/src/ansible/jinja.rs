@@ -219,6 +219,79 @@ pub fn template(text: &str, scope: &Scope<'_>) -> Result<String, Vec<String>> {
     }
 }
 
+/// Ansible's tests over a registered result (`probe is changed`, `probe is not succeeded`) as
+/// provision reads a result: its fields (`probe.changed`, `probe.failed`), since provision's
+/// templates have no such tests. Only names in `registered` are rewritten; strings are skipped.
+pub fn result_tests(e: &str, registered: &[String]) -> String {
+    let chars: Vec<char> = e.chars().collect();
+    let mut out = String::with_capacity(e.len());
+    let mut i = 0;
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    // The word at `j` (after spaces) and where it ends.
+    let word_at = |mut j: usize| {
+        while j < chars.len() && chars[j] == ' ' {
+            j += 1;
+        }
+        let start = j;
+        while j < chars.len() && ident(chars[j]) {
+            j += 1;
+        }
+        (chars[start..j].iter().collect::<String>(), j)
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\'' || c == '"' {
+            let start = i;
+            i += 1;
+            while i < chars.len() && chars[i] != c {
+                if chars[i] == '\\' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            i = (i + 1).min(chars.len());
+            out.extend(&chars[start..i]);
+            continue;
+        }
+        if c.is_ascii_alphabetic() || c == '_' {
+            let (name, end) = word_at(i);
+            // An attribute (`a.probe`) is not the registered name.
+            let after_dot = i > 0 && chars[i - 1] == '.';
+            if !after_dot && registered.contains(&name) {
+                let (is, after_is) = word_at(end);
+                let (mut test, mut after) = word_at(after_is);
+                let negated = test == "not";
+                if negated {
+                    (test, after) = word_at(after);
+                }
+                let field = match test.as_str() {
+                    "changed" => Some(("changed", false)),
+                    "succeeded" | "success" => Some(("failed", true)),
+                    "failed" | "failure" => Some(("failed", false)),
+                    "skipped" => Some(("skipped", false)),
+                    _ => None,
+                };
+                if is == "is"
+                    && let Some((field, inverse)) = field
+                {
+                    if inverse != negated {
+                        out.push_str("not ");
+                    }
+                    out.push_str(&format!("{name}.{field}"));
+                    i = after;
+                    continue;
+                }
+            }
+            out.push_str(&name);
+            i = end;
+            continue;
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +363,31 @@ mod tests {
         assert_eq!(
             template("{{ ansible_default_ipv4.address }}", &s),
             Err(vec!["ansible_default_ipv4".to_string()])
+        );
+    }
+
+    #[test]
+    fn ansible_result_tests_become_the_fields_provision_reads() {
+        let reg = vec!["probe".to_string(), "conf".to_string()];
+        assert_eq!(
+            result_tests("probe is changed and conf is not changed", &reg),
+            "probe.changed and not conf.changed"
+        );
+        assert_eq!(
+            result_tests("probe is succeeded or conf is not success", &reg),
+            "not probe.failed or conf.failed"
+        );
+        assert_eq!(
+            result_tests("probe is failed or probe is skipped or probe.rc == 0", &reg),
+            "probe.failed or probe.skipped or probe.rc == 0"
+        );
+        // Not registered, a string, an attribute, another test: left as written.
+        assert_eq!(
+            result_tests(
+                "x is changed or 'probe is changed' or a.conf is changed or probe is defined",
+                &reg
+            ),
+            "x is changed or 'probe is changed' or a.conf is changed or probe is defined"
         );
     }
 }

@@ -52,18 +52,35 @@ pub fn import(
     let known: BTreeSet<String> = inv.iter().flat_map(|i| i.var_names()).collect();
     let base = playbook.parent().unwrap_or(Path::new(""));
     let c = convert::Converter::new(base, known, read).playbook(playbook);
-    let mut files = vec![(
-        PathBuf::from("playbook.toml"),
-        emit::playbook(&c, &file_name(playbook)).into_bytes(),
-    )];
+    let mut files: Vec<(PathBuf, Vec<u8>)> = c
+        .files
+        .iter()
+        .map(|f| (PathBuf::from(&f.path), emit::file(f).into_bytes()))
+        .collect();
+    for d in &c.role_defaults {
+        files.push((PathBuf::from(&d.path), emit::role_defaults(d).into_bytes()));
+    }
     for a in &c.assets {
         files.push((PathBuf::from(&a.dest), a.content.clone()));
     }
     let (mut problems, mut notes) = (Vec::new(), Vec::new());
+    // Role defaults that the playbook's own steps and templates read (Ansible shows them to the
+    // whole play; provision's defaults.toml only to the role's steps).
+    let read_outside: BTreeSet<String> = files
+        .iter()
+        .filter(|(p, _)| !p.starts_with("roles"))
+        .flat_map(|(_, text)| vars_read(&String::from_utf8_lossy(text)))
+        .collect();
+    let outside: toml::Table = c
+        .defaults
+        .iter()
+        .filter(|(k, _)| read_outside.contains(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     match (&inv, inventory) {
         (Some(inv), Some((path, _))) => {
             // Ansible's order: role defaults, then the inventory's `all` vars, then play vars.
-            let mut vars = c.defaults.clone();
+            let mut vars = outside.clone();
             vars.extend(inv.all_vars.clone());
             vars.extend(c.vars.clone());
             let name = path
@@ -77,8 +94,8 @@ pub fn import(
             problems.extend(inv.problems.iter().cloned());
             notes.extend(inv.notes.iter().cloned());
         }
-        _ if !c.vars.is_empty() || !c.defaults.is_empty() => {
-            let mut vars = c.defaults.clone();
+        _ if !c.vars.is_empty() || !outside.is_empty() => {
+            let mut vars = outside.clone();
             vars.extend(c.vars.clone());
             files.push((
                 PathBuf::from("vars.toml"),
@@ -93,6 +110,25 @@ pub fn import(
         inventory_problems: problems,
         inventory_notes: notes,
     }
+}
+
+/// The names a converted text reads as `vars.NAME`.
+fn vars_read(text: &str) -> BTreeSet<String> {
+    text.match_indices("vars.")
+        .filter(|(i, _)| {
+            !text[..*i]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        })
+        .map(|(i, m)| {
+            text[i + m.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect::<String>()
+        })
+        .filter(|n| !n.is_empty())
+        .collect()
 }
 
 fn file_name(p: &Path) -> String {
@@ -115,13 +151,15 @@ impl Import {
     /// The report: what was written, each note, each unconverted part at its file:line.
     pub fn report(&self, out: &Path) -> String {
         let c = &self.converted;
-        let live = |s: &[convert::Step]| s.iter().filter(|s| !s.disabled).count();
+        let steps: Vec<&convert::Step> = c.files.iter().flat_map(|f| &f.steps).collect();
+        let handlers: Vec<&convert::Step> = c.files.iter().flat_map(|f| &f.handlers).collect();
+        let live = |s: &[&convert::Step]| s.iter().filter(|s| !s.disabled).count();
         let mut r = format!(
             "converted {} of {} step(s) and {} of {} handler(s); wrote {}\n",
-            live(&c.steps),
-            c.steps.len(),
-            live(&c.handlers),
-            c.handlers.len(),
+            live(&steps),
+            steps.len(),
+            live(&handlers),
+            handlers.len(),
             self.files
                 .iter()
                 .map(|(p, _)| out.join(p).display().to_string())
@@ -236,7 +274,14 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["playbook.toml", "templates/nginx.conf.j2", "cluster.toml"]
+            [
+                "playbook.toml",
+                "roles/nginx/steps.toml",
+                "roles/nginx/handlers.toml",
+                "roles/nginx/defaults.toml",
+                "roles/nginx/templates/nginx.conf.j2",
+                "cluster.toml"
+            ]
         );
         for (p, content) in &r.files {
             let want = std::fs::read_to_string(example("converted").join(p)).unwrap();
@@ -246,7 +291,14 @@ mod tests {
             .notes()
             .map(|n| format!("{}:{}", n.file.display(), n.line))
             .collect();
-        assert_eq!(notes, [format!("{}:6", example("site.yml").display())]);
+        // `serial` (a batch is one step, not the play) and `become`.
+        assert_eq!(
+            notes,
+            [
+                format!("{}:6", example("site.yml").display()),
+                format!("{}:7", example("site.yml").display())
+            ]
+        );
     }
 
     const PARTIAL: &str = r#"- hosts: db
@@ -291,26 +343,28 @@ mod tests {
         assert_eq!(
             got,
             [
-                "/pb/site.yml:2: play key `serial`: not converted (see README: `serial`)",
-                "/pb/site.yml:8: register: not converted (see README: `register = \"x\"`)",
-                "/pb/site.yml:11: until: not converted (see README: `retries`, `delay`, `until`)",
-                "/pb/site.yml:12: retries: not converted (see README: `retries`, `delay`, `until`)",
                 "/pb/site.yml:15: delegate_to: not converted (provision runs every step on its own hosts)",
-                "/pb/site.yml:16: run_once: not converted (see README: `run_once = true`)",
                 "/pb/site.yml:18: module `community.general.ufw`: not converted (no provision step does this)",
                 "/pb/site.yml:21: when: `ansible_distribution_major_version` not a var of the playbook or inventory (a fact, a registered result or an extra var?): not converted",
                 "/pb/site.yml:24: task key `colour`: unknown (a second module?)",
-                "/pb/site.yml:25: include_tasks `extra.yml`: not converted (see README: `include = \"roles/web\"`)",
+                "/pb/site.yml:25: include_tasks `extra.yml`: not found beside /pb/site.yml or in /pb",
                 "/pb/site.yml:26: block: not converted (blocks are not supported: write the tasks as steps)",
             ]
         );
         let toml = String::from_utf8(r.files[0].1.clone()).unwrap();
-        // The one whole step is live; every other is commented out under its reasons.
+        // The whole steps are live (serial, register, until and retries convert); every other
+        // is commented out under its reasons.
+        assert!(toml.contains("\nserial = 2\n"), "{toml}");
         assert!(toml.contains("\n[[steps]]\nname = \"ok step\"\nuse = \"command\"\nhosts = \"db\"\nwith = { creates = \"/tmp/x\", run = \"echo hi\" }\n"), "{toml}");
-        assert_eq!(toml.matches("\n[[steps]]").count(), 1, "{toml}");
-        assert!(toml.contains("# not converted: /pb/site.yml:8: register: not converted (see README: `register = \"x\"`)\n# [[steps]]\n# name = \"registered\"\n# use = \"command\"\n"), "{toml}");
+        assert!(toml.contains("\n[[steps]]\nname = \"registered\"\nuse = \"command\"\nhosts = \"db\"\nregister = \"out\"\n"), "{toml}");
+        assert!(
+            toml.contains("\nretries = 3\nuntil = \"not out.failed\"\n"),
+            "{toml}"
+        );
+        assert_eq!(toml.matches("\n[[steps]]").count(), 3, "{toml}");
+        assert!(toml.contains("# not converted: /pb/site.yml:15: delegate_to: not converted (provision runs every step on its own hosts)\n# [[steps]]\n# name = \"elsewhere\"\n# use = \"service\"\n"), "{toml}");
         let parsed: toml::Table = toml::from_str(&toml).unwrap();
-        assert_eq!(parsed["steps"].as_array().unwrap().len(), 1);
+        assert_eq!(parsed["steps"].as_array().unwrap().len(), 3);
     }
 
     #[test]
@@ -326,5 +380,362 @@ mod tests {
             ]
         );
         assert!(convert::split_kv("just words", 1).is_none());
+    }
+
+    /// Converts the fixture files (paths under /pb/) with no inventory.
+    fn convert(files: &[(&str, &str)]) -> Import {
+        let files: Vec<(PathBuf, String)> = files
+            .iter()
+            .map(|(p, t)| (Path::new("/pb").join(p), t.to_string()))
+            .collect();
+        let read = move |p: &Path| {
+            files
+                .iter()
+                .find(|(f, _)| f == p)
+                .map(|(_, t)| t.as_bytes().to_vec())
+        };
+        import(Path::new("/pb/site.yml"), None, &read)
+    }
+
+    fn problems(r: &Import) -> Vec<String> {
+        r.problems()
+            .map(|p| format!("{}:{}: {}", p.file.display(), p.line, p.what))
+            .collect()
+    }
+
+    fn text(r: &Import, path: &str) -> String {
+        let (_, t) = r
+            .files
+            .iter()
+            .find(|(p, _)| p == Path::new(path))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {path} in {:?}",
+                    r.files.iter().map(|f| &f.0).collect::<Vec<_>>()
+                )
+            });
+        String::from_utf8(t.clone()).unwrap()
+    }
+
+    const REGISTERED: &str = r#"- hosts: app
+  vars:
+    probe_cmd: /usr/bin/probe
+  tasks:
+    - name: probe
+      command: "{{ probe_cmd }}"
+      register: probe
+    - name: setup
+      command: /usr/bin/setup
+      when:
+        - probe.rc != 0
+        - probe is not skipped
+        - probe_cmd is defined
+    - name: wait
+      command: curl -fsS http://127.0.0.1/health
+      register: health
+      until: "'ok' in health.stdout"
+      retries: 10
+      delay: 3
+    - name: once
+      command: /usr/bin/migrate
+      run_once: true
+    - name: until alone
+      command: /usr/bin/ready
+      register: ready
+      until: ready is succeeded
+    - name: in a parameter
+      command: echo {{ probe.stdout }}
+    - name: looped
+      command: echo {{ item }}
+      loop: [a, b]
+      register: each
+    - name: too early
+      command: /usr/bin/x
+      when: late.rc == 0
+    - name: late
+      command: /usr/bin/y
+      register: late
+    - name: taken name
+      command: /usr/bin/z
+      register: vars
+    - name: once registered
+      command: /usr/bin/w
+      run_once: yes
+      register: w
+    - name: templated retries
+      command: /usr/bin/v
+      retries: "{{ n }}"
+"#;
+
+    /// `register`, a `when` over registered results (read bare, Ansible's result tests as
+    /// fields), `retries`/`delay`/`until` and `run_once` convert; what provision reads
+    /// differently is named.
+    #[test]
+    fn register_until_retries_and_run_once_convert() {
+        let r = convert(&[("site.yml", REGISTERED)]);
+        assert_eq!(
+            problems(&r),
+            [
+                "/pb/site.yml:28: `echo {{ probe.stdout }}`: reads the registered result `probe`: not converted (provision's `when` and `until` read registered results; parameters and templates cannot)",
+                "/pb/site.yml:32: register `each` on a loop: not converted (Ansible registers a list, `each.results`; provision keeps the last item's result)",
+                "/pb/site.yml:35: when: `late` not a var of the playbook or inventory (a fact, a registered result or an extra var?): not converted",
+                "/pb/site.yml:41: register `vars`: not converted (provision takes a name of letters, digits and `_` that templates do not read already)",
+                "/pb/site.yml:44: run_once with register: not converted (Ansible gives every host the one result; provision registers it on the host that ran the step only)",
+                "/pb/site.yml:48: retries: not converted (provision takes a positive number of seconds/attempts, not a template)",
+            ]
+        );
+        let notes: Vec<String> = r
+            .notes()
+            .map(|n| format!("{}: {}", n.line, n.what))
+            .collect();
+        assert_eq!(
+            notes,
+            ["26: until without retries: retries = 2 (Ansible's default of 3 attempts in all)"]
+        );
+        let toml = text(&r, "playbook.toml");
+        for want in [
+            "[[steps]]\nname = \"probe\"\nuse = \"command\"\nhosts = \"app\"\nregister = \"probe\"\nwith = { run = \"{{ vars.probe_cmd }}\" }\n",
+            "[[steps]]\nname = \"setup\"\nuse = \"command\"\nhosts = \"app\"\nwhen = \"(probe.rc != 0) and (not probe.skipped) and (vars.probe_cmd is defined)\"\n",
+            "[[steps]]\nname = \"wait\"\nuse = \"command\"\nhosts = \"app\"\nregister = \"health\"\nretries = 10\ndelay = 3\nuntil = \"'ok' in health.stdout\"\n",
+            "[[steps]]\nname = \"once\"\nuse = \"command\"\nhosts = \"app\"\nrun_once = true\n",
+            "[[steps]]\nname = \"until alone\"\nuse = \"command\"\nhosts = \"app\"\nregister = \"ready\"\nretries = 2\nuntil = \"not ready.failed\"\n",
+            // Registered by a step after it: not a registered result here.
+            "# [[steps]]\n# name = \"too early\"\n",
+            "[[steps]]\nname = \"late\"\nuse = \"command\"\nhosts = \"app\"\nregister = \"late\"\n",
+        ] {
+            assert!(toml.contains(want), "{want}\nnot in\n{toml}");
+        }
+        let parsed: toml::Table = toml::from_str(&toml).unwrap();
+        assert_eq!(parsed["steps"].as_array().unwrap().len(), 6, "{toml}");
+    }
+
+    const ROLES_SITE: &str = r#"- hosts: web
+  tags: [site]
+  vars:
+    enable_app: true
+    base_port: 80
+  roles:
+    - common
+    - role: app
+      vars:
+        app_port: 8080
+      app_user: deploy
+      when: enable_app
+      tags: app
+    - role: app
+      app_port: "{{ base_port }}"
+  tasks:
+    - include_tasks: tasks/extra.yml
+      vars:
+        level: 2
+      when: enable_app
+    - import_tasks: tasks/extra.yml
+      loop: [1, 2]
+    - name: common again
+      include_role:
+        name: common
+      tags: again
+    - include_tasks: missing.yml
+"#;
+
+    fn roles_fixture() -> Import {
+        convert(&[
+            ("site.yml", ROLES_SITE),
+            (
+                "roles/common/tasks/main.yml",
+                "- name: motd\n  copy:\n    content: \"{{ motd }}\"\n    dest: /etc/motd\n- include_tasks: sub.yml\n",
+            ),
+            ("roles/common/defaults/main.yml", "motd: hello\nunused: 1\n"),
+            (
+                "roles/common/tasks/sub.yml",
+                "- name: sub\n  command: echo sub creates=/tmp/sub\n- import_role:\n    name: app\n",
+            ),
+            (
+                "roles/common/handlers/main.yml",
+                "- name: reload motd\n  command: /usr/bin/true\n",
+            ),
+            (
+                "roles/app/tasks/main.yml",
+                "- name: app dir\n  file: path=/srv/{{ app_user }} state=directory\n- name: app conf\n  template: src=app.conf.j2 dest=/etc/app.conf\n",
+            ),
+            ("roles/app/templates/app.conf.j2", "port={{ app_port }}\n"),
+            (
+                "tasks/extra.yml",
+                "- name: extra\n  command: echo {{ level }} creates=/tmp/extra\n  when: motd is defined\n",
+            ),
+        ])
+    }
+
+    /// Each role becomes its own directory (steps.toml, handlers.toml, defaults.toml,
+    /// templates/) included where Ansible ran it, with the entry's vars, params, when and tags;
+    /// a task file becomes the TOML file at its place, included with its vars, when and tags.
+    #[test]
+    fn roles_and_task_files_convert_to_included_files() {
+        let r = roles_fixture();
+        let names: Vec<String> = r
+            .files
+            .iter()
+            .map(|(p, _)| p.display().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "playbook.toml",
+                "roles/common/steps.toml",
+                "roles/common/sub.toml",
+                "roles/app/steps.toml",
+                "roles/common/handlers.toml",
+                "tasks/extra.toml",
+                "roles/common/defaults.toml",
+                "roles/app/templates/app.conf.j2",
+                "vars.toml",
+            ]
+        );
+        assert_eq!(
+            problems(&r),
+            [
+                "/pb/site.yml:15: var `app_port` of an include: a template: not converted (provision's include `vars` are plain values)",
+                "/pb/site.yml:22: loop on `import_tasks`: not converted (provision's include has no loop: include a file whose step loops)",
+                "/pb/site.yml:27: include_tasks `missing.yml`: not found beside /pb/site.yml or in /pb",
+            ]
+        );
+        assert_eq!(
+            text(&r, "playbook.toml"),
+            r#"# Converted from site.yml by `provision import-ansible` (docs/porting-from-ansible.md).
+# Steps written commented out could not be converted whole: the comment above each says why.
+
+# play: web servers
+[[steps]]
+include = "roles/common"
+hosts = "web"
+tags = ["site"]
+
+[[steps]]
+include = "roles/app"
+hosts = "web"
+when = "vars.enable_app"
+tags = ["site", "app"]
+vars = { app_port = 8080, app_user = "deploy" }
+
+# not converted: /pb/site.yml:15: var `app_port` of an include: a template: not converted (provision's include `vars` are plain values)
+# [[steps]]
+# include = "roles/app"
+# hosts = "web"
+# tags = ["site"]
+
+[[steps]]
+include = "tasks/extra.toml"
+hosts = "web"
+when = "vars.enable_app"
+tags = ["site"]
+vars = { level = 2 }
+
+# not converted: /pb/site.yml:22: loop on `import_tasks`: not converted (provision's include has no loop: include a file whose step loops)
+# [[steps]]
+# include = "tasks/extra.toml"
+# hosts = "web"
+# tags = ["site"]
+
+# include_role: common again
+[[steps]]
+include = "roles/common"
+hosts = "web"
+tags = ["site", "again"]
+"#
+            .replace("# play: web servers\n", "")
+        );
+        assert_eq!(
+            text(&r, "roles/common/sub.toml"),
+            "# Converted from roles/common/tasks/sub.yml by `provision import-ansible` (docs/porting-from-ansible.md).\n# Steps written commented out could not be converted whole: the comment above each says why.\n\n[[steps]]\nname = \"sub\"\nuse = \"command\"\nwith = { creates = \"/tmp/sub\", run = \"echo sub\" }\n\n[[steps]]\ninclude = \"../app\"\n"
+        );
+        assert!(
+            text(&r, "roles/common/steps.toml").ends_with("\n[[steps]]\ninclude = \"sub.toml\"\n"),
+            "{}",
+            text(&r, "roles/common/steps.toml")
+        );
+        assert!(
+            text(&r, "roles/app/steps.toml")
+                .contains("with = { dest = \"/etc/app.conf\", src = \"templates/app.conf.j2\" }")
+        );
+        assert_eq!(
+            text(&r, "roles/app/templates/app.conf.j2"),
+            "port={{ vars.app_port }}\n"
+        );
+        assert!(
+            text(&r, "roles/common/handlers.toml")
+                .contains("[[handlers]]\nname = \"reload motd\"\n")
+        );
+        assert!(
+            text(&r, "roles/common/defaults.toml").ends_with("\nmotd = \"hello\"\nunused = 1\n")
+        );
+        // `motd` is a role default that a step outside the role reads (Ansible shows role
+        // defaults to the whole play): it goes to [vars] too; `unused` does not.
+        assert!(text(&r, "tasks/extra.toml").contains("when = \"vars.motd is defined\""));
+        assert_eq!(
+            text(&r, "vars.toml"),
+            "# The playbook's vars and its roles' defaults: add them to your cluster.toml.\n[vars]\nbase_port = 80\nenable_app = true\nmotd = \"hello\"\n"
+        );
+    }
+
+    /// A task file that includes itself again is named with the chain, its include commented out.
+    #[test]
+    fn an_include_cycle_is_named_not_followed() {
+        let r = convert(&[
+            (
+                "site.yml",
+                "- hosts: all\n  tasks:\n    - include_tasks: a.yml\n",
+            ),
+            ("a.yml", "- import_tasks: b.yml\n"),
+            (
+                "b.yml",
+                "- name: b\n  command: /bin/true\n- include_tasks: a.yml\n",
+            ),
+        ]);
+        assert_eq!(
+            problems(&r),
+            [
+                "/pb/b.yml:3: include cycle: playbook.toml -> a.toml -> b.toml -> a.toml: not converted"
+            ]
+        );
+        assert!(
+            text(&r, "b.toml").ends_with("\n# [[steps]]\n# include = \"a.toml\"\n"),
+            "{}",
+            text(&r, "b.toml")
+        );
+        assert!(text(&r, "a.toml").ends_with("\n[[steps]]\ninclude = \"b.toml\"\n"));
+    }
+
+    /// A play's `serial` and `max_fail_percentage` become the playbook's top-level keys when
+    /// every play agrees; plays that differ, templates and values out of range are named.
+    #[test]
+    fn play_serial_and_max_fail_percentage_become_top_level_keys() {
+        let two = "- hosts: a\n  serial: [1, \"50%\"]\n  max_fail_percentage: 10\n  tasks:\n    - command: /bin/true\n- hosts: b\n  serial: [1, \"50%\"]\n  max_fail_percentage: 10\n  tasks: []\n";
+        let r = convert(&[("site.yml", two)]);
+        assert_eq!(problems(&r), Vec::<String>::new());
+        assert!(
+            text(&r, "playbook.toml")
+                .contains("\n\nserial = [1, \"50%\"]\nmax_fail_percentage = 10\n\n[[steps]]\n"),
+            "{}",
+            text(&r, "playbook.toml")
+        );
+        let differ = "- hosts: a\n  serial: 1\n  tasks: []\n- hosts: b\n  tasks: []\n";
+        assert_eq!(
+            problems(&convert(&[("site.yml", differ)])),
+            [
+                "/pb/site.yml:2: play key `serial`: not converted (plays differ, and provision has one `serial` per playbook: set it per step)"
+            ]
+        );
+        let bad = "- hosts: a\n  serial: \"{{ n }}\"\n  max_fail_percentage: 150\n  tasks: []\n- hosts: b\n  serial: 0\n  max_fail_percentage: 150\n  tasks: []\n";
+        let r = convert(&[("site.yml", bad)]);
+        assert_eq!(
+            problems(&r),
+            [
+                "/pb/site.yml:2: play key `serial`: not converted (provision takes a positive number of hosts, a percentage (\"25%\") or a list of them, not a template)",
+                "/pb/site.yml:6: play key `serial`: not converted (provision takes a positive number of hosts, a percentage (\"25%\") or a list of them, not a template)",
+                "/pb/site.yml:3: play key `max_fail_percentage`: not converted (provision takes a percentage from 0 to 100, not a template)",
+                "/pb/site.yml:7: play key `max_fail_percentage`: not converted (provision takes a percentage from 0 to 100, not a template)",
+            ]
+        );
+        assert!(!text(&r, "playbook.toml").contains("serial ="));
     }
 }
