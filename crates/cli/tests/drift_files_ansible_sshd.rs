@@ -424,6 +424,36 @@ fn a_converted_ansible_role_runs_on_real_hosts_and_a_second_run_changes_nothing(
     };
     let first = run(&[]);
     assert!(first.status.success(), "{}", text(&first));
+    // The role's converted `register` + `when` over it: the check after the template ran
+    // where the template changed (every host, one at a time: the play's `serial: 1`).
+    let results = |out: &Output| -> Vec<(String, String, String)> {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == "host_result")
+            .map(|v| {
+                (
+                    v["step"].as_str().unwrap().to_string(),
+                    v["host"].as_str().unwrap().to_string(),
+                    v["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let check = |out: &Output| -> Vec<(String, String)> {
+        results(out)
+            .into_iter()
+            .filter(|r| r.0 == "nginx configuration is complete")
+            .map(|r| (r.1, r.2))
+            .collect()
+    };
+    let pair = |h: &str, s: &str| (h.to_string(), s.to_string());
+    assert_eq!(
+        check(&first),
+        [pair("h1", "changed"), pair("h2", "changed")],
+        "{}",
+        text(&first)
+    );
     use std::os::unix::fs::MetadataExt;
     for i in 1..=2 {
         let r = h.root(i);
@@ -453,18 +483,12 @@ fn a_converted_ansible_role_runs_on_real_hosts_and_a_second_run_changes_nothing(
     let before: Vec<_> = (1..=2).map(|i| snapshot(&h.root(i))).collect();
     let second = run(&[]);
     assert!(second.status.success(), "{}", text(&second));
-    let statuses: Vec<(String, String, String)> = String::from_utf8_lossy(&second.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["event"] == "host_result")
-        .map(|v| {
-            (
-                v["step"].as_str().unwrap().to_string(),
-                v["host"].as_str().unwrap().to_string(),
-                v["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let statuses = results(&second);
+    // Nothing changed, so the `when` over the registered result is false on both hosts.
+    assert_eq!(
+        check(&second),
+        [pair("h1", "skipped"), pair("h2", "skipped")]
+    );
     assert!(!statuses.is_empty());
     assert!(
         statuses.iter().all(|s| s.2 == "ok" || s.2 == "skipped"),
@@ -488,7 +512,7 @@ fn import_ansible_exits_3_naming_what_it_left_out_and_the_rest_passes_check_conf
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("site.yml"),
-        "- hosts: all\n  tasks:\n    - name: motd\n      copy:\n        content: hi\n        dest: /srv/motd\n    - name: count\n      command: wc -l /etc/passwd\n      register: lines\n",
+        "- hosts: all\n  tasks:\n    - name: motd\n      copy:\n        content: hi\n        dest: /srv/motd\n    - name: count\n      command: wc -l /etc/passwd\n      register: lines\n    - name: elsewhere\n      command: wc -l /etc/group\n      delegate_to: h2\n",
     )
     .unwrap();
     std::fs::write(dir.join("hosts.ini"), "[app]\nh1 ansible_host=127.0.0.1\n").unwrap();
@@ -502,14 +526,14 @@ fn import_ansible_exits_3_naming_what_it_left_out_and_the_rest_passes_check_conf
     ]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let t = text(&out);
-    assert!(t.contains("converted 1 of 2 step(s)"), "{t}");
+    assert!(t.contains("converted 2 of 3 step(s)"), "{t}");
     assert!(
-        t.contains("ansible/site.yml:9: register: not converted (see README: `register = \"x\"`)"),
+        t.contains("ansible/site.yml:12: delegate_to: not converted (provision runs every step on its own hosts)"),
         "{t}"
     );
     let out = h.provision(&["check-config", "out/cluster.toml"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("1 hosts, 1 steps"), "{}", text(&out));
+    assert!(text(&out).contains("1 hosts, 2 steps"), "{}", text(&out));
     // Not YAML at all: bad input, nothing written.
     std::fs::write(dir.join("bad.yml"), "- hosts: [all\n").unwrap();
     let out = h.provision(&["import-ansible", "ansible/bad.yml", "-o", "out2"]);
