@@ -2009,12 +2009,14 @@ with = { run = "echo start {{ host.name }} $(date +%s%N) >> SHARED; sleep 0.4; e
         ]
     );
 
-    // The control: without serial the three commands overlap (all start before any ends).
+    // The control: without serial the three commands overlap (all start before any ends; a
+    // longer sleep, so that a loaded machine starting them slowly still shows it).
     std::fs::remove_file(c.dir.path().join("shared.log")).unwrap();
     let pb = c.dir.path().join("playbook.toml");
     let parallel = std::fs::read_to_string(&pb)
         .unwrap()
-        .replace("serial = 1\n", "");
+        .replace("serial = 1\n", "")
+        .replace("sleep 0.4", "sleep 3");
     std::fs::write(&pb, parallel).unwrap();
     let out = c.provision(&["run", &c.cluster_toml()]);
     assert!(out.status.success(), "{}", text(&out));

@@ -96,7 +96,7 @@ pub struct Retry {
     pub until: Option<String>,
 }
 
-/// What is decided about a step when it is reached (`step::AtRunStep` carries it): its
+/// What is decided about a step when it is reached (`step::Configured` carries it): its
 /// `register`, a `when` over registered results, its retries. It keeps each target host's
 /// template context (vars, host, the loop's item) so those expressions read what the
 /// compile-time ones read, plus the registered results.

@@ -1,6 +1,6 @@
 //! How a step's changes roll out over its hosts (Ansible's `serial`, `max_fail_percentage` and
 //! `run_once`): the batches, the failure threshold that stops a run, and the one host of a
-//! run-once step. Pure decisions; the runner carries them out (`step::RolledOut` gives a step
+//! run-once step. Pure decisions; the runner carries them out (`step::Configured` gives a step
 //! its rollout).
 
 /// One batch size of `serial`: a number of hosts, or a share of the step's hosts.

@@ -273,13 +273,41 @@ pub trait Step: Send + Sync {
     }
 }
 
-/// A step with the playbook's `timeout` for every command of its plan.
-pub struct Timed {
+/// A built step with what its playbook entry adds around it: the `timeout` of every command of
+/// its plan, the handlers its `notify` names, what is decided when it is reached (`register`, a
+/// `when` over registered results, retries) and its rollout (`serial`, `max_fail_percentage`,
+/// `run_once`). One wrapper, so that a new per-step setting is a field here, not one more type
+/// forwarding every method.
+pub struct Configured {
     pub step: Box<dyn Step>,
-    pub timeout: Duration,
+    pub timeout: Option<Duration>,
+    pub notifies: Vec<String>,
+    pub at: Option<crate::registered::AtRun>,
+    pub rollout: Option<crate::rollout::Rollout>,
 }
 
-impl Step for Timed {
+impl Configured {
+    /// `step` with nothing added (set the fields that apply).
+    pub fn new(step: Box<dyn Step>) -> Configured {
+        Configured {
+            step,
+            timeout: None,
+            notifies: Vec::new(),
+            at: None,
+            rollout: None,
+        }
+    }
+
+    /// Whether nothing is added: the step can run as it is.
+    pub fn adds_nothing(&self) -> bool {
+        self.timeout.is_none()
+            && self.notifies.is_empty()
+            && self.at.is_none()
+            && self.rollout.is_none()
+    }
+}
+
+impl Step for Configured {
     fn title(&self) -> &str {
         self.step.title()
     }
@@ -299,103 +327,23 @@ impl Step for Timed {
         self.step.secret_values(host, facts)
     }
     fn timeout(&self) -> Option<Duration> {
-        Some(self.timeout)
+        self.timeout.or_else(|| self.step.timeout())
     }
     fn notifies(&self) -> &[String] {
-        self.step.notifies()
+        if self.notifies.is_empty() {
+            self.step.notifies()
+        } else {
+            &self.notifies
+        }
     }
     fn flushes_handlers(&self) -> bool {
         self.step.flushes_handlers()
     }
     fn at_run(&self) -> Option<&crate::registered::AtRun> {
-        self.step.at_run()
+        self.at.as_ref().or_else(|| self.step.at_run())
     }
     fn rollout(&self) -> &crate::rollout::Rollout {
-        self.step.rollout()
-    }
-}
-
-/// A step with the handlers its `notify` names.
-pub struct Notifying {
-    pub step: Box<dyn Step>,
-    pub handlers: Vec<String>,
-}
-
-impl Step for Notifying {
-    fn title(&self) -> &str {
-        self.step.title()
-    }
-    fn targets(&self) -> Vec<String> {
-        self.step.targets()
-    }
-    fn fact_hosts(&self) -> Vec<String> {
-        self.step.fact_hosts()
-    }
-    fn gather(&self, host: &str) -> Option<String> {
-        self.step.gather(host)
-    }
-    fn plan(&self, facts: &BTreeMap<String, Facts>) -> StepPlan {
-        self.step.plan(facts)
-    }
-    fn secret_values(&self, host: &str, facts: &Facts) -> Vec<String> {
-        self.step.secret_values(host, facts)
-    }
-    fn timeout(&self) -> Option<Duration> {
-        self.step.timeout()
-    }
-    fn notifies(&self) -> &[String] {
-        &self.handlers
-    }
-    fn flushes_handlers(&self) -> bool {
-        self.step.flushes_handlers()
-    }
-    fn at_run(&self) -> Option<&crate::registered::AtRun> {
-        self.step.at_run()
-    }
-    fn rollout(&self) -> &crate::rollout::Rollout {
-        self.step.rollout()
-    }
-}
-
-/// A step with the rollout its playbook entry (or the play) asks for.
-pub struct RolledOut {
-    pub step: Box<dyn Step>,
-    pub rollout: crate::rollout::Rollout,
-}
-
-impl Step for RolledOut {
-    fn title(&self) -> &str {
-        self.step.title()
-    }
-    fn targets(&self) -> Vec<String> {
-        self.step.targets()
-    }
-    fn fact_hosts(&self) -> Vec<String> {
-        self.step.fact_hosts()
-    }
-    fn gather(&self, host: &str) -> Option<String> {
-        self.step.gather(host)
-    }
-    fn plan(&self, facts: &BTreeMap<String, Facts>) -> StepPlan {
-        self.step.plan(facts)
-    }
-    fn secret_values(&self, host: &str, facts: &Facts) -> Vec<String> {
-        self.step.secret_values(host, facts)
-    }
-    fn timeout(&self) -> Option<Duration> {
-        self.step.timeout()
-    }
-    fn notifies(&self) -> &[String] {
-        self.step.notifies()
-    }
-    fn flushes_handlers(&self) -> bool {
-        self.step.flushes_handlers()
-    }
-    fn rollout(&self) -> &crate::rollout::Rollout {
-        &self.rollout
-    }
-    fn at_run(&self) -> Option<&crate::registered::AtRun> {
-        self.step.at_run()
+        self.rollout.as_ref().unwrap_or_else(|| self.step.rollout())
     }
 }
 
@@ -465,48 +413,5 @@ impl Step for PerHost {
             plan.hosts.insert(host.clone(), result);
         }
         plan
-    }
-}
-
-/// A step with what is decided about it when it is reached (`register`, a `when` over
-/// registered results, retries).
-pub struct AtRunStep {
-    pub step: Box<dyn Step>,
-    pub at: crate::registered::AtRun,
-}
-
-impl Step for AtRunStep {
-    fn title(&self) -> &str {
-        self.step.title()
-    }
-    fn targets(&self) -> Vec<String> {
-        self.step.targets()
-    }
-    fn fact_hosts(&self) -> Vec<String> {
-        self.step.fact_hosts()
-    }
-    fn gather(&self, host: &str) -> Option<String> {
-        self.step.gather(host)
-    }
-    fn plan(&self, facts: &BTreeMap<String, Facts>) -> StepPlan {
-        self.step.plan(facts)
-    }
-    fn secret_values(&self, host: &str, facts: &Facts) -> Vec<String> {
-        self.step.secret_values(host, facts)
-    }
-    fn timeout(&self) -> Option<Duration> {
-        self.step.timeout()
-    }
-    fn notifies(&self) -> &[String] {
-        self.step.notifies()
-    }
-    fn flushes_handlers(&self) -> bool {
-        self.step.flushes_handlers()
-    }
-    fn at_run(&self) -> Option<&crate::registered::AtRun> {
-        Some(&self.at)
-    }
-    fn rollout(&self) -> &crate::rollout::Rollout {
-        self.step.rollout()
     }
 }

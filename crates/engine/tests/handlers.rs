@@ -6,7 +6,7 @@ use provision_engine::event::{MemorySink, Recap};
 use provision_engine::facts::answer_batch;
 use provision_engine::handlers::Handlers;
 use provision_engine::step::{
-    Action, Change, Check, Facts, FlushHandlers, HostStep, Notifying, PerHost, Step, StepError,
+    Action, Change, Check, Configured, Facts, FlushHandlers, HostStep, PerHost, Step, StepError,
 };
 use provision_engine::{Event, HostStatus, RunOptions, Runner};
 use provision_transport::fake::{FakeConnector, FakeTransport};
@@ -61,9 +61,9 @@ fn marker(name: &'static str, hosts: &[&str], notify: &[&str]) -> Box<dyn Step> 
     if notify.is_empty() {
         return step;
     }
-    Box::new(Notifying {
-        step,
-        handlers: notify.iter().map(|s| s.to_string()).collect(),
+    Box::new(Configured {
+        notifies: notify.iter().map(|s| s.to_string()).collect(),
+        ..Configured::new(step)
     })
 }
 

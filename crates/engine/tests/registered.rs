@@ -5,7 +5,7 @@ use minijinja::Value;
 use provision_engine::event::{MemorySink, Recap, Redactor};
 use provision_engine::registered::{AtRun, Retry};
 use provision_engine::step::{
-    Action, AtRunStep, Change, Check, Facts, HostStep, PerHost, Step, StepError,
+    Action, Change, Check, Configured, Facts, HostStep, PerHost, Step, StepError,
 };
 use provision_engine::{Event, HostStatus, RunOptions, Runner};
 use provision_transport::fake::{FakeConnector, FakeTransport};
@@ -57,14 +57,14 @@ fn step(title: &str, script: &'static str, hosts: &[&str], spec: Spec) -> Box<dy
             (h.to_string(), ctx)
         })
         .collect();
-    Box::new(AtRunStep {
-        step: inner,
-        at: AtRun {
+    Box::new(Configured {
+        at: Some(AtRun {
             register: spec.register.map(str::to_string),
             when: spec.when.map(str::to_string),
             retry: spec.retry,
             contexts,
-        },
+        }),
+        ..Configured::new(inner)
     })
 }
 

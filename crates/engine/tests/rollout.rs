@@ -6,7 +6,7 @@ use provision_engine::event::{MemorySink, Recap};
 use provision_engine::facts::answer_batch;
 use provision_engine::rollout::{BatchSize, Rollout, Serial};
 use provision_engine::step::{
-    Action, Change, Check, Facts, HostStep, PerHost, RolledOut, Step, StepError,
+    Action, Change, Check, Configured, Facts, HostStep, PerHost, Step, StepError,
 };
 use provision_engine::{HostStatus, RunOptions, Runner};
 use provision_transport::fake::{FakeConnector, FakeTransport};
@@ -60,7 +60,10 @@ fn step(name: &'static str, hosts: &[&str], rolling: bool) -> Box<dyn Step> {
 }
 
 fn rolled(step: Box<dyn Step>, rollout: Rollout) -> Box<dyn Step> {
-    Box::new(RolledOut { step, rollout })
+    Box::new(Configured {
+        rollout: Some(rollout),
+        ..Configured::new(step)
+    })
 }
 
 /// What happened on every host, in order: "HOST gather" when facts were read, "HOST touch NAME

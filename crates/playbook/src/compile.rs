@@ -10,8 +10,7 @@ use provision_engine::playbook_file::{FLUSH_HANDLERS, PlaybookFile, StepSpec};
 use provision_engine::registered::AtRun;
 use provision_engine::rollout::Rollout;
 use provision_engine::step::{
-    AtRunStep, Check, Facts, FlushHandlers, HostStep, Notifying, PerHost, RolledOut, Step,
-    StepError, Timed,
+    Check, Configured, Facts, FlushHandlers, HostStep, PerHost, Step, StepError,
 };
 use provision_engine::template::{self, TemplateError};
 use provision_transport::{Become, Target};
@@ -177,11 +176,7 @@ pub fn compile(
                             .map(|h| (h, ctx.clone()))
                             .collect();
                     }
-                    out.push(rolled_out(
-                        pb,
-                        spec,
-                        notifying(spec, at_run(spec, timed(spec, step), contexts)),
-                    ));
+                    out.push(configured(pb, spec, step, contexts));
                 }
                 continue;
             }
@@ -196,7 +191,7 @@ pub fn compile(
                 );
                 continue;
             };
-            let (step, runs_on) = compile_host_step(
+            let (step, runs_on, contexts_at_run) = compile_host_step(
                 inv,
                 spec,
                 rep,
@@ -209,7 +204,7 @@ pub fn compile(
                 &mut diagnostics,
             );
             origin(runs_on);
-            out.push(rolled_out(pb, spec, notifying(spec, step)));
+            out.push(configured(pb, spec, step, contexts_at_run));
         }
     }
     let pending_files = pending_files(inv, &mut diagnostics);
@@ -276,8 +271,8 @@ fn pattern_problems(
 }
 
 /// One host step on every host it selects: `when` and `with` evaluated per host (with the
-/// repetition's item); the hosts for which `when` is false are skipped. Returns the step and
-/// the hosts it runs on.
+/// repetition's item); the hosts for which `when` is false are skipped. Returns the step, the
+/// hosts it runs on and each host's context (for what is decided when it is reached).
 #[allow(clippy::too_many_arguments)]
 fn compile_host_step(
     inv: &Inventory,
@@ -290,7 +285,11 @@ fn compile_host_step(
     ctor: crate::ctx::HostStepCtor,
     warnings: &std::cell::RefCell<Vec<Diagnostic>>,
     diagnostics: &mut Vec<Diagnostic>,
-) -> (Box<dyn Step>, Vec<String>) {
+) -> (
+    Box<dyn Step>,
+    Vec<String>,
+    std::collections::BTreeMap<String, minijinja::Value>,
+) {
     let mut runs_on = Vec::new();
     let mut per_host: Vec<(String, Box<dyn HostStep>)> = Vec::new();
     // Only a step with include vars or role defaults needs contexts of its own.
@@ -377,72 +376,51 @@ fn compile_host_step(
             }
         }
     }
-    let step = timed(
-        spec,
-        Box::new(PerHost {
-            title: spec.name.clone(),
-            hosts: per_host,
-        }),
-    );
-    (at_run(spec, step, kept), runs_on)
+    let step: Box<dyn Step> = Box::new(PerHost {
+        title: spec.name.clone(),
+        hosts: per_host,
+    });
+    (step, runs_on, kept)
 }
 
-/// The step with what is decided when it is reached (`register`, a `when` over registered
-/// results, retries), when it has any; `contexts`: each target host's template context.
-fn at_run(
+/// The step with what its playbook entry adds around it (see [`Configured`]): its `timeout`,
+/// the handlers its `notify` names (each once), what is decided when it is reached (with each
+/// host's template context), and its rollout: its own `serial` and `max_fail_percentage`, else
+/// the play's, and its `run_once`.
+fn configured(
+    pb: &PlaybookFile,
     spec: &StepSpec,
     step: Box<dyn Step>,
     contexts: std::collections::BTreeMap<String, minijinja::Value>,
 ) -> Box<dyn Step> {
-    if spec.register.is_none() && spec.retry.is_none() && !spec.when_at_run {
-        return step;
+    let mut c = Configured::new(step);
+    c.timeout = spec.timeout;
+    for n in &spec.notify {
+        if !c.notifies.contains(&n.handler) {
+            c.notifies.push(n.handler.clone());
+        }
     }
-    Box::new(AtRunStep {
-        step,
-        at: AtRun {
+    if spec.register.is_some() || spec.retry.is_some() || spec.when_at_run {
+        c.at = Some(AtRun {
             register: spec.register.clone(),
             when: spec.when.clone().filter(|_| spec.when_at_run),
             retry: spec.retry.clone(),
             contexts,
-        },
-    })
-}
-
-/// The step with the playbook's `timeout`, when it sets one.
-fn timed(spec: &StepSpec, step: Box<dyn Step>) -> Box<dyn Step> {
-    match spec.timeout {
-        Some(timeout) => Box::new(Timed { step, timeout }),
-        None => step,
+        });
     }
-}
-
-/// The step with its rollout: its own `serial` and `max_fail_percentage`, else the play's, and
-/// its `run_once`.
-fn rolled_out(pb: &PlaybookFile, spec: &StepSpec, step: Box<dyn Step>) -> Box<dyn Step> {
     let own = &spec.rollout;
     let rollout = Rollout {
         serial: own.serial.clone().or_else(|| pb.rollout.serial.clone()),
         max_fail_percentage: own.max_fail_percentage.or(pb.rollout.max_fail_percentage),
         run_once: own.run_once,
     };
-    if rollout.is_default() {
-        return step;
+    if !rollout.is_default() {
+        c.rollout = Some(rollout);
     }
-    Box::new(RolledOut { step, rollout })
-}
-
-/// The step with the handlers its `notify` names, when it names any.
-fn notifying(spec: &StepSpec, step: Box<dyn Step>) -> Box<dyn Step> {
-    if spec.notify.is_empty() {
-        return step;
+    if c.adds_nothing() {
+        return c.step;
     }
-    let mut handlers: Vec<String> = Vec::new();
-    for n in &spec.notify {
-        if !handlers.contains(&n.handler) {
-            handlers.push(n.handler.clone());
-        }
-    }
-    Box::new(Notifying { step, handlers })
+    Box::new(c)
 }
 
 /// Each host's pending-notifications file: the var `pending_handlers_file` (host or cluster
