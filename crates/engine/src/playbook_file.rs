@@ -232,6 +232,31 @@ pub(crate) enum Entry {
 }
 
 /// One file checked on its own; `steps_required` is false for a role's handlers.toml. What is
+/// Keys that mean something only beside another (`loop_var` beside `loop`, `until` beside
+/// `retries`): each one written without it is an error at the key, named with `needs` and with
+/// `fix(key)` as help. False when any was reported.
+fn keys_need(
+    r: &mut Reporter<'_>,
+    t: &DeTable<'_>,
+    keys: &[&str],
+    label: &str,
+    needs: &str,
+    fix: &dyn Fn(&str) -> String,
+) -> bool {
+    let mut ok = true;
+    for key in keys {
+        if let Some(v) = t.get(*key) {
+            r.error(
+                &v.span(),
+                format!("`{key}` in {label} without {needs}"),
+                Some(fix(key)),
+            );
+            ok = false;
+        }
+    }
+    ok
+}
+
 /// valid is returned with the problems, so that a playbook's files are all checked in one pass.
 pub(crate) fn parse_parts(
     text: &str,

@@ -48,20 +48,13 @@ pub(super) fn check_loop(
     label: &str,
 ) -> Option<Option<StepLoop>> {
     let Some(v) = t.get("loop") else {
-        let mut ok = true;
-        for key in ["loop_var", "loop_label"] {
-            if let Some(v) = t.get(key) {
-                r.error(
-                    &v.span(),
-                    format!("`{key}` in {label} without a `loop`"),
-                    Some(format!(
-                        "add loop = [\"a\", \"b\"] (or loop = \"{{{{ vars.list }}}}\") to repeat the step, or remove `{key}`"
-                    )),
-                );
-                ok = false;
-            }
-        }
-        return ok.then_some(None);
+        let fix = |key: &str| {
+            format!(
+                "add loop = [\"a\", \"b\"] (or loop = \"{{{{ vars.list }}}}\") to repeat the step, or remove `{key}`"
+            )
+        };
+        return super::keys_need(r, t, &["loop_var", "loop_label"], label, "a `loop`", &fix)
+            .then_some(None);
     };
     let items = check_items(r, v, label);
     let var = match t.get("loop_var") {

@@ -73,20 +73,13 @@ pub(super) fn check_retry(
     label: &str,
 ) -> Option<Option<Retry>> {
     let Some(v) = t.get("retries") else {
-        let mut ok = true;
-        for key in ["until", "delay"] {
-            if let Some(v) = t.get(key) {
-                r.error(
-                    &v.span(),
-                    format!("`{key}` in {label} without `retries`"),
-                    Some(format!(
-                        "add retries = 5 (how many times the step may run again on a host), or remove `{key}`"
-                    )),
-                );
-                ok = false;
-            }
-        }
-        return ok.then_some(None);
+        let fix = |key: &str| {
+            format!(
+                "add retries = 5 (how many times the step may run again on a host), or remove `{key}`"
+            )
+        };
+        return super::keys_need(r, t, &["until", "delay"], label, "`retries`", &fix)
+            .then_some(None);
     };
     let what = format!("`retries` in {label}");
     let retries = match r.integer(v, &what, "retries = 5") {
