@@ -3,6 +3,8 @@
 //! As in `run_sshd.rs`, the hosts share this machine's filesystem, so each works under its own
 //! root directory (a host var).
 
+mod common;
+use common::text;
 use provision_testkit::{KeyPair, Sshd, keygen};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -74,28 +76,9 @@ impl Hosts {
         let mut args = vec!["run", cluster.as_str(), "--output", "json"];
         args.extend_from_slice(extra);
         let out = self.provision(&args);
-        let results = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["event"] == "host_result")
-            .map(|v| {
-                (
-                    v["step"].as_str().unwrap().into(),
-                    v["host"].as_str().unwrap().into(),
-                    v["status"].as_str().unwrap().into(),
-                )
-            })
-            .collect();
+        let results = common::host_results(&out);
         (out, results)
     }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn mode(p: &Path) -> u32 {
@@ -426,22 +409,8 @@ fn a_converted_ansible_role_runs_on_real_hosts_and_a_second_run_changes_nothing(
     assert!(first.status.success(), "{}", text(&first));
     // The role's converted `register` + `when` over it: the check after the template ran
     // where the template changed (every host, one at a time: the play's `serial: 1`).
-    let results = |out: &Output| -> Vec<(String, String, String)> {
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["event"] == "host_result")
-            .map(|v| {
-                (
-                    v["step"].as_str().unwrap().to_string(),
-                    v["host"].as_str().unwrap().to_string(),
-                    v["status"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect()
-    };
     let check = |out: &Output| -> Vec<(String, String)> {
-        results(out)
+        common::host_results(out)
             .into_iter()
             .filter(|r| r.0 == "nginx configuration is complete")
             .map(|r| (r.1, r.2))
@@ -483,7 +452,7 @@ fn a_converted_ansible_role_runs_on_real_hosts_and_a_second_run_changes_nothing(
     let before: Vec<_> = (1..=2).map(|i| snapshot(&h.root(i))).collect();
     let second = run(&[]);
     assert!(second.status.success(), "{}", text(&second));
-    let statuses = results(&second);
+    let statuses = common::host_results(&second);
     // Nothing changed, so the `when` over the registered result is false on both hosts.
     assert_eq!(
         check(&second),

@@ -2,6 +2,8 @@
 //! sshd hosts on 127.0.0.1. The hosts share this machine's filesystem, so every host
 //! works under its own root directory (a host var).
 
+mod common;
+use common::text;
 use provision_testkit::leaks::leaks;
 use provision_testkit::{KeyPair, Netns, Sshd, SshdOptions, keygen};
 use std::path::{Path, PathBuf};
@@ -183,18 +185,7 @@ impl Cluster {
 
     /// Host results of a `--output json` run: (step, host, status).
     fn results(out: &Output) -> Vec<(String, String, String)> {
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["event"] == "host_result")
-            .map(|v| {
-                (
-                    v["step"].as_str().unwrap().into(),
-                    v["host"].as_str().unwrap().into(),
-                    v["status"].as_str().unwrap().into(),
-                )
-            })
-            .collect()
+        common::host_results(out)
     }
 
     fn logs(&self) -> String {
@@ -205,14 +196,6 @@ impl Cluster {
         }
         all
     }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn mode(p: &Path) -> u32 {
