@@ -101,7 +101,9 @@ pub fn facts(args: FactsArgs) -> Result<u8> {
         let gathered: Vec<(String, String, Result<Facts, String>)> = rt.block_on(async {
             let futs = hosts.iter().filter(|h| wanted(h)).filter_map(|h| {
                 let cmd = step.gather(h)?;
-                let target = targets.iter().find(|t| &t.name == h)?.clone();
+                // A step that runs `on` another host for `h` reads that host.
+                let at = step.delegate(h).unwrap_or(h);
+                let target = targets.iter().find(|t| t.name == at)?.clone();
                 let pool = pool.clone();
                 Some(async move {
                     let res = match pool.session(&target).await {
@@ -140,8 +142,12 @@ pub fn facts(args: FactsArgs) -> Result<u8> {
         for (h, cmd, res) in &gathered {
             match res {
                 Ok(f) => {
+                    let on = step
+                        .delegate(h)
+                        .map(|d| format!(" (on {d})"))
+                        .unwrap_or_default();
                     show!(
-                        "-- {h} (exit {})",
+                        "-- {h}{on} (exit {})",
                         f.exit_status.map_or("?".to_string(), |c| c.to_string())
                     );
                     crate::term::out(&f.stdout);

@@ -54,6 +54,7 @@ pub fn result_line(e: &Event, verbose: bool) -> Option<String> {
         diff,
         failure,
         handler,
+        on,
         ..
     } = e
     else {
@@ -64,7 +65,9 @@ pub fn result_line(e: &Event, verbose: bool) -> Option<String> {
         return None;
     }
     let kind = if *handler { "handler " } else { "" };
-    let mut line = format!("{host}: {} {kind}{step}", status.as_str());
+    // A step that ran on another host for this one (`on`) says where.
+    let on = on.as_ref().map(|d| format!(" (on {d})")).unwrap_or_default();
+    let mut line = format!("{host}{on}: {} {kind}{step}", status.as_str());
     if !details.is_empty() {
         line.push_str(": ");
         line.push_str(&Redacted::join(details, "; "));
@@ -560,6 +563,7 @@ mod tests {
             failure: None,
             duration: std::time::Duration::ZERO,
             handler: true,
+            on: None,
         };
         sink.emit(&result);
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();

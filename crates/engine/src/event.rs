@@ -78,6 +78,10 @@ pub enum Event {
         /// The outcome of a handler (`[[handlers]]`): `index` counts handlers, `step` is its name.
         #[serde(skip_serializing_if = "is_false")]
         handler: bool,
+        /// Where the step ran for `host` when that is another host (`on`, Ansible's
+        /// `delegate_to`): the result is `host`'s, its gather and commands ran on this one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        on: Option<Redacted>,
     },
     /// Every remote command, for the run log (not shown on the terminal). The output of
     /// fact gathering is not kept (it may hold file contents): only its size.

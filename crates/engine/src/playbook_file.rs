@@ -25,6 +25,8 @@ mod include;
 pub use include::{BUILTIN_PREFIX, Builtins, Scope};
 mod register;
 mod rollout;
+mod delegate;
+pub use delegate::On;
 
 /// One `[[steps]]` entry, parsed but not yet built into a step.
 #[derive(Debug, Clone)]
@@ -69,6 +71,8 @@ pub struct StepSpec {
     /// `serial`, `max_fail_percentage`, `run_once`, as written on this step (the play's apply
     /// where it sets none: [`PlaybookFile::rollout`]).
     pub rollout: crate::rollout::Rollout,
+    /// `on`: the host its gather and commands run on for each of its hosts.
+    pub on: Option<On>,
 }
 
 impl StepSpec {
@@ -162,6 +166,7 @@ const STEP_KEYS: &[&str] = &[
     "serial",
     "max_fail_percentage",
     "run_once",
+    "on",
 ];
 
 impl PlaybookFile {
@@ -464,6 +469,7 @@ fn check_step(
     let register = register::check_register(r, t, &label);
     let retry = register::check_retry(r, t, &label);
     let rollout = rollout::check_rollout(r, t, &label, true);
+    let on = delegate::check_on(r, t, &label);
     if r.diagnostics.len() != errors_before {
         return None;
     }
@@ -489,6 +495,7 @@ fn check_step(
         retry: retry?,
         when_at_run: false,
         rollout: rollout?,
+        on: on?,
     })
 }
 

@@ -1,6 +1,6 @@
 //! How a step's changes roll out over its hosts (Ansible's `serial`, `max_fail_percentage` and
-//! `run_once`): the batches, the failure threshold that stops a run, and the one host of a
-//! run-once step. Pure decisions; the runner carries them out (`step::Configured` gives a step
+//! `run_once`): the batches, the failure threshold that stops a run, the one host of a
+//! run-once step, and the rounds of a delegated step (`on`). Pure decisions; the runner carries them out (`step::Configured` gives a step
 //! its rollout).
 
 /// One batch size of `serial`: a number of hosts, or a share of the step's hosts.
@@ -73,6 +73,32 @@ impl Rollout {
 /// `--limit`, its `when` true, not dropped out), if any.
 pub fn run_once_host(live: &[String]) -> Option<&String> {
     live.first()
+}
+
+/// A batch of a step cut into rounds, each gathered, planned and applied after the previous one
+/// finished, so that no two hosts of a round run on the same machine: `runs_on(host)` is where a
+/// target's gather and commands run (its delegate, `on`; None: itself). Round k holds the k-th
+/// host of each machine, in the order given. Two targets delegating to one host therefore run
+/// one after the other, each deciding from facts read after the previous one's change (the
+/// engine's rule: facts are never older than the last change to the host they come from), and
+/// never racing on that host's locks (apt, a config file both edit). One round when no two
+/// share a machine (every step without `on`).
+pub fn delegation_rounds<'a>(
+    batch: &'a [String],
+    runs_on: impl Fn(&str) -> Option<&'a str>,
+) -> Vec<Vec<String>> {
+    let mut rounds: Vec<Vec<String>> = Vec::new();
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for host in batch {
+        let at = runs_on(host).unwrap_or(host);
+        let k = seen.entry(at).or_insert(0);
+        if rounds.len() <= *k {
+            rounds.push(Vec::new());
+        }
+        rounds[*k].push(host.clone());
+        *k += 1;
+    }
+    rounds
 }
 
 /// True when more than `max_percent` of `total` hosts have failed (`failed` of them): the run
@@ -165,6 +191,34 @@ mod tests {
             stop_reason("deploy", 2, 3, 50),
             "stopped after step `deploy`: 2 of its 3 host(s) failed (66%), more than max_fail_percentage = 50; no further batches or steps ran"
         );
+    }
+
+    #[test]
+    fn targets_sharing_a_delegate_run_in_rounds_others_at_once() {
+        let on = |h: &str| match h {
+            "h1" | "h2" | "h4" => Some("lb"),
+            "h5" => Some("h3"),
+            _ => None,
+        };
+        assert_eq!(
+            delegation_rounds(&hosts(6), on),
+            [
+                vec!["h1".to_string(), "h3".into(), "h6".into()],
+                vec!["h2".into(), "h5".into()],
+                vec!["h4".into()],
+            ],
+            "one host of each machine per round: h5 runs on h3, so after it"
+        );
+        assert_eq!(
+            delegation_rounds(&hosts(3), |_| None),
+            [hosts(3)],
+            "no delegation: one round"
+        );
+        assert_eq!(
+            delegation_rounds(&hosts(3), |_| Some("lb")),
+            [vec!["h1".to_string()], vec!["h2".into()], vec!["h3".into()]]
+        );
+        assert!(delegation_rounds(&[], |_| None).is_empty());
     }
 
     #[test]

@@ -93,6 +93,8 @@ struct State {
     stopped: Option<String>,
     /// `register`, a `when` over registered results, retries: what the runner keeps for them.
     at_run: at_run::Kept,
+    /// (step index, target host) to the host the step runs on for it (`on`): results say so.
+    on: HashMap<(usize, String), String>,
 }
 
 /// The batch key of the pending-notifications read, which rides in a host's first fact batch.
@@ -154,6 +156,7 @@ impl Runner {
                 pending: HashMap::new(),
                 stopped: None,
                 at_run: Default::default(),
+                on: HashMap::new(),
             }),
             handlers: Handlers::default(),
             handler_targets: Vec::new(),
@@ -315,6 +318,14 @@ impl Runner {
         if targets.is_empty() {
             return true;
         }
+        {
+            let mut st = self.state.lock().unwrap();
+            for h in &targets {
+                if let Some(d) = step.delegate(h) {
+                    st.on.insert((index, h.clone()), d.to_string());
+                }
+            }
+        }
         let (shown, handler) = self.position(index);
         // A retry's attempt is reported as a retry, not as the step starting again.
         if !self.is_retry_attempt(index) {
@@ -340,8 +351,17 @@ impl Runner {
             if n > 0 && self.cancelled() {
                 break;
             }
-            self.run_batch(index, steps, batch, timeout, step_started)
-                .await;
+            // Targets that run on one machine (`on`) go one round after another.
+            for (k, round) in rollout::delegation_rounds(batch, |h| step.delegate(h))
+                .iter()
+                .enumerate()
+            {
+                if k > 0 && self.cancelled() {
+                    break;
+                }
+                self.run_batch(index, steps, round, timeout, step_started)
+                    .await;
+            }
             if let Some(max) = rollout.max_fail_percentage {
                 let failed = counted.iter().filter(|h| self.is_dead(h)).count();
                 if rollout::too_many_failed(failed, counted.len(), max) {
@@ -437,7 +457,7 @@ impl Runner {
                 ),
                 Some(Ok(Check::Change(c))) => {
                     let mut c = c.clone();
-                    let fresh = self.notify_pending(step, host, &mut c);
+                    let fresh = self.notify_pending(step, host, step.delegate(host), &mut c);
                     changes.push((host.clone(), c, fresh))
                 }
                 Some(Err(e)) => {
@@ -456,7 +476,15 @@ impl Runner {
                     break;
                 }
                 if self
-                    .apply(index, &title, &host, c, step_started, timeout, true)
+                    .apply(
+                        index,
+                        &title,
+                        (&host, step.delegate(&host)),
+                        c,
+                        step_started,
+                        timeout,
+                        true,
+                    )
                     .await
                 {
                     changed.push((host, fresh));
@@ -468,9 +496,17 @@ impl Runner {
                 let forks = forks.clone();
                 async move {
                     let _p = forks.acquire().await.expect("semaphore");
-                    self.apply(index, title, &host, c, step_started, timeout, true)
-                        .await
-                        .then_some((host, fresh))
+                    self.apply(
+                        index,
+                        title,
+                        (&host, step.delegate(&host)),
+                        c,
+                        step_started,
+                        timeout,
+                        true,
+                    )
+                    .await
+                    .then_some((host, fresh))
                 }
             }))
             .await
@@ -506,11 +542,13 @@ impl Runner {
 
     /// Before `changes` are applied to `host`: the notifications they add to the host's pending
     /// file (those it is not known to hold), written by one more command after the changes'
-    /// own, through the same gate. Returns what it adds.
+    /// own, through the same gate. Returns what it adds. The file is the target's also when the
+    /// changes run `on` another host: the handlers are notified for the target, as in Ansible.
     fn notify_pending(
         &self,
         step: &dyn Step,
         host: &str,
+        on: Option<&str>,
         changes: &mut [Change],
     ) -> BTreeSet<String> {
         let mut fresh = self.notifications(step, host);
@@ -518,9 +556,15 @@ impl Runner {
             fresh.retain(|n| !held.contains(n));
         }
         if let (false, Some(last)) = (fresh.is_empty(), changes.last_mut()) {
-            let file = self.handlers.pending_file(host);
-            last.actions
-                .push(Action::run(handlers::add_command(file, &fresh)));
+            let script = handlers::add_command(self.handlers.pending_file(host), &fresh);
+            last.actions.push(match on {
+                None => Action::run(script),
+                Some(_) => Action::RunOn {
+                    host: host.to_string(),
+                    script,
+                    stdin: None,
+                },
+            });
         }
         fresh
     }
@@ -677,7 +721,7 @@ impl Runner {
             .apply(
                 index,
                 name,
-                host,
+                (host, None),
                 vec![change],
                 Instant::now(),
                 self.opts.command_timeout,
@@ -732,10 +776,13 @@ impl Runner {
         let Some(own) = steps[index].gather(host) else {
             return Ok(None);
         };
+        // A step that runs `on` another host for this one reads that host, when it is reached:
+        // in a round trip of its own, never batched or cached with the target's facts.
+        let on = steps[index].delegate(host);
         let mut cmds = vec![(index, own)];
         let (ahead, play) = {
             let mut st = self.state.lock().unwrap();
-            (!st.wasted.remove(host), st.steps)
+            (on.is_none() && !st.wasted.remove(host), st.steps)
         };
         // The play's steps look ahead to the play's steps; a handler to no other.
         let end = if index < play { play } else { index + 1 };
@@ -744,17 +791,23 @@ impl Runner {
                 let concerned = later
                     .targets()
                     .iter()
-                    .any(|t| t == host && self.in_limit(t))
+                    .any(|t| t == host && self.in_limit(t) && later.delegate(t).is_none())
                     || later.fact_hosts().iter().any(|t| t == host);
                 if concerned && let Some(g) = later.gather(host) {
                     cmds.push((j, g));
                 }
             }
         }
-        let conn = self
-            .connection(host)
-            .await
-            .map_err(RunnerError::Transport)?;
+        let conn = match on {
+            None => self
+                .connection(host)
+                .await
+                .map_err(RunnerError::Transport)?,
+            Some(d) => self
+                .connection(d)
+                .await
+                .map_err(|e| RunnerError::Step(self.delegate_lost(d, host, &e)))?,
+        };
         // Steps that gather the same facts (the swarm steps of a manager) share one run of
         // the command: only distinct commands go into the script.
         let mut distinct: Vec<(usize, String)> = Vec::new();
@@ -767,10 +820,11 @@ impl Runner {
         }
         // The host's pending notifications ride in its first batch: a run that changes nothing
         // learns there is nothing pending without a round trip of its own.
-        let read_pending = self
-            .handler_targets
-            .iter()
-            .any(|(_, t)| t.iter().any(|h| h == host))
+        let read_pending = on.is_none()
+            && self
+                .handler_targets
+                .iter()
+                .any(|(_, t)| t.iter().any(|h| h == host))
             && self.in_limit(host)
             && !self.state.lock().unwrap().pending.contains_key(host);
         if read_pending {
@@ -784,7 +838,10 @@ impl Runner {
         let out = conn
             .run(Command::new(script.clone()).timeout(self.opts.gather_timeout))
             .await
-            .map_err(RunnerError::Transport)?;
+            .map_err(|e| match on {
+                None => RunnerError::Transport(e),
+                Some(d) => RunnerError::Step(self.delegate_lost(d, host, &e)),
+            })?;
         let title = steps[index].title().to_string();
         let stdout = out.stdout_str();
         let mut parsed = facts::parse_batch(&self.nonce, &stdout);
@@ -818,7 +875,11 @@ impl Runner {
         self.log_command(
             host,
             &title,
-            &format!("(facts for {} step(s))\n{script}", cmds.len()),
+            &format!(
+                "{}(facts for {} step(s))\n{script}",
+                on.map(|d| format!("(on {d}) ")).unwrap_or_default(),
+                cmds.len()
+            ),
             out.exit_status,
             started.elapsed(),
             &format!("({} bytes of facts, not logged)", out.stdout.len()),
@@ -852,7 +913,7 @@ impl Runner {
         &self,
         index: usize,
         title: &str,
-        host: &str,
+        (host, on): (&str, Option<&str>),
         changes: Vec<Change>,
         started: Instant,
         timeout: Duration,
@@ -882,10 +943,15 @@ impl Runner {
             );
             return true;
         }
-        let conn = match self.connection(host).await {
+        // Where the changes run: the target, or the host the step runs `on` for it.
+        let at = on.unwrap_or(host);
+        let conn = match self.connection(at).await {
             Ok(c) => c,
             Err(e) => {
-                self.host_lost(index, title, host, &RunnerError::Transport(e), started);
+                match on {
+                    None => self.host_lost(index, title, host, &RunnerError::Transport(e), started),
+                    Some(d) => self.fail(index, title, host, self.delegate_lost(d, host, &e), started),
+                }
                 return false;
             }
         };
@@ -900,12 +966,12 @@ impl Runner {
             let stale: Vec<String> = st
                 .cache
                 .keys()
-                .filter(|(h, j)| h == host || cross.contains(j))
+                .filter(|(h, j)| h == at || cross.contains(j))
                 .map(|(h, _)| h.clone())
-                .chain([host.to_string()])
+                .chain([at.to_string()])
                 .collect();
             st.wasted.extend(stale);
-            st.cache.retain(|(h, j), _| h != host && !cross.contains(j));
+            st.cache.retain(|(h, j), _| h != at && !cross.contains(j));
         }
         // What the commands print, for `register` and `until`.
         let mut printed = crate::registered::Captured::default();
@@ -914,7 +980,7 @@ impl Runner {
                 let res = match action {
                     Action::RunOn { host: other, .. } => match self.connection(other).await {
                         Ok(c) => {
-                            self.run_action(&*c, other, title, action, timeout, &mut printed)
+                            self.run_action(&*c, (other, None), title, action, timeout, &mut printed)
                                 .await
                         }
                         Err(e) => Err(RunnerError::Step(FailureInfo {
@@ -927,16 +993,26 @@ impl Runner {
                         })),
                     },
                     _ => {
-                        self.run_action(&*conn, host, title, action, timeout, &mut printed)
+                        let logged = (host, on);
+                        self.run_action(&*conn, logged, title, action, timeout, &mut printed)
                             .await
                     }
                 };
                 self.captured(index, host, &printed);
                 if let Err(e) = res {
                     match e {
-                        RunnerError::Transport(t) if t.is_unreachable() => {
-                            self.host_lost(index, title, host, &RunnerError::Transport(t), started)
-                        }
+                        RunnerError::Transport(t) if t.is_unreachable() => match on {
+                            None => self.host_lost(
+                                index,
+                                title,
+                                host,
+                                &RunnerError::Transport(t),
+                                started,
+                            ),
+                            Some(d) => {
+                                self.fail(index, title, host, self.delegate_lost(d, host, &t), started)
+                            }
+                        },
                         other => self.fail(index, title, host, self.failure(&other), started),
                     };
                     return false;
@@ -958,10 +1034,12 @@ impl Runner {
         true
     }
 
+    /// Runs one action over `conn`; logged under `host`, as run on `on` when the step runs on
+    /// another host for it.
     async fn run_action(
         &self,
         conn: &dyn Transport,
-        host: &str,
+        (host, on): (&str, Option<&str>),
         title: &str,
         action: &Action,
         timeout: Duration,
@@ -978,10 +1056,14 @@ impl Runner {
                     .run(Command::new(script.clone()).stdin(stdin).timeout(timeout))
                     .await
                     .map_err(RunnerError::Transport)?;
+                let logged = match on {
+                    Some(d) => format!("(on {d}) {script}"),
+                    None => script.clone(),
+                };
                 self.log_command(
                     host,
                     title,
-                    script,
+                    &logged,
                     out.exit_status,
                     started.elapsed(),
                     &out.stdout_str(),
@@ -1012,7 +1094,10 @@ impl Runner {
                 self.log_command(
                     host,
                     title,
-                    &action.describe(),
+                    &match on {
+                        Some(d) => format!("(on {d}) {}", action.describe()),
+                        None => action.describe(),
+                    },
                     status,
                     started.elapsed(),
                     "",
@@ -1025,6 +1110,30 @@ impl Runner {
             }
         }
         Ok(())
+    }
+
+    /// Why `host` fails when the host its step runs `on` cannot be reached: its step failed
+    /// there, but `host` itself is not unreachable.
+    fn delegate_lost(&self, on: &str, host: &str, e: &TransportError) -> FailureInfo {
+        FailureInfo {
+            message: self
+                .clean(&format!("cannot reach {on} to run the step there for {host}: {e}"))
+                .shortened(MAX_LINE_CHARS),
+            command: None,
+            exit_status: None,
+            stderr: Redacted::default(),
+            hint: Some(Redacted::literal(
+                "the step's `on` names that host: check that it is up and reachable over SSH",
+            )),
+        }
+    }
+
+    /// The host step `index` ran on for `host`, when another (`on`): for its result.
+    fn on(&self, index: usize, host: &str) -> Option<Redacted> {
+        let st = self.state.lock().unwrap();
+        st.on
+            .get(&(index, host.to_string()))
+            .map(|d| self.clean(d))
     }
 
     /// The one redaction point of the runner.
@@ -1093,6 +1202,7 @@ impl Runner {
                     r.failures.push((self.clean(title), failure.clone()));
                 }
             }
+            let on = self.on(index, host);
             let (index, handler) = self.position(index);
             self.emit(Event::HostResult {
                 index,
@@ -1104,6 +1214,7 @@ impl Runner {
                 failure: Some(failure),
                 duration: started.elapsed(),
                 handler,
+                on,
             });
         } else {
             self.fail(index, title, host, failure, started);
@@ -1186,6 +1297,7 @@ impl Runner {
                 HostStatus::Unreachable => r.unreachable = true,
             }
         }
+        let on = self.on(index, host);
         let (index, handler) = self.position(index);
         self.emit(Event::HostResult {
             index,
@@ -1197,6 +1309,7 @@ impl Runner {
             failure,
             duration: started.elapsed(),
             handler,
+            on,
         });
     }
 }

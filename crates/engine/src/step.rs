@@ -271,12 +271,18 @@ pub trait Step: Send + Sync {
     fn rollout(&self) -> &crate::rollout::Rollout {
         &crate::rollout::ALL_AT_ONCE
     }
+    /// The host whose connection runs this step's gather and commands for target `host`
+    /// (`on = "HOST"`, Ansible's `delegate_to`); None: the target's own. Templates, results,
+    /// `register` and notifications stay the target's.
+    fn delegate(&self, _host: &str) -> Option<&str> {
+        None
+    }
 }
 
 /// A built step with what its playbook entry adds around it: the `timeout` of every command of
 /// its plan, the handlers its `notify` names, what is decided when it is reached (`register`, a
 /// `when` over registered results, retries) and its rollout (`serial`, `max_fail_percentage`,
-/// `run_once`). One wrapper, so that a new per-step setting is a field here, not one more type
+/// `run_once`) and where it runs for each host (`on`). One wrapper, so that a new per-step setting is a field here, not one more type
 /// forwarding every method.
 pub struct Configured {
     pub step: Box<dyn Step>,
@@ -284,6 +290,8 @@ pub struct Configured {
     pub notifies: Vec<String>,
     pub at: Option<crate::registered::AtRun>,
     pub rollout: Option<crate::rollout::Rollout>,
+    /// Target host to the host it runs on instead (`on`); a host absent runs on itself.
+    pub on: BTreeMap<String, String>,
 }
 
 impl Configured {
@@ -295,6 +303,7 @@ impl Configured {
             notifies: Vec::new(),
             at: None,
             rollout: None,
+            on: BTreeMap::new(),
         }
     }
 
@@ -304,6 +313,7 @@ impl Configured {
             && self.notifies.is_empty()
             && self.at.is_none()
             && self.rollout.is_none()
+            && self.on.is_empty()
     }
 }
 
@@ -344,6 +354,12 @@ impl Step for Configured {
     }
     fn rollout(&self) -> &crate::rollout::Rollout {
         self.rollout.as_ref().unwrap_or_else(|| self.step.rollout())
+    }
+    fn delegate(&self, host: &str) -> Option<&str> {
+        match self.on.get(host) {
+            Some(d) => Some(d),
+            None => self.step.delegate(host),
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 pub(crate) mod context;
+mod delegate;
 mod looping;
 pub use context::{
     Shared, cluster_context, cluster_context_scoped, host_context, host_context_scoped,
@@ -155,6 +156,10 @@ pub fn compile(
                 }
             };
             if let Some(cctor) = cluster_step(&spec.uses) {
+                if let Some(d) = delegate::refuse_on_cluster_step(spec) {
+                    push_unique(&mut diagnostics, d);
+                    continue;
+                }
                 if let Some(step) = compile_cluster_step(
                     inv,
                     spec,
@@ -176,7 +181,7 @@ pub fn compile(
                             .map(|h| (h, ctx.clone()))
                             .collect();
                     }
-                    out.push(configured(pb, spec, step, contexts));
+                    out.push(configured(pb, spec, step, contexts, Default::default()));
                 }
                 continue;
             }
@@ -191,7 +196,7 @@ pub fn compile(
                 );
                 continue;
             };
-            let (step, runs_on, contexts_at_run) = compile_host_step(
+            let (step, runs_on, contexts_at_run, on) = compile_host_step(
                 inv,
                 spec,
                 rep,
@@ -204,7 +209,7 @@ pub fn compile(
                 &mut diagnostics,
             );
             origin(runs_on);
-            out.push(configured(pb, spec, step, contexts_at_run));
+            out.push(configured(pb, spec, step, contexts_at_run, on));
         }
     }
     let pending_files = pending_files(inv, &mut diagnostics);
@@ -272,7 +277,8 @@ fn pattern_problems(
 
 /// One host step on every host it selects: `when` and `with` evaluated per host (with the
 /// repetition's item); the hosts for which `when` is false are skipped. Returns the step, the
-/// hosts it runs on and each host's context (for what is decided when it is reached).
+/// hosts it runs on, each host's context (for what is decided when it is reached) and the host
+/// it runs on instead for each host (`on`).
 #[allow(clippy::too_many_arguments)]
 fn compile_host_step(
     inv: &Inventory,
@@ -289,8 +295,10 @@ fn compile_host_step(
     Box<dyn Step>,
     Vec<String>,
     std::collections::BTreeMap<String, minijinja::Value>,
+    std::collections::BTreeMap<String, String>,
 ) {
     let mut runs_on = Vec::new();
+    let mut on = std::collections::BTreeMap::new();
     let mut per_host: Vec<(String, Box<dyn HostStep>)> = Vec::new();
     // Only a step with include vars or role defaults needs contexts of its own.
     let scoped = !spec.scope.defaults.is_empty() || !spec.scope.vars.is_empty();
@@ -341,6 +349,16 @@ fn compile_host_step(
             push_unique(diagnostics, d);
             continue;
         }
+        match delegate::delegate_of(env, inv, spec, host, ctx) {
+            Ok(Some(d)) => {
+                on.insert(host.name.clone(), d);
+            }
+            Ok(None) => {}
+            Err(d) => {
+                push_unique(diagnostics, d);
+                continue;
+            }
+        }
         let base_dir = &src_dir(spec, &rendered, base_dir);
         let render = |name: &str, body: &str| template::render(env, name, body, ctx);
         let has_secret = |text: &str| (secrets.contains_secret)(text);
@@ -380,21 +398,23 @@ fn compile_host_step(
         title: spec.name.clone(),
         hosts: per_host,
     });
-    (step, runs_on, kept)
+    (step, runs_on, kept, on)
 }
 
 /// The step with what its playbook entry adds around it (see [`Configured`]): its `timeout`,
 /// the handlers its `notify` names (each once), what is decided when it is reached (with each
 /// host's template context), and its rollout: its own `serial` and `max_fail_percentage`, else
-/// the play's, and its `run_once`.
+/// the play's, and its `run_once`; and the host it runs on for each host (`on`).
 fn configured(
     pb: &PlaybookFile,
     spec: &StepSpec,
     step: Box<dyn Step>,
     contexts: std::collections::BTreeMap<String, minijinja::Value>,
+    on: std::collections::BTreeMap<String, String>,
 ) -> Box<dyn Step> {
     let mut c = Configured::new(step);
     c.timeout = spec.timeout;
+    c.on = on;
     for n in &spec.notify {
         if !c.notifies.contains(&n.handler) {
             c.notifies.push(n.handler.clone());
