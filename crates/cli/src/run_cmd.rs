@@ -304,7 +304,7 @@ fn step_rows(
 ) -> Vec<Vec<String>> {
     let mut rows = vec![vec!["STEP".into(), "TAGS".into(), "HOSTS".into()]];
     for (step, origin) in compiled.steps.iter().zip(&compiled.origins) {
-        let hosts: Vec<&str> = origin
+        let hosts: Vec<String> = origin
             .runs_on
             .iter()
             .filter(|h| limit.is_none_or(|l| l.contains(*h)))
@@ -314,7 +314,11 @@ fn step_rows(
             } else {
                 usize::MAX
             })
-            .map(String::as_str)
+            // A step that runs on another host for one of them (`on`) says where.
+            .map(|h| match step.delegate(h) {
+                Some(d) => format!("{h} (on {d})"),
+                None => h.clone(),
+            })
             .collect();
         if hosts.is_empty() {
             continue;

@@ -481,7 +481,7 @@ fn import_ansible_exits_3_naming_what_it_left_out_and_the_rest_passes_check_conf
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("site.yml"),
-        "- hosts: all\n  tasks:\n    - name: motd\n      copy:\n        content: hi\n        dest: /srv/motd\n    - name: count\n      command: wc -l /etc/passwd\n      register: lines\n    - name: elsewhere\n      command: wc -l /etc/group\n      delegate_to: h2\n",
+        "- hosts: all\n  tasks:\n    - name: motd\n      copy:\n        content: hi\n        dest: /srv/motd\n    - name: count\n      command: wc -l /etc/passwd\n      register: lines\n    - name: elsewhere\n      command: wc -l /etc/group\n      delegate_to: localhost\n",
     )
     .unwrap();
     std::fs::write(dir.join("hosts.ini"), "[app]\nh1 ansible_host=127.0.0.1\n").unwrap();
@@ -497,7 +497,7 @@ fn import_ansible_exits_3_naming_what_it_left_out_and_the_rest_passes_check_conf
     let t = text(&out);
     assert!(t.contains("converted 2 of 3 step(s)"), "{t}");
     assert!(
-        t.contains("ansible/site.yml:12: delegate_to: not converted (provision runs every step on its own hosts)"),
+        t.contains("ansible/site.yml:12: delegate_to: localhost: not converted (provision runs steps on the hosts of the inventory, never on the controller)"),
         "{t}"
     );
     let out = h.provision(&["check-config", "out/cluster.toml"]);

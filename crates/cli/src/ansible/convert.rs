@@ -36,6 +36,8 @@ pub struct Step {
     pub delay: Option<i64>,
     pub until: Option<String>,
     pub run_once: bool,
+    /// `on`: from `delegate_to`, the host the step runs on for each of its hosts.
+    pub on: Option<String>,
     pub with: toml::Table,
     /// An include entry (`include = "roles/web"`): its path, relative to the file it is in.
     pub include: Option<String>,
@@ -166,9 +168,12 @@ const TASK_KEYS: &[&str] = &[
 /// Task keys with a provision form in other branches (see README), or none.
 fn why_not(key: &str) -> &'static str {
     match key {
-        "delegate_to" | "local_action" | "delegate_facts" | "connection" => {
-            "provision runs every step on its own hosts"
+        "local_action" | "connection" => {
+            "provision runs steps on the hosts of the inventory, never on the controller"
         }
+        // A task's converts to `on` (`Converter::delegate_to`); an include's or a role's does not.
+        "delegate_to" => "an include takes no `on`: write it on the steps it includes",
+        "delegate_facts" => "provision keeps no facts between steps",
         "become_user" => "provision runs as the SSH user, with sudo for root only",
         "ignore_errors" | "failed_when" | "changed_when" => {
             "provision decides failure and change from facts, not from output"
@@ -755,6 +760,14 @@ impl<'a> Converter<'a> {
             );
             return None;
         }
+        // `local_action: MODULE ARGS` holds the module: the task has no other.
+        if let Some(l) = t.get("local_action") {
+            self.problem(
+                l.line,
+                format!("local_action: not converted ({})", why_not("local_action")),
+            );
+            return None;
+        }
         let (module, margs) = match modules.as_slice() {
             [(m, a)] => (m.as_str(), a),
             [] => {
@@ -854,6 +867,7 @@ impl<'a> Converter<'a> {
                         "run_once: not converted (provision takes true or false, not a template)",
                     ),
                 },
+                "delegate_to" => step.on = self.delegate_to(v, &locals),
                 "become" => self.become_note(v),
                 "become_method" if v.text().as_deref() == Some("sudo") => {}
                 "timeout" => step.timeout = v.text().and_then(|s| s.parse().ok()),
@@ -1157,6 +1171,24 @@ impl<'a> Converter<'a> {
 
     /// A string with `{{ }}` expressions rewritten; None (and a problem) when one reads an
     /// unknown name.
+    /// `delegate_to: HOST` as `on`: a host name, or a template rewritten like the others. The
+    /// controller (`localhost`) is no host provision runs steps on: not converted.
+    fn delegate_to(&mut self, v: &Node, locals: &[String]) -> Option<String> {
+        let Some(host) = v.text().filter(|h| !h.trim().is_empty()) else {
+            self.problem(v.line, "delegate_to: not converted (a host name is expected)");
+            return None;
+        };
+        let host = host.trim();
+        if matches!(host, "localhost" | "127.0.0.1" | "::1") {
+            self.problem(
+                v.line,
+                format!("delegate_to: {host}: not converted ({})", why_not("local_action")),
+            );
+            return None;
+        }
+        self.jinja_str(host, v.line, locals)
+    }
+
     fn jinja_str(&mut self, s: &str, line: usize, locals: &[String]) -> Option<String> {
         if !s.contains("{{") && !s.contains("{%") {
             return Some(s.to_string());

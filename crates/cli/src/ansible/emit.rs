@@ -72,6 +72,9 @@ fn step_lines(kind: &str, s: &Step) -> Vec<String> {
     if s.run_once {
         l.push("run_once = true".into());
     }
+    if let Some(on) = &s.on {
+        l.push(format!("on = {}", v(on.as_str())));
+    }
     if !s.with.is_empty() {
         l.push(format!("with = {}", toml::Value::Table(s.with.clone())));
     }

@@ -329,6 +329,9 @@ mod tests {
     - name: a block
       block:
         - command: x
+    - name: on the controller
+      command: echo hi
+      delegate_to: localhost
 "#;
 
     #[test]
@@ -343,12 +346,12 @@ mod tests {
         assert_eq!(
             got,
             [
-                "/pb/site.yml:15: delegate_to: not converted (provision runs every step on its own hosts)",
                 "/pb/site.yml:18: module `community.general.ufw`: not converted (no provision step does this)",
                 "/pb/site.yml:21: when: `ansible_distribution_major_version` not a var of the playbook or inventory (a fact, a registered result or an extra var?): not converted",
                 "/pb/site.yml:24: task key `colour`: unknown (a second module?)",
                 "/pb/site.yml:25: include_tasks `extra.yml`: not found beside /pb/site.yml or in /pb",
                 "/pb/site.yml:26: block: not converted (blocks are not supported: write the tasks as steps)",
+                "/pb/site.yml:31: delegate_to: localhost: not converted (provision runs steps on the hosts of the inventory, never on the controller)",
             ]
         );
         let toml = String::from_utf8(r.files[0].1.clone()).unwrap();
@@ -361,10 +364,12 @@ mod tests {
             toml.contains("\nretries = 3\nuntil = \"not out.failed\"\n"),
             "{toml}"
         );
-        assert_eq!(toml.matches("\n[[steps]]").count(), 3, "{toml}");
-        assert!(toml.contains("# not converted: /pb/site.yml:15: delegate_to: not converted (provision runs every step on its own hosts)\n# [[steps]]\n# name = \"elsewhere\"\n# use = \"service\"\n"), "{toml}");
+        // delegate_to a host of the inventory is `on`; to the controller it is not converted.
+        assert!(toml.contains("\n[[steps]]\nname = \"elsewhere\"\nuse = \"service\"\nhosts = \"db\"\nrun_once = true\non = \"db-0\"\n"), "{toml}");
+        assert_eq!(toml.matches("\n[[steps]]").count(), 4, "{toml}");
+        assert!(toml.contains("# not converted: /pb/site.yml:31: delegate_to: localhost: not converted (provision runs steps on the hosts of the inventory, never on the controller)\n# [[steps]]\n# name = \"on the controller\"\n"), "{toml}");
         let parsed: toml::Table = toml::from_str(&toml).unwrap();
-        assert_eq!(parsed["steps"].as_array().unwrap().len(), 3);
+        assert_eq!(parsed["steps"].as_array().unwrap().len(), 4);
     }
 
     #[test]
@@ -737,5 +742,52 @@ tags = ["site", "again"]
             ]
         );
         assert!(!text(&r, "playbook.toml").contains("serial ="));
+    }
+
+    const DELEGATED: &str = r#"- hosts: web
+  vars:
+    lb: lb-1
+  tasks:
+    - name: drain
+      command: haproxy-drain {{ inventory_hostname }}
+      delegate_to: "{{ lb }}"
+    - name: record
+      lineinfile:
+        path: /srv/backends
+        line: "{{ inventory_hostname }}"
+      delegate_to: backup-1
+    - name: local
+      local_action: command echo hi
+    - name: unknown var
+      command: "true"
+      delegate_to: "{{ elsewhere }}"
+    - name: facts
+      command: "true"
+      delegate_to: db-1
+      delegate_facts: true
+"#;
+
+    /// `delegate_to` becomes `on` (a template rewritten like any other); the controller
+    /// (`local_action`), an unknown var in it and `delegate_facts` are not converted.
+    #[test]
+    fn delegate_to_converts_to_on() {
+        let r = convert(&[("site.yml", DELEGATED)]);
+        assert_eq!(
+            problems(&r),
+            [
+                "/pb/site.yml:14: local_action: not converted (provision runs steps on the hosts of the inventory, never on the controller)",
+                "/pb/site.yml:17: `{{ elsewhere }}`: `elsewhere` not a var of the playbook or inventory (a fact, a registered result or an extra var?): not converted",
+                "/pb/site.yml:21: delegate_facts: not converted (provision keeps no facts between steps)",
+            ]
+        );
+        let toml = text(&r, "playbook.toml");
+        for want in [
+            "[[steps]]\nname = \"drain\"\nuse = \"command\"\nhosts = \"web\"\non = \"{{ vars.lb }}\"\nwith = { run = \"haproxy-drain {{ host.name }}\" }\n",
+            "[[steps]]\nname = \"record\"\nuse = \"line\"\nhosts = \"web\"\non = \"backup-1\"\n",
+        ] {
+            assert!(toml.contains(want), "{want}\nnot in\n{toml}");
+        }
+        let parsed: toml::Table = toml::from_str(&toml).unwrap();
+        assert_eq!(parsed["steps"].as_array().unwrap().len(), 2, "{toml}");
     }
 }
