@@ -2140,3 +2140,139 @@ with = { run = "touch {{ vars.root }}/etc/ran" }
     );
     assert!(!c.root(1).join("etc/ran").exists());
 }
+
+/// `on = "h3"` on a step of h1 and h2: its facts are read and its commands run over h3's
+/// connection (h1 and h2 are never connected to), its templates still describe the target, its
+/// results are the targets', saying where they ran; `--limit` keeps the targets, not the
+/// delegate; a second run changes nothing.
+#[test]
+fn a_step_on_another_host_runs_there_for_each_target() {
+    let c = cluster(3);
+    let h3 = c.root(3).display().to_string();
+    std::fs::write(
+        c.dir.path().join("playbook.toml"),
+        format!(
+            r#"
+[[steps]]
+name = "drain"
+use = "copy"
+hosts = "h1,h2"
+on = "h3"
+with = {{ content = "drained {{{{ host.name }}}}\n", dest = "{h3}/etc/drained-{{{{ host.name }}}}" }}
+
+[[steps]]
+name = "seen"
+use = "command"
+hosts = "h1,h2"
+on = "{{{{ 'h' ~ 3 }}}}"
+with = {{ run = "echo {{{{ host.name }}}} ${{SSH_CONNECTION##* }} > {h3}/etc/seen-{{{{ host.name }}}}", creates = "{h3}/etc/seen-{{{{ host.name }}}}" }}
+"#
+        ),
+    )
+    .unwrap();
+    let json = |out: &Output| -> Vec<(String, String, String, String)> {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == "host_result")
+            .map(|v| {
+                let s = |k: &str| v[k].as_str().unwrap_or("-").to_string();
+                (s("step"), s("host"), s("on"), s("status"))
+            })
+            .collect()
+    };
+    let q = |s: &str, h: &str, st: &str| (s.to_string(), h.to_string(), "h3".to_string(), st.to_string());
+    // Within --limit h1: the delegate is outside the limit and still runs the step for h1.
+    let out = c.provision(&["run", &c.cluster_toml(), "--limit", "h1", "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        json(&out),
+        [q("drain", "h1", "changed"), q("seen", "h1", "changed")]
+    );
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("h2 (on h3): changed drain"), "{}", text(&out));
+    assert!(text(&out).contains("h2 (on h3): changed seen"), "{}", text(&out));
+    for target in ["h1", "h2"] {
+        assert_eq!(
+            std::fs::read_to_string(c.root(3).join(format!("etc/drained-{target}"))).unwrap(),
+            format!("drained {target}\n"),
+            "the template describes the target"
+        );
+        // The command ran over h3's connection: the port it came in on is h3's.
+        assert_eq!(
+            std::fs::read_to_string(c.root(3).join(format!("etc/seen-{target}"))).unwrap(),
+            format!("{target} {}\n", c.servers[2].port)
+        );
+    }
+    for i in [1, 2] {
+        let etc: Vec<_> = std::fs::read_dir(c.root(i).join("etc")).unwrap().collect();
+        assert!(etc.is_empty(), "nothing on h{i}: {etc:?}");
+        assert!(
+            !c.servers[i - 1].log().contains("Accepted publickey"),
+            "h{i} was never connected to"
+        );
+    }
+    let out = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        json(&out),
+        [
+            q("drain", "h1", "ok"),
+            q("drain", "h2", "ok"),
+            q("seen", "h1", "ok"),
+            q("seen", "h2", "ok")
+        ],
+        "the second run changes nothing"
+    );
+}
+
+#[test]
+fn a_bad_on_exits_2_at_its_position_and_nothing_runs() {
+    let c = cluster(2);
+    std::fs::write(
+        c.dir.path().join("playbook.toml"),
+        r#"
+[[steps]]
+name = "a"
+use = "command"
+on = "h22"
+with = { run = "touch {{ vars.root }}/etc/ran" }
+
+[[steps]]
+name = "b"
+use = "command"
+on = "{{ host.name }}-x"
+with = { run = "touch {{ vars.root }}/etc/ran" }
+"#,
+    )
+    .unwrap();
+    for cmd in ["check-config", "run"] {
+        let out = c.provision(&[cmd, &c.cluster_toml()]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {t}");
+        for expected in [
+            "playbook.toml:5:6: error: step `a`: `on` names `h22`, which is no host of the inventory\n  help: did you mean `h2`?",
+            "playbook.toml:11:6: error: step `b`, host h1: `on = \"{{ host.name }}-x\"` is `h1-x`, which is no host of the inventory\n  help: hosts of the inventory: h1, h2",
+        ] {
+            assert!(t.contains(expected), "{cmd}: {expected}\n{t}");
+        }
+    }
+    std::fs::write(
+        c.dir.path().join("playbook.toml"),
+        "[[steps]]\nuse = \"command\"\non = 7\nwith = { run = \"touch {{ vars.root }}/etc/ran\" }\n\n[[steps]]\nname = \"b\"\nuse = \"command\"\non = \"\"\nwith = { run = \"true\" }\n",
+    )
+    .unwrap();
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    for expected in [
+        "playbook.toml:3:6: error: `on` in step `command` must be a string, not an integer",
+        "playbook.toml:9:6: error: `on` in step `b` must not be empty",
+    ] {
+        assert!(text(&out).contains(expected), "{expected}\n{}", text(&out));
+    }
+    for (i, s) in c.servers.iter().enumerate() {
+        assert!(!s.log().contains("Accepted publickey"), "h{} connected", i + 1);
+        assert!(!c.root(i + 1).join("etc/ran").exists());
+    }
+}
