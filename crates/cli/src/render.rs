@@ -66,7 +66,10 @@ pub fn result_line(e: &Event, verbose: bool) -> Option<String> {
     }
     let kind = if *handler { "handler " } else { "" };
     // A step that ran on another host for this one (`on`) says where.
-    let on = on.as_ref().map(|d| format!(" (on {d})")).unwrap_or_default();
+    let on = on
+        .as_ref()
+        .map(|d| format!(" (on {d})"))
+        .unwrap_or_default();
     let mut line = format!("{host}{on}: {} {kind}{step}", status.as_str());
     if !details.is_empty() {
         line.push_str(": ");

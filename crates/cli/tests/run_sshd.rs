@@ -2181,9 +2181,23 @@ with = {{ run = "echo {{{{ host.name }}}} ${{SSH_CONNECTION##* }} > {h3}/etc/see
             })
             .collect()
     };
-    let q = |s: &str, h: &str, st: &str| (s.to_string(), h.to_string(), "h3".to_string(), st.to_string());
+    let q = |s: &str, h: &str, st: &str| {
+        (
+            s.to_string(),
+            h.to_string(),
+            "h3".to_string(),
+            st.to_string(),
+        )
+    };
     // Within --limit h1: the delegate is outside the limit and still runs the step for h1.
-    let out = c.provision(&["run", &c.cluster_toml(), "--limit", "h1", "--output", "json"]);
+    let out = c.provision(&[
+        "run",
+        &c.cluster_toml(),
+        "--limit",
+        "h1",
+        "--output",
+        "json",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         json(&out),
@@ -2191,8 +2205,16 @@ with = {{ run = "echo {{{{ host.name }}}} ${{SSH_CONNECTION##* }} > {h3}/etc/see
     );
     let out = c.provision(&["run", &c.cluster_toml()]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("h2 (on h3): changed drain"), "{}", text(&out));
-    assert!(text(&out).contains("h2 (on h3): changed seen"), "{}", text(&out));
+    assert!(
+        text(&out).contains("h2 (on h3): changed drain"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("h2 (on h3): changed seen"),
+        "{}",
+        text(&out)
+    );
     for target in ["h1", "h2"] {
         assert_eq!(
             std::fs::read_to_string(c.root(3).join(format!("etc/drained-{target}"))).unwrap(),
@@ -2272,7 +2294,11 @@ with = { run = "touch {{ vars.root }}/etc/ran" }
         assert!(text(&out).contains(expected), "{expected}\n{}", text(&out));
     }
     for (i, s) in c.servers.iter().enumerate() {
-        assert!(!s.log().contains("Accepted publickey"), "h{} connected", i + 1);
+        assert!(
+            !s.log().contains("Accepted publickey"),
+            "h{} connected",
+            i + 1
+        );
         assert!(!c.root(i + 1).join("etc/ran").exists());
     }
 }

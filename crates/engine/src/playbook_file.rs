@@ -23,9 +23,9 @@ mod notify;
 pub use notify::{FLUSH_HANDLERS, Notify};
 mod include;
 pub use include::{BUILTIN_PREFIX, Builtins, Scope};
+mod delegate;
 mod register;
 mod rollout;
-mod delegate;
 pub use delegate::On;
 
 /// One `[[steps]]` entry, parsed but not yet built into a step.

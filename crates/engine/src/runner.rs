@@ -950,7 +950,9 @@ impl Runner {
             Err(e) => {
                 match on {
                     None => self.host_lost(index, title, host, &RunnerError::Transport(e), started),
-                    Some(d) => self.fail(index, title, host, self.delegate_lost(d, host, &e), started),
+                    Some(d) => {
+                        self.fail(index, title, host, self.delegate_lost(d, host, &e), started)
+                    }
                 }
                 return false;
             }
@@ -980,8 +982,15 @@ impl Runner {
                 let res = match action {
                     Action::RunOn { host: other, .. } => match self.connection(other).await {
                         Ok(c) => {
-                            self.run_action(&*c, (other, None), title, action, timeout, &mut printed)
-                                .await
+                            self.run_action(
+                                &*c,
+                                (other, None),
+                                title,
+                                action,
+                                timeout,
+                                &mut printed,
+                            )
+                            .await
                         }
                         Err(e) => Err(RunnerError::Step(FailureInfo {
                             message: self
@@ -1009,9 +1018,13 @@ impl Runner {
                                 &RunnerError::Transport(t),
                                 started,
                             ),
-                            Some(d) => {
-                                self.fail(index, title, host, self.delegate_lost(d, host, &t), started)
-                            }
+                            Some(d) => self.fail(
+                                index,
+                                title,
+                                host,
+                                self.delegate_lost(d, host, &t),
+                                started,
+                            ),
                         },
                         other => self.fail(index, title, host, self.failure(&other), started),
                     };
@@ -1117,7 +1130,9 @@ impl Runner {
     fn delegate_lost(&self, on: &str, host: &str, e: &TransportError) -> FailureInfo {
         FailureInfo {
             message: self
-                .clean(&format!("cannot reach {on} to run the step there for {host}: {e}"))
+                .clean(&format!(
+                    "cannot reach {on} to run the step there for {host}: {e}"
+                ))
                 .shortened(MAX_LINE_CHARS),
             command: None,
             exit_status: None,
@@ -1131,9 +1146,7 @@ impl Runner {
     /// The host step `index` ran on for `host`, when another (`on`): for its result.
     fn on(&self, index: usize, host: &str) -> Option<Redacted> {
         let st = self.state.lock().unwrap();
-        st.on
-            .get(&(index, host.to_string()))
-            .map(|d| self.clean(d))
+        st.on.get(&(index, host.to_string())).map(|d| self.clean(d))
     }
 
     /// The one redaction point of the runner.

@@ -206,7 +206,12 @@ fn results(sink: &MemorySink) -> Vec<(String, Option<String>, HostStatus)> {
 #[tokio::test(start_paused = true)]
 async fn targets_sharing_a_delegate_run_there_one_after_the_other() {
     let f = fleet(3);
-    let steps = [ledger("list", &["h1", "h2"], &[("h1", "h3"), ("h2", "h3")], &[])];
+    let steps = [ledger(
+        "list",
+        &["h1", "h2"],
+        &[("h1", "h3"), ("h2", "h3")],
+        &[],
+    )];
     let (recap, sink) = f.run(&steps, vec![], RunOptions::default()).await;
     assert!(recap.is_success());
     assert_eq!(
@@ -270,7 +275,10 @@ async fn targets_on_different_machines_run_at_once() {
     adds.sort();
     assert_eq!(adds, ["h3 add h1 @10", "h4 add h2 @10", "h5 add h5 @10"]);
     assert_eq!(
-        results(&sink).iter().map(|r| r.1.clone()).collect::<Vec<_>>(),
+        results(&sink)
+            .iter()
+            .map(|r| r.1.clone())
+            .collect::<Vec<_>>(),
         [Some("h3".to_string()), Some("h4".into()), None]
     );
 }
@@ -302,7 +310,12 @@ async fn facts_of_a_delegated_step_are_not_batched_with_the_targets() {
 #[tokio::test(start_paused = true)]
 async fn check_reads_the_delegate_and_changes_nothing() {
     let f = fleet(3);
-    let steps = [ledger("list", &["h1", "h2"], &[("h1", "h3"), ("h2", "h3")], &[])];
+    let steps = [ledger(
+        "list",
+        &["h1", "h2"],
+        &[("h1", "h3"), ("h2", "h3")],
+        &[],
+    )];
     let opts = RunOptions {
         check: true,
         ..Default::default()

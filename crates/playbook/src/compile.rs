@@ -295,7 +295,7 @@ fn compile_host_step(
     Box<dyn Step>,
     Vec<String>,
     std::collections::BTreeMap<String, minijinja::Value>,
-    std::collections::BTreeMap<String, String>,
+    Delegates,
 ) {
     let mut runs_on = Vec::new();
     let mut on = std::collections::BTreeMap::new();
@@ -401,6 +401,9 @@ fn compile_host_step(
     (step, runs_on, kept, on)
 }
 
+/// Target host to the host a step runs on for it (`on`).
+type Delegates = std::collections::BTreeMap<String, String>;
+
 /// The step with what its playbook entry adds around it (see [`Configured`]): its `timeout`,
 /// the handlers its `notify` names (each once), what is decided when it is reached (with each
 /// host's template context), and its rollout: its own `serial` and `max_fail_percentage`, else
@@ -410,7 +413,7 @@ fn configured(
     spec: &StepSpec,
     step: Box<dyn Step>,
     contexts: std::collections::BTreeMap<String, minijinja::Value>,
-    on: std::collections::BTreeMap<String, String>,
+    on: Delegates,
 ) -> Box<dyn Step> {
     let mut c = Configured::new(step);
     c.timeout = spec.timeout;

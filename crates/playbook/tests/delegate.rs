@@ -142,14 +142,23 @@ fn a_bad_on_is_an_error_at_its_value() {
         "site.toml:5:6: error: step `s`, host web-1: `on = \"{{ '' }}\"` is ``: an empty host name\n  help: `on` must name one host of the inventory\n\n1 error"
     );
     assert!(err("\"\"").starts_with("site.toml:5:6: error: `on` in step `s` must not be empty"));
-    assert!(err("true").starts_with("site.toml:5:6: error: `on` in step `s` must be a string, not a boolean"));
+    assert!(
+        err("true")
+            .starts_with("site.toml:5:6: error: `on` in step `s` must be a string, not a boolean")
+    );
 }
 
 /// A cluster step decides over several hosts and runs its commands where the swarm needs them:
 /// `on` is refused there.
 #[test]
 fn on_is_refused_on_cluster_steps() {
-    for uses in ["swarm_init", "swarm_join", "node_labels", "node_availability", "stack_deploy"] {
+    for uses in [
+        "swarm_init",
+        "swarm_join",
+        "node_labels",
+        "node_availability",
+        "stack_deploy",
+    ] {
         let e = compile(&format!(
             "[[steps]]\nname = \"s\"\nuse = \"{uses}\"\non = \"lb-1\"\n"
         ))
@@ -157,7 +166,9 @@ fn on_is_refused_on_cluster_steps() {
         .unwrap_err();
         assert_eq!(
             e,
-            format!("site.toml:4:6: error: step `s`: `on` cannot be used with `{uses}`, which decides over several hosts at once and runs each command where the swarm needs it\n  help: remove `on`; `on` is for steps that work on one host at a time (command, copy, template, ...)\n\n1 error")
+            format!(
+                "site.toml:4:6: error: step `s`: `on` cannot be used with `{uses}`, which decides over several hosts at once and runs each command where the swarm needs it\n  help: remove `on`; `on` is for steps that work on one host at a time (command, copy, template, ...)\n\n1 error"
+            )
         );
     }
 }

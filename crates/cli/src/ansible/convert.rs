@@ -1175,14 +1175,20 @@ impl<'a> Converter<'a> {
     /// controller (`localhost`) is no host provision runs steps on: not converted.
     fn delegate_to(&mut self, v: &Node, locals: &[String]) -> Option<String> {
         let Some(host) = v.text().filter(|h| !h.trim().is_empty()) else {
-            self.problem(v.line, "delegate_to: not converted (a host name is expected)");
+            self.problem(
+                v.line,
+                "delegate_to: not converted (a host name is expected)",
+            );
             return None;
         };
         let host = host.trim();
         if matches!(host, "localhost" | "127.0.0.1" | "::1") {
             self.problem(
                 v.line,
-                format!("delegate_to: {host}: not converted ({})", why_not("local_action")),
+                format!(
+                    "delegate_to: {host}: not converted ({})",
+                    why_not("local_action")
+                ),
             );
             return None;
         }

@@ -26,7 +26,10 @@ pub(super) fn delegate_of(
             error(
                 spec,
                 on,
-                format!("step `{}`, host {}: `on`: {}", spec.name, host.name, e.message),
+                format!(
+                    "step `{}`, host {}: `on`: {}",
+                    spec.name, host.name, e.message
+                ),
                 "define it in [vars], in the host's vars, or write the host's name".into(),
             )
         })?
