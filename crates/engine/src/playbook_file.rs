@@ -23,8 +23,10 @@ mod notify;
 pub use notify::{FLUSH_HANDLERS, Notify};
 mod include;
 pub use include::{BUILTIN_PREFIX, Builtins, Scope};
+mod outcome;
 mod register;
 mod rollout;
+pub use outcome::JUDGED_STEPS;
 
 /// One `[[steps]]` entry, parsed but not yet built into a step.
 #[derive(Debug, Clone)]
@@ -69,6 +71,8 @@ pub struct StepSpec {
     /// `serial`, `max_fail_percentage`, `run_once`, as written on this step (the play's apply
     /// where it sets none: [`PlaybookFile::rollout`]).
     pub rollout: crate::rollout::Rollout,
+    /// `ignore_errors`, `failed_when`, `changed_when`.
+    pub rules: crate::registered::ResultRules,
 }
 
 impl StepSpec {
@@ -162,6 +166,9 @@ const STEP_KEYS: &[&str] = &[
     "serial",
     "max_fail_percentage",
     "run_once",
+    "ignore_errors",
+    "failed_when",
+    "changed_when",
 ];
 
 impl PlaybookFile {
@@ -464,6 +471,7 @@ fn check_step(
     let register = register::check_register(r, t, &label);
     let retry = register::check_retry(r, t, &label);
     let rollout = rollout::check_rollout(r, t, &label, true);
+    let rules = outcome::check_rules(r, t, &label, uses.as_deref());
     if r.diagnostics.len() != errors_before {
         return None;
     }
@@ -489,6 +497,7 @@ fn check_step(
         retry: retry?,
         when_at_run: false,
         rollout: rollout?,
+        rules: rules?,
     })
 }
 

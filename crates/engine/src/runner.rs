@@ -93,6 +93,8 @@ struct State {
     stopped: Option<String>,
     /// `register`, a `when` over registered results, retries: what the runner keeps for them.
     at_run: at_run::Kept,
+    /// Steps with `ignore_errors`: a host failing one is reported ignored and goes on.
+    ignoring: BTreeSet<usize>,
 }
 
 /// The batch key of the pending-notifications read, which rides in a host's first fact batch.
@@ -154,6 +156,7 @@ impl Runner {
                 pending: HashMap::new(),
                 stopped: None,
                 at_run: Default::default(),
+                ignoring: BTreeSet::new(),
             }),
             handlers: Handlers::default(),
             handler_targets: Vec::new(),
@@ -218,6 +221,12 @@ impl Runner {
                 .iter()
                 .enumerate()
                 .filter(|(_, s)| !s.fact_hosts().is_empty())
+                .map(|(i, _)| i)
+                .collect();
+            st.ignoring = all
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.at_run().is_some_and(|a| a.rules.ignore_errors))
                 .map(|(i, _)| i)
                 .collect();
         }
@@ -397,6 +406,8 @@ impl Runner {
         }
 
         let plan = step.plan(&facts);
+        let at = step.at_run();
+        let judged = at.is_some_and(|a| a.rules.judges());
         // Each host's changes, and the notifications they add to its pending file.
         let mut changes: Vec<(String, Vec<Change>, BTreeSet<String>)> = Vec::new();
         for host in targets {
@@ -437,7 +448,13 @@ impl Runner {
                 ),
                 Some(Ok(Check::Change(c))) => {
                     let mut c = c.clone();
-                    let fresh = self.notify_pending(step, host, &mut c);
+                    let fresh = if judged {
+                        // Whether it changed is known only after it ran: the notification
+                        // is written then (`note_pending`).
+                        self.fresh_notifications(step, host)
+                    } else {
+                        self.notify_pending(step, host, &mut c)
+                    };
                     changes.push((host.clone(), c, fresh))
                 }
                 Some(Err(e)) => {
@@ -456,9 +473,12 @@ impl Runner {
                     break;
                 }
                 if self
-                    .apply(index, &title, &host, c, step_started, timeout, true)
+                    .apply(index, &title, &host, c, step_started, timeout, true, at)
                     .await
                 {
+                    if judged {
+                        self.note_pending(index, &title, &host, &fresh).await;
+                    }
                     changed.push((host, fresh));
                 }
             }
@@ -468,9 +488,13 @@ impl Runner {
                 let forks = forks.clone();
                 async move {
                     let _p = forks.acquire().await.expect("semaphore");
-                    self.apply(index, title, &host, c, step_started, timeout, true)
-                        .await
-                        .then_some((host, fresh))
+                    let changed = self
+                        .apply(index, title, &host, c, step_started, timeout, true, at)
+                        .await;
+                    if changed && judged {
+                        self.note_pending(index, title, &host, &fresh).await;
+                    }
+                    changed.then_some((host, fresh))
                 }
             }))
             .await
@@ -513,16 +537,48 @@ impl Runner {
         host: &str,
         changes: &mut [Change],
     ) -> BTreeSet<String> {
-        let mut fresh = self.notifications(step, host);
-        if let Some(held) = self.state.lock().unwrap().pending.get(host) {
-            fresh.retain(|n| !held.contains(n));
-        }
+        let fresh = self.fresh_notifications(step, host);
         if let (false, Some(last)) = (fresh.is_empty(), changes.last_mut()) {
             let file = self.handlers.pending_file(host);
             last.actions
                 .push(Action::run(handlers::add_command(file, &fresh)));
         }
         fresh
+    }
+
+    /// The notifications of `step` on `host` that its pending file is not known to hold.
+    fn fresh_notifications(&self, step: &dyn Step, host: &str) -> BTreeSet<String> {
+        let mut fresh = self.notifications(step, host);
+        if let Some(held) = self.state.lock().unwrap().pending.get(host) {
+            fresh.retain(|n| !held.contains(n));
+        }
+        fresh
+    }
+
+    /// Writes `fresh` notifications to the pending file of `host` after a step whose change
+    /// was decided by `changed_when` changed it: through the gate, reporting only a failure.
+    async fn note_pending(&self, index: usize, title: &str, host: &str, fresh: &BTreeSet<String>) {
+        if fresh.is_empty() || self.opts.check {
+            return;
+        }
+        let change = Change::new(
+            "pending notifications written".to_string(),
+            vec![Action::run(handlers::add_command(
+                self.handlers.pending_file(host),
+                fresh,
+            ))],
+        );
+        self.apply(
+            index,
+            title,
+            host,
+            vec![change],
+            Instant::now(),
+            self.opts.command_timeout,
+            false,
+            None,
+        )
+        .await;
     }
 
     /// Records the notifications of `step` on the hosts it changed (`fresh`: what each host's
@@ -682,6 +738,7 @@ impl Runner {
                 Instant::now(),
                 self.opts.command_timeout,
                 false,
+                None,
             )
             .await;
         if cleared && let Some(held) = self.state.lock().unwrap().pending.get_mut(host) {
@@ -857,7 +914,10 @@ impl Runner {
         started: Instant,
         timeout: Duration,
         report: bool,
+        at: Option<&crate::registered::AtRun>,
     ) -> bool {
+        // `failed_when`/`changed_when`: the step's own result decides how it ended.
+        let judged = at.filter(|a| a.rules.judges());
         let summaries: Vec<Redacted> = changes.iter().map(|c| self.clean(&c.summary)).collect();
         let diff = if self.opts.diff {
             let redactor = self.redactor.lock().unwrap().clone();
@@ -868,6 +928,23 @@ impl Runner {
         };
         if self.opts.check {
             if !report {
+                return false;
+            }
+            // A probe that never changes anything ran nothing either: skipped, as Ansible's
+            // check mode skips a command, not counted as a change.
+            if judged.is_some_and(|a| a.rules.never_changes()) {
+                self.result(
+                    index,
+                    title,
+                    host,
+                    HostStatus::Skipped,
+                    vec![Redacted::literal(
+                        "not run under --check (changed_when = false: it changes nothing)",
+                    )],
+                    None,
+                    None,
+                    started,
+                );
                 return false;
             }
             self.result(
@@ -909,7 +986,10 @@ impl Runner {
         }
         // What the commands print, for `register` and `until`.
         let mut printed = crate::registered::Captured::default();
-        for change in &changes {
+        // With `failed_when`, a command's non-zero exit ends the step without failing it: the
+        // expression decides.
+        let mut exited = None;
+        'changes: for change in &changes {
             for action in &change.actions {
                 let res = match action {
                     Action::RunOn { host: other, .. } => match self.connection(other).await {
@@ -931,8 +1011,18 @@ impl Runner {
                             .await
                     }
                 };
-                self.captured(index, host, &printed);
+                // The runner's own bookkeeping (`report` false) is not the step's result.
+                if report {
+                    self.captured(index, host, &printed);
+                }
                 if let Err(e) = res {
+                    if let (Some(a), RunnerError::Step(f)) = (judged, &e)
+                        && a.rules.failed_when.is_some()
+                        && f.exit_status.is_some()
+                    {
+                        exited = Some(f.clone());
+                        break 'changes;
+                    }
                     match e {
                         RunnerError::Transport(t) if t.is_unreachable() => {
                             self.host_lost(index, title, host, &RunnerError::Transport(t), started)
@@ -942,6 +1032,11 @@ impl Runner {
                     return false;
                 }
             }
+        }
+        if let Some(a) = judged {
+            return self.judged(
+                index, title, host, a, &printed, exited, summaries, diff, started,
+            );
         }
         if report {
             self.result(
@@ -956,6 +1051,66 @@ impl Runner {
             );
         }
         true
+    }
+
+    /// Reports how a step with `failed_when`/`changed_when` ended on `host`, from what its
+    /// commands printed (`exited`: the command that exited non-zero). True when it changed.
+    #[allow(clippy::too_many_arguments)]
+    fn judged(
+        &self,
+        index: usize,
+        title: &str,
+        host: &str,
+        at: &crate::registered::AtRun,
+        printed: &crate::registered::Captured,
+        exited: Option<FailureInfo>,
+        summaries: Vec<Redacted>,
+        diff: Option<Redacted>,
+        started: Instant,
+    ) -> bool {
+        // A command that ran changed, whatever its exit status (Ansible's), unless
+        // `changed_when` says otherwise.
+        let own = crate::registered::Registered {
+            failed: exited.is_some(),
+            ..crate::registered::Registered::from_outcome(HostStatus::Changed, Some(printed))
+        };
+        let registered = self.registered_on(host);
+        let rules = &at.rules;
+        let failure = |message: String| FailureInfo {
+            message: self.clean(&message),
+            command: exited.as_ref().and_then(|f| f.command.clone()),
+            exit_status: printed.rc,
+            stderr: self.clean(own.stderr.trim()),
+            hint: None,
+        };
+        match at.judge(host, &own, &registered) {
+            Err(e) => {
+                self.fail(index, title, host, failure(e), started);
+                false
+            }
+            Ok((true, _)) => {
+                let why = match (&rules.failed_when, &exited) {
+                    (Some(expr), _) => format!("`failed_when = {expr}` is true (rc {})", own.rc),
+                    (None, Some(f)) => f.message.as_str().to_string(),
+                    (None, None) => "failed".to_string(),
+                };
+                self.fail(index, title, host, failure(why), started);
+                false
+            }
+            Ok((false, changed)) => {
+                let (status, details) = match (changed, &rules.changed_when) {
+                    (true, _) => (HostStatus::Changed, summaries),
+                    (false, Some(expr)) => (
+                        HostStatus::Ok,
+                        vec![self.clean(&format!("`changed_when = {expr}` is false"))],
+                    ),
+                    (false, None) => (HostStatus::Ok, summaries),
+                };
+                let diff = diff.filter(|_| changed);
+                self.result(index, title, host, status, details, diff, None, started);
+                changed
+            }
+        }
     }
 
     async fn run_action(
@@ -1126,18 +1281,27 @@ impl Runner {
         else {
             return;
         };
-        {
+        let ignored = {
             let mut st = self.state.lock().unwrap();
-            st.dead.insert(host.into(), Dead::Failed);
-            if let Some(r) = st.recap.get_mut(host) {
-                r.failures.push((self.clean(title), failure.clone()));
+            let ignored = st.ignoring.contains(&index);
+            // `ignore_errors`: the host stays in the run, and the failure is not the run's.
+            if !ignored {
+                st.dead.insert(host.into(), Dead::Failed);
+                if let Some(r) = st.recap.get_mut(host) {
+                    r.failures.push((self.clean(title), failure.clone()));
+                }
             }
-        }
+            ignored
+        };
         self.result(
             index,
             title,
             host,
-            HostStatus::Failed,
+            if ignored {
+                HostStatus::Ignored
+            } else {
+                HostStatus::Failed
+            },
             vec![],
             None,
             Some(failure),
@@ -1184,6 +1348,7 @@ impl Runner {
                 HostStatus::Skipped => r.skipped += 1,
                 HostStatus::Failed => r.failed += 1,
                 HostStatus::Unreachable => r.unreachable = true,
+                HostStatus::Ignored => r.ignored += 1,
             }
         }
         let (index, handler) = self.position(index);

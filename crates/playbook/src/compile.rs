@@ -7,7 +7,7 @@ use provision_engine::diagnostic::{ConfigError, Diagnostic};
 use provision_engine::handlers::{self, Handlers};
 use provision_engine::inventory::{Host, Inventory};
 use provision_engine::playbook_file::{FLUSH_HANDLERS, PlaybookFile, StepSpec};
-use provision_engine::registered::AtRun;
+use provision_engine::registered::{AtRun, LoopItem as AtRunItem};
 use provision_engine::rollout::Rollout;
 use provision_engine::step::{
     Check, Configured, Facts, FlushHandlers, HostStep, PerHost, Step, StepError,
@@ -141,7 +141,16 @@ pub fn compile(
                 continue;
             }
         };
-        for rep in &repetitions {
+        for (rep_index, rep) in repetitions.iter().enumerate() {
+            // A looped step that registers: each repetition's result is one of `results`.
+            let looped = rep
+                .item
+                .as_ref()
+                .filter(|_| spec.register.is_some())
+                .map(|(_, item)| AtRunItem {
+                    index: rep_index,
+                    item: serde_json::to_value(item).unwrap_or_default(),
+                });
             // A repetition is the step under its own title: its messages and results name it.
             let named;
             let spec = match &rep.item {
@@ -168,7 +177,7 @@ pub fn compile(
                 ) {
                     origin(step.targets());
                     let mut contexts = std::collections::BTreeMap::new();
-                    if spec.register.is_some() || spec.retry.is_some() {
+                    if spec.register.is_some() || spec.retry.is_some() || !spec.rules.is_default() {
                         let ctx = rep.context(&cluster_context(inv, secrets.table));
                         contexts = step
                             .targets()
@@ -176,7 +185,7 @@ pub fn compile(
                             .map(|h| (h, ctx.clone()))
                             .collect();
                     }
-                    out.push(configured(pb, spec, step, contexts));
+                    out.push(configured(pb, spec, step, contexts, looped));
                 }
                 continue;
             }
@@ -204,7 +213,7 @@ pub fn compile(
                 &mut diagnostics,
             );
             origin(runs_on);
-            out.push(configured(pb, spec, step, contexts_at_run));
+            out.push(configured(pb, spec, step, contexts_at_run, looped));
         }
     }
     let pending_files = pending_files(inv, &mut diagnostics);
@@ -392,6 +401,7 @@ fn configured(
     spec: &StepSpec,
     step: Box<dyn Step>,
     contexts: std::collections::BTreeMap<String, minijinja::Value>,
+    looped: Option<AtRunItem>,
 ) -> Box<dyn Step> {
     let mut c = Configured::new(step);
     c.timeout = spec.timeout;
@@ -400,9 +410,15 @@ fn configured(
             c.notifies.push(n.handler.clone());
         }
     }
-    if spec.register.is_some() || spec.retry.is_some() || spec.when_at_run {
+    if spec.register.is_some()
+        || spec.retry.is_some()
+        || spec.when_at_run
+        || !spec.rules.is_default()
+    {
         c.at = Some(AtRun {
             register: spec.register.clone(),
+            rules: spec.rules.clone(),
+            looped,
             when: spec.when.clone().filter(|_| spec.when_at_run),
             retry: spec.retry.clone(),
             contexts,

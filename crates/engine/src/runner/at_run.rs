@@ -82,10 +82,13 @@ impl Runner {
                     .filter(|(i, _)| *i == index)
                     .map(|(_, c)| c);
                 let result = Registered::from_outcome(*status, printed);
-                kept.registered
-                    .entry(host.clone())
-                    .or_default()
-                    .insert(name.clone(), result);
+                let on_host = kept.registered.entry(host.clone()).or_default();
+                let result = match &at.looped {
+                    None => result,
+                    // One entry of the loop's `results`: the first item starts the list.
+                    Some(l) => Registered::add_item(on_host.remove(name), l, result),
+                };
+                on_host.insert(name.clone(), result);
             }
         }
     }
@@ -121,6 +124,12 @@ impl Runner {
         st.at_run
             .captured
             .insert(host.to_string(), (index, printed.clone()));
+    }
+
+    /// The results registered on `host` so far.
+    pub(super) fn registered_on(&self, host: &str) -> BTreeMap<String, Registered> {
+        let st = self.state.lock().unwrap();
+        st.at_run.registered.get(host).cloned().unwrap_or_default()
     }
 
     fn forget(&self, index: usize, hosts: &[String]) {
