@@ -36,6 +36,9 @@ pub struct Step {
     pub delay: Option<i64>,
     pub until: Option<String>,
     pub run_once: bool,
+    pub ignore_errors: bool,
+    pub failed_when: Option<String>,
+    pub changed_when: Option<String>,
     pub with: toml::Table,
     /// An include entry (`include = "roles/web"`): its path, relative to the file it is in.
     pub include: Option<String>,
@@ -170,9 +173,6 @@ fn why_not(key: &str) -> &'static str {
             "provision runs every step on its own hosts"
         }
         "become_user" => "provision runs as the SSH user, with sudo for root only",
-        "ignore_errors" | "failed_when" | "changed_when" => {
-            "provision decides failure and change from facts, not from output"
-        }
         "no_log" => {
             "provision hides secrets (from the secrets file) everywhere; plain vars are shown"
         }
@@ -833,7 +833,7 @@ impl<'a> Converter<'a> {
                     tags.extend(tag_list(v));
                     step.tags = tags;
                 }
-                "register" => step.register = self.register(v, loop_node.is_some()),
+                "register" => step.register = self.register(v),
                 "retries" | "delay" => {
                     let n = match &v.v {
                         V::Int(i) => Some(*i),
@@ -846,7 +846,14 @@ impl<'a> Converter<'a> {
                         _ => self.problem(v.line, format!("{k}: not converted (provision takes a {} number of seconds/attempts, not a template)", if k == "retries" { "positive" } else { "non-negative" })),
                     }
                 }
-                "until" => {}
+                "until" | "failed_when" | "changed_when" => {}
+                "ignore_errors" => match v.boolean() {
+                    Some(b) => step.ignore_errors = b,
+                    None => self.problem(
+                        v.line,
+                        "ignore_errors: not converted (provision takes true or false, not a template)",
+                    ),
+                },
                 "run_once" => match v.boolean() {
                     Some(b) => step.run_once = b,
                     None => self.problem(
@@ -886,6 +893,28 @@ impl<'a> Converter<'a> {
                     u.line,
                     "until without retries: retries = 2 (Ansible's default of 3 attempts in all)",
                 );
+            }
+        }
+        // Over the step's own result, by its register name, as `until`.
+        for key in ["failed_when", "changed_when"] {
+            let Some(c) = t.get(key) else { continue };
+            let cond = match c.boolean() {
+                Some(b) => Some(b.to_string()),
+                None => {
+                    let mut own = locals.clone();
+                    own.extend(step.register.iter().cloned());
+                    let mut reg = self.registered.clone();
+                    reg.extend(step.register.iter().cloned());
+                    let saved = std::mem::replace(&mut self.registered, reg);
+                    let e = self.when(c, &own);
+                    self.registered = saved;
+                    e
+                }
+            };
+            if key == "failed_when" {
+                step.failed_when = cond;
+            } else {
+                step.changed_when = cond;
             }
         }
         if step.run_once && step.register.is_some() {
@@ -941,6 +970,14 @@ impl<'a> Converter<'a> {
         for (k, v) in &a.items {
             if !a.used.contains(k) {
                 self.problem(v.line, format!("`{module}` option `{k}`: not converted"));
+            }
+        }
+        // Only a command's result (rc, stdout, stderr) is there for the expressions to read.
+        if step.use_ != "command" {
+            for key in ["failed_when", "changed_when"] {
+                if let Some(c) = t.get(key) {
+                    self.problem(c.line, format!("{key} on `{module}`: not converted (provision's `{}` decides failure and change from the host's state; only `command` steps take {key})", step.use_));
+                }
             }
         }
         let step = self.disable_if_problems(step, before, module);
@@ -1097,9 +1134,9 @@ impl<'a> Converter<'a> {
         Some(relative(&from, &out))
     }
 
-    /// A task's `register`: a name provision accepts, on a task that is not a loop (Ansible
-    /// registers a loop's `results` list; provision keeps the last item's result).
-    fn register(&mut self, v: &Node, looped: bool) -> Option<String> {
+    /// A task's `register`: a name provision accepts (on a loop, provision registers
+    /// `results` as Ansible does).
+    fn register(&mut self, v: &Node) -> Option<String> {
         let name = v.text().unwrap_or_default();
         let ident = name
             .chars()
@@ -1131,10 +1168,6 @@ impl<'a> Converter<'a> {
         ];
         if !ident || TAKEN.contains(&name.as_str()) {
             self.problem(v.line, format!("register `{name}`: not converted (provision takes a name of letters, digits and `_` that templates do not read already)"));
-            return None;
-        }
-        if looped {
-            self.problem(v.line, format!("register `{name}` on a loop: not converted (Ansible registers a list, `{name}.results`; provision keeps the last item's result)"));
             return None;
         }
         Some(name)

@@ -9,6 +9,14 @@ fn v(x: impl Into<toml::Value>) -> String {
     x.into().to_string()
 }
 
+/// A condition: the constants as TOML booleans (`changed_when = false`), else the expression.
+fn cond(e: &str) -> String {
+    match e {
+        "true" | "false" => e.to_string(),
+        _ => v(e),
+    }
+}
+
 fn step_lines(kind: &str, s: &Step) -> Vec<String> {
     let mut l = vec![format!("[[{kind}]]")];
     if let Some(inc) = &s.include {
@@ -71,6 +79,15 @@ fn step_lines(kind: &str, s: &Step) -> Vec<String> {
     }
     if s.run_once {
         l.push("run_once = true".into());
+    }
+    if s.ignore_errors {
+        l.push("ignore_errors = true".into());
+    }
+    if let Some(f) = &s.failed_when {
+        l.push(format!("failed_when = {}", cond(f)));
+    }
+    if let Some(c) = &s.changed_when {
+        l.push(format!("changed_when = {}", cond(c)));
     }
     if !s.with.is_empty() {
         l.push(format!("with = {}", toml::Value::Table(s.with.clone())));

@@ -477,7 +477,6 @@ mod tests {
             problems(&r),
             [
                 "/pb/site.yml:28: `echo {{ probe.stdout }}`: reads the registered result `probe`: not converted (provision's `when` and `until` read registered results; parameters and templates cannot)",
-                "/pb/site.yml:32: register `each` on a loop: not converted (Ansible registers a list, `each.results`; provision keeps the last item's result)",
                 "/pb/site.yml:35: when: `late` not a var of the playbook or inventory (a fact, a registered result or an extra var?): not converted",
                 "/pb/site.yml:41: register `vars`: not converted (provision takes a name of letters, digits and `_` that templates do not read already)",
                 "/pb/site.yml:44: run_once with register: not converted (Ansible gives every host the one result; provision registers it on the host that ran the step only)",
@@ -506,7 +505,76 @@ mod tests {
             assert!(toml.contains(want), "{want}\nnot in\n{toml}");
         }
         let parsed: toml::Table = toml::from_str(&toml).unwrap();
-        assert_eq!(parsed["steps"].as_array().unwrap().len(), 6, "{toml}");
+        assert_eq!(parsed["steps"].as_array().unwrap().len(), 7, "{toml}");
+    }
+
+    const RESULT_RULES: &str = r#"- hosts: app
+  tasks:
+    - name: grep
+      command: grep -q x /etc/y
+      register: found
+      failed_when: found.rc not in [0, 1]
+      changed_when: false
+    - name: maybe
+      shell: /usr/bin/maybe
+      ignore_errors: yes
+      changed_when:
+        - "'updated' in result.stdout"
+        - result.rc == 0
+      register: result
+    - name: each
+      command: echo {{ item }}
+      loop: [a, b]
+      register: each
+      failed_when: "'bad' in each.stderr"
+    - name: after
+      command: /usr/bin/after
+      when: each.results | selectattr('changed') | list | length > 0 and each.results[0].rc == 0
+    - name: probe is ok
+      command: /usr/bin/probe
+      changed_when: "False"
+      failed_when: true
+    - name: templated
+      command: /usr/bin/t
+      ignore_errors: "{{ lax }}"
+    - name: a file
+      copy:
+        content: x
+        dest: /etc/x
+      changed_when: false
+"#;
+
+    /// `ignore_errors`, `failed_when` and `changed_when` (a boolean, an expression, a list that
+    /// must all hold) convert, reading the step's own register; a loop's register converts and
+    /// a later `when` reads its `results`. The converted playbook passes the parser.
+    #[test]
+    fn ignore_errors_failed_when_changed_when_and_loop_results_convert() {
+        let r = convert(&[("site.yml", RESULT_RULES)]);
+        assert_eq!(
+            problems(&r),
+            [
+                "/pb/site.yml:29: ignore_errors: not converted (provision takes true or false, not a template)",
+                "/pb/site.yml:34: changed_when on `copy`: not converted (provision's `copy` decides failure and change from the host's state; only `command` steps take changed_when)",
+            ]
+        );
+        let toml = text(&r, "playbook.toml");
+        for want in [
+            "[[steps]]\nname = \"grep\"\nuse = \"command\"\nhosts = \"app\"\nregister = \"found\"\nfailed_when = \"found.rc not in [0, 1]\"\nchanged_when = false\n",
+            "[[steps]]\nname = \"maybe\"\nuse = \"command\"\nhosts = \"app\"\nregister = \"result\"\nignore_errors = true\nchanged_when = \"('updated' in result.stdout) and (result.rc == 0)\"\n",
+            "loop = [\"a\", \"b\"]\nregister = \"each\"\nfailed_when = \"'bad' in each.stderr\"\n",
+            "[[steps]]\nname = \"after\"\nuse = \"command\"\nhosts = \"app\"\nwhen = \"each.results | selectattr('changed') | list | length > 0 and each.results[0].rc == 0\"\n",
+            "[[steps]]\nname = \"probe is ok\"\nuse = \"command\"\nhosts = \"app\"\nfailed_when = true\nchanged_when = false\n",
+        ] {
+            assert!(toml.contains(want), "{want}\nnot in\n{toml}");
+        }
+        let pb = provision_engine::playbook_file::PlaybookFile::parse(
+            &toml,
+            std::path::Path::new("playbook.toml"),
+            &["command", "copy"],
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        assert_eq!(pb.steps.len(), 5, "{toml}");
+        assert!(pb.steps[3].when_at_run, "reads each.results");
     }
 
     const ROLES_SITE: &str = r#"- hosts: web
