@@ -2140,3 +2140,242 @@ with = { run = "touch {{ vars.root }}/etc/ran" }
     );
     assert!(!c.root(1).join("etc/ran").exists());
 }
+
+const IGNORE_PLAYBOOK: &str = r#"
+[[steps]]
+name = "version probe"
+use = "command"
+changed_when = false
+register = "version"
+with = { run = "cat {{ vars.root }}/version 2>/dev/null || echo none" }
+
+[[steps]]
+name = "may fail"
+use = "command"
+ignore_errors = true
+changed_when = false
+register = "maybe"
+with = { run = "test -e {{ vars.root }}/ok" }
+
+[[steps]]
+name = "after"
+use = "command"
+when = "(maybe.failed or maybe.rc == 0) and version.stdout == 'none' and not version.changed"
+with = { run = "touch {{ vars.root }}/after", creates = "{{ vars.root }}/after" }
+"#;
+
+/// A host failing a step with `ignore_errors` is reported ignored (text, JSON, recap column),
+/// still runs the next step, and the run exits 0; probes with `changed_when = false` report ok,
+/// so a second run reports 0 changed, and under --check they are skipped (0 would change).
+#[test]
+fn an_ignored_failure_goes_on_and_a_probe_never_changes() {
+    let c = handlers_cluster(2, IGNORE_PLAYBOOK);
+    std::fs::write(c.root(1).join("ok"), "").unwrap();
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("h2: ignored may fail: command failed with exit status 1"),
+        "{t}"
+    );
+    assert!(!t.contains("h1: ignored"), "{t}");
+    assert!(t.contains("IGNORED"), "{t}");
+    assert!(
+        t.contains("2 host(s), 2 changed, 0 failed or unreachable, 1 failure(s) ignored"),
+        "{t}"
+    );
+    for i in [1, 2] {
+        assert!(c.root(i).join("after").exists(), "h{i} went on");
+    }
+
+    let out = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let results = Cluster::results(&out);
+    for want in [
+        triple("version probe", "h1", "ok"),
+        triple("version probe", "h2", "ok"),
+        triple("may fail", "h1", "ok"),
+        triple("may fail", "h2", "ignored"),
+        triple("after", "h2", "ok"),
+    ] {
+        assert!(results.contains(&want), "{want:?} not in {results:?}");
+    }
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    assert!(
+        text(&out).contains("2 host(s), 0 changed, 0 failed or unreachable"),
+        "{}",
+        text(&out)
+    );
+
+    let out = c.provision(&["run", &c.cluster_toml(), "--check"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("2 host(s), 0 would change, 0 failed or unreachable"),
+        "{t}"
+    );
+}
+
+const FAILED_WHEN_PLAYBOOK: &str = r#"
+[[steps]]
+name = "exit code"
+use = "command"
+failed_when = "rc not in [0, 1]"
+register = "code"
+with = { run = "exit $(cat {{ vars.root }}/code)" }
+
+[[steps]]
+name = "next"
+use = "command"
+when = "code.rc == 1 and not code.failed"
+with = { run = "touch {{ vars.root }}/next" }
+"#;
+
+/// `failed_when = "rc not in [0, 1]"`: exit status 1 is a success (the registered result says
+/// not failed), exit status 2 fails the host naming the expression, and the run exits 1.
+#[test]
+fn failed_when_turns_rc_1_into_ok_and_rc_2_into_a_failure() {
+    let c = handlers_cluster(2, FAILED_WHEN_PLAYBOOK);
+    std::fs::write(c.root(1).join("code"), "1").unwrap();
+    std::fs::write(c.root(2).join("code"), "2").unwrap();
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("h1: changed exit code"), "{t}");
+    assert!(
+        t.contains("h2: failed exit code: `failed_when = rc not in [0, 1]` is true (rc 2)"),
+        "{t}"
+    );
+    assert!(t.contains("exit status: 2"), "{t}");
+    assert!(c.root(1).join("next").exists());
+    assert!(!c.root(2).join("next").exists(), "a failed host stops");
+}
+
+const LOOP_REGISTER_PLAYBOOK: &str = r#"
+[[steps]]
+name = "each"
+use = "command"
+loop = ["a", "b"]
+ignore_errors = true
+changed_when = false
+register = "each"
+with = { run = "test -e {{ vars.root }}/{{ item }}" }
+
+[[steps]]
+name = "all present"
+use = "command"
+when = "not each.failed and each.results | length == 2"
+with = { run = "touch {{ vars.root }}/all-present" }
+
+[[steps]]
+name = "b missing"
+use = "command"
+when = "each.results[0].rc == 0 and each.results[1].rc != 0 and each.results | selectattr('failed') | map(attribute='item') | list == ['b']"
+with = { run = "touch {{ vars.root }}/b-missing" }
+"#;
+
+/// A looped step registers one result per item: later `when`s read the aggregate
+/// (`each.failed`), an item by index (`each.results[1].rc`) and filters over the list.
+#[test]
+fn a_looped_register_is_read_by_a_later_when() {
+    let c = handlers_cluster(2, LOOP_REGISTER_PLAYBOOK);
+    for f in ["a", "b"] {
+        std::fs::write(c.root(1).join(f), "").unwrap();
+    }
+    std::fs::write(c.root(2).join("a"), "").unwrap();
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("h2: ignored each (b)"), "{t}");
+    assert!(c.root(1).join("all-present").exists(), "{t}");
+    assert!(!c.root(1).join("b-missing").exists(), "{t}");
+    assert!(!c.root(2).join("all-present").exists(), "{t}");
+    assert!(c.root(2).join("b-missing").exists(), "{t}");
+}
+
+/// `failed_when` on a step with no result to read, a non-boolean `ignore_errors`, an
+/// expression that does not parse and `results` of a register without a loop: exit 2 at their
+/// positions, for check-config and run, and nothing connects.
+#[test]
+fn bad_result_rules_exit_2_at_their_positions_and_nothing_runs() {
+    let bad = r#"
+[[steps]]
+use = "copy"
+failed_when = "rc != 0"
+with = { content = "x", dest = "{{ vars.root }}/x" }
+
+[[steps]]
+use = "command"
+ignore_errors = "yes"
+register = "one"
+with = { run = "true" }
+
+[[steps]]
+use = "command"
+changed_when = "rc =="
+with = { run = "touch {{ vars.root }}/ran" }
+
+[[steps]]
+use = "command"
+when = "one.results[0].rc == 0"
+with = { run = "touch {{ vars.root }}/ran" }
+"#;
+    let c = handlers_cluster(1, bad);
+    for cmd in ["check-config", "run"] {
+        let out = c.provision(&[cmd, &c.cluster_toml()]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {t}");
+        for want in [
+            "playbook.toml:4:15: error: `failed_when` in step `copy`: `copy` has no result of its own to read (rc, stdout, stderr); only command steps have",
+            "playbook.toml:9:17: error: `ignore_errors` in step `command` must be a boolean, not a string",
+            "playbook.toml:15:16: error: `changed_when` in step `command`: `rc ==` is not a valid expression",
+            "playbook.toml:20:8: error: `when` in step `command` reads `one.results`, but the step that registers it has no `loop`",
+        ] {
+            assert!(t.contains(want), "{cmd}: {want}\nnot in\n{t}");
+        }
+    }
+    assert!(
+        !c.servers[0].log().contains("Accepted publickey"),
+        "nothing connected"
+    );
+    assert!(!c.root(1).join("ran").exists() && !c.root(1).join("x").exists());
+}
+
+const CHANGED_WHEN_NOTIFY_PLAYBOOK: &str = r#"
+[[steps]]
+name = "maybe update"
+use = "command"
+changed_when = "'updated' in stdout"
+notify = "record"
+with = { run = "if [ -e {{ vars.root }}/update ]; then rm {{ vars.root }}/update; echo updated; fi" }
+
+[[handlers]]
+name = "record"
+use = "command"
+with = { run = "echo ran >> {{ vars.root }}/handled" }
+"#;
+
+/// A step whose change `changed_when` decides notifies its handler only when it changed: the
+/// notification is written (and cleared) after the decision, not with the command.
+#[test]
+fn changed_when_decides_whether_a_handler_is_notified() {
+    let c = handlers_cluster(1, CHANGED_WHEN_NOTIFY_PLAYBOOK);
+    std::fs::write(c.root(1).join("update"), "").unwrap();
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("h1: changed maybe update"), "{t}");
+    let handled = || std::fs::read_to_string(c.root(1).join("handled")).unwrap_or_default();
+    assert_eq!(handled(), "ran\n");
+    assert!(
+        std::fs::read_to_string(c.pending(1))
+            .unwrap_or_default()
+            .trim()
+            .is_empty(),
+        "the notification was cleared once the handler ran"
+    );
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    let t = text(&out);
+    assert!(t.contains("1 host(s), 0 changed"), "{t}");
+    assert_eq!(handled(), "ran\n", "no change, no handler");
+}
