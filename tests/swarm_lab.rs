@@ -184,7 +184,10 @@ fn bare_vms_to_a_swarm_with_the_demo_stack_then_idempotent_then_a_new_worker() {
     )
     .expect("add worker-2");
     eprintln!("worker-2 booted in {:?}", t3.elapsed());
+    let t4 = Instant::now();
     let third = run(&cluster, &[]);
+    eprintln!("run with worker-2 in {:?}", t4.elapsed());
+    third.print_timeline("worker-2 joins");
     assert!(
         third.ok(),
         "run after adding worker-2 failed:\n{}",

@@ -1999,7 +1999,7 @@ with = { run = "echo start {{ host.name }} $(date +%s%N) >> SHARED; sleep 0.4; e
     let parallel = std::fs::read_to_string(&pb)
         .unwrap()
         .replace("serial = 1\n", "")
-        .replace("sleep 0.4", "sleep 3");
+        .replace("sleep 0.4", "sleep 6");
     std::fs::write(&pb, parallel).unwrap();
     let out = c.provision(&["run", &c.cluster_toml()]);
     assert!(out.status.success(), "{}", text(&out));
