@@ -738,4 +738,54 @@ tags = ["site", "again"]
         );
         assert!(!text(&r, "playbook.toml").contains("serial ="));
     }
+
+    /// `authorized_key` (also as `ansible.posix.authorized_key`) becomes the step of that name,
+    /// a loop over users with a joined key list included; what it has no form for is named.
+    #[test]
+    fn authorized_key_converts_to_its_step() {
+        let site = r#"- hosts: all
+  vars:
+    people:
+      - name: alice
+        ssh_keys: ["ssh-ed25519 AAAAC3Nz alice@laptop"]
+  tasks:
+    - name: keys
+      ansible.posix.authorized_key:
+        user: "{{ item.name }}"
+        key: '{{ item.ssh_keys | join("\n") }}'
+        path: /srv/keys/{{ item.name }}
+        exclusive: yes
+        manage_dir: false
+      loop: "{{ people }}"
+    - name: revoked
+      authorized_key: user=bob key="ssh-rsa AAAAB3 old" state=absent
+    - name: options
+      authorized_key:
+        user: carol
+        key: ssh-ed25519 AAAAC3Nz carol
+        key_options: no-pty
+        state: maybe
+"#;
+        let r = convert(&[("site.yml", site)]);
+        assert_eq!(
+            problems(&r),
+            [
+                "/pb/site.yml:22: authorized_key state `maybe`: not converted",
+                "/pb/site.yml:21: `authorized_key` option `key_options`: not converted",
+            ]
+        );
+        let t = text(&r, "playbook.toml");
+        assert!(
+            t.contains(
+                "[[steps]]\nname = \"keys\"\nuse = \"authorized_key\"\nloop = \"{{ vars.people }}\"\nwith = { exclusive = true, key = '{{ item.ssh_keys | join(\"\\n\") }}', manage_dir = false, path = \"/srv/keys/{{ item.name }}\", user = \"{{ item.name }}\" }\n"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "[[steps]]\nname = \"revoked\"\nuse = \"authorized_key\"\nwith = { key = \"ssh-rsa AAAAB3 old\", state = \"absent\", user = \"bob\" }\n"
+            ),
+            "{t}"
+        );
+    }
 }
