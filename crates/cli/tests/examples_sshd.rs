@@ -51,6 +51,7 @@ fn port(s: &Setup) -> (Hosts, PathBuf) {
     copy_dir(&example(s.example).join("provision"), &dir);
     let cluster = dir.join("cluster.toml");
     connect(&h, s, &cluster);
+    check_config_ok(&h, &cluster);
     (h, cluster)
 }
 
@@ -71,15 +72,21 @@ fn converted(s: &Setup) -> (Hosts, PathBuf) {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let cluster = dir.join("cluster.toml");
     connect(&h, s, &cluster);
+    check_config_ok(&h, &cluster);
     (h, cluster)
 }
 
 fn connect(h: &Hosts, s: &Setup, cluster: &Path) {
     let set = h.dir.path().to_path_buf();
-    h.connect(cluster, &s.vars, &|name, root| (s.host_vars)(name, root, &set));
+    h.connect(cluster, &s.vars, &|name, root| {
+        (s.host_vars)(name, root, &set)
+    });
     for name in names(cluster) {
         (s.before)(&h.root_of(&name));
     }
+}
+
+fn check_config_ok(h: &Hosts, cluster: &Path) {
     let out = h.provision(&["check-config", cluster.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
@@ -118,7 +125,10 @@ fn run(h: &Hosts, cluster: &Path) -> (Results, Vec<Entry>, String) {
 /// Sets `[vars] key = value` in a cluster file: the config change of a test.
 fn set_var(cluster: &Path, key: &str, value: toml::Value) {
     let mut inv: toml::Table = std::fs::read_to_string(cluster).unwrap().parse().unwrap();
-    inv["vars"].as_table_mut().unwrap().insert(key.into(), value);
+    inv["vars"]
+        .as_table_mut()
+        .unwrap()
+        .insert(key.into(), value);
     std::fs::write(cluster, toml::to_string(&inv).unwrap()).unwrap();
 }
 
@@ -151,7 +161,11 @@ fn four_runs(
 
 /// The converter's output, on a fresh set of hosts, does what the hand-written port did: the
 /// same results in each of the four runs and the same trees after each, file by file.
-fn converted_matches(s: &Setup, change: &dyn Fn(&Path), port_runs: &[(Results, Vec<Entry>, String)]) {
+fn converted_matches(
+    s: &Setup,
+    change: &dyn Fn(&Path),
+    port_runs: &[(Results, Vec<Entry>, String)],
+) {
     let (c, cluster) = converted(s);
     let conv_runs = four_runs(&c, &cluster, change);
     for (i, (p, c)) in port_runs.iter().zip(&conv_runs).enumerate() {
@@ -176,9 +190,12 @@ fn no_change(r: &Results) {
 }
 
 fn entry<'a>(t: &'a [Entry], path: &str) -> &'a Entry {
-    t.iter()
-        .find(|e| e.path == path)
-        .unwrap_or_else(|| panic!("no {path} in {:?}", t.iter().map(|e| &e.path).collect::<Vec<_>>()))
+    t.iter().find(|e| e.path == path).unwrap_or_else(|| {
+        panic!(
+            "no {path} in {:?}",
+            t.iter().map(|e| &e.path).collect::<Vec<_>>()
+        )
+    })
 }
 
 fn table(pairs: &[(&str, toml::Value)]) -> toml::Table {
@@ -210,7 +227,10 @@ fn nginx() -> Setup {
                     "nginx_reload_command",
                     format!("echo reloaded >> {}/reloads.log", root.display()).into(),
                 ),
-                ("pending_handlers_file", s(&set.join(format!("pending-{name}")))),
+                (
+                    "pending_handlers_file",
+                    s(&set.join(format!("pending-{name}"))),
+                ),
             ])
         },
         before: |_| {},
@@ -268,19 +288,33 @@ fn nginx_example_reloads_only_when_its_config_changed_and_its_conversion_matches
             (format!("<h1>{host}</h1>\n").as_str(), 0o644)
         );
         assert_eq!(entry(t, &format!("{host}/var/www/{host}")).mode, 0o755);
-        assert_eq!(entry(t, &format!("{host}/reloads.log")).content, "reloaded\n");
+        assert_eq!(
+            entry(t, &format!("{host}/reloads.log")).content,
+            "reloaded\n"
+        );
     }
     // Nothing changed: no step changes and the handler does not run.
     no_change(&runs[1].0);
-    assert!(!runs[1].0.iter().any(|r| r.0 == "reload nginx"), "{:?}", runs[1].0);
+    assert!(
+        !runs[1].0.iter().any(|r| r.0 == "reload nginx"),
+        "{:?}",
+        runs[1].0
+    );
     assert_eq!(runs[1].1, runs[0].1);
     // The config changed: nginx.conf and the handler, once per host, nothing else.
-    let changed: Vec<_> = runs[2].0.iter().filter(|r| r.2 != "ok" && r.2 != "skipped").collect();
+    let changed: Vec<_> = runs[2]
+        .0
+        .iter()
+        .filter(|r| r.2 != "ok" && r.2 != "skipped")
+        .collect();
     assert_eq!(
         changed,
-        expect(&hosts, &[("nginx.conf", "changed"), ("reload nginx", "changed")])
-            .iter()
-            .collect::<Vec<_>>(),
+        expect(
+            &hosts,
+            &[("nginx.conf", "changed"), ("reload nginx", "changed")]
+        )
+        .iter()
+        .collect::<Vec<_>>(),
         "{}",
         runs[2].2
     );
@@ -386,7 +420,11 @@ fn users_example_authorizes_and_revokes_keys_and_its_conversion_matches() {
             let home = entry(t, &format!("{host}/home/{user}"));
             assert_eq!((home.mode, home.uid), (0o750, ids.0), "{user}");
             let ssh = entry(t, &format!("{host}/home/{user}/.ssh"));
-            assert_eq!((ssh.mode, ssh.uid, ssh.gid), (0o700, ids.0, ids.1), "{user}");
+            assert_eq!(
+                (ssh.mode, ssh.uid, ssh.gid),
+                (0o700, ids.0, ids.1),
+                "{user}"
+            );
             let k = entry(t, &format!("{host}/home/{user}/.ssh/authorized_keys"));
             assert_eq!(k.content, keys, "{user}");
             assert_eq!((k.mode, k.uid, k.gid), (0o600, ids.0, ids.1), "{user}");
@@ -457,7 +495,12 @@ fn rolling_deploy_example_restarts_where_the_release_changed_and_its_conversion_
     first.push(("releases directory", "changed"));
     assert_eq!(runs[0].0, expect(&hosts, &first), "{}", runs[0].2);
     // The health check failed once on each host and was retried.
-    assert_eq!(runs[0].2.matches("\"retrying\"").count(), 2, "{}", runs[0].2);
+    assert_eq!(
+        runs[0].2.matches("\"retrying\"").count(),
+        2,
+        "{}",
+        runs[0].2
+    );
     let t = &runs[0].1;
     for host in hosts {
         assert_eq!(
@@ -475,11 +518,16 @@ fn rolling_deploy_example_restarts_where_the_release_changed_and_its_conversion_
         let program = entry(t, &format!("{host}/srv/app/releases/1.4.2/app.sh"));
         assert_eq!(
             program.content,
-            std::fs::read_to_string(example("rolling-deploy").join("ansible/roles/app/files/app.sh"))
-                .unwrap()
+            std::fs::read_to_string(
+                example("rolling-deploy").join("ansible/roles/app/files/app.sh")
+            )
+            .unwrap()
         );
         assert_eq!(program.mode, 0o755);
-        assert_eq!(entry(t, &format!("{host}/restarts.log")).content, "restarted\n");
+        assert_eq!(
+            entry(t, &format!("{host}/restarts.log")).content,
+            "restarted\n"
+        );
     }
     // Nothing new: the link is as it was, so no restart and no health check.
     assert_eq!(
@@ -509,7 +557,10 @@ fn rolling_deploy_example_restarts_where_the_release_changed_and_its_conversion_
             "link -> ROOT/srv/app/releases/1.5.0"
         );
         // The previous release stays, for a rollback.
-        entry(&runs[2].1, &format!("{host}/srv/app/releases/1.4.2/app.env"));
+        entry(
+            &runs[2].1,
+            &format!("{host}/srv/app/releases/1.4.2/app.env"),
+        );
         assert_eq!(
             entry(&runs[2].1, &format!("{host}/restarts.log")).content,
             "restarted\nrestarted\n"
@@ -530,4 +581,30 @@ fn rolling_deploy_example_restarts_where_the_release_changed_and_its_conversion_
         .collect();
     assert_eq!(order, ["app-1", "app-2"]);
     converted_matches(&setup, &change, &runs);
+}
+
+#[test]
+fn a_private_key_in_the_users_list_is_bad_input_and_nothing_runs() {
+    let mut setup = users();
+    let mut bad = people(&ALICE);
+    bad.as_array_mut().unwrap()[1]["ssh_keys"] = vec!["-----BEGIN OPENSSH PRIVATE KEY-----"].into();
+    setup.vars.insert("users".into(), bad);
+    let h = Hosts::start(2);
+    let dir = h.dir.path().join("port");
+    copy_dir(&example("users").join("provision"), &dir);
+    let cluster = dir.join("cluster.toml");
+    connect(&h, &setup, &cluster);
+    for cmd in ["check-config", "run"] {
+        let out = h.provision(&[cmd, cluster.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        let t = text(&out);
+        assert!(
+            t.contains("roles/users/steps.toml:22:36: error: key entry 1 is a private key"),
+            "{t}"
+        );
+    }
+    // Nothing ran: no home directory was made on either host.
+    for name in ["app-1", "app-2"] {
+        assert!(!h.root_of(name).join("home/daemon").exists());
+    }
 }

@@ -252,7 +252,10 @@ pub fn first_difference(a_name: &str, a: &[Entry], b_name: &str, b: &[Entry]) ->
                         x.content, y.content
                     )
                 } else if x.mode != y.mode {
-                    format!("has mode {:o} in {a_name}, {:o} in {b_name}", x.mode, y.mode)
+                    format!(
+                        "has mode {:o} in {a_name}, {:o} in {b_name}",
+                        x.mode, y.mode
+                    )
                 } else {
                     format!(
                         "is owned by {}:{} in {a_name}, {}:{} in {b_name}",

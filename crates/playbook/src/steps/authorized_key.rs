@@ -267,10 +267,10 @@ impl Decide for AuthorizedKey {
         let path = &now.path;
         let current = match &now.content {
             Content::Link => {
-                return Err(StepError::new(format!(
-                    "{path} or its directory is a symbolic link"
-                ))
-                .hint("replace the link with a real directory and file"));
+                return Err(
+                    StepError::new(format!("{path} or its directory is a symbolic link"))
+                        .hint("replace the link with a real directory and file"),
+                );
             }
             Content::Unreadable => {
                 return Err(StepError::new(format!("cannot read {path}"))
@@ -283,12 +283,17 @@ impl Decide for AuthorizedKey {
             return Ok(Check::Ok(format!("no {path}")));
         }
         if now.dir.is_none() && !self.manage_dir {
-            return Err(StepError::new(format!(
-                "the directory of {path} does not exist"
-            ))
-            .hint("create it first, or leave out manage_dir = false"));
+            return Err(
+                StepError::new(format!("the directory of {path} does not exist"))
+                    .hint("create it first, or leave out manage_dir = false"),
+            );
         }
-        let after = edit(current.unwrap_or(""), &self.keys, self.state, self.exclusive);
+        let after = edit(
+            current.unwrap_or(""),
+            &self.keys,
+            self.state,
+            self.exclusive,
+        );
         let same = current == Some(after.as_str());
         let attrs_ok = self.state == State::Absent
             || (self.owned(&now.file, 0o600, &now.primary)
@@ -427,7 +432,12 @@ mod tests {
             ))
             .unwrap();
         assert_eq!(
-            (got.primary.as_str(), got.path.as_str(), &got.dir, &got.content),
+            (
+                got.primary.as_str(),
+                got.path.as_str(),
+                &got.dir,
+                &got.content
+            ),
             (
                 "nogroup",
                 "/nonexistent/.ssh/authorized_keys",
@@ -443,8 +453,10 @@ mod tests {
         assert_eq!(got.content, Content::Link);
         assert!(f.parse(&Facts::new("garbage\n")).is_err());
         assert!(
-            f.parse(&Facts::new("passwd=nobody:x:65534:65534:nobody:/n:/bin/sh\n"))
-                .is_err()
+            f.parse(&Facts::new(
+                "passwd=nobody:x:65534:65534:nobody:/n:/bin/sh\n"
+            ))
+            .is_err()
         );
     }
 
@@ -453,10 +465,7 @@ mod tests {
         let s = step(&format!("user = \"deploy\"\nkey = \"{KEY}\""));
         // No file yet: written with the one key.
         let c = change(s.decide(facts(None, "")).unwrap());
-        assert_eq!(
-            c.summary,
-            "add 1 key to /home/deploy/.ssh/authorized_keys"
-        );
+        assert_eq!(c.summary, "add 1 key to /home/deploy/.ssh/authorized_keys");
         assert_eq!(
             c.actions,
             vec![Action::run_with_stdin(
@@ -465,7 +474,10 @@ mod tests {
             )]
         );
         // Other keys and comments are kept; ours is appended.
-        let c = change(s.decide(facts(Some(&format!("# ci\n{KEY2}")), "600")).unwrap());
+        let c = change(
+            s.decide(facts(Some(&format!("# ci\n{KEY2}")), "600"))
+                .unwrap(),
+        );
         let diff = c.diff.unwrap();
         assert_eq!(diff.after, format!("# ci\n{KEY2}\n{KEY}\n"));
         assert_eq!(diff.before, Some(format!("# ci\n{KEY2}")));
@@ -506,7 +518,8 @@ mod tests {
         );
         assert_eq!(c.diff.unwrap().after, format!("{KEY2}\n"));
         assert!(matches!(
-            gone.decide(facts(Some(&format!("{KEY2}\n")), "644")).unwrap(),
+            gone.decide(facts(Some(&format!("{KEY2}\n")), "644"))
+                .unwrap(),
             Check::Ok(_)
         ));
         assert_eq!(
@@ -521,8 +534,11 @@ mod tests {
             "user = \"deploy\"\nkey = \"{KEY}\\n{KEY2}\\n\"\nexclusive = true"
         ));
         let c = change(
-            s.decide(facts(Some(&format!("# old\nssh-rsa AAAAB3 x@y\n{KEY}\n")), "600"))
-                .unwrap(),
+            s.decide(facts(
+                Some(&format!("# old\nssh-rsa AAAAB3 x@y\n{KEY}\n")),
+                "600",
+            ))
+            .unwrap(),
         );
         assert_eq!(
             c.summary,
@@ -536,7 +552,10 @@ mod tests {
         ));
         // No keys at all, exclusively: an empty file.
         let none = step("user = \"deploy\"\nkey = []\nexclusive = true");
-        let c = change(none.decide(facts(Some(&format!("{KEY}\n")), "600")).unwrap());
+        let c = change(
+            none.decide(facts(Some(&format!("{KEY}\n")), "600"))
+                .unwrap(),
+        );
         assert_eq!(c.diff.unwrap().after, "");
     }
 
@@ -549,7 +568,12 @@ mod tests {
         assert_eq!(e.message, "no user deploy on the host");
         let mut f = facts(None, "");
         f.content = Content::Link;
-        assert!(s.decide(f).unwrap_err().message.ends_with("is a symbolic link"));
+        assert!(
+            s.decide(f)
+                .unwrap_err()
+                .message
+                .ends_with("is a symbolic link")
+        );
         let mut f = facts(None, "");
         f.content = Content::Unreadable;
         assert_eq!(
@@ -589,20 +613,26 @@ mod tests {
             Some("exclusive")
         );
         assert_eq!(
-            err(&format!("user = \"deploy\"\nkey = \"{KEY}\"\npath = \"keys\""))
-                .key
-                .as_deref(),
+            err(&format!(
+                "user = \"deploy\"\nkey = \"{KEY}\"\npath = \"keys\""
+            ))
+            .key
+            .as_deref(),
             Some("path")
         );
         assert_eq!(
-            err(&format!("user = \"Deploy!\"\nkey = \"{KEY}\"")).key.as_deref(),
+            err(&format!("user = \"Deploy!\"\nkey = \"{KEY}\""))
+                .key
+                .as_deref(),
             Some("user")
         );
         assert!(
-            err(&format!("user = \"deploy\"\nkey = \"{KEY}\"\nexlusive = true"))
-                .help
-                .unwrap()
-                .starts_with("did you mean `exclusive`?")
+            err(&format!(
+                "user = \"deploy\"\nkey = \"{KEY}\"\nexlusive = true"
+            ))
+            .help
+            .unwrap()
+            .starts_with("did you mean `exclusive`?")
         );
     }
 
@@ -631,10 +661,7 @@ mod tests {
         let t = LocalShell::new();
         std::fs::create_dir_all(tmp.path().join("home")).unwrap();
         assert_eq!(t.converge(&*with(&format!("key = \"{KEY}\""))).len(), 1);
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            format!("{KEY}\n")
-        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{KEY}\n"));
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!((mode(&path), mode(path.parent().unwrap())), (0o600, 0o700));
@@ -652,13 +679,11 @@ mod tests {
             )]
         );
         assert_eq!(
-            t.converge(&*with(&format!("key = \"{KEY}\"\nstate = \"absent\""))).len(),
+            t.converge(&*with(&format!("key = \"{KEY}\"\nstate = \"absent\"")))
+                .len(),
             1
         );
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            format!("{KEY2}\n")
-        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{KEY2}\n"));
         // A planted link is refused, not written through.
         std::fs::remove_file(&path).unwrap();
         std::os::unix::fs::symlink(tmp.path().join("elsewhere"), &path).unwrap();
