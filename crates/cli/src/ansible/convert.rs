@@ -774,6 +774,7 @@ impl<'a> Converter<'a> {
         let module = module
             .strip_prefix("ansible.builtin.")
             .or_else(|| module.strip_prefix("ansible.legacy."))
+            .or_else(|| module.strip_prefix("ansible.posix."))
             .unwrap_or(module);
         if !handler
             && matches!(
@@ -1558,6 +1559,28 @@ impl<'a> Converter<'a> {
                 put!("state", &["state"]);
                 put_bool!("remove_home", &["remove"]);
                 "user"
+            }
+            "authorized_key" => {
+                put!("user", &["user"]);
+                put!("key", &["key"]);
+                put!("path", &["path"]);
+                if let Some(n) = a.take(&["state"]) {
+                    match n.text().as_deref() {
+                        Some(s @ ("present" | "absent")) => {
+                            with.insert("state".into(), s.into());
+                        }
+                        other => self.problem(
+                            n.line,
+                            format!(
+                                "authorized_key state `{}`: not converted",
+                                other.unwrap_or("?")
+                            ),
+                        ),
+                    }
+                }
+                put_bool!("exclusive", &["exclusive"]);
+                put_bool!("manage_dir", &["manage_dir"]);
+                "authorized_key"
             }
             "command" | "shell" => {
                 let mut cmd = free.clone();

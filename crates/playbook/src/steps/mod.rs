@@ -3,6 +3,7 @@
 
 pub mod apt;
 pub mod assert;
+pub mod authorized_key;
 pub mod command;
 pub mod copy;
 pub mod directory;
