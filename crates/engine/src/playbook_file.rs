@@ -25,6 +25,7 @@ mod include;
 pub use include::{BUILTIN_PREFIX, Builtins, Scope};
 mod register;
 mod rollout;
+mod fact_reads;
 
 /// One `[[steps]]` entry, parsed but not yet built into a step.
 #[derive(Debug, Clone)]
@@ -295,6 +296,7 @@ pub(crate) fn parse_parts(
         .collect();
     // What `when` and `until` read of registered results is checked per file, in its order.
     let (at_run, handlers_at_run) = register::check_reads(&mut r, &doc);
+    fact_reads::check(&mut r, &doc);
     let (mut entries, mut handlers) = (entries, handlers);
     register::mark_entries(&mut entries, &at_run);
     register::mark(&mut handlers, &handlers_at_run);
