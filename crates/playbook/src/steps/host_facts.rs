@@ -7,7 +7,7 @@
 use super::docker_repo::OsFact;
 use provision_engine::fact::{Fact, Sections, sections, unexpected};
 use provision_engine::host_facts::HostFacts;
-use provision_engine::step::{Facts, StepError};
+use provision_engine::step::{Check, Facts, HostStep, PerHost, Step, StepError};
 
 /// The file the distribution is read from.
 const OS_RELEASE: &str = "/etc/os-release";
@@ -86,6 +86,37 @@ impl Fact for HostFactsFact {
     }
 }
 
+/// The title the gathered facts are reported under.
+pub const STEP_TITLE: &str = "facts";
+
+/// What a run gathered before compiling, reported as the run's first step: on each host the
+/// facts in one line, or why they could not be gathered (the host fails there and drops out,
+/// as at any step). It reads and changes nothing itself.
+pub fn report(gathered: Vec<(String, Result<HostFacts, StepError>)>) -> Box<dyn Step> {
+    Box::new(PerHost {
+        title: STEP_TITLE.to_string(),
+        hosts: gathered
+            .into_iter()
+            .map(|(host, r)| {
+                let step: Box<dyn HostStep> = Box::new(Gathered(r.map(|f| f.summary())));
+                (host, step)
+            })
+            .collect(),
+    })
+}
+
+struct Gathered(Result<String, StepError>);
+
+impl HostStep for Gathered {
+    fn gather(&self) -> Option<String> {
+        None
+    }
+
+    fn check(&self, _: &Facts) -> Result<Check, StepError> {
+        self.0.clone().map(Check::Ok)
+    }
+}
+
 /// The `src` of an `ip route get` line: empty when there is no route (no line) or it names no
 /// source; None when what follows `src` is not an address of the family.
 fn source_address(route: &str, v6: bool) -> Option<String> {
@@ -109,6 +140,22 @@ mod tests {
     /// The command's output on a Debian 12 (bookworm) amd64 host with both default routes,
     /// captured by running [`HostFactsFact::command`] there.
     const DEBIAN_12: &str = include_str!("../../tests/fixtures/host_facts/debian12-bookworm.txt");
+
+    #[test]
+    fn the_report_step_shows_each_hosts_facts_or_fails_it() {
+        let step = report(vec![
+            ("h1".into(), Ok(HostFacts::placeholder())),
+            ("h2".into(), Err(StepError::new("unexpected output"))),
+        ]);
+        assert_eq!(step.title(), "facts");
+        assert_eq!(step.targets(), ["h1", "h2"]);
+        let plan = step.plan(&Default::default());
+        assert_eq!(
+            plan.hosts["h1"],
+            Ok(Check::Ok(HostFacts::placeholder().summary()))
+        );
+        assert_eq!(plan.hosts["h2"], Err(StepError::new("unexpected output")));
+    }
 
     #[test]
     fn the_command() {
