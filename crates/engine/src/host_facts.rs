@@ -113,6 +113,12 @@ pub fn value(facts: HostFacts, host: &str, reads: Arc<Reads>) -> Value {
     })
 }
 
+/// A template context of `facts` alone (to evaluate an expression over a host's facts only).
+pub fn context(facts: HostFacts) -> Value {
+    let facts = value(facts, "", Arc::new(Reads::default()));
+    Value::from(std::collections::BTreeMap::from([("facts", facts)]))
+}
+
 #[derive(Debug)]
 struct FactsObject {
     facts: HostFacts,
