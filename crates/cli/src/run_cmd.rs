@@ -9,9 +9,9 @@ use anyhow::{Context, Result};
 use provision_engine::event::{Event, EventSink, Fanout, Redactor};
 use provision_engine::fact::Fact;
 use provision_engine::host_facts::HostFacts;
-use provision_engine::step::{Facts, Step, StepError};
 use provision_engine::inventory::Inventory;
 use provision_engine::selector::Selector;
+use provision_engine::step::{Facts, Step, StepError};
 use provision_engine::{RunOptions, Runner};
 use provision_playbook::compile::FactsSource;
 use provision_playbook::select::Selection;
@@ -321,51 +321,49 @@ async fn gather_facts(
     let command = HostFactsFact.command();
     let sem = tokio::sync::Semaphore::new(forks);
     let (command, sem) = (&command, &sem);
-    futures::future::join_all(hosts.iter().map(|t| {
-        async move {
-            let _p = sem.acquire().await.expect("semaphore");
-            let started = std::time::Instant::now();
-            let res = match pool.connect(t).await {
-                Ok(s) => {
-                    provision_transport::Transport::run(
-                        &*s,
-                        Command::new(command.clone()).timeout(FACTS_TIMEOUT),
-                    )
-                    .await
-                }
-                Err(e) => Err(e),
-            };
-            let facts = match res {
-                Ok(out) => {
-                    sink.emit(&Event::Command {
-                        host: redactor.clean(&t.name),
-                        step: redactor.clean(host_facts::STEP_TITLE),
-                        command: redactor.clean(command),
+    futures::future::join_all(hosts.iter().map(|t| async move {
+        let _p = sem.acquire().await.expect("semaphore");
+        let started = std::time::Instant::now();
+        let res = match pool.connect(t).await {
+            Ok(s) => {
+                provision_transport::Transport::run(
+                    &*s,
+                    Command::new(command.clone()).timeout(FACTS_TIMEOUT),
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        let facts = match res {
+            Ok(out) => {
+                sink.emit(&Event::Command {
+                    host: redactor.clean(&t.name),
+                    step: redactor.clean(host_facts::STEP_TITLE),
+                    command: redactor.clean(command),
+                    exit_status: out.exit_status,
+                    duration: started.elapsed(),
+                    stdout: redactor.clean(&format!(
+                        "({} bytes of facts, not logged)",
+                        out.stdout.len()
+                    )),
+                    stderr: redactor.clean(&out.stderr_str()),
+                });
+                if out.success() {
+                    HostFactsFact.parse(&Facts {
+                        stdout: out.stdout_str(),
                         exit_status: out.exit_status,
-                        duration: started.elapsed(),
-                        stdout: redactor.clean(&format!(
-                            "({} bytes of facts, not logged)",
-                            out.stdout.len()
-                        )),
-                        stderr: redactor.clean(&out.stderr_str()),
-                    });
-                    if out.success() {
-                        HostFactsFact.parse(&Facts {
-                            stdout: out.stdout_str(),
-                            exit_status: out.exit_status,
-                        })
-                    } else {
-                        Err(StepError::new(format!(
-                            "the facts command failed ({}): {}",
-                            out.describe_exit(),
-                            out.stderr_str().trim()
-                        )))
-                    }
+                    })
+                } else {
+                    Err(StepError::new(format!(
+                        "the facts command failed ({}): {}",
+                        out.describe_exit(),
+                        out.stderr_str().trim()
+                    )))
                 }
-                Err(e) => Err(StepError::new(format!("cannot gather facts: {e}"))),
-            };
-            (t.name.clone(), facts)
-        }
+            }
+            Err(e) => Err(StepError::new(format!("cannot gather facts: {e}"))),
+        };
+        (t.name.clone(), facts)
     }))
     .await
 }

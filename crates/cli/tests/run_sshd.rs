@@ -2184,8 +2184,8 @@ fn local_facts() -> (String, String, u64, u64, String) {
         .trim()
         .parse()
         .unwrap();
-    let machine = String::from_utf8(Command::new("uname").arg("-m").output().unwrap().stdout)
-        .unwrap();
+    let machine =
+        String::from_utf8(Command::new("uname").arg("-m").output().unwrap().stdout).unwrap();
     (
         field("ID"),
         field("VERSION_ID"),
@@ -2250,7 +2250,10 @@ fn facts_are_gathered_once_per_host_only_when_read_and_reach_templates_and_condi
         );
         assert!(!root.join("etc/other").exists(), "its `when` is false");
         assert!(results.contains(&triple("facts", h, "ok")), "{results:?}");
-        assert!(results.contains(&triple("never on debian", h, "skipped")), "{results:?}");
+        assert!(
+            results.contains(&triple("never on debian", h, "skipped")),
+            "{results:?}"
+        );
         let facts: Vec<String> = commands_of(&c, h)
             .into_iter()
             .filter(|l| l.contains(" [facts] "))

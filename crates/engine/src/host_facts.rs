@@ -309,7 +309,10 @@ mod tests {
             e[1].message().1,
             "the facts are facts.os, facts.os_version, facts.os_codename, facts.arch, facts.memory_mb, facts.cpus, facts.ipv4, facts.ipv6"
         );
-        assert_eq!(unknown_reads("{{ facts }}{{ myfacts.x }}{{ facts.", true), []);
+        assert_eq!(
+            unknown_reads("{{ facts }}{{ myfacts.x }}{{ facts.", true),
+            []
+        );
     }
 
     #[test]

@@ -64,7 +64,10 @@ impl FactValues {
                     FactsSource::Placeholders => None,
                 }
                 .unwrap_or_else(HostFacts::placeholder);
-                (h.name.clone(), host_facts::value(facts, &h.name, reads.clone()))
+                (
+                    h.name.clone(),
+                    host_facts::value(facts, &h.name, reads.clone()),
+                )
             })
             .collect();
         FactValues { reads, values }
@@ -1026,10 +1029,7 @@ mod tests {
         );
     }
 
-    fn compile_facts(
-        playbook: &str,
-        facts: FactsSource<'_>,
-    ) -> Result<Compiled, ConfigError> {
+    fn compile_facts(playbook: &str, facts: FactsSource<'_>) -> Result<Compiled, ConfigError> {
         let inv = Inventory::parse(INVENTORY, Path::new("c.toml"), &Default::default())
             .unwrap_or_else(|e| panic!("{e}"));
         let pb = PlaybookFile::parse(playbook, Path::new("p.toml"), &known_steps())
@@ -1070,7 +1070,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(when.reads_facts, hosts(&["db-1", "web-1"]));
-        assert_eq!(when.origins[0].runs_on, Vec::<String>::new(), "placeholders are Debian");
+        assert_eq!(
+            when.origins[0].runs_on,
+            Vec::<String>::new(),
+            "placeholders are Debian"
+        );
         // Short-circuited: facts are not read where `when` is decided before them.
         let guarded = compile_playbook(
             "[[steps]]\nuse = \"command\"\nwhen = \"'web' in host.groups and facts.cpus > 0\"\nwith = { run = \"true\" }\n",
@@ -1109,7 +1113,11 @@ mod tests {
         )
         .unwrap();
         let plan = compiled.steps[0].plan(&Default::default());
-        assert!(matches!(plan.hosts["db-1"], Ok(Check::Ok(_))), "{:?}", plan.hosts);
+        assert!(
+            matches!(plan.hosts["db-1"], Ok(Check::Ok(_))),
+            "{:?}",
+            plan.hosts
+        );
         assert!(plan.hosts["web-1"].is_err(), "{:?}", plan.hosts);
     }
 
@@ -1136,7 +1144,10 @@ mod tests {
             table: &secrets,
             contains_secret: &|_| false,
         };
-        let err = compile(&inv, &pb, &view).err().expect("refused").to_string();
+        let err = compile(&inv, &pb, &view)
+            .err()
+            .expect("refused")
+            .to_string();
         assert!(
             err.contains(":4:10: error: cannot render template: motd.j2:2: `facts.memory` is not a fact (did you mean `facts.memory_mb`?)"),
             "{err}"

@@ -452,8 +452,14 @@ mod tests {
         );
         // Facts without a provision form are still named.
         assert_eq!(
-            expr("ansible_os_family == 'Debian' or ansible_facts['mounts']", &s),
-            Err(vec!["ansible_os_family".to_string(), "ansible_facts".to_string()])
+            expr(
+                "ansible_os_family == 'Debian' or ansible_facts['mounts']",
+                &s
+            ),
+            Err(vec![
+                "ansible_os_family".to_string(),
+                "ansible_facts".to_string()
+            ])
         );
         // A string or an attribute is not a fact.
         assert_eq!(

@@ -208,10 +208,7 @@ mod tests {
         let with = |from: &str, to: &str| {
             let out = DEBIAN_12.replace(from, to);
             assert_ne!(out, DEBIAN_12, "{from}");
-            HostFactsFact
-                .parse(&Facts::new(&out))
-                .unwrap_err()
-                .message
+            HostFactsFact.parse(&Facts::new(&out)).unwrap_err().message
         };
         assert!(with("cpus=2", "cpus=two").contains("`cpus` is not a number"));
         assert!(with("cpus=2", "cpus=0").contains("no CPU online"));
