@@ -2379,3 +2379,201 @@ fn changed_when_decides_whether_a_handler_is_notified() {
     assert!(t.contains("1 host(s), 0 changed"), "{t}");
     assert_eq!(handled(), "ran\n", "no change, no handler");
 }
+
+const FACTS_PLAYBOOK: &str = r#"
+[[steps]]
+name = "facts file"
+use = "template"
+with = { src = "facts.j2", dest = "{{ vars.root }}/etc/facts" }
+
+[[steps]]
+name = "debian only"
+use = "copy"
+when = "facts.os == 'debian' and facts.cpus > 0"
+with = { content = "{{ facts.os_codename }} {{ facts.arch }}\n", dest = "{{ vars.root }}/etc/debian" }
+
+[[steps]]
+name = "never on debian"
+use = "copy"
+when = "facts.os != 'debian'"
+with = { content = "x\n", dest = "{{ vars.root }}/etc/other" }
+"#;
+
+const FACTS_TEMPLATE: &str = "{{ host.name }} os={{ facts.os }} version={{ facts.os_version }} cpus={{ facts.cpus }} memory_mb={{ facts.memory_mb }} half={{ facts.memory_mb // 2 }}\n";
+
+/// This machine's facts as its own files and tools say (the sshd hosts are this machine).
+fn local_facts() -> (String, String, u64, u64, String) {
+    let release = std::fs::read_to_string("/etc/os-release").unwrap();
+    let field = |k: &str| {
+        release
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap()
+            .trim_matches('"')
+            .to_string()
+    };
+    let cpus = String::from_utf8(Command::new("nproc").output().unwrap().stdout).unwrap();
+    let mem_kb: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap();
+    let machine =
+        String::from_utf8(Command::new("uname").arg("-m").output().unwrap().stdout).unwrap();
+    (
+        field("ID"),
+        field("VERSION_ID"),
+        cpus.trim().parse().unwrap(),
+        mem_kb / 1024,
+        format!("{} {}", field("VERSION_CODENAME"), machine.trim()),
+    )
+}
+
+/// The newest run log's lines of host `h` that record a command (`] h1 [step] exit=`).
+fn commands_of(c: &Cluster, h: &str) -> Vec<String> {
+    let newest = std::fs::read_dir(c.dir.path().join(".provision/logs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .unwrap();
+    std::fs::read_to_string(newest)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&format!("] {h} [")) && l.contains(" exit="))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Facts are gathered only for a playbook that reads them, once per host and run: their values
+/// reach a template file and `when`; check-config stays offline and says it used placeholders;
+/// a playbook reading no fact runs no facts command.
+#[test]
+fn facts_are_gathered_once_per_host_only_when_read_and_reach_templates_and_conditions() {
+    let c = handlers_cluster(2, FACTS_PLAYBOOK);
+    std::fs::write(c.dir.path().join("facts.j2"), FACTS_TEMPLATE).unwrap();
+    let (os, version, cpus, memory_mb, codename_arch) = local_facts();
+
+    let out = c.provision(&["check-config", &c.cluster_toml()]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("facts.* are read on 2 host(s) (h1, h2): checked with placeholders (debian 12 (bookworm) x86_64, 1 CPUs, 1024 MB"),
+        "{t}"
+    );
+    assert!(
+        !c.servers[0].log().contains("Accepted publickey"),
+        "check-config connects to no host"
+    );
+
+    let out = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let results = Cluster::results(&out);
+    for (i, h) in ["h1", "h2"].iter().enumerate() {
+        let root = c.root(i + 1);
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/facts")).unwrap(),
+            format!(
+                "{h} os={os} version={version} cpus={cpus} memory_mb={memory_mb} half={}\n",
+                memory_mb / 2
+            )
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/debian")).unwrap(),
+            format!("{codename_arch}\n")
+        );
+        assert!(!root.join("etc/other").exists(), "its `when` is false");
+        assert!(results.contains(&triple("facts", h, "ok")), "{results:?}");
+        assert!(
+            results.contains(&triple("never on debian", h, "skipped")),
+            "{results:?}"
+        );
+        let facts: Vec<String> = commands_of(&c, h)
+            .into_iter()
+            .filter(|l| l.contains(" [facts] "))
+            .collect();
+        assert_eq!(facts.len(), 1, "once per host and run: {facts:?}");
+    }
+    // The facts step's result shows what was gathered.
+    let shown = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "host_result" && v["step"] == "facts" && v["host"] == "h1")
+        .unwrap();
+    assert!(
+        shown["details"][0]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{os} {version} (")),
+        "{shown}"
+    );
+
+    // Nothing to change: the facts command and the one fact batch, per host.
+    let out = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        Cluster::results(&out)
+            .iter()
+            .all(|r| r.2 == "ok" || r.2 == "skipped")
+    );
+    for h in ["h1", "h2"] {
+        let commands = commands_of(&c, h);
+        assert_eq!(commands.len(), 2, "{h}: {commands:?}");
+        assert!(commands[0].contains(" [facts] "), "{commands:?}");
+    }
+
+    // A playbook that reads no fact gathers none: one command per host on a no-change run.
+    std::fs::write(
+        c.dir.path().join("playbook.toml"),
+        "[[steps]]\nuse = \"copy\"\nwith = { content = \"{{ host.name }}\\n\", dest = \"{{ vars.root }}/etc/plain\" }\n",
+    )
+    .unwrap();
+    let out = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let results = Cluster::results(&out);
+    assert!(results.iter().all(|r| r.0 != "facts"), "{results:?}");
+    for h in ["h1", "h2"] {
+        let commands = commands_of(&c, h);
+        assert_eq!(commands.len(), 1, "{h}: {commands:?}");
+        assert!(!commands[0].contains(" [facts] "), "{commands:?}");
+    }
+}
+
+/// A fact that does not exist is bad input (in `when`, `with` or a template file): exit 2 at
+/// its place with the nearest fact, and nothing connects or runs.
+#[test]
+fn an_unknown_fact_exits_2_at_its_place_and_nothing_runs() {
+    let bad = FACTS_PLAYBOOK.replace("facts.cpus > 0", "facts.memory > 0");
+    let c = handlers_cluster(2, &bad);
+    std::fs::write(c.dir.path().join("facts.j2"), FACTS_TEMPLATE).unwrap();
+    for cmd in ["check-config", "run"] {
+        let out = c.provision(&[cmd, &c.cluster_toml()]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {t}");
+        assert!(
+            t.contains("playbook.toml:10:34: error: `facts.memory` is not a fact\n  help: did you mean `facts.memory_mb`?"),
+            "{cmd}: {t}"
+        );
+    }
+    // In a template file: at the step's `src`, naming the template's line.
+    std::fs::write(c.dir.path().join("playbook.toml"), FACTS_PLAYBOOK).unwrap();
+    std::fs::write(c.dir.path().join("facts.j2"), "ok\n{{ facts.cpu }}\n").unwrap();
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("playbook.toml:5:10: error: cannot render template: facts.j2:2: `facts.cpu` is not a fact (did you mean `facts.cpus`?)"),
+        "{t}"
+    );
+    for s in &c.servers {
+        assert!(!s.log().contains("Accepted publickey"), "nothing connected");
+    }
+    assert!(!c.root(1).join("etc/facts").exists());
+}

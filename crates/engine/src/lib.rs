@@ -9,6 +9,7 @@ pub mod event;
 pub mod fact;
 pub mod facts;
 pub mod handlers;
+pub mod host_facts;
 pub mod inventory;
 pub mod playbook_file;
 pub mod registered;

@@ -24,6 +24,7 @@ pub use notify::{FLUSH_HANDLERS, Notify};
 mod include;
 pub use include::{BUILTIN_PREFIX, Builtins, Scope};
 mod outcome;
+mod fact_reads;
 mod register;
 mod rollout;
 pub use outcome::JUDGED_STEPS;
@@ -302,6 +303,7 @@ pub(crate) fn parse_parts(
         .collect();
     // What `when` and `until` read of registered results is checked per file, in its order.
     let (at_run, handlers_at_run) = register::check_reads(&mut r, &doc);
+    fact_reads::check(&mut r, &doc);
     let (mut entries, mut handlers) = (entries, handlers);
     register::mark_entries(&mut entries, &at_run);
     register::mark(&mut handlers, &handlers_at_run);

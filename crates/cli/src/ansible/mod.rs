@@ -320,7 +320,7 @@ mod tests {
       community.general.ufw: rule=allow
     - name: fact condition
       fail: msg=old
-      when: ansible_distribution_major_version == "11"
+      when: ansible_os_family == "Debian"
     - name: odd key
       file: path=/srv/a state=touch
       colour: blue
@@ -344,7 +344,7 @@ mod tests {
             [
                 "/pb/site.yml:15: delegate_to: not converted (provision runs every step on its own hosts)",
                 "/pb/site.yml:18: module `community.general.ufw`: not converted (no provision step does this)",
-                "/pb/site.yml:21: when: `ansible_distribution_major_version` not a var of the playbook or inventory (a fact, a registered result or an extra var?): not converted",
+                "/pb/site.yml:21: when: `ansible_os_family` not a var of the playbook or inventory (a fact, a registered result or an extra var?): not converted",
                 "/pb/site.yml:24: task key `colour`: unknown (a second module?)",
                 "/pb/site.yml:25: include_tasks `extra.yml`: not found beside /pb/site.yml or in /pb",
                 "/pb/site.yml:26: block: not converted (blocks are not supported: write the tasks as steps)",
@@ -853,6 +853,41 @@ tags = ["site", "again"]
                 "[[steps]]\nname = \"revoked\"\nuse = \"authorized_key\"\nwith = { key = \"ssh-rsa AAAAB3 old\", state = \"absent\", user = \"bob\" }\n"
             ),
             "{t}"
+        );
+    }
+
+    /// Ansible's fact variables become `facts.*` in `when`, parameters and template files, and
+    /// the play converts whole.
+    #[test]
+    fn fact_variables_convert_to_provision_facts() {
+        let site = r#"- hosts: all
+  tasks:
+    - name: motd
+      template: src=motd.j2 dest=/etc/motd
+      when: ansible_distribution == "Debian" and ansible_facts['distribution_major_version'] | int >= 12
+    - name: address
+      copy:
+        content: "{{ ansible_default_ipv4.address }} {{ ansible_facts.processor_vcpus }}\n"
+        dest: /etc/address
+"#;
+        let r = convert(&[
+            ("site.yml", site),
+            (
+                "templates/motd.j2",
+                "{{ ansible_distribution_release }} {{ ansible_architecture }} {{ ansible_memtotal_mb }} {{ ansible_facts['default_ipv6']['address'] }}\n",
+            ),
+        ]);
+        assert_eq!(problems(&r), Vec::<String>::new());
+        let toml = text(&r, "playbook.toml");
+        for want in [
+            "when = \"\"\"(facts.os | capitalize) == \"Debian\" and (facts.os_version | split('.') | first) | int >= 12\"\"\"",
+            "content = \"\"\"\n{{ facts.ipv4 }} {{ facts.cpus }}\n\"\"\"",
+        ] {
+            assert!(toml.contains(want), "{want}\nnot in\n{toml}");
+        }
+        assert_eq!(
+            text(&r, "templates/motd.j2"),
+            "{{ facts.os_codename }} {{ facts.arch }} {{ facts.memory_mb }} {{ facts.ipv6 }}\n"
         );
     }
 }

@@ -10,7 +10,9 @@ use crate::diagnostic::{Reporter, did_you_mean};
 use crate::registered::{DEFAULT_DELAY, RESULT_FIELDS, Retry};
 
 /// Names every template context has already (and `item`, a loop's default name).
-const TAKEN: &[&str] = &["vars", "host", "hosts", "cluster", "secrets", "item"];
+const TAKEN: &[&str] = &[
+    "vars", "host", "hosts", "cluster", "secrets", "facts", "item",
+];
 /// Words an expression reads as constants, never as a variable.
 const CONSTANTS: &[&str] = &["true", "false", "none", "True", "False", "None"];
 

@@ -16,6 +16,7 @@ pub mod fail;
 pub mod file;
 pub mod file_state;
 pub mod fixtures;
+pub mod host_facts;
 pub mod hostname;
 pub mod line;
 pub mod link;
