@@ -5,7 +5,7 @@ use crate::cluster::{HostState, Quorum, Survey, host_of_node};
 use crate::parse::{self, TaskLine};
 use crate::{Cluster, OpsError, commands};
 use provision_engine::inventory::Inventory;
-use provision_playbook::steps::swarm_facts::SwarmView;
+use provision_playbook::steps::swarm_facts::{Docker, SwarmView};
 use provision_playbook::swarm::node::{NodeRole, NodeState};
 use serde::Serialize;
 
@@ -316,11 +316,7 @@ pub async fn status(cluster: &Cluster) -> Result<Status, OpsError> {
         qw.extend(warnings);
         warnings = qw;
     }
-    for (h, s) in &survey.hosts {
-        if let HostState::Unreachable(e) = s {
-            warnings.push(format!("{h} is unreachable over SSH: {}", first_line(e)));
-        }
-    }
+    warnings.extend(host_warnings(&survey, &file));
     Ok(Status {
         cluster: inv.name.clone(),
         swarm_id,
@@ -331,6 +327,32 @@ pub async fn status(cluster: &Cluster) -> Result<Status, OpsError> {
         services,
         warnings,
     })
+}
+
+/// What each host says of itself beside the swarm's view: unreachable over SSH, or reachable
+/// with a Docker that does not answer (the swarm only says "down" for it, and only after its
+/// heartbeat timeout; a stopped daemon is what `provision run` starts again).
+pub fn host_warnings(survey: &Survey, cluster_file: &str) -> Vec<String> {
+    let mut w = Vec::new();
+    for (h, s) in &survey.hosts {
+        match s {
+            HostState::Unreachable(e) => {
+                w.push(format!("{h} is unreachable over SSH: {}", first_line(e)))
+            }
+            HostState::Up { swarm, .. } => match &swarm.docker {
+                Docker::Down(e) => w.push(format!(
+                    "{h}: Docker is not running ({}); `provision run {cluster_file}` starts it",
+                    first_line(e)
+                )),
+                Docker::Absent => w.push(format!(
+                    "{h}: Docker is not installed; `provision run {cluster_file}` installs it"
+                )),
+                Docker::Up(_) => {}
+            },
+            HostState::Broken(_) => {}
+        }
+    }
+    w
 }
 
 fn first_line(s: &str) -> &str {
@@ -390,6 +412,40 @@ mod tests {
             leader: None,
         };
         assert!(quorum_warnings(&single, "c")[0].starts_with("1 manager"));
+    }
+
+    #[test]
+    fn a_host_whose_docker_does_not_answer_is_named_with_what_starts_it() {
+        use provision_playbook::steps::swarm_facts::parse;
+        let up = |out: &str| HostState::Up {
+            swarm: Box::new(parse(out).unwrap()),
+            list_error: None,
+        };
+        let survey = Survey {
+            hosts: [
+                (
+                    "manager-3".to_string(),
+                    // As `gather` prints it on a manager whose dockerd was stopped.
+                    up("docker=down\nCannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n"),
+                ),
+                ("worker-1".to_string(), up("docker=absent\n")),
+                (
+                    "worker-2".to_string(),
+                    HostState::Unreachable("worker-2: cannot connect: Connection refused\nmore".into()),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+            last_good: None,
+        };
+        assert_eq!(
+            host_warnings(&survey, "c.toml"),
+            [
+                "manager-3: Docker is not running (Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?); `provision run c.toml` starts it",
+                "worker-1: Docker is not installed; `provision run c.toml` installs it",
+                "worker-2 is unreachable over SSH: worker-2: cannot connect: Connection refused",
+            ]
+        );
     }
 
     #[test]
