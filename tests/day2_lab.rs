@@ -750,6 +750,8 @@ fn faults(lab: &mut Lab, dir: &Path, cluster_path: &Path, key: &Path) {
         .map(|r| (r.1.clone(), r.2.clone()))
         .collect();
     let pair = |h: &str, s: &str| (h.to_string(), s.to_string());
+    let mut probe = probe;
+    probe.sort();
     assert_eq!(
         probe,
         [
@@ -868,6 +870,70 @@ fn faults(lab: &mut Lab, dir: &Path, cluster_path: &Path, key: &Path) {
         );
         std::thread::sleep(Duration::from_secs(3));
     }
+
+    // A full disk on a node: the step that writes there fails with the disk's own error, the
+    // file it would replace is left whole (uploads go to a temporary file, then a rename), and
+    // once there is room again a run converges.
+    let disk = dir.join("disk.toml");
+    std::fs::write(dir.join("big.txt"), "0123456789abcdef\n".repeat(65536)).unwrap();
+    std::fs::write(
+        &disk,
+        "[[steps]]\nname = \"a file on the full disk\"\nuse = \"copy\"\nhosts = \"worker-1\"\n\
+         with = { src = \"big.txt\", dest = \"/etc/provision-fault-file\", mode = \"0644\" }\n",
+    )
+    .unwrap();
+    sh(
+        lab,
+        "worker-1",
+        "printf 'old\\n' > /etc/provision-fault-file",
+    );
+    // Every free block, the root-reserved ones too (provision writes as root).
+    sh(
+        lab,
+        "worker-1",
+        "fallocate -l $(( $(stat -f -c %f /) * $(stat -f -c %S /) - 1048576 )) /var/tmp/provision-fill; \
+         dd if=/dev/zero of=/var/tmp/provision-fill-2 bs=4k 2>/dev/null; sync; df -h / >&2; true",
+    );
+    let full = run_with(cluster_path, &disk, key);
+    assert_eq!(full.output.status.code(), Some(1), "{}", full.text());
+    assert_eq!(
+        full.results
+            .iter()
+            .map(|r| (r.1.as_str(), r.2.as_str()))
+            .collect::<Vec<_>>(),
+        [("worker-1", "failed")],
+        "{}",
+        full.text()
+    );
+    assert!(
+        full.text().contains("No space left on device"),
+        "{}",
+        full.text()
+    );
+    assert_eq!(
+        sh(
+            lab,
+            "worker-1",
+            "cat /etc/provision-fault-file; ls -a /etc | grep -c provision-fault-file"
+        ),
+        "old\n1\n",
+        "the old file is whole and no temporary file is left"
+    );
+    sh(
+        lab,
+        "worker-1",
+        "rm -f /var/tmp/provision-fill /var/tmp/provision-fill-2",
+    );
+    let room = run_with(cluster_path, &disk, key);
+    assert!(room.ok(), "{}", room.text());
+    assert_eq!(room.changed_hosts(), ["worker-1"]);
+    assert_eq!(
+        sh(lab, "worker-1", "wc -c < /etc/provision-fault-file").trim(),
+        (17 * 65536).to_string()
+    );
+    // Docker on the node came through it: the built-in playbook converges with no failure.
+    let after = run(cluster_path, &["--identity", key.to_str().unwrap()]);
+    assert!(after.ok(), "{}", after.text());
 }
 
 fn run_with(cluster: &Path, playbook: &Path, key: &Path) -> provision_e2e::Run {
