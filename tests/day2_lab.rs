@@ -3,7 +3,8 @@
 //! cluster lock against a concurrent run, status, an image upgrade that touches
 //! only its service, exec and logs, drain and activate, faults (a worker powered off mid-run,
 //! the controller killed mid-run and its stale lock taken over, dockerd stopped on a
-//! manager: docs/failure-modes.md), an encrypted and authenticated
+//! manager, a full disk, the storage host down: docs/failure-modes.md), an encrypted and
+//! authenticated
 //! backup, restore refused onto the healthy swarm (nothing stopped) and for a forged backup,
 //! remove-node refused while a manager is down, quorum loss (a run refused: the lock has no
 //! majority of managers) and `recover`, the
@@ -934,6 +935,51 @@ fn faults(lab: &mut Lab, dir: &Path, cluster_path: &Path, key: &Path) {
     // Docker on the node came through it: the built-in playbook converges with no failure.
     let after = run(cluster_path, &["--identity", key.to_str().unwrap()]);
     assert!(after.ok(), "{}", after.text());
+
+    // The storage host down under the nodes' NFS mounts: status and a run neither hang on
+    // the mounts nor fail the nodes; status says the share is unavailable.
+    lab.stop_vm("storage-1").unwrap();
+    let t = Instant::now();
+    let (code, st) = status_json(key, &cluster);
+    let took = t.elapsed();
+    eprintln!("fault: status with storage-1 down answered in {took:?}");
+    assert_eq!(code, 0, "the swarm itself is fine: {st:#}");
+    assert_eq!(st["storage"][0]["nfs_server"], "unreachable", "{st:#}");
+    assert!(
+        st["warnings"].as_array().unwrap().iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .starts_with("storage-1 is unreachable over SSH (")
+            && w.as_str()
+                .unwrap()
+                .contains("the NFS share it serves is unavailable")),
+        "{st:#}"
+    );
+    assert!(took < Duration::from_secs(60), "status took {took:?}");
+    let t = Instant::now();
+    let down = run(cluster_path, &["--identity", key.to_str().unwrap()]);
+    let took = t.elapsed();
+    eprintln!("fault: a run with storage-1 down ended in {took:?}");
+    assert_eq!(down.output.status.code(), Some(1), "{}", down.text());
+    let mut failed: Vec<&str> = down
+        .results
+        .iter()
+        .filter(|r| r.2 == "failed" || r.2 == "unreachable")
+        .map(|r| r.1.as_str())
+        .collect();
+    failed.dedup();
+    assert_eq!(failed, ["storage-1"], "{}", down.text());
+    assert!(took < Duration::from_secs(240), "the run took {took:?}");
+    let t = Instant::now();
+    lab.start_vm("storage-1", BOOT).unwrap();
+    let back = run(cluster_path, &["--identity", key.to_str().unwrap()]);
+    eprintln!(
+        "fault: storage-1 booted and a run converged in {:?}",
+        t.elapsed()
+    );
+    assert!(back.ok(), "{}", back.text());
+    let (_, st) = status_json(key, &cluster);
+    assert_eq!(st["storage"][0]["nfs_server"], "active", "{st:#}");
 }
 
 fn run_with(cluster: &Path, playbook: &Path, key: &Path) -> provision_e2e::Run {
