@@ -277,6 +277,39 @@ pub fn services_from(ls: &str, ps: &str) -> Result<Vec<ServiceRow>, String> {
         .collect())
 }
 
+/// The swarm's services and their failing tasks, read on manager `via` (bounded like the
+/// survey: a manager without quorum can hang on them).
+async fn services_of(cluster: &Cluster, via: &str) -> Result<Vec<ServiceRow>, OpsError> {
+    let hint = "is Docker healthy on the manager?";
+    let timed = |script: String| Command::new(script).timeout(crate::cluster::SURVEY_TIMEOUT);
+    let ls = cluster
+        .ok_cmd(
+            via,
+            "listing services",
+            timed(commands::SERVICE_LS.into()),
+            hint,
+        )
+        .await?;
+    let names: Vec<String> = parse::services(&ls)
+        .map_err(|e| OpsError::unexpected("docker service ls", e))?
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    let ps = if names.is_empty() {
+        String::new()
+    } else {
+        cluster
+            .ok_cmd(
+                via,
+                "listing tasks",
+                timed(commands::service_tasks(&names, false)),
+                hint,
+            )
+            .await?
+    };
+    services_from(&ls, &ps).map_err(|e| OpsError::unexpected("docker service ps", e))
+}
+
 pub async fn status(cluster: &Cluster) -> Result<Status, OpsError> {
     let inv = &cluster.inv;
     let storage_hosts: Vec<String> = inv
@@ -308,33 +341,19 @@ pub async fn status(cluster: &Cluster) -> Result<Status, OpsError> {
         Some(v) => {
             let (nodes, w) = nodes_from_view(inv, &survey, v);
             warnings.extend(w);
-            let ls = cluster
-                .ok(
-                    &v.via,
-                    "listing services",
-                    commands::SERVICE_LS,
-                    "is Docker healthy on the manager?",
-                )
-                .await?;
-            let names: Vec<String> = parse::services(&ls)
-                .map_err(|e| OpsError::unexpected("docker service ls", e))?
-                .into_iter()
-                .map(|s| s.name)
-                .collect();
-            let ps = if names.is_empty() {
-                String::new()
-            } else {
-                cluster
-                    .ok(
-                        &v.via,
-                        "listing tasks",
-                        commands::service_tasks(&names, false),
-                        "is Docker healthy on the manager?",
-                    )
-                    .await?
+            // A leader that lost its majority may still list nodes from its cache but not
+            // answer for services: the report goes on without them rather than failing.
+            let services = match services_of(cluster, &v.via).await {
+                Ok(services) => services,
+                Err(e) => {
+                    warnings.push(format!(
+                        "services unknown: listing them on {} failed ({}); managers that lost their quorum cannot answer",
+                        v.via,
+                        first_line(&e.to_string())
+                    ));
+                    Vec::new()
+                }
             };
-            let services = services_from(&ls, &ps)
-                .map_err(|e| OpsError::unexpected("docker service ps", e))?;
             for s in services.iter().filter(|s| s.running < s.desired) {
                 warnings.push(format!(
                     "service {}: {}/{} tasks running{}",
