@@ -10,6 +10,7 @@ pub mod fact;
 pub mod facts;
 pub mod handlers;
 pub mod inventory;
+pub mod pipeline;
 pub mod playbook_file;
 pub mod registered;
 pub mod rollout;
