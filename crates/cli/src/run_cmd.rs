@@ -129,8 +129,9 @@ pub fn run(args: RunArgs) -> Result<u8> {
         args.identity.clone(),
         args.playbook.as_deref(),
     )?;
-    let (_, mut compiled) = compile_chosen(&loaded, Builtin::NextToCluster, &args.selection())?;
+    let (pb, mut compiled) = compile_chosen(&loaded, Builtin::NextToCluster, &args.selection())?;
     let handlers = std::mem::take(&mut compiled.handlers);
+    let schedule = compiled.schedule(&pb);
     let limit = limit_set(&loaded.inv, args.limit.as_deref())?;
     let opts = RunOptions {
         check: args.check,
@@ -200,6 +201,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         let tx = Arc::new(tx);
         let runner = Runner::new(pool, targets, opts, sink)
             .with_handlers(handlers)
+            .with_schedule(schedule)
             .with_redaction(loaded.redactor.clone())
             .with_cancel(rx);
         let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));

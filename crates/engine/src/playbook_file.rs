@@ -25,6 +25,8 @@ mod include;
 pub use include::{BUILTIN_PREFIX, Builtins, Scope};
 mod register;
 mod rollout;
+mod order;
+pub use order::After;
 
 /// One `[[steps]]` entry, parsed but not yet built into a step.
 #[derive(Debug, Clone)]
@@ -69,6 +71,8 @@ pub struct StepSpec {
     /// `serial`, `max_fail_percentage`, `run_once`, as written on this step (the play's apply
     /// where it sets none: [`PlaybookFile::rollout`]).
     pub rollout: crate::rollout::Rollout,
+    /// `after`: earlier steps this one waits for under the `pipelined` strategy.
+    pub after: Vec<After>,
 }
 
 impl StepSpec {
@@ -121,6 +125,8 @@ pub struct PlaybookFile {
     pub handlers: Vec<StepSpec>,
     /// The top-level `serial` and `max_fail_percentage`: for every step that sets none.
     pub rollout: crate::rollout::Rollout,
+    /// The top-level `strategy` (the playbook's own; an included file's does not apply).
+    pub strategy: crate::pipeline::Strategy,
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -129,6 +135,7 @@ const TOP_KEYS: &[&str] = &[
     "handlers",
     "serial",
     "max_fail_percentage",
+    "strategy",
 ];
 const SECRET_KEYS: &[&str] = &[
     "name",
@@ -162,6 +169,7 @@ const STEP_KEYS: &[&str] = &[
     "serial",
     "max_fail_percentage",
     "run_once",
+    "after",
 ];
 
 impl PlaybookFile {
@@ -223,6 +231,8 @@ pub(crate) struct Parts {
     pub declared: Vec<String>,
     /// Its top-level `serial` and `max_fail_percentage` (the playbook's own apply to the play).
     pub rollout: crate::rollout::Rollout,
+    /// Its top-level `strategy`, if it sets one.
+    pub strategy: Option<crate::pipeline::Strategy>,
 }
 
 pub(crate) enum Entry {
@@ -272,6 +282,7 @@ pub(crate) fn parse_parts(
             handlers: Vec::new(),
             declared: Vec::new(),
             rollout: Default::default(),
+            strategy: None,
         };
         return (parts, r.finish());
     };
@@ -299,12 +310,14 @@ pub(crate) fn parse_parts(
     register::mark_entries(&mut entries, &at_run);
     register::mark(&mut handlers, &handlers_at_run);
     let rollout = rollout::check_rollout(&mut r, &doc, "the playbook", false).unwrap_or_default();
+    let strategy = order::check_strategy(&mut r, &doc).flatten();
     let parts = Parts {
         entries,
         secrets,
         handlers,
         declared,
         rollout,
+        strategy,
     };
     (parts, r.finish())
 }
@@ -464,6 +477,7 @@ fn check_step(
     let register = register::check_register(r, t, &label);
     let retry = register::check_retry(r, t, &label);
     let rollout = rollout::check_rollout(r, t, &label, true);
+    let after = order::check_after(r, t, &label);
     if r.diagnostics.len() != errors_before {
         return None;
     }
@@ -489,6 +503,7 @@ fn check_step(
         retry: retry?,
         when_at_run: false,
         rollout: rollout?,
+        after: after?,
     })
 }
 
