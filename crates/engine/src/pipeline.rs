@@ -57,6 +57,22 @@ pub struct StepDeps {
     pub after: Vec<usize>,
 }
 
+impl StepDeps {
+    /// A step as the ordering sees it; `after`: the indices of the earlier steps it names.
+    pub fn of(step: &dyn crate::step::Step, after: Vec<usize>) -> StepDeps {
+        StepDeps {
+            hosts: step
+                .targets()
+                .into_iter()
+                .chain(step.fact_hosts())
+                .chain(step.waits_for_hosts())
+                .collect(),
+            barrier: step.flushes_handlers(),
+            after,
+        }
+    }
+}
+
 /// For each step, the indices of the earlier steps it waits for, ascending. Only earlier steps
 /// are ever named, so the graph has no cycle.
 pub fn dependencies(strategy: Strategy, steps: &[StepDeps]) -> Vec<Vec<usize>> {

@@ -126,15 +126,8 @@ impl Runner {
         all[..count]
             .iter()
             .enumerate()
-            .map(|(i, s)| StepDeps {
-                hosts: s
-                    .targets()
-                    .into_iter()
-                    .chain(s.fact_hosts())
-                    .chain(s.waits_for_hosts())
-                    .collect(),
-                barrier: s.flushes_handlers(),
-                after: self.schedule.after.get(i).cloned().unwrap_or_default(),
+            .map(|(i, s)| {
+                StepDeps::of(*s, self.schedule.after.get(i).cloned().unwrap_or_default())
             })
             .collect()
     }
