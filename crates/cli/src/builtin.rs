@@ -163,7 +163,10 @@ mod tests {
         assert!(!waits("nfs server", "docker engine"));
         assert!(waits("nfs share mounted", "nfs server"));
         assert!(waits("nfs share mounted", "docker engine"));
-        assert!(waits("appwrite directories on the share", "nfs share mounted"));
+        assert!(waits(
+            "appwrite directories on the share",
+            "nfs share mounted"
+        ));
         assert!(waits("swarm initialised", "docker engine"));
         assert!(waits("swarm members", "swarm initialised"));
         assert!(waits("node labels", "swarm members"));

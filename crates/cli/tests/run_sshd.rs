@@ -2214,7 +2214,10 @@ fn pipelined_steps_overlap_across_hosts_and_report_in_playbook_order() {
     assert!(out.status.success(), "{}", text(&out));
     let t = text(&out);
     let at = |s: &str| t.find(s).unwrap_or_else(|| panic!("{s} in {t}"));
-    assert!(at("slow") < at("quick") && at("quick") < at("needs slow"), "{t}");
+    assert!(
+        at("slow") < at("quick") && at("quick") < at("needs slow"),
+        "{t}"
+    );
     assert_eq!(c.shared(), ["end quick", "end slow"]);
 
     // Linear (the default): one step after the other, the same events.

@@ -164,10 +164,7 @@ mod tests {
         );
         // A later index in `after` (the parser refuses one) is never a dependency: no cycle.
         let steps = [after(on(&["a"]), &[1]), on(&["b"])];
-        assert_eq!(
-            dependencies(Strategy::Pipelined, &steps),
-            vec![NONE, NONE]
-        );
+        assert_eq!(dependencies(Strategy::Pipelined, &steps), vec![NONE, NONE]);
     }
 
     /// A `flush_handlers` step waits for everything before it, and everything after waits for it.

@@ -23,9 +23,9 @@ mod notify;
 pub use notify::{FLUSH_HANDLERS, Notify};
 mod include;
 pub use include::{BUILTIN_PREFIX, Builtins, Scope};
+mod order;
 mod register;
 mod rollout;
-mod order;
 pub use order::After;
 
 /// One `[[steps]]` entry, parsed but not yet built into a step.

@@ -975,6 +975,9 @@ mod tests {
         assert_eq!(s.strategy, provision_engine::pipeline::Strategy::Pipelined);
         assert_eq!(s.after, vec![vec![], vec![], vec![], vec![0, 1, 2]]);
         compiled.retain_chosen(&[true, false, true]);
-        assert_eq!(compiled.schedule(&pb).after, vec![vec![], vec![], vec![0, 1]]);
+        assert_eq!(
+            compiled.schedule(&pb).after,
+            vec![vec![], vec![], vec![0, 1]]
+        );
     }
 }

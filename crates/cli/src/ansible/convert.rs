@@ -465,7 +465,10 @@ impl<'a> Converter<'a> {
                 self.problem(n.line, "play key `strategy`: not converted (provision has `linear`, the default, and `pipelined`, for Ansible's `free`)");
             }
         }
-        let free = names.iter().filter(|n| n.as_deref() == Some("free")).count();
+        let free = names
+            .iter()
+            .filter(|n| n.as_deref() == Some("free"))
+            .count();
         if !ok || free == 0 {
             return;
         }

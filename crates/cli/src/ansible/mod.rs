@@ -754,7 +754,9 @@ tags = ["site", "again"]
         );
         let notes: Vec<String> = r.notes().map(|p| p.what.clone()).collect();
         assert!(
-            notes.iter().any(|n| n.starts_with("strategy: free became strategy = \"pipelined\"")),
+            notes
+                .iter()
+                .any(|n| n.starts_with("strategy: free became strategy = \"pipelined\"")),
             "{notes:?}"
         );
         let linear = "- hosts: a\n  strategy: linear\n  tasks: []\n";
@@ -764,13 +766,17 @@ tags = ["site", "again"]
         let differ = "- hosts: a\n  strategy: free\n  tasks: []\n- hosts: b\n  tasks: []\n";
         assert_eq!(
             problems(&convert(&[("site.yml", differ)])),
-            ["/pb/site.yml:2: play key `strategy`: not converted (plays differ, and provision has one `strategy` per playbook)"]
+            [
+                "/pb/site.yml:2: play key `strategy`: not converted (plays differ, and provision has one `strategy` per playbook)"
+            ]
         );
         let other = "- hosts: a\n  strategy: host_pinned\n  tasks: []\n";
         let r = convert(&[("site.yml", other)]);
         assert_eq!(
             problems(&r),
-            ["/pb/site.yml:2: play key `strategy`: not converted (provision has `linear`, the default, and `pipelined`, for Ansible's `free`)"]
+            [
+                "/pb/site.yml:2: play key `strategy`: not converted (provision has `linear`, the default, and `pipelined`, for Ansible's `free`)"
+            ]
         );
         assert!(!text(&r, "playbook.toml").contains("strategy ="));
     }

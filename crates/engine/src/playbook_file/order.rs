@@ -33,11 +33,7 @@ pub(super) fn check_strategy(r: &mut Reporter<'_>, doc: &DeTable<'_>) -> Option<
         (_, Some(m)) => format!("did you mean `{m}`?"),
         (_, None) => "write strategy = \"linear\" (each step after the previous one on all its hosts, the default) or strategy = \"pipelined\" (a step waits only for the earlier steps on its hosts and those it names in `after`)".to_string(),
     };
-    r.error(
-        &v.span(),
-        format!("unknown strategy `{s}`"),
-        Some(help),
-    );
+    r.error(&v.span(), format!("unknown strategy `{s}`"), Some(help));
     None
 }
 
@@ -60,7 +56,8 @@ pub(super) fn check_after(
         .iter()
         .enumerate()
         .filter_map(|(i, item): (usize, &Spanned<DeValue<'_>>)| {
-            let name = r.nonempty_string(item, &format!("item #{} of {what}", i + 1), AFTER_EXAMPLE)?;
+            let name =
+                r.nonempty_string(item, &format!("item #{} of {what}", i + 1), AFTER_EXAMPLE)?;
             Some(After {
                 name: name.to_string(),
                 at: r.pos(&item.span()),
@@ -91,7 +88,8 @@ pub(super) fn check_after_names(steps: &[StepSpec]) -> Vec<Diagnostic> {
                         "`after` in step `{}` names `{}`, which comes later",
                         s.name, a.name
                     ),
-                    "after must name an earlier step: move this step below the one it waits for".to_string(),
+                    "after must name an earlier step: move this step below the one it waits for"
+                        .to_string(),
                 )
             } else {
                 let help = match did_you_mean(&a.name, &earlier) {
@@ -223,7 +221,10 @@ mod tests {
         );
         // Not a list, an empty name.
         let e = parse(&STEPS.replace("[\"init\"]", "\"init\"")).unwrap_err();
-        assert!(e.contains("pb.toml:9:9: error: `after` in step `join`"), "{e}");
+        assert!(
+            e.contains("pb.toml:9:9: error: `after` in step `join`"),
+            "{e}"
+        );
         let e = parse(&STEPS.replace("[\"init\"]", "[\"\"]")).unwrap_err();
         assert!(e.contains("pb.toml:9:10: error: item #1 of `after`"), "{e}");
     }

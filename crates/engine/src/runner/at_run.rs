@@ -93,10 +93,7 @@ impl Runner {
     /// Whether step `index` is being run again (its start is not reported again).
     pub(super) fn is_retry_attempt(&self, index: usize) -> bool {
         let st = self.state.lock().unwrap();
-        st.at_run
-            .retrying
-            .get(&index)
-            .is_some_and(|a| a.number > 1)
+        st.at_run.retrying.get(&index).is_some_and(|a| a.number > 1)
     }
 
     /// Records how step `index` ended on `host`; None when a retry holds the outcome back,

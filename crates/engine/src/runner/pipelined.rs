@@ -126,9 +126,7 @@ impl Runner {
         all[..count]
             .iter()
             .enumerate()
-            .map(|(i, s)| {
-                StepDeps::of(*s, self.schedule.after.get(i).cloned().unwrap_or_default())
-            })
+            .map(|(i, s)| StepDeps::of(*s, self.schedule.after.get(i).cloned().unwrap_or_default()))
             .collect()
     }
 }
