@@ -746,7 +746,13 @@ impl Runner {
                     .iter()
                     .any(|t| t == host && self.in_limit(t))
                     || later.fact_hosts().iter().any(|t| t == host);
-                if concerned && let Some(g) = later.gather(host) {
+                // A step that waits `after` another host's step reads its facts when it starts:
+                // what it waits for may change what they say (a file on a share).
+                let waits = self.schedule.after.get(j).is_some_and(|a| !a.is_empty());
+                if concerned
+                    && !waits
+                    && let Some(g) = later.gather(host)
+                {
                     cmds.push((j, g));
                 }
             }

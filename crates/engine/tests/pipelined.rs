@@ -317,6 +317,41 @@ async fn after_makes_a_step_wait_for_another_hosts_step() {
     assert_eq!(h.changes(), ["h1 touch init @10", "h2 touch join @11"]);
 }
 
+/// A step `after` another host's step reads its facts when it starts, not ahead with its host's
+/// earlier steps: what it waited for may change them.
+#[tokio::test(start_paused = true)]
+async fn a_step_after_another_hosts_step_reads_its_facts_when_it_starts() {
+    let h = hosts(2, &[("init", 10)], &[]);
+    let gathers: Journal = Arc::default();
+    let (g, t0) = (gathers.clone(), Instant::now());
+    h.fakes[1].respond_with("<<pv-", move |script| {
+        g.lock().unwrap().push(format!(
+            "{} step(s) @{}",
+            script.matches("test -e").count(),
+            t0.elapsed().as_secs()
+        ));
+        Output::ok(answer_batch(script, |_| ("no".into(), 0)))
+    });
+    let steps = [
+        step("init", &["h1"]),
+        step("prep", &["h2"]),
+        step("join", &["h2"]),
+        step("more", &["h2"]),
+    ];
+    let schedule = Schedule {
+        strategy: Strategy::Pipelined,
+        after: vec![vec![], vec![], vec![0], vec![]],
+    };
+    let (recap, _) = h.run(&steps, schedule, RunOptions::default(), None).await;
+    assert!(recap.is_success());
+    // prep reads its own facts and more's (join's are left for join), at 0 s; prep changes h2,
+    // so join, at 10 s, and more read again.
+    assert_eq!(
+        gathers.lock().unwrap().clone(),
+        ["2 step(s) @0", "1 step(s) @10", "1 step(s) @11"]
+    );
+}
+
 /// `forks` bounds the commands of every step running at once: with one fork, two independent
 /// 10 s changes go one after the other.
 #[tokio::test(start_paused = true)]
