@@ -134,7 +134,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         args.identity.clone(),
         args.playbook.as_deref(),
     )?;
-    let (_, mut compiled) = compile_chosen(&loaded, Builtin::NextToCluster, &args.selection())?;
+    let (pb, mut compiled) = compile_chosen(&loaded, Builtin::NextToCluster, &args.selection())?;
     let limit = limit_set(&loaded.inv, args.limit.as_deref())?;
     let opts = RunOptions {
         check: args.check,
@@ -199,6 +199,10 @@ pub fn run(args: RunArgs) -> Result<u8> {
         facts_step = Some(host_facts::report(gathered));
     }
     let handlers = std::mem::take(&mut compiled.handlers);
+    let mut schedule = compiled.schedule(&pb);
+    if facts_step.is_some() {
+        schedule = schedule.behind_a_first_step();
+    }
     let steps: Vec<Box<dyn Step>> = facts_step.into_iter().chain(compiled.steps).collect();
     // The cluster lock (not for --check, which changes nothing): on the managers.
     let lock_cluster = (!args.check).then(|| {
@@ -236,6 +240,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         let tx = Arc::new(tx);
         let runner = Runner::new(pool, targets, opts, sink)
             .with_handlers(handlers)
+            .with_schedule(schedule)
             .with_redaction(loaded.redactor.clone())
             .with_cancel(rx);
         let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -2577,3 +2577,128 @@ fn an_unknown_fact_exits_2_at_its_place_and_nothing_runs() {
     }
     assert!(!c.root(1).join("etc/facts").exists());
 }
+
+const PIPELINED: &str = r#"strategy = "pipelined"
+
+[[steps]]
+name = "slow"
+use = "command"
+hosts = "h1"
+with = { run = "sleep 3; echo written > SHARED.flag; echo end slow >> SHARED" }
+
+[[steps]]
+name = "quick"
+use = "command"
+hosts = "h2"
+with = { run = "sleep 2; echo end quick >> SHARED" }
+
+[[steps]]
+name = "needs slow"
+use = "command"
+hosts = "h2"
+after = ["slow"]
+with = { run = "cat SHARED.flag > {{ vars.root }}/etc/seen" }
+"#;
+
+/// The order of the step starts and the host results in a `--output json` run.
+fn json_order(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| match v["event"].as_str() {
+            Some("step_started") => Some(format!("start {}", v["title"].as_str().unwrap())),
+            Some("host_result") => Some(format!(
+                "{} {} {}",
+                v["step"].as_str().unwrap(),
+                v["host"].as_str().unwrap(),
+                v["status"].as_str().unwrap()
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// strategy = "pipelined": the quick step on h2 runs while the slow one on h1 does (it ends
+/// first, and the run takes less than the two one after the other), yet the output is in
+/// playbook order; the step `after` the slow one waits for it and sees what it wrote. The same
+/// playbook under the default `linear` runs the steps one after the other.
+#[test]
+fn pipelined_steps_overlap_across_hosts_and_report_in_playbook_order() {
+    let c = rollout_cluster(2, PIPELINED);
+    let started = std::time::Instant::now();
+    let out = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    let pipelined = started.elapsed();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(c.shared(), ["end quick", "end slow"]);
+    assert_eq!(
+        std::fs::read_to_string(c.root(2).join("etc/seen")).unwrap(),
+        "written\n",
+        "`after` waited for the slow step"
+    );
+    let expected = [
+        "start slow",
+        "slow h1 changed",
+        "start quick",
+        "quick h2 changed",
+        "start needs slow",
+        "needs slow h2 changed",
+    ];
+    assert_eq!(json_order(&out), expected);
+
+    // Text output: the same order.
+    std::fs::remove_file(c.dir.path().join("shared.log")).unwrap();
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    let at = |s: &str| t.find(s).unwrap_or_else(|| panic!("{s} in {t}"));
+    assert!(
+        at("slow") < at("quick") && at("quick") < at("needs slow"),
+        "{t}"
+    );
+    assert_eq!(c.shared(), ["end quick", "end slow"]);
+
+    // Linear (the default): one step after the other, the same events.
+    std::fs::remove_file(c.dir.path().join("shared.log")).unwrap();
+    let pb = c.dir.path().join("playbook.toml");
+    let linear = std::fs::read_to_string(&pb)
+        .unwrap()
+        .replace("strategy = \"pipelined\"\n", "");
+    std::fs::write(&pb, linear).unwrap();
+    let started = std::time::Instant::now();
+    let out = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    let linear = started.elapsed();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(c.shared(), ["end slow", "end quick"]);
+    assert_eq!(json_order(&out), expected);
+    // The overlap saved the quick step's 2 s (whatever the connections cost, they cost both).
+    assert!(
+        pipelined + std::time::Duration::from_secs(1) < linear,
+        "pipelined {pipelined:?}, linear {linear:?}"
+    );
+}
+
+#[test]
+fn bad_strategy_and_after_exit_2_at_their_position_and_nothing_runs() {
+    let c = rollout_cluster(
+        2,
+        &PIPELINED
+            .replace("\"pipelined\"", "\"pipelind\"")
+            .replace("[\"slow\"]", "[\"slwo\", \"needs slow\"]"),
+    );
+    for cmd in ["check-config", "run"] {
+        let out = c.provision(&[cmd, &c.cluster_toml()]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {t}");
+        for expected in [
+            "playbook.toml:1:12: error: unknown strategy `pipelind`\n  help: did you mean `pipelined`?",
+            "playbook.toml:19:10: error: `after` in step `needs slow` names no step: `slwo`\n  help: did you mean `slow`?",
+            "playbook.toml:19:18: error: `after` in step `needs slow` names the step itself",
+        ] {
+            assert!(t.contains(expected), "{cmd}: {expected}\n{t}");
+        }
+    }
+    assert!(!c.dir.path().join("shared.log").exists(), "nothing ran");
+    for s in &c.servers {
+        assert!(!s.log().contains("Accepted publickey"), "nothing connected");
+    }
+}

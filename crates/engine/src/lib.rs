@@ -11,6 +11,7 @@ pub mod facts;
 pub mod handlers;
 pub mod host_facts;
 pub mod inventory;
+pub mod pipeline;
 pub mod playbook_file;
 pub mod registered;
 pub mod rollout;

@@ -23,10 +23,12 @@ mod notify;
 pub use notify::{FLUSH_HANDLERS, Notify};
 mod include;
 pub use include::{BUILTIN_PREFIX, Builtins, Scope};
-mod outcome;
 mod fact_reads;
+mod order;
+mod outcome;
 mod register;
 mod rollout;
+pub use order::After;
 pub use outcome::JUDGED_STEPS;
 
 /// One `[[steps]]` entry, parsed but not yet built into a step.
@@ -74,6 +76,8 @@ pub struct StepSpec {
     pub rollout: crate::rollout::Rollout,
     /// `ignore_errors`, `failed_when`, `changed_when`.
     pub rules: crate::registered::ResultRules,
+    /// `after`: earlier steps this one waits for under the `pipelined` strategy.
+    pub after: Vec<After>,
 }
 
 impl StepSpec {
@@ -126,6 +130,8 @@ pub struct PlaybookFile {
     pub handlers: Vec<StepSpec>,
     /// The top-level `serial` and `max_fail_percentage`: for every step that sets none.
     pub rollout: crate::rollout::Rollout,
+    /// The top-level `strategy` (the playbook's own; an included file's does not apply).
+    pub strategy: crate::pipeline::Strategy,
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -134,6 +140,7 @@ const TOP_KEYS: &[&str] = &[
     "handlers",
     "serial",
     "max_fail_percentage",
+    "strategy",
 ];
 const SECRET_KEYS: &[&str] = &[
     "name",
@@ -170,6 +177,7 @@ const STEP_KEYS: &[&str] = &[
     "ignore_errors",
     "failed_when",
     "changed_when",
+    "after",
 ];
 
 impl PlaybookFile {
@@ -231,6 +239,8 @@ pub(crate) struct Parts {
     pub declared: Vec<String>,
     /// Its top-level `serial` and `max_fail_percentage` (the playbook's own apply to the play).
     pub rollout: crate::rollout::Rollout,
+    /// Its top-level `strategy`, if it sets one.
+    pub strategy: Option<crate::pipeline::Strategy>,
 }
 
 pub(crate) enum Entry {
@@ -280,6 +290,7 @@ pub(crate) fn parse_parts(
             handlers: Vec::new(),
             declared: Vec::new(),
             rollout: Default::default(),
+            strategy: None,
         };
         return (parts, r.finish());
     };
@@ -308,12 +319,14 @@ pub(crate) fn parse_parts(
     register::mark_entries(&mut entries, &at_run);
     register::mark(&mut handlers, &handlers_at_run);
     let rollout = rollout::check_rollout(&mut r, &doc, "the playbook", false).unwrap_or_default();
+    let strategy = order::check_strategy(&mut r, &doc).flatten();
     let parts = Parts {
         entries,
         secrets,
         handlers,
         declared,
         rollout,
+        strategy,
     };
     (parts, r.finish())
 }
@@ -474,6 +487,7 @@ fn check_step(
     let retry = register::check_retry(r, t, &label);
     let rollout = rollout::check_rollout(r, t, &label, true);
     let rules = outcome::check_rules(r, t, &label, uses.as_deref());
+    let after = order::check_after(r, t, &label);
     if r.diagnostics.len() != errors_before {
         return None;
     }
@@ -500,6 +514,7 @@ fn check_step(
         when_at_run: false,
         rollout: rollout?,
         rules: rules?,
+        after: after?,
     })
 }
 

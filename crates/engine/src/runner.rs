@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 mod at_run;
+mod pipelined;
 
 /// How a run behaves; the defaults are those of `provision run`.
 #[derive(Debug, Clone)]
@@ -114,6 +115,12 @@ pub struct Runner {
     handlers: Handlers,
     /// Each handler's name and the hosts it targets, in declaration order.
     handler_targets: Vec<(String, Vec<String>)>,
+    /// The playbook's `strategy` and `after`s: which steps may overlap.
+    schedule: crate::pipeline::Schedule,
+    /// `forks`: commands of all steps running at once share it.
+    forks: Arc<Semaphore>,
+    /// Events of steps that overlapped, held back for playbook order.
+    output: Mutex<pipelined::Ordered>,
 }
 
 impl Runner {
@@ -125,6 +132,7 @@ impl Runner {
         sink: Arc<dyn EventSink>,
     ) -> Self {
         let (_tx, rx) = tokio::sync::watch::channel(false);
+        let forks = Arc::new(Semaphore::new(opts.forks.max(1)));
         let recap = targets
             .iter()
             .map(|t| {
@@ -160,7 +168,16 @@ impl Runner {
             }),
             handlers: Handlers::default(),
             handler_targets: Vec::new(),
+            schedule: Default::default(),
+            forks,
+            output: Default::default(),
         }
+    }
+
+    /// How the steps wait for each other (default: `linear`, each for every earlier one).
+    pub fn with_schedule(mut self, schedule: crate::pipeline::Schedule) -> Self {
+        self.schedule = schedule;
+        self
     }
 
     /// The play's handlers: run at the end (and at each `flush_handlers`) on the hosts where a
@@ -192,7 +209,7 @@ impl Runner {
     }
 
     fn emit(&self, e: Event) {
-        self.sink.emit(&e);
+        self.ordered_emit(e);
     }
 
     fn is_dead(&self, host: &str) -> bool {
@@ -203,7 +220,8 @@ impl Runner {
         self.opts.limit.as_ref().is_none_or(|l| l.contains(host))
     }
 
-    /// Runs the steps in order, each across its hosts, then the handlers they notified, and
+    /// Runs the steps in order (overlapping where the schedule lets them), each across its
+    /// hosts, then the handlers they notified, and
     /// returns the recap.
     pub async fn run(&self, steps: &[Box<dyn Step>]) -> Recap {
         let started = Instant::now();
@@ -235,26 +253,7 @@ impl Runner {
             steps: steps.len(),
             check: self.opts.check,
         });
-        let mut stopped = false;
-        for index in 0..steps.len() {
-            if self.cancelled() {
-                self.emit(Event::Interrupted);
-                stopped = true;
-                break;
-            }
-            if all[index].flushes_handlers() {
-                if !self.flush(&all).await {
-                    stopped = true;
-                    break;
-                }
-                continue;
-            }
-            self.run_entry(index, &all, None).await;
-            if self.stopped() {
-                stopped = true;
-                break;
-            }
-        }
+        let stopped = self.run_play(&all, steps.len()).await;
         // The end of the play flushes too. A stopped run runs no handler: the notifications of
         // changed hosts stay pending on them, for the next run.
         if !stopped && !self.handlers.is_empty() {
@@ -354,8 +353,9 @@ impl Runner {
             if let Some(max) = rollout.max_fail_percentage {
                 let failed = counted.iter().filter(|h| self.is_dead(h)).count();
                 if rollout::too_many_failed(failed, counted.len(), max) {
-                    self.state.lock().unwrap().stopped =
-                        Some(rollout::stop_reason(&title, failed, counted.len(), max));
+                    // Steps that overlapped may both stop it: the first one's reason is kept.
+                    let reason = rollout::stop_reason(&title, failed, counted.len(), max);
+                    self.state.lock().unwrap().stopped.get_or_insert(reason);
                     return false;
                 }
             }
@@ -385,7 +385,7 @@ impl Runner {
         }
 
         // Facts, in parallel.
-        let forks = Arc::new(Semaphore::new(self.opts.forks.max(1)));
+        let forks = self.forks.clone();
         let gathered = futures::future::join_all(gather_hosts.iter().map(|h| {
             let forks = forks.clone();
             async move {
@@ -803,7 +803,13 @@ impl Runner {
                     .iter()
                     .any(|t| t == host && self.in_limit(t))
                     || later.fact_hosts().iter().any(|t| t == host);
-                if concerned && let Some(g) = later.gather(host) {
+                // A step that waits `after` another host's step reads its facts when it starts:
+                // what it waits for may change what they say (a file on a share).
+                let waits = self.schedule.after.get(j).is_some_and(|a| !a.is_empty());
+                if concerned
+                    && !waits
+                    && let Some(g) = later.gather(host)
+                {
                     cmds.push((j, g));
                 }
             }

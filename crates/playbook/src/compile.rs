@@ -81,6 +81,29 @@ impl FactValues {
     }
 }
 
+impl Compiled {
+    /// How the runner orders these steps: the playbook's `strategy`, and for each step the
+    /// earlier steps its entry's `after` names (every item of a looped entry; none of the
+    /// entries a selection dropped).
+    pub fn schedule(&self, pb: &PlaybookFile) -> provision_engine::pipeline::Schedule {
+        let after = self
+            .origins
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let entries = pb.after_entries(o.spec);
+                (0..i)
+                    .filter(|&j| entries.contains(&self.origins[j].spec))
+                    .collect()
+            })
+            .collect();
+        provision_engine::pipeline::Schedule {
+            strategy: pb.strategy,
+            after,
+        }
+    }
+}
+
 /// The playbook entry a compiled step comes from, and where it would run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
@@ -1175,5 +1198,25 @@ mod tests {
         .unwrap();
         let ok = compile(&inv, &pb, &view).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(ok.reads_facts, hosts(&["web-1"]));
+    }
+
+    /// The schedule names compiled steps: every item of a looped entry `after` names, none of
+    /// the steps a selection dropped, and the playbook's strategy.
+    #[test]
+    fn the_schedule_maps_after_onto_compiled_steps() {
+        let text = "strategy = \"pipelined\"\n\
+            [[steps]]\nname = \"dirs\"\nuse = \"command\"\nhosts = \"web-1\"\nloop = [\"a\", \"b\"]\nwith = { run = \"mkdir {{ item }}\" }\n\
+            [[steps]]\nname = \"skipped\"\nuse = \"command\"\nhosts = \"db-1\"\ntags = [\"x\"]\nwith = { run = \"true\" }\n\
+            [[steps]]\nname = \"use\"\nuse = \"command\"\nhosts = \"db-1\"\nafter = [\"dirs\", \"skipped\"]\nwith = { run = \"true\" }\n";
+        let pb = PlaybookFile::parse(text, Path::new("p.toml"), &known_steps()).unwrap();
+        let mut compiled = compile_playbook(text).unwrap();
+        let s = compiled.schedule(&pb);
+        assert_eq!(s.strategy, provision_engine::pipeline::Strategy::Pipelined);
+        assert_eq!(s.after, vec![vec![], vec![], vec![], vec![0, 1, 2]]);
+        compiled.retain_chosen(&[true, false, true]);
+        assert_eq!(
+            compiled.schedule(&pb).after,
+            vec![vec![], vec![], vec![0, 1]]
+        );
     }
 }

@@ -113,6 +113,7 @@ const PLAY_KEYS: &[&str] = &[
     "tags",
     "serial",
     "max_fail_percentage",
+    "strategy",
 ];
 /// Keys of a task other than its module.
 const TASK_KEYS: &[&str] = &[
@@ -345,6 +346,7 @@ impl<'a> Converter<'a> {
         for key in ["serial", "max_fail_percentage"] {
             self.rollout(plays, key);
         }
+        self.strategy(plays);
         for play in plays {
             self.file = path.to_path_buf();
             self.play(play);
@@ -450,6 +452,38 @@ impl<'a> Converter<'a> {
         self.out.files[0].top.push((key.to_string(), v));
     }
 
+    /// The plays' `strategy`: `free` in every play becomes `strategy = "pipelined"` (a step
+    /// waits for the earlier steps on its hosts, where Ansible's `free` waits for nothing);
+    /// `linear` is provision's default too. Plays that differ, and other strategies, are named.
+    fn strategy(&mut self, plays: &[Node]) {
+        let set: Vec<&Node> = plays.iter().filter_map(|p| p.get("strategy")).collect();
+        let names: Vec<Option<String>> = set.iter().map(|n| n.text()).collect();
+        let mut ok = true;
+        for (n, name) in set.iter().zip(&names) {
+            if !matches!(name.as_deref(), Some("free" | "linear")) {
+                ok = false;
+                self.problem(n.line, "play key `strategy`: not converted (provision has `linear`, the default, and `pipelined`, for Ansible's `free`)");
+            }
+        }
+        let free = names
+            .iter()
+            .filter(|n| n.as_deref() == Some("free"))
+            .count();
+        if !ok || free == 0 {
+            return;
+        }
+        if free != plays.len() {
+            for n in &set {
+                self.problem(n.line, "play key `strategy`: not converted (plays differ, and provision has one `strategy` per playbook)");
+            }
+            return;
+        }
+        self.note(set[0].line, "strategy: free became strategy = \"pipelined\": a step waits for the earlier steps on its hosts; declare what it needs of other hosts' steps with `after` (README: `strategy`)");
+        self.out.files[0]
+            .top
+            .push(("strategy".into(), toml::Value::String("pipelined".into())));
+    }
+
     fn play(&mut self, play: &Node) {
         let Some(keys) = play.map() else {
             self.problem(play.line, "a play is a mapping");
@@ -459,7 +493,6 @@ impl<'a> Converter<'a> {
             if !PLAY_KEYS.contains(&k.as_str()) {
                 let why = match k.as_str() {
                     "vars_files" | "vars_prompt" => "put these vars in the inventory's `[vars]`",
-                    "strategy" => "provision runs each step on all its hosts, then the next",
                     _ => "no provision form",
                 };
                 self.problem(v.line, format!("play key `{k}`: not converted ({why})"));

@@ -119,6 +119,11 @@ pub fn file(f: &OutFile) -> String {
         out.push('\n');
     }
     for (k, val) in &f.top {
+        if k == "strategy" {
+            // Ansible's `free` ignores what a task needs of other hosts; provision waits for it
+            // only where the playbook says so.
+            out.push_str("# From Ansible's `strategy: free`: each step waits only for the earlier steps on its\n# hosts. A step that needs another host's earlier step (a join needs the init) must say\n# so: after = [\"step name\"].\n");
+        }
         out.push_str(&format!("{k} = {val}\n"));
     }
     for s in &f.steps {

@@ -890,4 +890,46 @@ tags = ["site", "again"]
             "{{ facts.os_codename }} {{ facts.arch }} {{ facts.memory_mb }} {{ facts.ipv6 }}\n"
         );
     }
+
+    /// `strategy: free` in every play becomes `strategy = "pipelined"`, with a comment that
+    /// cross-host needs are declared with `after`; `linear` is the default; plays that differ
+    /// and other strategies are named.
+    #[test]
+    fn play_strategy_free_becomes_pipelined() {
+        let two = "- hosts: a\n  strategy: free\n  tasks:\n    - command: /bin/true\n- hosts: b\n  strategy: free\n  tasks: []\n";
+        let r = convert(&[("site.yml", two)]);
+        assert_eq!(problems(&r), Vec::<String>::new());
+        let t = text(&r, "playbook.toml");
+        assert!(
+            t.contains("\n\n# From Ansible's `strategy: free`: each step waits only for the earlier steps on its\n# hosts. A step that needs another host's earlier step (a join needs the init) must say\n# so: after = [\"step name\"].\nstrategy = \"pipelined\"\n\n[[steps]]\n"),
+            "{t}"
+        );
+        let notes: Vec<String> = r.notes().map(|p| p.what.clone()).collect();
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("strategy: free became strategy = \"pipelined\"")),
+            "{notes:?}"
+        );
+        let linear = "- hosts: a\n  strategy: linear\n  tasks: []\n";
+        let r = convert(&[("site.yml", linear)]);
+        assert_eq!(problems(&r), Vec::<String>::new());
+        assert!(!text(&r, "playbook.toml").contains("strategy"));
+        let differ = "- hosts: a\n  strategy: free\n  tasks: []\n- hosts: b\n  tasks: []\n";
+        assert_eq!(
+            problems(&convert(&[("site.yml", differ)])),
+            [
+                "/pb/site.yml:2: play key `strategy`: not converted (plays differ, and provision has one `strategy` per playbook)"
+            ]
+        );
+        let other = "- hosts: a\n  strategy: host_pinned\n  tasks: []\n";
+        let r = convert(&[("site.yml", other)]);
+        assert_eq!(
+            problems(&r),
+            [
+                "/pb/site.yml:2: play key `strategy`: not converted (provision has `linear`, the default, and `pipelined`, for Ansible's `free`)"
+            ]
+        );
+        assert!(!text(&r, "playbook.toml").contains("strategy ="));
+    }
 }

@@ -17,12 +17,12 @@ pub(super) struct Kept {
     captured: HashMap<String, (usize, Captured)>,
     /// Host to the step index and how that step ended there (reported, or held back).
     last: HashMap<String, (usize, HostStatus)>,
-    /// The attempt of a retried step in progress.
-    retrying: Option<Attempt>,
+    /// Step index to the attempt of a retried step in progress (steps that overlap may both
+    /// be retrying).
+    retrying: HashMap<usize, Attempt>,
 }
 
 struct Attempt {
-    index: usize,
     number: u32,
     /// Hosts whose outcome is held back.
     hosts: BTreeSet<String>,
@@ -96,10 +96,7 @@ impl Runner {
     /// Whether step `index` is being run again (its start is not reported again).
     pub(super) fn is_retry_attempt(&self, index: usize) -> bool {
         let st = self.state.lock().unwrap();
-        st.at_run
-            .retrying
-            .as_ref()
-            .is_some_and(|a| a.index == index && a.number > 1)
+        st.at_run.retrying.get(&index).is_some_and(|a| a.number > 1)
     }
 
     /// Records how step `index` ended on `host`; None when a retry holds the outcome back,
@@ -108,8 +105,7 @@ impl Runner {
         let mut st = self.state.lock().unwrap();
         let kept = &mut st.at_run;
         kept.last.insert(host.to_string(), (index, outcome.status));
-        if let Some(a) = &mut kept.retrying
-            && a.index == index
+        if let Some(a) = kept.retrying.get_mut(&index)
             && a.hosts.contains(host)
         {
             a.outcomes.insert(host.to_string(), outcome);
@@ -219,19 +215,21 @@ impl Runner {
         let mut number = 1;
         loop {
             self.forget(index, &remaining);
-            self.state.lock().unwrap().at_run.retrying = Some(Attempt {
+            self.state.lock().unwrap().at_run.retrying.insert(
                 index,
-                number,
-                hosts: remaining.iter().cloned().collect(),
-                outcomes: BTreeMap::new(),
-            });
+                Attempt {
+                    number,
+                    hosts: remaining.iter().cloned().collect(),
+                    outcomes: BTreeMap::new(),
+                },
+            );
             self.run_step(index, steps, Some(&remaining)).await;
             let (mut held, kept) = {
                 let mut st = self.state.lock().unwrap();
                 let held = st
                     .at_run
                     .retrying
-                    .take()
+                    .remove(&index)
                     .map(|a| a.outcomes)
                     .unwrap_or_default();
                 let kept: BTreeMap<String, (Option<Captured>, BTreeMap<String, Registered>)> =
