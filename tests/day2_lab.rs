@@ -1,7 +1,10 @@
 //! Tier 3, day 2: a lab with 3 managers, a worker and the storage host, brought
 //! to a swarm by `provision run`, then every day-2 command on it for real: the
 //! cluster lock against a concurrent run, status, an image upgrade that touches
-//! only its service, exec and logs, drain and activate, an encrypted and authenticated
+//! only its service, exec and logs, drain and activate, faults (a worker powered off mid-run,
+//! the controller killed mid-run and its stale lock taken over, dockerd stopped on a
+//! manager, a full disk, the storage host down: docs/failure-modes.md), an encrypted and
+//! authenticated
 //! backup, restore refused onto the healthy swarm (nothing stopped) and for a forged backup,
 //! remove-node refused while a manager is down, quorum loss (a run refused: the lock has no
 //! majority of managers) and `recover`, the
@@ -291,6 +294,10 @@ fn day2_lock_status_upgrade_exec_backup_recover_restore() {
         .trim(),
         "active"
     );
+
+    // 4b. Faults (issue 20's matrix; docs/failure-modes.md): a worker powered off mid-run,
+    // the controller killed mid-run, dockerd stopped on a manager.
+    faults(&mut lab, &dir, &cluster_path, &key);
 
     // 5. Backup: from a follower, encrypted, the swarm keeps its quorum.
     let backup = dir.join("swarm-backup.age");
@@ -656,4 +663,333 @@ fn day2_lock_status_upgrade_exec_backup_recover_restore() {
     let lab_dir = lab.dir().to_path_buf();
     lab.down().expect("lab down");
     assert_no_qemu_left("e2e-day2", &lab_dir);
+}
+
+/// Starts `provision run CLUSTER --playbook PLAYBOOK --output json` and returns it once its
+/// step `title` has started (read from its JSON events; the rest of stdout is kept).
+fn run_until_step(
+    cluster: &Path,
+    playbook: &Path,
+    key: &Path,
+    title: &str,
+) -> (std::process::Child, std::thread::JoinHandle<String>) {
+    use std::io::BufRead;
+    let mut child = Command::new(provision_bin())
+        .arg("run")
+        .arg(cluster)
+        .arg("--playbook")
+        .arg(playbook)
+        .args(["--output", "json", "--identity"])
+        .arg(key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn provision run");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let want = title.to_string();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v["event"] == "step_started"
+                && v["title"] == want.as_str()
+            {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    rx.recv_timeout(Duration::from_secs(900))
+        .unwrap_or_else(|_| panic!("the run never reached `{title}`"));
+    (child, reader)
+}
+
+/// The host results of a run started by [`run_until_step`], once it exited.
+fn finish(
+    child: std::process::Child,
+    reader: std::thread::JoinHandle<String>,
+) -> provision_e2e::Run {
+    let mut out = child.wait_with_output().expect("wait for provision run");
+    out.stdout = reader.join().expect("stdout reader").into_bytes();
+    parse_run(out)
+}
+
+fn faults(lab: &mut Lab, dir: &Path, cluster_path: &Path, key: &Path) {
+    let cluster = cluster_path.to_str().unwrap().to_string();
+    // The built-in playbook, then a step that keeps every swarm node busy for a while: the
+    // window in which the faults strike.
+    let playbook = dir.join("faults.toml");
+    std::fs::write(
+        &playbook,
+        "[[steps]]\ninclude = \"builtin:swarm\"\n\n[[steps]]\nname = \"slow probe\"\nuse = \"command\"\nhosts = \"swarm\"\n\
+         with = { run = \"sleep 20 && touch /var/tmp/provision-fault-probe\", creates = \"/var/tmp/provision-fault-probe\" }\n",
+    )
+    .unwrap();
+    let managers = ["manager-1", "manager-2", "manager-3"];
+
+    // A worker powered off in the middle of a run: the others finish, the recap names it, exit 1.
+    let t = Instant::now();
+    let (child, reader) = run_until_step(cluster_path, &playbook, key, "slow probe");
+    std::thread::sleep(Duration::from_secs(3));
+    lab.stop_vm("worker-1").unwrap();
+    let a = finish(child, reader);
+    eprintln!(
+        "fault: worker-1 powered off mid-run; the run ended in {:?}",
+        t.elapsed()
+    );
+    assert_eq!(a.output.status.code(), Some(1), "{}", a.text());
+    let probe: Vec<(String, String)> = a
+        .results
+        .iter()
+        .filter(|r| r.0 == "slow probe")
+        .map(|r| (r.1.clone(), r.2.clone()))
+        .collect();
+    let pair = |h: &str, s: &str| (h.to_string(), s.to_string());
+    let mut probe = probe;
+    probe.sort();
+    assert_eq!(
+        probe,
+        [
+            pair("manager-1", "changed"),
+            pair("manager-2", "changed"),
+            pair("manager-3", "changed"),
+            pair("worker-1", "unreachable"),
+        ],
+        "{}",
+        a.text()
+    );
+    assert!(
+        a.text().contains("worker-1: connection lost while running `sleep 20 && touch /var/tmp/provision-fault-probe`"),
+        "the recap names the host and what it was running: {}",
+        a.text()
+    );
+
+    // The controller killed (SIGKILL) in the middle of a run, worker-1 still off: its lock
+    // stays on the managers until it goes stale.
+    for m in managers {
+        sh(lab, m, "rm -f /var/tmp/provision-fault-probe");
+    }
+    let (mut child, reader) = run_until_step(cluster_path, &playbook, key, "slow probe");
+    let killed_pid = child.id();
+    child.kill().unwrap();
+    let killed_at = Instant::now();
+    let _ = finish(child, reader);
+    let t = Instant::now();
+    lab.start_vm("worker-1", BOOT).unwrap();
+    eprintln!("fault: worker-1 booted again in {:?}", t.elapsed());
+
+    // dockerd stopped on a manager: status names it and says what starts it.
+    sh(
+        lab,
+        "manager-3",
+        "systemctl stop docker.socket docker.service",
+    );
+    let (_, st) = status_json(key, &cluster);
+    let warnings: Vec<&str> = st["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("manager-3: Docker is not running (")
+                && w.ends_with(&format!("`provision run {cluster}` starts it"))),
+        "{st:#}"
+    );
+
+    // The next run right away: the dead run's lock is not stale yet; refused, naming it.
+    let held = run(cluster_path, &["--identity", key.to_str().unwrap()]);
+    assert_eq!(held.output.status.code(), Some(75), "{}", held.text());
+    assert!(
+        held.text()
+            .contains(&format!("pid {killed_pid}: provision run")),
+        "{}",
+        held.text()
+    );
+    // Once stale (not refreshed for lock::STALE_SECS = 120 s), a run takes it over, says so,
+    // starts Docker on manager-3, and converges with worker-1 back.
+    let wait = Duration::from_secs(125).saturating_sub(killed_at.elapsed());
+    eprintln!("fault: waiting {wait:?} for the dead run's lock to go stale");
+    std::thread::sleep(wait);
+    let t = Instant::now();
+    let mut took_over = run_with(cluster_path, &playbook, key);
+    // The dead run refreshed its lock up to REFRESH_EVERY (30 s) after it started.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while took_over.output.status.code() == Some(75) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(10));
+        took_over = run_with(cluster_path, &playbook, key);
+    }
+    eprintln!(
+        "fault: the run that took the stale lock over converged in {:?}",
+        t.elapsed()
+    );
+    assert!(took_over.ok(), "{}", took_over.text());
+    assert!(
+        took_over
+            .text()
+            .contains("warning: took over a stale cluster lock on manager-1 (")
+            && took_over
+                .text()
+                .contains(&format!("pid {killed_pid}: provision run")),
+        "{}",
+        took_over.text()
+    );
+    assert!(
+        took_over
+            .results
+            .iter()
+            .any(|r| r.0 == "docker engine" && r.1 == "manager-3" && r.2 == "changed"),
+        "{:?}",
+        took_over.results
+    );
+    assert_eq!(
+        sh(lab, "manager-3", "systemctl is-active docker.service").trim(),
+        "active"
+    );
+    // And it stays converged: a second run changes nothing.
+    let again = run_with(cluster_path, &playbook, key);
+    assert!(again.ok(), "{}", again.text());
+    assert_eq!(again.count("changed"), 0, "{:?}", again.results);
+    // manager-3 is a reachable manager again.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let (code, st) = status_json(key, &cluster);
+        if code == 0 && st["quorum"]["reachable"] == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "manager-3 never came back: {st:#}"
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    }
+
+    // A full disk on a node: the step that writes there fails with the disk's own error, the
+    // file it would replace is left whole (uploads go to a temporary file, then a rename), and
+    // once there is room again a run converges.
+    let disk = dir.join("disk.toml");
+    std::fs::write(dir.join("big.txt"), "0123456789abcdef\n".repeat(65536)).unwrap();
+    std::fs::write(
+        &disk,
+        "[[steps]]\nname = \"a file on the full disk\"\nuse = \"copy\"\nhosts = \"worker-1\"\n\
+         with = { src = \"big.txt\", dest = \"/etc/provision-fault-file\", mode = \"0644\" }\n",
+    )
+    .unwrap();
+    sh(
+        lab,
+        "worker-1",
+        "printf 'old\\n' > /etc/provision-fault-file",
+    );
+    // Every free block, the root-reserved ones too (provision writes as root).
+    sh(
+        lab,
+        "worker-1",
+        "fallocate -l $(( $(stat -f -c %f /) * $(stat -f -c %S /) - 1048576 )) /var/tmp/provision-fill; \
+         dd if=/dev/zero of=/var/tmp/provision-fill-2 bs=4k 2>/dev/null; sync; df -h / >&2; true",
+    );
+    let full = run_with(cluster_path, &disk, key);
+    assert_eq!(full.output.status.code(), Some(1), "{}", full.text());
+    assert_eq!(
+        full.results
+            .iter()
+            .map(|r| (r.1.as_str(), r.2.as_str()))
+            .collect::<Vec<_>>(),
+        [("worker-1", "failed")],
+        "{}",
+        full.text()
+    );
+    assert!(
+        full.text().contains("No space left on device"),
+        "{}",
+        full.text()
+    );
+    assert_eq!(
+        sh(
+            lab,
+            "worker-1",
+            "cat /etc/provision-fault-file; ls -a /etc | grep -c provision-fault-file"
+        ),
+        "old\n1\n",
+        "the old file is whole and no temporary file is left"
+    );
+    sh(
+        lab,
+        "worker-1",
+        "rm -f /var/tmp/provision-fill /var/tmp/provision-fill-2",
+    );
+    let room = run_with(cluster_path, &disk, key);
+    assert!(room.ok(), "{}", room.text());
+    assert_eq!(room.changed_hosts(), ["worker-1"]);
+    assert_eq!(
+        sh(lab, "worker-1", "wc -c < /etc/provision-fault-file").trim(),
+        (17 * 65536).to_string()
+    );
+    // Docker on the node came through it: the built-in playbook converges with no failure.
+    let after = run(cluster_path, &["--identity", key.to_str().unwrap()]);
+    assert!(after.ok(), "{}", after.text());
+
+    // The storage host down under the nodes' NFS mounts: status and a run neither hang on
+    // the mounts nor fail the nodes; status says the share is unavailable.
+    lab.stop_vm("storage-1").unwrap();
+    let t = Instant::now();
+    let (code, st) = status_json(key, &cluster);
+    let took = t.elapsed();
+    eprintln!("fault: status with storage-1 down answered in {took:?}");
+    assert_eq!(code, 0, "the swarm itself is fine: {st:#}");
+    assert_eq!(st["storage"][0]["nfs_server"], "unreachable", "{st:#}");
+    assert!(
+        st["warnings"].as_array().unwrap().iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .starts_with("storage-1 is unreachable over SSH (")
+            && w.as_str()
+                .unwrap()
+                .contains("the NFS share it serves is unavailable")),
+        "{st:#}"
+    );
+    assert!(took < Duration::from_secs(60), "status took {took:?}");
+    let t = Instant::now();
+    let down = run(cluster_path, &["--identity", key.to_str().unwrap()]);
+    let took = t.elapsed();
+    eprintln!("fault: a run with storage-1 down ended in {took:?}");
+    assert_eq!(down.output.status.code(), Some(1), "{}", down.text());
+    let mut failed: Vec<&str> = down
+        .results
+        .iter()
+        .filter(|r| r.2 == "failed" || r.2 == "unreachable")
+        .map(|r| r.1.as_str())
+        .collect();
+    failed.dedup();
+    assert_eq!(failed, ["storage-1"], "{}", down.text());
+    assert!(took < Duration::from_secs(240), "the run took {took:?}");
+    let t = Instant::now();
+    lab.start_vm("storage-1", BOOT).unwrap();
+    let back = run(cluster_path, &["--identity", key.to_str().unwrap()]);
+    eprintln!(
+        "fault: storage-1 booted and a run converged in {:?}",
+        t.elapsed()
+    );
+    assert!(back.ok(), "{}", back.text());
+    let (_, st) = status_json(key, &cluster);
+    assert_eq!(st["storage"][0]["nfs_server"], "active", "{st:#}");
+}
+
+fn run_with(cluster: &Path, playbook: &Path, key: &Path) -> provision_e2e::Run {
+    run(
+        cluster,
+        &[
+            "--playbook",
+            playbook.to_str().unwrap(),
+            "--identity",
+            key.to_str().unwrap(),
+        ],
+    )
 }

@@ -1,7 +1,8 @@
 //! Tier 3: the swarm playbook on real Debian VMs booted by the lab, reached only
 //! over SSH: from bare images to a swarm running the demo stack behind an
 //! HAProxy load balancer, then a re-run with zero changes, then a new worker
-//! that alone changes (with the NFS export and the balancer's backends).
+//! (from the ready layer) that alone changes (with the NFS export and the
+//! balancer's backends).
 //!
 //! Slow (package installs under TCG): `#[ignore]`d in the quick loop, run by
 //! scripts/test.sh with --include-ignored. On failure the lab directory (console
@@ -9,8 +10,8 @@
 // A VM test prints its progress for CI's log; its secrets are throw-away.
 #![allow(clippy::disallowed_macros, clippy::disallowed_methods)]
 
-use provision_e2e::{assert_no_qemu_left, cached_debs, run, sh};
-use provision_lab::{DropPolicy, Lab, LabSpec, Role, UpOptions, VmSpec};
+use provision_e2e::{assert_no_qemu_left, cached_debs, ready_layer, run, sh};
+use provision_lab::{DropPolicy, Lab, LabSpec, LayerName, Role, UpOptions, VmSpec};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -176,15 +177,22 @@ fn bare_vms_to_a_swarm_with_the_demo_stack_then_idempotent_then_a_new_worker() {
         second.results
     );
 
-    // 3. A new worker: only it changes, and it joins with its labels.
+    // 3. A new worker: only it changes, and it joins with its labels. Adding a node is
+    // day-2 work, not the install (proven on the bare VMs above): it boots from the ready
+    // layer, which the day-2 tests use too (built here first when the cache lacks it).
     let t3 = Instant::now();
-    lab.add_vm(
+    lab.add_vm_from(
         &VmSpec::new("worker-2", vec![Role::Worker]),
         Duration::from_secs(900),
+        LayerName::Ready,
+        Some(&ready_layer()),
     )
     .expect("add worker-2");
     eprintln!("worker-2 booted in {:?}", t3.elapsed());
+    let t4 = Instant::now();
     let third = run(&cluster, &[]);
+    eprintln!("run with worker-2 in {:?}", t4.elapsed());
+    third.print_timeline("worker-2 joins");
     assert!(
         third.ok(),
         "run after adding worker-2 failed:\n{}",

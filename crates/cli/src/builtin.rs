@@ -122,6 +122,75 @@ mod tests {
 
     /// Every step of the built-in playbook is tagged with the tags the README documents, so
     /// `--tags docker` and the like reach every part of it; the vars check always runs.
+    /// Pipelined, the swarm playbook overlaps what needs nothing of each other (the NFS server
+    /// with Docker on the nodes, HAProxy with the swarm and the stack) and keeps every
+    /// cross-host need: the mounts after the server, joins after the init, the stack after
+    /// every node's steps.
+    #[test]
+    fn the_builtin_playbook_pipelines_what_needs_nothing_of_each_other() {
+        use provision_engine::pipeline::{StepDeps, Strategy, dependencies};
+        let dir = tempfile::tempdir().unwrap();
+        let pb_path = write_into(dir.path()).unwrap();
+        let pb = PlaybookFile::load(&pb_path, &provision_playbook::known_steps()).unwrap();
+        assert_eq!(pb.strategy, Strategy::Pipelined);
+        let rules = InventoryRules {
+            require_manager: true,
+            require_private_ip: true,
+        };
+        let production = include_str!("../../../inventories/production.toml")
+            .replace("[vars]\n", "[vars]\nstack = \"demo\"\n");
+        let inv = Inventory::parse(&production, &dir.path().join("cluster.toml"), &rules).unwrap();
+        let none = |_: &str| false;
+        let view = provision_playbook::compile::SecretsView {
+            table: &toml::Table::new(),
+            contains_secret: &none,
+        };
+        let compiled = provision_playbook::compile(&inv, &pb, &view).unwrap();
+        let schedule = compiled.schedule(&pb);
+        let deps: Vec<StepDeps> = compiled
+            .steps
+            .iter()
+            .zip(&schedule.after)
+            .map(|(s, a)| StepDeps::of(s.as_ref(), a.clone()))
+            .collect();
+        let graph = dependencies(schedule.strategy, &deps);
+        let titles: Vec<&str> = compiled.steps.iter().map(|s| s.title()).collect();
+        let at = |t: &str| titles.iter().position(|x| *x == t).unwrap();
+        let waits = |step: &str, on: &str| {
+            let (i, j) = (at(step), at(on));
+            graph[i].contains(&j)
+        };
+        assert!(!waits("nfs server", "docker engine"));
+        assert!(waits("nfs share mounted", "nfs server"));
+        assert!(waits("nfs share mounted", "docker engine"));
+        assert!(waits(
+            "appwrite directories on the share",
+            "nfs share mounted"
+        ));
+        assert!(waits("swarm initialised", "docker engine"));
+        assert!(waits("swarm members", "swarm initialised"));
+        assert!(waits("node labels", "swarm members"));
+        for before in [
+            "demo image",
+            "nfs share mounted",
+            "swarm members",
+            "node labels",
+        ] {
+            assert!(waits("stack deployed", before), "stack deployed, {before}");
+        }
+        assert!(waits("load balancer", "hostname"));
+        for other in [
+            "docker engine",
+            "nfs server",
+            "swarm initialised",
+            "swarm members",
+            "demo image",
+            "stack deployed",
+        ] {
+            assert!(!waits("load balancer", other), "load balancer, {other}");
+        }
+    }
+
     #[test]
     fn the_builtin_playbook_is_tagged_by_part() {
         let dir = tempfile::tempdir().unwrap();

@@ -63,6 +63,10 @@ pub enum LabCommand {
         /// Seconds the VM has for its sshd to answer.
         #[arg(long, default_value_t = 300)]
         boot_timeout: u64,
+        /// Image layer the new VM starts from (default: the lab's own); `ready` for a node
+        /// joining a swarm whose subject is not the install.
+        #[arg(long, value_parser = one_of(LayerName::ALL.map(LayerName::as_str), LayerName::parse))]
+        layer: Option<LayerName>,
         #[command(flatten)]
         target: Target,
     },
@@ -227,18 +231,26 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<u8> {
             memory,
             cpus,
             boot_timeout,
+            layer,
             target,
         } => {
             let mut lab = Lab::open(&target.resolve()?)?;
+            lab.set_progress(progress());
             let spec = VmSpec {
                 name,
                 roles,
                 memory_mib: memory,
                 cpus,
             };
-            let vm = lab
-                .add_vm(&spec, Duration::from_secs(boot_timeout))?
-                .clone();
+            let timeout = Duration::from_secs(boot_timeout);
+            let vm = match layer {
+                Some(l @ LayerName::Ready) => {
+                    lab.add_vm_from(&spec, timeout, l, Some(&ready_layer()?))?
+                }
+                Some(l) => lab.add_vm_from(&spec, timeout, l, None)?,
+                None => lab.add_vm(&spec, timeout)?,
+            }
+            .clone();
             show!(
                 "added {} (ssh port {}, private ip {}); rewrote {}",
                 vm.name,
@@ -378,10 +390,10 @@ fn labs_using_layers() -> Vec<(String, String)> {
     };
     let mut out = Vec::new();
     for e in std::fs::read_dir(labs_dir).into_iter().flatten().flatten() {
-        if let Ok(lab) = Lab::open(&e.path())
-            && let Some(key) = lab.layer().1.file_name()
-        {
-            out.push((key.to_string_lossy().into_owned(), lab.name().to_string()));
+        if let Ok(lab) = Lab::open(&e.path()) {
+            for key in lab.image_dirs().iter().filter_map(|d| d.file_name()) {
+                out.push((key.to_string_lossy().into_owned(), lab.name().to_string()));
+            }
         }
     }
     out

@@ -727,6 +727,14 @@ pub fn status_text(st: &status::Status) -> String {
             }
         }
     }
+    if !st.storage.is_empty() {
+        let mut rows = vec![vec!["STORAGE".to_string(), "NFS SERVER".into()]];
+        for r in &st.storage {
+            rows.push(vec![r.host.clone(), r.nfs_server.clone()]);
+        }
+        s.push('\n');
+        s.push_str(&table(&rows));
+    }
     if !st.warnings.is_empty() {
         s.push_str("\nwarnings:\n");
         for w in &st.warnings {
@@ -758,6 +766,7 @@ mod tests {
             }),
             nodes: vec![],
             services: vec![],
+            storage: vec![],
             warnings: vec![],
         };
         let head = |st: &status::Status| {

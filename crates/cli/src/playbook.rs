@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use provision_engine::diagnostic::ConfigError;
 use provision_engine::inventory::{Inventory, InventoryRules};
 use provision_engine::playbook_file::PlaybookFile;
-use provision_playbook::compile::SecretsView;
+use provision_playbook::compile::{FactsSource, SecretsView};
 use provision_playbook::select::Selection;
 use std::path::{Path, PathBuf};
 
@@ -80,7 +80,7 @@ pub fn load(inv: &Inventory, builtin: Builtin<'_>) -> Result<PlaybookFile> {
 
 /// The cluster's playbook compiled: every step for every host, checked before any connection.
 pub fn compile(loaded: &Loaded, builtin: Builtin<'_>) -> Result<provision_playbook::Compiled> {
-    compile_file(loaded, builtin).map(|(_, compiled)| compiled)
+    compile_file(loaded, builtin, FactsSource::Placeholders).map(|(_, compiled)| compiled)
 }
 
 /// The cluster's playbook compiled whole (a bad step is an error whatever is chosen), then only
@@ -90,7 +90,18 @@ pub fn compile_chosen(
     builtin: Builtin<'_>,
     selection: &Selection,
 ) -> Result<(PlaybookFile, provision_playbook::Compiled)> {
-    let (pb, mut compiled) = compile_file(loaded, builtin)?;
+    compile_chosen_with_facts(loaded, builtin, selection, FactsSource::Placeholders)
+}
+
+/// [`compile_chosen`] with `facts.*` from `facts` (a run's second compile, once it gathered
+/// them; its warnings were shown by the first).
+pub fn compile_chosen_with_facts(
+    loaded: &Loaded,
+    builtin: Builtin<'_>,
+    selection: &Selection,
+    facts: FactsSource<'_>,
+) -> Result<(PlaybookFile, provision_playbook::Compiled)> {
+    let (pb, mut compiled) = compile_file(loaded, builtin, facts)?;
     let runs = selection
         .decide(&pb)
         .map_err(|e| config_failure(e.to_string()))?;
@@ -101,6 +112,7 @@ pub fn compile_chosen(
 fn compile_file(
     loaded: &Loaded,
     builtin: Builtin<'_>,
+    facts: FactsSource<'_>,
 ) -> Result<(PlaybookFile, provision_playbook::Compiled)> {
     let pb = load(&loaded.inv, builtin)?;
     let config_error = errors(builtin);
@@ -122,10 +134,13 @@ fn compile_file(
         };
         Inventory::load(&loaded.inv.path, &rules).map_err(config_error)?;
     }
-    let compiled = provision_playbook::compile(&loaded.inv, &pb, &view).map_err(config_error)?;
-    // The inventory's warnings were shown by `load`; the steps' follow them.
-    for w in compiled.warnings.iter().skip(loaded.inv.warnings.len()) {
-        say!("{w}");
+    let compiled = provision_playbook::compile::compile_with_facts(&loaded.inv, &pb, &view, facts)
+        .map_err(config_error)?;
+    // The inventory's warnings were shown by `load`; the steps' follow them (once a run).
+    if let FactsSource::Placeholders = facts {
+        for w in compiled.warnings.iter().skip(loaded.inv.warnings.len()) {
+            say!("{w}");
+        }
     }
     Ok((pb, compiled))
 }

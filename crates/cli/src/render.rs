@@ -363,23 +363,34 @@ pub fn recap_text(recap: &Recap, check: bool) -> String {
         .unwrap_or(4)
         .max(4);
     let changed_label = if check { "would change" } else { "changed" };
+    // Failures of steps with `ignore_errors` get a column of their own, when there are any.
+    let ignored: usize = recap.hosts.iter().map(|h| h.ignored).sum();
+    let ignored_cell = |cell: String| {
+        if ignored > 0 {
+            format!("  {cell:>7}")
+        } else {
+            String::new()
+        }
+    };
     s.push_str(&format!(
-        "\n{:<w$}  {:>4}  {:>12}  {:>7}  {:>6}  {}\n",
+        "\n{:<w$}  {:>4}  {:>12}  {:>7}  {:>6}{}  {}\n",
         "HOST",
         "OK",
         changed_label.to_uppercase(),
         "SKIPPED",
         "FAILED",
+        ignored_cell("IGNORED".into()),
         "UNREACHABLE"
     ));
     for h in &recap.hosts {
         s.push_str(&format!(
-            "{:<w$}  {:>4}  {:>12}  {:>7}  {:>6}  {}\n",
+            "{:<w$}  {:>4}  {:>12}  {:>7}  {:>6}{}  {}\n",
             h.host,
             h.ok,
             h.changed + h.would_change,
             h.skipped,
             h.failed,
+            ignored_cell(h.ignored.to_string()),
             if h.unreachable { "yes" } else { "" }
         ));
     }
@@ -411,11 +422,16 @@ pub fn recap_text(recap: &Recap, check: bool) -> String {
     }
     let total_changed = recap.changed();
     s.push_str(&format!(
-        "\n{} host(s), {} {}, {} failed or unreachable\n",
+        "\n{} host(s), {} {}, {} failed or unreachable{}\n",
         recap.hosts.len(),
         total_changed,
         changed_label,
-        recap.failed_hosts()
+        recap.failed_hosts(),
+        if ignored > 0 {
+            format!(", {ignored} failure(s) ignored")
+        } else {
+            String::new()
+        }
     ));
     s
 }
@@ -507,6 +523,57 @@ mod tests {
             "web-1: retrying (2/5) wait for app: command failed with exit status 1"
         );
         assert_eq!(retry_line(&Event::Interrupted), None);
+    }
+
+    /// Failures of steps with `ignore_errors` are a column of their own and do not count as
+    /// failed hosts.
+    #[test]
+    fn recap_counts_ignored_failures_apart() {
+        let recap = Recap {
+            hosts: vec![HostRecap {
+                host: Redacted::literal("h1"),
+                ok: 2,
+                ignored: 1,
+                ..Default::default()
+            }],
+            stopped: None,
+        };
+        let text = recap_text(&recap, false);
+        assert!(
+            text.contains("HOST    OK       CHANGED  SKIPPED  FAILED  IGNORED  UNREACHABLE\nh1       2             0        0       0        1  \n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("1 host(s), 0 changed, 0 failed or unreachable, 1 failure(s) ignored\n"),
+            "{text}"
+        );
+        let e = Event::HostResult {
+            index: 0,
+            step: Redacted::literal("probe"),
+            host: Redacted::literal("h1"),
+            status: HostStatus::Ignored,
+            details: vec![],
+            diff: None,
+            failure: Some(FailureInfo {
+                message: Redacted::literal("command failed with exit status 1"),
+                command: None,
+                exit_status: Some(1),
+                stderr: Redacted::default(),
+                hint: None,
+            }),
+            duration: std::time::Duration::ZERO,
+            handler: false,
+            on: None,
+        };
+        assert_eq!(
+            result_line(&e, false).unwrap(),
+            "h1: ignored probe: command failed with exit status 1"
+        );
+        assert!(
+            serde_json::to_string(&e)
+                .unwrap()
+                .contains("\"status\":\"ignored\"")
+        );
     }
 
     /// A run stopped by a failure threshold says so in its recap, before the totals.

@@ -3,14 +3,19 @@
 
 use crate::cluster::{load, on_interrupt, runtime, take_lock, watch_lock};
 use crate::exit::{config_failure, ok_or_failed, report, run_outcome, with_drift};
-use crate::playbook::{Builtin, compile, compile_chosen};
+use crate::playbook::{Builtin, compile, compile_chosen, compile_chosen_with_facts};
 use crate::render::{JsonSink, LogSink, Output, PlainSink, ProgressSink, recap_text, table};
 use anyhow::{Context, Result};
-use provision_engine::event::{EventSink, Fanout};
+use provision_engine::event::{Event, EventSink, Fanout, Redactor};
+use provision_engine::fact::Fact;
+use provision_engine::host_facts::HostFacts;
 use provision_engine::inventory::Inventory;
 use provision_engine::selector::Selector;
+use provision_engine::step::{Facts, Step, StepError};
 use provision_engine::{RunOptions, Runner};
+use provision_playbook::compile::FactsSource;
 use provision_playbook::select::Selection;
+use provision_playbook::steps::host_facts::{self, HostFactsFact};
 use provision_transport::{Command, Connector, Target};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -129,13 +134,12 @@ pub fn run(args: RunArgs) -> Result<u8> {
         args.identity.clone(),
         args.playbook.as_deref(),
     )?;
-    let (_, mut compiled) = compile_chosen(&loaded, Builtin::NextToCluster, &args.selection())?;
-    let handlers = std::mem::take(&mut compiled.handlers);
+    let (pb, mut compiled) = compile_chosen(&loaded, Builtin::NextToCluster, &args.selection())?;
     let limit = limit_set(&loaded.inv, args.limit.as_deref())?;
     let opts = RunOptions {
         check: args.check,
         diff: args.diff,
-        limit,
+        limit: limit.clone(),
         forks: args.forks.max(1),
         command_timeout: args
             .timeout
@@ -163,6 +167,43 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let sink = Arc::new(Fanout(sinks));
     let (ssh, targets) = loaded.connect()?;
     let pool: Arc<dyn Connector> = ssh.clone();
+    let rt = runtime()?;
+    // Facts, only on the hosts (within --limit) whose templates or conditions read them: one
+    // command each, then the playbook compiled again with them (it compiled with placeholders).
+    let need: Vec<Target> = targets
+        .iter()
+        .filter(|t| compiled.reads_facts.contains(&t.name))
+        .filter(|t| limit.as_ref().is_none_or(|l| l.contains(&t.name)))
+        .cloned()
+        .collect();
+    let mut facts_step: Option<Box<dyn Step>> = None;
+    if !need.is_empty() {
+        let gathered = rt.block_on(gather_facts(
+            &pool,
+            &need,
+            args.forks.max(1),
+            sink.as_ref(),
+            &loaded.redactor,
+        ));
+        let known: std::collections::BTreeMap<String, HostFacts> = gathered
+            .iter()
+            .filter_map(|(h, r)| Some((h.clone(), r.as_ref().ok()?.clone())))
+            .collect();
+        compiled = compile_chosen_with_facts(
+            &loaded,
+            Builtin::NextToCluster,
+            &args.selection(),
+            FactsSource::Gathered(&known),
+        )?
+        .1;
+        facts_step = Some(host_facts::report(gathered));
+    }
+    let handlers = std::mem::take(&mut compiled.handlers);
+    let mut schedule = compiled.schedule(&pb);
+    if facts_step.is_some() {
+        schedule = schedule.behind_a_first_step();
+    }
+    let steps: Vec<Box<dyn Step>> = facts_step.into_iter().chain(compiled.steps).collect();
     // The cluster lock (not for --check, which changes nothing): on the managers.
     let lock_cluster = (!args.check).then(|| {
         Arc::new(provision_ops::Cluster::new(
@@ -173,7 +214,6 @@ pub fn run(args: RunArgs) -> Result<u8> {
         ))
     });
 
-    let rt = runtime()?;
     let locked = rt.block_on(async {
         match &lock_cluster {
             Some(c) => take_lock(
@@ -200,6 +240,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         let tx = Arc::new(tx);
         let runner = Runner::new(pool, targets, opts, sink)
             .with_handlers(handlers)
+            .with_schedule(schedule)
             .with_redaction(loaded.redactor.clone())
             .with_cancel(rx);
         let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -221,7 +262,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
             flag.store(true, std::sync::atomic::Ordering::SeqCst);
             let _ = tx.send(true);
         });
-        let recap = runner.run(&compiled.steps).await;
+        let recap = runner.run(&steps).await;
         if let Some(w) = watcher {
             w.abort();
         }
@@ -266,6 +307,70 @@ pub fn run(args: RunArgs) -> Result<u8> {
     } else {
         code
     })
+}
+
+/// How long the facts command may take on a host.
+const FACTS_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The host facts of `hosts`, one read-only command each, in parallel (`forks` at once); each
+/// command is logged as the runner logs its fact commands (the size of the output only). A host
+/// that cannot be reached or whose output does not parse gets the error, reported as its
+/// result of the run's first step.
+async fn gather_facts(
+    pool: &Arc<dyn Connector>,
+    hosts: &[Target],
+    forks: usize,
+    sink: &dyn EventSink,
+    redactor: &Redactor,
+) -> Vec<(String, std::result::Result<HostFacts, StepError>)> {
+    let command = HostFactsFact.command();
+    let sem = tokio::sync::Semaphore::new(forks);
+    let (command, sem) = (&command, &sem);
+    futures::future::join_all(hosts.iter().map(|t| async move {
+        let _p = sem.acquire().await.expect("semaphore");
+        let started = std::time::Instant::now();
+        let res = match pool.connect(t).await {
+            Ok(s) => {
+                provision_transport::Transport::run(
+                    &*s,
+                    Command::new(command.clone()).timeout(FACTS_TIMEOUT),
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        let facts = match res {
+            Ok(out) => {
+                sink.emit(&Event::Command {
+                    host: redactor.clean(&t.name),
+                    step: redactor.clean(host_facts::STEP_TITLE),
+                    command: redactor.clean(command),
+                    exit_status: out.exit_status,
+                    duration: started.elapsed(),
+                    stdout: redactor.clean(&format!(
+                        "({} bytes of facts, not logged)",
+                        out.stdout.len()
+                    )),
+                    stderr: redactor.clean(&out.stderr_str()),
+                });
+                if out.success() {
+                    HostFactsFact.parse(&Facts {
+                        stdout: out.stdout_str(),
+                        exit_status: out.exit_status,
+                    })
+                } else {
+                    Err(StepError::new(format!(
+                        "the facts command failed ({}): {}",
+                        out.describe_exit(),
+                        out.stderr_str().trim()
+                    )))
+                }
+            }
+            Err(e) => Err(StepError::new(format!("cannot gather facts: {e}"))),
+        };
+        (t.name.clone(), facts)
+    }))
+    .await
 }
 
 /// `run --list-steps`: the steps the run would go through, in order, each on the hosts it would
@@ -361,6 +466,20 @@ pub fn check_config(args: CheckConfigArgs) -> Result<u8> {
         0 => String::new(),
         n => format!(", {n} handler(s)"),
     };
+    // Offline: the facts templates read are not gathered; they were checked with placeholders.
+    if !compiled.reads_facts.is_empty() {
+        say!(
+            "facts.* are read on {} host(s) ({}): checked with placeholders ({}); a run gathers them there",
+            compiled.reads_facts.len(),
+            compiled
+                .reads_facts
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            HostFacts::placeholder().summary()
+        );
+    }
     show!(
         "{}: ok: {} hosts, {} steps ({} host-steps){handlers}, {} warning(s)",
         args.cluster.display(),
@@ -411,7 +530,7 @@ pub fn shell(args: ShellArgs) -> Result<u8> {
                 if let Some(s) = args.timeout {
                     cmd = cmd.timeout(Duration::from_secs(s));
                 }
-                let res = match pool.session(t).await {
+                let res = match pool.connect(t).await {
                     Ok(s) => provision_transport::Transport::run(&*s, cmd).await,
                     Err(e) => Err(e),
                 };

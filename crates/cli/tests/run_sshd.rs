@@ -1999,7 +1999,7 @@ with = { run = "echo start {{ host.name }} $(date +%s%N) >> SHARED; sleep 0.4; e
     let parallel = std::fs::read_to_string(&pb)
         .unwrap()
         .replace("serial = 1\n", "")
-        .replace("sleep 0.4", "sleep 3");
+        .replace("sleep 0.4", "sleep 6");
     std::fs::write(&pb, parallel).unwrap();
     let out = c.provision(&["run", &c.cluster_toml()]);
     assert!(out.status.success(), "{}", text(&out));
@@ -2139,6 +2139,568 @@ with = { run = "touch {{ vars.root }}/etc/ran" }
         "nothing connected"
     );
     assert!(!c.root(1).join("etc/ran").exists());
+}
+
+const IGNORE_PLAYBOOK: &str = r#"
+[[steps]]
+name = "version probe"
+use = "command"
+changed_when = false
+register = "version"
+with = { run = "cat {{ vars.root }}/version 2>/dev/null || echo none" }
+
+[[steps]]
+name = "may fail"
+use = "command"
+ignore_errors = true
+changed_when = false
+register = "maybe"
+with = { run = "test -e {{ vars.root }}/ok" }
+
+[[steps]]
+name = "after"
+use = "command"
+when = "(maybe.failed or maybe.rc == 0) and version.stdout == 'none' and not version.changed"
+with = { run = "touch {{ vars.root }}/after", creates = "{{ vars.root }}/after" }
+"#;
+
+/// A host failing a step with `ignore_errors` is reported ignored (text, JSON, recap column),
+/// still runs the next step, and the run exits 0; probes with `changed_when = false` report ok,
+/// so a second run reports 0 changed, and under --check they are skipped (0 would change).
+#[test]
+fn an_ignored_failure_goes_on_and_a_probe_never_changes() {
+    let c = handlers_cluster(2, IGNORE_PLAYBOOK);
+    std::fs::write(c.root(1).join("ok"), "").unwrap();
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("h2: ignored may fail: command failed with exit status 1"),
+        "{t}"
+    );
+    assert!(!t.contains("h1: ignored"), "{t}");
+    assert!(t.contains("IGNORED"), "{t}");
+    assert!(
+        t.contains("2 host(s), 2 changed, 0 failed or unreachable, 1 failure(s) ignored"),
+        "{t}"
+    );
+    for i in [1, 2] {
+        assert!(c.root(i).join("after").exists(), "h{i} went on");
+    }
+
+    let out = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let results = Cluster::results(&out);
+    for want in [
+        triple("version probe", "h1", "ok"),
+        triple("version probe", "h2", "ok"),
+        triple("may fail", "h1", "ok"),
+        triple("may fail", "h2", "ignored"),
+        triple("after", "h2", "ok"),
+    ] {
+        assert!(results.contains(&want), "{want:?} not in {results:?}");
+    }
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    assert!(
+        text(&out).contains("2 host(s), 0 changed, 0 failed or unreachable"),
+        "{}",
+        text(&out)
+    );
+
+    let out = c.provision(&["run", &c.cluster_toml(), "--check"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("2 host(s), 0 would change, 0 failed or unreachable"),
+        "{t}"
+    );
+}
+
+const FAILED_WHEN_PLAYBOOK: &str = r#"
+[[steps]]
+name = "exit code"
+use = "command"
+failed_when = "rc not in [0, 1]"
+register = "code"
+with = { run = "exit $(cat {{ vars.root }}/code)" }
+
+[[steps]]
+name = "next"
+use = "command"
+when = "code.rc == 1 and not code.failed"
+with = { run = "touch {{ vars.root }}/next" }
+"#;
+
+/// `failed_when = "rc not in [0, 1]"`: exit status 1 is a success (the registered result says
+/// not failed), exit status 2 fails the host naming the expression, and the run exits 1.
+#[test]
+fn failed_when_turns_rc_1_into_ok_and_rc_2_into_a_failure() {
+    let c = handlers_cluster(2, FAILED_WHEN_PLAYBOOK);
+    std::fs::write(c.root(1).join("code"), "1").unwrap();
+    std::fs::write(c.root(2).join("code"), "2").unwrap();
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("h1: changed exit code"), "{t}");
+    assert!(
+        t.contains("h2: failed exit code: `failed_when = rc not in [0, 1]` is true (rc 2)"),
+        "{t}"
+    );
+    assert!(t.contains("exit status: 2"), "{t}");
+    assert!(c.root(1).join("next").exists());
+    assert!(!c.root(2).join("next").exists(), "a failed host stops");
+}
+
+const LOOP_REGISTER_PLAYBOOK: &str = r#"
+[[steps]]
+name = "each"
+use = "command"
+loop = ["a", "b"]
+ignore_errors = true
+changed_when = false
+register = "each"
+with = { run = "test -e {{ vars.root }}/{{ item }}" }
+
+[[steps]]
+name = "all present"
+use = "command"
+when = "not each.failed and each.results | length == 2"
+with = { run = "touch {{ vars.root }}/all-present" }
+
+[[steps]]
+name = "b missing"
+use = "command"
+when = "each.results[0].rc == 0 and each.results[1].rc != 0 and each.results | selectattr('failed') | map(attribute='item') | list == ['b']"
+with = { run = "touch {{ vars.root }}/b-missing" }
+"#;
+
+/// A looped step registers one result per item: later `when`s read the aggregate
+/// (`each.failed`), an item by index (`each.results[1].rc`) and filters over the list.
+#[test]
+fn a_looped_register_is_read_by_a_later_when() {
+    let c = handlers_cluster(2, LOOP_REGISTER_PLAYBOOK);
+    for f in ["a", "b"] {
+        std::fs::write(c.root(1).join(f), "").unwrap();
+    }
+    std::fs::write(c.root(2).join("a"), "").unwrap();
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("h2: ignored each (b)"), "{t}");
+    assert!(c.root(1).join("all-present").exists(), "{t}");
+    assert!(!c.root(1).join("b-missing").exists(), "{t}");
+    assert!(!c.root(2).join("all-present").exists(), "{t}");
+    assert!(c.root(2).join("b-missing").exists(), "{t}");
+}
+
+/// `failed_when` on a step with no result to read, a non-boolean `ignore_errors`, an
+/// expression that does not parse and `results` of a register without a loop: exit 2 at their
+/// positions, for check-config and run, and nothing connects.
+#[test]
+fn bad_result_rules_exit_2_at_their_positions_and_nothing_runs() {
+    let bad = r#"
+[[steps]]
+use = "copy"
+failed_when = "rc != 0"
+with = { content = "x", dest = "{{ vars.root }}/x" }
+
+[[steps]]
+use = "command"
+ignore_errors = "yes"
+register = "one"
+with = { run = "true" }
+
+[[steps]]
+use = "command"
+changed_when = "rc =="
+with = { run = "touch {{ vars.root }}/ran" }
+
+[[steps]]
+use = "command"
+when = "one.results[0].rc == 0"
+with = { run = "touch {{ vars.root }}/ran" }
+"#;
+    let c = handlers_cluster(1, bad);
+    for cmd in ["check-config", "run"] {
+        let out = c.provision(&[cmd, &c.cluster_toml()]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {t}");
+        for want in [
+            "playbook.toml:4:15: error: `failed_when` in step `copy`: `copy` has no result of its own to read (rc, stdout, stderr); only command steps have",
+            "playbook.toml:9:17: error: `ignore_errors` in step `command` must be a boolean, not a string",
+            "playbook.toml:15:16: error: `changed_when` in step `command`: `rc ==` is not a valid expression",
+            "playbook.toml:20:8: error: `when` in step `command` reads `one.results`, but the step that registers it has no `loop`",
+        ] {
+            assert!(t.contains(want), "{cmd}: {want}\nnot in\n{t}");
+        }
+    }
+    assert!(
+        !c.servers[0].log().contains("Accepted publickey"),
+        "nothing connected"
+    );
+    assert!(!c.root(1).join("ran").exists() && !c.root(1).join("x").exists());
+}
+
+const CHANGED_WHEN_NOTIFY_PLAYBOOK: &str = r#"
+[[steps]]
+name = "maybe update"
+use = "command"
+changed_when = "'updated' in stdout"
+notify = "record"
+with = { run = "if [ -e {{ vars.root }}/update ]; then rm {{ vars.root }}/update; echo updated; fi" }
+
+[[handlers]]
+name = "record"
+use = "command"
+with = { run = "echo ran >> {{ vars.root }}/handled" }
+"#;
+
+/// A step whose change `changed_when` decides notifies its handler only when it changed: the
+/// notification is written (and cleared) after the decision, not with the command.
+#[test]
+fn changed_when_decides_whether_a_handler_is_notified() {
+    let c = handlers_cluster(1, CHANGED_WHEN_NOTIFY_PLAYBOOK);
+    std::fs::write(c.root(1).join("update"), "").unwrap();
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("h1: changed maybe update"), "{t}");
+    let handled = || std::fs::read_to_string(c.root(1).join("handled")).unwrap_or_default();
+    assert_eq!(handled(), "ran\n");
+    assert!(
+        std::fs::read_to_string(c.pending(1))
+            .unwrap_or_default()
+            .trim()
+            .is_empty(),
+        "the notification was cleared once the handler ran"
+    );
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    let t = text(&out);
+    assert!(t.contains("1 host(s), 0 changed"), "{t}");
+    assert_eq!(handled(), "ran\n", "no change, no handler");
+}
+
+const FACTS_PLAYBOOK: &str = r#"
+[[steps]]
+name = "facts file"
+use = "template"
+with = { src = "facts.j2", dest = "{{ vars.root }}/etc/facts" }
+
+[[steps]]
+name = "debian only"
+use = "copy"
+when = "facts.os == 'debian' and facts.cpus > 0"
+with = { content = "{{ facts.os_codename }} {{ facts.arch }}\n", dest = "{{ vars.root }}/etc/debian" }
+
+[[steps]]
+name = "never on debian"
+use = "copy"
+when = "facts.os != 'debian'"
+with = { content = "x\n", dest = "{{ vars.root }}/etc/other" }
+"#;
+
+const FACTS_TEMPLATE: &str = "{{ host.name }} os={{ facts.os }} version={{ facts.os_version }} cpus={{ facts.cpus }} memory_mb={{ facts.memory_mb }} half={{ facts.memory_mb // 2 }}\n";
+
+/// This machine's facts as its own files and tools say (the sshd hosts are this machine).
+fn local_facts() -> (String, String, u64, u64, String) {
+    let release = std::fs::read_to_string("/etc/os-release").unwrap();
+    let field = |k: &str| {
+        release
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap()
+            .trim_matches('"')
+            .to_string()
+    };
+    let cpus = String::from_utf8(Command::new("nproc").output().unwrap().stdout).unwrap();
+    let mem_kb: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap();
+    let machine =
+        String::from_utf8(Command::new("uname").arg("-m").output().unwrap().stdout).unwrap();
+    (
+        field("ID"),
+        field("VERSION_ID"),
+        cpus.trim().parse().unwrap(),
+        mem_kb / 1024,
+        format!("{} {}", field("VERSION_CODENAME"), machine.trim()),
+    )
+}
+
+/// The newest run log's lines of host `h` that record a command (`] h1 [step] exit=`).
+fn commands_of(c: &Cluster, h: &str) -> Vec<String> {
+    let newest = std::fs::read_dir(c.dir.path().join(".provision/logs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .unwrap();
+    std::fs::read_to_string(newest)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&format!("] {h} [")) && l.contains(" exit="))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Facts are gathered only for a playbook that reads them, once per host and run: their values
+/// reach a template file and `when`; check-config stays offline and says it used placeholders;
+/// a playbook reading no fact runs no facts command.
+#[test]
+fn facts_are_gathered_once_per_host_only_when_read_and_reach_templates_and_conditions() {
+    let c = handlers_cluster(2, FACTS_PLAYBOOK);
+    std::fs::write(c.dir.path().join("facts.j2"), FACTS_TEMPLATE).unwrap();
+    let (os, version, cpus, memory_mb, codename_arch) = local_facts();
+
+    let out = c.provision(&["check-config", &c.cluster_toml()]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("facts.* are read on 2 host(s) (h1, h2): checked with placeholders (debian 12 (bookworm) x86_64, 1 CPUs, 1024 MB"),
+        "{t}"
+    );
+    assert!(
+        !c.servers[0].log().contains("Accepted publickey"),
+        "check-config connects to no host"
+    );
+
+    let out = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let results = Cluster::results(&out);
+    for (i, h) in ["h1", "h2"].iter().enumerate() {
+        let root = c.root(i + 1);
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/facts")).unwrap(),
+            format!(
+                "{h} os={os} version={version} cpus={cpus} memory_mb={memory_mb} half={}\n",
+                memory_mb / 2
+            )
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/debian")).unwrap(),
+            format!("{codename_arch}\n")
+        );
+        assert!(!root.join("etc/other").exists(), "its `when` is false");
+        assert!(results.contains(&triple("facts", h, "ok")), "{results:?}");
+        assert!(
+            results.contains(&triple("never on debian", h, "skipped")),
+            "{results:?}"
+        );
+        let facts: Vec<String> = commands_of(&c, h)
+            .into_iter()
+            .filter(|l| l.contains(" [facts] "))
+            .collect();
+        assert_eq!(facts.len(), 1, "once per host and run: {facts:?}");
+    }
+    // The facts step's result shows what was gathered.
+    let shown = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "host_result" && v["step"] == "facts" && v["host"] == "h1")
+        .unwrap();
+    assert!(
+        shown["details"][0]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{os} {version} (")),
+        "{shown}"
+    );
+
+    // Nothing to change: the facts command and the one fact batch, per host.
+    let out = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        Cluster::results(&out)
+            .iter()
+            .all(|r| r.2 == "ok" || r.2 == "skipped")
+    );
+    for h in ["h1", "h2"] {
+        let commands = commands_of(&c, h);
+        assert_eq!(commands.len(), 2, "{h}: {commands:?}");
+        assert!(commands[0].contains(" [facts] "), "{commands:?}");
+    }
+
+    // A playbook that reads no fact gathers none: one command per host on a no-change run.
+    std::fs::write(
+        c.dir.path().join("playbook.toml"),
+        "[[steps]]\nuse = \"copy\"\nwith = { content = \"{{ host.name }}\\n\", dest = \"{{ vars.root }}/etc/plain\" }\n",
+    )
+    .unwrap();
+    let out = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let results = Cluster::results(&out);
+    assert!(results.iter().all(|r| r.0 != "facts"), "{results:?}");
+    for h in ["h1", "h2"] {
+        let commands = commands_of(&c, h);
+        assert_eq!(commands.len(), 1, "{h}: {commands:?}");
+        assert!(!commands[0].contains(" [facts] "), "{commands:?}");
+    }
+}
+
+/// A fact that does not exist is bad input (in `when`, `with` or a template file): exit 2 at
+/// its place with the nearest fact, and nothing connects or runs.
+#[test]
+fn an_unknown_fact_exits_2_at_its_place_and_nothing_runs() {
+    let bad = FACTS_PLAYBOOK.replace("facts.cpus > 0", "facts.memory > 0");
+    let c = handlers_cluster(2, &bad);
+    std::fs::write(c.dir.path().join("facts.j2"), FACTS_TEMPLATE).unwrap();
+    for cmd in ["check-config", "run"] {
+        let out = c.provision(&[cmd, &c.cluster_toml()]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {t}");
+        assert!(
+            t.contains("playbook.toml:10:34: error: `facts.memory` is not a fact\n  help: did you mean `facts.memory_mb`?"),
+            "{cmd}: {t}"
+        );
+    }
+    // In a template file: at the step's `src`, naming the template's line.
+    std::fs::write(c.dir.path().join("playbook.toml"), FACTS_PLAYBOOK).unwrap();
+    std::fs::write(c.dir.path().join("facts.j2"), "ok\n{{ facts.cpu }}\n").unwrap();
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("playbook.toml:5:10: error: cannot render template: facts.j2:2: `facts.cpu` is not a fact (did you mean `facts.cpus`?)"),
+        "{t}"
+    );
+    for s in &c.servers {
+        assert!(!s.log().contains("Accepted publickey"), "nothing connected");
+    }
+    assert!(!c.root(1).join("etc/facts").exists());
+}
+
+const PIPELINED: &str = r#"strategy = "pipelined"
+
+[[steps]]
+name = "slow"
+use = "command"
+hosts = "h1"
+with = { run = "sleep 3; echo written > SHARED.flag; echo end slow >> SHARED" }
+
+[[steps]]
+name = "quick"
+use = "command"
+hosts = "h2"
+with = { run = "sleep 2; echo end quick >> SHARED" }
+
+[[steps]]
+name = "needs slow"
+use = "command"
+hosts = "h2"
+after = ["slow"]
+with = { run = "cat SHARED.flag > {{ vars.root }}/etc/seen" }
+"#;
+
+/// The order of the step starts and the host results in a `--output json` run.
+fn json_order(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| match v["event"].as_str() {
+            Some("step_started") => Some(format!("start {}", v["title"].as_str().unwrap())),
+            Some("host_result") => Some(format!(
+                "{} {} {}",
+                v["step"].as_str().unwrap(),
+                v["host"].as_str().unwrap(),
+                v["status"].as_str().unwrap()
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// strategy = "pipelined": the quick step on h2 runs while the slow one on h1 does (it ends
+/// first, and the run takes less than the two one after the other), yet the output is in
+/// playbook order; the step `after` the slow one waits for it and sees what it wrote. The same
+/// playbook under the default `linear` runs the steps one after the other.
+#[test]
+fn pipelined_steps_overlap_across_hosts_and_report_in_playbook_order() {
+    let c = rollout_cluster(2, PIPELINED);
+    let started = std::time::Instant::now();
+    let out = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    let pipelined = started.elapsed();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(c.shared(), ["end quick", "end slow"]);
+    assert_eq!(
+        std::fs::read_to_string(c.root(2).join("etc/seen")).unwrap(),
+        "written\n",
+        "`after` waited for the slow step"
+    );
+    let expected = [
+        "start slow",
+        "slow h1 changed",
+        "start quick",
+        "quick h2 changed",
+        "start needs slow",
+        "needs slow h2 changed",
+    ];
+    assert_eq!(json_order(&out), expected);
+
+    // Text output: the same order.
+    std::fs::remove_file(c.dir.path().join("shared.log")).unwrap();
+    let out = c.provision(&["run", &c.cluster_toml()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    let at = |s: &str| t.find(s).unwrap_or_else(|| panic!("{s} in {t}"));
+    assert!(
+        at("slow") < at("quick") && at("quick") < at("needs slow"),
+        "{t}"
+    );
+    assert_eq!(c.shared(), ["end quick", "end slow"]);
+
+    // Linear (the default): one step after the other, the same events.
+    std::fs::remove_file(c.dir.path().join("shared.log")).unwrap();
+    let pb = c.dir.path().join("playbook.toml");
+    let linear = std::fs::read_to_string(&pb)
+        .unwrap()
+        .replace("strategy = \"pipelined\"\n", "");
+    std::fs::write(&pb, linear).unwrap();
+    let started = std::time::Instant::now();
+    let out = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    let linear = started.elapsed();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(c.shared(), ["end slow", "end quick"]);
+    assert_eq!(json_order(&out), expected);
+    // The overlap saved the quick step's 2 s (whatever the connections cost, they cost both).
+    assert!(
+        pipelined + std::time::Duration::from_secs(1) < linear,
+        "pipelined {pipelined:?}, linear {linear:?}"
+    );
+}
+
+#[test]
+fn bad_strategy_and_after_exit_2_at_their_position_and_nothing_runs() {
+    let c = rollout_cluster(
+        2,
+        &PIPELINED
+            .replace("\"pipelined\"", "\"pipelind\"")
+            .replace("[\"slow\"]", "[\"slwo\", \"needs slow\"]"),
+    );
+    for cmd in ["check-config", "run"] {
+        let out = c.provision(&[cmd, &c.cluster_toml()]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {t}");
+        for expected in [
+            "playbook.toml:1:12: error: unknown strategy `pipelind`\n  help: did you mean `pipelined`?",
+            "playbook.toml:19:10: error: `after` in step `needs slow` names no step: `slwo`\n  help: did you mean `slow`?",
+            "playbook.toml:19:18: error: `after` in step `needs slow` names the step itself",
+        ] {
+            assert!(t.contains(expected), "{cmd}: {expected}\n{t}");
+        }
+    }
+    assert!(!c.dir.path().join("shared.log").exists(), "nothing ran");
+    for s in &c.servers {
+        assert!(!s.log().contains("Accepted publickey"), "nothing connected");
+    }
 }
 
 /// `on = "h3"` on a step of h1 and h2: its facts are read and its commands run over h3's

@@ -218,6 +218,11 @@ impl<'a> Reporter<'a> {
         }
     }
 
+    /// The text of the file at `span`.
+    pub fn source(&self, span: &Range<usize>) -> &'a str {
+        self.text.get(span.clone()).unwrap_or("")
+    }
+
     pub fn pos(&self, span: &Range<usize>) -> (usize, usize) {
         self.lines.line_col(self.text, span.start)
     }

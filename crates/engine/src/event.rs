@@ -16,6 +16,8 @@ pub enum HostStatus {
     Skipped,
     Failed,
     Unreachable,
+    /// Failed on a step with `ignore_errors`: reported, and the host goes on.
+    Ignored,
 }
 
 impl HostStatus {
@@ -27,6 +29,7 @@ impl HostStatus {
             HostStatus::Skipped => "skipped",
             HostStatus::Failed => "failed",
             HostStatus::Unreachable => "unreachable",
+            HostStatus::Ignored => "ignored",
         }
     }
 }
@@ -142,6 +145,8 @@ pub struct HostRecap {
     pub skipped: usize,
     pub failed: usize,
     pub unreachable: bool,
+    /// Failures of steps with `ignore_errors`: they do not fail the host or the run.
+    pub ignored: usize,
     /// (step, failure) for each failure on this host.
     pub failures: Vec<(Redacted, FailureInfo)>,
 }

@@ -29,6 +29,11 @@ pub trait Decide: Send + Sync {
 
     /// Pure: the parsed fact to a plan.
     fn decide(&self, fact: <Self::Fact as Fact>::Value) -> Result<Check, StepError>;
+
+    /// See [`HostStep::waits_for_hosts`]. Default: none.
+    fn waits_for_hosts(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A [`Decide`] step as the engine runs it: gather the fact's command, parse, decide.
@@ -41,6 +46,10 @@ impl<S: Decide> HostStep for Typed<S> {
 
     fn check(&self, facts: &Facts) -> Result<Check, StepError> {
         self.0.decide(self.0.fact().parse(facts)?)
+    }
+
+    fn waits_for_hosts(&self) -> Vec<String> {
+        self.0.waits_for_hosts()
     }
 }
 

@@ -24,9 +24,14 @@ pub use notify::{FLUSH_HANDLERS, Notify};
 mod include;
 pub use include::{BUILTIN_PREFIX, Builtins, Scope};
 mod delegate;
+mod fact_reads;
+mod order;
+mod outcome;
 mod register;
 mod rollout;
 pub use delegate::On;
+pub use order::After;
+pub use outcome::JUDGED_STEPS;
 
 /// One `[[steps]]` entry, parsed but not yet built into a step.
 #[derive(Debug, Clone)]
@@ -73,6 +78,10 @@ pub struct StepSpec {
     pub rollout: crate::rollout::Rollout,
     /// `on`: the host its gather and commands run on for each of its hosts.
     pub on: Option<On>,
+    /// `ignore_errors`, `failed_when`, `changed_when`.
+    pub rules: crate::registered::ResultRules,
+    /// `after`: earlier steps this one waits for under the `pipelined` strategy.
+    pub after: Vec<After>,
 }
 
 impl StepSpec {
@@ -125,6 +134,8 @@ pub struct PlaybookFile {
     pub handlers: Vec<StepSpec>,
     /// The top-level `serial` and `max_fail_percentage`: for every step that sets none.
     pub rollout: crate::rollout::Rollout,
+    /// The top-level `strategy` (the playbook's own; an included file's does not apply).
+    pub strategy: crate::pipeline::Strategy,
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -133,6 +144,7 @@ const TOP_KEYS: &[&str] = &[
     "handlers",
     "serial",
     "max_fail_percentage",
+    "strategy",
 ];
 const SECRET_KEYS: &[&str] = &[
     "name",
@@ -167,6 +179,10 @@ const STEP_KEYS: &[&str] = &[
     "max_fail_percentage",
     "run_once",
     "on",
+    "ignore_errors",
+    "failed_when",
+    "changed_when",
+    "after",
 ];
 
 impl PlaybookFile {
@@ -228,6 +244,8 @@ pub(crate) struct Parts {
     pub declared: Vec<String>,
     /// Its top-level `serial` and `max_fail_percentage` (the playbook's own apply to the play).
     pub rollout: crate::rollout::Rollout,
+    /// Its top-level `strategy`, if it sets one.
+    pub strategy: Option<crate::pipeline::Strategy>,
 }
 
 pub(crate) enum Entry {
@@ -277,6 +295,7 @@ pub(crate) fn parse_parts(
             handlers: Vec::new(),
             declared: Vec::new(),
             rollout: Default::default(),
+            strategy: None,
         };
         return (parts, r.finish());
     };
@@ -300,16 +319,19 @@ pub(crate) fn parse_parts(
         .collect();
     // What `when` and `until` read of registered results is checked per file, in its order.
     let (at_run, handlers_at_run) = register::check_reads(&mut r, &doc);
+    fact_reads::check(&mut r, &doc);
     let (mut entries, mut handlers) = (entries, handlers);
     register::mark_entries(&mut entries, &at_run);
     register::mark(&mut handlers, &handlers_at_run);
     let rollout = rollout::check_rollout(&mut r, &doc, "the playbook", false).unwrap_or_default();
+    let strategy = order::check_strategy(&mut r, &doc).flatten();
     let parts = Parts {
         entries,
         secrets,
         handlers,
         declared,
         rollout,
+        strategy,
     };
     (parts, r.finish())
 }
@@ -470,6 +492,8 @@ fn check_step(
     let retry = register::check_retry(r, t, &label);
     let rollout = rollout::check_rollout(r, t, &label, true);
     let on = delegate::check_on(r, t, &label);
+    let rules = outcome::check_rules(r, t, &label, uses.as_deref());
+    let after = order::check_after(r, t, &label);
     if r.diagnostics.len() != errors_before {
         return None;
     }
@@ -496,6 +520,8 @@ fn check_step(
         when_at_run: false,
         rollout: rollout?,
         on: on?,
+        rules: rules?,
+        after: after?,
     })
 }
 

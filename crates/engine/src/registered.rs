@@ -1,6 +1,7 @@
-//! What a step registers on each host (Ansible's `register`), the conditions decided when a step
-//! is reached rather than when the playbook is compiled (a `when` that reads a registered result,
-//! `until`), and a step's retries. The runner owns the results; this module only evaluates.
+//! What a step registers on each host (Ansible's `register`; a looped step's `results`, one per
+//! item), the conditions decided when a step is reached rather than when the playbook is compiled
+//! (a `when` that reads a registered result, `until`, `failed_when`, `changed_when`), a step's
+//! retries and `ignore_errors`. The runner owns the results; this module only evaluates.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,8 +25,9 @@ pub const RESULT_FIELDS: &[&str] = &[
 pub const DEFAULT_DELAY: Duration = Duration::from_secs(5);
 
 /// What a step did on one host. `stdout` and `stderr` have been through redaction: a secret a
-/// command printed reads as the redaction mark here too.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+/// command printed reads as the redaction mark here too. A looped step registers one result
+/// per item in `results` (each with its `item`), and `changed`/`failed`/`skipped` over them.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Registered {
     /// Exit status of the last command the step ran there; 0 when it ran none.
     pub rc: i64,
@@ -37,6 +39,50 @@ pub struct Registered {
     /// The step did not run there: its `when` was false, it decided to skip, or `--check` kept
     /// its commands from running (then nothing real is known: rc 0, no output).
     pub skipped: bool,
+    /// The loop's item this result is of (an entry of a looped step's `results`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item: Option<serde_json::Value>,
+    /// A looped step's results, one per item in order; None: the step has no loop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub results: Option<Vec<Registered>>,
+}
+
+/// `ignore_errors`, `failed_when` and `changed_when` of a step (Ansible's keywords of those
+/// names). The expressions read the step's own result as `until` does (`rc`, `stdout`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResultRules {
+    /// A host that fails the step is reported `ignored` and goes on to the next steps.
+    pub ignore_errors: bool,
+    /// Whether the host failed, instead of the command's exit status.
+    pub failed_when: Option<String>,
+    /// Whether the host changed, instead of "the command ran".
+    pub changed_when: Option<String>,
+}
+
+impl ResultRules {
+    /// Whether the step's own result decides its outcome (its commands' exit status does not).
+    pub fn judges(&self) -> bool {
+        self.failed_when.is_some() || self.changed_when.is_some()
+    }
+
+    /// `changed_when` is the constant false: the step never changes anything (a probe).
+    pub fn never_changes(&self) -> bool {
+        self.changed_when
+            .as_deref()
+            .is_some_and(|e| matches!(e.trim(), "false" | "False"))
+    }
+
+    pub fn is_default(&self) -> bool {
+        *self == ResultRules::default()
+    }
+}
+
+/// The repetition of a looped step that registers: its place in the loop and its item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoopItem {
+    /// 0 for the first item: its result starts the list anew.
+    pub index: usize,
+    pub item: serde_json::Value,
 }
 
 /// What the commands of one change printed (redacted), kept by the runner for `register`.
@@ -59,7 +105,8 @@ impl Registered {
         };
         match status {
             HostStatus::Changed => r.changed = true,
-            HostStatus::Failed | HostStatus::Unreachable => r.failed = true,
+            // An ignored failure is still a failure to what reads the result (Ansible's).
+            HostStatus::Failed | HostStatus::Unreachable | HostStatus::Ignored => r.failed = true,
             // Under --check nothing ran: Ansible's "skipped" for a command in check mode.
             HostStatus::WouldChange | HostStatus::Skipped => {
                 r = Registered {
@@ -72,7 +119,47 @@ impl Registered {
         r
     }
 
+    /// `prev` (what the loop registered so far on the host) with `one`, the result of item
+    /// `l`, appended; the first item starts a new list. `changed` and `failed`: any item's;
+    /// `skipped`: every item's.
+    pub fn add_item(prev: Option<Registered>, l: &LoopItem, one: Registered) -> Registered {
+        let mut results = match prev {
+            Some(Registered {
+                results: Some(r), ..
+            }) if l.index > 0 => r,
+            _ => Vec::new(),
+        };
+        results.push(Registered {
+            item: Some(l.item.clone()),
+            ..one
+        });
+        Registered {
+            changed: results.iter().any(|r| r.changed),
+            failed: results.iter().any(|r| r.failed),
+            skipped: results.iter().all(|r| r.skipped),
+            results: Some(results),
+            ..Registered::default()
+        }
+    }
+
     fn value(&self) -> Value {
+        if let Some(results) = &self.results {
+            // A loop's result has no rc or output of its own: reading them is an error, as
+            // reading `results` of a step without a loop is.
+            #[derive(serde::Serialize)]
+            struct Looped {
+                changed: bool,
+                failed: bool,
+                skipped: bool,
+                results: Vec<Value>,
+            }
+            return Value::from(minijinja::value::Serde(Looped {
+                changed: self.changed,
+                failed: self.failed,
+                skipped: self.skipped,
+                results: results.iter().map(Registered::value).collect::<Vec<_>>(),
+            }));
+        }
         #[derive(serde::Serialize)]
         struct View<'a> {
             #[serde(flatten)]
@@ -105,6 +192,10 @@ pub struct AtRun {
     /// A `when` that reads a registered result.
     pub when: Option<String>,
     pub retry: Option<Retry>,
+    /// `ignore_errors`, `failed_when`, `changed_when`.
+    pub rules: ResultRules,
+    /// A looped step's repetition: its result is one entry of the registered `results`.
+    pub looped: Option<LoopItem>,
     /// Host to its template context.
     pub contexts: BTreeMap<String, Value>,
 }
@@ -135,6 +226,29 @@ impl AtRun {
             Some(expr) => self.eval("until", expr, host, registered, Some(own)),
             None => Ok(!own.failed),
         }
+    }
+
+    /// Whether the host failed and whether it changed, by `failed_when` and `changed_when`
+    /// over the step's own result `own` (its `failed`: the commands' exit status said so;
+    /// `changed`: they ran). A failed host has not changed.
+    pub fn judge(
+        &self,
+        host: &str,
+        own: &Registered,
+        registered: &BTreeMap<String, Registered>,
+    ) -> Result<(bool, bool), String> {
+        let failed = match &self.rules.failed_when {
+            Some(expr) => self.eval("failed_when", expr, host, registered, Some(own))?,
+            None => own.failed,
+        };
+        if failed {
+            return Ok((true, false));
+        }
+        let changed = match &self.rules.changed_when {
+            Some(expr) => self.eval("changed_when", expr, host, registered, Some(own))?,
+            None => own.changed,
+        };
+        Ok((false, changed))
     }
 
     fn eval(
@@ -209,6 +323,8 @@ mod tests {
         })));
         AtRun {
             register: Some("me".into()),
+            rules: ResultRules::default(),
+            looped: None,
             when: when.map(str::to_string),
             retry: Some(Retry {
                 retries: 2,
@@ -334,6 +450,151 @@ mod tests {
             !plain
                 .until_holds("web-1", &failed, &BTreeMap::new())
                 .unwrap()
+        );
+    }
+
+    /// A command's own result as the runner judges it: it ran, so it changed.
+    fn own(rc: i64, stdout: &str, failed: bool) -> Registered {
+        Registered {
+            rc,
+            stdout: stdout.into(),
+            changed: true,
+            failed,
+            ..Registered::default()
+        }
+    }
+
+    fn judging(failed_when: Option<&str>, changed_when: Option<&str>) -> AtRun {
+        AtRun {
+            rules: ResultRules {
+                ignore_errors: false,
+                failed_when: failed_when.map(str::to_string),
+                changed_when: changed_when.map(str::to_string),
+            },
+            retry: None,
+            ..at_run(None, None)
+        }
+    }
+
+    #[test]
+    fn failed_when_and_changed_when_decide_over_the_own_result() {
+        let none = BTreeMap::new();
+        let s = judging(Some("rc not in [0, 1]"), None);
+        assert_eq!(
+            s.judge("web-1", &own(1, "", true), &none),
+            Ok((false, true))
+        );
+        assert_eq!(
+            s.judge("web-1", &own(0, "", false), &none),
+            Ok((false, true))
+        );
+        assert_eq!(
+            s.judge("web-1", &own(2, "", true), &none),
+            Ok((true, false))
+        );
+        let s = judging(None, Some("'updated' in stdout and me.rc == 0"));
+        assert_eq!(
+            s.judge("web-1", &own(0, "1 updated", false), &none),
+            Ok((false, true))
+        );
+        assert_eq!(
+            s.judge("web-1", &own(0, "nothing", false), &none),
+            Ok((false, false))
+        );
+        // Without failed_when, the exit status decides; a failure has not changed.
+        assert_eq!(
+            s.judge("web-1", &own(3, "updated", true), &none),
+            Ok((true, false))
+        );
+        let probe = judging(None, Some("false"));
+        assert!(probe.rules.never_changes() && probe.rules.judges());
+        assert_eq!(
+            probe.judge("web-1", &own(0, "", false), &none),
+            Ok((false, false))
+        );
+        // Registered results of earlier steps and vars are read too.
+        let s = judging(Some("probe.rc == rc and vars.want == 'absent'"), None);
+        assert_eq!(
+            s.judge("web-1", &own(1, "", true), &probe_rc(1)),
+            Ok((true, false))
+        );
+        let e = judging(Some("stdout + 1"), None)
+            .judge("web-1", &own(0, "x", false), &none)
+            .unwrap_err();
+        assert!(
+            e.starts_with("cannot evaluate `failed_when = stdout + 1`: "),
+            "{e}"
+        );
+        assert!(!ResultRules::default().judges());
+    }
+
+    fn probe_rc(rc: i64) -> BTreeMap<String, Registered> {
+        probe(rc, "")
+    }
+
+    #[test]
+    fn a_loop_registers_its_results_with_the_aggregate() {
+        let item = |index, v: &str| LoopItem {
+            index,
+            item: serde_json::json!(v),
+        };
+        let a = Registered::add_item(None, &item(0, "a"), own(0, "A", false));
+        let stale = Registered::add_item(Some(a.clone()), &item(1, "b"), own(1, "B", true));
+        // A new run of the loop (its first item) starts the list anew.
+        let b = Registered::add_item(Some(stale), &item(0, "a"), own(0, "A", false));
+        assert_eq!(b, a);
+        let skipped = Registered {
+            skipped: true,
+            ..Registered::default()
+        };
+        let two = Registered::add_item(Some(a), &item(1, "b"), skipped.clone());
+        assert!(two.changed && !two.failed && !two.skipped);
+        let results = two.results.as_ref().unwrap();
+        assert_eq!(results.len(), 2);
+        assert_eq!(results[1].item, Some(serde_json::json!("b")));
+        assert!(results[1].skipped);
+        let all_skipped = Registered::add_item(None, &item(0, "a"), skipped);
+        assert!(all_skipped.skipped && !all_skipped.changed);
+
+        let registered: BTreeMap<String, Registered> = [("each".to_string(), two)].into();
+        for (expr, holds) in [
+            ("each.changed and not each.failed", true),
+            (
+                "each.results[0].rc == 0 and each.results[0].item == 'a'",
+                true,
+            ),
+            ("each.results[0].stdout_lines == ['A']", true),
+            ("each.results | length == 2", true),
+            (
+                "each.results | selectattr('changed') | list | length == 1",
+                true,
+            ),
+            (
+                "each.results | rejectattr('skipped') | map(attribute='item') | list == ['a']",
+                true,
+            ),
+            (
+                "each.results[1].skipped and not each.results[1].changed",
+                true,
+            ),
+            (
+                "each.results | selectattr('failed') | list | length > 0",
+                false,
+            ),
+        ] {
+            assert_eq!(
+                at_run(Some(expr), None).when_holds("web-1", &registered),
+                Ok(holds),
+                "{expr}"
+            );
+        }
+        // A loop's result has no rc of its own.
+        let e = at_run(Some("each.rc == 0"), None)
+            .when_holds("web-1", &registered)
+            .unwrap_err();
+        assert!(
+            e.starts_with("cannot evaluate `when = each.rc == 0`"),
+            "{e}"
         );
     }
 }

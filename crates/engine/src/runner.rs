@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 mod at_run;
+mod pipelined;
 
 /// How a run behaves; the defaults are those of `provision run`.
 #[derive(Debug, Clone)]
@@ -95,6 +96,8 @@ struct State {
     at_run: at_run::Kept,
     /// (step index, target host) to the host the step runs on for it (`on`): results say so.
     on: HashMap<(usize, String), String>,
+    /// Steps with `ignore_errors`: a host failing one is reported ignored and goes on.
+    ignoring: BTreeSet<usize>,
 }
 
 /// The batch key of the pending-notifications read, which rides in a host's first fact batch.
@@ -114,6 +117,12 @@ pub struct Runner {
     handlers: Handlers,
     /// Each handler's name and the hosts it targets, in declaration order.
     handler_targets: Vec<(String, Vec<String>)>,
+    /// The playbook's `strategy` and `after`s: which steps may overlap.
+    schedule: crate::pipeline::Schedule,
+    /// `forks`: commands of all steps running at once share it.
+    forks: Arc<Semaphore>,
+    /// Events of steps that overlapped, held back for playbook order.
+    output: Mutex<pipelined::Ordered>,
 }
 
 impl Runner {
@@ -125,6 +134,7 @@ impl Runner {
         sink: Arc<dyn EventSink>,
     ) -> Self {
         let (_tx, rx) = tokio::sync::watch::channel(false);
+        let forks = Arc::new(Semaphore::new(opts.forks.max(1)));
         let recap = targets
             .iter()
             .map(|t| {
@@ -157,10 +167,20 @@ impl Runner {
                 stopped: None,
                 at_run: Default::default(),
                 on: HashMap::new(),
+                ignoring: BTreeSet::new(),
             }),
             handlers: Handlers::default(),
             handler_targets: Vec::new(),
+            schedule: Default::default(),
+            forks,
+            output: Default::default(),
         }
+    }
+
+    /// How the steps wait for each other (default: `linear`, each for every earlier one).
+    pub fn with_schedule(mut self, schedule: crate::pipeline::Schedule) -> Self {
+        self.schedule = schedule;
+        self
     }
 
     /// The play's handlers: run at the end (and at each `flush_handlers`) on the hosts where a
@@ -192,7 +212,7 @@ impl Runner {
     }
 
     fn emit(&self, e: Event) {
-        self.sink.emit(&e);
+        self.ordered_emit(e);
     }
 
     fn is_dead(&self, host: &str) -> bool {
@@ -203,7 +223,8 @@ impl Runner {
         self.opts.limit.as_ref().is_none_or(|l| l.contains(host))
     }
 
-    /// Runs the steps in order, each across its hosts, then the handlers they notified, and
+    /// Runs the steps in order (overlapping where the schedule lets them), each across its
+    /// hosts, then the handlers they notified, and
     /// returns the recap.
     pub async fn run(&self, steps: &[Box<dyn Step>]) -> Recap {
         let started = Instant::now();
@@ -223,32 +244,19 @@ impl Runner {
                 .filter(|(_, s)| !s.fact_hosts().is_empty())
                 .map(|(i, _)| i)
                 .collect();
+            st.ignoring = all
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.at_run().is_some_and(|a| a.rules.ignore_errors))
+                .map(|(i, _)| i)
+                .collect();
         }
         self.emit(Event::RunStarted {
             hosts: self.targets.len(),
             steps: steps.len(),
             check: self.opts.check,
         });
-        let mut stopped = false;
-        for index in 0..steps.len() {
-            if self.cancelled() {
-                self.emit(Event::Interrupted);
-                stopped = true;
-                break;
-            }
-            if all[index].flushes_handlers() {
-                if !self.flush(&all).await {
-                    stopped = true;
-                    break;
-                }
-                continue;
-            }
-            self.run_entry(index, &all, None).await;
-            if self.stopped() {
-                stopped = true;
-                break;
-            }
-        }
+        let stopped = self.run_play(&all, steps.len()).await;
         // The end of the play flushes too. A stopped run runs no handler: the notifications of
         // changed hosts stay pending on them, for the next run.
         if !stopped && !self.handlers.is_empty() {
@@ -365,8 +373,9 @@ impl Runner {
             if let Some(max) = rollout.max_fail_percentage {
                 let failed = counted.iter().filter(|h| self.is_dead(h)).count();
                 if rollout::too_many_failed(failed, counted.len(), max) {
-                    self.state.lock().unwrap().stopped =
-                        Some(rollout::stop_reason(&title, failed, counted.len(), max));
+                    // Steps that overlapped may both stop it: the first one's reason is kept.
+                    let reason = rollout::stop_reason(&title, failed, counted.len(), max);
+                    self.state.lock().unwrap().stopped.get_or_insert(reason);
                     return false;
                 }
             }
@@ -396,7 +405,7 @@ impl Runner {
         }
 
         // Facts, in parallel.
-        let forks = Arc::new(Semaphore::new(self.opts.forks.max(1)));
+        let forks = self.forks.clone();
         let gathered = futures::future::join_all(gather_hosts.iter().map(|h| {
             let forks = forks.clone();
             async move {
@@ -417,6 +426,8 @@ impl Runner {
         }
 
         let plan = step.plan(&facts);
+        let at = step.at_run();
+        let judged = at.is_some_and(|a| a.rules.judges());
         // Each host's changes, and the notifications they add to its pending file.
         let mut changes: Vec<(String, Vec<Change>, BTreeSet<String>)> = Vec::new();
         for host in targets {
@@ -457,7 +468,13 @@ impl Runner {
                 ),
                 Some(Ok(Check::Change(c))) => {
                     let mut c = c.clone();
-                    let fresh = self.notify_pending(step, host, step.delegate(host), &mut c);
+                    let fresh = if judged {
+                        // Whether it changed is known only after it ran: the notification
+                        // is written then (`note_pending`).
+                        self.fresh_notifications(step, host)
+                    } else {
+                        self.notify_pending(step, host, step.delegate(host), &mut c)
+                    };
                     changes.push((host.clone(), c, fresh))
                 }
                 Some(Err(e)) => {
@@ -484,9 +501,13 @@ impl Runner {
                         step_started,
                         timeout,
                         true,
+                        at,
                     )
                     .await
                 {
+                    if judged {
+                        self.note_pending(index, &title, &host, &fresh).await;
+                    }
                     changed.push((host, fresh));
                 }
             }
@@ -496,17 +517,22 @@ impl Runner {
                 let forks = forks.clone();
                 async move {
                     let _p = forks.acquire().await.expect("semaphore");
-                    self.apply(
-                        index,
-                        title,
-                        (&host, step.delegate(&host)),
-                        c,
-                        step_started,
-                        timeout,
-                        true,
-                    )
-                    .await
-                    .then_some((host, fresh))
+                    let changed = self
+                        .apply(
+                            index,
+                            title,
+                            (&host, step.delegate(&host)),
+                            c,
+                            step_started,
+                            timeout,
+                            true,
+                            at,
+                        )
+                        .await;
+                    if changed && judged {
+                        self.note_pending(index, title, &host, &fresh).await;
+                    }
+                    changed.then_some((host, fresh))
                 }
             }))
             .await
@@ -551,10 +577,7 @@ impl Runner {
         on: Option<&str>,
         changes: &mut [Change],
     ) -> BTreeSet<String> {
-        let mut fresh = self.notifications(step, host);
-        if let Some(held) = self.state.lock().unwrap().pending.get(host) {
-            fresh.retain(|n| !held.contains(n));
-        }
+        let fresh = self.fresh_notifications(step, host);
         if let (false, Some(last)) = (fresh.is_empty(), changes.last_mut()) {
             let script = handlers::add_command(self.handlers.pending_file(host), &fresh);
             last.actions.push(match on {
@@ -567,6 +590,41 @@ impl Runner {
             });
         }
         fresh
+    }
+
+    /// The notifications of `step` on `host` that its pending file is not known to hold.
+    fn fresh_notifications(&self, step: &dyn Step, host: &str) -> BTreeSet<String> {
+        let mut fresh = self.notifications(step, host);
+        if let Some(held) = self.state.lock().unwrap().pending.get(host) {
+            fresh.retain(|n| !held.contains(n));
+        }
+        fresh
+    }
+
+    /// Writes `fresh` notifications to the pending file of `host` after a step whose change
+    /// was decided by `changed_when` changed it: through the gate, reporting only a failure.
+    async fn note_pending(&self, index: usize, title: &str, host: &str, fresh: &BTreeSet<String>) {
+        if fresh.is_empty() || self.opts.check {
+            return;
+        }
+        let change = Change::new(
+            "pending notifications written".to_string(),
+            vec![Action::run(handlers::add_command(
+                self.handlers.pending_file(host),
+                fresh,
+            ))],
+        );
+        self.apply(
+            index,
+            title,
+            (host, None),
+            vec![change],
+            Instant::now(),
+            self.opts.command_timeout,
+            false,
+            None,
+        )
+        .await;
     }
 
     /// Records the notifications of `step` on the hosts it changed (`fresh`: what each host's
@@ -726,6 +784,7 @@ impl Runner {
                 Instant::now(),
                 self.opts.command_timeout,
                 false,
+                None,
             )
             .await;
         if cleared && let Some(held) = self.state.lock().unwrap().pending.get_mut(host) {
@@ -793,7 +852,13 @@ impl Runner {
                     .iter()
                     .any(|t| t == host && self.in_limit(t) && later.delegate(t).is_none())
                     || later.fact_hosts().iter().any(|t| t == host);
-                if concerned && let Some(g) = later.gather(host) {
+                // A step that waits `after` another host's step reads its facts when it starts:
+                // what it waits for may change what they say (a file on a share).
+                let waits = self.schedule.after.get(j).is_some_and(|a| !a.is_empty());
+                if concerned
+                    && !waits
+                    && let Some(g) = later.gather(host)
+                {
                     cmds.push((j, g));
                 }
             }
@@ -918,7 +983,10 @@ impl Runner {
         started: Instant,
         timeout: Duration,
         report: bool,
+        at: Option<&crate::registered::AtRun>,
     ) -> bool {
+        // `failed_when`/`changed_when`: the step's own result decides how it ended.
+        let judged = at.filter(|a| a.rules.judges());
         let summaries: Vec<Redacted> = changes.iter().map(|c| self.clean(&c.summary)).collect();
         let diff = if self.opts.diff {
             let redactor = self.redactor.lock().unwrap().clone();
@@ -929,6 +997,23 @@ impl Runner {
         };
         if self.opts.check {
             if !report {
+                return false;
+            }
+            // A probe that never changes anything ran nothing either: skipped, as Ansible's
+            // check mode skips a command, not counted as a change.
+            if judged.is_some_and(|a| a.rules.never_changes()) {
+                self.result(
+                    index,
+                    title,
+                    host,
+                    HostStatus::Skipped,
+                    vec![Redacted::literal(
+                        "not run under --check (changed_when = false: it changes nothing)",
+                    )],
+                    None,
+                    None,
+                    started,
+                );
                 return false;
             }
             self.result(
@@ -977,7 +1062,10 @@ impl Runner {
         }
         // What the commands print, for `register` and `until`.
         let mut printed = crate::registered::Captured::default();
-        for change in &changes {
+        // With `failed_when`, a command's non-zero exit ends the step without failing it: the
+        // expression decides.
+        let mut exited = None;
+        'changes: for change in &changes {
             for action in &change.actions {
                 let res = match action {
                     Action::RunOn { host: other, .. } => match self.connection(other).await {
@@ -1007,8 +1095,18 @@ impl Runner {
                             .await
                     }
                 };
-                self.captured(index, host, &printed);
+                // The runner's own bookkeeping (`report` false) is not the step's result.
+                if report {
+                    self.captured(index, host, &printed);
+                }
                 if let Err(e) = res {
+                    if let (Some(a), RunnerError::Step(f)) = (judged, &e)
+                        && a.rules.failed_when.is_some()
+                        && f.exit_status.is_some()
+                    {
+                        exited = Some(f.clone());
+                        break 'changes;
+                    }
                     match e {
                         RunnerError::Transport(t) if t.is_unreachable() => match on {
                             None => self.host_lost(
@@ -1032,6 +1130,11 @@ impl Runner {
                 }
             }
         }
+        if let Some(a) = judged {
+            return self.judged(
+                index, title, host, a, &printed, exited, summaries, diff, started,
+            );
+        }
         if report {
             self.result(
                 index,
@@ -1045,6 +1148,66 @@ impl Runner {
             );
         }
         true
+    }
+
+    /// Reports how a step with `failed_when`/`changed_when` ended on `host`, from what its
+    /// commands printed (`exited`: the command that exited non-zero). True when it changed.
+    #[allow(clippy::too_many_arguments)]
+    fn judged(
+        &self,
+        index: usize,
+        title: &str,
+        host: &str,
+        at: &crate::registered::AtRun,
+        printed: &crate::registered::Captured,
+        exited: Option<FailureInfo>,
+        summaries: Vec<Redacted>,
+        diff: Option<Redacted>,
+        started: Instant,
+    ) -> bool {
+        // A command that ran changed, whatever its exit status (Ansible's), unless
+        // `changed_when` says otherwise.
+        let own = crate::registered::Registered {
+            failed: exited.is_some(),
+            ..crate::registered::Registered::from_outcome(HostStatus::Changed, Some(printed))
+        };
+        let registered = self.registered_on(host);
+        let rules = &at.rules;
+        let failure = |message: String| FailureInfo {
+            message: self.clean(&message),
+            command: exited.as_ref().and_then(|f| f.command.clone()),
+            exit_status: printed.rc,
+            stderr: self.clean(own.stderr.trim()),
+            hint: None,
+        };
+        match at.judge(host, &own, &registered) {
+            Err(e) => {
+                self.fail(index, title, host, failure(e), started);
+                false
+            }
+            Ok((true, _)) => {
+                let why = match (&rules.failed_when, &exited) {
+                    (Some(expr), _) => format!("`failed_when = {expr}` is true (rc {})", own.rc),
+                    (None, Some(f)) => f.message.as_str().to_string(),
+                    (None, None) => "failed".to_string(),
+                };
+                self.fail(index, title, host, failure(why), started);
+                false
+            }
+            Ok((false, changed)) => {
+                let (status, details) = match (changed, &rules.changed_when) {
+                    (true, _) => (HostStatus::Changed, summaries),
+                    (false, Some(expr)) => (
+                        HostStatus::Ok,
+                        vec![self.clean(&format!("`changed_when = {expr}` is false"))],
+                    ),
+                    (false, None) => (HostStatus::Ok, summaries),
+                };
+                let diff = diff.filter(|_| changed);
+                self.result(index, title, host, status, details, diff, None, started);
+                changed
+            }
+        }
     }
 
     /// Runs one action over `conn`; logged under `host`, as run on `on` when the step runs on
@@ -1250,18 +1413,27 @@ impl Runner {
         else {
             return;
         };
-        {
+        let ignored = {
             let mut st = self.state.lock().unwrap();
-            st.dead.insert(host.into(), Dead::Failed);
-            if let Some(r) = st.recap.get_mut(host) {
-                r.failures.push((self.clean(title), failure.clone()));
+            let ignored = st.ignoring.contains(&index);
+            // `ignore_errors`: the host stays in the run, and the failure is not the run's.
+            if !ignored {
+                st.dead.insert(host.into(), Dead::Failed);
+                if let Some(r) = st.recap.get_mut(host) {
+                    r.failures.push((self.clean(title), failure.clone()));
+                }
             }
-        }
+            ignored
+        };
         self.result(
             index,
             title,
             host,
-            HostStatus::Failed,
+            if ignored {
+                HostStatus::Ignored
+            } else {
+                HostStatus::Failed
+            },
             vec![],
             None,
             Some(failure),
@@ -1308,6 +1480,7 @@ impl Runner {
                 HostStatus::Skipped => r.skipped += 1,
                 HostStatus::Failed => r.failed += 1,
                 HostStatus::Unreachable => r.unreachable = true,
+                HostStatus::Ignored => r.ignored += 1,
             }
         }
         let on = self.on(index, host);

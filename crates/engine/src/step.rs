@@ -214,6 +214,12 @@ pub trait HostStep: Send + Sync {
 
     /// Pure: facts to a decision.
     fn check(&self, facts: &Facts) -> Result<Check, StepError>;
+
+    /// Hosts whose earlier steps this one needs finished although it neither runs on them nor
+    /// reads their facts (an NFS mount needs the server's export). Default: none.
+    fn waits_for_hosts(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A playbook entry as the engine runs it: possibly looking at several hosts'
@@ -228,6 +234,13 @@ pub trait Step: Send + Sync {
     /// --limit keeps them from changing (a join step reads the managers' state
     /// when only a new node may change). Default: none.
     fn fact_hosts(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Hosts whose earlier steps this one needs finished although it neither runs on them nor
+    /// reads their facts (a stack deploy needs every node's images and mounts): under the
+    /// `pipelined` strategy it waits for them as for its own hosts. Default: none.
+    fn waits_for_hosts(&self) -> Vec<String> {
         Vec::new()
     }
 
@@ -327,6 +340,9 @@ impl Step for Configured {
     fn fact_hosts(&self) -> Vec<String> {
         self.step.fact_hosts()
     }
+    fn waits_for_hosts(&self) -> Vec<String> {
+        self.step.waits_for_hosts()
+    }
     fn gather(&self, host: &str) -> Option<String> {
         self.step.gather(host)
     }
@@ -401,6 +417,17 @@ impl Step for PerHost {
 
     fn targets(&self) -> Vec<String> {
         self.hosts.iter().map(|(h, _)| h.clone()).collect()
+    }
+
+    /// What any of its hosts' steps waits for.
+    fn waits_for_hosts(&self) -> Vec<String> {
+        let mut all: Vec<String> = Vec::new();
+        for h in self.hosts.iter().flat_map(|(_, s)| s.waits_for_hosts()) {
+            if !all.contains(&h) {
+                all.push(h);
+            }
+        }
+        all
     }
 
     fn gather(&self, host: &str) -> Option<String> {

@@ -1,9 +1,10 @@
-//! Tier 1: `register`, a `when` over registered results and retries in the runner, against the
-//! recording fake transport.
+//! Tier 1: `register` (and a loop's `results`), a `when` over registered results, retries,
+//! `ignore_errors`, `failed_when` and `changed_when` in the runner, against the recording fake
+//! transport.
 
 use minijinja::Value;
 use provision_engine::event::{MemorySink, Recap, Redactor};
-use provision_engine::registered::{AtRun, Retry};
+use provision_engine::registered::{AtRun, LoopItem, ResultRules, Retry};
 use provision_engine::step::{
     Action, Change, Check, Configured, Facts, HostStep, PerHost, Step, StepError,
 };
@@ -32,12 +33,21 @@ struct Spec {
     register: Option<&'static str>,
     when: Option<&'static str>,
     retry: Option<Retry>,
+    ignore_errors: bool,
+    failed_when: Option<&'static str>,
+    changed_when: Option<&'static str>,
+    /// A looped step's repetition: its index and item.
+    looped: Option<(usize, &'static str)>,
 }
 
 const PLAIN: Spec = Spec {
     register: None,
     when: None,
     retry: None,
+    ignore_errors: false,
+    failed_when: None,
+    changed_when: None,
+    looped: None,
 };
 
 fn step(title: &str, script: &'static str, hosts: &[&str], spec: Spec) -> Box<dyn Step> {
@@ -62,6 +72,15 @@ fn step(title: &str, script: &'static str, hosts: &[&str], spec: Spec) -> Box<dy
             register: spec.register.map(str::to_string),
             when: spec.when.map(str::to_string),
             retry: spec.retry,
+            rules: ResultRules {
+                ignore_errors: spec.ignore_errors,
+                failed_when: spec.failed_when.map(str::to_string),
+                changed_when: spec.changed_when.map(str::to_string),
+            },
+            looped: spec.looped.map(|(index, item)| LoopItem {
+                index,
+                item: serde_json::json!(item),
+            }),
             contexts,
         }),
         ..Configured::new(inner)
@@ -471,4 +490,192 @@ async fn check_mode_registers_skipped_results() {
             ("if it failed".into(), "h1".into(), HostStatus::Skipped),
         ]
     );
+}
+
+fn status_of(sink: &MemorySink, step: &str, host: &str) -> HostStatus {
+    match result_of(sink, step, host) {
+        Event::HostResult { status, .. } => status,
+        _ => unreachable!(),
+    }
+}
+
+/// A host failing a step with `ignore_errors` is reported ignored, counted apart, goes on with
+/// the next step, and the run succeeds; the registered result says it failed.
+#[tokio::test]
+async fn an_ignored_failure_lets_the_host_go_on_and_the_run_succeed() {
+    let h1 = Arc::new(FakeTransport::new("h1"));
+    h1.respond("broken-x", Output::failed(3, "no such thing\n"));
+    let steps = vec![
+        step(
+            "broken",
+            "broken-x",
+            &["h1"],
+            Spec {
+                ignore_errors: true,
+                register: Some("b"),
+                ..PLAIN
+            },
+        ),
+        step(
+            "next",
+            "next-x",
+            &["h1"],
+            Spec {
+                when: Some("b.failed and b.rc == 3 and not b.changed"),
+                ..PLAIN
+            },
+        ),
+    ];
+    let (recap, sink) = run(&[&h1], &steps, RunOptions::default(), Redactor::empty()).await;
+    assert_eq!(status_of(&sink, "broken", "h1"), HostStatus::Ignored);
+    let Event::HostResult { failure, .. } = result_of(&sink, "broken", "h1") else {
+        unreachable!()
+    };
+    assert_eq!(
+        failure.unwrap().message.as_str(),
+        "command failed with exit status 3"
+    );
+    assert_eq!(status_of(&sink, "next", "h1"), HostStatus::Changed);
+    assert_eq!(ran(&h1, "next-x"), 1);
+    assert!(recap.is_success(), "{recap:?}");
+    let h = &recap.hosts[0];
+    assert_eq!((h.ignored, h.failed, h.changed), (1, 0, 1));
+    assert!(h.failures.is_empty());
+}
+
+/// `failed_when` turns an exit status into ok or failure; `changed_when` decides whether the
+/// host changed (a probe with `changed_when = false` reports ok, and skipped under --check).
+#[tokio::test]
+async fn failed_when_and_changed_when_decide_how_a_command_ended() {
+    let h1 = Arc::new(FakeTransport::new("h1"));
+    h1.respond("grep-1", Output::failed(1, ""));
+    h1.respond("grep-2", Output::failed(2, "bad regexp\n"));
+    h1.respond("upd-x", Output::ok("3 updated\n"));
+    h1.respond("probe-x", Output::ok("v1\n"));
+    let judged = |title: &str, script: &'static str, failed_when, changed_when, reg| {
+        step(
+            title,
+            script,
+            &["h1"],
+            Spec {
+                failed_when,
+                changed_when,
+                register: reg,
+                ..PLAIN
+            },
+        )
+    };
+    let steps = vec![
+        judged(
+            "rc 1",
+            "grep-1",
+            Some("rc not in [0, 1]"),
+            None,
+            Some("one"),
+        ),
+        judged("updated", "upd-x", None, Some("'updated' in stdout"), None),
+        judged("probe", "probe-x", None, Some("false"), Some("p")),
+        step(
+            "after",
+            "after-x",
+            &["h1"],
+            Spec {
+                when: Some(
+                    "one.rc == 1 and not one.failed and one.changed and not p.changed and p.stdout == 'v1'",
+                ),
+                ..PLAIN
+            },
+        ),
+        judged("rc 2", "grep-2", Some("rc not in [0, 1]"), None, None),
+    ];
+    let (recap, sink) = run(&[&h1], &steps, RunOptions::default(), Redactor::empty()).await;
+    assert_eq!(status_of(&sink, "rc 1", "h1"), HostStatus::Changed);
+    assert_eq!(status_of(&sink, "updated", "h1"), HostStatus::Changed);
+    assert_eq!(status_of(&sink, "probe", "h1"), HostStatus::Ok);
+    let Event::HostResult { details, .. } = result_of(&sink, "probe", "h1") else {
+        unreachable!()
+    };
+    assert_eq!(details[0].as_str(), "`changed_when = false` is false");
+    assert_eq!(status_of(&sink, "after", "h1"), HostStatus::Changed);
+    let Event::HostResult { failure, .. } = result_of(&sink, "rc 2", "h1") else {
+        unreachable!()
+    };
+    let f = failure.unwrap();
+    assert_eq!(
+        f.message.as_str(),
+        "`failed_when = rc not in [0, 1]` is true (rc 2)"
+    );
+    assert_eq!((f.exit_status, f.stderr.as_str()), (Some(2), "bad regexp"));
+    assert_eq!(failed(&recap), ["h1"]);
+
+    // --check: the probe ran nothing and changes nothing: skipped, not a would-change.
+    let h1 = Arc::new(FakeTransport::new("h1"));
+    let check = RunOptions {
+        check: true,
+        ..RunOptions::default()
+    };
+    let (recap, sink) = run(&[&h1], &steps[2..3], check, Redactor::empty()).await;
+    assert_eq!(status_of(&sink, "probe", "h1"), HostStatus::Skipped);
+    assert_eq!(recap.changed(), 0);
+    assert_eq!(ran(&h1, "probe-x"), 0);
+}
+
+/// Each repetition of a looped step adds its result, with its item, to the registered
+/// `results`; a later `when` reads the list and the aggregate.
+#[tokio::test]
+async fn a_looped_register_collects_every_items_result() {
+    let h1 = Arc::new(FakeTransport::new("h1"));
+    h1.respond(
+        "item-b",
+        Output {
+            stdout: b"bee\n".to_vec(),
+            ..Output::failed(5, "")
+        },
+    );
+    h1.respond("item-a", Output::ok("ay\n"));
+    let rep = |i: usize, item: &'static str, script: &'static str| {
+        step(
+            &format!("each ({item})"),
+            script,
+            &["h1"],
+            Spec {
+                register: Some("each"),
+                ignore_errors: true,
+                looped: Some((i, item)),
+                ..PLAIN
+            },
+        )
+    };
+    let reads = |title: &str, when: &'static str| {
+        step(
+            title,
+            "read-x",
+            &["h1"],
+            Spec {
+                when: Some(when),
+                ..PLAIN
+            },
+        )
+    };
+    let steps = vec![
+        rep(0, "a", "item-a"),
+        rep(1, "b", "item-b"),
+        reads(
+            "list",
+            "each.results | length == 2 and each.results[0].stdout == 'ay' and each.results[1].rc == 5 and each.results[1].item == 'b'",
+        ),
+        reads(
+            "aggregate",
+            "each.changed and each.failed and not each.skipped",
+        ),
+        reads(
+            "filters",
+            "each.results | selectattr('failed') | map(attribute='item') | list == ['b']",
+        ),
+    ];
+    let (recap, sink) = run(&[&h1], &steps, RunOptions::default(), Redactor::empty()).await;
+    for s in ["list", "aggregate", "filters"] {
+        assert_eq!(status_of(&sink, s, "h1"), HostStatus::Changed, "{s}");
+    }
+    assert!(recap.is_success());
 }

@@ -52,6 +52,9 @@ pub struct Vm {
     /// `console` (pinned from the serial console) or `keyscan` (trusted on first use).
     #[serde(default)]
     pub host_keys_from: String,
+    /// The layer this VM boots from when it is not the lab's (a VM added from another layer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -379,6 +382,18 @@ impl Lab {
         (self.state.layer, &self.state.image_dir)
     }
 
+    /// Every layer directory a VM of this lab boots from: the lab's, then those of VMs added
+    /// from another layer (what `lab images --prune` must keep).
+    pub fn image_dirs(&self) -> Vec<&Path> {
+        let mut dirs = vec![self.state.image_dir.as_path()];
+        for d in self.state.vms.iter().filter_map(|v| v.image_dir.as_deref()) {
+            if !dirs.contains(&d) {
+                dirs.push(d);
+            }
+        }
+        dirs
+    }
+
     pub fn accel(&self) -> Accel {
         self.state.accel
     }
@@ -457,6 +472,53 @@ impl Lab {
 
     /// Adds a VM to the running lab, boots it, and rewrites `cluster.toml` and `known_hosts`.
     pub fn add_vm(&mut self, spec: &VmSpec, boot_timeout: Duration) -> Result<&Vm> {
+        self.add_vm_on(spec, boot_timeout, None)
+    }
+
+    /// [`Lab::add_vm`] from a given layer whatever the lab's own (built first when missing;
+    /// the ready layer needs `ready`): e.g. a node joining an existing swarm from the ready
+    /// layer in a lab whose subject is the bare install.
+    pub fn add_vm_from(
+        &mut self,
+        spec: &VmSpec,
+        boot_timeout: Duration,
+        layer: LayerName,
+        ready: Option<&ReadyLayer>,
+    ) -> Result<&Vm> {
+        if layer == self.state.layer {
+            return self.add_vm(spec, boot_timeout);
+        }
+        spec.validate("lab add")?;
+        let recipe = Recipe::new(None);
+        let cache_root = paths::cache_root(None)?;
+        let progress = self.progress.clone();
+        let base = image::ensure(&recipe, &cache_root, &|m| progress.say(m))?;
+        let image = match layer {
+            LayerName::Bare => base,
+            LayerName::Ready => {
+                let ready = ready.ok_or(LabError::LayerBuild {
+                    layer: LayerName::Ready.to_string(),
+                    detail: "this caller cannot build it (no provisioner given): `provision lab add --layer ready` can".into(),
+                })?;
+                layer::ensure_ready(
+                    &recipe,
+                    &base,
+                    ready,
+                    &cache_root,
+                    AccelChoice::Force(self.state.accel),
+                    &progress,
+                )?
+            }
+        };
+        self.add_vm_on(spec, boot_timeout, Some(image.dir))
+    }
+
+    fn add_vm_on(
+        &mut self,
+        spec: &VmSpec,
+        boot_timeout: Duration,
+        image_dir: Option<PathBuf>,
+    ) -> Result<&Vm> {
         spec.validate("lab add")?;
         prereq::check(&prereq::BOOT_PROGRAMS)?;
         let _lock = lock_dir(&self.dir)?;
@@ -466,7 +528,9 @@ impl Lab {
             });
         }
         let image = Image {
-            dir: self.state.image_dir.clone(),
+            dir: image_dir
+                .clone()
+                .unwrap_or_else(|| self.state.image_dir.clone()),
         };
         if !image.qcow2().is_file() {
             return Err(LabError::BadPath {
@@ -494,7 +558,9 @@ impl Lab {
         let taken: HashSet<u16> = self.state.vms.iter().map(|v| v.ssh_port).collect();
         let port = net::free_tcp_port(&taken)
             .map_err(|e| LabError::io("cannot find a free TCP port", e))?;
-        self.state.vms.push(new_vm(spec, port, ip));
+        let mut vm = new_vm(spec, port, ip);
+        vm.image_dir = image_dir;
+        self.state.vms.push(vm);
         let idx = self.state.vms.len() - 1;
         self.save()?;
         let booted = self
@@ -579,15 +645,18 @@ impl Lab {
         auto_ports: bool,
         fresh: bool,
     ) -> Result<()> {
-        let image = Image {
-            dir: self.state.image_dir.clone(),
-        };
         let key = read_public_key(&self.identity_path())?;
         let subnet = self.subnet()?;
         let apt_proxy = self.apt_proxy();
         let started = Instant::now();
         for &i in idxs {
             let mut attempts = 0;
+            let image = Image {
+                dir: self.state.vms[i]
+                    .image_dir
+                    .clone()
+                    .unwrap_or_else(|| self.state.image_dir.clone()),
+            };
             loop {
                 match self.launch_vm(
                     i,
@@ -927,6 +996,7 @@ fn new_vm(spec: &VmSpec, port: u16, ip: Ipv4Addr) -> Vm {
         mac: argv::private_mac(ip),
         host_keys: Vec::new(),
         host_keys_from: String::new(),
+        image_dir: None,
     }
 }
 
@@ -1181,6 +1251,47 @@ mod tests {
             argv[argv.len() - 5..],
             ["-p", "22201", "root@127.0.0.1", "--", "hostname"]
         );
+    }
+
+    #[test]
+    fn a_vm_added_from_another_layer_keeps_it_across_saves_and_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = sample_state(dir.path());
+        let mut added = new_vm(
+            &VmSpec::new("worker-2", vec![Role::Worker]),
+            22202,
+            Ipv4Addr::new(10, 10, 0, 13),
+        );
+        added.image_dir = Some(dir.path().join("ready-0123"));
+        state.vms.push(added);
+        let lab = Lab {
+            dir: dir.path().to_path_buf(),
+            state,
+            drop_policy: DropPolicy::KEEP,
+            progress: Progress::quiet(),
+        };
+        lab.save().unwrap();
+        let text = fs::read_to_string(dir.path().join(STATE_FILE)).unwrap();
+        // Only the added VM records its own layer: lab.json of VMs on the lab's layer is as before.
+        assert_eq!(text.matches("\"image_dir\"").count(), 2, "{text}");
+        let opened = Lab::open(dir.path()).unwrap();
+        assert_eq!(opened.vms(), lab.vms());
+        assert_eq!(
+            opened.image_dirs(),
+            [dir.path().join("img"), dir.path().join("ready-0123")]
+        );
+        // A lab.json from before the field reads as every VM on the lab's layer.
+        let old = text.replace(
+            &format!(
+                ",\n      \"image_dir\": {}",
+                serde_json::to_string(&dir.path().join("ready-0123")).unwrap()
+            ),
+            "",
+        );
+        assert_ne!(old, text);
+        fs::write(dir.path().join(STATE_FILE), old).unwrap();
+        let opened = Lab::open(dir.path()).unwrap();
+        assert_eq!(opened.image_dirs(), [dir.path().join("img")]);
     }
 
     #[test]

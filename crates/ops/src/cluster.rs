@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a survey waits for one host's facts.
-const SURVEY_TIMEOUT: Duration = Duration::from_secs(60);
+pub const SURVEY_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Cluster {
     pub inv: Inventory,

@@ -4,9 +4,10 @@
 use crate::cluster::{HostState, Quorum, Survey, host_of_node};
 use crate::parse::{self, TaskLine};
 use crate::{Cluster, OpsError, commands};
-use provision_engine::inventory::Inventory;
-use provision_playbook::steps::swarm_facts::SwarmView;
+use provision_engine::inventory::{Inventory, Role};
+use provision_playbook::steps::swarm_facts::{Docker, SwarmView};
 use provision_playbook::swarm::node::{NodeRole, NodeState};
+use provision_transport::Command;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -21,7 +22,53 @@ pub struct Status {
     pub quorum: Option<Quorum>,
     pub nodes: Vec<NodeRow>,
     pub services: Vec<ServiceRow>,
+    /// The NFS server of each storage host.
+    pub storage: Vec<StorageRow>,
     pub warnings: Vec<String>,
+}
+
+/// A storage host's NFS server, as status found it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StorageRow {
+    pub host: String,
+    /// What `systemctl is-active` says (active, inactive, failed, ...), or "unreachable".
+    pub nfs_server: String,
+}
+
+/// The NFS server's unit state, and nothing that touches an NFS mount: a storage host that is
+/// gone cannot make status hang (the nodes' hard mounts would).
+pub const NFS_SERVER_STATE: &str = "systemctl is-active nfs-server.service";
+
+/// Rows and warnings from what each storage host answered to [`NFS_SERVER_STATE`] (its stdout,
+/// or why SSH failed).
+pub fn storage_from(
+    answers: Vec<(String, Result<String, String>)>,
+    cluster_file: &str,
+) -> (Vec<StorageRow>, Vec<String>) {
+    let mut rows = Vec::new();
+    let mut warnings = Vec::new();
+    for (host, answer) in answers {
+        let nfs_server = match answer {
+            Ok(out) => {
+                let state = out.trim().to_string();
+                if state != "active" {
+                    warnings.push(format!(
+                        "{host}: the NFS server is {state}, so the share is unavailable: `provision run {cluster_file}` starts it"
+                    ));
+                }
+                state
+            }
+            Err(e) => {
+                warnings.push(format!(
+                    "{host} is unreachable over SSH ({}): the NFS share it serves is unavailable; the nodes' mounts wait for it (hard mounts) and services that use it stall until it is back",
+                    first_line(&e)
+                ));
+                "unreachable".into()
+            }
+        };
+        rows.push(StorageRow { host, nfs_server });
+    }
+    (rows, warnings)
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -230,10 +277,62 @@ pub fn services_from(ls: &str, ps: &str) -> Result<Vec<ServiceRow>, String> {
         .collect())
 }
 
+/// The swarm's services and their failing tasks, read on manager `via` (bounded like the
+/// survey: a manager without quorum can hang on them).
+async fn services_of(cluster: &Cluster, via: &str) -> Result<Vec<ServiceRow>, OpsError> {
+    let hint = "is Docker healthy on the manager?";
+    let timed = |script: String| Command::new(script).timeout(crate::cluster::SURVEY_TIMEOUT);
+    let ls = cluster
+        .ok_cmd(
+            via,
+            "listing services",
+            timed(commands::SERVICE_LS.into()),
+            hint,
+        )
+        .await?;
+    let names: Vec<String> = parse::services(&ls)
+        .map_err(|e| OpsError::unexpected("docker service ls", e))?
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    let ps = if names.is_empty() {
+        String::new()
+    } else {
+        cluster
+            .ok_cmd(
+                via,
+                "listing tasks",
+                timed(commands::service_tasks(&names, false)),
+                hint,
+            )
+            .await?
+    };
+    services_from(&ls, &ps).map_err(|e| OpsError::unexpected("docker service ps", e))
+}
+
 pub async fn status(cluster: &Cluster) -> Result<Status, OpsError> {
-    let survey = cluster.survey().await;
     let inv = &cluster.inv;
+    let storage_hosts: Vec<String> = inv
+        .hosts
+        .iter()
+        .filter(|h| h.has_role(Role::Storage))
+        .map(|h| h.name.clone())
+        .collect();
+    // The storage hosts alongside the swarm's survey.
+    let (survey, answers) = tokio::join!(
+        cluster.survey(),
+        futures::future::join_all(storage_hosts.into_iter().map(|h| async move {
+            let cmd = Command::new(NFS_SERVER_STATE).timeout(crate::cluster::SURVEY_TIMEOUT);
+            let answer = cluster
+                .run_always(&h, cmd)
+                .await
+                .map(|o| o.stdout_str())
+                .map_err(|e| e.to_string());
+            (h, answer)
+        }))
+    );
     let file = inv.path.display().to_string();
+    let (storage, storage_warnings) = storage_from(answers, &file);
     let view = survey.view(inv)?;
     let quorum = survey.quorum(inv);
     let mut warnings = Vec::new();
@@ -242,33 +341,19 @@ pub async fn status(cluster: &Cluster) -> Result<Status, OpsError> {
         Some(v) => {
             let (nodes, w) = nodes_from_view(inv, &survey, v);
             warnings.extend(w);
-            let ls = cluster
-                .ok(
-                    &v.via,
-                    "listing services",
-                    commands::SERVICE_LS,
-                    "is Docker healthy on the manager?",
-                )
-                .await?;
-            let names: Vec<String> = parse::services(&ls)
-                .map_err(|e| OpsError::unexpected("docker service ls", e))?
-                .into_iter()
-                .map(|s| s.name)
-                .collect();
-            let ps = if names.is_empty() {
-                String::new()
-            } else {
-                cluster
-                    .ok(
-                        &v.via,
-                        "listing tasks",
-                        commands::service_tasks(&names, false),
-                        "is Docker healthy on the manager?",
-                    )
-                    .await?
+            // A leader that lost its majority may still list nodes from its cache but not
+            // answer for services: the report goes on without them rather than failing.
+            let services = match services_of(cluster, &v.via).await {
+                Ok(services) => services,
+                Err(e) => {
+                    warnings.push(format!(
+                        "services unknown: listing them on {} failed ({}); managers that lost their quorum cannot answer",
+                        v.via,
+                        first_line(&e.to_string())
+                    ));
+                    Vec::new()
+                }
             };
-            let services = services_from(&ls, &ps)
-                .map_err(|e| OpsError::unexpected("docker service ps", e))?;
             for s in services.iter().filter(|s| s.running < s.desired) {
                 warnings.push(format!(
                     "service {}: {}/{} tasks running{}",
@@ -316,11 +401,8 @@ pub async fn status(cluster: &Cluster) -> Result<Status, OpsError> {
         qw.extend(warnings);
         warnings = qw;
     }
-    for (h, s) in &survey.hosts {
-        if let HostState::Unreachable(e) = s {
-            warnings.push(format!("{h} is unreachable over SSH: {}", first_line(e)));
-        }
-    }
+    warnings.extend(host_warnings(&survey, &file));
+    warnings.extend(storage_warnings);
     Ok(Status {
         cluster: inv.name.clone(),
         swarm_id,
@@ -329,8 +411,35 @@ pub async fn status(cluster: &Cluster) -> Result<Status, OpsError> {
         quorum,
         nodes,
         services,
+        storage,
         warnings,
     })
+}
+
+/// What each host says of itself beside the swarm's view: unreachable over SSH, or reachable
+/// with a Docker that does not answer (the swarm only says "down" for it, and only after its
+/// heartbeat timeout; a stopped daemon is what `provision run` starts again).
+pub fn host_warnings(survey: &Survey, cluster_file: &str) -> Vec<String> {
+    let mut w = Vec::new();
+    for (h, s) in &survey.hosts {
+        match s {
+            HostState::Unreachable(e) => {
+                w.push(format!("{h} is unreachable over SSH: {}", first_line(e)))
+            }
+            HostState::Up { swarm, .. } => match &swarm.docker {
+                Docker::Down(e) => w.push(format!(
+                    "{h}: Docker is not running ({}); `provision run {cluster_file}` starts it",
+                    first_line(e)
+                )),
+                Docker::Absent => w.push(format!(
+                    "{h}: Docker is not installed; `provision run {cluster_file}` installs it"
+                )),
+                Docker::Up(_) => {}
+            },
+            HostState::Broken(_) => {}
+        }
+    }
+    w
 }
 
 fn first_line(s: &str) -> &str {
@@ -390,6 +499,74 @@ mod tests {
             leader: None,
         };
         assert!(quorum_warnings(&single, "c")[0].starts_with("1 manager"));
+    }
+
+    #[test]
+    fn a_host_whose_docker_does_not_answer_is_named_with_what_starts_it() {
+        use provision_playbook::steps::swarm_facts::parse;
+        let up = |out: &str| HostState::Up {
+            swarm: Box::new(parse(out).unwrap()),
+            list_error: None,
+        };
+        let survey = Survey {
+            hosts: [
+                (
+                    "manager-3".to_string(),
+                    // As `gather` prints it on a manager whose dockerd was stopped.
+                    up("docker=down\nCannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n"),
+                ),
+                ("worker-1".to_string(), up("docker=absent\n")),
+                (
+                    "worker-2".to_string(),
+                    HostState::Unreachable("worker-2: cannot connect: Connection refused\nmore".into()),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+            last_good: None,
+        };
+        assert_eq!(
+            host_warnings(&survey, "c.toml"),
+            [
+                "manager-3: Docker is not running (Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?); `provision run c.toml` starts it",
+                "worker-1: Docker is not installed; `provision run c.toml` installs it",
+                "worker-2 is unreachable over SSH: worker-2: cannot connect: Connection refused",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_storage_host_that_is_gone_or_stopped_makes_the_share_unavailable() {
+        let (rows, warnings) = storage_from(
+            vec![
+                ("storage-1".into(), Ok("active\n".into())),
+                ("storage-2".into(), Ok("inactive\n".into())),
+                (
+                    "storage-3".into(),
+                    Err("storage-3: cannot connect: Connection refused\nmore".into()),
+                ),
+            ],
+            "c.toml",
+        );
+        let states: Vec<(&str, &str)> = rows
+            .iter()
+            .map(|r| (r.host.as_str(), r.nfs_server.as_str()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("storage-1", "active"),
+                ("storage-2", "inactive"),
+                ("storage-3", "unreachable")
+            ]
+        );
+        assert_eq!(
+            warnings,
+            [
+                "storage-2: the NFS server is inactive, so the share is unavailable: `provision run c.toml` starts it",
+                "storage-3 is unreachable over SSH (storage-3: cannot connect: Connection refused): the NFS share it serves is unavailable; the nodes' mounts wait for it (hard mounts) and services that use it stall until it is back",
+            ]
+        );
     }
 
     #[test]

@@ -438,3 +438,47 @@ fn a_node_is_found_by_its_ipv6_raft_address() {
     };
     assert_eq!(provision_ops::cluster::host_of_node(&inv, &other), None);
 }
+
+/// A leader that lost its majority but has not stepped down yet lists its nodes from memory
+/// and then cannot answer for services (seen on the lab: `docker service ls` hung until its
+/// deadline): status still reports the nodes and the quorum, and says why services are missing.
+#[tokio::test]
+async fn status_reports_the_nodes_when_services_cannot_be_listed() {
+    let m1 = Arc::new(FakeTransport::new("manager-1"));
+    m1.respond(
+        GATHER,
+        Output::ok(manager_facts(
+            "m1",
+            3,
+            &[
+                ("m1", "manager-1", "manager", "ready", "reachable", true),
+                ("m2", "manager-2", "manager", "down", "unreachable", false),
+                ("m3", "manager-3", "manager", "down", "unreachable", false),
+                ("w1", "worker-1", "worker", "ready", "", false),
+            ],
+        )),
+    );
+    m1.respond(
+        "docker service ls",
+        Output {
+            exit_status: Some(1),
+            stderr: b"Error response from daemon: rpc error: code = DeadlineExceeded desc = context deadline exceeded".to_vec(),
+            ..Default::default()
+        },
+    );
+    let w1 = Arc::new(FakeTransport::new("worker-1"));
+    w1.respond(GATHER, Output::ok(WORKER));
+    let c = cluster(&[m1.clone(), w1]);
+    let st = status::status(&c).await.unwrap();
+    let q = st.quorum.clone().unwrap();
+    assert_eq!((q.managers, q.reachable, q.ok), (3, 1, false));
+    assert_eq!(st.nodes.len(), 4);
+    assert!(st.services.is_empty());
+    assert!(
+        st.warnings.iter().any(|w| w
+            .starts_with("services unknown: listing them on manager-1 failed (")
+            && w.contains("context deadline exceeded")),
+        "{:?}",
+        st.warnings
+    );
+}

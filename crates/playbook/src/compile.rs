@@ -5,9 +5,10 @@ use crate::ctx::{BuildCtx, Claim, ClusterCtx, ClusterStepCtor};
 use crate::registry::{cluster_step, host_step, known_steps};
 use provision_engine::diagnostic::{ConfigError, Diagnostic};
 use provision_engine::handlers::{self, Handlers};
+use provision_engine::host_facts::{self, HostFacts};
 use provision_engine::inventory::{Host, Inventory};
 use provision_engine::playbook_file::{FLUSH_HANDLERS, PlaybookFile, StepSpec};
-use provision_engine::registered::AtRun;
+use provision_engine::registered::{AtRun, LoopItem as AtRunItem};
 use provision_engine::rollout::Rollout;
 use provision_engine::step::{
     Check, Configured, Facts, FlushHandlers, HostStep, PerHost, Step, StepError,
@@ -34,6 +35,74 @@ pub struct Compiled {
     pub origins: Vec<Origin>,
     /// `[[handlers]]`, compiled like steps, and where each host keeps pending notifications.
     pub handlers: Handlers,
+    /// The hosts whose templates or conditions read `facts.*` (a run gathers facts on those).
+    pub reads_facts: std::collections::BTreeSet<String>,
+}
+
+/// What `facts.*` holds while compiling: placeholders (check-config, and a run before it knows
+/// which hosts read facts), or the facts gathered on each host (others get placeholders).
+#[derive(Clone, Copy)]
+pub enum FactsSource<'a> {
+    Placeholders,
+    Gathered(&'a std::collections::BTreeMap<String, HostFacts>),
+}
+
+/// Each host's `facts` value and the record of which hosts' templates read it.
+struct FactValues {
+    reads: Arc<host_facts::Reads>,
+    values: std::collections::BTreeMap<String, minijinja::Value>,
+}
+
+impl FactValues {
+    fn new(inv: &Inventory, source: FactsSource<'_>) -> Self {
+        let reads = Arc::new(host_facts::Reads::default());
+        let values = inv
+            .hosts
+            .iter()
+            .map(|h| {
+                let facts = match source {
+                    FactsSource::Gathered(m) => m.get(&h.name).cloned(),
+                    FactsSource::Placeholders => None,
+                }
+                .unwrap_or_else(HostFacts::placeholder);
+                (
+                    h.name.clone(),
+                    host_facts::value(facts, &h.name, reads.clone()),
+                )
+            })
+            .collect();
+        FactValues { reads, values }
+    }
+
+    /// A host's context with its `facts`.
+    fn add(&self, host: &str, ctx: minijinja::Value) -> minijinja::Value {
+        let facts: std::collections::BTreeMap<&str, minijinja::Value> =
+            [("facts", self.values[host].clone())].into_iter().collect();
+        minijinja::value::merge_maps([minijinja::Value::from(facts), ctx])
+    }
+}
+
+impl Compiled {
+    /// How the runner orders these steps: the playbook's `strategy`, and for each step the
+    /// earlier steps its entry's `after` names (every item of a looped entry; none of the
+    /// entries a selection dropped).
+    pub fn schedule(&self, pb: &PlaybookFile) -> provision_engine::pipeline::Schedule {
+        let after = self
+            .origins
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let entries = pb.after_entries(o.spec);
+                (0..i)
+                    .filter(|&j| entries.contains(&self.origins[j].spec))
+                    .collect()
+            })
+            .collect();
+        provision_engine::pipeline::Schedule {
+            strategy: pb.strategy,
+            after,
+        }
+    }
 }
 
 /// The playbook entry a compiled step comes from, and where it would run.
@@ -60,6 +129,16 @@ pub fn compile(
     pb: &PlaybookFile,
     secrets: &SecretsView<'_>,
 ) -> Result<Compiled, ConfigError> {
+    compile_with_facts(inv, pb, secrets, FactsSource::Placeholders)
+}
+
+/// [`compile`] with `facts.*` from `facts`.
+pub fn compile_with_facts(
+    inv: &Inventory,
+    pb: &PlaybookFile,
+    secrets: &SecretsView<'_>,
+    facts: FactsSource<'_>,
+) -> Result<Compiled, ConfigError> {
     // Every missing secret is named at its declaration, before templates that read it fail
     // one by one with "undefined".
     let needed = crate::declared_secrets::needed(inv, pb, secrets.table)
@@ -82,10 +161,14 @@ pub fn compile(
         .map(|p| p.to_path_buf())
         .unwrap_or_default();
     let shared = Shared::new(inv, secrets.table);
+    let facts = FactValues::new(inv, facts);
     let contexts: Vec<(String, minijinja::Value)> = inv
         .hosts
         .iter()
-        .map(|h| (h.name.clone(), host_context_shared(inv, h, &shared)))
+        .map(|h| {
+            let ctx = host_context_shared(inv, h, &shared);
+            (h.name.clone(), facts.add(&h.name, ctx))
+        })
         .collect();
 
     let mut origins: Vec<Origin> = Vec::new();
@@ -142,7 +225,16 @@ pub fn compile(
                 continue;
             }
         };
-        for rep in &repetitions {
+        for (rep_index, rep) in repetitions.iter().enumerate() {
+            // A looped step that registers: each repetition's result is one of `results`.
+            let looped = rep
+                .item
+                .as_ref()
+                .filter(|_| spec.register.is_some())
+                .map(|(_, item)| AtRunItem {
+                    index: rep_index,
+                    item: serde_json::to_value(item).unwrap_or_default(),
+                });
             // A repetition is the step under its own title: its messages and results name it.
             let named;
             let spec = match &rep.item {
@@ -173,7 +265,7 @@ pub fn compile(
                 ) {
                     origin(step.targets());
                     let mut contexts = std::collections::BTreeMap::new();
-                    if spec.register.is_some() || spec.retry.is_some() {
+                    if spec.register.is_some() || spec.retry.is_some() || !spec.rules.is_default() {
                         let ctx = rep.context(&cluster_context(inv, secrets.table));
                         contexts = step
                             .targets()
@@ -181,7 +273,14 @@ pub fn compile(
                             .map(|h| (h, ctx.clone()))
                             .collect();
                     }
-                    out.push(configured(pb, spec, step, contexts, Default::default()));
+                    out.push(configured(
+                        pb,
+                        spec,
+                        step,
+                        contexts,
+                        Default::default(),
+                        looped,
+                    ));
                 }
                 continue;
             }
@@ -203,13 +302,13 @@ pub fn compile(
                 secrets,
                 &env,
                 &base_dir,
-                (&contexts, &shared),
+                (&contexts, &shared, &facts),
                 ctor,
                 &warnings,
                 &mut diagnostics,
             );
             origin(runs_on);
-            out.push(configured(pb, spec, step, contexts_at_run, on));
+            out.push(configured(pb, spec, step, contexts_at_run, on, looped));
         }
     }
     let pending_files = pending_files(inv, &mut diagnostics);
@@ -225,6 +324,7 @@ pub fn compile(
                 steps: handler_steps,
                 pending_files,
             },
+            reads_facts: facts.reads.hosts(),
         })
     } else {
         Err(ConfigError { diagnostics })
@@ -287,7 +387,7 @@ fn compile_host_step(
     secrets: &SecretsView<'_>,
     env: &minijinja::Environment<'static>,
     base_dir: &std::path::Path,
-    (contexts, shared): (&[(String, minijinja::Value)], &Shared),
+    (contexts, shared, facts): (&[(String, minijinja::Value)], &Shared, &FactValues),
     ctor: crate::ctx::HostStepCtor,
     warnings: &std::cell::RefCell<Vec<Diagnostic>>,
     diagnostics: &mut Vec<Diagnostic>,
@@ -304,9 +404,21 @@ fn compile_host_step(
     let scoped = !spec.scope.defaults.is_empty() || !spec.scope.vars.is_empty();
     // Each host's context, for what is decided when the step is reached.
     let mut kept = std::collections::BTreeMap::new();
+    // What is decided when the step is reached reads the facts then: the host needs them.
+    let reads_facts_at_run = [
+        spec.when.as_ref().filter(|_| spec.when_at_run),
+        spec.retry.as_ref().and_then(|r| r.until.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|e| template::names_read_by_expression(e).is_some_and(|n| n.contains("facts")));
     for host in spec.hosts.select(inv) {
+        if reads_facts_at_run {
+            facts.reads.mark(&host.name);
+        }
         let ctx = &if scoped {
-            rep.context(&host_context_scoped(inv, host, shared, &spec.scope))
+            let ctx = host_context_scoped(inv, host, shared, &spec.scope);
+            rep.context(&facts.add(&host.name, ctx))
         } else {
             let base = &contexts
                 .iter()
@@ -360,7 +472,10 @@ fn compile_host_step(
             }
         }
         let base_dir = &src_dir(spec, &rendered, base_dir);
-        let render = |name: &str, body: &str| template::render(env, name, body, ctx);
+        let render = |name: &str, body: &str| {
+            unknown_fact(name, body)?;
+            template::render(env, name, body, ctx)
+        };
         let has_secret = |text: &str| (secrets.contains_secret)(text);
         let warn = |key: &str, message: String| {
             let mut d = spec.param_error(
@@ -414,6 +529,7 @@ fn configured(
     step: Box<dyn Step>,
     contexts: std::collections::BTreeMap<String, minijinja::Value>,
     on: Delegates,
+    looped: Option<AtRunItem>,
 ) -> Box<dyn Step> {
     let mut c = Configured::new(step);
     c.timeout = spec.timeout;
@@ -423,9 +539,15 @@ fn configured(
             c.notifies.push(n.handler.clone());
         }
     }
-    if spec.register.is_some() || spec.retry.is_some() || spec.when_at_run {
+    if spec.register.is_some()
+        || spec.retry.is_some()
+        || spec.when_at_run
+        || !spec.rules.is_default()
+    {
         c.at = Some(AtRun {
             register: spec.register.clone(),
+            rules: spec.rules.clone(),
+            looped,
             when: spec.when.clone().filter(|_| spec.when_at_run),
             retry: spec.retry.clone(),
             contexts,
@@ -699,6 +821,21 @@ fn src_dir(
     spec.scope.base_dir(src, playbook_dir)
 }
 
+/// A template file reading a fact that does not exist: at its line, with the nearest fact.
+fn unknown_fact(name: &str, body: &str) -> Result<(), TemplateError> {
+    match host_facts::unknown_reads(body, true).first() {
+        None => Ok(()),
+        Some(u) => {
+            let (message, help) = u.message();
+            Err(TemplateError {
+                name: name.to_string(),
+                line: Some(provision_engine::diagnostic::line_col(body, u.at.start).0),
+                message: format!("{message} ({help})"),
+            })
+        }
+    }
+}
+
 /// A host for which the step's `when` is false.
 struct Skipped(String);
 
@@ -958,6 +1095,158 @@ mod tests {
                 "p.toml:5:1: error: step `swarm_init`: `when` reads a registered result, but `swarm_init` decides over all its hosts at once"
             ),
             "{err}"
+        );
+    }
+
+    fn compile_facts(playbook: &str, facts: FactsSource<'_>) -> Result<Compiled, ConfigError> {
+        let inv = Inventory::parse(INVENTORY, Path::new("c.toml"), &Default::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let pb = PlaybookFile::parse(playbook, Path::new("p.toml"), &known_steps())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let secrets = toml::Table::new();
+        compile_with_facts(
+            &inv,
+            &pb,
+            &SecretsView {
+                table: &secrets,
+                contains_secret: &|_| false,
+            },
+            facts,
+        )
+    }
+
+    fn hosts(names: &[&str]) -> std::collections::BTreeSet<String> {
+        names.iter().map(|h| h.to_string()).collect()
+    }
+
+    /// The hosts a run gathers facts on are exactly those whose templates or conditions read
+    /// them: in `when`, in `with`, in a `when` or `until` decided when the step is reached.
+    #[test]
+    fn which_hosts_read_facts() {
+        let none = compile_playbook(
+            "[[steps]]\nuse = \"command\"\nwith = { run = \"echo {{ host.name }}\" }\n",
+        )
+        .unwrap();
+        assert_eq!(none.reads_facts, hosts(&[]));
+        let with = compile_playbook(
+            "[[steps]]\nuse = \"command\"\nhosts = \"web\"\nwith = { run = \"echo {{ facts.cpus }}\" }\n",
+        )
+        .unwrap();
+        assert_eq!(with.reads_facts, hosts(&["web-1"]));
+        // A `when` reading facts reads them on every host it is evaluated for, true or not.
+        let when = compile_playbook(
+            "[[steps]]\nuse = \"command\"\nwhen = \"facts.os == 'ubuntu'\"\nwith = { run = \"true\" }\n",
+        )
+        .unwrap();
+        assert_eq!(when.reads_facts, hosts(&["db-1", "web-1"]));
+        assert_eq!(
+            when.origins[0].runs_on,
+            Vec::<String>::new(),
+            "placeholders are Debian"
+        );
+        // Short-circuited: facts are not read where `when` is decided before them.
+        let guarded = compile_playbook(
+            "[[steps]]\nuse = \"command\"\nwhen = \"'web' in host.groups and facts.cpus > 0\"\nwith = { run = \"true\" }\n",
+        )
+        .unwrap();
+        assert_eq!(guarded.reads_facts, hosts(&["web-1"]));
+        let at_run = compile_playbook(
+            "[[steps]]\nuse = \"command\"\nhosts = \"db-1\"\nregister = \"p\"\nwith = { run = \"true\" }\n\
+             [[steps]]\nuse = \"command\"\nhosts = \"db-1\"\nwhen = \"p.rc == 0 and facts.cpus > 1\"\nwith = { run = \"true\" }\n",
+        )
+        .unwrap();
+        assert_eq!(at_run.reads_facts, hosts(&["db-1"]));
+    }
+
+    /// Gathered facts are each host's own, typed; a host without gathered facts reads the
+    /// placeholders.
+    #[test]
+    fn gathered_facts_decide_and_render_per_host() {
+        let mut ubuntu = HostFacts::placeholder();
+        ubuntu.os = "ubuntu".into();
+        ubuntu.cpus = 8;
+        let gathered = std::collections::BTreeMap::from([("db-1".to_string(), ubuntu)]);
+        let compiled = compile_facts(
+            "[[steps]]\nuse = \"assert\"\nwhen = \"facts.os == 'ubuntu'\"\nwith = { that = [\"facts.cpus * 2 == 16\", \"facts.memory_mb == 1024\"] }\n\
+             [[steps]]\nuse = \"assert\"\nwith = { that = [\"facts.cpus in [1, 8]\"] }\n",
+            FactsSource::Gathered(&gathered),
+        )
+        .unwrap();
+        assert_eq!(compiled.origins[0].runs_on, ["db-1"]);
+        assert_eq!(compiled.origins[1].runs_on, ["web-1", "db-1"]);
+        assert_eq!(compiled.reads_facts, hosts(&["db-1", "web-1"]));
+        // Each host's assert decided over its own facts: db-1 has 8 CPUs, web-1 the placeholder's 1.
+        let compiled = compile_facts(
+            "[[steps]]\nuse = \"assert\"\nwith = { that = [\"facts.cpus == 8\"] }\n",
+            FactsSource::Gathered(&gathered),
+        )
+        .unwrap();
+        let plan = compiled.steps[0].plan(&Default::default());
+        assert!(
+            matches!(plan.hosts["db-1"], Ok(Check::Ok(_))),
+            "{:?}",
+            plan.hosts
+        );
+        assert!(plan.hosts["web-1"].is_err(), "{:?}", plan.hosts);
+    }
+
+    /// A template file reading a fact that does not exist is refused at the step's `src`,
+    /// naming the template's line and the nearest fact.
+    #[test]
+    fn a_template_file_reading_an_unknown_fact_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("motd.j2"),
+            "os {{ facts.os }}\nram {{ facts.memory }}\n",
+        )
+        .unwrap();
+        let pb_path = dir.path().join("p.toml");
+        std::fs::write(
+            &pb_path,
+            "[[steps]]\nuse = \"template\"\nhosts = \"web\"\nwith = { src = \"motd.j2\", dest = \"/etc/motd\" }\n",
+        )
+        .unwrap();
+        let inv = Inventory::parse(INVENTORY, Path::new("c.toml"), &Default::default()).unwrap();
+        let pb = PlaybookFile::load(&pb_path, &known_steps()).unwrap_or_else(|e| panic!("{e}"));
+        let secrets = toml::Table::new();
+        let view = SecretsView {
+            table: &secrets,
+            contains_secret: &|_| false,
+        };
+        let err = compile(&inv, &pb, &view)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains(":4:10: error: cannot render template: motd.j2:2: `facts.memory` is not a fact (did you mean `facts.memory_mb`?)"),
+            "{err}"
+        );
+        std::fs::write(
+            dir.path().join("motd.j2"),
+            "os {{ facts.os }} {{ facts.os_version }}\n",
+        )
+        .unwrap();
+        let ok = compile(&inv, &pb, &view).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok.reads_facts, hosts(&["web-1"]));
+    }
+
+    /// The schedule names compiled steps: every item of a looped entry `after` names, none of
+    /// the steps a selection dropped, and the playbook's strategy.
+    #[test]
+    fn the_schedule_maps_after_onto_compiled_steps() {
+        let text = "strategy = \"pipelined\"\n\
+            [[steps]]\nname = \"dirs\"\nuse = \"command\"\nhosts = \"web-1\"\nloop = [\"a\", \"b\"]\nwith = { run = \"mkdir {{ item }}\" }\n\
+            [[steps]]\nname = \"skipped\"\nuse = \"command\"\nhosts = \"db-1\"\ntags = [\"x\"]\nwith = { run = \"true\" }\n\
+            [[steps]]\nname = \"use\"\nuse = \"command\"\nhosts = \"db-1\"\nafter = [\"dirs\", \"skipped\"]\nwith = { run = \"true\" }\n";
+        let pb = PlaybookFile::parse(text, Path::new("p.toml"), &known_steps()).unwrap();
+        let mut compiled = compile_playbook(text).unwrap();
+        let s = compiled.schedule(&pb);
+        assert_eq!(s.strategy, provision_engine::pipeline::Strategy::Pipelined);
+        assert_eq!(s.after, vec![vec![], vec![], vec![], vec![0, 1, 2]]);
+        compiled.retain_chosen(&[true, false, true]);
+        assert_eq!(
+            compiled.schedule(&pb).after,
+            vec![vec![], vec![], vec![0, 1]]
         );
     }
 }

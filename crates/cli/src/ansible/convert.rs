@@ -38,6 +38,9 @@ pub struct Step {
     pub run_once: bool,
     /// `on`: from `delegate_to`, the host the step runs on for each of its hosts.
     pub on: Option<String>,
+    pub ignore_errors: bool,
+    pub failed_when: Option<String>,
+    pub changed_when: Option<String>,
     pub with: toml::Table,
     /// An include entry (`include = "roles/web"`): its path, relative to the file it is in.
     pub include: Option<String>,
@@ -112,6 +115,7 @@ const PLAY_KEYS: &[&str] = &[
     "tags",
     "serial",
     "max_fail_percentage",
+    "strategy",
 ];
 /// Keys of a task other than its module.
 const TASK_KEYS: &[&str] = &[
@@ -175,9 +179,6 @@ fn why_not(key: &str) -> &'static str {
         "delegate_to" => "an include takes no `on`: write it on the steps it includes",
         "delegate_facts" => "provision keeps no facts between steps",
         "become_user" => "provision runs as the SSH user, with sudo for root only",
-        "ignore_errors" | "failed_when" | "changed_when" => {
-            "provision decides failure and change from facts, not from output"
-        }
         "no_log" => {
             "provision hides secrets (from the secrets file) everywhere; plain vars are shown"
         }
@@ -350,6 +351,7 @@ impl<'a> Converter<'a> {
         for key in ["serial", "max_fail_percentage"] {
             self.rollout(plays, key);
         }
+        self.strategy(plays);
         for play in plays {
             self.file = path.to_path_buf();
             self.play(play);
@@ -455,6 +457,38 @@ impl<'a> Converter<'a> {
         self.out.files[0].top.push((key.to_string(), v));
     }
 
+    /// The plays' `strategy`: `free` in every play becomes `strategy = "pipelined"` (a step
+    /// waits for the earlier steps on its hosts, where Ansible's `free` waits for nothing);
+    /// `linear` is provision's default too. Plays that differ, and other strategies, are named.
+    fn strategy(&mut self, plays: &[Node]) {
+        let set: Vec<&Node> = plays.iter().filter_map(|p| p.get("strategy")).collect();
+        let names: Vec<Option<String>> = set.iter().map(|n| n.text()).collect();
+        let mut ok = true;
+        for (n, name) in set.iter().zip(&names) {
+            if !matches!(name.as_deref(), Some("free" | "linear")) {
+                ok = false;
+                self.problem(n.line, "play key `strategy`: not converted (provision has `linear`, the default, and `pipelined`, for Ansible's `free`)");
+            }
+        }
+        let free = names
+            .iter()
+            .filter(|n| n.as_deref() == Some("free"))
+            .count();
+        if !ok || free == 0 {
+            return;
+        }
+        if free != plays.len() {
+            for n in &set {
+                self.problem(n.line, "play key `strategy`: not converted (plays differ, and provision has one `strategy` per playbook)");
+            }
+            return;
+        }
+        self.note(set[0].line, "strategy: free became strategy = \"pipelined\": a step waits for the earlier steps on its hosts; declare what it needs of other hosts' steps with `after` (README: `strategy`)");
+        self.out.files[0]
+            .top
+            .push(("strategy".into(), toml::Value::String("pipelined".into())));
+    }
+
     fn play(&mut self, play: &Node) {
         let Some(keys) = play.map() else {
             self.problem(play.line, "a play is a mapping");
@@ -464,7 +498,6 @@ impl<'a> Converter<'a> {
             if !PLAY_KEYS.contains(&k.as_str()) {
                 let why = match k.as_str() {
                     "vars_files" | "vars_prompt" => "put these vars in the inventory's `[vars]`",
-                    "strategy" => "provision runs each step on all its hosts, then the next",
                     _ => "no provision form",
                 };
                 self.problem(v.line, format!("play key `{k}`: not converted ({why})"));
@@ -787,6 +820,7 @@ impl<'a> Converter<'a> {
         let module = module
             .strip_prefix("ansible.builtin.")
             .or_else(|| module.strip_prefix("ansible.legacy."))
+            .or_else(|| module.strip_prefix("ansible.posix."))
             .unwrap_or(module);
         if !handler
             && matches!(
@@ -846,7 +880,7 @@ impl<'a> Converter<'a> {
                     tags.extend(tag_list(v));
                     step.tags = tags;
                 }
-                "register" => step.register = self.register(v, loop_node.is_some()),
+                "register" => step.register = self.register(v),
                 "retries" | "delay" => {
                     let n = match &v.v {
                         V::Int(i) => Some(*i),
@@ -859,7 +893,14 @@ impl<'a> Converter<'a> {
                         _ => self.problem(v.line, format!("{k}: not converted (provision takes a {} number of seconds/attempts, not a template)", if k == "retries" { "positive" } else { "non-negative" })),
                     }
                 }
-                "until" => {}
+                "until" | "failed_when" | "changed_when" => {}
+                "ignore_errors" => match v.boolean() {
+                    Some(b) => step.ignore_errors = b,
+                    None => self.problem(
+                        v.line,
+                        "ignore_errors: not converted (provision takes true or false, not a template)",
+                    ),
+                },
                 "run_once" => match v.boolean() {
                     Some(b) => step.run_once = b,
                     None => self.problem(
@@ -900,6 +941,28 @@ impl<'a> Converter<'a> {
                     u.line,
                     "until without retries: retries = 2 (Ansible's default of 3 attempts in all)",
                 );
+            }
+        }
+        // Over the step's own result, by its register name, as `until`.
+        for key in ["failed_when", "changed_when"] {
+            let Some(c) = t.get(key) else { continue };
+            let cond = match c.boolean() {
+                Some(b) => Some(b.to_string()),
+                None => {
+                    let mut own = locals.clone();
+                    own.extend(step.register.iter().cloned());
+                    let mut reg = self.registered.clone();
+                    reg.extend(step.register.iter().cloned());
+                    let saved = std::mem::replace(&mut self.registered, reg);
+                    let e = self.when(c, &own);
+                    self.registered = saved;
+                    e
+                }
+            };
+            if key == "failed_when" {
+                step.failed_when = cond;
+            } else {
+                step.changed_when = cond;
             }
         }
         if step.run_once && step.register.is_some() {
@@ -955,6 +1018,14 @@ impl<'a> Converter<'a> {
         for (k, v) in &a.items {
             if !a.used.contains(k) {
                 self.problem(v.line, format!("`{module}` option `{k}`: not converted"));
+            }
+        }
+        // Only a command's result (rc, stdout, stderr) is there for the expressions to read.
+        if step.use_ != "command" {
+            for key in ["failed_when", "changed_when"] {
+                if let Some(c) = t.get(key) {
+                    self.problem(c.line, format!("{key} on `{module}`: not converted (provision's `{}` decides failure and change from the host's state; only `command` steps take {key})", step.use_));
+                }
             }
         }
         let step = self.disable_if_problems(step, before, module);
@@ -1111,9 +1182,9 @@ impl<'a> Converter<'a> {
         Some(relative(&from, &out))
     }
 
-    /// A task's `register`: a name provision accepts, on a task that is not a loop (Ansible
-    /// registers a loop's `results` list; provision keeps the last item's result).
-    fn register(&mut self, v: &Node, looped: bool) -> Option<String> {
+    /// A task's `register`: a name provision accepts (on a loop, provision registers
+    /// `results` as Ansible does).
+    fn register(&mut self, v: &Node) -> Option<String> {
         let name = v.text().unwrap_or_default();
         let ident = name
             .chars()
@@ -1145,10 +1216,6 @@ impl<'a> Converter<'a> {
         ];
         if !ident || TAKEN.contains(&name.as_str()) {
             self.problem(v.line, format!("register `{name}`: not converted (provision takes a name of letters, digits and `_` that templates do not read already)"));
-            return None;
-        }
-        if looped {
-            self.problem(v.line, format!("register `{name}` on a loop: not converted (Ansible registers a list, `{name}.results`; provision keeps the last item's result)"));
             return None;
         }
         Some(name)
@@ -1563,6 +1630,28 @@ impl<'a> Converter<'a> {
                 put!("state", &["state"]);
                 put_bool!("remove_home", &["remove"]);
                 "user"
+            }
+            "authorized_key" => {
+                put!("user", &["user"]);
+                put!("key", &["key"]);
+                put!("path", &["path"]);
+                if let Some(n) = a.take(&["state"]) {
+                    match n.text().as_deref() {
+                        Some(s @ ("present" | "absent")) => {
+                            with.insert("state".into(), s.into());
+                        }
+                        other => self.problem(
+                            n.line,
+                            format!(
+                                "authorized_key state `{}`: not converted",
+                                other.unwrap_or("?")
+                            ),
+                        ),
+                    }
+                }
+                put_bool!("exclusive", &["exclusive"]);
+                put_bool!("manage_dir", &["manage_dir"]);
+                "authorized_key"
             }
             "command" | "shell" => {
                 let mut cmd = free.clone();

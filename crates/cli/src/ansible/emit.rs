@@ -9,6 +9,14 @@ fn v(x: impl Into<toml::Value>) -> String {
     x.into().to_string()
 }
 
+/// A condition: the constants as TOML booleans (`changed_when = false`), else the expression.
+fn cond(e: &str) -> String {
+    match e {
+        "true" | "false" => e.to_string(),
+        _ => v(e),
+    }
+}
+
 fn step_lines(kind: &str, s: &Step) -> Vec<String> {
     let mut l = vec![format!("[[{kind}]]")];
     if let Some(inc) = &s.include {
@@ -75,6 +83,15 @@ fn step_lines(kind: &str, s: &Step) -> Vec<String> {
     if let Some(on) = &s.on {
         l.push(format!("on = {}", v(on.as_str())));
     }
+    if s.ignore_errors {
+        l.push("ignore_errors = true".into());
+    }
+    if let Some(f) = &s.failed_when {
+        l.push(format!("failed_when = {}", cond(f)));
+    }
+    if let Some(c) = &s.changed_when {
+        l.push(format!("changed_when = {}", cond(c)));
+    }
     if !s.with.is_empty() {
         l.push(format!("with = {}", toml::Value::Table(s.with.clone())));
     }
@@ -105,6 +122,11 @@ pub fn file(f: &OutFile) -> String {
         out.push('\n');
     }
     for (k, val) in &f.top {
+        if k == "strategy" {
+            // Ansible's `free` ignores what a task needs of other hosts; provision waits for it
+            // only where the playbook says so.
+            out.push_str("# From Ansible's `strategy: free`: each step waits only for the earlier steps on its\n# hosts. A step that needs another host's earlier step (a join needs the init) must say\n# so: after = [\"step name\"].\n");
+        }
         out.push_str(&format!("{k} = {val}\n"));
     }
     for s in &f.steps {

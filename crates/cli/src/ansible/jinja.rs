@@ -39,6 +39,62 @@ fn magic(name: &str) -> Option<&'static str> {
     })
 }
 
+/// Ansible's facts that have a provision form (`facts.*`, gathered on the hosts that read
+/// them), in both spellings (`ansible_distribution`, `ansible_facts['distribution']` or
+/// `ansible_facts.distribution`). Ansible's distribution is capitalised (`Debian`) where
+/// `facts.os` is os-release's ID (`debian`); its major version is the version's first part.
+fn fact(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "distribution" => "(facts.os | capitalize)",
+        "distribution_major_version" => "(facts.os_version | split('.') | first)",
+        "distribution_version" => "facts.os_version",
+        "distribution_release" => "facts.os_codename",
+        "architecture" | "machine" => "facts.arch",
+        "memtotal_mb" => "facts.memory_mb",
+        "processor_vcpus" | "processor_nproc" => "facts.cpus",
+        _ => return None,
+    })
+}
+
+/// The fact read at `word` (which ends at `end`), and where its reading ends: a fact name
+/// after `ansible_` or under `ansible_facts`; the default routes' addresses only with their
+/// `address` (`ansible_default_ipv4.address`).
+fn ansible_fact(chars: &[char], end: usize, word: &str) -> Option<(String, usize)> {
+    let (name, end) = if word == "ansible_facts" {
+        accessor(chars, end)?
+    } else {
+        (word.strip_prefix("ansible_")?.to_string(), end)
+    };
+    if let Some(family) = name.strip_prefix("default_") {
+        if family != "ipv4" && family != "ipv6" {
+            return None;
+        }
+        let (field, end) = accessor(chars, end)?;
+        return (field == "address").then(|| (format!("facts.{family}"), end));
+    }
+    Some((fact(&name)?.to_string(), end))
+}
+
+/// An attribute or string subscript at `i` (`.name`, `['name']`, `["name"]`): the name and
+/// where it ends.
+fn accessor(chars: &[char], i: usize) -> Option<(String, usize)> {
+    let ident = |c: &char| c.is_ascii_alphanumeric() || *c == '_';
+    match chars.get(i)? {
+        '.' => {
+            let name: String = chars[i + 1..].iter().take_while(|c| ident(c)).collect();
+            (!name.is_empty()).then(|| (name.clone(), i + 1 + name.len()))
+        }
+        '[' => {
+            let quote = *chars.get(i + 1).filter(|c| **c == '\'' || **c == '"')?;
+            let name: String = chars[i + 2..].iter().take_while(|c| ident(c)).collect();
+            let close = i + 2 + name.len();
+            (chars.get(close) == Some(&quote) && chars.get(close + 1) == Some(&']'))
+                .then(|| (name, close + 2))
+        }
+        _ => None,
+    }
+}
+
 /// Rewrites a bare expression (`when`, `that`, the inside of `{{ }}`); Err names the unknown
 /// identifiers, in order, once each.
 pub fn expr(e: &str, scope: &Scope<'_>) -> Result<String, Vec<String>> {
@@ -108,6 +164,9 @@ fn rewrite(e: &str, scope: &Scope<'_>, extra: &[String], unknown: &mut Vec<Strin
                 || extra.contains(&word);
             if keep {
                 out.push_str(&word);
+            } else if let Some((fact, end)) = ansible_fact(&chars, i, &word) {
+                out.push_str(&fact);
+                i = end;
             } else if let Some(m) = magic(&word) {
                 out.push_str(m);
             } else if scope.vars.contains(&word) {
@@ -361,9 +420,81 @@ mod tests {
                 .replace("for u in users", "for u in vars.users")
         );
         assert_eq!(
-            template("{{ ansible_default_ipv4.address }}", &s),
+            template("{{ ansible_default_ipv4.gateway }}", &s),
             Err(vec!["ansible_default_ipv4".to_string()])
         );
+    }
+
+    #[test]
+    fn ansible_facts_become_provision_facts_in_both_spellings() {
+        let vars = scope_vars();
+        let s = Scope {
+            vars: &vars,
+            locals: &[],
+        };
+        assert_eq!(
+            expr(
+                "ansible_distribution == 'Debian' and ansible_distribution_major_version | int >= 12",
+                &s
+            )
+            .unwrap(),
+            "(facts.os | capitalize) == 'Debian' and (facts.os_version | split('.') | first) | int >= 12"
+        );
+        assert_eq!(
+            template(
+                "{{ ansible_facts['distribution_release'] }} {{ ansible_facts.architecture }} {{ ansible_memtotal_mb // 2 }} {{ ansible_facts[\"processor_vcpus\"] }}\n\
+                 {{ ansible_default_ipv4.address }} {{ ansible_facts['default_ipv6']['address'] }} {{ ansible_facts.default_ipv4.address }}",
+                &s
+            )
+            .unwrap(),
+            "{{ facts.os_codename }} {{ facts.arch }} {{ facts.memory_mb // 2 }} {{ facts.cpus }}\n\
+             {{ facts.ipv4 }} {{ facts.ipv6 }} {{ facts.ipv4 }}"
+        );
+        // Facts without a provision form are still named.
+        assert_eq!(
+            expr(
+                "ansible_os_family == 'Debian' or ansible_facts['mounts']",
+                &s
+            ),
+            Err(vec![
+                "ansible_os_family".to_string(),
+                "ansible_facts".to_string()
+            ])
+        );
+        // A string or an attribute is not a fact.
+        assert_eq!(
+            expr("'ansible_distribution' == x.ansible_distribution", &s),
+            Err(vec!["x".to_string()])
+        );
+    }
+
+    /// The converted expressions mean in provision what they meant in Ansible, on the facts of
+    /// a Debian 12 host.
+    #[test]
+    fn converted_fact_expressions_evaluate_as_ansible_would() {
+        let vars = scope_vars();
+        let s = Scope {
+            vars: &vars,
+            locals: &[],
+        };
+        let env = provision_engine::template::environment();
+        let ctx = provision_engine::host_facts::context(
+            provision_engine::host_facts::HostFacts::placeholder(),
+        );
+        for e in [
+            "ansible_distribution == 'Debian'",
+            "ansible_distribution_major_version == '12'",
+            "ansible_facts['distribution_release'] == 'bookworm'",
+            "ansible_architecture == 'x86_64'",
+            "ansible_memtotal_mb > 512 and ansible_processor_vcpus >= 1",
+            "ansible_default_ipv4.address == '192.0.2.10'",
+        ] {
+            let converted = expr(e, &s).unwrap();
+            assert!(
+                provision_engine::template::truthy(&env, &converted, &ctx).unwrap(),
+                "{e} -> {converted}"
+            );
+        }
     }
 
     #[test]

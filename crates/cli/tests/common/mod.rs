@@ -1,5 +1,9 @@
-//! Helpers shared by the real-sshd test files of the binary: its output as text, and the host
-//! results of a `--output json` run.
+//! Helpers shared by the real-sshd test files of the binary: its output as text, the host
+//! results of a `--output json` run, and (`hosts`) the sshd hosts those runs go to.
+
+// Each test file uses its own part of the harness.
+#[allow(dead_code)]
+pub mod hosts;
 
 use std::process::Output;
 

@@ -211,6 +211,8 @@ impl<'a> Loader<'a> {
         self.diagnostics.extend(diagnostics);
         // The play's rollout is the top playbook's (an included file's own is not the play's).
         let rollout = parts.rollout.clone();
+        // So is its strategy: an included file's steps run under the including playbook's.
+        let strategy = parts.strategy.unwrap_or_default();
         let steps: Vec<StepSpec> = self
             .expand(parts, path, &mut chain)
             .into_iter()
@@ -219,6 +221,8 @@ impl<'a> Loader<'a> {
         let declared: Vec<&str> = self.declared.iter().map(String::as_str).collect();
         self.diagnostics
             .extend(notify::check_notified(&steps, &declared));
+        self.diagnostics
+            .extend(super::order::check_after_names(&steps));
         if self.diagnostics.iter().any(Diagnostic::is_error) {
             // Top to bottom in each file, the files in the order they were read.
             let mut files: Vec<PathBuf> = Vec::new();
@@ -240,6 +244,7 @@ impl<'a> Loader<'a> {
             secrets: self.secrets,
             handlers: self.handlers,
             rollout,
+            strategy,
         })
     }
 

@@ -12,7 +12,7 @@ use crate::diagnostic::{Reporter, a_type, to_value};
 pub const DEFAULT_LOOP_VAR: &str = "item";
 
 /// Names every template context has already: a loop var must not hide one.
-const CONTEXT_NAMES: &[&str] = &["vars", "host", "hosts", "cluster", "secrets"];
+const CONTEXT_NAMES: &[&str] = &["vars", "host", "hosts", "cluster", "secrets", "facts"];
 /// Words an expression reads as constants, never as a variable.
 const CONSTANTS: &[&str] = &["true", "false", "none", "True", "False", "None"];
 

@@ -124,9 +124,14 @@ pub(super) fn check_handlers(
                 "a handler cannot be `flush_handlers`",
                 "put use = \"flush_handlers\" in a [[steps]] block",
             ),
+            (
+                "after",
+                "a handler cannot wait `after` steps",
+                "remove `after`: handlers run after the play's steps (and at each flush_handlers), in the order of [[handlers]]",
+            ),
         ] {
             if let Some(v) = t.get(key)
-                && (key == "notify" || v.get_ref().as_str() == Some(FLUSH_HANDLERS))
+                && (key != "use" || v.get_ref().as_str() == Some(FLUSH_HANDLERS))
             {
                 r.error(&v.span(), what, Some(help.into()));
             }

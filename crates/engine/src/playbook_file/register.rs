@@ -1,6 +1,7 @@
 //! `register`, `retries`, `delay` and `until` on a step (Ansible's keywords of those names), and
-//! what `when`, `until` and `with` may read of registered results: a name an earlier step
-//! registers. A `when` that reads one is decided per host when the step is reached.
+//! what `when`, `until`, `failed_when`, `changed_when` and `with` may read of registered
+//! results: a name an earlier step registers (its `results` only if that step loops). A `when`
+//! that reads one is decided per host when the step is reached.
 
 use toml::de::{DeTable, DeValue};
 
@@ -9,7 +10,9 @@ use crate::diagnostic::{Reporter, did_you_mean};
 use crate::registered::{DEFAULT_DELAY, RESULT_FIELDS, Retry};
 
 /// Names every template context has already (and `item`, a loop's default name).
-const TAKEN: &[&str] = &["vars", "host", "hosts", "cluster", "secrets", "item"];
+const TAKEN: &[&str] = &[
+    "vars", "host", "hosts", "cluster", "secrets", "facts", "item",
+];
 /// Words an expression reads as constants, never as a variable.
 const CONSTANTS: &[&str] = &["true", "false", "none", "True", "False", "None"];
 
@@ -152,6 +155,13 @@ pub(super) fn check_reads(r: &mut Reporter<'_>, doc: &DeTable<'_>) -> (Vec<bool>
     };
     let steps = tables("steps");
     let handlers = tables("handlers");
+    // Names a looped step registers: only those have `results`.
+    let looped: Vec<String> = steps
+        .iter()
+        .chain(&handlers)
+        .filter(|t| t.contains_key("loop"))
+        .filter_map(|t| Some(t.get("register")?.get_ref().as_str()?.to_string()))
+        .collect();
     // Every name registered anywhere, with the line of its first `register`.
     let everywhere: Vec<(String, usize)> = steps
         .iter()
@@ -166,7 +176,7 @@ pub(super) fn check_reads(r: &mut Reporter<'_>, doc: &DeTable<'_>) -> (Vec<bool>
     let mut flags = (Vec::new(), Vec::new());
     for (kind, list) in [("step", &steps), ("handler", &handlers)] {
         for t in list.iter() {
-            let at_run = check_one(r, t, kind, &seen, &everywhere, &globals);
+            let at_run = check_one(r, t, kind, (&seen, &looped), &everywhere, &globals);
             if kind == "step" {
                 flags.0.push(at_run);
             } else {
@@ -187,7 +197,7 @@ fn check_one(
     r: &mut Reporter<'_>,
     t: &DeTable<'_>,
     kind: &str,
-    seen: &[String],
+    (seen, looped): (&[String], &[String]),
     everywhere: &[(String, usize)],
     globals: &[String],
 ) -> bool {
@@ -207,8 +217,16 @@ fn check_one(
             || loop_var == Some(n)
     };
     let mut at_run = false;
-    for key in ["when", "until"] {
+    // `failed_when` and `changed_when` may be lists of expressions; booleans read nothing.
+    let mut exprs = Vec::new();
+    for key in ["when", "until", "failed_when", "changed_when"] {
         let Some(v) = t.get(key) else { continue };
+        match v.get_ref() {
+            DeValue::Array(items) => exprs.extend(items.iter().map(|i| (key, i))),
+            _ => exprs.push((key, v)),
+        }
+    }
+    for (key, v) in exprs {
         // Not a string, or empty: reported where the key is checked.
         let Some(expr) = v.get_ref().as_str().filter(|e| !e.trim().is_empty()) else {
             continue;
@@ -226,12 +244,22 @@ fn check_one(
         let mut names: Vec<String> = names.into_iter().collect();
         names.sort();
         for n in names {
+            // `until`, `failed_when` and `changed_when` read the step's own result.
             let own_result =
-                key == "until" && (RESULT_FIELDS.contains(&n.as_str()) || own == Some(&n));
+                key != "when" && (RESULT_FIELDS.contains(&n.as_str()) || own == Some(&n));
+            if own_result && reads_results(expr, &n) {
+                let why =
+                    "it is this step's own result (in a loop: one item's), which has no `results`";
+                results_error(r, &v.span(), key, &label, &n, why);
+            }
             if known(&n) || own_result {
                 continue;
             }
             if seen.contains(&n) {
+                if reads_results(expr, &n) && !looped.contains(&n) {
+                    let why = "the step that registers it has no `loop`: only a looped step registers `results`";
+                    results_error(r, &v.span(), key, &label, &n, why);
+                }
                 at_run |= key == "when";
                 continue;
             }
@@ -278,6 +306,46 @@ fn check_one(
         }
     }
     at_run
+}
+
+/// Whether `expr` reads `NAME.results` (or `NAME['results']`). Textual: a name followed by
+/// an attribute is what an expression reads of it.
+fn reads_results(expr: &str, name: &str) -> bool {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    expr.match_indices(name).any(|(at, _)| {
+        if expr[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| word(c) || c == '.')
+        {
+            return false;
+        }
+        let rest: String = expr[at + name.len()..]
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        rest.strip_prefix(".results")
+            .is_some_and(|r| !r.starts_with(word))
+            || rest.starts_with("['results']")
+            || rest.starts_with("[\"results\"]")
+    })
+}
+
+fn results_error(
+    r: &mut Reporter<'_>,
+    at: &std::ops::Range<usize>,
+    key: &str,
+    label: &str,
+    name: &str,
+    why: &str,
+) {
+    r.error(
+        at,
+        format!("`{key}` in {label} reads `{name}.results`, but {why}"),
+        Some(format!(
+            "read the result itself: {name}.rc, {name}.stdout, {name}.changed, {name}.failed"
+        )),
+    );
 }
 
 fn reads_registered(v: &DeValue<'_>, seen: &[String]) -> Option<String> {
@@ -527,5 +595,62 @@ until = "rc =="
             "p.toml:6:10: error: `with.run` in step `command` reads `probe`, a registered result: only `when` and `until` read those\n  \
              help: `with` is rendered before any step runs; decide with when = \"probe.rc == 0\" (or `until`), and have the command read what it needs itself\n\n1 error"
         );
+    }
+
+    #[test]
+    fn results_are_read_only_of_a_looped_register() {
+        let pb = parse(
+            r#"
+[[steps]]
+use = "command"
+loop = ["a", "b"]
+register = "each"
+
+[[steps]]
+use = "command"
+when = "each.results[0].rc == 0 and each.changed and (each.results | selectattr('failed') | list | length) == 0"
+"#,
+        )
+        .unwrap();
+        assert!(pb.steps[1].when_at_run);
+        let e = error(
+            r#"
+[[steps]]
+use = "command"
+register = "one"
+
+[[steps]]
+use = "command"
+when = "one.results[0].rc == 0"
+
+[[steps]]
+use = "command"
+when = "one['results'] and one.results_x"
+register = "two"
+retries = 2
+until = "two.results | length > 0"
+"#,
+        );
+        assert_eq!(
+            e,
+            "p.toml:8:8: error: `when` in step `command` reads `one.results`, but the step that registers it has no `loop`: only a looped step registers `results`\n  \
+             help: read the result itself: one.rc, one.stdout, one.changed, one.failed\n\n\
+             p.toml:12:8: error: `when` in step `command` reads `one.results`, but the step that registers it has no `loop`: only a looped step registers `results`\n  \
+             help: read the result itself: one.rc, one.stdout, one.changed, one.failed\n\n\
+             p.toml:15:9: error: `until` in step `command` reads `two.results`, but it is this step's own result (in a loop: one item's), which has no `results`\n  \
+             help: read the result itself: two.rc, two.stdout, two.changed, two.failed\n\n3 errors"
+        );
+    }
+
+    #[test]
+    fn results_reads_are_found_by_name_and_attribute() {
+        use super::reads_results;
+        assert!(reads_results("x.results[0].rc == 0", "x"));
+        assert!(reads_results("x . results | length", "x"));
+        assert!(reads_results("x['results']", "x"));
+        assert!(!reads_results("x.results_y", "x"));
+        assert!(!reads_results("yx.results", "x"));
+        assert!(!reads_results("v.x.results", "x"));
+        assert!(!reads_results("x.rc == 0", "x"));
     }
 }

@@ -17,12 +17,12 @@ pub(super) struct Kept {
     captured: HashMap<String, (usize, Captured)>,
     /// Host to the step index and how that step ended there (reported, or held back).
     last: HashMap<String, (usize, HostStatus)>,
-    /// The attempt of a retried step in progress.
-    retrying: Option<Attempt>,
+    /// Step index to the attempt of a retried step in progress (steps that overlap may both
+    /// be retrying).
+    retrying: HashMap<usize, Attempt>,
 }
 
 struct Attempt {
-    index: usize,
     number: u32,
     /// Hosts whose outcome is held back.
     hosts: BTreeSet<String>,
@@ -82,10 +82,13 @@ impl Runner {
                     .filter(|(i, _)| *i == index)
                     .map(|(_, c)| c);
                 let result = Registered::from_outcome(*status, printed);
-                kept.registered
-                    .entry(host.clone())
-                    .or_default()
-                    .insert(name.clone(), result);
+                let on_host = kept.registered.entry(host.clone()).or_default();
+                let result = match &at.looped {
+                    None => result,
+                    // One entry of the loop's `results`: the first item starts the list.
+                    Some(l) => Registered::add_item(on_host.remove(name), l, result),
+                };
+                on_host.insert(name.clone(), result);
             }
         }
     }
@@ -93,10 +96,7 @@ impl Runner {
     /// Whether step `index` is being run again (its start is not reported again).
     pub(super) fn is_retry_attempt(&self, index: usize) -> bool {
         let st = self.state.lock().unwrap();
-        st.at_run
-            .retrying
-            .as_ref()
-            .is_some_and(|a| a.index == index && a.number > 1)
+        st.at_run.retrying.get(&index).is_some_and(|a| a.number > 1)
     }
 
     /// Records how step `index` ended on `host`; None when a retry holds the outcome back,
@@ -105,8 +105,7 @@ impl Runner {
         let mut st = self.state.lock().unwrap();
         let kept = &mut st.at_run;
         kept.last.insert(host.to_string(), (index, outcome.status));
-        if let Some(a) = &mut kept.retrying
-            && a.index == index
+        if let Some(a) = kept.retrying.get_mut(&index)
             && a.hosts.contains(host)
         {
             a.outcomes.insert(host.to_string(), outcome);
@@ -121,6 +120,12 @@ impl Runner {
         st.at_run
             .captured
             .insert(host.to_string(), (index, printed.clone()));
+    }
+
+    /// The results registered on `host` so far.
+    pub(super) fn registered_on(&self, host: &str) -> BTreeMap<String, Registered> {
+        let st = self.state.lock().unwrap();
+        st.at_run.registered.get(host).cloned().unwrap_or_default()
     }
 
     fn forget(&self, index: usize, hosts: &[String]) {
@@ -210,19 +215,21 @@ impl Runner {
         let mut number = 1;
         loop {
             self.forget(index, &remaining);
-            self.state.lock().unwrap().at_run.retrying = Some(Attempt {
+            self.state.lock().unwrap().at_run.retrying.insert(
                 index,
-                number,
-                hosts: remaining.iter().cloned().collect(),
-                outcomes: BTreeMap::new(),
-            });
+                Attempt {
+                    number,
+                    hosts: remaining.iter().cloned().collect(),
+                    outcomes: BTreeMap::new(),
+                },
+            );
             self.run_step(index, steps, Some(&remaining)).await;
             let (mut held, kept) = {
                 let mut st = self.state.lock().unwrap();
                 let held = st
                     .at_run
                     .retrying
-                    .take()
+                    .remove(&index)
                     .map(|a| a.outcomes)
                     .unwrap_or_default();
                 let kept: BTreeMap<String, (Option<Captured>, BTreeMap<String, Registered>)> =

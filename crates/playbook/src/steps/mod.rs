@@ -3,6 +3,7 @@
 
 pub mod apt;
 pub mod assert;
+pub mod authorized_key;
 pub mod command;
 pub mod copy;
 pub mod directory;
@@ -15,6 +16,7 @@ pub mod fail;
 pub mod file;
 pub mod file_state;
 pub mod fixtures;
+pub mod host_facts;
 pub mod hostname;
 pub mod line;
 pub mod link;

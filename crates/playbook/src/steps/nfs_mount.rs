@@ -355,6 +355,11 @@ impl NfsMount {
 impl Decide for NfsMount {
     type Fact = MountFact;
 
+    /// The server's steps (the export) come first, when it is an inventory host.
+    fn waits_for_hosts(&self) -> Vec<String> {
+        self.server_host.iter().cloned().collect()
+    }
+
     fn fact(&self) -> MountFact {
         MountFact {
             apt_gather: self.apt.gather().unwrap_or_default(),
@@ -733,5 +738,11 @@ mod tests {
             panic!()
         };
         assert!(c[1].actions[0].describe().contains("cannot mount 192.0.2.7:/export on /mnt/share: does 192.0.2.7 export /export to this host"));
+        // A pipelined run mounts only after the serving inventory host's earlier steps (its
+        // export); a server outside the inventory is waited for by no step.
+        assert!(s.waits_for_hosts().is_empty());
+        assert_eq!(step("").waits_for_hosts(), ["storage-1"]);
+        let s = cluster_step_in(&two, "server = \"10.0.0.12\"").unwrap();
+        assert_eq!(s.waits_for_hosts(), ["storage-2"]);
     }
 }

@@ -415,6 +415,16 @@ impl SwarmPlanner for StackDeploy {
         Some(budget(&self.deploy, self.release.as_ref()))
     }
 
+    /// Its tasks may land on any node: every node's earlier steps (images, the share's mount,
+    /// its join and labels) come first.
+    fn waits_for_hosts(&self, inv: &Inventory) -> Vec<String> {
+        inv.hosts
+            .iter()
+            .filter(|h| h.is_swarm_node())
+            .map(|h| h.name.clone())
+            .collect()
+    }
+
     fn plan(&self, on: &On<'_>) -> StepPlan {
         let parsed: BTreeMap<String, StackFacts> = on
             .facts

@@ -81,7 +81,7 @@ pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep
         .0
         .iter()
         .enumerate()
-        .map(|(i, k)| public_key(i, k))
+        .map(|(i, k)| public_key("authorized_keys", i, k))
         .collect::<Result<Vec<_>, _>>()?;
     if p.state == State::Absent {
         let set: Vec<&str> = [
@@ -131,13 +131,13 @@ pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep
 inventory::submit! { crate::ctx::BuiltIn::host("user", build) }
 
 /// A public key line, whitespace normalized; refuses private keys and anything
-/// without a key type.
-fn public_key(i: usize, k: &str) -> Result<String, ParamError> {
+/// without a key type. `param` is the parameter it came from, for the error.
+pub(crate) fn public_key(param: &str, i: usize, k: &str) -> Result<String, ParamError> {
     let key = k.split_whitespace().collect::<Vec<_>>().join(" ");
     if k.contains("PRIVATE KEY") {
         return Err(util::bad(
-            "authorized_keys",
-            format!("authorized_keys entry {} is a private key", i + 1),
+            param,
+            format!("{param} entry {} is a private key", i + 1),
             "never share a private key: use the line from the matching .pub file",
         ));
     }
@@ -148,11 +148,8 @@ fn public_key(i: usize, k: &str) -> Result<String, ParamError> {
     });
     if !typed || k.trim().contains('\n') || key.starts_with('#') {
         return Err(util::bad(
-            "authorized_keys",
-            format!(
-                "authorized_keys entry {} does not look like a public key",
-                i + 1
-            ),
+            param,
+            format!("{param} entry {} does not look like a public key", i + 1),
             "use one line of a .pub file per entry, e.g. \"ssh-ed25519 AAAAC3Nza... you@laptop\"",
         ));
     }

@@ -27,6 +27,12 @@ pub trait SwarmPlanner: Send + Sync {
     fn timeout(&self) -> Option<Duration> {
         None
     }
+
+    /// Hosts whose earlier steps it needs besides the managers it reads (see
+    /// `Step::waits_for_hosts`). Default: none.
+    fn waits_for_hosts(&self, _inv: &Inventory) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// What a planner reads: the inventory, its targets, every host's facts as gathered and THE
@@ -140,6 +146,10 @@ impl<P: SwarmPlanner> Step for SwarmStep<P> {
     /// lets only a new node change.
     fn fact_hosts(&self) -> Vec<String> {
         self.inv.managers().map(|h| h.name.clone()).collect()
+    }
+
+    fn waits_for_hosts(&self) -> Vec<String> {
+        self.planner.waits_for_hosts(&self.inv)
     }
 
     fn gather(&self, host: &str) -> Option<String> {
