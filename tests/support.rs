@@ -50,8 +50,9 @@ impl Run {
         self.results.iter().filter(|r| r.2 == status).count()
     }
 
-    /// Per step, in playbook order: (step, slowest host's duration in ms, hosts). Steps are
-    /// barriers, so the slowest host is the step's wall time.
+    /// Per step, in playbook order: (step, slowest host's duration in ms, hosts). Under the
+    /// built-in playbook's `pipelined` strategy steps on other hosts overlap (the NFS server
+    /// and the load balancer beside Docker on the nodes): the figures do not add up to the run.
     pub fn timeline(&self) -> Vec<(String, u64, usize)> {
         let mut out: Vec<(String, u64, usize)> = Vec::new();
         for v in String::from_utf8_lossy(&self.output.stdout)

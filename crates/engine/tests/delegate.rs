@@ -12,7 +12,7 @@ use provision_engine::step::{
 };
 use provision_engine::{HostStatus, RunOptions, Runner};
 use provision_transport::fake::{FakeConnector, FakeTransport};
-use provision_transport::{Output, Target, Transport};
+use provision_transport::{Output, Transport};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -140,18 +140,7 @@ impl Fleet {
         handlers: Vec<Box<dyn Step>>,
         opts: RunOptions,
     ) -> (Recap, Arc<MemorySink>) {
-        let connector = Arc::new(FakeConnector::default());
-        let targets = self
-            .fakes
-            .iter()
-            .map(|f| {
-                connector.add(f.clone());
-                Target {
-                    name: f.host().to_string(),
-                    ..Default::default()
-                }
-            })
-            .collect();
+        let (connector, targets) = FakeConnector::of(&self.fakes);
         let pending_files: BTreeMap<String, String> = self
             .fakes
             .iter()

@@ -10,8 +10,8 @@ use provision_engine::step::{
     Action, Change, Check, Configured, Facts, HostStep, PerHost, Step, StepError,
 };
 use provision_engine::{RunOptions, Runner};
+use provision_transport::Output;
 use provision_transport::fake::{FakeConnector, FakeTransport};
-use provision_transport::{Output, Target};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -108,18 +108,7 @@ impl Hosts {
         opts: RunOptions,
         cancel_at: Option<u64>,
     ) -> (Recap, Arc<MemorySink>) {
-        let connector = Arc::new(FakeConnector::default());
-        let targets = self
-            .fakes
-            .iter()
-            .map(|f| {
-                connector.add(f.clone());
-                Target {
-                    name: provision_transport::Transport::host(&**f).to_string(),
-                    ..Default::default()
-                }
-            })
-            .collect();
+        let (connector, targets) = FakeConnector::of(&self.fakes);
         let sink = Arc::new(MemorySink::default());
         let (tx, rx) = tokio::sync::watch::channel(false);
         if let Some(secs) = cancel_at {

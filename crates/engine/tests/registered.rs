@@ -9,8 +9,8 @@ use provision_engine::step::{
     Action, Change, Check, Configured, Facts, HostStep, PerHost, Step, StepError,
 };
 use provision_engine::{Event, HostStatus, RunOptions, Runner};
+use provision_transport::Output;
 use provision_transport::fake::{FakeConnector, FakeTransport};
-use provision_transport::{Output, Target};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,23 +101,12 @@ async fn run(
     opts: RunOptions,
     redactor: Redactor,
 ) -> (Recap, Arc<MemorySink>) {
-    let connector = Arc::new(FakeConnector::default());
-    let targets: Vec<Target> = hosts
-        .iter()
-        .map(|h| {
-            connector.add((*h).clone());
-            Target {
-                name: h.host().to_string(),
-                ..Default::default()
-            }
-        })
-        .collect();
+    let fakes: Vec<Arc<FakeTransport>> = hosts.iter().map(|h| (*h).clone()).collect();
+    let (connector, targets) = FakeConnector::of(&fakes);
     let sink = Arc::new(MemorySink::default());
     let runner = Runner::new(connector, targets, opts, sink.clone()).with_redaction(redactor);
     (runner.run(steps).await, sink)
 }
-
-use provision_transport::Transport;
 
 fn failed(recap: &Recap) -> Vec<String> {
     recap

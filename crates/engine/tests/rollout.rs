@@ -9,8 +9,8 @@ use provision_engine::step::{
     Action, Change, Check, Configured, Facts, HostStep, PerHost, Step, StepError,
 };
 use provision_engine::{HostStatus, RunOptions, Runner};
+use provision_transport::Output;
 use provision_transport::fake::{FakeConnector, FakeTransport};
-use provision_transport::{Output, Target};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -109,18 +109,7 @@ fn hosts(n: usize, failing: &[&str]) -> Hosts {
 
 impl Hosts {
     async fn run(&self, steps: &[Box<dyn Step>], opts: RunOptions) -> (Recap, Arc<MemorySink>) {
-        let connector = Arc::new(FakeConnector::default());
-        let targets = self
-            .fakes
-            .iter()
-            .map(|f| {
-                connector.add(f.clone());
-                Target {
-                    name: provision_transport::Transport::host(&**f).to_string(),
-                    ..Default::default()
-                }
-            })
-            .collect();
+        let (connector, targets) = FakeConnector::of(&self.fakes);
         let sink = Arc::new(MemorySink::default());
         let runner = Runner::new(connector, targets, opts, sink.clone());
         (runner.run(steps).await, sink)

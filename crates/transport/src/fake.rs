@@ -208,6 +208,22 @@ impl FakeConnector {
     pub fn get(&self, host: &str) -> Option<Arc<FakeTransport>> {
         self.hosts.lock().unwrap().get(host).cloned()
     }
+
+    /// A connector for `fakes`, and their hosts as a run's targets in the same order.
+    pub fn of(fakes: &[Arc<FakeTransport>]) -> (Arc<FakeConnector>, Vec<Target>) {
+        let connector = Arc::new(FakeConnector::default());
+        let targets = fakes
+            .iter()
+            .map(|f| {
+                connector.add(f.clone());
+                Target {
+                    name: f.host().to_string(),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        (connector, targets)
+    }
 }
 
 #[async_trait]
