@@ -1,9 +1,9 @@
 //! `on = "HOST"` through the compiler: the host each target runs on (a template rendered per
 //! target, the target itself dropped), and every bad `on` an error at its line and column.
 
-use provision_engine::inventory::{Inventory, InventoryRules};
-use provision_engine::playbook_file::PlaybookFile;
-use provision_playbook::compile::{Compiled, SecretsView};
+mod common;
+
+use provision_playbook::compile::Compiled;
 
 const INVENTORY: &str = r#"
 name = "t"
@@ -31,25 +31,7 @@ hosts = ["lb-1"]
 "#;
 
 fn compile(playbook: &str) -> Result<Compiled, String> {
-    let dir = tempfile::tempdir().unwrap();
-    let rules = InventoryRules {
-        require_manager: false,
-        require_private_ip: false,
-    };
-    let inv = Inventory::parse(INVENTORY, &dir.path().join("cluster.toml"), &rules).unwrap();
-    let pb = PlaybookFile::parse(
-        playbook,
-        std::path::Path::new("site.toml"),
-        &provision_playbook::known_steps(),
-    )
-    .map_err(|e| e.to_string())?;
-    let secrets = toml::Table::new();
-    let none = |_: &str| false;
-    let view = SecretsView {
-        table: &secrets,
-        contains_secret: &none,
-    };
-    provision_playbook::compile(&inv, &pb, &view).map_err(|e| e.to_string())
+    common::compile(INVENTORY, playbook)
 }
 
 fn delegates(c: &Compiled) -> Vec<(String, Option<String>)> {

@@ -3,11 +3,11 @@
 //! host's pending-notifications file comes from its vars. The built-in base playbook restarts
 //! journald through one.
 
+mod common;
+
+use common::compile;
 use provision_engine::handlers::DEFAULT_PENDING_FILE;
-use provision_engine::inventory::{Inventory, InventoryRules};
-use provision_engine::playbook_file::PlaybookFile;
 use provision_engine::step::Check;
-use provision_playbook::compile::{Compiled, SecretsView};
 use std::path::Path;
 
 const INVENTORY: &str = r#"
@@ -23,31 +23,6 @@ address = "203.0.113.12"
 roles = ["worker"]
 vars = { pending_handlers_file = "/srv/state/pending" }
 "#;
-
-fn compile(inventory: &str, playbook: &str) -> Result<Compiled, String> {
-    let dir = tempfile::tempdir().unwrap();
-    let rules = InventoryRules {
-        require_manager: false,
-        require_private_ip: false,
-    };
-    let inv = Inventory::parse(inventory, &dir.path().join("cluster.toml"), &rules).unwrap();
-    let pb = PlaybookFile::parse(
-        playbook,
-        &dir.path().join("site.toml"),
-        &provision_playbook::known_steps(),
-    )
-    .map_err(|e| e.to_string())?;
-    let secrets = toml::Table::new();
-    let none = |_: &str| false;
-    let view = SecretsView {
-        table: &secrets,
-        contains_secret: &none,
-    };
-    provision_playbook::compile(&inv, &pb, &view).map_err(|e| {
-        e.to_string()
-            .replace(&dir.path().display().to_string(), "DIR")
-    })
-}
 
 #[test]
 fn handlers_compile_apart_from_the_steps_that_notify_them() {
@@ -112,7 +87,7 @@ fn a_pending_file_var_must_be_an_absolute_file_path() {
     .unwrap();
     assert_eq!(
         e,
-        "DIR/cluster.toml:8:1: error: host web-2: var `pending_handlers_file` must be the absolute path of a file, not \"state/pending\"\n  \
+        "cluster.toml:8:1: error: host web-2: var `pending_handlers_file` must be the absolute path of a file, not \"state/pending\"\n  \
          help: write pending_handlers_file = \"/var/lib/provision/pending-handlers\" (where the host keeps handlers still to run), or leave it out\n\n1 error"
     );
 }

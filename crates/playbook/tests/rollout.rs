@@ -2,10 +2,10 @@
 //! play's, and a run-once step whose hosts are only those whose `when` is true (the runner runs
 //! it on the first of them).
 
-use provision_engine::inventory::{Inventory, InventoryRules};
-use provision_engine::playbook_file::PlaybookFile;
+mod common;
+
 use provision_engine::rollout::{BatchSize, Rollout, Serial};
-use provision_playbook::compile::{Compiled, SecretsView};
+use provision_playbook::compile::Compiled;
 
 const INVENTORY: &str = r#"
 name = "t"
@@ -28,25 +28,7 @@ vars = { primary = true }
 "#;
 
 fn compile(playbook: &str) -> Compiled {
-    let dir = tempfile::tempdir().unwrap();
-    let rules = InventoryRules {
-        require_manager: false,
-        require_private_ip: false,
-    };
-    let inv = Inventory::parse(INVENTORY, &dir.path().join("cluster.toml"), &rules).unwrap();
-    let pb = PlaybookFile::parse(
-        playbook,
-        &dir.path().join("site.toml"),
-        &provision_playbook::known_steps(),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let secrets = toml::Table::new();
-    let none = |_: &str| false;
-    let view = SecretsView {
-        table: &secrets,
-        contains_secret: &none,
-    };
-    provision_playbook::compile(&inv, &pb, &view).unwrap_or_else(|e| panic!("{e}"))
+    common::compile(INVENTORY, playbook).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
