@@ -614,6 +614,18 @@ impl Runner {
                 fresh,
             ))],
         );
+        self.apply_bookkeeping(index, title, host, change).await;
+    }
+
+    /// One change of the runner's own bookkeeping on `host` itself (its pending-notifications
+    /// file): through the gate like every change, reported only when it fails.
+    async fn apply_bookkeeping(
+        &self,
+        index: usize,
+        title: &str,
+        host: &str,
+        change: Change,
+    ) -> bool {
         self.apply(
             index,
             title,
@@ -624,7 +636,7 @@ impl Runner {
             false,
             None,
         )
-        .await;
+        .await
     }
 
     /// Records the notifications of `step` on the hosts it changed (`fresh`: what each host's
@@ -775,18 +787,7 @@ impl Runner {
                 &once,
             ))],
         );
-        let cleared = self
-            .apply(
-                index,
-                name,
-                (host, None),
-                vec![change],
-                Instant::now(),
-                self.opts.command_timeout,
-                false,
-                None,
-            )
-            .await;
+        let cleared = self.apply_bookkeeping(index, name, host, change).await;
         if cleared && let Some(held) = self.state.lock().unwrap().pending.get_mut(host) {
             held.remove(name);
         }
