@@ -272,23 +272,15 @@ impl Lab {
         let progress = opts.progress.clone();
         let base = image::ensure(&recipe, &cache_root, &|m| progress.say(m))?;
         let accel = accel::resolve(choice, &base.kernel(), &cache_root, &|m| progress.say(m));
-        let image = match spec.layer {
-            LayerName::Bare => base,
-            LayerName::Ready => {
-                let ready = opts.ready.as_ref().ok_or(LabError::LayerBuild {
-                    layer: LayerName::Ready.to_string(),
-                    detail: "this caller cannot build it (no provisioner given): `provision lab up --layer ready` can".into(),
-                })?;
-                layer::ensure_ready(
-                    &recipe,
-                    &base,
-                    ready,
-                    &cache_root,
-                    AccelChoice::Force(accel),
-                    &progress,
-                )?
-            }
-        };
+        let image = layer_image(
+            spec.layer,
+            (&recipe, base),
+            opts.ready.as_ref(),
+            &cache_root,
+            accel,
+            &progress,
+            "provision lab up --layer ready",
+        )?;
 
         let key = dir.join(KEY_FILE);
         run(
@@ -493,23 +485,15 @@ impl Lab {
         let cache_root = paths::cache_root(None)?;
         let progress = self.progress.clone();
         let base = image::ensure(&recipe, &cache_root, &|m| progress.say(m))?;
-        let image = match layer {
-            LayerName::Bare => base,
-            LayerName::Ready => {
-                let ready = ready.ok_or(LabError::LayerBuild {
-                    layer: LayerName::Ready.to_string(),
-                    detail: "this caller cannot build it (no provisioner given): `provision lab add --layer ready` can".into(),
-                })?;
-                layer::ensure_ready(
-                    &recipe,
-                    &base,
-                    ready,
-                    &cache_root,
-                    AccelChoice::Force(self.state.accel),
-                    &progress,
-                )?
-            }
-        };
+        let image = layer_image(
+            layer,
+            (&recipe, base),
+            ready,
+            &cache_root,
+            self.state.accel,
+            &progress,
+            "provision lab add --layer ready",
+        )?;
         self.add_vm_on(spec, boot_timeout, Some(image.dir))
     }
 
@@ -981,6 +965,38 @@ impl Drop for Lab {
                     );
                 }
             }
+        }
+    }
+}
+
+/// The image VMs of `layer` boot from: the base as it is, or the ready layer built on it when
+/// the cache lacks it (which needs `ready`; `command` is the one that can build it otherwise).
+fn layer_image(
+    layer: LayerName,
+    (recipe, base): (&Recipe, Image),
+    ready: Option<&ReadyLayer>,
+    cache_root: &Path,
+    accel: Accel,
+    progress: &Progress,
+    command: &str,
+) -> Result<Image> {
+    match layer {
+        LayerName::Bare => Ok(base),
+        LayerName::Ready => {
+            let ready = ready.ok_or(LabError::LayerBuild {
+                layer: LayerName::Ready.to_string(),
+                detail: format!(
+                    "this caller cannot build it (no provisioner given): `{command}` can"
+                ),
+            })?;
+            layer::ensure_ready(
+                recipe,
+                &base,
+                ready,
+                cache_root,
+                AccelChoice::Force(accel),
+                progress,
+            )
         }
     }
 }
