@@ -932,9 +932,155 @@ fn faults(lab: &mut Lab, dir: &Path, cluster_path: &Path, key: &Path) {
         sh(lab, "worker-1", "wc -c < /etc/provision-fault-file").trim(),
         (17 * 65536).to_string()
     );
-    // Docker on the node came through it: the built-in playbook converges with no failure.
-    let after = run(cluster_path, &["--identity", key.to_str().unwrap()]);
-    assert!(after.ok(), "{}", after.text());
+    // A connection reset during a command: the sshd processes serving the run on worker-1 are
+    // killed mid-command (the VM and its sshd listener stay up). The host is reported lost with
+    // the command it was running, never as done or failed by guess; the next run re-reads it.
+    let reset = dir.join("reset.toml");
+    std::fs::write(
+        &reset,
+        "[[steps]]\nname = \"reset probe\"\nuse = \"command\"\nhosts = \"worker-1\"\n\
+         with = { run = \"sleep 17 && touch /var/tmp/provision-reset-probe\", creates = \"/var/tmp/provision-reset-probe\" }\n",
+    )
+    .unwrap();
+    let t = Instant::now();
+    let (child, reader) = run_until_step(cluster_path, &reset, key, "reset probe");
+    let killed = sh(lab, "worker-1", KILL_SSHD_ABOVE_SLEEP_17);
+    let lost = finish(child, reader);
+    eprintln!(
+        "fault: worker-1's connection killed mid-command (sshd pids {}); the run ended in {:?}",
+        killed.trim(),
+        t.elapsed()
+    );
+    assert_eq!(lost.output.status.code(), Some(1), "{}", lost.text());
+    assert_eq!(
+        lost.results
+            .iter()
+            .map(|r| (r.0.as_str(), r.1.as_str(), r.2.as_str()))
+            .collect::<Vec<_>>(),
+        [("reset probe", "worker-1", "unreachable")],
+        "{}",
+        lost.text()
+    );
+    assert!(
+        lost.text().contains(
+            "worker-1: connection lost while running `sleep 17 && touch /var/tmp/provision-reset-probe` (host rebooted, network down, or sshd killed): its outcome is unknown"
+        ),
+        "{}",
+        lost.text()
+    );
+    let t = Instant::now();
+    let again = run_with(cluster_path, &reset, key);
+    eprintln!(
+        "fault: the run after the reset converged in {:?} ({:?})",
+        t.elapsed(),
+        again.results
+    );
+    assert!(again.ok(), "{}", again.text());
+    sh(lab, "worker-1", "test -e /var/tmp/provision-reset-probe");
+
+    // One manager cut off from the private network (nftables inside the VM drops its private
+    // interface; SSH, on the other interface, stays up). Status counts the reachable majority
+    // and says why manager-3 is down; a run converges every other host (worker-1's Docker came
+    // through the full disk) and fails manager-3 only, saying why, after waiting for the swarm
+    // to hear it. Once the network is back, the swarm hears it and a run converges.
+    let cut = "dev=$(ip -o -4 addr show | awk '$4 ~ /^10[.]10[.]0[.]/ {print $2}'); [ -n \"$dev\" ]; \
+               iptables-nft -I INPUT 1 -i \"$dev\" -j DROP; iptables-nft -I OUTPUT 1 -o \"$dev\" -j DROP; echo \"$dev\"";
+    let dev = sh(lab, "manager-3", cut);
+    let t = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let st = loop {
+        let (code, st) = status_json(key, &cluster);
+        if st["quorum"]["reachable"] == 2 {
+            assert_eq!(code, 0, "the majority keeps the quorum: {st:#}");
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "manager-3 never seen cut off: {st:#}"
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    };
+    eprintln!(
+        "fault: manager-3's private interface ({}) dropped; status saw it in {:?}",
+        dev.trim(),
+        t.elapsed()
+    );
+    assert_eq!(
+        (
+            st["quorum"]["managers"].as_u64(),
+            st["quorum"]["ok"].as_bool()
+        ),
+        (Some(3), Some(true)),
+        "{st:#}"
+    );
+    assert!(
+        st["warnings"].as_array().unwrap().iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .starts_with("node manager-3 is down: manager-3 answers over SSH and its Docker is in the swarm, but the other nodes do not hear it")),
+        "{st:#}"
+    );
+    let t = Instant::now();
+    let cut_run = run(cluster_path, &["--identity", key.to_str().unwrap()]);
+    eprintln!(
+        "fault: a run with manager-3 cut off ended in {:?}",
+        t.elapsed()
+    );
+    assert_eq!(cut_run.output.status.code(), Some(1), "{}", cut_run.text());
+    let failed: Vec<(&str, &str)> = cut_run
+        .results
+        .iter()
+        .filter(|r| r.2 == "failed" || r.2 == "unreachable")
+        .map(|r| (r.0.as_str(), r.1.as_str()))
+        .collect();
+    assert_eq!(
+        failed,
+        [("swarm members", "manager-3")],
+        "{}",
+        cut_run.text()
+    );
+    assert!(
+        cut_run
+            .text()
+            .contains("the private network between them is cut (firewall, route or link)"),
+        "{}",
+        cut_run.text()
+    );
+    assert!(
+        cut_run
+            .results
+            .iter()
+            .any(|r| r.0 == "stack deployed" && r.2 == "ok"),
+        "the stack is still deployed through the majority: {}",
+        cut_run.text()
+    );
+    sh(
+        lab,
+        "manager-3",
+        &format!(
+            "iptables-nft -D INPUT -i {dev} -j DROP; iptables-nft -D OUTPUT -o {dev} -j DROP",
+            dev = dev.trim()
+        ),
+    );
+    let t = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let (code, st) = status_json(key, &cluster);
+        if code == 0 && st["quorum"]["reachable"] == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "manager-3 never heard again: {st:#}"
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let healed = run(cluster_path, &["--identity", key.to_str().unwrap()]);
+    eprintln!(
+        "fault: manager-3's network back: heard again and a run converged in {:?}",
+        t.elapsed()
+    );
+    assert!(healed.ok(), "{}", healed.text());
 
     // The storage host down under the nodes' NFS mounts: status and a run neither hang on
     // the mounts nor fail the nodes; status says the share is unavailable.
@@ -981,6 +1127,30 @@ fn faults(lab: &mut Lab, dir: &Path, cluster_path: &Path, key: &Path) {
     let (_, st) = status_json(key, &cluster);
     assert_eq!(st["storage"][0]["nfs_server"], "active", "{st:#}");
 }
+
+/// Kills, on a VM, the sshd processes above the shell running `sleep 17` (the session's sshd
+/// and its monitor, not the listener): that connection drops under the command, like a reset.
+/// Prints their pids. Reads /proc directly: nothing else to trust on the VM.
+const KILL_SSHD_ABOVE_SLEEP_17: &str = r#"set -e
+listener=$(cat /run/sshd.pid)
+p=
+for i in $(seq 1 150); do
+  for d in /proc/[0-9]*; do
+    if [ "$(tr '\0' ' ' 2>/dev/null < "$d/cmdline")" = "sleep 17 " ]; then p=${d#/proc/}; break; fi
+  done
+  [ -n "$p" ] && break
+  sleep 0.2
+done
+[ -n "$p" ] || { echo 'no `sleep 17` running' >&2; exit 1; }
+victims=
+while :; do
+  p=$(cut -d' ' -f4 "/proc/$p/stat")
+  [ "$p" -gt 1 ] && [ "$p" != "$listener" ] || break
+  [ "$(cat "/proc/$p/comm")" = sshd ] && victims="$victims $p"
+done
+[ -n "$victims" ] || { echo 'no sshd above `sleep 17`' >&2; exit 1; }
+kill -9 $victims
+echo $victims"#;
 
 fn run_with(cluster: &Path, playbook: &Path, key: &Path) -> provision_e2e::Run {
     run(

@@ -6,7 +6,8 @@ use crate::parse::{self, TaskLine};
 use crate::{Cluster, OpsError, commands};
 use provision_engine::inventory::{Inventory, Role};
 use provision_playbook::steps::swarm_facts::{Docker, SwarmView};
-use provision_playbook::swarm::node::{NodeRole, NodeState};
+use provision_playbook::swarm::commands::unheard_hint;
+use provision_playbook::swarm::node::{LocalNodeState, NodeRole, NodeState};
 use provision_transport::Command;
 use serde::Serialize;
 
@@ -136,8 +137,25 @@ pub fn nodes_from_view(
         } else {
             String::new()
         };
-        if n.state == NodeState::Down && host.is_some() {
-            warnings.push(format!("node {} is down", n.hostname));
+        if n.state == NodeState::Down
+            && let Some(h) = &host
+        {
+            // Down for the swarm, yet its own Docker answered in the swarm: cut off, not dead.
+            let in_swarm = survey
+                .state(h)
+                .and_then(HostState::swarm)
+                .and_then(|s| s.info())
+                .is_some_and(|i| i.local_node_state == LocalNodeState::Active);
+            warnings.push(if in_swarm {
+                let ip = inv
+                    .host(h)
+                    .and_then(|x| x.private_ip)
+                    .map(|ip| ip.to_string())
+                    .unwrap_or_default();
+                format!("node {} is down: {}", n.hostname, unheard_hint(h, &ip))
+            } else {
+                format!("node {} is down", n.hostname)
+            });
         }
         rows.push(NodeRow {
             ssh: ssh_state(host.as_deref().and_then(|h| survey.state(h))),
@@ -533,6 +551,63 @@ mod tests {
                 "worker-2 is unreachable over SSH: worker-2: cannot connect: Connection refused",
             ]
         );
+    }
+
+    #[test]
+    fn a_manager_cut_off_from_the_private_network_is_counted_out_and_explained() {
+        use provision_playbook::steps::swarm_facts::parse;
+        // Captured on the lab: manager-3's private interface dropped by nftables, SSH up.
+        let fixture = |f: &str| {
+            let dir = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../playbook/tests/fixtures/swarm/"
+            );
+            std::fs::read_to_string(format!("{dir}{f}")).unwrap()
+        };
+        let up = |out: &str| HostState::Up {
+            swarm: Box::new(parse(out).unwrap()),
+            list_error: None,
+        };
+        let mut t = String::from("name = \"lab\"\n");
+        for i in 1..=3 {
+            t.push_str(&format!(
+                "[[hosts]]\nname = \"manager-{i}\"\naddress = \"127.0.0.1\"\nport = {}\nprivate_ip = \"10.10.0.{}\"\nroles = [\"manager\"]\n",
+                2200 + i,
+                11 + i
+            ));
+        }
+        let inv =
+            Inventory::parse(&t, std::path::Path::new("c.toml"), &Default::default()).unwrap();
+        let survey = |m3: HostState| Survey {
+            hosts: [
+                (
+                    "manager-1".to_string(),
+                    up(&fixture("partition-manager-1.gather")),
+                ),
+                ("manager-3".to_string(), m3),
+            ]
+            .into_iter()
+            .collect(),
+            last_good: None,
+        };
+        let cut = survey(up(&fixture("partition-manager-3.gather")));
+        let q = cut.quorum(&inv).unwrap();
+        assert_eq!((q.managers, q.reachable, q.needed, q.ok), (3, 2, 2, true));
+        assert_eq!(q.leader.as_deref(), Some("manager-1"));
+        let view = cut.view(&inv).unwrap().unwrap();
+        let (_, warnings) = nodes_from_view(&inv, &cut, &view);
+        assert_eq!(
+            warnings,
+            [
+                "node manager-3 is down: manager-3 answers over SSH and its Docker is in the swarm, but the other nodes do not hear it: \
+              the private network between them is cut (firewall, route or link) on 10.10.0.14; \
+              the swarm needs 2377/tcp, 7946/tcp+udp and 4789/udp open between the nodes"
+            ]
+        );
+        // Powered off (no SSH either): down, nothing more is known.
+        let off = survey(HostState::Unreachable("manager-3: cannot connect".into()));
+        let (_, warnings) = nodes_from_view(&inv, &off, &view);
+        assert_eq!(warnings, ["node manager-3 is down"]);
     }
 
     #[test]

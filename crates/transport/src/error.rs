@@ -96,7 +96,8 @@ pub enum TransportError {
     Key { path: PathBuf, reason: String },
 
     #[error(
-        "{host}: connection lost while {during} (host rebooted, network down, or sshd killed); the host is now treated as unreachable"
+        "{host}: connection lost while {during} (host rebooted, network down, or sshd killed): its outcome is unknown; \
+         the host is now treated as unreachable (the next run reads its state again)"
     )]
     ConnectionLost { host: String, during: String },
 

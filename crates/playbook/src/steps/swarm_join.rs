@@ -7,7 +7,7 @@
 use super::swarm_facts::{self, HostSwarm, Swarm, SwarmView};
 use crate::ctx::{ClusterCtx, ParamError, params};
 use crate::swarm::commands::{self, JOIN_COMMAND, LEAVE_COMMAND, MANAGER_SETTLED};
-use crate::swarm::node::{LocalNodeState, NodeRole};
+use crate::swarm::node::{LocalNodeState, NodeRole, NodeState};
 use crate::swarm::step::{self, On, SwarmPlanner, SwarmStep};
 use provision_engine::inventory::{Inventory, Role};
 use provision_engine::step::{Action, Change, Check, Step, StepError, StepPlan};
@@ -140,6 +140,19 @@ fn member_check(
                 v.short_id(),
                 node.hostname
             ))),
+            // Its Docker runs in THE swarm (it answered), yet the swarm marks it down: just
+            // restarted (heard within seconds) or cut off from the others (never heard).
+            Some(node) if node.state == NodeState::Down => {
+                let ip = inv.host(host).and_then(|h| h.private_ip).map(|ip| ip.to_string()).unwrap_or_default();
+                let hint = commands::unheard_hint(host, &ip);
+                Ok(Check::Change(vec![Change::new(
+                    format!(
+                        "wait up to {} s for the swarm to hear {host} (down in the node list while its Docker runs in the swarm)",
+                        commands::HEARD_WITHIN_SECS
+                    ),
+                    vec![Action::RunOn { host: v.via.clone(), script: commands::wait_heard(&node.id, node.role == NodeRole::Manager, &hint, commands::HEARD_WITHIN_SECS), stdin: None }],
+                )]))
+            }
             Some(_) => Ok(Check::Ok(format!("{role} in swarm {}", v.short_id()))),
         },
         LocalNodeState::Locked => Err(StepError::new(format!("{host} is locked (swarm autolock)")).hint("unlock it with `docker swarm unlock`")),
@@ -455,6 +468,37 @@ mod tests {
                 vec![Action::RunOn {
                     host: "manager-1".into(),
                     script: "docker node promote w9".into(),
+                    stdin: None
+                }]
+            )]))
+        );
+    }
+
+    #[test]
+    fn a_manager_cut_off_from_the_others_is_waited_for_from_the_leader() {
+        // Captured on the lab: manager-3's private interface dropped by nftables (SSH stays
+        // up): its Docker is in the swarm but sees no leader; manager-1 leads and lists it down.
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/swarm/");
+        let read = |f: &str| std::fs::read_to_string(format!("{dir}{f}")).unwrap();
+        let inv = inventory(3, 0);
+        let f = facts(&[
+            ("manager-1", read("partition-manager-1.gather")),
+            ("manager-3", read("partition-manager-3.gather")),
+        ]);
+        let targets = vec!["manager-1".to_string(), "manager-3".to_string()];
+        let p = plan(&inv, &targets, &f);
+        assert_eq!(
+            p.hosts["manager-1"],
+            Ok(Check::Ok("manager in swarm sg2d8m89xwed".into()))
+        );
+        let hint = commands::unheard_hint("manager-3", "10.10.0.13");
+        assert_eq!(
+            p.hosts["manager-3"],
+            Ok(Check::Change(vec![Change::new(
+                "wait up to 60 s for the swarm to hear manager-3 (down in the node list while its Docker runs in the swarm)",
+                vec![Action::RunOn {
+                    host: "manager-1".into(),
+                    script: commands::wait_heard("qzlr2zbcyvvku5bdzp2x8jw0b", true, &hint, 60),
                     stdin: None
                 }]
             )]))

@@ -77,6 +77,41 @@ pub fn promote(node_id: &str) -> String {
     format!("docker node promote {}", quote(node_id))
 }
 
+/// Seconds a node that is down in the node list while its own Docker runs in the swarm gets
+/// to be heard again: a daemon restarted moments ago registers within seconds; one that stays
+/// silent this long is cut off from the other nodes.
+pub const HEARD_WITHIN_SECS: u32 = 60;
+
+/// Why a node whose Docker runs in the swarm (it answered over SSH) is still down in the node
+/// list, and what to check: the swarm's own traffic does not pass between it and the others.
+pub fn unheard_hint(host: &str, private_ip: &str) -> String {
+    format!(
+        "{host} answers over SSH and its Docker is in the swarm, but the other nodes do not hear it: \
+         the private network between them is cut (firewall, route or link) on {private_ip}; \
+         the swarm needs 2377/tcp, 7946/tcp+udp and 4789/udp open between the nodes"
+    )
+}
+
+/// Run on a manager that lists nodes: waits up to `secs` (the steps use [`HEARD_WITHIN_SECS`])
+/// for node `node_id` to be ready again, and a manager to be reachable; fails with `hint`.
+pub fn wait_heard(node_id: &str, manager: bool, hint: &str, secs: u32) -> String {
+    let (format, want) = if manager {
+        (
+            "{{.Status.State}} {{.ManagerStatus.Reachability}}",
+            "ready reachable",
+        )
+    } else {
+        ("{{.Status.State}}", "ready")
+    };
+    format!(
+        "# wait until the swarm hears node {id}\ni=0\nwhile [ $i -lt {secs} ]; do\n  [ \"$(docker node inspect {id} --format {format} 2>/dev/null)\" = {want} ] && exit 0\n  sleep 1; i=$((i + 1))\ndone\nprintf '%s (after %s s: %s)\\n' {hint} {secs} \"$(docker node inspect {id} --format {format} 2>&1)\" >&2\nexit 1",
+        id = quote(node_id),
+        format = quote(format),
+        want = quote(want),
+        hint = quote(hint),
+    )
+}
+
 pub fn demote(node_id: &str) -> String {
     format!("docker node demote {}", quote(node_id))
 }
@@ -203,6 +238,47 @@ mod tests {
         assert_eq!(
             node_labels("w1", &add, &["old".into()]),
             "docker node update --label-add swarm=true --label-add 'zone=a b' --label-rm old w1"
+        );
+    }
+
+    #[test]
+    fn wait_heard_is_exact_and_names_the_cut_off_node() {
+        assert_eq!(
+            wait_heard("n3", true, "m3 is cut off", 60),
+            "# wait until the swarm hears node n3\ni=0\nwhile [ $i -lt 60 ]; do\n  [ \"$(docker node inspect n3 --format '{{.Status.State}} {{.ManagerStatus.Reachability}}' 2>/dev/null)\" = 'ready reachable' ] && exit 0\n  sleep 1; i=$((i + 1))\ndone\nprintf '%s (after %s s: %s)\\n' 'm3 is cut off' 60 \"$(docker node inspect n3 --format '{{.Status.State}} {{.ManagerStatus.Reachability}}' 2>&1)\" >&2\nexit 1"
+        );
+        // Heard again on the second poll: done.
+        let (code, err, _, polls) = run_script(
+            &wait_heard("n3", true, "m3 is cut off", 5),
+            0,
+            "",
+            &["down unreachable", "ready reachable"],
+        );
+        assert_eq!((code, err.as_str(), polls), (Some(0), "", 2));
+        // A worker only needs to be ready.
+        let (code, _, _, polls) = run_script(
+            &wait_heard("w1", false, "w1 is cut off", 5),
+            0,
+            "",
+            &["ready"],
+        );
+        assert_eq!((code, polls), (Some(0), 1));
+        // Never heard: the hint, the time waited and the last state.
+        let (code, err, _, polls) = run_script(
+            &wait_heard("n3", true, "m3 is cut off", 2),
+            0,
+            "",
+            &["down unreachable"],
+        );
+        assert_eq!(
+            (code, err.as_str(), polls),
+            (Some(1), "m3 is cut off (after 2 s: down unreachable)\n", 3)
+        );
+        assert_eq!(
+            unheard_hint("manager-3", "10.10.0.13"),
+            "manager-3 answers over SSH and its Docker is in the swarm, but the other nodes do not hear it: \
+             the private network between them is cut (firewall, route or link) on 10.10.0.13; \
+             the swarm needs 2377/tcp, 7946/tcp+udp and 4789/udp open between the nodes"
         );
     }
 
