@@ -6,6 +6,7 @@ use crate::parse::{self, TaskLine};
 use crate::{Cluster, OpsError, commands};
 use provision_engine::inventory::{Inventory, Role};
 use provision_playbook::steps::swarm_facts::{Docker, SwarmView};
+use provision_playbook::steps::swarm_join::unheard;
 use provision_playbook::swarm::commands::unheard_hint;
 use provision_playbook::swarm::node::{LocalNodeState, NodeRole, NodeState};
 use provision_transport::Command;
@@ -137,10 +138,15 @@ pub fn nodes_from_view(
         } else {
             String::new()
         };
-        if n.state == NodeState::Down
+        if unheard(n)
             && let Some(h) = &host
         {
-            // Down for the swarm, yet its own Docker answered in the swarm: cut off, not dead.
+            let what = if n.state == NodeState::Down {
+                "is down"
+            } else {
+                "is unreachable for the other managers"
+            };
+            // Not heard by the swarm, yet its own Docker answered in the swarm: cut off, not dead.
             let in_swarm = survey
                 .state(h)
                 .and_then(HostState::swarm)
@@ -152,9 +158,9 @@ pub fn nodes_from_view(
                     .and_then(|x| x.private_ip)
                     .map(|ip| ip.to_string())
                     .unwrap_or_default();
-                format!("node {} is down: {}", n.hostname, unheard_hint(h, &ip))
+                format!("node {} {what}: {}", n.hostname, unheard_hint(h, &ip))
             } else {
-                format!("node {} is down", n.hostname)
+                format!("node {} {what}", n.hostname)
             });
         }
         rows.push(NodeRow {
@@ -603,6 +609,22 @@ mod tests {
               the private network between them is cut (firewall, route or link) on 10.10.0.14; \
               the swarm needs 2377/tcp, 7946/tcp+udp and 4789/udp open between the nodes"
             ]
+        );
+        // Seconds earlier, the leader counts it unreachable but not yet down: the same cause.
+        let early = fixture("partition-manager-1.gather").replace(
+            "\"Status\":{\"State\":\"down\",\"Message\":\"heartbeat failure\"",
+            "\"Status\":{\"State\":\"ready\",\"Message\":\"\"",
+        );
+        let mut first = survey(up(&fixture("partition-manager-3.gather")));
+        first.hosts.insert("manager-1".into(), up(&early));
+        let view_early = first.view(&inv).unwrap().unwrap();
+        let (_, warnings) = nodes_from_view(&inv, &first, &view_early);
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].starts_with(
+                "node manager-3 is unreachable for the other managers: manager-3 answers over SSH"
+            ),
+            "{warnings:?}"
         );
         // Powered off (no SSH either): down, nothing more is known.
         let off = survey(HostState::Unreachable("manager-3: cannot connect".into()));

@@ -4,10 +4,10 @@
 //! on its local socket), so they appear in no command line and no log. Managers
 //! join one at a time so that quorum is never at risk.
 
-use super::swarm_facts::{self, HostSwarm, Swarm, SwarmView};
+use super::swarm_facts::{self, HostSwarm, NodeInfo, Swarm, SwarmView};
 use crate::ctx::{ClusterCtx, ParamError, params};
 use crate::swarm::commands::{self, JOIN_COMMAND, LEAVE_COMMAND, MANAGER_SETTLED};
-use crate::swarm::node::{LocalNodeState, NodeRole, NodeState};
+use crate::swarm::node::{LocalNodeState, NodeRole, NodeState, Reachability};
 use crate::swarm::step::{self, On, SwarmPlanner, SwarmStep};
 use provision_engine::inventory::{Inventory, Role};
 use provision_engine::step::{Action, Change, Check, Step, StepError, StepPlan};
@@ -140,15 +140,17 @@ fn member_check(
                 v.short_id(),
                 node.hostname
             ))),
-            // Its Docker runs in THE swarm (it answered), yet the swarm marks it down: just
-            // restarted (heard within seconds) or cut off from the others (never heard).
-            Some(node) if node.state == NodeState::Down => {
+            // Its Docker runs in THE swarm (it answered), yet the swarm does not hear it (down,
+            // or a manager the others do not reach): just restarted (heard within seconds) or
+            // cut off from the others (never heard).
+            Some(node) if unheard(node) => {
                 let ip = inv.host(host).and_then(|h| h.private_ip).map(|ip| ip.to_string()).unwrap_or_default();
                 let hint = commands::unheard_hint(host, &ip);
                 Ok(Check::Change(vec![Change::new(
                     format!(
-                        "wait up to {} s for the swarm to hear {host} (down in the node list while its Docker runs in the swarm)",
-                        commands::HEARD_WITHIN_SECS
+                        "wait up to {} s for the swarm to hear {host} (it marks it {} while its Docker runs in the swarm)",
+                        commands::HEARD_WITHIN_SECS,
+                        if node.state == NodeState::Down { "down" } else { "unreachable" }
                     ),
                     vec![Action::RunOn { host: v.via.clone(), script: commands::wait_heard(&node.id, node.role == NodeRole::Manager, &hint, commands::HEARD_WITHIN_SECS), stdin: None }],
                 )]))
@@ -159,6 +161,12 @@ fn member_check(
         other @ (LocalNodeState::Pending | LocalNodeState::Error) => Err(StepError::new(format!("{host} swarm state is `{other}`: {}", info.error))
             .hint(format!("if it cannot reach the managers, run `docker swarm leave --force` on {host} and re-run"))),
     }
+}
+
+/// The swarm does not hear the node: down, or a manager the other managers do not reach.
+pub fn unheard(node: &NodeInfo) -> bool {
+    node.state == NodeState::Down
+        || (node.role == NodeRole::Manager && node.reachability == Some(Reachability::Unreachable))
 }
 
 /// Same swarm (cluster ID) but the node is not in its node list: it was removed.
@@ -495,13 +503,29 @@ mod tests {
         assert_eq!(
             p.hosts["manager-3"],
             Ok(Check::Change(vec![Change::new(
-                "wait up to 60 s for the swarm to hear manager-3 (down in the node list while its Docker runs in the swarm)",
+                "wait up to 60 s for the swarm to hear manager-3 (it marks it down while its Docker runs in the swarm)",
                 vec![Action::RunOn {
                     host: "manager-1".into(),
                     script: commands::wait_heard("qzlr2zbcyvvku5bdzp2x8jw0b", true, &hint, 60),
                     stdin: None
                 }]
             )]))
+        );
+        // Seconds earlier the leader already counts it unreachable but not yet down: the same.
+        let early = read("partition-manager-1.gather").replace(
+            "\"Status\":{\"State\":\"down\",\"Message\":\"heartbeat failure\"",
+            "\"Status\":{\"State\":\"ready\",\"Message\":\"\"",
+        );
+        let f = facts(&[
+            ("manager-1", early),
+            ("manager-3", read("partition-manager-3.gather")),
+        ]);
+        let Ok(Check::Change(c)) = &plan(&inv, &targets, &f).hosts["manager-3"] else {
+            panic!("not waited for")
+        };
+        assert_eq!(
+            c[0].summary,
+            "wait up to 60 s for the swarm to hear manager-3 (it marks it unreachable while its Docker runs in the swarm)"
         );
     }
 
