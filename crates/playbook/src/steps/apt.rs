@@ -47,9 +47,10 @@ pub enum State {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Params {
-    packages: List,
-    #[serde(default)]
-    state: State,
+    /// None: the step only refreshes the package lists (Ansible's apt task with `update_cache`
+    /// alone).
+    packages: Option<List>,
+    state: Option<State>,
     update_cache: Option<bool>,
     /// Seconds; checked by [`cache_valid_time`] for a message that says what to write.
     cache_valid_time: Option<toml::Value>,
@@ -150,7 +151,11 @@ pub struct Apt {
 pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep>, ParamError> {
     let p: Params = util::params(with, KNOWN_KEYS)?;
     let cache_valid_time = cache_valid_time(p.cache_valid_time)?;
-    if p.packages.0.is_empty() {
+    let Some(listed) = p.packages else {
+        return refresh_only(p.state, p.update_cache, p.purge, cache_valid_time);
+    };
+    let state = p.state.unwrap_or_default();
+    if listed.0.is_empty() {
         return Err(util::bad(
             "packages",
             "`packages` is empty",
@@ -158,7 +163,7 @@ pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep
         ));
     }
     let mut packages = Vec::new();
-    for s in &p.packages.0 {
+    for s in &listed.0 {
         let pkg = parse_package(s).ok_or_else(|| {
             util::bad(
                 "packages",
@@ -166,7 +171,7 @@ pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep
                 "names are lower-case letters, digits and + . - (at least 2), optionally with :arch and =version, e.g. \"nginx\", \"libc6:i386\", \"docker-ce=5:27.3.1-1~debian.12~bookworm\"",
             )
         })?;
-        match (p.state, &pkg.version) {
+        match (state, &pkg.version) {
             (State::Absent, Some(_)) => {
                 return Err(util::bad(
                     "packages",
@@ -188,18 +193,62 @@ pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep
         }
     }
     util::require(
-        !p.purge || p.state == State::Absent,
+        !p.purge || state == State::Absent,
         "purge",
         "`purge` applies only with state = \"absent\"",
         "remove it, or set state = \"absent\"",
     )?;
     Ok(Box::new(Typed(Apt {
         packages,
-        state: p.state,
+        state,
         update_cache: p.update_cache.unwrap_or(true),
         cache_valid_time,
         install_recommends: p.install_recommends,
         purge: p.purge,
+    })))
+}
+
+/// A step without `packages`: it refreshes the package lists when they are older than
+/// `cache_valid_time` (or the sources), at most once per host and run.
+fn refresh_only(
+    state: Option<State>,
+    update_cache: Option<bool>,
+    purge: bool,
+    cache_valid_time: u64,
+) -> Result<Box<dyn HostStep>, ParamError> {
+    if let Some(s) = state.filter(|s| *s != State::Present) {
+        return Err(util::bad(
+            "packages",
+            format!(
+                "`packages` is missing: state = \"{}\" needs the packages it applies to",
+                if s == State::Absent {
+                    "absent"
+                } else {
+                    "latest"
+                }
+            ),
+            "list them, e.g. packages = [\"nginx\"]",
+        ));
+    }
+    util::require(
+        update_cache != Some(false),
+        "update_cache",
+        "without `packages` the step only refreshes the package lists, and update_cache = false forbids that",
+        "list the packages to install, or remove update_cache = false",
+    )?;
+    util::require(
+        !purge,
+        "purge",
+        "`purge` applies only with state = \"absent\" and `packages`",
+        "remove it, or list the packages to purge with state = \"absent\"",
+    )?;
+    Ok(Box::new(Typed(Apt {
+        packages: Vec::new(),
+        state: State::Present,
+        update_cache: true,
+        cache_valid_time,
+        install_recommends: false,
+        purge: false,
     })))
 }
 
@@ -217,14 +266,23 @@ pub fn gather_command(queries: &[String], installing: bool) -> String {
     );
     if installing {
         s.push_str(&format!(
-            "; LC_ALL=C apt-cache policy {names} 2>/dev/null | awk '/^[^ ].*:$/ {{ p = substr($0, 1, length($0) - 1) }} /^  Candidate:/ {{ print \"candidate=\" p \" \" $2 }}'; \
-             echo \"now=$(date +%s)\"; \
-             echo \"updated=$(stat -c %Y /var/lib/apt/lists {UPDATE_STAMP} 2>/dev/null | sort -n | tail -n 1)\"; \
-             echo \"sources=$(stat -c %Y /etc/apt/sources.list /etc/apt/sources.list.d /etc/apt/sources.list.d/* 2>/dev/null | sort -n | tail -n 1)\"; \
-             echo \"lists=$(ls /var/lib/apt/lists 2>/dev/null | grep -c _Packages)\""
+            "; LC_ALL=C apt-cache policy {names} 2>/dev/null | awk '/^[^ ].*:$/ {{ p = substr($0, 1, length($0) - 1) }} /^  Candidate:/ {{ print \"candidate=\" p \" \" $2 }}'; {}",
+            lists_command()
         ));
     }
     s
+}
+
+/// The age of the package lists: the time, the last update (the lists directory, renamed into
+/// when an update brings new lists, or our update's stamp: apt leaves no trace of an update
+/// that found nothing new), the newest change of the sources, and how many lists there are.
+pub fn lists_command() -> String {
+    format!(
+        "echo \"now=$(date +%s)\"; \
+         echo \"updated=$(stat -c %Y /var/lib/apt/lists {UPDATE_STAMP} 2>/dev/null | sort -n | tail -n 1)\"; \
+         echo \"sources=$(stat -c %Y /etc/apt/sources.list /etc/apt/sources.list.d /etc/apt/sources.list.d/* 2>/dev/null | sort -n | tail -n 1)\"; \
+         echo \"lists=$(ls /var/lib/apt/lists 2>/dev/null | grep -c _Packages)\""
+    )
 }
 
 /// Like [`gather_command`] for installing, but the package lists are only
@@ -353,6 +411,9 @@ impl Fact for PackageFact {
     type Value = AptFacts;
 
     fn command(&self) -> String {
+        if self.queries.is_empty() {
+            return lists_command();
+        }
         match self.lists {
             Lists::Never => gather_command(&self.queries, false),
             Lists::WhenMissing => gather_present(&self.queries),
@@ -498,6 +559,21 @@ impl Apt {
         Ok(None)
     }
 
+    /// Without packages: refresh the lists if they are stale.
+    fn refresh(&self, f: &AptFacts) -> Result<Check, StepError> {
+        Ok(match self.stale_reason(f, &[])? {
+            Some(reason) => Check::Change(mark_updates(vec![Change::new(
+                format!("apt-get update: {reason}"),
+                vec![Action::run(update_command())],
+            )])),
+            None if f.updated_this_run => Check::Ok("package lists refreshed in this run".into()),
+            None => Check::Ok(format!(
+                "package lists are {} old",
+                human(f.now.unwrap_or(0).saturating_sub(f.updated.unwrap_or(0)))
+            )),
+        })
+    }
+
     fn install(
         &self,
         f: &AptFacts,
@@ -559,6 +635,9 @@ impl Decide for Apt {
     }
 
     fn decide(&self, f: AptFacts) -> Result<Check, StepError> {
+        if self.packages.is_empty() {
+            return self.refresh(&f);
+        }
         let names = || self.queries().join(", ");
         match self.state {
             State::Present => {
@@ -1179,5 +1258,80 @@ mod tests {
         assert_eq!(marked, vec![install, update.clone().marking(LISTS_UPDATED)]);
         // Marking twice adds nothing.
         assert_eq!(mark_updates(marked.clone()), marked);
+    }
+
+    /// [`lists_command`] run on this Debian 12 machine: lists refreshed 7 h 49 min before.
+    const DEBIAN12_LISTS: &str =
+        "now=1796683863\nupdated=1796655645\nsources=1796655644\nlists=4\n";
+
+    #[test]
+    fn without_packages_the_step_refreshes_stale_lists_only() {
+        let s = step("update_cache = true");
+        assert_eq!(
+            s.gather().unwrap(),
+            "echo \"now=$(date +%s)\"; \
+             echo \"updated=$(stat -c %Y /var/lib/apt/lists /var/lib/apt/periodic/update-success-stamp 2>/dev/null | sort -n | tail -n 1)\"; \
+             echo \"sources=$(stat -c %Y /etc/apt/sources.list /etc/apt/sources.list.d /etc/apt/sources.list.d/* 2>/dev/null | sort -n | tail -n 1)\"; \
+             echo \"lists=$(ls /var/lib/apt/lists 2>/dev/null | grep -c _Packages)\""
+        );
+        assert_eq!(s.gather().unwrap(), lists_command());
+        assert_eq!(
+            s.check(&Facts::new(DEBIAN12_LISTS)).unwrap(),
+            Check::Change(vec![
+                Change::new(
+                    "apt-get update: package lists are 7h old",
+                    vec![Action::run(update_command())]
+                )
+                .marking(LISTS_UPDATED)
+            ])
+        );
+        let s = step("cache_valid_time = 86400");
+        assert_eq!(
+            s.check(&Facts::new(DEBIAN12_LISTS)).unwrap(),
+            Check::Ok("package lists are 7h old".into())
+        );
+        // cache_valid_time = 0: every run, but once per host and run.
+        let s = step("cache_valid_time = 0");
+        assert!(matches!(
+            s.check(&Facts::new(DEBIAN12_LISTS)).unwrap(),
+            Check::Change(_)
+        ));
+        assert_eq!(
+            s.check(&updated_this_run(DEBIAN12_LISTS)).unwrap(),
+            Check::Ok("package lists refreshed in this run".into())
+        );
+        // Unless sources came after that refresh.
+        let Check::Change(c) = s
+            .check(&updated_this_run(
+                &DEBIAN12_LISTS.replace("sources=1796655644", "sources=1796683000"),
+            ))
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            c[0].summary,
+            "apt-get update: sources changed since the last update"
+        );
+    }
+
+    #[test]
+    fn without_packages_other_settings_are_refused() {
+        let e = build_err(build_with(build, "state = \"absent\""));
+        assert_eq!(
+            (e.key.as_deref(), e.message.as_str()),
+            (
+                Some("packages"),
+                "`packages` is missing: state = \"absent\" needs the packages it applies to"
+            )
+        );
+        let e = build_err(build_with(build, "update_cache = false"));
+        assert_eq!(e.key.as_deref(), Some("update_cache"));
+        assert_eq!(
+            e.message,
+            "without `packages` the step only refreshes the package lists, and update_cache = false forbids that"
+        );
+        let e = build_err(build_with(build, "purge = true"));
+        assert_eq!(e.key.as_deref(), Some("purge"));
     }
 }
