@@ -2953,8 +2953,9 @@ const APT_INSTALL: &str = "apt-get install -y -q --no-install-recommends -o Dpkg
 /// Two package steps on a host refresh its stale package lists once (the second asks for
 /// `cache_valid_time = 0` and a package the lists lack, either of which would refresh them
 /// again without the run's memory); lists younger than `cache_valid_time` are not refreshed
-/// at all; `--check` plans one refresh and runs nothing; `cache_valid_time = "soon"` exits 2
-/// at its line and column, and nothing runs.
+/// at all; `--check` plans one refresh and runs nothing; a step without packages (Ansible's
+/// "update the apt cache") and a package step after it refresh once; `cache_valid_time =
+/// "soon"` exits 2 at its line and column, and nothing runs.
 #[test]
 fn package_steps_refresh_the_lists_at_most_once_per_host_and_run() {
     let apt = FakeApt::new();
@@ -3039,6 +3040,24 @@ fn package_steps_refresh_the_lists_at_most_once_per_host_and_run() {
     );
     run();
     assert_eq!(apt.calls(), fresh);
+
+    // Ansible's "update the apt cache" task (no packages) and a package step after it, both
+    // refreshing at every run: once.
+    std::fs::write(
+        c.dir.path().join("playbook.toml"),
+        "[[steps]]\nname = \"lists\"\nuse = \"apt\"\nwith = { update_cache = true, cache_valid_time = 0 }\n\n\
+         [[steps]]\nname = \"base packages\"\nuse = \"apt\"\nwith = { packages = [\"pv-one\"], cache_valid_time = 0 }\n",
+    )
+    .unwrap();
+    let out = run();
+    assert_eq!(
+        Cluster::results(&out),
+        vec![
+            ("lists".into(), "h1".into(), "changed".into()),
+            ("base packages".into(), "h1".into(), "changed".into())
+        ]
+    );
+    assert_eq!(apt.calls(), vec![APT_UPDATE.to_string(), install("pv-one")]);
 
     // Bad input: exit 2 at the value's position, nothing run, no host contacted.
     let connected = c.servers[0].log().matches("Accepted publickey").count();
