@@ -113,6 +113,7 @@ pub fn facts(args: FactsArgs) -> Result<u8> {
                             .map(|o| Facts {
                                 stdout: o.stdout_str().to_string(),
                                 exit_status: o.exit_status,
+                                ..Default::default()
                             })
                             .map_err(|e| e.to_string()),
                         Err(e) => Err(e.to_string()),

@@ -357,6 +357,7 @@ async fn gather_facts(
                     HostFactsFact.parse(&Facts {
                         stdout: out.stdout_str(),
                         exit_status: out.exit_status,
+                        ..Default::default()
                     })
                 } else {
                     Err(StepError::new(format!(

@@ -2864,3 +2864,221 @@ with = { run = "touch {{ vars.root }}/etc/ran" }
         assert!(!c.root(i + 1).join("etc/ran").exists());
     }
 }
+
+/// A fake apt for a real-sshd host: `apt-get` records its arguments in `apt.log`, `apt-cache
+/// policy` knows every package but those named `*-unlisted`, and `stat`, `ls`, `touch` and
+/// `mkdir` see `/var/lib/apt` and `/etc/apt` under `root` (so the stamp the update writes,
+/// and the lists' age, are the test's, not this machine's). The directory goes first on the
+/// sshd's PATH (`SetEnv`).
+struct FakeApt {
+    dir: tempfile::TempDir,
+}
+
+impl FakeApt {
+    fn new() -> FakeApt {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(root.join("var/lib/apt/lists")).unwrap();
+        std::fs::create_dir_all(root.join("etc/apt")).unwrap();
+        std::fs::write(root.join("var/lib/apt/lists/deb_dists_main_Packages"), "").unwrap();
+        std::fs::write(
+            root.join("etc/apt/sources.list"),
+            "deb http://deb.example/ x main\n",
+        )
+        .unwrap();
+        let script = |name: &str, body: String| {
+            use std::os::unix::fs::PermissionsExt;
+            let p = bin.join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        script(
+            "apt-get",
+            format!(
+                "echo \"apt-get $*\" >> {}\n",
+                dir.path().join("apt.log").display()
+            ),
+        );
+        script(
+            "apt-cache",
+            "[ \"$1\" = policy ] || exit 1\nshift\nfor p in \"$@\"; do case $p in -*|*-unlisted) ;; *) printf '%s:\\n  Installed: (none)\\n  Candidate: 1.0-1\\n' \"$p\";; esac; done\n".into(),
+        );
+        let remap = format!(
+            "n=$#; while [ \"$n\" -gt 0 ]; do a=$1; shift; case $a in /var/lib/apt*|/etc/apt*) a={}$a;; esac; set -- \"$@\" \"$a\"; n=$((n - 1)); done\nexec /usr/bin/$(basename \"$0\") \"$@\"\n",
+            root.display()
+        );
+        for tool in ["stat", "ls", "touch", "mkdir"] {
+            script(tool, remap.clone());
+        }
+        // Lists last refreshed long ago, sources older still.
+        Self::age(&root.join("etc/apt/sources.list"), "2001-01-01");
+        Self::age(&root.join("var/lib/apt/lists"), "2001-01-02");
+        FakeApt { dir }
+    }
+
+    fn sshd_config(&self) -> String {
+        format!(
+            "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin\n",
+            self.dir.path().join("bin").display()
+        )
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn stamp(&self) -> PathBuf {
+        self.root()
+            .join("var/lib/apt/periodic/update-success-stamp")
+    }
+
+    fn age(path: &Path, date: &str) {
+        run_ok(Command::new("/usr/bin/touch").args(["-d", date]).arg(path));
+    }
+
+    /// What apt-get was asked since the last call (and forgets it).
+    fn calls(&self) -> Vec<String> {
+        let log = self.dir.path().join("apt.log");
+        let calls = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_file(&log);
+        calls.lines().map(str::to_string).collect()
+    }
+}
+
+const APT_UPDATE: &str = "apt-get update -q -o DPkg::Lock::Timeout=300";
+const APT_INSTALL: &str = "apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold -o DPkg::Lock::Timeout=300";
+
+/// Two package steps on a host refresh its stale package lists once (the second asks for
+/// `cache_valid_time = 0` and a package the lists lack, either of which would refresh them
+/// again without the run's memory); lists younger than `cache_valid_time` are not refreshed
+/// at all; `--check` plans one refresh and runs nothing; a step without packages (Ansible's
+/// "update the apt cache") and a package step after it refresh once; `cache_valid_time =
+/// "soon"` exits 2 at its line and column, and nothing runs.
+#[test]
+fn package_steps_refresh_the_lists_at_most_once_per_host_and_run() {
+    let apt = FakeApt::new();
+    let c = cluster_with(
+        1,
+        SshdOptions {
+            extra_config: apt.sshd_config(),
+            ..SshdOptions::default()
+        },
+    );
+    // Two package steps: `base packages` (pv-one) and `tools` (pv-two and `tools`).
+    let playbook = |first: &str, tools: &str, second: &str| {
+        std::fs::write(
+            c.dir.path().join("playbook.toml"),
+            format!(
+                "[[steps]]\nname = \"base packages\"\nuse = \"apt\"\nwith = {{ packages = [\"pv-one\"]{first} }}\n\n\
+                 [[steps]]\nname = \"tools\"\nuse = \"apt\"\nwith = {{ packages = [\"pv-two\", \"{tools}\"]{second} }}\n"
+            ),
+        )
+        .unwrap();
+    };
+    let run = || {
+        let out = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        out
+    };
+    let install = |p: &str| format!("{APT_INSTALL} {p}");
+
+    // Stale lists: one refresh, before the first install; a dry run plans just that.
+    playbook("", "pv-three-unlisted", ", cache_valid_time = 0");
+    let out = c.provision(&["run", &c.cluster_toml(), "--check"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert_eq!(t.matches("after apt-get update").count(), 1, "{t}");
+    assert!(
+        t.contains("install pv-one (after apt-get update: package lists are "),
+        "{t}"
+    );
+    assert!(t.contains("install pv-two, pv-three-unlisted\n"), "{t}");
+    assert_eq!(apt.calls(), Vec::<String>::new(), "--check ran apt-get");
+    assert!(!apt.stamp().exists());
+    let out = run();
+    assert_eq!(
+        Cluster::results(&out),
+        vec![
+            ("base packages".into(), "h1".into(), "changed".into()),
+            ("tools".into(), "h1".into(), "changed".into())
+        ]
+    );
+    assert_eq!(
+        apt.calls(),
+        vec![
+            APT_UPDATE.to_string(),
+            install("pv-one"),
+            install("pv-two pv-three-unlisted")
+        ]
+    );
+    assert!(apt.stamp().exists(), "the update writes its stamp");
+
+    // Lists the lists know, refreshed by that run: fresh, no refresh at all (the fake dpkg
+    // never installs, so every run installs).
+    playbook(
+        ", cache_valid_time = 3600",
+        "pv-three",
+        ", cache_valid_time = 3600",
+    );
+    let fresh = vec![install("pv-one"), install("pv-two pv-three")];
+    run();
+    assert_eq!(apt.calls(), fresh);
+    // 2 h old: stale for an hour's validity (once), fresh for a day's.
+    FakeApt::age(&apt.stamp(), "2 hours ago");
+    run();
+    assert_eq!(
+        apt.calls(),
+        [vec![APT_UPDATE.to_string()], fresh.clone()].concat()
+    );
+    FakeApt::age(&apt.stamp(), "2 hours ago");
+    playbook(
+        ", cache_valid_time = 86400",
+        "pv-three",
+        ", cache_valid_time = 86400",
+    );
+    run();
+    assert_eq!(apt.calls(), fresh);
+
+    // Ansible's "update the apt cache" task (no packages) and a package step after it, both
+    // refreshing at every run: once.
+    std::fs::write(
+        c.dir.path().join("playbook.toml"),
+        "[[steps]]\nname = \"lists\"\nuse = \"apt\"\nwith = { update_cache = true, cache_valid_time = 0 }\n\n\
+         [[steps]]\nname = \"base packages\"\nuse = \"apt\"\nwith = { packages = [\"pv-one\"], cache_valid_time = 0 }\n",
+    )
+    .unwrap();
+    let out = run();
+    assert_eq!(
+        Cluster::results(&out),
+        vec![
+            ("lists".into(), "h1".into(), "changed".into()),
+            ("base packages".into(), "h1".into(), "changed".into())
+        ]
+    );
+    assert_eq!(apt.calls(), vec![APT_UPDATE.to_string(), install("pv-one")]);
+
+    // Bad input: exit 2 at the value's position, nothing run, no host contacted.
+    let connected = c.servers[0].log().matches("Accepted publickey").count();
+    std::fs::write(
+        c.dir.path().join("playbook.toml"),
+        "[[steps]]\nname = \"base packages\"\nuse = \"apt\"\nwith = { packages = [\"pv-one\"], cache_valid_time = \"soon\" }\n",
+    )
+    .unwrap();
+    for cmd in ["check-config", "run"] {
+        let out = c.provision(&[cmd, &c.cluster_toml()]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {t}");
+        assert!(
+            t.contains("playbook.toml:4:33: error: `cache_valid_time` is \"soon\": it must be a whole number of seconds, 0 or more\n  help: e.g. cache_valid_time = 86400"),
+            "{cmd}: {t}"
+        );
+    }
+    assert_eq!(apt.calls(), Vec::<String>::new());
+    assert_eq!(
+        c.servers[0].log().matches("Accepted publickey").count(),
+        connected,
+        "bad input connected to the host"
+    );
+}

@@ -77,7 +77,12 @@ impl Sections {
         for line in facts.stdout.split_inclusive('\n') {
             let bare = line.trim_end_matches('\n');
             if let Some(name) = bare.strip_prefix("--- ") {
-                parts.push((name.to_string(), Facts::new("")));
+                // Each part is read in the same run as the whole: it keeps the run's marks.
+                let part = Facts {
+                    marks: facts.marks.clone(),
+                    ..Facts::new("")
+                };
+                parts.push((name.to_string(), part));
             } else if let Some((_, f)) = parts.last_mut() {
                 f.stdout.push_str(line);
             }
@@ -177,5 +182,13 @@ mod tests {
         assert_eq!(s.get("b").unwrap().stdout, "");
         let e = s.get("c").unwrap_err();
         assert!(e.message.starts_with("unexpected `c` fact output"), "{e}");
+        let marked = Facts {
+            marks: ["apt-lists-updated".to_string()].into(),
+            ..Facts::new("--- a\n1\n")
+        };
+        assert_eq!(
+            Sections::parse(&marked).get("a").unwrap().marks,
+            marked.marks
+        );
     }
 }

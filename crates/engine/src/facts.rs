@@ -48,6 +48,7 @@ pub fn parse_batch(nonce: &str, stdout: &str) -> Vec<(usize, Facts)> {
             Facts {
                 stdout: body.to_string(),
                 exit_status: code.parse().ok(),
+                ..Default::default()
             },
         ));
         rest = &tail[close2..];
@@ -127,14 +128,16 @@ mod tests {
                     0,
                     Facts {
                         stdout: "web-1\n".into(),
-                        exit_status: Some(0)
+                        exit_status: Some(0),
+                        ..Default::default()
                     }
                 ),
                 (
                     3,
                     Facts {
                         stdout: "no newline".into(),
-                        exit_status: Some(2)
+                        exit_status: Some(2),
+                        ..Default::default()
                     }
                 )
             ]
@@ -150,7 +153,8 @@ mod tests {
                 0,
                 Facts {
                     stdout: "a\n".into(),
-                    exit_status: Some(0)
+                    exit_status: Some(0),
+                    ..Default::default()
                 }
             )]
         );
@@ -195,21 +199,24 @@ mod tests {
                     1,
                     Facts {
                         stdout: "one\ntwo\n".into(),
-                        exit_status: Some(0)
+                        exit_status: Some(0),
+                        ..Default::default()
                     }
                 ),
                 (
                     2,
                     Facts {
                         stdout: "".into(),
-                        exit_status: Some(7)
+                        exit_status: Some(7),
+                        ..Default::default()
                     }
                 ),
                 (
                     5,
                     Facts {
                         stdout: "x".into(),
-                        exit_status: Some(0)
+                        exit_status: Some(0),
+                        ..Default::default()
                     }
                 ),
             ]

@@ -98,6 +98,9 @@ struct State {
     on: HashMap<(usize, String), String>,
     /// Steps with `ignore_errors`: a host failing one is reported ignored and goes on.
     ignoring: BTreeSet<usize>,
+    /// Host to what changes applied there in this run left (`Change::marks`): later steps'
+    /// facts on that host carry them (`Facts::marks`).
+    marks: HashMap<String, BTreeSet<String>>,
 }
 
 /// The batch key of the pending-notifications read, which rides in a host's first fact batch.
@@ -168,6 +171,7 @@ impl Runner {
                 at_run: Default::default(),
                 on: HashMap::new(),
                 ignoring: BTreeSet::new(),
+                marks: HashMap::new(),
             }),
             handlers: Handlers::default(),
             handler_targets: Vec::new(),
@@ -425,6 +429,15 @@ impl Runner {
             }
         }
 
+        // What this run did on the host the facts were read on: the run's memory, which no
+        // fact command can read.
+        {
+            let st = self.state.lock().unwrap();
+            for (host, f) in facts.iter_mut() {
+                let on = step.delegate(host).unwrap_or(host);
+                f.marks = st.marks.get(on).cloned().unwrap_or_default();
+            }
+        }
         let plan = step.plan(&facts);
         let at = step.at_run();
         let judged = at.is_some_and(|a| a.rules.judges());
@@ -1027,6 +1040,8 @@ impl Runner {
                 None,
                 started,
             );
+            // What the real run would remember, so that a dry run plans as it would.
+            self.remember(on.unwrap_or(host), changes.iter());
             return true;
         }
         // Where the changes run: the target, or the host the step runs `on` for it.
@@ -1130,6 +1145,7 @@ impl Runner {
                     return false;
                 }
             }
+            self.remember(at, [change]);
         }
         if let Some(a) = judged {
             return self.judged(
@@ -1149,6 +1165,17 @@ impl Runner {
             );
         }
         true
+    }
+
+    /// Remembers the marks of `changes` applied on `host` ([`Change::marks`]).
+    fn remember<'a>(&self, host: &str, changes: impl IntoIterator<Item = &'a Change>) {
+        let mut st = self.state.lock().unwrap();
+        for m in changes.into_iter().flat_map(|c| &c.marks) {
+            st.marks
+                .entry(host.to_string())
+                .or_default()
+                .insert(m.clone());
+        }
     }
 
     /// Reports how a step with `failed_when`/`changed_when` ended on `host`, from what its

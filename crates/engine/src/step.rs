@@ -1,7 +1,7 @@
 //! What a step is: hosts to gather facts from, a fact command, a pure check from
 //! facts to a plan, and the actions that carry the plan out (run by the engine).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use zeroize::Zeroizing;
 
@@ -10,6 +10,10 @@ use zeroize::Zeroizing;
 pub struct Facts {
     pub stdout: String,
     pub exit_status: Option<u32>,
+    /// What earlier changes of this run left on the host, as the runner remembers it
+    /// ([`Change::marks`]): what its files cannot tell (apt's package lists were refreshed in
+    /// this run, however old the `cache_valid_time` allows them to be).
+    pub marks: BTreeSet<String>,
 }
 
 impl Facts {
@@ -17,6 +21,7 @@ impl Facts {
         Facts {
             stdout: stdout.into(),
             exit_status: Some(0),
+            marks: BTreeSet::new(),
         }
     }
 
@@ -129,6 +134,9 @@ pub struct Change {
     /// service every node of a cluster runs (dockerd under the swarm) must not happen on all
     /// of them at once.
     pub one_at_a_time: bool,
+    /// Remembered on the host for the rest of the run once this change's actions all ran (or,
+    /// under `--check`, would have): later steps' [`Facts::marks`] on that host hold them.
+    pub marks: Vec<String>,
 }
 
 impl Change {
@@ -138,7 +146,14 @@ impl Change {
             actions,
             diff: None,
             one_at_a_time: false,
+            marks: Vec::new(),
         }
+    }
+
+    /// See [`Change::marks`].
+    pub fn marking(mut self, mark: impl Into<String>) -> Self {
+        self.marks.push(mark.into());
+        self
     }
 
     /// See [`Change::one_at_a_time`].

@@ -589,3 +589,92 @@ async fn a_diff_never_shows_the_previous_value_of_a_rotated_secret() {
     let all = serde_json::to_string(&*events).unwrap();
     assert!(!all.contains(old_secret), "{all}");
 }
+
+/// A step that refreshes something at most once per run on a host: its change marks the host,
+/// and it decides from the run's marks (what apt's package lists use).
+struct RefreshOnce(&'static str);
+
+impl HostStep for RefreshOnce {
+    fn gather(&self) -> Option<String> {
+        Some(format!("echo {}", self.0))
+    }
+    fn check(&self, facts: &Facts) -> Result<Check, StepError> {
+        if facts.marks.contains("refreshed") {
+            return Ok(Check::Ok(format!("{}: refreshed in this run", self.0)));
+        }
+        Ok(Check::Change(vec![
+            Change::new(
+                format!("{}: refresh", self.0),
+                vec![Action::run("refresh-the-lists")],
+            )
+            .marking("refreshed"),
+        ]))
+    }
+}
+
+fn refresh_step(name: &'static str, hosts: &[&str]) -> Box<dyn Step> {
+    Box::new(PerHost {
+        title: name.into(),
+        hosts: hosts
+            .iter()
+            .map(|h| {
+                (
+                    h.to_string(),
+                    Box::new(RefreshOnce(name)) as Box<dyn HostStep>,
+                )
+            })
+            .collect(),
+    })
+}
+
+#[tokio::test]
+async fn a_changes_marks_reach_the_later_steps_of_its_host_for_the_rest_of_the_run() {
+    let (h1, h2) = (host("h1"), host("h2"));
+    for h in [&h1, &h2] {
+        h.fake.respond_with("<<pv-", |script| {
+            Output::ok(answer_batch(script, |_| ("\n".into(), 0)))
+        });
+    }
+    let steps = vec![
+        refresh_step("first", &["h1"]),
+        refresh_step("second", &["h1", "h2"]),
+        refresh_step("third", &["h1", "h2"]),
+    ];
+    let refreshes = |h: &Host| {
+        h.fake
+            .scripts()
+            .iter()
+            .filter(|s| s.contains("refresh-the-lists"))
+            .count()
+    };
+    let (recap, sink) = run(&[&h1, &h2], &steps, RunOptions::default()).await;
+    assert!(recap.is_success());
+    // h1 refreshed at the first step only, h2 (not marked by h1's change) at the second.
+    assert_eq!((refreshes(&h1), refreshes(&h2)), (1, 1));
+    let mut results = sink.results();
+    results.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    assert_eq!(
+        results,
+        vec![
+            ("first".into(), "h1".into(), HostStatus::Changed),
+            ("second".into(), "h1".into(), HostStatus::Ok),
+            ("second".into(), "h2".into(), HostStatus::Changed),
+            ("third".into(), "h1".into(), HostStatus::Ok),
+            ("third".into(), "h2".into(), HostStatus::Ok),
+        ]
+    );
+    // The memory is the run's: the next run refreshes again, once.
+    h1.fake.clear();
+    let (_, _) = run(&[&h1], &steps[..1], RunOptions::default()).await;
+    assert_eq!(refreshes(&h1), 1);
+    // A dry run plans as the real run would: one refresh per host.
+    h1.fake.clear();
+    let opts = RunOptions {
+        check: true,
+        ..Default::default()
+    };
+    let (recap, _) = run(&[&h1], &steps, opts).await;
+    assert_eq!(refreshes(&h1), 0);
+    assert_eq!(recap.hosts[0].would_change, 1);
+    assert_eq!(recap.hosts[0].ok, 2);
+}

@@ -46,6 +46,7 @@ fn captures(state: &str) -> Vec<Captured> {
                         Facts {
                             stdout: v["stdout"].as_str().unwrap().to_string(),
                             exit_status: v["exit_status"].as_u64().map(|c| c as u32),
+                            ..Default::default()
                         },
                     ),
                 );

@@ -1472,7 +1472,32 @@ impl<'a> Converter<'a> {
                     }
                 }
                 put_bool!("update_cache", &["update_cache", "update-cache"]);
-                put!("cache_valid_time", &["cache_valid_time"]);
+                match a.take(&["cache_valid_time"]) {
+                    // A number of seconds (the free form gives it as text).
+                    Some(n) => match n.text().and_then(|t| t.trim().parse::<i64>().ok()) {
+                        Some(secs) if secs >= 0 => {
+                            with.insert("cache_valid_time".into(), toml::Value::Integer(secs));
+                        }
+                        _ if n.text().is_some_and(|t| t.contains("{{")) => {
+                            if let Some(v) = self.value(&n, locals) {
+                                with.insert("cache_valid_time".into(), v);
+                            }
+                        }
+                        _ => self.problem(
+                            n.line,
+                            format!(
+                                "apt cache_valid_time `{}`: not converted (a number of seconds)",
+                                n.text().unwrap_or_default()
+                            ),
+                        ),
+                    },
+                    // Ansible refreshes the lists at every such task; provision at most once
+                    // per host and run, which `cache_valid_time = 0` asks for.
+                    None if with.get("update_cache") == Some(&toml::Value::Boolean(true)) => {
+                        with.insert("cache_valid_time".into(), toml::Value::Integer(0));
+                    }
+                    None => {}
+                }
                 put_bool!("install_recommends", &["install_recommends"]);
                 put_bool!("purge", &["purge"]);
                 "apt"

@@ -984,4 +984,25 @@ tags = ["site", "again"]
         );
         assert!(!text(&r, "playbook.toml").contains("strategy ="));
     }
+
+    #[test]
+    fn apt_cache_settings_convert_to_seconds_and_a_refresh_once_per_run() {
+        let y = "- hosts: all\n  tasks:\n    - name: lists\n      apt: update_cache=yes cache_valid_time=3600\n    - name: nginx\n      apt: name=nginx update_cache=yes\n    - name: tools\n      apt:\n        name: [curl, git]\n        update_cache: true\n        cache_valid_time: 86400\n    - name: vim\n      apt: name=vim update_cache=no\n    - name: odd\n      apt: name=jq cache_valid_time=soon\n";
+        let r = convert(&[("site.yml", y)]);
+        assert_eq!(
+            problems(&r),
+            ["/pb/site.yml:15: apt cache_valid_time `soon`: not converted (a number of seconds)"]
+        );
+        let t = text(&r, "playbook.toml");
+        for step in [
+            // update_cache alone: the refresh-only step, with its validity as a number.
+            "name = \"lists\"\nuse = \"apt\"\nwith = { cache_valid_time = 3600, update_cache = true }\n",
+            // Ansible refreshes at every such task: once per host and run here.
+            "name = \"nginx\"\nuse = \"apt\"\nwith = { cache_valid_time = 0, packages = \"nginx\", update_cache = true }\n",
+            "name = \"tools\"\nuse = \"apt\"\nwith = { cache_valid_time = 86400, packages = [\"curl\", \"git\"], update_cache = true }\n",
+            "name = \"vim\"\nuse = \"apt\"\nwith = { packages = \"vim\", update_cache = false }\n",
+        ] {
+            assert!(t.contains(step), "{step}\n{t}");
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! `apt`: Debian packages installed (optionally at a version, or the latest),
 //! or removed. The package lists are refreshed only when something must be
-//! installed and they are stale, older than the sources, or lack a package.
+//! installed and they are stale, older than the sources, or lack a package; and
+//! at most once per host and run, unless the sources changed since (the run's
+//! memory: [`LISTS_UPDATED`]).
 
 use super::util::{self, List};
 use crate::ctx::{BuildCtx, ParamError};
@@ -28,6 +30,11 @@ pub const LOCK_TIMEOUT_SECS: u32 = 300;
 /// when nothing changed upstream.
 pub const UPDATE_STAMP: &str = "/var/lib/apt/periodic/update-success-stamp";
 
+/// The run's mark ([`Change::marks`]) of a host whose package lists a change refreshed: a
+/// later package step there in the same run does not refresh them again, however short its
+/// `cache_valid_time`, unless the sources changed since.
+pub const LISTS_UPDATED: &str = "apt-lists-updated";
+
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
@@ -40,20 +47,36 @@ pub enum State {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Params {
-    packages: List,
-    #[serde(default)]
-    state: State,
+    /// None: the step only refreshes the package lists (Ansible's apt task with `update_cache`
+    /// alone).
+    packages: Option<List>,
+    state: Option<State>,
     update_cache: Option<bool>,
-    #[serde(default = "default_cache_valid_time")]
-    cache_valid_time: u64,
+    /// Seconds; checked by [`cache_valid_time`] for a message that says what to write.
+    cache_valid_time: Option<toml::Value>,
     #[serde(default)]
     install_recommends: bool,
     #[serde(default)]
     purge: bool,
 }
 
-fn default_cache_valid_time() -> u64 {
-    3600
+/// Package lists younger than this many seconds are used as they are (Ansible's
+/// `cache_valid_time`, whose default, 0, would refresh them at every step).
+pub const DEFAULT_CACHE_VALID_TIME: u64 = 3600;
+
+/// `cache_valid_time`: a whole number of seconds, 0 or more.
+fn cache_valid_time(v: Option<toml::Value>) -> Result<u64, ParamError> {
+    match v {
+        None => Ok(DEFAULT_CACHE_VALID_TIME),
+        Some(toml::Value::Integer(n)) if n >= 0 => Ok(n as u64),
+        Some(other) => Err(util::bad(
+            "cache_valid_time",
+            format!(
+                "`cache_valid_time` is {other}: it must be a whole number of seconds, 0 or more"
+            ),
+            "e.g. cache_valid_time = 86400 (lists refreshed in the last day are used as they are); 0 refreshes them once per run",
+        )),
+    }
 }
 
 /// A package as written: `name`, `name:arch`, `name=version`, `name:arch=version`.
@@ -127,7 +150,12 @@ pub struct Apt {
 
 pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep>, ParamError> {
     let p: Params = util::params(with, KNOWN_KEYS)?;
-    if p.packages.0.is_empty() {
+    let cache_valid_time = cache_valid_time(p.cache_valid_time)?;
+    let Some(listed) = p.packages else {
+        return refresh_only(p.state, p.update_cache, p.purge, cache_valid_time);
+    };
+    let state = p.state.unwrap_or_default();
+    if listed.0.is_empty() {
         return Err(util::bad(
             "packages",
             "`packages` is empty",
@@ -135,7 +163,7 @@ pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep
         ));
     }
     let mut packages = Vec::new();
-    for s in &p.packages.0 {
+    for s in &listed.0 {
         let pkg = parse_package(s).ok_or_else(|| {
             util::bad(
                 "packages",
@@ -143,7 +171,7 @@ pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep
                 "names are lower-case letters, digits and + . - (at least 2), optionally with :arch and =version, e.g. \"nginx\", \"libc6:i386\", \"docker-ce=5:27.3.1-1~debian.12~bookworm\"",
             )
         })?;
-        match (p.state, &pkg.version) {
+        match (state, &pkg.version) {
             (State::Absent, Some(_)) => {
                 return Err(util::bad(
                     "packages",
@@ -165,18 +193,62 @@ pub fn build(with: &toml::Table, _ctx: &BuildCtx<'_>) -> Result<Box<dyn HostStep
         }
     }
     util::require(
-        !p.purge || p.state == State::Absent,
+        !p.purge || state == State::Absent,
         "purge",
         "`purge` applies only with state = \"absent\"",
         "remove it, or set state = \"absent\"",
     )?;
     Ok(Box::new(Typed(Apt {
         packages,
-        state: p.state,
+        state,
         update_cache: p.update_cache.unwrap_or(true),
-        cache_valid_time: p.cache_valid_time,
+        cache_valid_time,
         install_recommends: p.install_recommends,
         purge: p.purge,
+    })))
+}
+
+/// A step without `packages`: it refreshes the package lists when they are older than
+/// `cache_valid_time` (or the sources), at most once per host and run.
+fn refresh_only(
+    state: Option<State>,
+    update_cache: Option<bool>,
+    purge: bool,
+    cache_valid_time: u64,
+) -> Result<Box<dyn HostStep>, ParamError> {
+    if let Some(s) = state.filter(|s| *s != State::Present) {
+        return Err(util::bad(
+            "packages",
+            format!(
+                "`packages` is missing: state = \"{}\" needs the packages it applies to",
+                if s == State::Absent {
+                    "absent"
+                } else {
+                    "latest"
+                }
+            ),
+            "list them, e.g. packages = [\"nginx\"]",
+        ));
+    }
+    util::require(
+        update_cache != Some(false),
+        "update_cache",
+        "without `packages` the step only refreshes the package lists, and update_cache = false forbids that",
+        "list the packages to install, or remove update_cache = false",
+    )?;
+    util::require(
+        !purge,
+        "purge",
+        "`purge` applies only with state = \"absent\" and `packages`",
+        "remove it, or list the packages to purge with state = \"absent\"",
+    )?;
+    Ok(Box::new(Typed(Apt {
+        packages: Vec::new(),
+        state: State::Present,
+        update_cache: true,
+        cache_valid_time,
+        install_recommends: false,
+        purge: false,
     })))
 }
 
@@ -194,14 +266,23 @@ pub fn gather_command(queries: &[String], installing: bool) -> String {
     );
     if installing {
         s.push_str(&format!(
-            "; LC_ALL=C apt-cache policy {names} 2>/dev/null | awk '/^[^ ].*:$/ {{ p = substr($0, 1, length($0) - 1) }} /^  Candidate:/ {{ print \"candidate=\" p \" \" $2 }}'; \
-             echo \"now=$(date +%s)\"; \
-             echo \"updated=$(stat -c %Y /var/lib/apt/lists {UPDATE_STAMP} 2>/dev/null | sort -n | tail -n 1)\"; \
-             echo \"sources=$(stat -c %Y /etc/apt/sources.list /etc/apt/sources.list.d /etc/apt/sources.list.d/* 2>/dev/null | sort -n | tail -n 1)\"; \
-             echo \"lists=$(ls /var/lib/apt/lists 2>/dev/null | grep -c _Packages)\""
+            "; LC_ALL=C apt-cache policy {names} 2>/dev/null | awk '/^[^ ].*:$/ {{ p = substr($0, 1, length($0) - 1) }} /^  Candidate:/ {{ print \"candidate=\" p \" \" $2 }}'; {}",
+            lists_command()
         ));
     }
     s
+}
+
+/// The age of the package lists: the time, the last update (the lists directory, renamed into
+/// when an update brings new lists, or our update's stamp: apt leaves no trace of an update
+/// that found nothing new), the newest change of the sources, and how many lists there are.
+pub fn lists_command() -> String {
+    format!(
+        "echo \"now=$(date +%s)\"; \
+         echo \"updated=$(stat -c %Y /var/lib/apt/lists {UPDATE_STAMP} 2>/dev/null | sort -n | tail -n 1)\"; \
+         echo \"sources=$(stat -c %Y /etc/apt/sources.list /etc/apt/sources.list.d /etc/apt/sources.list.d/* 2>/dev/null | sort -n | tail -n 1)\"; \
+         echo \"lists=$(ls /var/lib/apt/lists 2>/dev/null | grep -c _Packages)\""
+    )
 }
 
 /// Like [`gather_command`] for installing, but the package lists are only
@@ -264,6 +345,8 @@ pub struct AptFacts {
     pub updated: Option<u64>,
     pub sources: Option<u64>,
     pub lists: Option<u64>,
+    /// The lists were refreshed earlier in this run (the run's [`LISTS_UPDATED`] mark).
+    pub updated_this_run: bool,
 }
 
 pub fn parse(stdout: &str) -> Result<AptFacts, StepError> {
@@ -328,6 +411,9 @@ impl Fact for PackageFact {
     type Value = AptFacts;
 
     fn command(&self) -> String {
+        if self.queries.is_empty() {
+            return lists_command();
+        }
         match self.lists {
             Lists::Never => gather_command(&self.queries, false),
             Lists::WhenMissing => gather_present(&self.queries),
@@ -336,8 +422,32 @@ impl Fact for PackageFact {
     }
 
     fn parse(&self, facts: &Facts) -> Result<AptFacts, StepError> {
-        parse(&facts.stdout)
+        parse_with_marks(facts)
     }
+}
+
+/// [`parse`], and whether this run refreshed the lists already ([`Facts::marks`]).
+pub fn parse_with_marks(facts: &Facts) -> Result<AptFacts, StepError> {
+    Ok(AptFacts {
+        updated_this_run: facts.marks.contains(LISTS_UPDATED),
+        ..parse(&facts.stdout)?
+    })
+}
+
+/// The change that refreshes the package lists, when one of `changes` does: marked so the
+/// rest of the run knows ([`LISTS_UPDATED`]).
+pub fn mark_updates(changes: Vec<Change>) -> Vec<Change> {
+    let update = Action::run(update_command());
+    changes
+        .into_iter()
+        .map(|c| {
+            if c.actions.contains(&update) && !c.marks.iter().any(|m| m == LISTS_UPDATED) {
+                c.marking(LISTS_UPDATED)
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 /// `apt-get install`: unattended, keeping locally changed config files, waiting
@@ -427,12 +537,17 @@ impl Apt {
         let now = f
             .now
             .ok_or_else(|| StepError::new("the apt facts lack the time (`date +%s`)"))?;
-        if f.lists.unwrap_or(0) == 0 {
+        if f.lists.unwrap_or(0) == 0 && !f.updated_this_run {
             return Ok(Some("no package lists yet".into()));
         }
         let updated = f.updated.unwrap_or(0);
         if f.sources.is_some_and(|s| s > updated) {
             return Ok(Some("sources changed since the last update".into()));
+        }
+        // Refreshed in this run: again would fetch the same lists (a package they lack is
+        // apt-get install's error to report, naming it).
+        if f.updated_this_run {
+            return Ok(None);
         }
         let age = now.saturating_sub(updated);
         if age > self.cache_valid_time {
@@ -442,6 +557,21 @@ impl Apt {
             return Ok(Some(format!("{} is not in the package lists", p.name)));
         }
         Ok(None)
+    }
+
+    /// Without packages: refresh the lists if they are stale.
+    fn refresh(&self, f: &AptFacts) -> Result<Check, StepError> {
+        Ok(match self.stale_reason(f, &[])? {
+            Some(reason) => Check::Change(mark_updates(vec![Change::new(
+                format!("apt-get update: {reason}"),
+                vec![Action::run(update_command())],
+            )])),
+            None if f.updated_this_run => Check::Ok("package lists refreshed in this run".into()),
+            None => Check::Ok(format!(
+                "package lists are {} old",
+                human(f.now.unwrap_or(0).saturating_sub(f.updated.unwrap_or(0)))
+            )),
+        })
     }
 
     fn install(
@@ -483,7 +613,9 @@ impl Apt {
             self.install_recommends,
             downgrades,
         )));
-        Ok(Check::Change(vec![Change::new(summary, actions)]))
+        Ok(Check::Change(mark_updates(vec![Change::new(
+            summary, actions,
+        )])))
     }
 }
 
@@ -503,6 +635,9 @@ impl Decide for Apt {
     }
 
     fn decide(&self, f: AptFacts) -> Result<Check, StepError> {
+        if self.packages.is_empty() {
+            return self.refresh(&f);
+        }
         let names = || self.queries().join(", ");
         match self.state {
             State::Present => {
@@ -756,13 +891,16 @@ mod tests {
         let old = FRESH_LISTS.replace("now=1795768133", "now=1795789133");
         assert_eq!(
             s.check(&Facts::new(old)).unwrap(),
-            Check::Change(vec![Change::new(
-                "install nginx (after apt-get update: package lists are 6h old)",
-                vec![
-                    Action::run(update_command()),
-                    Action::run(format!("{INSTALL} nginx"))
-                ]
-            )])
+            Check::Change(vec![
+                Change::new(
+                    "install nginx (after apt-get update: package lists are 6h old)",
+                    vec![
+                        Action::run(update_command()),
+                        Action::run(format!("{INSTALL} nginx"))
+                    ]
+                )
+                .marking(LISTS_UPDATED)
+            ])
         );
         // A new source (the Docker repository) since the last update.
         let Check::Change(c) = s
@@ -961,7 +1099,239 @@ mod tests {
             "packages = [\"nginx\"]\ncache_valid_time = \"1h\"",
         ));
         assert_eq!(e.key.as_deref(), Some("cache_valid_time"));
+        let e = build_err(build_with(
+            build,
+            "packages = [\"nginx\"]\ncache_valid_time = \"soon\"",
+        ));
+        assert_eq!(
+            (e.key.as_deref(), e.message.as_str(), e.help.as_deref()),
+            (
+                Some("cache_valid_time"),
+                "`cache_valid_time` is \"soon\": it must be a whole number of seconds, 0 or more",
+                Some(
+                    "e.g. cache_valid_time = 86400 (lists refreshed in the last day are used as they are); 0 refreshes them once per run"
+                )
+            )
+        );
+        for bad in ["-1", "1.5", "true"] {
+            let e = build_err(build_with(
+                build,
+                &format!("packages = [\"nginx\"]\ncache_valid_time = {bad}"),
+            ));
+            assert_eq!(e.key.as_deref(), Some("cache_valid_time"), "{bad}");
+        }
         let e = build_err(build_with(build, "packages = [\"nginx\"]\npurge = true"));
+        assert_eq!(e.key.as_deref(), Some("purge"));
+    }
+
+    /// The install gather command run on this Debian 12 machine (curl installed, nginx not),
+    /// its lists refreshed 7 h 32 min before by `apt-get update` (the lists directory's
+    /// mtime; nothing writes update-success-stamp on Debian, so only our update makes one).
+    const DEBIAN12_7H: &str = "pkg=ii  curl amd64 7.88.1-10+deb12u15\n\
+        candidate=curl 7.88.1-10+deb12u15\n\
+        candidate=nginx 1.22.1-9+deb12u12\n\
+        now=1796682801\nupdated=1796655645\nsources=1796655644\nlists=4\n";
+
+    /// Facts as the runner hands them over after this run refreshed the host's lists.
+    fn updated_this_run(stdout: &str) -> Facts {
+        Facts {
+            marks: [LISTS_UPDATED.to_string()].into(),
+            ..Facts::new(stdout)
+        }
+    }
+
+    #[test]
+    fn cache_valid_time_decides_over_the_age_of_real_lists() {
+        let f = parse(DEBIAN12_7H).unwrap();
+        assert_eq!(
+            (f.now, f.updated, f.sources, f.lists, f.updated_this_run),
+            (
+                Some(1796682801),
+                Some(1796655645),
+                Some(1796655644),
+                Some(4),
+                false
+            )
+        );
+        // The default (an hour): 7 h is stale, so the lists are refreshed first, and the change
+        // marks the host for the rest of the run.
+        let s = step("packages = [\"nginx\"]");
+        assert_eq!(
+            s.check(&Facts::new(DEBIAN12_7H)).unwrap(),
+            Check::Change(vec![
+                Change::new(
+                    "install nginx (after apt-get update: package lists are 7h old)",
+                    vec![
+                        Action::run(update_command()),
+                        Action::run(format!("{INSTALL} nginx"))
+                    ]
+                )
+                .marking(LISTS_UPDATED)
+            ])
+        );
+        // A day: fresh enough, no refresh and no mark.
+        let s = step("packages = [\"nginx\"]\ncache_valid_time = 86400");
+        assert_eq!(
+            s.check(&Facts::new(DEBIAN12_7H)).unwrap(),
+            Check::Change(vec![Change::new(
+                "install nginx",
+                vec![Action::run(format!("{INSTALL} nginx"))]
+            )])
+        );
+        // Just below and just above the age (27156 s).
+        let s = step("packages = [\"nginx\"]\ncache_valid_time = 27156");
+        let Check::Change(c) = s.check(&Facts::new(DEBIAN12_7H)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(c[0].summary, "install nginx");
+        let s = step("packages = [\"nginx\"]\ncache_valid_time = 27155");
+        let Check::Change(c) = s.check(&Facts::new(DEBIAN12_7H)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            c[0].summary,
+            "install nginx (after apt-get update: package lists are 7h old)"
+        );
+    }
+
+    #[test]
+    fn lists_refreshed_in_this_run_are_not_refreshed_again() {
+        // Stale by age, even with cache_valid_time = 0 (refresh once per run): not again.
+        for with in [
+            "packages = [\"nginx\"]",
+            "packages = [\"nginx\"]\ncache_valid_time = 0",
+        ] {
+            assert_eq!(
+                step(with).check(&updated_this_run(DEBIAN12_7H)).unwrap(),
+                Check::Change(vec![Change::new(
+                    "install nginx",
+                    vec![Action::run(format!("{INSTALL} nginx"))]
+                )]),
+                "{with}"
+            );
+        }
+        // A package the refreshed lists lack: apt-get install names it, a second update
+        // would not find it either.
+        let s = step("packages = [\"no-such-package\"]");
+        let Check::Change(c) = s.check(&updated_this_run(DEBIAN12_7H)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(c[0].summary, "install no-such-package");
+        // Lists the update did not produce (a broken source): not again either.
+        let Check::Change(c) = s
+            .check(&updated_this_run(
+                &DEBIAN12_7H.replace("lists=4", "lists=0"),
+            ))
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(c[0].summary, "install no-such-package");
+        // But sources written after that update (Docker's repository) need their lists.
+        let newer_sources = DEBIAN12_7H.replace("sources=1796655644", "sources=1796682800");
+        let Check::Change(c) = step("packages = [\"nginx\"]")
+            .check(&updated_this_run(&newer_sources))
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            c[0].summary,
+            "install nginx (after apt-get update: sources changed since the last update)"
+        );
+        assert_eq!(c[0].marks, vec![LISTS_UPDATED.to_string()]);
+        // update_cache = false never refreshes, and marks nothing.
+        let Check::Change(c) = step("packages = [\"nginx\"]\nupdate_cache = false")
+            .check(&Facts::new(DEBIAN12_7H))
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert!(c[0].marks.is_empty());
+    }
+
+    #[test]
+    fn only_changes_that_refresh_the_lists_are_marked() {
+        let install = Change::new("install x", vec![Action::run(format!("{INSTALL} x"))]);
+        let update = Change::new("refresh", vec![Action::run(update_command())]);
+        let marked = mark_updates(vec![install.clone(), update.clone()]);
+        assert_eq!(marked, vec![install, update.clone().marking(LISTS_UPDATED)]);
+        // Marking twice adds nothing.
+        assert_eq!(mark_updates(marked.clone()), marked);
+    }
+
+    /// [`lists_command`] run on this Debian 12 machine: lists refreshed 7 h 49 min before.
+    const DEBIAN12_LISTS: &str =
+        "now=1796683863\nupdated=1796655645\nsources=1796655644\nlists=4\n";
+
+    #[test]
+    fn without_packages_the_step_refreshes_stale_lists_only() {
+        let s = step("update_cache = true");
+        assert_eq!(
+            s.gather().unwrap(),
+            "echo \"now=$(date +%s)\"; \
+             echo \"updated=$(stat -c %Y /var/lib/apt/lists /var/lib/apt/periodic/update-success-stamp 2>/dev/null | sort -n | tail -n 1)\"; \
+             echo \"sources=$(stat -c %Y /etc/apt/sources.list /etc/apt/sources.list.d /etc/apt/sources.list.d/* 2>/dev/null | sort -n | tail -n 1)\"; \
+             echo \"lists=$(ls /var/lib/apt/lists 2>/dev/null | grep -c _Packages)\""
+        );
+        assert_eq!(s.gather().unwrap(), lists_command());
+        assert_eq!(
+            s.check(&Facts::new(DEBIAN12_LISTS)).unwrap(),
+            Check::Change(vec![
+                Change::new(
+                    "apt-get update: package lists are 7h old",
+                    vec![Action::run(update_command())]
+                )
+                .marking(LISTS_UPDATED)
+            ])
+        );
+        let s = step("cache_valid_time = 86400");
+        assert_eq!(
+            s.check(&Facts::new(DEBIAN12_LISTS)).unwrap(),
+            Check::Ok("package lists are 7h old".into())
+        );
+        // cache_valid_time = 0: every run, but once per host and run.
+        let s = step("cache_valid_time = 0");
+        assert!(matches!(
+            s.check(&Facts::new(DEBIAN12_LISTS)).unwrap(),
+            Check::Change(_)
+        ));
+        assert_eq!(
+            s.check(&updated_this_run(DEBIAN12_LISTS)).unwrap(),
+            Check::Ok("package lists refreshed in this run".into())
+        );
+        // Unless sources came after that refresh.
+        let Check::Change(c) = s
+            .check(&updated_this_run(
+                &DEBIAN12_LISTS.replace("sources=1796655644", "sources=1796683000"),
+            ))
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            c[0].summary,
+            "apt-get update: sources changed since the last update"
+        );
+    }
+
+    #[test]
+    fn without_packages_other_settings_are_refused() {
+        let e = build_err(build_with(build, "state = \"absent\""));
+        assert_eq!(
+            (e.key.as_deref(), e.message.as_str()),
+            (
+                Some("packages"),
+                "`packages` is missing: state = \"absent\" needs the packages it applies to"
+            )
+        );
+        let e = build_err(build_with(build, "update_cache = false"));
+        assert_eq!(e.key.as_deref(), Some("update_cache"));
+        assert_eq!(
+            e.message,
+            "without `packages` the step only refreshes the package lists, and update_cache = false forbids that"
+        );
+        let e = build_err(build_with(build, "purge = true"));
         assert_eq!(e.key.as_deref(), Some("purge"));
     }
 }

@@ -237,7 +237,8 @@ impl Engine {
     ) -> Result<Vec<Change>, StepError> {
         let mut changes = Self::apt_changes(&*self.packages, facts, updated)?;
         self.pinned_changes(dpkg, *updated, &mut changes);
-        Ok(changes)
+        // The pin's own refresh, like the apt steps', is remembered for the rest of the run.
+        Ok(apt::mark_updates(changes))
     }
 
     /// The changes of an inner apt step, noting whether they refresh the lists.
@@ -392,6 +393,8 @@ mod tests {
                 Action::run(pinned_install_command("28.0"))
             ]
         );
+        // Its refresh is remembered for the run's later package steps on this host.
+        assert_eq!(c[0].marks, vec![apt::LISTS_UPDATED.to_string()]);
         // Satisfied but not held.
         let s = step("version = \"27.3\"");
         let Check::Change(c) = s.check(&facts(&done(), true, false)).unwrap() else {

@@ -582,6 +582,30 @@ mod tests {
         );
     }
 
+    /// The swarm's package steps share the run's memory: a host whose lists the docker step
+    /// refreshed does not refresh them again for nfs-common.
+    #[test]
+    fn lists_refreshed_earlier_in_the_run_are_not_refreshed_again() {
+        let s = step("");
+        let f = facts("", MOUNTED, &format!("{FSTAB}{LINE}\n"));
+        let Check::Change(c) = s.check(&f).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            c[0].summary,
+            "install nfs-common (after apt-get update: nfs-common is not in the package lists)"
+        );
+        let f = Facts {
+            marks: [apt::LISTS_UPDATED.to_string()].into(),
+            ..f
+        };
+        let Check::Change(c) = s.check(&f).unwrap() else {
+            panic!()
+        };
+        assert_eq!(c[0].summary, "install nfs-common");
+        assert!(c[0].marks.is_empty());
+    }
+
     #[test]
     fn already_done() {
         let s = step("");

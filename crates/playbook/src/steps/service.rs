@@ -248,6 +248,7 @@ mod tests {
             .check(&Facts {
                 stdout: String::new(),
                 exit_status: Some(1),
+                ..Default::default()
             })
             .unwrap_err();
         assert_eq!(e.message, "systemctl show printed nothing");
