@@ -221,7 +221,11 @@ struct ProgressState {
 
 impl ProgressSink {
     pub fn new(verbose: bool) -> Self {
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        Self::drawn_to(verbose, ProgressDrawTarget::stderr())
+    }
+
+    fn drawn_to(verbose: bool, target: ProgressDrawTarget) -> Self {
+        let multi = MultiProgress::with_draw_target(target);
         ProgressSink {
             verbose,
             multi,
@@ -841,6 +845,50 @@ mod tests {
             profile_text(&[], PROFILE_TOP),
             "\nslowest steps (0 of 0):\nSTEP  TIME  SLOWEST HOST\n"
         );
+    }
+
+    /// On a terminal a heartbeat updates each busy host's line in place: the step, its last
+    /// output line and the elapsed time; the host's result replaces them.
+    #[test]
+    fn a_heartbeat_updates_the_busy_hosts_lines_in_place() {
+        use provision_engine::event::Busy;
+        let sink = ProgressSink::drawn_to(false, ProgressDrawTarget::hidden());
+        let hosts = vec![Redacted::literal("h1"), Redacted::literal("h2")];
+        sink.emit(&Event::StepStarted {
+            index: 1,
+            title: Redacted::literal("slow"),
+            hosts,
+            handler: false,
+        });
+        sink.emit(&Event::StepRunning {
+            index: 1,
+            step: Redacted::literal("slow"),
+            handler: false,
+            seconds: 20,
+            busy: vec![Busy {
+                host: Redacted::literal("h1"),
+                seconds: 20,
+                last_line: Some(Redacted::literal("first")),
+            }],
+        });
+        let bar = |h: &str| sink.state.lock().unwrap().bars[h].clone();
+        assert_eq!(bar("h1").message(), "step 2: slow: first");
+        assert!(bar("h1").elapsed() >= std::time::Duration::from_secs(20));
+        assert_eq!(bar("h2").message(), "step 2: slow", "h2 is not busy");
+        assert!(bar("h2").elapsed() < std::time::Duration::from_secs(20));
+        sink.emit(&Event::HostResult {
+            index: 1,
+            step: Redacted::literal("slow"),
+            host: Redacted::literal("h1"),
+            status: HostStatus::Changed,
+            details: vec![],
+            diff: None,
+            failure: None,
+            duration: std::time::Duration::from_secs(21),
+            handler: false,
+            on: None,
+        });
+        assert_eq!(bar("h1").message(), "changed");
     }
 
     #[test]
