@@ -3,7 +3,7 @@
 //! lines, the run log file, and the recap at the end; and the `--output` choice.
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use provision_engine::event::{Event, EventSink, HostStatus, Recap, Redacted};
+use provision_engine::event::{Event, EventSink, HostStatus, Recap, Redacted, StepTiming};
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Mutex;
@@ -105,6 +105,56 @@ pub fn retry_line(e: &Event) -> Option<String> {
     ))
 }
 
+/// How a step is named in progress lines: `step 3: NAME`, or `handler: NAME`.
+fn step_label(index: usize, title: &str, handler: bool) -> String {
+    if handler {
+        format!("handler: {title}")
+    } else {
+        format!("step {}: {title}", index + 1)
+    }
+}
+
+/// Busy hosts a heartbeat line names; the others are counted.
+const HEARTBEAT_HOSTS_MAX: usize = 5;
+
+/// The line printed for a step's heartbeat: how long it has run, and the hosts still busy on
+/// it, each with how long and the last line its command printed so far.
+pub fn heartbeat_line(e: &Event) -> Option<String> {
+    let Event::StepRunning {
+        index,
+        step,
+        handler,
+        seconds,
+        busy,
+    } = e
+    else {
+        return None;
+    };
+    let mut line = format!(
+        "{}: still running after {seconds} s",
+        step_label(*index, step, *handler)
+    );
+    let hosts: Vec<String> = busy
+        .iter()
+        .take(HEARTBEAT_HOSTS_MAX)
+        .map(|b| match &b.last_line {
+            Some(l) => format!("{} ({} s, last line: {l})", b.host, b.seconds),
+            None => format!("{} ({} s)", b.host, b.seconds),
+        })
+        .collect();
+    if !hosts.is_empty() {
+        line.push_str(" on ");
+        line.push_str(&hosts.join(", "));
+    }
+    if busy.len() > HEARTBEAT_HOSTS_MAX {
+        line.push_str(&format!(
+            " and {} more host(s)",
+            busy.len() - HEARTBEAT_HOSTS_MAX
+        ));
+    }
+    Some(line)
+}
+
 impl EventSink for PlainSink {
     fn emit(&self, e: &Event) {
         let text = match e {
@@ -140,6 +190,7 @@ impl EventSink for PlainSink {
             )),
             Event::HostResult { .. } => result_line(e, self.verbose),
             Event::Retrying { .. } => retry_line(e),
+            Event::StepRunning { .. } => heartbeat_line(e),
             Event::Interrupted => Some("interrupted: no new steps started".into()),
             _ => None,
         };
@@ -170,7 +221,11 @@ struct ProgressState {
 
 impl ProgressSink {
     pub fn new(verbose: bool) -> Self {
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        Self::drawn_to(verbose, ProgressDrawTarget::stderr())
+    }
+
+    fn drawn_to(verbose: bool, target: ProgressDrawTarget) -> Self {
+        let multi = MultiProgress::with_draw_target(target);
         ProgressSink {
             verbose,
             multi,
@@ -180,6 +235,12 @@ impl ProgressSink {
 
     fn style() -> ProgressStyle {
         ProgressStyle::with_template("{spinner} {prefix:<20} {wide_msg}").expect("valid template")
+    }
+
+    /// A host working on a step: the step's elapsed time, updated in place.
+    fn running_style() -> ProgressStyle {
+        ProgressStyle::with_template("{spinner} {prefix:<20} {elapsed:>4} {wide_msg}")
+            .expect("valid template")
     }
 }
 
@@ -193,11 +254,7 @@ impl EventSink for ProgressSink {
                 index,
                 handler,
             } => {
-                let what = if *handler {
-                    format!("handler: {title}")
-                } else {
-                    format!("step {}: {title}", index + 1)
-                };
+                let what = step_label(*index, title, *handler);
                 st.done = 0;
                 st.total = hosts.len();
                 if hosts.len() > PER_HOST_LINES_MAX {
@@ -205,7 +262,7 @@ impl EventSink for ProgressSink {
                         let b = self.multi.add(ProgressBar::new(0));
                         b.set_style(
                             ProgressStyle::with_template(
-                                "{spinner} [{bar:30}] {pos}/{len} {wide_msg}",
+                                "{spinner} [{bar:30}] {pos}/{len} {elapsed:>4} {wide_msg}",
                             )
                             .expect("valid template"),
                         );
@@ -214,6 +271,7 @@ impl EventSink for ProgressSink {
                     });
                     bar.set_length(hosts.len() as u64);
                     bar.set_position(0);
+                    bar.reset_elapsed();
                     bar.set_message(what);
                 } else {
                     for h in hosts {
@@ -224,8 +282,34 @@ impl EventSink for ProgressSink {
                             b.enable_steady_tick(std::time::Duration::from_millis(120));
                             b
                         });
+                        bar.set_style(Self::running_style());
+                        bar.reset_elapsed();
                         bar.set_message(what.clone());
                     }
+                }
+            }
+            // The step each busy host works on, its elapsed time and last output line (under
+            // `pipelined` the heartbeat may name a step whose start is not shown yet).
+            Event::StepRunning {
+                index,
+                step,
+                handler,
+                busy,
+                ..
+            } => {
+                let what = step_label(*index, step, *handler);
+                for b in busy {
+                    if let Some(bar) = st.bars.get(b.host.as_str()) {
+                        bar.set_style(Self::running_style());
+                        bar.set_elapsed(std::time::Duration::from_secs(b.seconds));
+                        bar.set_message(match &b.last_line {
+                            Some(l) => format!("{what}: {l}"),
+                            None => what.clone(),
+                        });
+                    }
+                }
+                if let Some(bar) = &st.summary {
+                    bar.set_message(format!("{what} ({} host(s) busy)", busy.len()));
                 }
             }
             Event::HostResult { host, status, .. } => {
@@ -234,6 +318,7 @@ impl EventSink for ProgressSink {
                     let _ = self.multi.println(line);
                 }
                 if let Some(b) = st.bars.get(host.as_str()) {
+                    b.set_style(Self::style());
                     b.set_message(status.as_str());
                 }
                 if let Some(b) = &st.summary {
@@ -329,6 +414,9 @@ impl EventSink for LogSink {
             }
             Event::Retrying { .. } => {
                 writeln!(f, "[{ts}] {}", retry_line(e).unwrap_or_default())
+            }
+            Event::StepRunning { .. } => {
+                writeln!(f, "[{ts}] {}", heartbeat_line(e).unwrap_or_default())
             }
             other => writeln!(
                 f,
@@ -434,6 +522,32 @@ pub fn recap_text(recap: &Recap, check: bool) -> String {
         }
     ));
     s
+}
+
+/// Steps `provision run --profile` shows by default.
+pub const PROFILE_TOP: usize = 10;
+
+/// `--profile` (Ansible's `profile_tasks` callback): the `top` slowest steps, slowest first,
+/// each with its wall time (from its start to its last host's result) and its slowest host.
+pub fn profile_text(timings: &[StepTiming], top: usize) -> String {
+    let mut slow: Vec<&StepTiming> = timings.iter().collect();
+    // Slowest first; equal times in playbook order (handlers after steps).
+    slow.sort_by_key(|t| (std::cmp::Reverse(t.duration), t.handler, t.index));
+    let secs = |d: std::time::Duration| format!("{:.2}s", d.as_secs_f64());
+    let mut rows = vec![vec!["STEP".into(), "TIME".into(), "SLOWEST HOST".into()]];
+    for t in slow.iter().take(top) {
+        rows.push(vec![
+            step_label(t.index, &t.step, t.handler),
+            secs(t.duration),
+            format!("{} ({})", t.slowest_host, secs(t.slowest_host_duration)),
+        ]);
+    }
+    format!(
+        "\nslowest steps ({} of {}):\n{}",
+        slow.len().min(top),
+        slow.len(),
+        table(&rows)
+    )
 }
 
 /// Left-aligned columns separated by two spaces, as wide as their widest cell (in characters);
@@ -650,6 +764,131 @@ mod tests {
             (json["handler"].clone(), json["step"].clone()),
             (true.into(), "restart journald".into())
         );
+    }
+
+    /// A heartbeat line: the step, how long it ran, each busy host with its last line (if it
+    /// printed one), and how many more hosts beyond five.
+    #[test]
+    fn a_heartbeat_is_one_line_naming_the_busy_hosts() {
+        use provision_engine::event::Busy;
+        let busy = |host: &'static str, seconds, last: Option<&'static str>| Busy {
+            host: Redacted::literal(host),
+            seconds,
+            last_line: last.map(Redacted::literal),
+        };
+        let e = Event::StepRunning {
+            index: 2,
+            step: Redacted::literal("install packages"),
+            handler: false,
+            seconds: 20,
+            busy: vec![
+                busy("web-1", 20, Some("Unpacking nginx ...")),
+                busy("web-2", 19, None),
+            ],
+        };
+        assert_eq!(
+            heartbeat_line(&e).unwrap(),
+            "step 3: install packages: still running after 20 s on web-1 (20 s, last line: Unpacking nginx ...), web-2 (19 s)"
+        );
+        let many = Event::StepRunning {
+            index: 0,
+            step: Redacted::literal("restart app"),
+            handler: true,
+            seconds: 10,
+            busy: (0..7).map(|_| busy("h", 10, None)).collect(),
+        };
+        assert_eq!(
+            heartbeat_line(&many).unwrap(),
+            "handler: restart app: still running after 10 s on h (10 s), h (10 s), h (10 s), h (10 s), h (10 s) and 2 more host(s)"
+        );
+        let waiting = Event::StepRunning {
+            index: 0,
+            step: Redacted::literal("wait"),
+            handler: false,
+            seconds: 30,
+            busy: vec![],
+        };
+        assert_eq!(
+            heartbeat_line(&waiting).unwrap(),
+            "step 1: wait: still running after 30 s"
+        );
+        assert_eq!(heartbeat_line(&Event::Interrupted), None);
+    }
+
+    /// `--profile`: the slowest steps first, at most `top`, each with its slowest host.
+    #[test]
+    fn the_profile_lists_the_slowest_steps_first() {
+        use std::time::Duration;
+        let t = |index, step: &'static str, handler, ms, host: &'static str, host_ms| StepTiming {
+            index,
+            step: Redacted::literal(step),
+            handler,
+            duration: Duration::from_millis(ms),
+            slowest_host: Redacted::literal(host),
+            slowest_host_duration: Duration::from_millis(host_ms),
+        };
+        let timings = [
+            t(0, "facts", false, 310, "db-1", 300),
+            t(1, "install packages", false, 42_500, "web-2", 42_480),
+            t(2, "template", false, 1_200, "web-1", 1_190),
+            t(0, "restart nginx", true, 3_000, "web-1", 2_990),
+        ];
+        assert_eq!(
+            profile_text(&timings, 3),
+            "\nslowest steps (3 of 4):\n\
+             STEP                      TIME    SLOWEST HOST\n\
+             step 2: install packages  42.50s  web-2 (42.48s)\n\
+             handler: restart nginx    3.00s   web-1 (2.99s)\n\
+             step 3: template          1.20s   web-1 (1.19s)\n"
+        );
+        assert_eq!(
+            profile_text(&[], PROFILE_TOP),
+            "\nslowest steps (0 of 0):\nSTEP  TIME  SLOWEST HOST\n"
+        );
+    }
+
+    /// On a terminal a heartbeat updates each busy host's line in place: the step, its last
+    /// output line and the elapsed time; the host's result replaces them.
+    #[test]
+    fn a_heartbeat_updates_the_busy_hosts_lines_in_place() {
+        use provision_engine::event::Busy;
+        let sink = ProgressSink::drawn_to(false, ProgressDrawTarget::hidden());
+        let hosts = vec![Redacted::literal("h1"), Redacted::literal("h2")];
+        sink.emit(&Event::StepStarted {
+            index: 1,
+            title: Redacted::literal("slow"),
+            hosts,
+            handler: false,
+        });
+        sink.emit(&Event::StepRunning {
+            index: 1,
+            step: Redacted::literal("slow"),
+            handler: false,
+            seconds: 20,
+            busy: vec![Busy {
+                host: Redacted::literal("h1"),
+                seconds: 20,
+                last_line: Some(Redacted::literal("first")),
+            }],
+        });
+        let bar = |h: &str| sink.state.lock().unwrap().bars[h].clone();
+        assert_eq!(bar("h1").message(), "step 2: slow: first");
+        assert!(bar("h1").elapsed() >= std::time::Duration::from_secs(20));
+        assert_eq!(bar("h2").message(), "step 2: slow", "h2 is not busy");
+        assert!(bar("h2").elapsed() < std::time::Duration::from_secs(20));
+        sink.emit(&Event::HostResult {
+            index: 1,
+            step: Redacted::literal("slow"),
+            host: Redacted::literal("h1"),
+            status: HostStatus::Changed,
+            details: vec![],
+            diff: None,
+            failure: None,
+            duration: std::time::Duration::from_secs(21),
+            handler: false,
+            on: None,
+        });
+        assert_eq!(bar("h1").message(), "changed");
     }
 
     #[test]

@@ -4,7 +4,10 @@
 use crate::cluster::{load, on_interrupt, runtime, take_lock, watch_lock};
 use crate::exit::{config_failure, ok_or_failed, report, run_outcome, with_drift};
 use crate::playbook::{Builtin, compile, compile_chosen, compile_chosen_with_facts};
-use crate::render::{JsonSink, LogSink, Output, PlainSink, ProgressSink, recap_text, table};
+use crate::render::{
+    JsonSink, LogSink, Output, PROFILE_TOP, PlainSink, ProgressSink, profile_text, recap_text,
+    table,
+};
 use anyhow::{Context, Result};
 use provision_engine::event::{Event, EventSink, Fanout, Redactor};
 use provision_engine::fact::Fact;
@@ -78,6 +81,10 @@ pub struct RunArgs {
     /// no host.
     #[arg(long)]
     pub list_steps: bool,
+    /// End the recap with the 10 slowest steps and each one's slowest host (Ansible's
+    /// `profile_tasks` callback). JSON output always has them: `timings` in `run_finished`.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 impl RunArgs {
@@ -235,7 +242,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         }
     };
     let lock_lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (recap, interrupted) = rt.block_on(async {
+    let (recap, interrupted, timings) = rt.block_on(async {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let tx = Arc::new(tx);
         let runner = Runner::new(pool, targets, opts, sink)
@@ -280,10 +287,17 @@ pub fn run(args: RunArgs) -> Result<u8> {
         if let Some(g) = guard {
             g.release().await;
         }
-        (recap, interrupted.load(std::sync::atomic::Ordering::SeqCst))
+        (
+            recap,
+            interrupted.load(std::sync::atomic::Ordering::SeqCst),
+            runner.timings(),
+        )
     });
     if args.output == Output::Text {
         crate::term::err(&recap_text(&recap, args.check));
+        if args.profile {
+            crate::term::err(&profile_text(&timings, PROFILE_TOP));
+        }
     }
     // Keys trusted on first use: a person can compare them with the servers' own.
     for k in ssh.newly_trusted() {

@@ -3082,3 +3082,136 @@ fn package_steps_refresh_the_lists_at_most_once_per_host_and_run() {
         "bad input connected to the host"
     );
 }
+
+/// A step running longer than 10 s has a heartbeat: without a terminal one line per 10 s naming
+/// the step, its host and the last whole line the command printed so far (through the resident
+/// shell on h1, a channel with stdin on h2); under `pipelined` both running steps have theirs.
+/// The secret the command printed before its sleep is redacted in that line, and shows nowhere:
+/// not on stderr, not in the JSON events, not in the run log. `--profile` ends the recap with
+/// the slowest steps, slowest first; JSON carries every step's timing in `run_finished`.
+#[test]
+fn a_long_step_has_a_heartbeat_and_the_profile_names_it_first() {
+    let c = cluster(2);
+    std::fs::write(
+        c.dir.path().join("playbook.toml"),
+        r#"
+strategy = "pipelined"
+
+[[steps]]
+name = "quick"
+use = "command"
+with = { run = "echo quick" }
+
+[[steps]]
+name = "slow h1"
+use = "command"
+hosts = "h1"
+with = { run = "echo first; sleep 12; echo second" }
+
+[[steps]]
+name = "slow h2"
+use = "command"
+hosts = "h2"
+with = { stdin = "{{ secrets.app_token }}", run = "echo first; echo \"token=$(cat)\"; printf half; sleep 12; echo second" }
+"#,
+    )
+    .unwrap();
+    let out = c.provision(&["run", &c.cluster_toml(), "--profile"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let beats: Vec<&str> = t
+        .lines()
+        .filter(|l| l.contains("still running after"))
+        .collect();
+    assert_eq!(beats.len(), 2, "one heartbeat per slow step: {t}");
+    let h1 = beats
+        .iter()
+        .find(|l| l.contains("step 2: slow h1"))
+        .unwrap();
+    assert!(
+        h1.contains(": still running after 10 s on h1 (") && h1.ends_with(", last line: first)"),
+        "{h1}"
+    );
+    let h2 = beats
+        .iter()
+        .find(|l| l.contains("step 3: slow h2"))
+        .unwrap();
+    assert!(
+        h2.contains(" on h2 (") && h2.ends_with(", last line: token=***)"),
+        "the last whole line, redacted; never the partial one: {h2}"
+    );
+    // The profile, after the recap: the slow steps first, each with its slowest host.
+    let profile = &t[t.find("slowest steps (3 of 3):").expect(&t)..];
+    let rows: Vec<&str> = profile.lines().skip(2).take(3).collect();
+    assert!(
+        rows[0].starts_with("step ") && rows[0].contains("slow h"),
+        "{profile}"
+    );
+    assert!(rows[2].starts_with("step 1: quick "), "{profile}");
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("step 2: slow h1 ") && r.contains("  h1 (")),
+        "{profile}"
+    );
+    let json = c.provision(&["run", &c.cluster_toml(), "--output", "json"]);
+    assert!(json.status.success(), "{}", text(&json));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&json.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut running: Vec<(String, String, String)> = events
+        .iter()
+        .filter(|e| e["event"] == "step_running")
+        .map(|e| {
+            assert_eq!(e["seconds"], 10, "{e}");
+            let busy = &e["busy"][0];
+            (
+                e["step"].as_str().unwrap().to_string(),
+                busy["host"].as_str().unwrap().to_string(),
+                busy["last_line"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    running.sort();
+    assert_eq!(
+        running,
+        [
+            ("slow h1".into(), "h1".into(), "first".into()),
+            ("slow h2".into(), "h2".into(), "token=***".into())
+        ]
+    );
+    let finished = events.last().unwrap();
+    let timings: Vec<(String, u64)> = finished["timings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap().into(),
+                s["duration"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        timings.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(),
+        ["quick", "slow h1", "slow h2"],
+        "{finished}"
+    );
+    assert!(
+        timings[1].1 >= 12_000 && timings[0].1 < 5_000,
+        "{timings:?}"
+    );
+    let logs = c.logs();
+    assert_eq!(
+        logs.matches("still running after 10 s").count(),
+        4,
+        "each run's heartbeats are in its log: {logs}"
+    );
+    for (what, shown) in [("stderr", t), ("JSON", text(&json)), ("run log", logs)] {
+        assert_eq!(
+            leaks(&shown, SECRET),
+            Vec::<String>::new(),
+            "{what}: {shown}"
+        );
+    }
+}

@@ -116,7 +116,49 @@ pub enum Event {
         recap: Recap,
         #[serde(serialize_with = "millis")]
         duration: Duration,
+        /// How long each step took, in playbook order (handlers last): `provision run
+        /// --profile` shows the slowest.
+        timings: Vec<StepTiming>,
     },
+    /// The heartbeat of a long step: every [`crate::runner::HEARTBEAT`] (10 s) while it runs,
+    /// the hosts still busy on it. Sent as it happens, not held back for playbook order (under
+    /// `pipelined` several steps may be running, each with its own heartbeat).
+    StepRunning {
+        index: usize,
+        step: Redacted,
+        #[serde(skip_serializing_if = "is_false")]
+        handler: bool,
+        /// Since the step started.
+        seconds: u64,
+        busy: Vec<Busy>,
+    },
+}
+
+/// A host still working on a step, in a heartbeat ([`Event::StepRunning`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Busy {
+    pub host: Redacted,
+    /// Since the host started on the step.
+    pub seconds: u64,
+    /// The last complete line its command printed so far (stdout or stderr), redacted as all
+    /// command output is; none while it printed no whole line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_line: Option<Redacted>,
+}
+
+/// How long one step took: from its start to the result of its last host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepTiming {
+    pub index: usize,
+    pub step: Redacted,
+    #[serde(skip_serializing_if = "is_false")]
+    pub handler: bool,
+    #[serde(serialize_with = "millis")]
+    pub duration: Duration,
+    /// The host whose result took longest, and how long it took.
+    pub slowest_host: Redacted,
+    #[serde(serialize_with = "millis")]
+    pub slowest_host_duration: Duration,
 }
 
 fn is_false(b: &bool) -> bool {

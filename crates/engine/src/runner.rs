@@ -8,13 +8,16 @@ use crate::facts;
 use crate::handlers::{self, Handlers};
 use crate::rollout;
 use crate::step::{Action, Change, Check, Facts, Step, StepError};
-use provision_transport::{Command, Connector, Stdin, Target, Transport, TransportError};
+use provision_transport::{Command, Connector, Stdin, Tail, Target, Transport, TransportError};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::Semaphore;
+// tokio's clock: tests on a paused clock see durations and heartbeats exactly.
+use tokio::time::Instant;
 
 mod at_run;
+mod heartbeat;
 mod pipelined;
 
 /// How a run behaves; the defaults are those of `provision run`.
@@ -36,7 +39,12 @@ pub struct RunOptions {
     /// command is abandoned and the host fails (a hung NFS mount or a stuck apt lock cannot
     /// hold a run forever).
     pub command_timeout: Duration,
+    /// How often a running step reports the hosts still busy on it ([`HEARTBEAT`]); zero: never.
+    pub heartbeat: Duration,
 }
+
+/// [`RunOptions::heartbeat`] by default.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// [`RunOptions::command_timeout`] by default: generous, since a first run under emulation
 /// installs packages for many minutes.
@@ -55,6 +63,7 @@ impl Default for RunOptions {
             batch_facts: true,
             gather_timeout: Duration::from_secs(300),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            heartbeat: HEARTBEAT,
         }
     }
 }
@@ -101,6 +110,8 @@ struct State {
     /// Host to what changes applied there in this run left (`Change::marks`): later steps'
     /// facts on that host carry them (`Facts::marks`).
     marks: HashMap<String, BTreeSet<String>>,
+    /// The hosts busy on each step (its heartbeat), and each step's timing.
+    beats: heartbeat::Kept,
 }
 
 /// The batch key of the pending-notifications read, which rides in a host's first fact batch.
@@ -172,6 +183,7 @@ impl Runner {
                 on: HashMap::new(),
                 ignoring: BTreeSet::new(),
                 marks: HashMap::new(),
+                beats: Default::default(),
             }),
             handlers: Handlers::default(),
             handler_targets: Vec::new(),
@@ -288,6 +300,7 @@ impl Runner {
         self.emit(Event::RunFinished {
             recap: recap.clone(),
             duration: started.elapsed(),
+            timings: self.timings(),
         });
         recap
     }
@@ -392,6 +405,23 @@ impl Runner {
     /// finished, so a decision sees what earlier batches changed (a swarm step reads the
     /// managers again).
     async fn run_batch(
+        &self,
+        index: usize,
+        steps: &[&dyn Step],
+        targets: &[String],
+        timeout: Duration,
+        step_started: Instant,
+    ) {
+        self.busy(index, targets);
+        self.run_batch_now(index, steps, targets, timeout, step_started)
+            .await;
+        // A host the plan left out has no result: it is done all the same.
+        for h in targets {
+            self.idle(index, h);
+        }
+    }
+
+    async fn run_batch_now(
         &self,
         index: usize,
         steps: &[&dyn Step],
@@ -1081,6 +1111,8 @@ impl Runner {
         // With `failed_when`, a command's non-zero exit ends the step without failing it: the
         // expression decides.
         let mut exited = None;
+        // What the commands print, for the step's heartbeat while the host is busy on it.
+        let tail = self.tail(index, host);
         'changes: for change in &changes {
             for action in &change.actions {
                 let res = match action {
@@ -1091,7 +1123,7 @@ impl Runner {
                                 (other, None),
                                 title,
                                 action,
-                                timeout,
+                                (timeout, tail.clone()),
                                 &mut printed,
                             )
                             .await
@@ -1107,7 +1139,8 @@ impl Runner {
                     },
                     _ => {
                         let logged = (host, on);
-                        self.run_action(&*conn, logged, title, action, timeout, &mut printed)
+                        let run = (timeout, tail.clone());
+                        self.run_action(&*conn, logged, title, action, run, &mut printed)
                             .await
                     }
                 };
@@ -1246,7 +1279,7 @@ impl Runner {
         (host, on): (&str, Option<&str>),
         title: &str,
         action: &Action,
-        timeout: Duration,
+        (timeout, tail): (Duration, Option<Tail>),
         printed: &mut crate::registered::Captured,
     ) -> Result<(), RunnerError> {
         let started = Instant::now();
@@ -1256,10 +1289,9 @@ impl Runner {
                     .as_ref()
                     .map(|s| Stdin::Bytes(s.clone()))
                     .unwrap_or_default();
-                let out = conn
-                    .run(Command::new(script.clone()).stdin(stdin).timeout(timeout))
-                    .await
-                    .map_err(RunnerError::Transport)?;
+                let mut cmd = Command::new(script.clone()).stdin(stdin).timeout(timeout);
+                cmd.tail = tail;
+                let out = conn.run(cmd).await.map_err(RunnerError::Transport)?;
                 let logged = match on {
                     Some(d) => format!("(on {d}) {script}"),
                     None => script.clone(),
@@ -1394,6 +1426,7 @@ impl Runner {
     }
 
     fn host_lost(&self, index: usize, title: &str, host: &str, e: &RunnerError, started: Instant) {
+        self.idle(index, host);
         let unreachable = matches!(e, RunnerError::Transport(t) if t.is_unreachable());
         let failure = self.failure(e);
         if unreachable {
@@ -1407,6 +1440,7 @@ impl Runner {
                 }
             }
             let on = self.on(index, host);
+            self.timed(index, host, started.elapsed());
             let (index, handler) = self.position(index);
             self.emit(Event::HostResult {
                 index,
@@ -1481,6 +1515,7 @@ impl Runner {
         failure: Option<FailureInfo>,
         started: Instant,
     ) {
+        self.idle(index, host);
         let outcome = at_run::Outcome {
             status,
             details,
@@ -1512,6 +1547,8 @@ impl Runner {
             }
         }
         let on = self.on(index, host);
+        let duration = started.elapsed();
+        self.timed(index, host, duration);
         let (index, handler) = self.position(index);
         self.emit(Event::HostResult {
             index,
@@ -1521,7 +1558,7 @@ impl Runner {
             details,
             diff,
             failure,
-            duration: started.elapsed(),
+            duration,
             handler,
             on,
         });

@@ -3,6 +3,7 @@
 use crate::shell::quote;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncRead;
 
@@ -102,6 +103,9 @@ pub struct Command {
     /// When set, output is streamed here and the returned [`Output`] has empty
     /// stdout and stderr.
     pub output_to: Option<OutputSink>,
+    /// When set, kept up to date with the last complete line the command printed so far (the
+    /// heartbeat of a long step shows it). Not fed for streamed commands (`output_to`).
+    pub tail: Option<Tail>,
 }
 
 impl Command {
@@ -126,6 +130,73 @@ impl Command {
     pub fn stream_to(mut self, sink: OutputSink) -> Self {
         self.output_to = Some(sink);
         self
+    }
+
+    /// Keeps `tail` up to date with the last complete line printed so far.
+    pub fn tail(mut self, tail: Tail) -> Self {
+        self.tail = Some(tail);
+        self
+    }
+}
+
+/// The last complete, non-blank line a running command printed so far, on stdout or stderr,
+/// whichever came last: the transport feeds it as output arrives, the runner's heartbeat reads
+/// it. Only whole lines: a line still being printed could end in the first part of a secret,
+/// which redaction cannot recognise. Clones share the line.
+#[derive(Clone, Default)]
+pub struct Tail(Arc<Mutex<Option<Vec<u8>>>>);
+
+impl Tail {
+    /// The line (lossily decoded; trailing `\r` and blanks removed), if one was printed yet.
+    pub fn last_line(&self) -> Option<String> {
+        let line = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        line.as_ref()
+            .map(|l| String::from_utf8_lossy(l).trim_end().to_string())
+    }
+
+    fn set(&self, line: &[u8]) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(line.to_vec());
+    }
+}
+
+impl fmt::Debug for Tail {
+    // Never print the line: it is command output, and may hold a secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Tail")
+    }
+}
+
+/// Finds the complete lines of one growing output buffer for a [`Tail`], scanning each byte
+/// once (a long line without a newline is not scanned again at every chunk).
+#[derive(Debug, Default)]
+pub(crate) struct Lines {
+    /// Where the line being printed starts.
+    start: usize,
+    /// How far the buffer was scanned for newlines.
+    scanned: usize,
+}
+
+impl Lines {
+    /// Called after `buf` grew: the last non-blank line completed since the previous call.
+    pub(crate) fn last_new<'a>(&mut self, buf: &'a [u8]) -> Option<&'a [u8]> {
+        let from = self.scanned.min(buf.len());
+        self.scanned = buf.len();
+        let end = from + buf[from..].iter().rposition(|&b| b == b'\n')?;
+        let first = self.start.min(end);
+        self.start = end + 1;
+        buf[first..end]
+            .split(|&b| b == b'\n')
+            .rev()
+            .find(|l| l.iter().any(|b| !b.is_ascii_whitespace()))
+    }
+
+    /// [`Lines::last_new`], into `tail` when there is one.
+    pub(crate) fn feed(&mut self, buf: &[u8], tail: Option<&Tail>) {
+        if let Some(t) = tail
+            && let Some(line) = self.last_new(buf)
+        {
+            t.set(line);
+        }
     }
 }
 
@@ -176,6 +247,34 @@ impl Output {
             (None, Some(sig)) => format!("killed by signal {sig}"),
             (None, None) => "no exit status".to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tail_tests {
+    use super::*;
+
+    /// Only complete lines count, blank ones are passed over, and each byte is scanned once.
+    #[test]
+    fn the_tail_is_the_last_complete_non_blank_line() {
+        let tail = Tail::default();
+        let mut lines = Lines::default();
+        let mut buf = b"first li".to_vec();
+        lines.feed(&buf, Some(&tail));
+        assert_eq!(tail.last_line(), None, "no line is complete yet");
+        buf.extend_from_slice(b"ne\nsecond\n\n  \nhalf-a-sec");
+        lines.feed(&buf, Some(&tail));
+        assert_eq!(tail.last_line().as_deref(), Some("second"));
+        buf.extend_from_slice(b"ret");
+        lines.feed(&buf, Some(&tail));
+        assert_eq!(tail.last_line().as_deref(), Some("second"), "still partial");
+        buf.extend_from_slice(b" done\r\n");
+        lines.feed(&buf, Some(&tail));
+        assert_eq!(tail.last_line().as_deref(), Some("half-a-secret done"));
+        assert_eq!(format!("{tail:?}"), "Tail", "Debug never shows output");
+        let mut fresh = Lines::default();
+        assert_eq!(fresh.last_new(b"\n\n"), None);
+        assert_eq!(fresh.last_new(b"\n\nx\n"), Some(&b"x"[..]));
     }
 }
 

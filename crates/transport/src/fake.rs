@@ -36,6 +36,9 @@ pub struct FakeTransport {
     /// Commands containing the needle take this long (tokio time, so a paused clock makes the
     /// runner's ordering and parallelism exact to observe).
     delays: Mutex<Vec<(String, std::time::Duration)>>,
+    /// Commands containing the needle print this at once, before their delay (fed to their
+    /// [`crate::Tail`] as the real transport feeds it), as a long command prints as it goes.
+    early: Mutex<Vec<(String, Vec<u8>)>>,
 }
 
 impl FakeTransport {
@@ -48,7 +51,18 @@ impl FakeTransport {
             log: Mutex::new(Vec::new()),
             unreachable: Mutex::new(false),
             delays: Mutex::new(Vec::new()),
+            early: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Commands containing `needle` print `output` as soon as they start, before their delay
+    /// (what a heartbeat shows of a running command); their answer is still the rules'.
+    pub fn prints_first(&self, needle: impl Into<String>, output: impl Into<Vec<u8>>) -> &Self {
+        self.early
+            .lock()
+            .unwrap()
+            .push((needle.into(), output.into()));
+        self
     }
 
     /// Commands containing `needle` are answered `after` they are received (recorded at once).
@@ -163,6 +177,16 @@ impl Transport for FakeTransport {
             .iter()
             .find(|(n, _)| cmd.script.contains(n.as_str()))
             .map(|(_, d)| *d);
+        let early = self
+            .early
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(n, _)| cmd.script.contains(n.as_str()))
+            .map(|(_, o)| o.clone());
+        if let Some(o) = early {
+            crate::command::Lines::default().feed(&o, cmd.tail.as_ref());
+        }
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
         }

@@ -15,7 +15,7 @@ pub mod ssh;
 pub mod ssh_config;
 pub mod upload;
 
-pub use command::{Chunk, Command, Output, OutputSink, Stdin};
+pub use command::{Chunk, Command, Output, OutputSink, Stdin, Tail};
 pub use error::TransportError;
 pub use ssh::{Become, ConnectOptions, HostKeyPolicy, SshPool, SshSession, Target, TrustedKey};
 pub use upload::{Upload, UploadOutcome, UploadSource};

@@ -2,8 +2,8 @@
 //! to it, so a command costs one fork on the host instead of a new channel and a
 //! new login shell (which reads ~/.bashrc every time).
 
-use crate::command::Output;
 use crate::command::sh_c;
+use crate::command::{Lines, Output, Tail};
 use russh::client::Msg;
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 use std::time::Duration;
@@ -64,6 +64,7 @@ impl Resident {
         &mut self,
         script: &str,
         deadline: Option<Duration>,
+        tail: Option<&Tail>,
     ) -> Result<Output, ResidentError> {
         let line = framed(&self.nonce, script, deadline);
         self.tx
@@ -72,6 +73,9 @@ impl Resident {
             .map_err(|e| ResidentError::Send(e.to_string()))?;
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let (mut code, mut err_done) = (None, false);
+        // The tail sees output only until its end marker is complete: a marker still arriving
+        // is an incomplete line, so it never shows.
+        let (mut out_lines, mut err_lines) = (Lines::default(), Lines::default());
         while code.is_none() || !err_done {
             match self.rx.wait().await {
                 Some(ChannelMsg::Data { data }) => {
@@ -80,6 +84,8 @@ impl Resident {
                         let n = body.len();
                         out.truncate(n);
                         code = Some(c);
+                    } else if code.is_none() {
+                        out_lines.feed(&out, tail);
                     }
                 }
                 Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
@@ -88,6 +94,8 @@ impl Resident {
                         let n = body.len();
                         err.truncate(n);
                         err_done = true;
+                    } else if !err_done {
+                        err_lines.feed(&err, tail);
                     }
                 }
                 Some(

@@ -2,7 +2,7 @@
 //! agent, ProxyJump), one pooled connection per host, commands as channels, sudo.
 
 use crate::command::{
-    Chunk, Command, KILL_AFTER, Output, OutputSink, Stdin, sh_c, stopped_by_deadline,
+    Chunk, Command, KILL_AFTER, Lines, Output, OutputSink, Stdin, Tail, sh_c, stopped_by_deadline,
 };
 use crate::error::TransportError;
 use crate::known_hosts::{self, KnownHosts, Verdict};
@@ -759,7 +759,7 @@ impl SshSession {
         };
         self.sudo_mode
             .get_or_try_init(|| async {
-                let probe = self.exec_raw("[ \"$(id -u)\" = 0 ] && echo root || { sudo -n true 2>/dev/null && echo nopasswd || echo password; }".into(), Stdin::Empty, None, None).await?;
+                let probe = self.exec_raw("[ \"$(id -u)\" = 0 ] && echo root || { sudo -n true 2>/dev/null && echo nopasswd || echo password; }".into(), Stdin::Empty, None, None, None).await?;
                 match probe.stdout_str().trim() {
                     "root" => Ok(SudoMode::AlreadyRoot),
                     "nopasswd" => Ok(SudoMode::NoPassword),
@@ -772,6 +772,7 @@ impl SshSession {
                                 format!("sudo -k -S -p {} true", quote(SUDO_PROMPT)),
                                 Stdin::bytes(format!("{}\n", pw.as_str())),
                                 Some(Duration::from_secs(30)),
+                                None,
                                 None,
                             )
                             .await?;
@@ -816,6 +817,7 @@ impl SshSession {
         stdin: Stdin,
         timeout: Option<Duration>,
         sink: Option<OutputSink>,
+        tail: Option<Tail>,
     ) -> Result<Output, TransportError> {
         let _permit = self
             .channels
@@ -852,16 +854,23 @@ impl SshSession {
         });
         let read = async {
             let mut out = Output::default();
+            let (mut out_lines, mut err_lines) = (Lines::default(), Lines::default());
             while let Some(msg) = rx.wait().await {
                 match msg {
                     ChannelMsg::Data { data } => match &sink {
                         // A closed sink means nobody reads any more: drop the output.
                         Some(s) => drop(s.send(Chunk::Stdout(data.to_vec()))),
-                        None => out.stdout.extend_from_slice(&data),
+                        None => {
+                            out.stdout.extend_from_slice(&data);
+                            out_lines.feed(&out.stdout, tail.as_ref());
+                        }
                     },
                     ChannelMsg::ExtendedData { data, ext: 1 } => match &sink {
                         Some(s) => drop(s.send(Chunk::Stderr(data.to_vec()))),
-                        None => out.stderr.extend_from_slice(&data),
+                        None => {
+                            out.stderr.extend_from_slice(&data);
+                            err_lines.feed(&out.stderr, tail.as_ref());
+                        }
                     },
                     ChannelMsg::ExitStatus { exit_status } => out.exit_status = Some(exit_status),
                     ChannelMsg::ExitSignal {
@@ -935,6 +944,7 @@ impl SshSession {
         script: &str,
         mode: SudoMode,
         timeout: Option<Duration>,
+        tail: Option<&Tail>,
     ) -> Result<Output, TransportError> {
         let _permit = self
             .channels
@@ -979,9 +989,11 @@ impl SshSession {
         };
         let started = Instant::now();
         let res = match timeout {
-            None => resident.run(script, None).await,
+            None => resident.run(script, None, tail).await,
             Some(t) => {
-                match tokio::time::timeout(t + UNANSWERED, resident.run(script, timeout)).await {
+                match tokio::time::timeout(t + UNANSWERED, resident.run(script, timeout, tail))
+                    .await
+                {
                     Ok(r) => r,
                     Err(_) => {
                         // The shell is busy with the stuck command: discard it.
@@ -1091,7 +1103,9 @@ impl SshSession {
     async fn run_inner(&self, cmd: Command) -> Result<Output, TransportError> {
         let mode = self.sudo_mode().await?;
         if self.resident && matches!(cmd.stdin, Stdin::Empty) && cmd.output_to.is_none() {
-            return self.run_resident(&cmd.script, mode, cmd.timeout).await;
+            return self
+                .run_resident(&cmd.script, mode, cmd.timeout, cmd.tail.as_ref())
+                .await;
         }
         let (wire, prefix) = self.wire(&cmd.script, mode, cmd.timeout);
         let stdin = match prefix {
@@ -1109,7 +1123,7 @@ impl SshSession {
             },
         };
         let out = self
-            .exec_raw(wire, stdin, cmd.timeout, cmd.output_to)
+            .exec_raw(wire, stdin, cmd.timeout, cmd.output_to, cmd.tail)
             .await?;
         if mode == SudoMode::Password
             && out.exit_status == Some(1)

@@ -855,3 +855,46 @@ async fn exec_channels_when_resident_shell_is_off() {
         "a channel per command"
     );
 }
+
+/// A command's `Tail` follows its output while it runs, on a resident shell and on a channel of
+/// its own alike: the last whole line of stdout or stderr, never the line still being printed,
+/// never the resident shell's end marker; the output itself is unchanged.
+#[tokio::test]
+async fn a_running_commands_tail_is_its_last_whole_line() {
+    let e = env();
+    e.pin_host_key();
+    for resident in [true, false] {
+        let mut o = e.opts();
+        o.resident_shell = resident;
+        let s = SshPool::new(o)
+            .unwrap()
+            .session(&e.target("root"))
+            .await
+            .unwrap();
+        let tail = provision_transport::Tail::default();
+        let cmd = Command::new("echo a; sleep 0.2; echo b >&2; printf half; sleep 3; echo end")
+            .tail(tail.clone());
+        let running = tokio::spawn(async move { s.run(cmd).await });
+        let start = Instant::now();
+        let mut seen = Vec::new();
+        while start.elapsed() < Duration::from_millis(2500) {
+            let now = tail.last_line();
+            if seen.last() != Some(&now) {
+                seen.push(now);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let out = running.await.unwrap().unwrap();
+        assert_eq!(out.stdout_str(), "a\nhalfend\n", "resident {resident}");
+        let seen: Vec<Option<&str>> = seen.iter().map(|l| l.as_deref()).collect();
+        assert!(
+            seen.ends_with(&[Some("b")]) && !seen.contains(&Some("half")),
+            "resident {resident}: {seen:?}"
+        );
+        let last = tail.last_line().unwrap();
+        assert!(
+            ["b", "halfend"].contains(&last.as_str()),
+            "resident {resident}: {last}"
+        );
+    }
+}

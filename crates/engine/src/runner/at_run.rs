@@ -6,7 +6,7 @@ use super::{Runner, Step};
 use crate::event::{Event, FailureInfo, HostStatus, Redacted};
 use crate::registered::{AtRun, Captured, Registered, Retry};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::Instant;
+use tokio::time::Instant;
 
 /// What the runner keeps for these features.
 #[derive(Default)]
@@ -41,7 +41,7 @@ pub(super) struct Outcome {
 impl Runner {
     /// Runs step `index` (`only` these hosts, for a handler), deciding at run time what its
     /// `when`, `retries` and `register` ask for.
-    pub(super) async fn run_entry(
+    pub(super) async fn run_entry_now(
         &self,
         index: usize,
         steps: &[&dyn Step],

@@ -3,7 +3,8 @@
 //! step, one step at a time as always), and the events of a step that runs while an earlier one
 //! still runs are held back until every earlier step finished, so the output, the JSON lines
 //! and the recap read in playbook order whatever overlapped. `Event::Command` (the run log's)
-//! is not held: it is written when the command ended, with its real duration.
+//! is not held: it is written when the command ended, with its real duration; nor is a step's
+//! heartbeat (`Event::StepRunning`), which says what is running now.
 
 use super::Runner;
 use crate::event::{Event, EventSink};
@@ -66,7 +67,8 @@ impl Runner {
     /// Sends an event to the sink, in playbook order (see the module's doc).
     pub(super) fn ordered_emit(&self, e: Event) {
         let index = match &e {
-            Event::Command { .. } => None,
+            // The run log's commands and heartbeats say what happens now: never held back.
+            Event::Command { .. } | Event::StepRunning { .. } => None,
             _ => STEP.try_with(|i| *i).ok(),
         };
         match index {
