@@ -51,6 +51,31 @@ fn status_json(key: &Path, cluster: &str) -> (i32, Value) {
     (code, v)
 }
 
+/// Polls status (every 3 s, at most `secs`) until `done(exit code, status)`; panics with `what`
+/// and the last status. Returns the status that satisfied it.
+fn status_until(
+    key: &Path,
+    cluster: &str,
+    secs: u64,
+    what: &str,
+    done: impl Fn(i32, &Value) -> bool,
+) -> (i32, Value) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (code, st) = status_json(key, cluster);
+        if done(code, &st) {
+            return (code, st);
+        }
+        assert!(Instant::now() < deadline, "{what}: {st:#}");
+        std::thread::sleep(Duration::from_secs(3));
+    }
+}
+
+/// Status exits 0 and counts the three managers reachable.
+fn all_reachable(code: i32, st: &Value) -> bool {
+    code == 0 && st["quorum"]["reachable"] == 3
+}
+
 fn edit(path: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(path).unwrap();
     assert!(text.contains(from), "{from:?} not in {}", path.display());
@@ -427,19 +452,14 @@ fn day2_lock_status_upgrade_exec_backup_recover_restore() {
     // 7. Lose the quorum (2 of 3 managers down): status says so, recover fixes it.
     lab.stop_vm("manager-2").unwrap();
     // The leader steps down once it misses a majority for an election timeout.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let st = loop {
-        let (code, st) = status_json(&key, &cluster);
-        if st["quorum"]["ok"] == false {
-            assert_eq!(code, 1, "{st:#}");
-            break st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "quorum never reported lost: {st:#}"
-        );
-        std::thread::sleep(Duration::from_secs(3));
-    };
+    let (code, st) = status_until(
+        &key,
+        &cluster,
+        180,
+        "quorum never reported lost",
+        |_, st| st["quorum"]["ok"] == false,
+    );
+    assert_eq!(code, 1, "{st:#}");
     assert!(
         st["warnings"][0]
             .as_str()
@@ -612,22 +632,19 @@ fn day2_lock_status_upgrade_exec_backup_recover_restore() {
         "docker service ls --format '{{.Name}} {{.Image}}' | sort",
     );
     assert_eq!(services, "demo_ticker lab/web:1\ndemo_web lab/web:2\n");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let (code, st) = status_json(&key, &cluster);
-        let ready = st["nodes"]
-            .as_array()
-            .map(|n| n.iter().filter(|n| n["state"] == "ready").count())
-            .unwrap_or(0);
-        if code == 0 && ready == 4 && st["quorum"]["reachable"] == 3 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "swarm not back after restore: {st:#}"
-        );
-        std::thread::sleep(Duration::from_secs(5));
-    }
+    status_until(
+        &key,
+        &cluster,
+        300,
+        "swarm not back after restore",
+        |code, st| {
+            let ready = st["nodes"]
+                .as_array()
+                .map(|n| n.iter().filter(|n| n["state"] == "ready").count())
+                .unwrap_or(0);
+            code == 0 && ready == 4 && st["quorum"]["reachable"] == 3
+        },
+    );
     let fin = run(&cluster_path, &idargs);
     assert!(fin.ok(), "run after restore:\n{}", fin.text());
 
@@ -859,18 +876,13 @@ fn faults(lab: &mut Lab, dir: &Path, cluster_path: &Path, key: &Path) {
     assert!(again.ok(), "{}", again.text());
     assert_eq!(again.count("changed"), 0, "{:?}", again.results);
     // manager-3 is a reachable manager again.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let (code, st) = status_json(key, &cluster);
-        if code == 0 && st["quorum"]["reachable"] == 3 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "manager-3 never came back: {st:#}"
-        );
-        std::thread::sleep(Duration::from_secs(3));
-    }
+    status_until(
+        key,
+        &cluster,
+        180,
+        "manager-3 never came back",
+        all_reachable,
+    );
 
     // A full disk on a node: the step that writes there fails with the disk's own error, the
     // file it would replace is left whole (uploads go to a temporary file, then a rename), and
@@ -987,24 +999,21 @@ fn faults(lab: &mut Lab, dir: &Path, cluster_path: &Path, key: &Path) {
                iptables-nft -I INPUT 1 -i \"$dev\" -j DROP; iptables-nft -I OUTPUT 1 -o \"$dev\" -j DROP; echo \"$dev\"";
     let dev = sh(lab, "manager-3", cut);
     let t = Instant::now();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let st = loop {
-        let (code, st) = status_json(key, &cluster);
-        let explained = st["warnings"].as_array().unwrap().iter().any(|w| {
+    let (code, st) = status_until(
+        key,
+        &cluster,
+        180,
+        "manager-3 never seen cut off",
+        |_, st| {
+            let explained = st["warnings"].as_array().unwrap().iter().any(|w| {
             let w = w.as_str().unwrap();
             w.starts_with("node manager-3 is ")
                 && w.contains(": manager-3 answers over SSH and its Docker is in the swarm, but the other nodes do not hear it")
         });
-        if st["quorum"]["reachable"] == 2 && explained {
-            assert_eq!(code, 0, "the majority keeps the quorum: {st:#}");
-            break st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "manager-3 never seen cut off: {st:#}"
-        );
-        std::thread::sleep(Duration::from_secs(3));
-    };
+            st["quorum"]["reachable"] == 2 && explained
+        },
+    );
+    assert_eq!(code, 0, "the majority keeps the quorum: {st:#}");
     eprintln!(
         "fault: manager-3's private interface ({}) dropped; status saw it in {:?}",
         dev.trim(),
@@ -1061,18 +1070,13 @@ fn faults(lab: &mut Lab, dir: &Path, cluster_path: &Path, key: &Path) {
         ),
     );
     let t = Instant::now();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let (code, st) = status_json(key, &cluster);
-        if code == 0 && st["quorum"]["reachable"] == 3 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "manager-3 never heard again: {st:#}"
-        );
-        std::thread::sleep(Duration::from_secs(3));
-    }
+    status_until(
+        key,
+        &cluster,
+        240,
+        "manager-3 never heard again",
+        all_reachable,
+    );
     let healed = run(cluster_path, &["--identity", key.to_str().unwrap()]);
     eprintln!(
         "fault: manager-3's network back: heard again and a run converged in {:?}",

@@ -891,16 +891,7 @@ mod tests {
         let old = FRESH_LISTS.replace("now=1795768133", "now=1795789133");
         assert_eq!(
             s.check(&Facts::new(old)).unwrap(),
-            Check::Change(vec![
-                Change::new(
-                    "install nginx (after apt-get update: package lists are 6h old)",
-                    vec![
-                        Action::run(update_command()),
-                        Action::run(format!("{INSTALL} nginx"))
-                    ]
-                )
-                .marking(LISTS_UPDATED)
-            ])
+            refresh_then_install_nginx("6h")
         );
         // A new source (the Docker repository) since the last update.
         let Check::Change(c) = s
@@ -1133,6 +1124,20 @@ mod tests {
         now=1796682801\nupdated=1796655645\nsources=1796655644\nlists=4\n";
 
     /// Facts as the runner hands them over after this run refreshed the host's lists.
+    /// The plan for `packages = ["nginx"]` on lists `age` old: refresh (marked), then install.
+    fn refresh_then_install_nginx(age: &str) -> Check {
+        Check::Change(vec![
+            Change::new(
+                format!("install nginx (after apt-get update: package lists are {age} old)"),
+                vec![
+                    Action::run(update_command()),
+                    Action::run(format!("{INSTALL} nginx")),
+                ],
+            )
+            .marking(LISTS_UPDATED),
+        ])
+    }
+
     fn updated_this_run(stdout: &str) -> Facts {
         Facts {
             marks: [LISTS_UPDATED.to_string()].into(),
@@ -1158,16 +1163,7 @@ mod tests {
         let s = step("packages = [\"nginx\"]");
         assert_eq!(
             s.check(&Facts::new(DEBIAN12_7H)).unwrap(),
-            Check::Change(vec![
-                Change::new(
-                    "install nginx (after apt-get update: package lists are 7h old)",
-                    vec![
-                        Action::run(update_command()),
-                        Action::run(format!("{INSTALL} nginx"))
-                    ]
-                )
-                .marking(LISTS_UPDATED)
-            ])
+            refresh_then_install_nginx("7h")
         );
         // A day: fresh enough, no refresh and no mark.
         let s = step("packages = [\"nginx\"]\ncache_valid_time = 86400");
