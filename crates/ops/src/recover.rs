@@ -192,7 +192,7 @@ pub async fn rejoin_others(
                             .ok(
                                 &host,
                                 "waiting to be a reachable manager",
-                                swarm_commands::MANAGER_SETTLED,
+                                &swarm_commands::manager_settled(),
                                 "look at `docker node ls` and `journalctl -u docker` on the leader",
                             )
                             .await?;

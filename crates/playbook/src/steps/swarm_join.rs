@@ -6,7 +6,7 @@
 
 use super::swarm_facts::{self, HostSwarm, NodeInfo, Swarm, SwarmView};
 use crate::ctx::{ClusterCtx, ParamError, params};
-use crate::swarm::commands::{self, JOIN_COMMAND, LEAVE_COMMAND, MANAGER_SETTLED};
+use crate::swarm::commands::{self, JOIN_COMMAND, LEAVE_COMMAND};
 use crate::swarm::node::{LocalNodeState, NodeRole, NodeState, Reachability};
 use crate::swarm::step::{self, On, SwarmPlanner, SwarmStep};
 use provision_engine::inventory::{Inventory, Role};
@@ -152,7 +152,7 @@ fn member_check(
                         commands::HEARD_WITHIN_SECS,
                         if node.state == NodeState::Down { "down" } else { "unreachable" }
                     ),
-                    vec![Action::RunOn { host: v.via.clone(), script: commands::wait_heard(&node.id, node.role == NodeRole::Manager, &hint, commands::HEARD_WITHIN_SECS), stdin: None }],
+                    vec![Action::RunOn { host: v.via.clone(), script: commands::wait_node(&node.id, node.role == NodeRole::Manager, &hint, commands::HEARD_WITHIN_SECS), stdin: None }],
                 )]))
             }
             Some(_) => Ok(Check::Ok(format!("{role} in swarm {}", v.short_id()))),
@@ -210,7 +210,7 @@ fn join_change(inv: &Inventory, host: &str, manager: bool, v: &SwarmView) -> Cha
         {
             let mut a = vec![Action::run_with_stdin(JOIN_COMMAND, body.into_bytes())];
             if manager {
-                a.push(Action::run(MANAGER_SETTLED));
+                a.push(Action::run(commands::manager_settled()));
             }
             a
         },
@@ -427,7 +427,7 @@ mod tests {
             .collect();
         assert_eq!(
             scripts,
-            vec![LEAVE_COMMAND, JOIN_COMMAND, MANAGER_SETTLED],
+            vec![LEAVE_COMMAND, JOIN_COMMAND, &commands::manager_settled()],
             "a manager waits until it is caught up"
         );
     }
@@ -506,7 +506,7 @@ mod tests {
                 "wait up to 60 s for the swarm to hear manager-3 (it marks it down while its Docker runs in the swarm)",
                 vec![Action::RunOn {
                     host: "manager-1".into(),
-                    script: commands::wait_heard("qzlr2zbcyvvku5bdzp2x8jw0b", true, &hint, 60),
+                    script: commands::wait_node("qzlr2zbcyvvku5bdzp2x8jw0b", true, &hint, 60),
                     stdin: None
                 }]
             )]))

@@ -53,13 +53,14 @@ exit 1"#;
 /// Run on a manager that just joined: waits until the swarm reports it ready and
 /// reachable, so the next manager joins a raft whose members are all caught up
 /// (joining while one is still syncing can leave the swarm without a leader).
-pub const MANAGER_SETTLED: &str = r#"i=0
-while [ $i -lt 180 ]; do
-  [ "$(docker node inspect self --format '{{.Status.State}} {{.ManagerStatus.Reachability}}' 2>/dev/null)" = 'ready reachable' ] && exit 0
-  sleep 1; i=$((i + 1))
-done
-printf 'joined, but not a ready and reachable manager after 180 s: %s\n' "$(docker node inspect self --format '{{.Status.State}} {{.ManagerStatus.Reachability}}' 2>&1)" >&2
-exit 1"#;
+pub fn manager_settled() -> String {
+    wait_node(
+        "self",
+        true,
+        "joined, but not a ready and reachable manager",
+        180,
+    )
+}
 
 /// The JSON body of a join request.
 pub fn join_request(advertise_ip: &str, join_addr: &str, token: &str) -> String {
@@ -92,9 +93,10 @@ pub fn unheard_hint(host: &str, private_ip: &str) -> String {
     )
 }
 
-/// Run on a manager that lists nodes: waits up to `secs` (the steps use [`HEARD_WITHIN_SECS`])
-/// for node `node_id` to be ready again, and a manager to be reachable; fails with `hint`.
-pub fn wait_heard(node_id: &str, manager: bool, hint: &str, secs: u32) -> String {
+/// Run on a manager: polls `docker node inspect NODE` every second, up to `secs`, until the
+/// node is ready (and a manager reachable); else prints `why`, the time waited and the last
+/// state, exit 1. A cut-off node is waited for with [`HEARD_WITHIN_SECS`] and [`unheard_hint`].
+pub fn wait_node(node: &str, manager: bool, why: &str, secs: u32) -> String {
     let (format, want) = if manager {
         (
             "{{.Status.State}} {{.ManagerStatus.Reachability}}",
@@ -104,11 +106,11 @@ pub fn wait_heard(node_id: &str, manager: bool, hint: &str, secs: u32) -> String
         ("{{.Status.State}}", "ready")
     };
     format!(
-        "# wait until the swarm hears node {id}\ni=0\nwhile [ $i -lt {secs} ]; do\n  [ \"$(docker node inspect {id} --format {format} 2>/dev/null)\" = {want} ] && exit 0\n  sleep 1; i=$((i + 1))\ndone\nprintf '%s (after %s s: %s)\\n' {hint} {secs} \"$(docker node inspect {id} --format {format} 2>&1)\" >&2\nexit 1",
-        id = quote(node_id),
+        "# wait until the swarm hears node {id}\ni=0\nwhile [ $i -lt {secs} ]; do\n  [ \"$(docker node inspect {id} --format {format} 2>/dev/null)\" = {want} ] && exit 0\n  sleep 1; i=$((i + 1))\ndone\nprintf '%s after %s s: %s\\n' {why} {secs} \"$(docker node inspect {id} --format {format} 2>&1)\" >&2\nexit 1",
+        id = quote(node),
         format = quote(format),
         want = quote(want),
-        hint = quote(hint),
+        why = quote(why),
     )
 }
 
@@ -242,14 +244,14 @@ mod tests {
     }
 
     #[test]
-    fn wait_heard_is_exact_and_names_the_cut_off_node() {
+    fn wait_node_is_exact_and_names_the_cut_off_node() {
         assert_eq!(
-            wait_heard("n3", true, "m3 is cut off", 60),
-            "# wait until the swarm hears node n3\ni=0\nwhile [ $i -lt 60 ]; do\n  [ \"$(docker node inspect n3 --format '{{.Status.State}} {{.ManagerStatus.Reachability}}' 2>/dev/null)\" = 'ready reachable' ] && exit 0\n  sleep 1; i=$((i + 1))\ndone\nprintf '%s (after %s s: %s)\\n' 'm3 is cut off' 60 \"$(docker node inspect n3 --format '{{.Status.State}} {{.ManagerStatus.Reachability}}' 2>&1)\" >&2\nexit 1"
+            wait_node("n3", true, "m3 is cut off", 60),
+            "# wait until the swarm hears node n3\ni=0\nwhile [ $i -lt 60 ]; do\n  [ \"$(docker node inspect n3 --format '{{.Status.State}} {{.ManagerStatus.Reachability}}' 2>/dev/null)\" = 'ready reachable' ] && exit 0\n  sleep 1; i=$((i + 1))\ndone\nprintf '%s after %s s: %s\\n' 'm3 is cut off' 60 \"$(docker node inspect n3 --format '{{.Status.State}} {{.ManagerStatus.Reachability}}' 2>&1)\" >&2\nexit 1"
         );
         // Heard again on the second poll: done.
         let (code, err, _, polls) = run_script(
-            &wait_heard("n3", true, "m3 is cut off", 5),
+            &wait_node("n3", true, "m3 is cut off", 5),
             0,
             "",
             &["down unreachable", "ready reachable"],
@@ -257,7 +259,7 @@ mod tests {
         assert_eq!((code, err.as_str(), polls), (Some(0), "", 2));
         // A worker only needs to be ready.
         let (code, _, _, polls) = run_script(
-            &wait_heard("w1", false, "w1 is cut off", 5),
+            &wait_node("w1", false, "w1 is cut off", 5),
             0,
             "",
             &["ready"],
@@ -265,14 +267,14 @@ mod tests {
         assert_eq!((code, polls), (Some(0), 1));
         // Never heard: the hint, the time waited and the last state.
         let (code, err, _, polls) = run_script(
-            &wait_heard("n3", true, "m3 is cut off", 2),
+            &wait_node("n3", true, "m3 is cut off", 2),
             0,
             "",
             &["down unreachable"],
         );
         assert_eq!(
             (code, err.as_str(), polls),
-            (Some(1), "m3 is cut off (after 2 s: down unreachable)\n", 3)
+            (Some(1), "m3 is cut off after 2 s: down unreachable\n", 3)
         );
         assert_eq!(
             unheard_hint("manager-3", "10.10.0.13"),
@@ -426,7 +428,7 @@ mod tests {
     #[test]
     fn a_joined_manager_waits_until_it_is_reachable() {
         let (code, err, _, polls) = run_script(
-            MANAGER_SETTLED,
+            &manager_settled(),
             0,
             "",
             &["ready unknown", "ready unknown", "ready reachable"],
